@@ -1,0 +1,184 @@
+"""Make streams and consumers match their specs: create what is missing, update what drifted,
+and refuse (ProvisioningError) what cannot be changed in place. Running it twice is a no-op.
+
+The comparison is pure (`stream_drift`, `consumer_drift`); only `provision_streams` and
+`ensure_consumer` talk to JetStream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, NotFoundError
+
+from coordinator.consumers import ConsumerSpec
+from coordinator.errors import ProvisioningError
+from events import StreamSpec
+
+log = logging.getLogger("jetgrid.provision")
+
+# Fields that JetStream will not change on an existing stream.
+_IMMUTABLE_STREAM_FIELDS = frozenset({"storage", "retention"})
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=spec.replicas,
+        duplicate_window=spec.duplicate_window_s,
+        max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        max_msg_size=spec.max_msg_size,
+        max_msgs_per_subject=-1,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
+def _stream_view(cfg: StreamConfig) -> dict[str, Any]:
+    return {
+        "subjects": sorted(cfg.subjects or []),
+        "description": cfg.description,
+        "retention": cfg.retention,
+        "storage": cfg.storage,
+        "num_replicas": cfg.num_replicas or 1,
+        "duplicate_window": float(cfg.duplicate_window or 0),
+        "max_age": float(cfg.max_age or 0),
+        "max_bytes": cfg.max_bytes if cfg.max_bytes is not None else -1,
+        "max_msg_size": cfg.max_msg_size if cfg.max_msg_size is not None else -1,
+        "discard": cfg.discard,
+        "allow_direct": bool(cfg.allow_direct),
+    }
+
+
+def stream_drift(desired: StreamConfig, actual: StreamConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields whose actual value differs from the desired one: {field: (actual, desired)}."""
+    want, have = _stream_view(desired), _stream_view(actual)
+    return {k: (have[k], want[k]) for k in want if want[k] != have[k]}
+
+
+def consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=spec.name,
+        name=spec.name,
+        filter_subject=spec.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        backoff=list(spec.backoff_s) or None,
+    )
+
+
+def consumer_drift(spec: ConsumerSpec, actual: ConsumerConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields of a live consumer that differ from its spec: {field: (actual, desired)}."""
+    have = {
+        "filter_subject": actual.filter_subject
+        or (actual.filter_subjects[0] if actual.filter_subjects else None),
+        "ack_wait_s": float(actual.ack_wait or 0),
+        "max_deliver": actual.max_deliver,
+        "max_ack_pending": actual.max_ack_pending,
+        "backoff_s": tuple(float(b) for b in actual.backoff or ()),
+    }
+    want = {
+        "filter_subject": spec.filter_subject,
+        "ack_wait_s": float(spec.ack_wait_s),
+        "max_deliver": spec.max_deliver,
+        "max_ack_pending": spec.max_ack_pending,
+        "backoff_s": tuple(float(b) for b in spec.backoff_s),
+    }
+    return {k: (have[k], want[k]) for k in want if have[k] != want[k]}
+
+
+@dataclass
+class ProvisionReport:
+    created: list[str] = field(default_factory=list)
+    updated: dict[str, dict[str, tuple[Any, Any]]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"created stream {n}" for n in self.created]
+        for name, drift in self.updated.items():
+            for k, (old, new) in drift.items():
+                out.append(f"updated stream {name}: {k} {old!r} -> {new!r}")
+        out += [f"stream {n} is up to date" for n in self.unchanged]
+        return out
+
+
+async def provision_streams(
+    js: JetStreamContext, specs: tuple[StreamSpec, ...] | list[StreamSpec], *, update: bool = True
+) -> ProvisionReport:
+    """Create missing streams, update drifted ones (or raise if `update` is False)."""
+    report = ProvisionReport()
+    for spec in specs:
+        desired = stream_config(spec)
+        try:
+            info = await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(desired)
+            report.created.append(spec.name)
+            continue
+        drift = stream_drift(desired, info.config)
+        if not drift:
+            report.unchanged.append(spec.name)
+            continue
+        fixed = sorted(set(drift) & _IMMUTABLE_STREAM_FIELDS)
+        if fixed:
+            raise ProvisioningError(
+                f"Stream {spec.name} has {', '.join(f'{k}={drift[k][0]!r}' for k in fixed)} but "
+                f"jetgrid needs {', '.join(f'{k}={drift[k][1]!r}' for k in fixed)}; JetStream "
+                "cannot change that in place. Move the data and recreate the stream."
+            )
+        if not update:
+            raise ProvisioningError(f"Stream {spec.name} drifted from its spec: {drift}.")
+        try:
+            await js.update_stream(desired)
+        except APIError as exc:
+            raise ProvisioningError(f"Updating stream {spec.name} failed: {exc}.") from exc
+        report.updated[spec.name] = drift
+    return report
+
+
+async def ensure_consumer(
+    js: JetStreamContext, spec: ConsumerSpec, *, update: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """Create the consumer if missing. If it drifted: update it when `update`, else log the drift.
+
+    Workers call this with update=False so that workers of different versions never fight over a
+    consumer's config; provisioning (`jetgrid provision`) calls it with update=True.
+    Returns the drift that was found (empty when it matched or was just created).
+    """
+    try:
+        info = await js.consumer_info(spec.stream, spec.name)
+    except NotFoundError:
+        await js.add_consumer(spec.stream, consumer_config(spec))
+        return {}
+    drift = consumer_drift(spec, info.config)
+    if drift and update:
+        await js.add_consumer(spec.stream, consumer_config(spec))
+    elif drift:
+        log.warning(
+            "consumer %s on %s differs from this process's spec: %s; run `jetgrid provision` "
+            "to apply it",
+            spec.name,
+            spec.stream,
+            drift,
+        )
+    return drift

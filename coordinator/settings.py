@@ -1,0 +1,129 @@
+"""One settings object for every jetgrid process.
+
+Read once, from the environment (``JETGRID_<FIELD>``, e.g. ``JETGRID_NATS_URL``), then overridden by
+command-line flags, then passed down explicitly. This module is the only place that reads
+``os.environ`` (through Settings.from_env's argument, which the CLI supplies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from events import ConfigError, StreamNames, Subjects
+
+ENV_PREFIX = "JETGRID_"
+DEFAULT_POOLS = ("fast", "standard", "heavy")
+
+
+class Settings(BaseModel):
+    """Every knob, with its default. Flags > environment > these defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # NATS connection (a comma-separated list of URLs for a cluster) and credentials.
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_creds: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    nats_inbox_prefix: str = "_INBOX"
+    nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Naming: subjects live under subject_prefix; stream names get stream_prefix in front.
+    subject_prefix: str = "jetgrid"
+    stream_prefix: str = ""
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    duplicate_window_s: float = Field(default=3600.0, gt=0)
+
+    # Pools and delivery.
+    pools: tuple[str, ...] = DEFAULT_POOLS
+    default_pool: str = "standard"
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    max_deliver: int = Field(default=5, ge=1)
+    max_ack_pending: int = Field(default=1000, ge=1)
+
+    # The embedded default (`jetgrid up`).
+    data_dir: Path = Path(".jetgrid")
+    nats_host: str = "127.0.0.1"
+    nats_port: int = Field(default=4222, ge=0, le=65535)
+    nats_conf: Path | None = None
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=2, ge=0)
+
+    # Workers.
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+    # Logging: quiet by default.
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_json: bool = False
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from ``JETGRID_*`` variables, then `overrides` (None values are ignored)."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            key = ENV_PREFIX + name.upper()
+            if key in env and env[key] != "":
+                values[name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, values)) from exc
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied and validated (None values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, data)) from exc
+
+    # -- derived ----------------------------------------------------------------------------
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.subject_prefix)
+
+    @property
+    def streams(self) -> StreamNames:
+        return StreamNames(self.stream_prefix)
+
+    @property
+    def servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.gateway_host}:{self.gateway_port}"
+
+
+def _explain(exc: ValidationError, values: Mapping[str, Any]) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        shown = values.get(field, "<missing>")
+        parts.append(
+            f"Setting {field} (env {ENV_PREFIX}{field.upper()}) has value {shown!r}. {err['msg']}."
+        )
+    return " ".join(parts)

@@ -1,0 +1,104 @@
+"""The event catalogue and wire format: models, envelope, subjects, streams, codec.
+
+This package imports nothing else of jetgrid's; every other package reads and writes the log
+through it.
+"""
+
+from events.base import Event
+from events.catalogue import ANY_EVENT, BY_TYPE, EVENT_TYPES, UPCASTERS, AnyEvent, upcast
+from events.codec import (
+    Envelope,
+    decode,
+    decode_submission,
+    derived_job_id,
+    encode,
+    explain,
+    format_time,
+    now,
+    parse_time,
+)
+from events.errors import ConfigError, InvalidEvent, InvalidSubject, JetgridError
+from events.invalid import InvalidMessage
+from events.jobs import JobKind, JobSubmitted, Priority
+from events.lifecycle import (
+    TERMINAL_NAMES,
+    JobCancelled,
+    JobCancelRequested,
+    JobClaimed,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobProgress,
+    JobRetrying,
+    JobStarted,
+)
+from events.streams import (
+    INVALID,
+    JOB_EVENTS,
+    JOBS,
+    WORKERS,
+    StreamNames,
+    StreamSpec,
+    stream_specs,
+)
+from events.subjects import Subjects, check_id, decode_model, encode_model
+from events.workers import (
+    GpuTelemetry,
+    WorkerDeregistered,
+    WorkerDraining,
+    WorkerHeartbeat,
+    WorkerRegistered,
+)
+
+__all__ = [
+    "ANY_EVENT",
+    "BY_TYPE",
+    "EVENT_TYPES",
+    "INVALID",
+    "JOBS",
+    "JOB_EVENTS",
+    "TERMINAL_NAMES",
+    "UPCASTERS",
+    "WORKERS",
+    "AnyEvent",
+    "ConfigError",
+    "Envelope",
+    "Event",
+    "GpuTelemetry",
+    "InvalidEvent",
+    "InvalidMessage",
+    "InvalidSubject",
+    "JetgridError",
+    "JobCancelRequested",
+    "JobCancelled",
+    "JobClaimed",
+    "JobCompleted",
+    "JobDead",
+    "JobFailed",
+    "JobKind",
+    "JobProgress",
+    "JobRetrying",
+    "JobStarted",
+    "JobSubmitted",
+    "Priority",
+    "StreamNames",
+    "StreamSpec",
+    "Subjects",
+    "WorkerDeregistered",
+    "WorkerDraining",
+    "WorkerHeartbeat",
+    "WorkerRegistered",
+    "check_id",
+    "decode",
+    "decode_model",
+    "decode_submission",
+    "derived_job_id",
+    "encode",
+    "encode_model",
+    "explain",
+    "format_time",
+    "now",
+    "parse_time",
+    "stream_specs",
+    "upcast",
+]

@@ -1,0 +1,99 @@
+"""The catalogue: every event type, one discriminated union, and the upcasters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from events.base import Event
+from events.invalid import InvalidMessage
+from events.jobs import JobSubmitted
+from events.lifecycle import (
+    JobCancelled,
+    JobCancelRequested,
+    JobClaimed,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobProgress,
+    JobRetrying,
+    JobStarted,
+)
+from events.workers import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, WorkerRegistered
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    JobSubmitted,
+    JobClaimed,
+    JobStarted,
+    JobProgress,
+    JobCompleted,
+    JobFailed,
+    JobRetrying,
+    JobCancelRequested,
+    JobCancelled,
+    JobDead,
+    WorkerRegistered,
+    WorkerHeartbeat,
+    WorkerDraining,
+    WorkerDeregistered,
+    InvalidMessage,
+)
+
+AnyEvent = Annotated[
+    Union[  # noqa: UP007  (a Union of a tuple's members reads clearest spelled out)
+        JobSubmitted,
+        JobClaimed,
+        JobStarted,
+        JobProgress,
+        JobCompleted,
+        JobFailed,
+        JobRetrying,
+        JobCancelRequested,
+        JobCancelled,
+        JobDead,
+        WorkerRegistered,
+        WorkerHeartbeat,
+        WorkerDraining,
+        WorkerDeregistered,
+        InvalidMessage,
+    ],
+    Field(discriminator="type"),
+]
+ANY_EVENT: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+
+def type_name(cls: type[Event]) -> str:
+    return cls.model_fields["type"].default  # type: ignore[no-any-return]
+
+
+def current_version(cls: type[Event]) -> int:
+    return cls.model_fields["version"].default  # type: ignore[no-any-return]
+
+
+BY_TYPE: dict[str, type[Event]] = {type_name(c): c for c in EVENT_TYPES}
+
+# An upcaster turns the `data` of (type, version N) into the data of version N+1. They run at
+# decode, before the event object exists; the log itself is never rewritten. Register one as
+#     UPCASTERS[("jetgrid.worker.heartbeat", 1)] = upcast_heartbeat_v1_v2
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcast(
+    type_: str,
+    version: int,
+    data: dict[str, Any],
+    target: int,
+    upcasters: dict[tuple[str, int], Upcaster] | None = None,
+) -> dict[str, Any]:
+    """Run the chain of upcasters that brings `data` from `version` to `target`."""
+    chain = UPCASTERS if upcasters is None else upcasters
+    while version < target:
+        step = chain.get((type_, version))
+        if step is None:
+            raise LookupError(f"No upcaster from {type_} version {version} to {version + 1}.")
+        data = step(data)
+        version += 1
+    return data

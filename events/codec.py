@@ -1,0 +1,229 @@
+"""The one place that turns events into bytes and bytes into events.
+
+The stored form is a CloudEvents 1.0 JSON structured-mode envelope::
+
+    {"specversion": "1.0", "id": "...", "source": "jetgrid/worker/w1",
+     "type": "jetgrid.job.completed", "time": "2026-11-22T12:00:00.000000Z",
+     "datacontenttype": "application/json", "dataversion": 1, "data": {...}}
+
+``dataversion`` is a CloudEvents extension attribute holding the event model's version; older
+versions are upcast at decode (events.catalogue.upcast). Submissions may also arrive bare, as
+``{"model": ..., "prompt": ...}`` from ``nats pub``: decode_submission derives what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from events.base import Event
+from events.catalogue import BY_TYPE, current_version, upcast
+from events.errors import InvalidEvent, InvalidSubject
+from events.jobs import JobSubmitted
+from events.subjects import Subjects
+
+SPECVERSION = "1.0"
+_ENVELOPE_KEYS = frozenset(
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "datacontenttype",
+        "dataversion",
+        "data",
+        "subject",
+        "dataschema",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded event with its CloudEvents attributes and, when read from a stream, its seq."""
+
+    id: str
+    source: str
+    time: datetime
+    event: Any
+    seq: int | None = None
+    subject: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.event.type  # type: ignore[no-any-return]
+
+    def at(self, seq: int | None, subject: str | None = None) -> Envelope:
+        """The same envelope, stamped with where it was read from."""
+        return replace(self, seq=seq, subject=subject or self.subject)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(t: datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: Any, field: str = "time") -> datetime:
+    if not isinstance(value, str):
+        raise InvalidEvent(f"Envelope field '{field}' must be an RFC 3339 string, got {value!r}.")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidEvent(f"Envelope field '{field}' is not RFC 3339: {value!r}.") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def explain(exc: ValidationError, prefix: str = "") -> str:
+    """A ValidationError as one sentence that names each field at fault."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "body")
+        parts.append(f"field '{where}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def encode(
+    event: Event,
+    *,
+    source: str,
+    id: str | None = None,
+    time: datetime | None = None,
+) -> bytes:
+    """Serialise one event in its CloudEvents envelope."""
+    data = event.model_dump_json(exclude={"type", "version"})
+    head = json.dumps(
+        {
+            "specversion": SPECVERSION,
+            "id": id or uuid.uuid4().hex,
+            "source": source,
+            "type": event.type,  # type: ignore[attr-defined]
+            "time": format_time(time or now()),
+            "datacontenttype": "application/json",
+            "dataversion": event.version,  # type: ignore[attr-defined]
+        },
+        separators=(",", ":"),
+    )
+    return f'{head[:-1]},"data":{data}}}'.encode()
+
+
+def _load(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEvent(f"Body is not JSON: {exc}.") from exc
+
+
+def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
+    type_ = obj.get("type")
+    if not isinstance(type_, str):
+        raise InvalidEvent("Envelope field 'type' is missing or not a string.")
+    cls = BY_TYPE.get(type_)
+    if cls is None:
+        raise InvalidEvent(f"Envelope field 'type' names no known event: {type_!r}.")
+    if obj.get("specversion") != SPECVERSION:
+        raise InvalidEvent(
+            f"Envelope field 'specversion' must be {SPECVERSION!r}, got {obj.get('specversion')!r}."
+        )
+    for key in ("id", "source"):
+        if not isinstance(obj.get(key), str) or not obj[key]:
+            raise InvalidEvent(f"Envelope field '{key}' is missing or not a string.")
+    unknown = set(obj) - _ENVELOPE_KEYS
+    if unknown:
+        raise InvalidEvent(f"Envelope has unknown attributes: {sorted(unknown)}.")
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        raise InvalidEvent("Envelope field 'data' must be a JSON object.")
+    version = obj.get("dataversion", 1)
+    target = current_version(cls)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidEvent(f"Envelope field 'dataversion' must be a positive integer: {version!r}.")
+    if version > target:
+        raise InvalidEvent(
+            f"{type_} version {version} is newer than this jetgrid understands ({target})."
+        )
+    if version < target:
+        try:
+            data = upcast(type_, version, data, target)
+        except LookupError as exc:
+            raise InvalidEvent(str(exc)) from exc
+    try:
+        event = cls.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(explain(exc, "data.")) from exc
+    return event, parse_time(obj.get("time")), obj["id"], obj["source"]
+
+
+def decode(data: bytes) -> Envelope:
+    """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong."""
+    obj = _load(data)
+    if not isinstance(obj, dict):
+        raise InvalidEvent("Body must be a JSON object (a CloudEvents envelope).")
+    event, time, id_, source = _event_from(obj)
+    return Envelope(id=id_, source=source, time=time, event=event)
+
+
+def derived_job_id(seq: int) -> str:
+    """The id of a job submitted without one: its JOBS stream sequence, e.g. ``seq-42``."""
+    return f"seq-{seq}"
+
+
+def decode_submission(
+    data: bytes,
+    *,
+    subject: str,
+    subjects: Subjects,
+    seq: int,
+    stream_time: datetime,
+) -> Envelope:
+    """Decode what arrived on a submission subject, enveloped or bare.
+
+    A bare body (``{"model": "m", "prompt": "hi"}``) gets its pool from the subject, its id from
+    the stream sequence (derived_job_id) and its time from the stream timestamp. The payload's
+    model must be the one the subject's token encodes, and a pool in the payload must match the
+    subject's pool: the subject routed the job, so a disagreement is an error, not a guess.
+    """
+    try:
+        pool, model = subjects.parse_submit(subject)
+    except InvalidSubject as exc:
+        raise InvalidEvent(str(exc)) from exc
+    obj = _load(data)
+    if not isinstance(obj, dict):
+        raise InvalidEvent("A job must be a JSON object with at least 'model' and 'prompt'.")
+    if "specversion" in obj:
+        env = decode(data)
+        if not isinstance(env.event, JobSubmitted):
+            raise InvalidEvent(f"Only {JobSubmitted.__name__} belongs here, got {env.type!r}.")
+        job = env.event
+    else:
+        fields = dict(obj)
+        fields.setdefault("job_id", derived_job_id(seq))
+        fields.setdefault("pool", pool)
+        fields.pop("type", None)
+        fields.pop("version", None)
+        try:
+            job = JobSubmitted.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidEvent(explain(exc)) from exc
+        env = Envelope(id=job.job_id, source="nats", time=stream_time, event=job)
+    if job.model != model:
+        raise InvalidEvent(
+            f"field 'model': {job.model!r} does not match the subject's model {model!r} "
+            f"(token {subject.rsplit('.', 1)[-1]!r})."
+        )
+    if job.pool != pool:
+        raise InvalidEvent(
+            f"field 'pool': {job.pool!r} does not match the subject's pool {pool!r}."
+        )
+    return env.at(seq, subject)

@@ -1,0 +1,47 @@
+"""The submission: the one event family on the JOBS stream."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from events.base import Event
+from events.subjects import MAX_MODEL_LEN, check_id
+
+Priority = Literal["high", "normal", "low"]
+JobKind = Literal["generate", "chat", "embed", "python"]
+
+
+class JobSubmitted(Event):
+    """A client asked for `model` to run over `prompt` or `input` in `pool`."""
+
+    type: Literal["jetgrid.job.submitted"] = "jetgrid.job.submitted"
+    version: Literal[1] = 1
+    job_id: str
+    model: str = Field(min_length=1, max_length=MAX_MODEL_LEN)
+    pool: str
+    kind: JobKind = "generate"
+    prompt: str | None = None
+    input: dict[str, Any] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = "normal"
+    timeout_s: float | None = Field(default=None, gt=0)
+    idempotency_key: str | None = Field(default=None, max_length=256)
+    submitter: str | None = None
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id_is_a_token(cls, v: str) -> str:
+        return check_id(v, "job_id")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_is_a_token(cls, v: str) -> str:
+        return check_id(v, "pool")
+
+    @model_validator(mode="after")
+    def _has_work(self) -> JobSubmitted:
+        if self.prompt is None and self.input is None:
+            raise ValueError("a job needs 'prompt' or 'input'")
+        return self

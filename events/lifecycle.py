@@ -1,0 +1,109 @@
+"""Job lifecycle events, on JOB_EVENTS as ``<prefix>.job.<job_id>.<name>``.
+
+Exactly one terminal event counts per job: the first of completed, failed, cancelled or dead in
+log order. Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream
+drops duplicates inside its duplicate window; the reducers apply the first-wins rule for the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from events.base import Event
+
+TERMINAL_NAMES = frozenset({"completed", "failed", "cancelled", "dead"})
+
+
+class _JobEvent(Event):
+    job_id: str
+
+
+class _AttemptEvent(_JobEvent):
+    worker_id: str
+    attempt: int = Field(ge=1, description="JetStream delivery count of the submission")
+
+
+class JobClaimed(_AttemptEvent):
+    """A worker took the job's message from its pool consumer."""
+
+    type: Literal["jetgrid.job.claimed"] = "jetgrid.job.claimed"
+    version: Literal[1] = 1
+    jobs_seq: int = Field(ge=1, description="the submission's sequence in the JOBS stream")
+    tier_factor: float | None = None
+
+
+class JobStarted(_AttemptEvent):
+    """The backend began running the job."""
+
+    type: Literal["jetgrid.job.started"] = "jetgrid.job.started"
+    version: Literal[1] = 1
+
+
+class JobProgress(_AttemptEvent):
+    """Optional, coalesced progress (fraction done and/or a short message)."""
+
+    type: Literal["jetgrid.job.progress"] = "jetgrid.job.progress"
+    version: Literal[1] = 1
+    fraction: float | None = Field(default=None, ge=0, le=1)
+    message: str | None = Field(default=None, max_length=4096)
+
+
+class JobCompleted(_AttemptEvent):
+    """The job's result. `output` is the whole output, so the log alone tells the result."""
+
+    type: Literal["jetgrid.job.completed"] = "jetgrid.job.completed"
+    version: Literal[1] = 1
+    output: Any
+    usage: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float = Field(ge=0)
+
+
+class JobFailed(_JobEvent):
+    """The job failed for good (deterministic error, or retries exhausted by policy)."""
+
+    type: Literal["jetgrid.job.failed"] = "jetgrid.job.failed"
+    version: Literal[1] = 1
+    worker_id: str | None = None
+    attempt: int | None = None
+    reason: str
+    error_type: str = "error"
+
+
+class JobRetrying(_AttemptEvent):
+    """A transient failure; the job goes back to its pool after `delay_s`."""
+
+    type: Literal["jetgrid.job.retrying"] = "jetgrid.job.retrying"
+    version: Literal[1] = 1
+    reason: str
+    delay_s: float = Field(ge=0)
+
+
+class JobCancelRequested(_JobEvent):
+    """Someone asked for the job to stop (or never start)."""
+
+    type: Literal["jetgrid.job.cancel_requested"] = "jetgrid.job.cancel_requested"
+    version: Literal[1] = 1
+    reason: str | None = None
+    requested_by: str | None = None
+
+
+class JobCancelled(_JobEvent):
+    """The job stopped (or was skipped) because of a cancel request."""
+
+    type: Literal["jetgrid.job.cancelled"] = "jetgrid.job.cancelled"
+    version: Literal[1] = 1
+    worker_id: str | None = None
+    attempt: int | None = None
+    reason: str | None = None
+
+
+class JobDead(_JobEvent):
+    """JetStream gave up delivering the job after MaxDeliver attempts."""
+
+    type: Literal["jetgrid.job.dead"] = "jetgrid.job.dead"
+    version: Literal[1] = 1
+    attempts: int = Field(ge=1)
+    jobs_seq: int = Field(ge=1)
+    reason: str = "max deliveries reached"

@@ -1,0 +1,95 @@
+"""The streams jetgrid keeps, as plain data. Provisioning (coordinator.provision) applies them.
+
+Every stream keeps Limits retention: the log must stay replayable, so work is shared by durable
+pull consumers, never by WorkQueue retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.subjects import Subjects
+
+JOBS = "JOBS"
+JOB_EVENTS = "JOB_EVENTS"
+WORKERS = "WORKERS"
+INVALID = "INVALID"
+LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What one stream should look like; `logical` is its name without the deployment prefix."""
+
+    logical: str
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    replicas: int = 1
+    duplicate_window_s: float = 3600.0
+    max_age_s: float = 0.0  # 0 = keep forever
+    max_bytes: int = -1
+    max_msg_size: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNames:
+    """Concrete stream names: the logical name behind an optional prefix (``T1_`` in tests)."""
+
+    prefix: str = ""
+
+    def __call__(self, logical: str) -> str:
+        return f"{self.prefix}{logical}"
+
+    @property
+    def jobs(self) -> str:
+        return self(JOBS)
+
+    @property
+    def job_events(self) -> str:
+        return self(JOB_EVENTS)
+
+    @property
+    def workers(self) -> str:
+        return self(WORKERS)
+
+    @property
+    def invalid(self) -> str:
+        return self(INVALID)
+
+
+def stream_specs(
+    subjects: Subjects,
+    names: StreamNames,
+    *,
+    replicas: int = 1,
+    duplicate_window_s: float = 3600.0,
+    max_age_s: float = 0.0,
+) -> tuple[StreamSpec, ...]:
+    """The four streams of DESIGN section 2 for one deployment."""
+    p = subjects.prefix
+    common = dict(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
+    return (
+        StreamSpec(JOBS, names(JOBS), (f"{p}.jobs.*.*",), "jetgrid job submissions", **common),  # type: ignore[arg-type]
+        StreamSpec(
+            JOB_EVENTS,
+            names(JOB_EVENTS),
+            (f"{p}.job.*.*",),
+            "jetgrid job lifecycle",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamSpec(
+            WORKERS,
+            names(WORKERS),
+            (f"{p}.worker.*.*",),
+            "jetgrid worker registrations and pings",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamSpec(
+            INVALID,
+            names(INVALID),
+            (f"{p}.invalid.*",),
+            "jetgrid messages that failed validation",
+            **common,  # type: ignore[arg-type]
+        ),
+    )

@@ -1,0 +1,147 @@
+"""The subject grammar: jetgrid's public contract on NATS.
+
+    <prefix>.jobs.<pool>.<model-token>      JOBS        a job was submitted
+    <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle
+    <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
+    <prefix>.invalid.<stream>               INVALID     a message that failed validation
+    <prefix>.tokens.<job_id>                core NATS   ephemeral token stream (not stored)
+
+Model names such as ``llama3.2:1b`` or ``hf.co/org/m:q4`` hold characters that cannot appear in a
+subject token. They are encoded by one reversible rule: ASCII letters, digits and ``-`` stand for
+themselves; every other byte of the name's UTF-8 form becomes ``_`` followed by two upper-case hex
+digits. So ``llama3.2:1b`` -> ``llama3_2E2_3A1b`` and ``my_model`` -> ``my_5Fmodel``. The payload's
+``model`` field stays the authority; the token only routes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from events.errors import InvalidSubject
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_TOKEN_RE = re.compile(r"^(?:[A-Za-z0-9-]|_[0-9A-F]{2})+$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
+
+JOB_EVENT_NAMES = (
+    "claimed",
+    "started",
+    "progress",
+    "completed",
+    "failed",
+    "retrying",
+    "cancel_requested",
+    "cancelled",
+    "dead",
+)
+WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
+MAX_MODEL_LEN = 200
+
+
+def encode_model(model: str) -> str:
+    """Encode a model name into one subject token (reversible, see the module docstring)."""
+    if not model:
+        raise InvalidSubject("A model name cannot be empty.")
+    if len(model) > MAX_MODEL_LEN:
+        raise InvalidSubject(
+            f"Model name is {len(model)} characters long; at most {MAX_MODEL_LEN}."
+        )
+    out: list[str] = []
+    for byte in model.encode("utf-8"):
+        out.append(chr(byte) if byte in _SAFE else f"_{byte:02X}")
+    return "".join(out)
+
+
+def decode_model(token: str) -> str:
+    """Invert encode_model; raises InvalidSubject for a token no model name encodes to."""
+    if not _TOKEN_RE.match(token):
+        raise InvalidSubject(f"Model token {token!r} is not in the encoded form.")
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "_":
+            raw.append(int(token[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.append(ord(token[i]))
+            i += 1
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidSubject(f"Model token {token!r} does not decode to UTF-8.") from exc
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return value if it can be one subject token (letters, digits, '-', '_'; 1-128 long)."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidSubject(
+            f"{what} {value!r} must be 1-128 characters of letters, digits, '-' or '_'."
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Builds and parses every subject under one prefix (default ``jetgrid``)."""
+
+    prefix: str = "jetgrid"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise InvalidSubject(f"Subject prefix {self.prefix!r} is not a valid subject.")
+
+    # -- builders -------------------------------------------------------------------------
+    def submit(self, pool: str, model: str) -> str:
+        """The subject a job for `model` in `pool` is submitted on."""
+        return f"{self.prefix}.jobs.{check_id(pool, 'pool')}.{encode_model(model)}"
+
+    def submit_filter(self, pool: str = "*", model: str | None = None) -> str:
+        token = "*" if model is None else encode_model(model)
+        return f"{self.prefix}.jobs.{pool}.{token}"
+
+    def job_event(self, job_id: str, event: str) -> str:
+        return f"{self.prefix}.job.{check_id(job_id, 'job id')}.{event}"
+
+    def job_events(self, job_id: str = "*") -> str:
+        """Filter for every lifecycle event of one job (or of all jobs)."""
+        return f"{self.prefix}.job.{job_id}.*"
+
+    def worker_event(self, worker_id: str, event: str) -> str:
+        return f"{self.prefix}.worker.{check_id(worker_id, 'worker id')}.{event}"
+
+    def worker_events(self, worker_id: str = "*") -> str:
+        return f"{self.prefix}.worker.{worker_id}.*"
+
+    def invalid(self, stream: str) -> str:
+        return f"{self.prefix}.invalid.{stream}"
+
+    def tokens(self, job_id: str) -> str:
+        """Core-NATS subject of a job's ephemeral token stream (never stored)."""
+        return f"{self.prefix}.tokens.{check_id(job_id, 'job id')}"
+
+    # -- parsers --------------------------------------------------------------------------
+    def _rest(self, subject: str, kind: str, n: int) -> list[str]:
+        head = f"{self.prefix}.{kind}."
+        if not subject.startswith(head):
+            raise InvalidSubject(f"Subject {subject!r} does not start with {head!r}.")
+        parts = subject[len(head) :].split(".")
+        if len(parts) != n or not all(parts):
+            raise InvalidSubject(f"Subject {subject!r} does not have the form {head}<{n} tokens>.")
+        return parts
+
+    def parse_submit(self, subject: str) -> tuple[str, str]:
+        """(pool, model) of a submission subject."""
+        pool, token = self._rest(subject, "jobs", 2)
+        return pool, decode_model(token)
+
+    def parse_job_event(self, subject: str) -> tuple[str, str]:
+        """(job_id, event name) of a lifecycle subject."""
+        job_id, event = self._rest(subject, "job", 2)
+        return job_id, event
+
+    def parse_worker_event(self, subject: str) -> tuple[str, str]:
+        """(worker_id, event name) of a worker subject."""
+        worker_id, event = self._rest(subject, "worker", 2)
+        return worker_id, event

@@ -1,0 +1,83 @@
+"""Worker events, on WORKERS as ``<prefix>.worker.<worker_id>.<name>``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.base import Event
+
+
+class GpuTelemetry(BaseModel):
+    """One GPU as NVML saw it during a ping; `responsive` False means NVML gave up on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    index: int
+    uuid: str | None = None
+    name: str | None = None
+    responsive: bool = True
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    ecc_errors: int | None = None
+    xid_errors: int | None = None
+    error: str | None = None
+
+
+class _WorkerEvent(Event):
+    worker_id: str
+
+
+class WorkerRegistered(_WorkerEvent):
+    """A worker came up and says what it serves."""
+
+    type: Literal["jetgrid.worker.registered"] = "jetgrid.worker.registered"
+    version: Literal[1] = 1
+    pools: list[str]
+    models: list[str]
+    backend: str
+    concurrency: int = Field(ge=1)
+    heartbeat_interval_s: float = Field(gt=0)
+    hostname: str | None = None
+    jetgrid_version: str | None = None
+    boot_id: str | None = None
+
+
+class WorkerHeartbeat(_WorkerEvent):
+    """The ping: liveness plus health, every heartbeat_interval_s."""
+
+    type: Literal["jetgrid.worker.heartbeat"] = "jetgrid.worker.heartbeat"
+    version: Literal[1] = 1
+    n: int = Field(ge=0, description="ping counter since the worker's boot")
+    healthy: bool
+    interval_s: float = Field(gt=0)
+    in_flight: int = Field(ge=0)
+    completed: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    pools: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    nvml: bool = False
+    nvml_error: str | None = None
+    gpus: list[GpuTelemetry] = Field(default_factory=list)
+    tier_factor: float | None = None
+    accepting: bool = True
+    boot_id: str | None = None
+
+
+class WorkerDraining(_WorkerEvent):
+    """The worker stopped pulling and is finishing what it holds."""
+
+    type: Literal["jetgrid.worker.draining"] = "jetgrid.worker.draining"
+    version: Literal[1] = 1
+    reason: str | None = None
+
+
+class WorkerDeregistered(_WorkerEvent):
+    """The worker left cleanly."""
+
+    type: Literal["jetgrid.worker.deregistered"] = "jetgrid.worker.deregistered"
+    version: Literal[1] = 1
+    reason: str | None = None

@@ -1,0 +1,131 @@
+"""The gateway's job board: a fold of JOBS and JOB_EVENTS into job views, with waiters.
+
+Every gateway folds the log itself (ordered consumers from sequence 1), so any number of gateways
+agree without talking to each other, and `?wait=` resolves as soon as the terminal event is in
+the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from coordinator.settings import Settings
+from events import InvalidEvent, decode, decode_submission
+from projections.jobs import JobView, apply
+
+log = logging.getLogger("jetgrid.gateway.board")
+
+
+class JobBoard:
+    """Job views by id, kept current by following the log."""
+
+    def __init__(self, js: JetStreamContext, settings: Settings) -> None:
+        self.js = js
+        self.settings = settings
+        self.jobs: dict[str, JobView] = {}
+        self.caught_up = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[JobView]]] = defaultdict(list)
+        self._targets: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        self._subs: list[object] = []
+
+    async def start(self) -> None:
+        names, subj = self.settings.streams, self.settings.subjects
+        follow = (
+            (names.jobs, subj.submit_filter(), self._on_submission),
+            (names.job_events, subj.job_events(), self._on_event),
+        )
+        for stream, _, _ in follow:
+            self._targets[stream] = (await self.js.stream_info(stream)).state.last_seq
+            self._seen[stream] = 0
+        self._check_caught_up()
+        for stream, filter_subject, cb in follow:
+            sub = await self.js.subscribe(
+                filter_subject,
+                stream=stream,
+                cb=cb,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+            self._subs.append(sub)
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()  # type: ignore[attr-defined]
+            except Exception:  # connection already gone
+                pass
+        for futures in self._waiters.values():
+            for f in futures:
+                f.cancel()
+
+    def _mark(self, stream: str, seq: int) -> None:
+        self._seen[stream] = seq
+        if not self.caught_up.is_set():
+            self._check_caught_up()
+
+    def _check_caught_up(self) -> None:
+        if all(self._seen.get(s, 0) >= t for s, t in self._targets.items()):
+            self.caught_up.set()
+
+    async def _on_submission(self, msg: Msg) -> None:
+        md = msg.metadata
+        try:
+            env = decode_submission(
+                msg.data,
+                subject=msg.subject,
+                subjects=self.settings.subjects,
+                seq=md.sequence.stream,
+                stream_time=md.timestamp,
+            )
+        except InvalidEvent:
+            pass  # the worker that pulls it records it on the invalid stream
+        else:
+            self._apply(env.event.job_id, env)
+        self._mark(self.settings.streams.jobs, md.sequence.stream)
+
+    async def _on_event(self, msg: Msg) -> None:
+        md = msg.metadata
+        try:
+            env = decode(msg.data).at(md.sequence.stream, msg.subject)
+        except InvalidEvent as exc:
+            log.warning("undecodable job event at seq %s: %s", md.sequence.stream, exc.reason)
+        else:
+            job_id = getattr(env.event, "job_id", None)
+            if job_id:
+                self._apply(job_id, env)
+        self._mark(self.settings.streams.job_events, md.sequence.stream)
+
+    def _apply(self, job_id: str, env: object) -> None:
+        view = apply(self.jobs.get(job_id), env)  # type: ignore[arg-type]
+        self.jobs[job_id] = view
+        if view.terminal and job_id in self._waiters:
+            for f in self._waiters.pop(job_id):
+                if not f.done():
+                    f.set_result(view)
+
+    def get(self, job_id: str) -> JobView | None:
+        return self.jobs.get(job_id)
+
+    def waiter(self, job_id: str) -> asyncio.Future[JobView]:
+        """A future resolved with the job's view when its terminal event is folded."""
+        fut: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
+        view = self.jobs.get(job_id)
+        if view is not None and view.terminal:
+            fut.set_result(view)
+        else:
+            self._waiters[job_id].append(fut)
+        return fut
+
+    def forget_waiter(self, job_id: str, fut: asyncio.Future[JobView]) -> None:
+        futures = self._waiters.get(job_id)
+        if futures and fut in futures:
+            futures.remove(fut)
+            if not futures:
+                del self._waiters[job_id]

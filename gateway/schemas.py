@@ -1,0 +1,55 @@
+"""Request and response bodies of jetgrid's own HTTP API (/v1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from events.subjects import MAX_MODEL_LEN
+
+
+class SubmitJob(BaseModel):
+    """POST /v1/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=MAX_MODEL_LEN, description="model to run")
+    prompt: str | None = Field(default=None, description="text input (or use `input`)")
+    input: dict[str, Any] | None = Field(default=None, description="structured input")
+    pool: str | None = Field(default=None, description="pool; the default pool if omitted")
+    kind: Literal["generate", "chat", "embed"] = "generate"
+    options: dict[str, Any] = Field(default_factory=dict)
+    priority: Literal["high", "normal", "low"] = "normal"
+    timeout_s: float | None = Field(default=None, gt=0)
+    id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$", description="client-chosen job id"
+    )
+
+    @model_validator(mode="after")
+    def _has_work(self) -> SubmitJob:
+        if self.prompt is None and self.input is None:
+            raise ValueError("a job needs 'prompt' or 'input'")
+        return self
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    status: str
+    model: str | None = None
+    pool: str | None = None
+    kind: str | None = None
+    priority: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: Any = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    seq: int | None = None
+    subject: str | None = None

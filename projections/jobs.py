@@ -1,0 +1,168 @@
+"""The job read model: a pure reducer from lifecycle events to one job's view.
+
+Rules (each one tested in tests/projections/test_jobs_reducer.py):
+- The first terminal event in log order counts (completed, failed, cancelled, dead); any later
+  terminal event only increments `duplicates`. This is what makes outcomes effectively-once.
+- JOBS and JOB_EVENTS are separate streams, so a fold may see a job's lifecycle before its
+  submission: a view can start from either, and the submission fills in its fields without
+  moving the status backwards.
+- Non-terminal events never move a job backwards (queued < claimed < running), except
+  `retrying`, which puts a non-terminal job back to `queued` for its next attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from events import (
+    Envelope,
+    JobCancelled,
+    JobCancelRequested,
+    JobClaimed,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobProgress,
+    JobRetrying,
+    JobStarted,
+    JobSubmitted,
+)
+
+Status = Literal[
+    "unknown", "queued", "claimed", "running", "completed", "failed", "cancelled", "dead"
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "dead"})
+_RANK = {"unknown": 0, "queued": 1, "claimed": 2, "running": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    job_id: str
+    status: Status = "unknown"
+    model: str | None = None
+    pool: str | None = None
+    kind: str | None = None
+    priority: str | None = None
+    jobs_seq: int | None = None
+    submitted_at: datetime | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    claimed_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: Any = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    cancel_requested: bool = False
+    progress: float | None = None
+    retries: int = 0
+    duplicates: int = 0
+    terminal_seq: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _advance(view: JobView, status: Status) -> Status:
+    if view.terminal:
+        return view.status
+    return status if _RANK.get(status, 0) >= _RANK.get(view.status, 0) else view.status
+
+
+def _terminal(view: JobView, env: Envelope, status: Status, **fields: Any) -> JobView:
+    if view.terminal:
+        return replace(view, duplicates=view.duplicates + 1)
+    return replace(view, status=status, finished_at=env.time, terminal_seq=env.seq, **fields)
+
+
+def apply(view: JobView | None, env: Envelope) -> JobView:
+    """Fold one event of job `env.event.job_id` into its view (None: not seen before)."""
+    ev = env.event
+    view = view or JobView(job_id=ev.job_id)
+    match ev:
+        case JobSubmitted():
+            if view.jobs_seq is not None:  # a resubmission of the same id: first one counts
+                return view
+            return replace(
+                view,
+                status=_advance(view, "queued"),
+                model=ev.model,
+                pool=ev.pool,
+                kind=ev.kind,
+                priority=ev.priority,
+                jobs_seq=env.seq,
+                submitted_at=env.time,
+            )
+        case JobClaimed():
+            if view.terminal:
+                return view
+            return replace(
+                view,
+                status=_advance(view, "claimed"),
+                worker_id=ev.worker_id,
+                attempts=max(view.attempts, ev.attempt),
+                claimed_at=env.time,
+                jobs_seq=view.jobs_seq or ev.jobs_seq,
+            )
+        case JobStarted():
+            if view.terminal:
+                return view
+            return replace(
+                view,
+                status=_advance(view, "running"),
+                worker_id=ev.worker_id,
+                attempts=max(view.attempts, ev.attempt),
+                started_at=env.time,
+            )
+        case JobProgress():
+            if view.terminal or ev.fraction is None:
+                return view
+            return replace(view, progress=ev.fraction)
+        case JobRetrying():
+            if view.terminal:
+                return view
+            return replace(
+                view,
+                status="queued",
+                retries=view.retries + 1,
+                error=ev.reason,
+                attempts=max(view.attempts, ev.attempt),
+            )
+        case JobCancelRequested():
+            return view if view.terminal else replace(view, cancel_requested=True)
+        case JobCompleted():
+            return _terminal(
+                view,
+                env,
+                "completed",
+                output=ev.output,
+                usage=ev.usage,
+                worker_id=ev.worker_id,
+                attempts=max(view.attempts, ev.attempt),
+                error=None,
+            )
+        case JobFailed():
+            return _terminal(
+                view,
+                env,
+                "failed",
+                error=ev.reason,
+                error_type=ev.error_type,
+                worker_id=ev.worker_id or view.worker_id,
+            )
+        case JobCancelled():
+            return _terminal(view, env, "cancelled", error=ev.reason, error_type="cancelled")
+        case JobDead():
+            return _terminal(
+                view,
+                env,
+                "dead",
+                error=ev.reason,
+                error_type="dead",
+                attempts=max(view.attempts, ev.attempts),
+            )
+    return view

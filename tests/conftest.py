@@ -1,0 +1,163 @@
+"""Shared fixtures: one real nats-server per test session, isolated per test by name.
+
+Each test gets its own subject prefix and stream prefix, so tests never see each other's events
+even though they share the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from coordinator.provision import provision_streams
+from coordinator.settings import Settings
+from events import Envelope, decode, stream_specs
+from jetgrid.natsserver import NatsServer
+from worker.agent import Worker, WorkerOptions
+from worker.backends import Backend, EchoBackend
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    store = tmp_path_factory.mktemp("nats-store")
+    server = NatsServer(store, port=0, log_file=store / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(nats_server: NatsServer, tmp_path: Path) -> Settings:
+    n = next(_counter)
+    return Settings(
+        nats_url=nats_server.url,
+        subject_prefix=f"t{n}",
+        stream_prefix=f"T{n}_",
+        data_dir=tmp_path / "data",
+        heartbeat_interval_s=0.5,
+        ack_wait_s=5.0,
+    )
+
+
+@pytest.fixture
+async def nc(settings: Settings) -> AsyncIterator[NATS]:
+    conn = await nats.connect(settings.nats_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def streams(settings: Settings, nc: NATS) -> Settings:
+    """Provision the test's streams; returns the settings that name them."""
+    await provision_streams(nc.jetstream(), stream_specs(settings.subjects, settings.streams))
+    return settings
+
+
+@pytest.fixture
+async def start_worker(streams: Settings) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start in-process workers (echo backend unless given); all are drained at teardown."""
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(
+        *models: str,
+        pool: str = "standard",
+        worker_id: str | None = None,
+        concurrency: int = 1,
+        backend: Backend | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> Worker:
+        agent = Worker(
+            settings or streams,
+            WorkerOptions(
+                pool=pool,
+                models=models or ("echo",),
+                worker_id=worker_id or f"w{len(started) + 1}",
+                concurrency=concurrency,
+                **options,
+            ),
+            backend or EchoBackend(),
+        )
+        task = asyncio.create_task(agent.run())
+        started.append((agent, task))
+        ready = asyncio.create_task(agent.ready.wait())
+        await asyncio.wait({ready, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        assert agent.ready.is_set(), "worker did not become ready"
+        return agent
+
+    yield start
+    for agent, _ in started:
+        agent.stop()
+    await asyncio.wait_for(asyncio.gather(*(t for _, t in started), return_exceptions=True), 20)
+
+
+@pytest.fixture
+async def outcomes(streams: Settings, nc: NATS) -> AsyncIterator[Outcomes]:
+    """Collects every job event of the test's prefix as it is published."""
+    collector = Outcomes()
+    sub = await nc.subscribe(streams.subjects.job_events(), cb=collector.on_msg)
+    yield collector
+    await sub.unsubscribe()
+
+
+class Outcomes:
+    """Job events seen on core NATS, by job id; `wait_for` blocks until a condition holds."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[Envelope]] = defaultdict(list)
+        self._changed = asyncio.Event()
+
+    async def on_msg(self, msg: Msg) -> None:
+        env = decode(msg.data).at(None, msg.subject)
+        self.events[env.event.job_id].append(env)
+        self._changed.set()
+
+    def terminal(self, job_id: str) -> list[Envelope]:
+        names = {"completed", "failed", "cancelled", "dead"}
+        return [e for e in self.events[job_id] if e.type.rsplit(".", 1)[-1] in names]
+
+    def names(self, job_id: str) -> list[str]:
+        return [e.type.rsplit(".", 1)[-1] for e in self.events[job_id]]
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+        async def loop() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def wait_terminal(self, *job_ids: str, timeout: float = 15.0) -> None:
+        await self.wait_for(lambda: all(self.terminal(j) for j in job_ids), timeout)
+
+
+@pytest.fixture
+async def gateway(streams: Settings) -> AsyncIterator[str]:
+    """The gateway under uvicorn on a free port; yields its base URL."""
+    from gateway.server import make_server
+
+    server = make_server(streams.replace(gateway_port=0))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.025)
+    if task.done():
+        task.result()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.settings import Settings
+from events import ConfigError
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.nats_url == "nats://127.0.0.1:4222"
+    assert (s.gateway_port, s.nats_port, s.workers) == (8080, 4222, 2)
+    assert s.data_dir == Path(".jetgrid")
+    assert s.pools == ("fast", "standard", "heavy")
+    assert s.log_level == "warning"
+
+
+def test_env_then_flags_take_precedence() -> None:
+    env = {"JETGRID_GATEWAY_PORT": "9000", "JETGRID_POOLS": "a, b", "JETGRID_LOG_LEVEL": "INFO"}
+    s = Settings.from_env(env)
+    assert (s.gateway_port, s.pools, s.log_level) == (9000, ("a", "b"), "info")
+    s = Settings.from_env(env, gateway_port=9100, pools=None)
+    assert s.gateway_port == 9100 and s.pools == ("a", "b")
+
+
+def test_bad_values_are_quoted_with_their_variable() -> None:
+    with pytest.raises(ConfigError, match=r"JETGRID_GATEWAY_PORT\) has value 'eighty'"):
+        Settings.from_env({"JETGRID_GATEWAY_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="JETGRID_NATS_PORT"):
+        Settings.from_env({}, nats_port=70000)
+
+
+def test_unknown_fields_and_unrelated_env_are_handled() -> None:
+    s = Settings.from_env({"JETGRID_NOPE": "1", "HOME": "/root"})
+    assert s == Settings()
+    with pytest.raises(ConfigError):
+        Settings().replace(colour="blue")
+
+
+def test_credentials_are_secret_and_servers_split() -> None:
+    s = Settings.from_env(
+        {"JETGRID_NATS_PASSWORD": "hunter2", "JETGRID_NATS_URL": "nats://a:1, nats://b:2"}
+    )
+    assert "hunter2" not in repr(s)
+    assert s.nats_password is not None and s.nats_password.get_secret_value() == "hunter2"
+    assert s.servers == ["nats://a:1", "nats://b:2"]
+
+
+def test_derived_names() -> None:
+    s = Settings(subject_prefix="t9", stream_prefix="T9_")
+    assert s.subjects.submit("fast", "m") == "t9.jobs.fast.m"
+    assert s.streams.jobs == "T9_JOBS"

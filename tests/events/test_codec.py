@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import events
+from events import (
+    EVENT_TYPES,
+    InvalidEvent,
+    InvalidMessage,
+    JobCompleted,
+    JobSubmitted,
+    Subjects,
+    WorkerHeartbeat,
+    decode,
+    decode_submission,
+    encode,
+    upcast,
+)
+from events.catalogue import BY_TYPE, type_name
+
+T0 = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
+S = Subjects("jetgrid")
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "jetgrid.job.submitted": dict(job_id="j1", model="m", pool="fast", prompt="hi"),
+    "jetgrid.job.claimed": dict(job_id="j1", worker_id="w1", attempt=1, jobs_seq=3),
+    "jetgrid.job.started": dict(job_id="j1", worker_id="w1", attempt=1),
+    "jetgrid.job.progress": dict(job_id="j1", worker_id="w1", attempt=1, fraction=0.5),
+    "jetgrid.job.completed": dict(
+        job_id="j1", worker_id="w1", attempt=1, output={"r": 1}, duration_s=0.1
+    ),
+    "jetgrid.job.failed": dict(job_id="j1", reason="bad input"),
+    "jetgrid.job.retrying": dict(job_id="j1", worker_id="w1", attempt=2, reason="x", delay_s=1),
+    "jetgrid.job.cancel_requested": dict(job_id="j1"),
+    "jetgrid.job.cancelled": dict(job_id="j1"),
+    "jetgrid.job.dead": dict(job_id="j1", attempts=5, jobs_seq=3),
+    "jetgrid.worker.registered": dict(
+        worker_id="w1",
+        pools=["fast"],
+        models=["m"],
+        backend="echo",
+        concurrency=2,
+        heartbeat_interval_s=5,
+    ),
+    "jetgrid.worker.heartbeat": dict(worker_id="w1", n=0, healthy=True, interval_s=5, in_flight=0),
+    "jetgrid.worker.draining": dict(worker_id="w1"),
+    "jetgrid.worker.deregistered": dict(worker_id="w1"),
+    "jetgrid.invalid.message": dict(
+        stream="JOBS", subject="jetgrid.jobs.fast.m", reason="r", original_b64="eA=="
+    ),
+}
+
+
+def test_catalogue_types_are_unique_frozen_and_closed() -> None:
+    names = [type_name(c) for c in EVENT_TYPES]
+    assert len(names) == len(set(names))
+    assert set(names) == set(SAMPLES)
+    for cls in EVENT_TYPES:
+        assert cls.model_config.get("frozen") is True, cls
+        assert cls.model_config.get("extra") == "forbid", cls
+        assert cls.model_fields["version"].default >= 1
+
+
+@pytest.mark.parametrize("type_", sorted(SAMPLES))
+def test_every_event_round_trips_through_the_envelope(type_: str) -> None:
+    event = BY_TYPE[type_](**SAMPLES[type_])
+    raw = encode(event, source="test", id="e1", time=T0)
+    obj = json.loads(raw)
+    assert obj["specversion"] == "1.0"
+    assert obj["type"] == type_
+    assert obj["id"] == "e1" and obj["source"] == "test"
+    assert obj["time"] == "2026-11-22T12:00:00.123456Z"
+    assert obj["datacontenttype"] == "application/json"
+    assert "type" not in obj["data"] and "version" not in obj["data"]
+    env = decode(raw)
+    assert env.event == event and env.time == T0 and env.id == "e1"
+
+
+def test_events_are_immutable() -> None:
+    ev = JobCompleted(**SAMPLES["jetgrid.job.completed"])
+    with pytest.raises(Exception, match="frozen"):
+        ev.duration_s = 2  # type: ignore[misc]
+
+
+def _envelope(**over: Any) -> bytes:
+    obj = json.loads(encode(JobSubmitted(**SAMPLES["jetgrid.job.submitted"]), source="t"))
+    obj.update(over)
+    return json.dumps({k: v for k, v in obj.items() if v is not None}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1,2]", "JSON object"),
+        (b"{}", "'type'"),
+        (_envelope(type="jetgrid.nope"), "no known event"),
+        (_envelope(specversion="0.3"), "specversion"),
+        (_envelope(id=""), "'id'"),
+        (_envelope(time="yesterday"), "RFC 3339"),
+        (_envelope(data=[1]), "'data' must be a JSON object"),
+        (_envelope(dataversion=99), "newer"),
+        (_envelope(dataversion="1"), "dataversion"),
+        (_envelope(surprise=1), "unknown attributes"),
+        (_envelope(data={"job_id": "j1", "pool": "fast", "prompt": "x"}), "field 'data.model'"),
+        (
+            _envelope(data={"job_id": "a.b", "model": "m", "pool": "fast", "prompt": "x"}),
+            "job_id",
+        ),
+    ],
+)
+def test_decode_names_what_is_wrong(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        decode(raw)
+
+
+def test_bare_submission_gets_id_pool_and_time_from_the_stream() -> None:
+    env = decode_submission(
+        b'{"model": "llama3.2:1b", "prompt": "hi"}',
+        subject=S.submit("fast", "llama3.2:1b"),
+        subjects=S,
+        seq=42,
+        stream_time=T0,
+    )
+    job = env.event
+    assert isinstance(job, JobSubmitted)
+    assert (job.job_id, job.pool, job.model, job.prompt) == ("seq-42", "fast", "llama3.2:1b", "hi")
+    assert env.time == T0 and env.seq == 42
+
+
+def test_enveloped_submission_keeps_its_own_id() -> None:
+    job = JobSubmitted(job_id="mine", model="m", pool="fast", prompt="x")
+    env = decode_submission(
+        encode(job, source="t"), subject=S.submit("fast", "m"), subjects=S, seq=7, stream_time=T0
+    )
+    assert env.event == job and env.seq == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "subject", "reason"),
+    [
+        (b'{"model": "other", "prompt": "x"}', S.submit("fast", "m"), "does not match"),
+        (b'{"model": "m", "prompt": "x", "pool": "heavy"}', S.submit("fast", "m"), "'pool'"),
+        (b'{"model": "m"}', S.submit("fast", "m"), "prompt"),
+        (b'{"model": "m", "prompt": 5}', S.submit("fast", "m"), "field 'prompt'"),
+        (b'{"model": "m", "prompt": "x", "colour": 1}', S.submit("fast", "m"), "colour"),
+        (b'"just a string"', S.submit("fast", "m"), "JSON object"),
+        (b'{"model": "m", "prompt": "x"}', "jetgrid.jobs.fast.bad_zz", "token"),
+    ],
+)
+def test_bad_submissions_are_refused_with_a_reason(body: bytes, subject: str, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        decode_submission(body, subject=subject, subjects=S, seq=1, stream_time=T0)
+
+
+def test_submission_subject_only_takes_submissions() -> None:
+    raw = encode(WorkerHeartbeat(**SAMPLES["jetgrid.worker.heartbeat"]), source="t")
+    with pytest.raises(InvalidEvent, match="Only JobSubmitted"):
+        decode_submission(raw, subject=S.submit("fast", "m"), subjects=S, seq=1, stream_time=T0)
+
+
+# -- upcasting: the mechanism, fed a frozen v1 fixture ------------------------------------------
+
+
+class _V3(BaseModel):
+    name: str
+    weight_kg: float
+    source: str
+
+
+def test_upcasters_run_in_a_chain_before_validation() -> None:
+    v1 = {"name": "a", "weight_g": 1500}  # a frozen fixture of version 1
+
+    def v1_v2(d: dict[str, Any]) -> dict[str, Any]:
+        return {"name": d["name"], "weight_kg": d["weight_g"] / 1000}
+
+    def v2_v3(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "source": "unknown"}
+
+    chain = {("x", 1): v1_v2, ("x", 2): v2_v3}
+    out = _V3.model_validate(upcast("x", 1, v1, 3, chain))
+    assert out == _V3(name="a", weight_kg=1.5, source="unknown")
+    assert v1 == {"name": "a", "weight_g": 1500}  # the stored form is never rewritten
+
+
+def test_a_missing_upcaster_is_an_error() -> None:
+    with pytest.raises(LookupError, match="No upcaster"):
+        upcast("x", 1, {}, 2, {})
+
+
+def test_invalid_record_keeps_the_original_bytes_bounded() -> None:
+    from events.invalid import KEEP_BYTES
+
+    rec = InvalidMessage.of(b"x" * (KEEP_BYTES + 10), stream="JOBS", subject="s", reason="big")
+    assert rec.truncated and rec.original_size == KEEP_BYTES + 10
+    assert rec.original == b"x" * KEEP_BYTES
+    small = InvalidMessage.of(b"\x00\xff", stream="JOBS", subject="s", reason="r")
+    assert small.original == b"\x00\xff" and not small.truncated
+
+
+def test_public_surface_is_explicit() -> None:
+    assert sorted(events.__all__) == sorted(set(events.__all__))
+    for name in events.__all__:
+        assert hasattr(events, name), name

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events import InvalidSubject, Subjects, check_id, decode_model, encode_model
+
+TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+@pytest.mark.parametrize(
+    ("model", "token"),
+    [
+        ("echo", "echo"),
+        ("llama3.2:1b", "llama3_2E2_3A1b"),
+        ("my_model", "my_5Fmodel"),
+        ("hf.co/org/m:q4", "hf_2Eco_2Forg_2Fm_3Aq4"),
+        ("a b", "a_20b"),
+        ("é", "_C3_A9"),
+        ("*>", "_2A_3E"),
+    ],
+)
+def test_model_encoding_examples(model: str, token: str) -> None:
+    assert encode_model(model) == token
+    assert decode_model(token) == model
+
+
+@given(st.text(min_size=1, max_size=60).filter(lambda s: len(s.encode()) <= 200))
+def test_model_encoding_round_trips_into_one_token(model: str) -> None:
+    token = encode_model(model)
+    assert set(token) <= TOKEN_CHARS
+    assert "." not in token and "*" not in token and ">" not in token
+    assert decode_model(token) == model
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))
+def test_encoding_is_injective(a: str, b: str) -> None:
+    if a != b:
+        assert encode_model(a) != encode_model(b)
+
+
+@pytest.mark.parametrize("token", ["", "a.b", "x_2", "x_zz", "a b", "_C3"])
+def test_decode_rejects_tokens_no_model_encodes_to(token: str) -> None:
+    with pytest.raises(InvalidSubject):
+        decode_model(token)
+
+
+def test_empty_and_overlong_models_are_refused() -> None:
+    with pytest.raises(InvalidSubject, match="empty"):
+        encode_model("")
+    with pytest.raises(InvalidSubject, match="at most"):
+        encode_model("m" * 201)
+
+
+def test_subject_builders_and_parsers_agree() -> None:
+    s = Subjects("jetgrid")
+    assert s.submit("fast", "llama3.2:1b") == "jetgrid.jobs.fast.llama3_2E2_3A1b"
+    assert s.parse_submit("jetgrid.jobs.fast.llama3_2E2_3A1b") == ("fast", "llama3.2:1b")
+    assert s.job_event("j1", "completed") == "jetgrid.job.j1.completed"
+    assert s.parse_job_event("jetgrid.job.j1.completed") == ("j1", "completed")
+    assert s.worker_event("w-1", "heartbeat") == "jetgrid.worker.w-1.heartbeat"
+    assert s.parse_worker_event("jetgrid.worker.w-1.heartbeat") == ("w-1", "heartbeat")
+    assert s.invalid("JOBS") == "jetgrid.invalid.JOBS"
+    assert s.tokens("j1") == "jetgrid.tokens.j1"
+    assert s.submit_filter() == "jetgrid.jobs.*.*"
+    assert s.job_events() == "jetgrid.job.*.*"
+
+
+def test_dotted_prefixes_work() -> None:
+    s = Subjects("acme.grid")
+    assert s.parse_submit(s.submit("heavy", "m:1")) == ("heavy", "m:1")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["other.jobs.fast.m", "jetgrid.jobs.fast", "jetgrid.jobs.fast.m.extra", "jetgrid.jobs..m"],
+)
+def test_parse_rejects_foreign_subjects(subject: str) -> None:
+    with pytest.raises(InvalidSubject):
+        Subjects("jetgrid").parse_submit(subject)
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", "x" * 129, "sp ace", "a>"])
+def test_ids_must_be_single_tokens(bad: str) -> None:
+    with pytest.raises(InvalidSubject):
+        check_id(bad)
+
+
+def test_bad_prefix_is_refused() -> None:
+    with pytest.raises(InvalidSubject):
+        Subjects("has space")

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from events import (
+    Envelope,
+    JobCancelled,
+    JobCancelRequested,
+    JobClaimed,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobProgress,
+    JobRetrying,
+    JobStarted,
+    JobSubmitted,
+)
+from projections.jobs import JobView, apply
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def env(event: Any, seq: int, dt: float = 0.0) -> Envelope:
+    return Envelope(id=f"e{seq}", source="t", time=T0 + timedelta(seconds=dt), event=event, seq=seq)
+
+
+SUB = JobSubmitted(job_id="j", model="m", pool="fast", prompt="hi")
+CLAIM = JobClaimed(job_id="j", worker_id="w1", attempt=1, jobs_seq=1)
+START = JobStarted(job_id="j", worker_id="w1", attempt=1)
+DONE = JobCompleted(job_id="j", worker_id="w1", attempt=1, output={"r": 1}, duration_s=0.5)
+DONE2 = JobCompleted(job_id="j", worker_id="w2", attempt=2, output={"r": 2}, duration_s=0.1)
+FAIL = JobFailed(job_id="j", worker_id="w1", attempt=1, reason="bad input", error_type="bad_input")
+
+
+def fold(*envs: Envelope) -> JobView:
+    view: JobView | None = None
+    for e in envs:
+        view = apply(view, e)
+    assert view is not None
+    return view
+
+
+def test_happy_path() -> None:
+    v = fold(env(SUB, 1), env(CLAIM, 1, 1), env(START, 2, 2), env(DONE, 3, 3))
+    assert v.status == "completed" and v.output == {"r": 1} and v.worker_id == "w1"
+    assert v.submitted_at == T0 and v.finished_at == T0 + timedelta(seconds=3)
+    assert (v.jobs_seq, v.terminal_seq, v.attempts, v.duplicates) == (1, 3, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("events", "status"),
+    [
+        ([SUB], "queued"),
+        ([SUB, CLAIM], "claimed"),
+        ([SUB, CLAIM, START], "running"),
+        ([SUB, START, CLAIM], "running"),  # never backwards
+        ([SUB, CLAIM, START, FAIL], "failed"),
+        ([SUB, JobCancelled(job_id="j")], "cancelled"),
+        ([SUB, JobDead(job_id="j", attempts=5, jobs_seq=1)], "dead"),
+        (
+            [
+                SUB,
+                CLAIM,
+                START,
+                JobRetrying(job_id="j", worker_id="w1", attempt=1, reason="x", delay_s=1),
+            ],
+            "queued",
+        ),
+    ],
+)
+def test_status_table(events: list[Any], status: str) -> None:
+    assert fold(*(env(e, i + 1) for i, e in enumerate(events))).status == status
+
+
+def test_first_terminal_in_log_order_wins() -> None:
+    v = fold(env(SUB, 1), env(DONE, 2), env(DONE2, 3), env(FAIL, 4))
+    assert v.status == "completed" and v.output == {"r": 1} and v.worker_id == "w1"
+    assert v.duplicates == 2 and v.terminal_seq == 2
+
+
+def test_late_non_terminal_events_do_not_reopen_a_job() -> None:
+    retry = JobRetrying(job_id="j", worker_id="w2", attempt=2, reason="x", delay_s=1)
+    v = fold(env(SUB, 1), env(DONE, 2), env(CLAIM, 3), env(START, 4), env(retry, 5))
+    assert v.status == "completed" and v.worker_id == "w1"
+
+
+def test_lifecycle_seen_before_the_submission() -> None:
+    v = fold(env(START, 5), env(DONE, 6), env(SUB, 1))
+    assert v.status == "completed" and v.model == "m" and v.jobs_seq == 1
+
+
+def test_resubmission_of_the_same_id_keeps_the_first() -> None:
+    again = JobSubmitted(job_id="j", model="m", pool="fast", prompt="different")
+    v = fold(env(SUB, 1), env(again, 9))
+    assert v.jobs_seq == 1
+
+
+def test_cancel_request_and_progress() -> None:
+    p = JobProgress(job_id="j", worker_id="w1", attempt=1, fraction=0.25)
+    v = fold(env(SUB, 1), env(START, 2), env(p, 3), env(JobCancelRequested(job_id="j"), 4))
+    assert v.cancel_requested and v.progress == 0.25 and v.status == "running"
+
+
+def test_replaying_the_same_events_gives_equal_views() -> None:
+    log = [env(SUB, 1), env(CLAIM, 2), env(START, 3), env(DONE, 4), env(DONE2, 5)]
+    assert fold(*log) == fold(*log)

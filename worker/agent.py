@@ -1,0 +1,455 @@
+"""The worker agent: register, ping, pull jobs for its (pool, model)s, run them, report.
+
+Per job: decode (a bad message goes to the invalid stream and is terminated), publish `claimed`
+and `started`, run the backend with an in-progress ack every ack_wait/3, then store the terminal
+event (`completed` or `failed`, with ``Nats-Msg-Id: <job>:terminal``) and only then ack. A
+transient failure publishes `retrying` and naks with backoff. `claimed`, `started` and
+`retrying` are published without waiting for the stream's ack (they are stored all the same, in
+order, on the same connection); the terminal event is awaited, because the ack depends on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from coordinator.connect import connect
+from coordinator.consumers import ConsumerSpec, pool_consumer
+from coordinator.provision import ensure_consumer
+from coordinator.retry import RetryPolicy
+from coordinator.settings import Settings
+from events import (
+    JOBS,
+    Event,
+    InvalidEvent,
+    InvalidMessage,
+    JobClaimed,
+    JobCompleted,
+    JobFailed,
+    JobRetrying,
+    JobStarted,
+    JobSubmitted,
+    WorkerDeregistered,
+    WorkerDraining,
+    WorkerHeartbeat,
+    WorkerRegistered,
+    check_id,
+    decode_submission,
+    encode,
+)
+from worker.backends.base import Backend, RunContext
+from worker.errors import BackendError, TransientError
+from worker.puller import Puller
+
+log = logging.getLogger("jetgrid.worker")
+
+
+def _version() -> str | None:
+    try:
+        return importlib.metadata.version("jetgrid")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def default_worker_id() -> str:
+    """The host name, reduced to subject-token characters."""
+    host = socket.gethostname().split(".")[0] or "worker"
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in host)[:64]
+
+
+@dataclass
+class WorkerOptions:
+    pool: str
+    models: tuple[str, ...]
+    worker_id: str = field(default_factory=default_worker_id)
+    concurrency: int = 1
+    burst: bool = False
+    drain_grace_s: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
+class Counters:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    invalid: int = 0
+    pings: int = 0
+
+
+class Worker:
+    """One worker process's agent. `await run()`; `stop()` (or SIGTERM via the CLI) drains it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: WorkerOptions,
+        backend: Backend,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        check_id(options.worker_id, "worker id")
+        check_id(options.pool, "pool")
+        if options.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {options.concurrency}")
+        if not options.models:
+            raise ValueError("a worker needs at least one model")
+        self.settings = settings
+        self.options = options
+        self.backend = backend
+        self.clock = clock
+        self.id = options.worker_id
+        self.source = f"jetgrid/worker/{self.id}"
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.counters = Counters()
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self._pullers: list[Puller] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, RunContext] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._rr = 0
+        self.ready = asyncio.Event()
+
+    def __repr__(self) -> str:
+        c = self.counters
+        return (
+            f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
+            f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
+            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings}>"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the worker to drain: stop pulling, finish what it holds, deregister, return."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def specs(self) -> list[ConsumerSpec]:
+        s = self.settings
+        return [
+            pool_consumer(
+                s.subjects,
+                s.streams.jobs,
+                self.options.pool,
+                m,
+                ack_wait_s=s.ack_wait_s,
+                max_deliver=s.max_deliver,
+                max_ack_pending=s.max_ack_pending,
+            )
+            for m in self.options.models
+        ]
+
+    async def run(self) -> None:
+        """Serve until stop() (or, in burst mode, until every consumer is empty)."""
+        self.nc = await connect(self.settings, name=f"jetgrid-worker-{self.id}")
+        self.js = self.nc.jetstream()
+        try:
+            await self._publish_event(self._registered(), wait=True)
+            for spec in self.specs:
+                await ensure_consumer(self.js, spec)
+                puller = Puller(self.nc, spec.stream, spec.name, self._on_message)
+                await puller.start()
+                self._pullers.append(puller)
+            hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
+            self.ready.set()
+            try:
+                await self._pull_loop()
+                await self._drain()
+            finally:
+                hb.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hb
+            await self._publish_event(
+                WorkerDeregistered(worker_id=self.id, reason="stopped"), wait=True
+            )
+        finally:
+            for p in self._pullers:
+                await p.stop()
+            await self.backend.close()
+            await self.nc.drain()
+
+    async def _drain(self) -> None:
+        await self._publish_event(WorkerDraining(worker_id=self.id, reason="stopping"), wait=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_grace_s)
+            for task in pending:  # past the grace period: the job goes back to the pool
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    # -- pulling -------------------------------------------------------------------------
+    def free_slots(self) -> int:
+        outstanding = sum(p.outstanding for p in self._pullers)
+        return self.options.concurrency - len(self._tasks) - outstanding
+
+    async def _pull_loop(self) -> None:
+        idle_checks = 0
+        while not self._stopping.is_set():
+            free = self.free_slots()
+            if free > 0:
+                # Spread the free slots over the consumers, starting where we left off.
+                n = len(self._pullers)
+                shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
+                for i in range(n):
+                    p = self._pullers[(self._rr + i) % n]
+                    await p.request(shares[i])
+                self._rr = (self._rr + 1) % n
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+            if self.options.burst and not self._tasks:
+                idle_checks = idle_checks + 1 if await self._consumers_empty() else 0
+                if idle_checks >= 2:
+                    return
+
+    async def _consumers_empty(self) -> bool:
+        assert self.js is not None
+        for spec in self.specs:
+            info = await self.js.consumer_info(spec.stream, spec.name)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    def _on_message(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job handler crashed: %r", task.exception())
+
+    # -- one job -------------------------------------------------------------------------
+    async def _handle(self, msg: Msg) -> None:
+        md = msg.metadata
+        seq, attempt = md.sequence.stream, md.num_delivered
+        try:
+            env = decode_submission(
+                msg.data,
+                subject=msg.subject,
+                subjects=self.settings.subjects,
+                seq=seq,
+                stream_time=md.timestamp,
+            )
+        except InvalidEvent as exc:
+            await self._reject(msg, seq, exc.reason)
+            return
+        job: JobSubmitted = env.event
+        ctx = RunContext(worker_id=self.id, attempt=attempt)
+        self._in_flight[job.job_id] = ctx
+        self.counters.claimed += 1
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._job_event(
+                JobClaimed(job_id=job.job_id, worker_id=self.id, attempt=attempt, jobs_seq=seq),
+                f"{job.job_id}:claimed:{attempt}",
+            )
+            await self._job_event(
+                JobStarted(job_id=job.job_id, worker_id=self.id, attempt=attempt),
+                f"{job.job_id}:started:{attempt}",
+            )
+            t0 = time.perf_counter()
+            try:
+                result = await self.backend.run(job, ctx)
+            except TransientError as exc:
+                await self._retry(msg, job, attempt, str(exc))
+                return
+            except BackendError as exc:
+                await self._finish(
+                    msg,
+                    JobFailed(
+                        job_id=job.job_id,
+                        worker_id=self.id,
+                        attempt=attempt,
+                        reason=str(exc),
+                        error_type=exc.error_type,
+                    ),
+                )
+                self.counters.failed += 1
+                return
+            except asyncio.CancelledError:
+                # Drain grace ran out: hand the job back rather than lose it.
+                await msg.nak()
+                raise
+            except Exception as exc:
+                # A backend bug is not going to fix itself on retry: fail with its message.
+                log.exception(
+                    "backend %s raised unexpectedly on job %s", self.backend.name, job.job_id
+                )
+                await self._finish(
+                    msg,
+                    JobFailed(
+                        job_id=job.job_id,
+                        worker_id=self.id,
+                        attempt=attempt,
+                        reason=f"{type(exc).__name__}: {exc}",
+                        error_type="internal",
+                    ),
+                )
+                self.counters.failed += 1
+                return
+            await self._finish(
+                msg,
+                JobCompleted(
+                    job_id=job.job_id,
+                    worker_id=self.id,
+                    attempt=attempt,
+                    output=result.output,
+                    usage=result.usage,
+                    duration_s=time.perf_counter() - t0,
+                ),
+            )
+            self.counters.completed += 1
+        finally:
+            keepalive.cancel()
+            self._in_flight.pop(job.job_id, None)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """+WPI every ack_wait/3, so a long job is not redelivered while this worker lives."""
+        period = max(self.settings.ack_wait_s / 3, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _finish(self, msg: Msg, event: Event) -> None:
+        """Store the terminal event (deduplicated per job), then ack the submission."""
+        job_id: str = event.job_id  # type: ignore[attr-defined]
+        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        subject = self.settings.subjects.job_event(job_id, name)
+        data = encode(event, source=self.source, id=f"{job_id}:terminal")
+        for attempt in range(5):
+            try:
+                assert self.js is not None
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": f"{job_id}:terminal"})
+                break
+            except Exception as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
+                log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        else:
+            await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
+            return
+        await msg.ack()
+
+    async def _retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
+        delay = self.options.retry.delay(attempt)
+        self.counters.retried += 1
+        await self._job_event(
+            JobRetrying(
+                job_id=job.job_id, worker_id=self.id, attempt=attempt, reason=reason, delay_s=delay
+            ),
+            f"{job.job_id}:retrying:{attempt}",
+        )
+        await msg.nak(delay=delay)
+
+    async def _reject(self, msg: Msg, seq: int, reason: str) -> None:
+        """Record an undecodable submission on the invalid stream, then never redeliver it."""
+        self.counters.invalid += 1
+        record = InvalidMessage.of(
+            msg.data,
+            stream=JOBS,
+            subject=msg.subject,
+            seq=seq,
+            reason=reason,
+            detected_by=self.source,
+            headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
+        )
+        msg_id = f"invalid:{JOBS}:{seq}"
+        assert self.js is not None
+        await self.js.publish(
+            self.settings.subjects.invalid(JOBS),
+            encode(record, source=self.source, id=msg_id),
+            headers={"Nats-Msg-Id": msg_id},
+        )
+        await msg.term()
+        log.info("rejected JOBS seq %s: %s", seq, reason)
+
+    # -- events --------------------------------------------------------------------------
+    async def _job_event(self, event: Event, msg_id: str) -> None:
+        """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
+        assert self.nc is not None
+        job_id: str = event.job_id  # type: ignore[attr-defined]
+        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        await self.nc.publish(
+            self.settings.subjects.job_event(job_id, name),
+            encode(event, source=self.source, id=msg_id),
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+    async def _publish_event(self, event: Event, *, wait: bool, msg_id: str | None = None) -> None:
+        assert self.nc is not None and self.js is not None
+        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+        subject = self.settings.subjects.worker_event(self.id, name)
+        msg_id = msg_id or f"{self.id}:{self.boot_id}:{name}"
+        data = encode(event, source=self.source, id=msg_id)
+        headers = {"Nats-Msg-Id": msg_id}
+        if wait:
+            await self.js.publish(subject, data, headers=headers)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
+
+    def _registered(self) -> WorkerRegistered:
+        return WorkerRegistered(
+            worker_id=self.id,
+            pools=[self.options.pool],
+            models=list(self.options.models),
+            backend=self.backend.name,
+            concurrency=self.options.concurrency,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            hostname=socket.gethostname(),
+            jetgrid_version=_version(),
+            boot_id=self.boot_id,
+        )
+
+    def heartbeat(self, n: int) -> WorkerHeartbeat:
+        """The ping this worker sends now (subclasses and issue-3 telemetry extend it)."""
+        return WorkerHeartbeat(
+            worker_id=self.id,
+            n=n,
+            healthy=True,
+            interval_s=self.settings.heartbeat_interval_s,
+            in_flight=len(self._in_flight),
+            completed=self.counters.completed,
+            failed=self.counters.failed,
+            pools=[self.options.pool],
+            models=list(self.options.models),
+            nvml=False,
+            nvml_error="telemetry not configured",
+            accepting=not self._stopping.is_set(),
+            boot_id=self.boot_id,
+        )
+
+    async def _heartbeats(self) -> None:
+        n = 0
+        interval = self.settings.heartbeat_interval_s
+        start = self.clock()
+        while True:
+            try:
+                await self._publish_event(
+                    self.heartbeat(n), wait=True, msg_id=f"{self.id}:{self.boot_id}:hb:{n}"
+                )
+                self.counters.pings += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away: the missed ping is the truth about uptime
+                log.warning("heartbeat %d not stored: %s", n, exc)
+            n += 1
+            # Keep to the slot grid (no drift from the time a publish took).
+            await asyncio.sleep(max(0.0, start + n * interval - self.clock()))

@@ -1,0 +1,118 @@
+"""Pull requests for one durable consumer, delivered into one callback subscription.
+
+nats-py's ``fetch()`` makes a task and a timer per message and can hold a batch for its whole
+timeout; this keeps raw ``CONSUMER.MSG.NEXT`` requests outstanding instead, each with its own
+reply subject, and counts what each may still deliver. The worker asks for exactly as many
+messages as it has free slots (and tier budget), so it never holds more than it can run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+log = logging.getLogger("jetgrid.worker.pull")
+
+OnMessage = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass
+class _Request:
+    remaining: int
+    expires_at: float
+
+
+class Puller:
+    """Outstanding pull requests against `stream`/`consumer`; messages go to `on_message`."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        stream: str,
+        consumer: str,
+        on_message: Callable[[Msg], None],
+        *,
+        api_prefix: str = "$JS.API",
+        expires_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.consumer = consumer
+        self.on_message = on_message
+        self.expires_s = expires_s
+        self.clock = clock
+        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._ids = itertools.count(1)
+        self._requests: dict[str, _Request] = {}
+        self._sub: Subscription | None = None
+        self.last_status: str | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # connection already closed: nothing left to unsubscribe
+                pass
+            self._sub = None
+        self._requests.clear()
+
+    @property
+    def outstanding(self) -> int:
+        """Messages the server may still deliver on requests that have not ended."""
+        now = self.clock()
+        for rid in [r for r, req in self._requests.items() if req.expires_at <= now]:
+            del self._requests[rid]  # its 408 got lost (e.g. a reconnect): stop counting it
+        return sum(r.remaining for r in self._requests.values())
+
+    async def request(self, n: int) -> None:
+        """Ask for up to `n` more messages (a long poll of `expires_s`)."""
+        if n <= 0 or self._sub is None:
+            return
+        rid = str(next(self._ids))
+        # The server side expires first; the local deadline is a fallback a little later.
+        self._requests[rid] = _Request(n, self.clock() + self.expires_s + 1.0)
+        body = {"batch": n, "expires": int(self.expires_s * 1e9)}
+        await self.nc.publish(
+            self._next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{rid}"
+        )
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status and not msg.data and not msg.reply:
+            # Status messages come on the request's own reply subject.
+            self.last_status = status
+            if status == "100":  # idle heartbeat
+                return
+            # 404 no messages, 408 request expired, 409 leadership change / consumer deleted /
+            # exceeded limits: the request is over either way.
+            self._requests.pop(msg.subject.rsplit(".", 1)[-1], None)
+            if status not in ("404", "408"):
+                log.info(
+                    "pull request on %s/%s ended: %s %s",
+                    self.stream,
+                    self.consumer,
+                    status,
+                    msg.headers.get("Description", "") if msg.headers else "",
+                )
+            return
+        # A delivered message keeps its original subject, so it cannot name its request. The
+        # server fills waiting requests first come, first served: charge the oldest open one.
+        for rid, req in self._requests.items():
+            req.remaining -= 1
+            if req.remaining <= 0:
+                del self._requests[rid]
+            break
+        self.on_message(msg)
