@@ -399,5 +399,8 @@ def model_token(model: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+# Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

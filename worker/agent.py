@@ -51,6 +51,7 @@ from events import (
 from worker.backends.base import Backend, RunContext
 from worker.errors import BackendError, TransientError
 from worker.puller import Puller
+from worker.tokens import TokenPublisher
 
 log = logging.getLogger("jetgrid.worker")
 
@@ -252,7 +253,12 @@ class Worker:
             await self._reject(msg, seq, exc.reason)
             return
         job: JobSubmitted = env.event
-        ctx = RunContext(worker_id=self.id, attempt=attempt)
+        assert self.nc is not None
+        ctx = RunContext(
+            worker_id=self.id,
+            attempt=attempt,
+            emit=TokenPublisher(self.nc, self.settings.subjects.tokens(job.job_id), job.job_id),
+        )
         self._in_flight[job.job_id] = ctx
         self.counters.claimed += 1
         keepalive = asyncio.create_task(self._keep_alive(msg))

@@ -242,3 +242,18 @@ async def test_registration_heartbeats_and_deregistration_are_events(streams, nc
         ).data
     )
     assert ping["data"]["worker_id"] == "wh" and ping["data"]["healthy"] is True
+
+
+async def test_tokens_stream_on_core_nats_while_the_job_runs(streams, nc, start_worker, outcomes):
+    await start_worker(backend=EchoBackend(token_delay_s=0.01))
+    chunks: list[dict[str, object]] = []
+
+    async def on_token(msg) -> None:  # type: ignore[no-untyped-def]
+        chunks.append(json.loads(msg.data))
+
+    await nc.subscribe(streams.subjects.tokens("j1"), cb=on_token)
+    await submit(nc, streams, job(1, prompt="one two three four"))
+    await outcomes.wait_terminal("j1")
+    assert [c["i"] for c in chunks] == [0, 1, 2, 3]
+    assert "".join(str(c["text"]) for c in chunks) == "one two three four"
+    assert outcomes.terminal("j1")[0].event.output["response"] == "one two three four"
