@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from coordinator.pools import Pools, load_pools
 from events import ConfigError, StreamNames, Subjects
 
 ENV_PREFIX = "JETGRID_"
@@ -42,12 +43,10 @@ class Settings(BaseModel):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_s: float = Field(default=3600.0, gt=0)
 
-    # Pools and delivery.
+    # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS
     default_pool: str = "standard"
-    ack_wait_s: float = Field(default=30.0, gt=0)
-    max_deliver: int = Field(default=5, ge=1)
-    max_ack_pending: int = Field(default=1000, ge=1)
+    pools_file: Path | None = None
 
     # The embedded default (`jetgrid up`).
     data_dir: Path = Path(".jetgrid")
@@ -108,6 +107,10 @@ class Settings(BaseModel):
     @property
     def streams(self) -> StreamNames:
         return StreamNames(self.stream_prefix)
+
+    def pool_configs(self) -> Pools:
+        """The pools: from pools_file if set, else the defaults for `pools`."""
+        return load_pools(self.pools_file, self.pools, self.default_pool)
 
     @property
     def servers(self) -> list[str]:

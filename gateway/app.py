@@ -34,6 +34,7 @@ class Gateway:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.board: JobBoard | None = None
+        self.pools = settings.pool_configs()
         self.source = "jetgrid/gateway"
 
     async def start(self) -> None:

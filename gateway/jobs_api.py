@@ -101,11 +101,12 @@ async def submit_job(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation(exc) from None
     wait = wait_param(request)
-    pool = req.pool or settings.default_pool
-    if pool not in settings.pools:
+    pools = gw.pools
+    pool = req.pool or pools.route(req.model)
+    if pools.get(pool) is None:
         raise HTTPError(
             422,
-            f"field 'pool': unknown pool {pool!r}; this deployment has {list(settings.pools)}.",
+            f"field 'pool': unknown pool {pool!r}; this deployment has {list(pools.names)}.",
             field="pool",
         )
     key = request.headers.get("idempotency-key")

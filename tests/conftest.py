@@ -46,7 +46,6 @@ def settings(nats_server: NatsServer, tmp_path: Path) -> Settings:
         stream_prefix=f"T{n}_",
         data_dir=tmp_path / "data",
         heartbeat_interval_s=0.5,
-        ack_wait_s=5.0,
     )
 
 

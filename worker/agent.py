@@ -26,8 +26,8 @@ from nats.js import JetStreamContext
 
 from coordinator.connect import connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
+from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
-from coordinator.retry import RetryPolicy
 from coordinator.settings import Settings
 from events import (
     JOBS,
@@ -77,7 +77,6 @@ class WorkerOptions:
     concurrency: int = 1
     burst: bool = False
     drain_grace_s: float = 30.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass
@@ -109,6 +108,9 @@ class Worker:
             raise ValueError("a worker needs at least one model")
         self.settings = settings
         self.options = options
+        self.pool: PoolConfig = settings.pool_configs().get(options.pool) or PoolConfig(
+            options.pool
+        )
         self.backend = backend
         self.clock = clock
         self.id = options.worker_id
@@ -141,16 +143,16 @@ class Worker:
 
     @property
     def specs(self) -> list[ConsumerSpec]:
-        s = self.settings
+        s, pool = self.settings, self.pool
         return [
             pool_consumer(
                 s.subjects,
                 s.streams.jobs,
-                self.options.pool,
+                pool.name,
                 m,
-                ack_wait_s=s.ack_wait_s,
-                max_deliver=s.max_deliver,
-                max_ack_pending=s.max_ack_pending,
+                ack_wait_s=pool.ack_wait_s,
+                max_deliver=pool.max_deliver,
+                max_ack_pending=pool.max_ack_pending,
             )
             for m in self.options.models
         ]
@@ -329,7 +331,7 @@ class Worker:
 
     async def _keep_alive(self, msg: Msg) -> None:
         """+WPI every ack_wait/3, so a long job is not redelivered while this worker lives."""
-        period = max(self.settings.ack_wait_s / 3, 0.05)
+        period = max(self.pool.ack_wait_s / 3, 0.05)
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(Exception):
@@ -355,7 +357,7 @@ class Worker:
         await msg.ack()
 
     async def _retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
-        delay = self.options.retry.delay(attempt)
+        delay = self.pool.retry_delay(attempt)
         self.counters.retried += 1
         await self._job_event(
             JobRetrying(

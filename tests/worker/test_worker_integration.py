@@ -188,10 +188,12 @@ async def test_permanent_failure_fails_at_once(streams, nc, start_worker, outcom
     assert failed.error_type == "bad_input" and "permanently" in failed.reason
 
 
-async def test_transient_failure_is_retried_with_backoff(streams, nc, start_worker, outcomes):
-    from coordinator.retry import RetryPolicy
-
-    await start_worker(retry=RetryPolicy(base_s=0.1, max_s=0.2))
+async def test_transient_failure_is_retried_with_the_pools_backoff(
+    streams, nc, start_worker, outcomes, tmp_path
+) -> None:
+    pools = tmp_path / "pools.toml"
+    pools.write_text('[[pool]]\nname = "standard"\nbackoff_s = [0.1, 0.2]\n')
+    await start_worker(settings=streams.replace(pools_file=pools))
     await submit(nc, streams, job(1, prompt=None, input={"fail": "transient"}))
     await outcomes.wait_for(lambda: outcomes.names("j1").count("retrying") >= 2)
     retries = [e.event for e in outcomes.events["j1"] if e.type == "jetgrid.job.retrying"]
