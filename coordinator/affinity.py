@@ -17,7 +17,9 @@ involved. Thresholds are per pool, in the pools file (unknown pool keys land in
     cold_wait_s = 10      # a job waiting this long may go to a cold worker
     cold_backlog = 8      # more than this many waiting jobs may go to cold workers
 
-A worker whose backend is not accepting (e.g. Ollama unreachable) asks for nothing at all.
+A worker whose backend is not accepting (e.g. Ollama unreachable) asks for nothing at all, and
+none asks for a model its backend does not have (not pulled yet, or pulling not allowed): the
+jobs wait for a worker that has it instead of failing here.
 A backend that does not know about loaded models (echo) counts as warm for everything.
 """
 
@@ -31,7 +33,9 @@ from coordinator.pools import PoolConfig
 DEFAULT_COLD_WAIT_S = 10.0
 DEFAULT_COLD_BACKLOG = 8
 
-Decision = Literal["warm", "cold_wait", "cold_backlog", "hold_cold", "hold_empty", "hold_unhealthy"]
+Decision = Literal[
+    "warm", "cold_wait", "cold_backlog", "hold_cold", "hold_empty", "hold_unhealthy", "hold_missing"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +69,13 @@ def decide(
     warm: bool,
     pending: int,
     oldest_wait_s: float | None,
+    available: bool = True,
 ) -> Decision:
     """Whether to ask the consumer for jobs now, and why (``hold_*`` means do not)."""
     if not accepting:
         return "hold_unhealthy"
+    if not available:
+        return "hold_missing"
     if warm:
         return "warm"
     if pending <= 0:

@@ -175,8 +175,8 @@ class Worker:
                 self._pullers.append(puller)
                 self._models[spec.name] = model
             self._gate = PullGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
-            hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             await self._start_backend()
+            hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             self.ready.set()
             try:
                 await self._pull_loop()

@@ -42,6 +42,10 @@ class PullGate:
     def accepting(self) -> bool:
         return bool(getattr(self.backend, "accepting", True))
 
+    def available(self, model: str) -> bool:
+        has = getattr(self.backend, "has", None)
+        return True if has is None else bool(has(model))
+
     def warm(self, model: str) -> bool:
         is_warm = getattr(self.backend, "is_warm", None)
         return True if is_warm is None else bool(is_warm(model))
@@ -61,9 +65,16 @@ class PullGate:
 
     async def decide(self, stream: str, consumer: str, pool: str, model: str) -> int | None:
         """0: do not ask; None: ask for any number; n: ask for at most n."""
-        accepting, warm = self.accepting, self.warm(model)
-        if not accepting or warm:
-            d = decide(self.policy, accepting=accepting, warm=warm, pending=0, oldest_wait_s=None)
+        accepting, warm, available = self.accepting, self.warm(model), self.available(model)
+        if not accepting or not available or warm:
+            d = decide(
+                self.policy,
+                accepting=accepting,
+                warm=warm,
+                pending=0,
+                oldest_wait_s=None,
+                available=available,
+            )
             self._note(consumer, d)
             return None if may_pull(d) else 0
         b = await self._backlog(stream, consumer, pool, model)

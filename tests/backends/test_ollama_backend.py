@@ -147,17 +147,19 @@ async def test_overload_is_retried_and_gates_pulling_until_ollama_answers(
 async def test_unknown_model_fails_at_once_with_ollamas_message(
     fake_ollama, streams, nc, start_worker, outcomes
 ) -> None:
-    b = OllamaBackend(fake_ollama.url, ["ghost:7b"])
+    b = OllamaBackend(fake_ollama.url, ["tiny:1b"])
     try:
-        await start_worker("ghost:7b", backend=b)
-        await submit(nc, streams, job(1, model="ghost:7b"))
+        await start_worker("tiny:1b", backend=b)
+        del fake_ollama.available["tiny:1b"]  # `ollama rm` after the worker took stock
+        del fake_ollama.loaded["tiny:1b"]
+        await submit(nc, streams, job(1, model="tiny:1b"))
         await outcomes.wait_terminal("j1")
     finally:
         await b.close()
     assert outcomes.names("j1") == ["claimed", "started", "failed"]
     failed = outcomes.terminal("j1")[0].event
     assert failed.error_type == "unknown_model"
-    assert "model 'ghost:7b' not found" in failed.reason
+    assert "model 'tiny:1b' not found" in failed.reason
 
 
 async def test_bad_request_fails_without_retry(fake_ollama, streams, nc, start_worker, outcomes):
@@ -239,6 +241,7 @@ async def test_pull_fetches_a_missing_model_with_progress_in_the_log(fake_ollama
     try:
         assert b.missing() == ["tiny:1b", "pullable:3b"]  # nothing listed before the first look
         await b.start()
+        await asyncio.wait_for(b.wait_pulled(), 10)
         assert b.missing() == []
         assert ("/api/pull", {"model": "pullable:3b", "insecure": False, "stream": True}) in [
             (p, {k: v for k, v in body.items() if k in ("model", "insecure", "stream")})
@@ -256,6 +259,8 @@ async def test_without_pull_a_missing_model_is_only_reported(fake_ollama, caplog
     b = OllamaBackend(fake_ollama.url, ["pullable:3b"])
     try:
         await b.start()
+        await asyncio.wait_for(b.wait_pulled(), 10)
+        assert not b.has("pullable:3b") and b.has("tiny") is False and b.has("tiny:1b")
     finally:
         await b.close()
     assert b.missing() == ["pullable:3b"]

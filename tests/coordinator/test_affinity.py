@@ -23,10 +23,18 @@ P = AffinityPolicy(cold_wait_s=10.0, cold_backlog=3)
         (True, False, 4, 0.5, "cold_backlog"),  # more than cold_backlog waiting
         (True, False, 4, None, "cold_backlog"),
         (True, False, 2, None, "hold_cold"),
+        (True, None, 50, 99.0, "hold_missing"),  # the backend lacks the model: never ask
     ],
 )
 def test_warm_before_cold(accepting, warm, pending, oldest, decision) -> None:
-    d = decide(P, accepting=accepting, warm=warm, pending=pending, oldest_wait_s=oldest)
+    d = decide(
+        P,
+        accepting=accepting,
+        warm=bool(warm),
+        pending=pending,
+        oldest_wait_s=oldest,
+        available=warm is not None,
+    )
     assert d == decision
     assert may_pull(d) is (not decision.startswith("hold"))
 

@@ -33,8 +33,9 @@ job's task cancelled) closes the HTTP stream, which is how Ollama learns to stop
 
 On start and every ``refresh_s`` the backend lists the server's models (``/api/tags``) and the
 loaded ones (``/api/ps``, with their VRAM); the worker puts them in its pings and uses them to
-prefer jobs for models already loaded. With ``pull=True`` a served model the server lacks is
-pulled at start, with progress in the log.
+prefer jobs for models already loaded, and takes no job for a model the server does not have.
+With ``pull=True`` a served model the server lacks is pulled in the background after the first
+inventory, with progress in the log.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class OllamaBackend:
         self.refreshed = asyncio.Event()  # set after every successful inventory
         self._watch: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._pulled = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -165,11 +167,19 @@ class OllamaBackend:
         return any(full_name(m.name) == name for m in self.loaded)
 
     # -- lifecycle --------------------------------------------------------------------------
+    def has(self, model: str) -> bool:
+        """Whether the server has `model` on disk (a model it lacks is never pulled for)."""
+        return full_name(model) in {full_name(m.name) for m in self.available}
+
     async def start(self) -> None:
-        """Take the first inventory, pull what is missing (if allowed), then keep watching."""
-        if await self.refresh():
-            await self.ensure_models()
+        """Take the first inventory, then keep watching; missing models are pulled (if allowed)
+        in the background, so the worker pings meanwhile and takes jobs of the models it has."""
+        await self.refresh()
         self._watch = asyncio.create_task(self._watch_loop(), name=f"ollama-watch-{self.host}")
+
+    async def wait_pulled(self) -> None:
+        """Until the start-up pulls are done."""
+        await self._pulled.wait()
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -180,6 +190,13 @@ class OllamaBackend:
             await self.client.close()
 
     async def _watch_loop(self) -> None:
+        while not self.refreshed.is_set():  # Ollama not up yet: probe until it answers
+            await asyncio.sleep(self.probe_s)
+            await self.refresh()
+        try:
+            await self.ensure_models()
+        finally:
+            self._pulled.set()
         while True:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -225,16 +242,15 @@ class OllamaBackend:
         return True
 
     def missing(self) -> list[str]:
-        have = {full_name(m.name) for m in self.available}
-        return [m for m in self.models if full_name(m) not in have]
+        return [m for m in self.models if not self.has(m)]
 
     async def ensure_models(self) -> None:
         """Pull each served model the server lacks (when allowed), logging progress."""
         for model in self.missing():
             if not self.pull:
                 log.warning(
-                    "model %s is not on ollama at %s; its jobs will fail until it is "
-                    "(start the worker with --pull to fetch it)",
+                    "model %s is not on ollama at %s; this worker leaves its jobs to others "
+                    "(start it with --pull to fetch the model)",
                     model,
                     self.host,
                 )
@@ -285,7 +301,10 @@ class OllamaBackend:
         if work not in done or work.cancelled():
             raise PermanentError("cancelled while running on ollama", error_type="cancelled")
         try:
-            return work.result()
+            result = work.result()
+            if not self.is_warm(job.model):
+                self._wake.set()  # Ollama just loaded it (maybe evicting another): look again
+            return result
         except BackendError:
             raise
         except Exception as exc:
@@ -294,6 +313,8 @@ class OllamaBackend:
                 raise
             if isinstance(err, TransientError):
                 self._unhealthy(err)
+            elif err.error_type == "unknown_model":
+                self._wake.set()  # the inventory is out of date: take stock again
             raise err from exc
 
     async def _generate(self, job: JobSubmitted, inp: dict[str, Any], ctx: RunContext) -> Result:

@@ -215,6 +215,12 @@ class WithPython:
     def serves(self, model: str) -> bool:
         return model == PYTHON_MODEL or self.inner.serves(model)
 
+    def has(self, model: str) -> bool:
+        if model == PYTHON_MODEL:
+            return True
+        has = getattr(self.inner, "has", None)
+        return True if has is None else bool(has(model))
+
     def is_warm(self, model: str) -> bool:
         if model == PYTHON_MODEL:
             return True
