@@ -169,13 +169,16 @@ async def test_bad_request_fails_without_retry(fake_ollama, streams, nc, start_w
         fake_ollama.fail_next.append((400, "invalid format"))
         await submit(nc, streams, job(1))
         await submit(nc, streams, job(2, kind="chat", input={"messages": "not a list"}))
-        await outcomes.wait_terminal("j1", "j2")
+        await submit(nc, streams, job(3, kind="chat", input={"messages": [{"content": "x"}]}))
+        await outcomes.wait_terminal("j1", "j2", "j3")
     finally:
         await b.close()
     assert outcomes.names("j1") == ["claimed", "started", "failed"]
     assert outcomes.terminal("j1")[0].event.error_type == "bad_request"
     assert "invalid format" in outcomes.terminal("j1")[0].event.reason
     assert outcomes.terminal("j2")[0].event.error_type == "bad_input"
+    bad = outcomes.terminal("j3")[0].event  # refused by the client's own validation
+    assert bad.error_type == "bad_input" and "bad chat input" in bad.reason
 
 
 async def test_cancel_closes_the_stream_to_ollama(

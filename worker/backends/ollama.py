@@ -309,6 +309,9 @@ class OllamaBackend:
             raise
         except Exception as exc:
             err = classify(exc)
+            if err is None and isinstance(exc, TypeError | ValueError):
+                # The client validates requests (messages, images, format) before sending.
+                err = PermanentError(f"bad {job.kind} input: {exc}", error_type="bad_input")
             if err is None:
                 raise
             if isinstance(err, TransientError):
@@ -369,36 +372,31 @@ class OllamaBackend:
             keep_alive=inp.get("keep_alive"),
             **kwargs,
         )
-        try:
-            if inp.get("stream", True) is False:
-                final = await self.client.chat(stream=False, **common)
-                message = final.message.model_dump(exclude_none=True)
-            else:
-                parts: list[str] = []
-                thoughts: list[str] = []
-                tool_calls: list[Any] = []
-                final = None
-                stream = await self.client.chat(stream=True, **common)
-                async with contextlib.aclosing(stream):
-                    async for part in stream:
-                        final = part
-                        m = part.message
-                        if m.thinking:
-                            thoughts.append(m.thinking)
-                        if m.tool_calls:
-                            tool_calls.extend(t.model_dump(exclude_none=True) for t in m.tool_calls)
-                        if m.content:
-                            parts.append(m.content)
-                            await ctx.emit(m.content)
-                message = {"role": "assistant", "content": "".join(parts)}
-                if thoughts:
-                    message["thinking"] = "".join(thoughts)
-                if tool_calls:
-                    message["tool_calls"] = tool_calls
-        except (TypeError, ValueError) as exc:  # the client validates messages locally
-            if classify(exc) is not None:
-                raise
-            raise PermanentError(f"bad chat input: {exc}", error_type="bad_input") from exc
+        if inp.get("stream", True) is False:
+            final = await self.client.chat(stream=False, **common)
+            message = final.message.model_dump(exclude_none=True)
+        else:
+            parts: list[str] = []
+            thoughts: list[str] = []
+            tool_calls: list[Any] = []
+            final = None
+            stream = await self.client.chat(stream=True, **common)
+            async with contextlib.aclosing(stream):
+                async for part in stream:
+                    final = part
+                    m = part.message
+                    if m.thinking:
+                        thoughts.append(m.thinking)
+                    if m.tool_calls:
+                        tool_calls.extend(t.model_dump(exclude_none=True) for t in m.tool_calls)
+                    if m.content:
+                        parts.append(m.content)
+                        await ctx.emit(m.content)
+            message = {"role": "assistant", "content": "".join(parts)}
+            if thoughts:
+                message["thinking"] = "".join(thoughts)
+            if tool_calls:
+                message["tool_calls"] = tool_calls
         message.pop("images", None)
         out = {
             "model": job.model,
