@@ -85,7 +85,7 @@ async def test_a_cold_worker_takes_a_job_that_waited_too_long(
     s = streams.replace(pools_file=pools_file(tmp_path, cold_wait_s=0.3, cold_backlog=1000))
     b = await ollama_worker(start_worker, s, "b", ollamas[1])  # warm for m2 only
     await submit(nc, s, "late", "m1:1b")
-    await outcomes.wait_terminal("late")
+    await outcomes.wait_terminal("late", timeout=30)
     done = outcomes.terminal("late")[0].event
     assert done.worker_id == "b" and ollamas[1].loads == 1
     assert done.usage["load_duration"] > 1000  # it paid for the load

@@ -43,8 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -126,14 +125,12 @@ class OllamaBackend:
         refresh_s: float = 10.0,
         probe_s: float = 1.0,
         timeout: httpx.Timeout | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.models = tuple(models)
         self.pull = pull
         self.refresh_s = refresh_s
         self.probe_s = probe_s
-        self.clock = clock
         self.client = ollama.AsyncClient(
             host=host, timeout=timeout or httpx.Timeout(10.0, read=600.0)
         )
@@ -198,19 +195,19 @@ class OllamaBackend:
         finally:
             self._pulled.set()
         while True:
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), self.refresh_s if self.healthy else self.probe_s
                 )
+            self._wake.clear()  # a wake-up during the refresh below is kept for the next round
             await self.refresh()
 
     def _unhealthy(self, err: BackendError) -> None:
         if self.healthy:
             log.warning("ollama at %s not usable, pausing pulls: %s", self.host, err)
+            self._wake.set()  # start probing now (then every probe_s until it answers)
         self.healthy = False
         self.last_error = str(err)
-        self._wake.set()  # probe soon
 
     async def refresh(self) -> bool:
         """List available and loaded models; True if Ollama answered."""
