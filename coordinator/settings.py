@@ -56,6 +56,8 @@ class Settings(BaseModel):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=0)
+    # Remote Python functions over HTTP (POST /v1/jobs with kind "python"): off by default.
+    gateway_allow_python: bool = False
 
     # Workers.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
