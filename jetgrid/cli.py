@@ -169,6 +169,29 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
     help="Seconds between pings. [env JETGRID_HEARTBEAT_INTERVAL_S; default 5]",
 )
 @click.option(
+    "--pull-rate",
+    type=float,
+    help="Base pull rate in jobs/s, before the tier factor; 0 = no limit but concurrency (the "
+    "factor then only stops pulls at 0). [env JETGRID_PULL_RATE; default 0]",
+)
+@click.option(
+    "--pull-burst",
+    type=float,
+    help="Jobs the budget may grant at once after idling. [env JETGRID_PULL_BURST; default max(1, rate)]",
+)
+@click.option(
+    "--simulate-uptime",
+    help="Pretend to be an unreliable machine: miss or fail pings so that this share of them "
+    "is healthy, e.g. 0.92 or 92%. Reproducible (see --simulate-seed).",
+)
+@click.option(
+    "--simulate-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the simulated schedule: same seed, same pattern of missed and failed pings.",
+)
+@click.option(
     "--burst",
     is_flag=True,
     help="Exit once the pool's consumers are empty (for batch runs and tests).",
@@ -191,6 +214,8 @@ async def worker(
     echo_token_delay: float,
     burst: bool,
     drain_grace: float,
+    simulate_uptime: str | None,
+    simulate_seed: int,
     **flags: Any,
 ) -> None:
     """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
@@ -201,9 +226,14 @@ async def worker(
     """
     from worker.agent import Worker, WorkerOptions, default_worker_id
     from worker.backends import EchoBackend
+    from worker.simulate import parse_uptime
 
     settings = _settings(**flags)
     _logging(settings)
+    try:
+        uptime = None if simulate_uptime is None else parse_uptime(simulate_uptime)
+    except JetgridError as exc:
+        raise click.BadParameter(str(exc), param_hint="--simulate-uptime") from exc
     agent = Worker(
         settings,
         WorkerOptions(
@@ -213,6 +243,8 @@ async def worker(
             concurrency=concurrency,
             burst=burst,
             drain_grace_s=drain_grace,
+            simulate_uptime=uptime,
+            simulate_seed=simulate_seed,
         ),
         EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay),
     )

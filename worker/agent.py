@@ -29,6 +29,7 @@ from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
 from coordinator.settings import Settings
+from coordinator.tiers import PROBATION, load_policy
 from events import (
     JOBS,
     Event,
@@ -50,7 +51,11 @@ from events import (
 )
 from worker.backends.base import Backend, RunContext
 from worker.errors import BackendError, TransientError
+from worker.pinger import Pinger
 from worker.puller import Puller
+from worker.simulate import UptimeSchedule
+from worker.telemetry import GpuProbe, NvmlProbe, Reading
+from worker.tiers import PullGate, TierUpdate, TierWatch
 from worker.tokens import TokenPublisher
 
 log = logging.getLogger("jetgrid.worker")
@@ -77,6 +82,9 @@ class WorkerOptions:
     concurrency: int = 1
     burst: bool = False
     drain_grace_s: float = 30.0
+    # --simulate-uptime: miss or fail pings on a reproducible schedule (worker.simulate).
+    simulate_uptime: float | None = None
+    simulate_seed: int = 0
 
 
 @dataclass
@@ -99,6 +107,7 @@ class Worker:
         backend: Backend,
         *,
         clock: Callable[[], float] = time.monotonic,
+        probe: GpuProbe | None = None,
     ) -> None:
         check_id(options.worker_id, "worker id")
         check_id(options.pool, "pool")
@@ -126,13 +135,15 @@ class Worker:
         self._wake = asyncio.Event()
         self._rr = 0
         self.ready = asyncio.Event()
+        self._init_tiers(probe)
 
     def __repr__(self) -> str:
         c = self.counters
         return (
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
-            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings}>"
+            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
+            f"tier={self.gate.tier} factor={self.gate.factor:g}>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -203,7 +214,7 @@ class Worker:
     async def _pull_loop(self) -> None:
         idle_checks = 0
         while not self._stopping.is_set():
-            free = self.free_slots()
+            free = self.pull_allowance()
             if free > 0:
                 # Spread the free slots over the consumers, starting where we left off.
                 n = len(self._pullers)
@@ -214,7 +225,7 @@ class Worker:
                 self._rr = (self._rr + 1) % n
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.gate.wait_s(0.5))
             if self.options.burst and not self._tasks:
                 idle_checks = idle_checks + 1 if await self._consumers_empty() else 0
                 if idle_checks >= 2:
@@ -229,6 +240,7 @@ class Worker:
         return True
 
     def _on_message(self, msg: Msg) -> None:
+        self.gate.charge()
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -266,7 +278,13 @@ class Worker:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._job_event(
-                JobClaimed(job_id=job.job_id, worker_id=self.id, attempt=attempt, jobs_seq=seq),
+                JobClaimed(
+                    job_id=job.job_id,
+                    worker_id=self.id,
+                    attempt=attempt,
+                    jobs_seq=seq,
+                    tier_factor=self.gate.factor,
+                ),
                 f"{job.job_id}:claimed:{attempt}",
             )
             await self._job_event(
@@ -424,40 +442,93 @@ class Worker:
             hostname=socket.gethostname(),
             jetgrid_version=_version(),
             boot_id=self.boot_id,
+            pull_rate=self.settings.pull_rate or None,
         )
 
-    def heartbeat(self, n: int) -> WorkerHeartbeat:
-        """The ping this worker sends now (subclasses and issue-3 telemetry extend it)."""
+    def heartbeat(self, n: int, reading: Reading | None = None) -> WorkerHeartbeat:
+        """The ping this worker sends at tick `n`, with the GPU health `reading` saw."""
+        reading = reading or Reading(nvml=False, nvml_error="no GPU probe read")
         return WorkerHeartbeat(
             worker_id=self.id,
             n=n,
-            healthy=True,
             interval_s=self.settings.heartbeat_interval_s,
             in_flight=len(self._in_flight),
             completed=self.counters.completed,
             failed=self.counters.failed,
             pools=[self.options.pool],
             models=list(self.options.models),
-            nvml=False,
-            nvml_error="telemetry not configured",
+            **reading.heartbeat_fields(),
+            problems=list(reading.problems),
+            tier_factor=self.gate.factor,
             accepting=not self._stopping.is_set(),
             boot_id=self.boot_id,
         )
 
+    # -- pings and tiers (worker.pinger, worker.tiers) ----------------------------------
+    def _init_tiers(self, probe: GpuProbe | None) -> None:
+        s, o = self.settings, self.options
+        self.probation_factor = load_policy(s.tier_policy_file, s.tier_policy).probation_factor
+        self.gate = PullGate(
+            concurrency=o.concurrency,
+            rate=s.pull_rate,
+            burst=s.pull_burst,
+            factor=self.probation_factor,
+            clock=self.clock,
+        )
+        schedule = None
+        if o.simulate_uptime is not None:
+            schedule = UptimeSchedule(o.simulate_uptime, seed=o.simulate_seed)
+        self.pinger = Pinger(
+            interval_s=s.heartbeat_interval_s,
+            probe=probe or NvmlProbe(),
+            build=self.heartbeat,
+            send=self._send_ping,
+            schedule=schedule,
+            clock=self.clock,
+        )
+        self.tier_watch: TierWatch | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.pulls_withdrawn = 0
+
+    def pull_allowance(self) -> int:
+        """How many jobs to ask for now: free slots, within the tier's budget."""
+        outstanding = sum(p.outstanding for p in self._pullers)
+        return self.gate.allowance(len(self._tasks), outstanding)
+
+    def _on_tier(self, update: TierUpdate | None) -> None:
+        if update is None:  # no key (yet), or it was deleted: a new worker's factor
+            tier, factor = PROBATION, self.probation_factor
+        else:
+            tier, factor = update.tier, update.factor
+        if self.gate.set_factor(factor, tier):
+            log.info("worker %s: tier %s, factor %g", self.id, tier, factor)
+            if factor == 0:  # pull requests already out would still deliver: withdraw them
+                task = asyncio.create_task(self._withdraw_pulls())
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+        self._wake.set()
+
+    async def _withdraw_pulls(self) -> None:
+        for p in self._pullers:
+            await p.withdraw()
+        self.pulls_withdrawn += 1
+
+    async def _send_ping(self, event: WorkerHeartbeat, n: int) -> None:
+        await self._publish_event(event, wait=True, msg_id=f"{self.id}:{self.boot_id}:hb:{n}")
+        self.counters.pings += 1
+
     async def _heartbeats(self) -> None:
-        n = 0
-        interval = self.settings.heartbeat_interval_s
-        start = self.clock()
-        while True:
-            try:
-                await self._publish_event(
-                    self.heartbeat(n), wait=True, msg_id=f"{self.id}:{self.boot_id}:hb:{n}"
-                )
-                self.counters.pings += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS away: the missed ping is the truth about uptime
-                log.warning("heartbeat %d not stored: %s", n, exc)
-            n += 1
-            # Keep to the slot grid (no drift from the time a publish took).
-            await asyncio.sleep(max(0.0, start + n * interval - self.clock()))
+        """Ping on schedule and follow this worker's tier, until cancelled."""
+        assert self.js is not None
+        self.tier_watch = TierWatch(
+            self.js,
+            self.settings.tiers_bucket,
+            self.id,
+            self._on_tier,
+            retry_s=max(0.2, min(2.0, self.settings.heartbeat_interval_s * 4)),
+        )
+        try:
+            await asyncio.gather(self.pinger.run(), self.tier_watch.run())
+        finally:
+            self.pinger.close()
+            await asyncio.to_thread(self.pinger.probe.close)
