@@ -408,6 +408,9 @@ def model_token(model: str) -> None:
 from jetgrid.cmd_projector import projector  # noqa: E402
 
 main.add_command(projector)
+from jetgrid.cmd_replay import replay  # noqa: E402
+
+main.add_command(replay)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,8 +38,9 @@ def read_model_options(f: Any) -> Any:
 @click.command()
 @nats_options
 @read_model_options
+@click.option("--batch-max", type=int, default=2000, show_default=True, help="Most messages folded and committed in one transaction.")
 @run_async
-async def projector(**flags: Any) -> None:
+async def projector(batch_max: int, **flags: Any) -> None:
     """Follow WORKERS, JOBS and JOB_EVENTS into the read-model database and publish tiers.
 
     Resumes from the checkpoints stored with the read models (each batch and its checkpoint
@@ -51,7 +52,7 @@ async def projector(**flags: Any) -> None:
 
     settings = _settings(**flags)
     _logging(settings)
-    proj = await open_projector(settings)
+    proj = await open_projector(settings, batch_max=batch_max)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

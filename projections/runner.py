@@ -401,13 +401,15 @@ class Projector(Folder):
             self.stats.kv_puts += 1
 
 
-async def open_projector(settings: Settings, config: FoldConfig | None = None) -> Projector:
+async def open_projector(
+    settings: Settings, config: FoldConfig | None = None, *, batch_max: int = BATCH_MAX
+) -> Projector:
     """Connect, open the store at Settings.database_url, and start a projector; close() it."""
     if settings.database_url.startswith("sqlite") and settings.db_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     nc = await connect(settings, name="jetgrid-projector")
     store = Store(settings.database_url)
-    projector = Projector(settings, store, nc, config)
+    projector = Projector(settings, store, nc, config, batch_max=batch_max)
     projector._owned = True
     try:
         await projector.start()
