@@ -292,9 +292,10 @@ async def gateway(**flags: Any) -> None:
 )
 @run_async
 async def provision(update: bool, **flags: Any) -> None:
-    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID). Idempotent."""
+    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID) and the tiers KV
+    bucket. Idempotent."""
     from coordinator.connect import connect
-    from coordinator.provision import provision_streams
+    from coordinator.provision import ensure_tiers_bucket, provision_streams
     from events import stream_specs
 
     settings = _settings(**flags)
@@ -311,6 +312,10 @@ async def provision(update: bool, **flags: Any) -> None:
             ),
             update=update,
         )
+        if await ensure_tiers_bucket(
+            nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
+        ):
+            report.created.append(f"KV_{settings.tiers_bucket}")
     finally:
         await nc.close()
     for line in report.lines():
@@ -432,6 +437,12 @@ def model_token(model: str) -> None:
 
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+from jetgrid.cmd_projector import projector  # noqa: E402
+
+main.add_command(projector)
+from jetgrid.cmd_replay import replay  # noqa: E402
+
+main.add_command(replay)
 
 
 if __name__ == "__main__":  # pragma: no cover
