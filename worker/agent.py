@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -513,8 +514,15 @@ class Worker:
             await p.withdraw()
         self.pulls_withdrawn += 1
 
-    async def _send_ping(self, event: WorkerHeartbeat, n: int) -> None:
-        await self._publish_event(event, wait=True, msg_id=f"{self.id}:{self.boot_id}:hb:{n}")
+    async def _send_ping(self, event: WorkerHeartbeat, n: int, at: float | None) -> None:
+        assert self.js is not None
+        msg_id = f"{self.id}:{self.boot_id}:hb:{n}"
+        when = None if at is None else datetime.fromtimestamp(at, UTC)
+        await self.js.publish(
+            self.settings.subjects.worker_event(self.id, "heartbeat"),
+            encode(event, source=self.source, id=msg_id, time=when),
+            headers={"Nats-Msg-Id": msg_id},
+        )
         self.counters.pings += 1
 
     async def _heartbeats(self) -> None:

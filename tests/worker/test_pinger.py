@@ -45,7 +45,7 @@ def heartbeat(n: int, reading: Reading) -> WorkerHeartbeat:
 def pinger(probe: Any = None, **kw: Any) -> tuple[Pinger, list[WorkerHeartbeat]]:
     sent: list[WorkerHeartbeat] = []
 
-    async def send(event: WorkerHeartbeat, n: int) -> None:
+    async def send(event: WorkerHeartbeat, n: int, at: float | None) -> None:
         sent.append(event)
 
     p = Pinger(interval_s=1.0, probe=probe or FakeProbe(), build=heartbeat, send=send, **kw)
@@ -206,9 +206,24 @@ async def test_a_probe_that_raises_still_gives_a_ping() -> None:
 
 
 async def test_a_failed_publish_is_counted_not_raised() -> None:
-    async def send(event: WorkerHeartbeat, n: int) -> None:
+    async def send(event: WorkerHeartbeat, n: int, at: float | None) -> None:
         raise ConnectionError("NATS away")
 
     p = Pinger(interval_s=1.0, probe=FakeProbe(), build=heartbeat, send=send)
     await p.tick(0)
     assert (p.counters.failed, p.counters.sent) == (1, 0)
+
+
+async def test_a_late_ping_is_stamped_with_the_time_its_tick_was_due() -> None:
+    now = {"mono": 100.0, "wall": 1_700_000_000.0}
+    stamps: list[float | None] = []
+
+    async def send(event: WorkerHeartbeat, n: int, at: float | None) -> None:
+        stamps.append(at)
+
+    p = Pinger(interval_s=1.0, probe=FakeProbe(), build=heartbeat, send=send,
+               clock=lambda: now["mono"], wall=lambda: now["wall"])  # fmt: skip
+    await p.tick(3, due=99.96)  # 40 ms late
+    await p.tick(4, due=100.5)  # early (cannot happen, but must not stamp the future)
+    await p.tick(5)  # no deadline: the publisher's clock decides
+    assert stamps == [pytest.approx(1_700_000_000.0 - 0.04), 1_700_000_000.0, None]
