@@ -27,3 +27,11 @@ def test_a_short_demo_ends_by_itself_with_a_summary(settings: Settings) -> None:
         assert word in out
     assert "Share of the jobs completed since every worker left probation" in out
     assert "expected share" in out
+
+
+def test_a_bad_simulated_uptime_is_refused_naming_the_flag() -> None:
+    result = CliRunner().invoke(
+        main, ["worker", "--pool", "standard", "--model", "echo", "--simulate-uptime", "1.5"]
+    )
+    assert result.exit_code == 2
+    assert "--simulate-uptime" in result.output and "'1.5'" in result.output
