@@ -411,6 +411,9 @@ main.add_command(projector)
 from jetgrid.cmd_replay import replay  # noqa: E402
 
 main.add_command(replay)
+from jetgrid.cmd_audit import audit  # noqa: E402
+
+main.add_command(audit)
 
 
 if __name__ == "__main__":  # pragma: no cover
