@@ -241,9 +241,9 @@ class Loaded:
 class Store:
     """The read models in one SQL database (see the module docstring)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, **engine_args: Any) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, echo=echo)
+        self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_args)
         if self.engine.dialect.name == "sqlite":
             # WAL lets gateways read while the projector writes; the busy timeout rides out the
             # moment a checkpoint holds the lock. Both are per connection, SQLite only.
