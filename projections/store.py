@@ -43,10 +43,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events import ConfigError, format_time, parse_time
+from events import ConfigError, parse_time
 from projections import workers as wr
 from projections.fold import STREAMS, Changes, FoldConfig, TierChange
 from projections.jobs import JobView
+from projections.workers import format_time  # memoised
 
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
 
@@ -140,7 +141,8 @@ def _dumps(value: Any) -> str:
 def worker_row(view: wr.WorkerView, factor: float | None) -> dict[str, Any]:
     return {
         "b_worker_id": view.worker_id,
-        "view": _dumps(wr.to_dict(view)),
+        # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
+        "view": json.dumps(wr.to_dict(view), separators=(",", ":")),
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": _iso(view.tier_since),
