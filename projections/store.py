@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -104,14 +105,14 @@ jobs_t = Table(
     Column("progress", Float),
     Column("retries", Integer, nullable=False),
     Column("duplicates", Integer, nullable=False),
-    Column("terminal_seq", Integer),
-    Column("jobs_seq", Integer),
+    Column("terminal_seq", BigInteger),
+    Column("jobs_seq", BigInteger),
 )
 checkpoints_t = Table(
     "checkpoints",
     metadata,
     Column("stream", String(64), primary_key=True),
-    Column("seq", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # stream sequences outgrow 32 bits
     Column("clock", String(32)),
 )
 meta_t = Table(
