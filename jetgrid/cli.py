@@ -443,6 +443,9 @@ main.add_command(projector)
 from jetgrid.cmd_replay import replay  # noqa: E402
 
 main.add_command(replay)
+from jetgrid.cmd_audit import audit  # noqa: E402
+
+main.add_command(audit)
 from jetgrid.cmd_demo import demo  # noqa: E402
 
 main.add_command(demo)

@@ -38,7 +38,13 @@ def read_model_options(f: Any) -> Any:
 @click.command()
 @nats_options
 @read_model_options
-@click.option("--batch-max", type=int, default=2000, show_default=True, help="Most messages folded and committed in one transaction.")
+@click.option(
+    "--batch-max",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Most messages folded and committed in one transaction.",
+)
 @run_async
 async def projector(batch_max: int, **flags: Any) -> None:
     """Follow WORKERS, JOBS and JOB_EVENTS into the read-model database and publish tiers.

@@ -124,6 +124,7 @@ async def run_up(
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
+        echo(f"  reads    {settings.database_url} (projector; tiers in {settings.tiers_bucket})")
         echo(
             f"  workers  {len(workers)} echo worker(s) in pool {options.pool!r} serving "
             f"{', '.join(options.models)}\n"

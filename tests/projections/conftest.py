@@ -85,12 +85,14 @@ class Log:
             pending.append(await self.js.publish_async(subject, data))
         await self.js.publish_async_completed()
 
-    async def job(self, job_id: str, wid: str, t: float, outcome: str = "completed") -> None:
+    async def job(
+        self, job_id: str, wid: str, t: float, outcome: str = "completed", pool: str = "standard"
+    ) -> None:
         """A job's submission, claim, start and terminal event at t, t+0.1, t+0.2, t+0.5."""
         subj = self.settings.subjects
-        sub = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt="hi")
+        sub = JobSubmitted(job_id=job_id, model="echo", pool=pool, prompt="hi")
         seq = await self.raw(
-            subj.submit("standard", "echo"), encode(sub, source="t", id=job_id, time=self.at(t))
+            subj.submit(pool, "echo"), encode(sub, source="t", id=job_id, time=self.at(t))
         )
         events: list[tuple[Any, float, str]] = [
             (JobClaimed(job_id=job_id, worker_id=wid, attempt=1, jobs_seq=seq), 0.1, "claimed"),

@@ -142,3 +142,35 @@ async def test_projector_killed_mid_batch_resumes_to_the_clean_replay_digest(
             proc.kill()
             await proc.wait()
         await store.close()
+
+
+async def _cli(settings, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "JETGRID_NATS_URL": settings.nats_url,
+        "JETGRID_SUBJECT_PREFIX": settings.subject_prefix,
+        "JETGRID_STREAM_PREFIX": settings.stream_prefix,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        os.path.join(os.path.dirname(sys.executable), "jetgrid"), *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+async def test_replay_command_prints_the_digest(log, nc, make_store, tmp_path) -> None:
+    await _history(log, workers=2, pings=30, jobs=3)
+    want = await replay(log.settings, make_store(), nc, until_seq={WORKERS: 40, JOBS: 2})
+    rc, out, err = await _cli(
+        log.settings, "replay", "--db", str(tmp_path / "a.db"), "--until-seq", "WORKERS=40,JOBS=2"
+    )
+    assert rc == 0, err
+    assert f"digest sha256:{want.digest}" in out and "WORKERS=40" in out
+    rc, out, _ = await _cli(log.settings, "replay", "--db", str(tmp_path / "a.db"))
+    assert rc == 1 and "exists" in out + _
+    rc, _, err = await _cli(
+        log.settings, "replay", "--db", str(tmp_path / "b.db"), "--until-seq", "NOPE=3"
+    )
+    assert rc == 2 and "names no stream" in err
