@@ -182,3 +182,28 @@ async def ensure_consumer(
             drift,
         )
     return drift
+
+
+async def ensure_tiers_bucket(
+    js: JetStreamContext, bucket: str, *, replicas: int = 1, history: int = 5
+) -> bool:
+    """Create the tiers KV bucket (projector -> workers) if it is missing; True if created."""
+    from nats.js.api import KeyValueConfig
+
+    try:
+        await js.key_value(bucket)
+        return False
+    except NotFoundError:
+        pass
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                replicas=replicas,
+                description="jetgrid worker tiers (key: worker id), published by the projector",
+            )
+        )
+    except APIError as exc:
+        raise ProvisioningError(f"Creating KV bucket {bucket} failed: {exc}.") from exc
+    return True

@@ -54,6 +54,9 @@ class WorkerRegistered(_WorkerEvent):
     hostname: str | None = None
     jetgrid_version: str | None = None
     boot_id: str | None = None
+    # The worker's base pull rate in jobs/s before its tier factor; None: no base rate (its
+    # concurrency bounds it). Optional, so registrations from before it existed still decode.
+    pull_rate: float | None = Field(default=None, ge=0)
 
 
 class WorkerHeartbeat(_WorkerEvent):
@@ -79,6 +82,8 @@ class WorkerHeartbeat(_WorkerEvent):
     models_loaded: list[ModelInfo] = Field(default_factory=list)
     models_available: list[ModelInfo] = Field(default_factory=list)
     backend_error: str | None = None
+    # Why the ping is unhealthy (empty when healthy); added after v1 shipped, hence optional.
+    problems: list[str] = Field(default_factory=list)
 
 
 class WorkerDraining(_WorkerEvent):

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from coordinator.connect import connect
 from coordinator.settings import Settings
-from gateway import jobs_api
+from gateway import jobs_api, workers_api
 from gateway.board import JobBoard
 from gateway.errors import HTTPError
 
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         *jobs_api.routes,
+        *workers_api.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

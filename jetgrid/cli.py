@@ -197,6 +197,29 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
     help="Seconds between pings. [env JETGRID_HEARTBEAT_INTERVAL_S; default 5]",
 )
 @click.option(
+    "--pull-rate",
+    type=float,
+    help="Base pull rate in jobs/s, before the tier factor; 0 = no limit but concurrency (the "
+    "factor then only stops pulls at 0). [env JETGRID_PULL_RATE; default 0]",
+)
+@click.option(
+    "--pull-burst",
+    type=float,
+    help="Jobs the budget may grant at once after idling. [env JETGRID_PULL_BURST; default max(1, rate)]",
+)
+@click.option(
+    "--simulate-uptime",
+    help="Pretend to be an unreliable machine: miss or fail pings so that this share of them "
+    "is healthy, e.g. 0.92 or 92%. Reproducible (see --simulate-seed).",
+)
+@click.option(
+    "--simulate-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the simulated schedule: same seed, same pattern of missed and failed pings.",
+)
+@click.option(
     "--burst",
     is_flag=True,
     help="Exit once the pool's consumers are empty (for batch runs and tests).",
@@ -224,6 +247,8 @@ async def worker(
     allow_python: bool,
     python_timeout: float,
     python_memory_mb: int,
+    simulate_uptime: str | None,
+    simulate_seed: int,
     **flags: Any,
 ) -> None:
     """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
@@ -238,6 +263,7 @@ async def worker(
     """
     from worker.agent import Worker, WorkerOptions, default_worker_id
     from worker.backends.choose import make_backend
+    from worker.simulate import parse_uptime
 
     settings = _settings(**flags)
     _logging(settings)
@@ -245,6 +271,10 @@ async def worker(
         models = (*models, "python")
     if not models:
         raise click.UsageError("Give at least one --model (or --allow-python).")
+    try:
+        uptime = None if simulate_uptime is None else parse_uptime(simulate_uptime)
+    except JetgridError as exc:
+        raise click.BadParameter(str(exc), param_hint="--simulate-uptime") from exc
     agent = Worker(
         settings,
         WorkerOptions(
@@ -254,6 +284,8 @@ async def worker(
             concurrency=concurrency,
             burst=burst,
             drain_grace_s=drain_grace,
+            simulate_uptime=uptime,
+            simulate_seed=simulate_seed,
         ),
         make_backend(
             backend,
@@ -312,9 +344,10 @@ async def gateway(**flags: Any) -> None:
 )
 @run_async
 async def provision(update: bool, **flags: Any) -> None:
-    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID). Idempotent."""
+    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID) and the tiers KV
+    bucket. Idempotent."""
     from coordinator.connect import connect
-    from coordinator.provision import provision_streams
+    from coordinator.provision import ensure_tiers_bucket, provision_streams
     from events import stream_specs
 
     settings = _settings(**flags)
@@ -331,6 +364,10 @@ async def provision(update: bool, **flags: Any) -> None:
             ),
             update=update,
         )
+        if await ensure_tiers_bucket(
+            nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
+        ):
+            report.created.append(f"KV_{settings.tiers_bucket}")
     finally:
         await nc.close()
     for line in report.lines():
@@ -464,6 +501,18 @@ def model_token(model: str) -> None:
 from jetgrid.cmd_pools import pools as _pools_command  # noqa: E402
 
 main.add_command(_pools_command)
+from jetgrid.cmd_projector import projector  # noqa: E402
+
+main.add_command(projector)
+from jetgrid.cmd_replay import replay  # noqa: E402
+
+main.add_command(replay)
+from jetgrid.cmd_audit import audit  # noqa: E402
+
+main.add_command(audit)
+from jetgrid.cmd_demo import demo  # noqa: E402
+
+main.add_command(demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

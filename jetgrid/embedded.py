@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.connect import connect
-from coordinator.provision import provision_streams
+from coordinator.provision import ensure_tiers_bucket, provision_streams
 from coordinator.settings import Settings
 from events import ConfigError, stream_specs
 from gateway.server import make_server
 from jetgrid.natsserver import NatsServer, port_free
+from projections.runner import open_projector
 from worker.agent import Worker, WorkerOptions, default_worker_id
 from worker.backends import EchoBackend
 
@@ -80,10 +81,14 @@ async def run_up(
                     duplicate_window_s=settings.duplicate_window_s,
                 ),
             )
+            await ensure_tiers_bucket(
+                nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
+            )
         finally:
             await nc.close()
         for line in report.lines():
             log.info(line)
+        projector = await open_projector(settings)
 
         http = make_server(settings)
         gateway_task = asyncio.create_task(http.serve(), name="gateway")
@@ -119,6 +124,7 @@ async def run_up(
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
+        echo(f"  reads    {settings.database_url} (projector; tiers in {settings.tiers_bucket})")
         echo(
             f"  workers  {len(workers)} echo worker(s) in pool {options.pool!r} serving "
             f"{', '.join(options.models)}\n"
@@ -134,6 +140,7 @@ async def run_up(
         http.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await gateway_task
+        await projector.close()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -85,7 +85,10 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
     view = view or JobView(job_id=ev.job_id)
     match ev:
         case JobSubmitted():
-            if view.jobs_seq is not None:  # a resubmission of the same id: first one counts
+            # A resubmission of the same id: the first one counts. (A claim seen first sets
+            # jobs_seq but not submitted_at, so the submission still fills in its fields: the
+            # fold then gives the same view whichever of JOBS and JOB_EVENTS is read first.)
+            if view.submitted_at is not None:
                 return view
             return replace(
                 view,

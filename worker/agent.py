@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -31,6 +32,7 @@ from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
 from coordinator.settings import Settings
+from coordinator.tiers import PROBATION, load_policy
 from events import (
     JOBS,
     Event,
@@ -52,8 +54,12 @@ from events import (
 )
 from worker.backends.base import Backend, RunContext
 from worker.errors import BackendError, TransientError
+from worker.pinger import Pinger
 from worker.puller import Puller
-from worker.pullgate import PullGate
+from worker.pullgate import PullGate as AffinityGate
+from worker.simulate import UptimeSchedule
+from worker.telemetry import GpuProbe, NvmlProbe, Reading
+from worker.tiers import PullGate, TierUpdate, TierWatch
 from worker.tokens import TokenPublisher
 
 log = logging.getLogger("jetgrid.worker")
@@ -80,6 +86,9 @@ class WorkerOptions:
     concurrency: int = 1
     burst: bool = False
     drain_grace_s: float = 30.0
+    # --simulate-uptime: miss or fail pings on a reproducible schedule (worker.simulate).
+    simulate_uptime: float | None = None
+    simulate_seed: int = 0
 
 
 @dataclass
@@ -102,6 +111,7 @@ class Worker:
         backend: Backend,
         *,
         clock: Callable[[], float] = time.monotonic,
+        probe: GpuProbe | None = None,
     ) -> None:
         check_id(options.worker_id, "worker id")
         check_id(options.pool, "pool")
@@ -124,20 +134,22 @@ class Worker:
         self.js: JetStreamContext | None = None
         self._pullers: list[Puller] = []
         self._models: dict[str, str] = {}  # consumer name -> model
-        self._gate: PullGate | None = None
+        self._affinity: AffinityGate | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, RunContext] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._rr = 0
         self.ready = asyncio.Event()
+        self._init_tiers(probe)
 
     def __repr__(self) -> str:
         c = self.counters
         return (
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
-            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings}>"
+            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
+            f"tier={self.gate.tier} factor={self.gate.factor:g}>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -174,7 +186,7 @@ class Worker:
                 await puller.start()
                 self._pullers.append(puller)
                 self._models[spec.name] = model
-            self._gate = PullGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
+            self._affinity = AffinityGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
             await self._start_backend()
             hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             self.ready.set()
@@ -211,7 +223,7 @@ class Worker:
     async def _pull_loop(self) -> None:
         idle_checks = 0
         while not self._stopping.is_set():
-            free = self.free_slots()
+            free = self.pull_allowance()
             plan = await self._pull_plan() if free > 0 else []
             if plan:
                 # Spread the free slots over the consumers, starting where we left off.
@@ -223,7 +235,7 @@ class Worker:
                 self._rr = (self._rr + 1) % n
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.gate.wait_s(0.5))
             if self.options.burst and not self._tasks:
                 idle_checks = idle_checks + 1 if await self._consumers_empty() else 0
                 if idle_checks >= 2:
@@ -232,12 +244,12 @@ class Worker:
     async def _pull_plan(self) -> list[tuple[Puller, int | None]]:
         """The consumers to ask now, each with a cap (None: no cap): warm models first, cold
         ones only when their backlog says so, none while the backend is not accepting."""
-        if self._gate is None:
+        if self._affinity is None:
             return [(p, None) for p in self._pullers]
         plan: list[tuple[Puller, int | None]] = []
         for p in self._pullers:
             model = self._models[p.consumer]
-            cap = await self._gate.decide(p.stream, p.consumer, self.options.pool, model)
+            cap = await self._affinity.decide(p.stream, p.consumer, self.options.pool, model)
             if cap != 0:
                 plan.append((p, cap))
         return plan
@@ -271,6 +283,7 @@ class Worker:
         return True
 
     def _on_message(self, msg: Msg) -> None:
+        self.gate.charge()
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -308,7 +321,13 @@ class Worker:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._job_event(
-                JobClaimed(job_id=job.job_id, worker_id=self.id, attempt=attempt, jobs_seq=seq),
+                JobClaimed(
+                    job_id=job.job_id,
+                    worker_id=self.id,
+                    attempt=attempt,
+                    jobs_seq=seq,
+                    tier_factor=self.gate.factor,
+                ),
                 f"{job.job_id}:claimed:{attempt}",
             )
             await self._job_event(
@@ -466,40 +485,100 @@ class Worker:
             hostname=socket.gethostname(),
             jetgrid_version=_version(),
             boot_id=self.boot_id,
+            pull_rate=self.settings.pull_rate or None,
         )
 
-    def heartbeat(self, n: int) -> WorkerHeartbeat:
-        """The ping this worker sends now (subclasses and issue-3 telemetry extend it)."""
+    def heartbeat(self, n: int, reading: Reading | None = None) -> WorkerHeartbeat:
+        """The ping this worker sends at tick `n`, with the GPU health `reading` saw."""
+        reading = reading or Reading(nvml=False, nvml_error="no GPU probe read")
         return WorkerHeartbeat(
             worker_id=self.id,
             n=n,
-            healthy=True,
             interval_s=self.settings.heartbeat_interval_s,
             in_flight=len(self._in_flight),
             completed=self.counters.completed,
             failed=self.counters.failed,
             pools=[self.options.pool],
             models=list(self.options.models),
-            nvml=False,
-            nvml_error="telemetry not configured",
+            **reading.heartbeat_fields(),
+            problems=list(reading.problems),
+            tier_factor=self.gate.factor,
             boot_id=self.boot_id,
             **self._backend_report(),
         )
 
+    # -- pings and tiers (worker.pinger, worker.tiers) ----------------------------------
+    def _init_tiers(self, probe: GpuProbe | None) -> None:
+        s, o = self.settings, self.options
+        self.probation_factor = load_policy(s.tier_policy_file, s.tier_policy).probation_factor
+        self.gate = PullGate(
+            concurrency=o.concurrency,
+            rate=s.pull_rate,
+            burst=s.pull_burst,
+            factor=self.probation_factor,
+            clock=self.clock,
+        )
+        schedule = None
+        if o.simulate_uptime is not None:
+            schedule = UptimeSchedule(o.simulate_uptime, seed=o.simulate_seed)
+        self.pinger = Pinger(
+            interval_s=s.heartbeat_interval_s,
+            probe=probe or NvmlProbe(),
+            build=self.heartbeat,
+            send=self._send_ping,
+            schedule=schedule,
+            clock=self.clock,
+        )
+        self.tier_watch: TierWatch | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.pulls_withdrawn = 0
+
+    def pull_allowance(self) -> int:
+        """How many jobs to ask for now: free slots, within the tier's budget."""
+        outstanding = sum(p.outstanding for p in self._pullers)
+        return self.gate.allowance(len(self._tasks), outstanding)
+
+    def _on_tier(self, update: TierUpdate | None) -> None:
+        if update is None:  # no key (yet), or it was deleted: a new worker's factor
+            tier, factor = PROBATION, self.probation_factor
+        else:
+            tier, factor = update.tier, update.factor
+        if self.gate.set_factor(factor, tier):
+            log.info("worker %s: tier %s, factor %g", self.id, tier, factor)
+            if factor == 0:  # pull requests already out would still deliver: withdraw them
+                task = asyncio.create_task(self._withdraw_pulls())
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+        self._wake.set()
+
+    async def _withdraw_pulls(self) -> None:
+        for p in self._pullers:
+            await p.withdraw()
+        self.pulls_withdrawn += 1
+
+    async def _send_ping(self, event: WorkerHeartbeat, n: int, at: float | None) -> None:
+        assert self.js is not None
+        msg_id = f"{self.id}:{self.boot_id}:hb:{n}"
+        when = None if at is None else datetime.fromtimestamp(at, UTC)
+        await self.js.publish(
+            self.settings.subjects.worker_event(self.id, "heartbeat"),
+            encode(event, source=self.source, id=msg_id, time=when),
+            headers={"Nats-Msg-Id": msg_id},
+        )
+        self.counters.pings += 1
+
     async def _heartbeats(self) -> None:
-        n = 0
-        interval = self.settings.heartbeat_interval_s
-        start = self.clock()
-        while True:
-            try:
-                await self._publish_event(
-                    self.heartbeat(n), wait=True, msg_id=f"{self.id}:{self.boot_id}:hb:{n}"
-                )
-                self.counters.pings += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS away: the missed ping is the truth about uptime
-                log.warning("heartbeat %d not stored: %s", n, exc)
-            n += 1
-            # Keep to the slot grid (no drift from the time a publish took).
-            await asyncio.sleep(max(0.0, start + n * interval - self.clock()))
+        """Ping on schedule and follow this worker's tier, until cancelled."""
+        assert self.js is not None
+        self.tier_watch = TierWatch(
+            self.js,
+            self.settings.tiers_bucket,
+            self.id,
+            self._on_tier,
+            retry_s=max(0.2, min(2.0, self.settings.heartbeat_interval_s * 4)),
+        )
+        try:
+            await asyncio.gather(self.pinger.run(), self.tier_watch.run())
+        finally:
+            self.pinger.close()
+            await asyncio.to_thread(self.pinger.probe.close)

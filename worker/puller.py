@@ -69,6 +69,25 @@ class Puller:
             self._sub = None
         self._requests.clear()
 
+    async def withdraw(self) -> None:
+        """Withdraw every open pull request (the worker's tier factor dropped to 0).
+
+        A pull request cannot be cancelled, but the server delivers only to a reply subject
+        someone still listens on: move to a fresh inbox and drain the old one (what was already
+        on its way is still handled), so the old requests die unfilled.
+        """
+        if self._sub is None:
+            return
+        old = self._sub
+        self._inbox = self.nc.new_inbox()
+        self._requests.clear()
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
+        try:
+            await old.drain()
+            await self.nc.flush()
+        except Exception:  # connection closing: the requests die with it
+            pass
+
     @property
     def outstanding(self) -> int:
         """Messages the server may still deliver on requests that have not ended."""

@@ -1,0 +1,88 @@
+"""Workers and tiers views: GET /v1/workers, /v1/workers/{id}, /v1/tiers.
+
+Backed by the projector's read models, read by URL (Settings.database_url): the gateway never
+folds WORKERS itself. A fold from sequence 1 grows with the log (every ping of every worker), so
+each gateway start would replay it; the projector's database is O(workers) to read, and on
+PostgreSQL any number of gateways on any number of machines share one. On SQLite (the embedded
+default, one machine) the projector writes in WAL mode, so readers never block it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.pool import NullPool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import HTTPError
+from projections.store import Store
+from projections.views import tiers_view, workers_out
+
+_AVAILABILITY = ("online", "stale", "offline", "draining")
+
+
+def _store(request: Request) -> Store:
+    """One Store per app, opened on first use."""
+    store = getattr(request.app.state, "read_models", None)
+    if store is None:
+        url = request.app.state.gateway.settings.database_url
+        # SQLite: no pool, so no connection thread outlives a request; servers keep theirs.
+        store = Store(url, poolclass=NullPool) if url.startswith("sqlite") else Store(url)
+        request.app.state.read_models = store
+    return store
+
+
+async def _read(request: Request, fn: Any, *args: Any) -> Any:
+    store = _store(request)
+    try:
+        return await fn(store, *args)
+    except (OperationalError, ProgrammingError) as exc:
+        raise HTTPError(
+            503,
+            f"The worker read models at {store.url!r} are not available ({exc.orig!r}); is a "
+            "projector (`jetgrid projector`, or `jetgrid up`) writing them?",
+        ) from None
+
+
+async def list_workers(request: Request) -> Response:
+    q = request.query_params
+    availability = q.get("availability")
+    if availability is not None and availability not in _AVAILABILITY:
+        raise HTTPError(
+            400,
+            f"Query parameter 'availability' has value {availability!r}; expected one of "
+            f"{', '.join(_AVAILABILITY)}.",
+            field="availability",
+        )
+    workers = await _read(request, workers_out)
+    for key in ("pool", "model"):
+        want = q.get(key)
+        if want is not None:
+            workers = [w for w in workers if want in w[f"{key}s"]]
+    if availability is not None:
+        workers = [w for w in workers if w["availability"] == availability]
+    if q.get("tier") is not None:
+        workers = [w for w in workers if w["tier"] == q["tier"]]
+    return JSONResponse({"workers": workers})
+
+
+async def get_worker(request: Request) -> Response:
+    worker_id = request.path_params["worker_id"]
+    found = await _read(request, workers_out, worker_id)
+    if not found:
+        raise HTTPError(404, f"No worker {worker_id!r} in the read models.", field="worker_id")
+    return JSONResponse(found[0])
+
+
+async def get_tiers(request: Request) -> Response:
+    return JSONResponse(await _read(request, tiers_view))
+
+
+routes = [
+    Route("/v1/workers", list_workers, methods=["GET"]),
+    Route("/v1/workers/{worker_id}", get_worker, methods=["GET"]),
+    Route("/v1/tiers", get_tiers, methods=["GET"]),
+]

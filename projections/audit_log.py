@@ -1,0 +1,113 @@
+"""Gather the audit's input by replaying the log (no database): tier timelines, claims, outcomes.
+
+WORKERS is folded with the projector's own fold (projections.fold), so the tier timeline is
+exactly the one the projector published; JOBS and JOB_EVENTS give submissions, claims and the
+first terminal event of each job (log order). Streams are read up to their last sequence when the
+audit starts, or to the last message stored at or before `until` (the stream's timestamp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from coordinator.settings import Settings
+from events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
+from events.codec import decode_submission
+from events.lifecycle import JobCancelled, JobClaimed, JobCompleted, JobDead, JobFailed
+from projections.audit import Claim, Span, WorkerInput
+from projections.fold import Fold, FoldConfig
+from projections.runner import Item, _filters, _replay_stream
+
+__all__ = ["AuditLog", "gather"]
+
+_TERMINAL = (JobCompleted, JobFailed, JobCancelled, JobDead)
+
+
+@dataclass
+class AuditLog:
+    fold: Fold
+    timelines: dict[str, list[Span]] = field(default_factory=dict)
+    claims: dict[str, list[Claim]] = field(default_factory=dict)
+    submitted: dict[str, float] = field(default_factory=dict)
+    last_claimer: dict[str, str] = field(default_factory=dict)
+    terminal: dict[str, tuple[float, str, str | None]] = field(default_factory=dict)
+
+    async def apply(self, items: list[Item]) -> None:
+        """The Folder interface of projections.runner: fold one batch."""
+        fold = self.fold
+        for it in items:
+            if it.stream == WORKERS:
+                fold.worker_message(it.seq, it.subject, it.data, it.time)
+            elif it.stream == JOBS:
+                fold.positions[JOBS] = it.seq
+                try:
+                    env = decode_submission(
+                        it.data, subject=it.subject, subjects=fold.subjects, seq=it.seq,
+                        stream_time=it.time,
+                    )  # fmt: skip
+                except InvalidEvent:
+                    continue
+                self.submitted.setdefault(env.event.job_id, env.time.timestamp())
+            else:
+                fold.positions[JOB_EVENTS] = it.seq
+                try:
+                    env = decode(it.data)
+                except InvalidEvent:
+                    continue
+                ev, t = env.event, env.time.timestamp()
+                if isinstance(ev, JobClaimed):
+                    self.claims.setdefault(ev.worker_id, []).append(Claim(t, ev.job_id, ev.attempt))
+                    self.last_claimer[ev.job_id] = ev.worker_id
+                elif isinstance(ev, _TERMINAL) and ev.job_id not in self.terminal:
+                    wid = getattr(ev, "worker_id", None) or self.last_claimer.get(ev.job_id)
+                    name = ev.type.rsplit(".", 1)[-1]
+                    self.terminal[ev.job_id] = (t, name, wid)
+        for c in fold.take_changes().tier_changes:
+            self.timelines.setdefault(c.worker_id, []).append(
+                Span(c.since.timestamp(), c.tier, c.factor)
+            )
+
+    def workers(self, at: datetime | None = None) -> list[WorkerInput]:
+        """One WorkerInput per worker seen (in WORKERS or in claims), uptime judged at `at`."""
+        when = at or self.fold.clock
+        out = []
+        finished: dict[str, list[tuple[float, str, float | None]]] = {}
+        for job_id, (t, status, wid) in self.terminal.items():
+            if wid is None:
+                continue
+            sub = self.submitted.get(job_id)
+            finished.setdefault(wid, []).append((t, status, None if sub is None else t - sub))
+        ids = sorted(set(self.fold.workers) | set(self.claims) | set(finished))
+        labels = self.fold.config.windows.labels
+        for wid in ids:
+            view = self.fold.workers.get(wid)
+            uptime: dict[str, Any] = {label: None for label in labels}
+            if view is not None and view.uptime is not None and when is not None:
+                for w in view.uptime.windows(when.timestamp()):
+                    uptime[w.label] = w.uptime
+            out.append(
+                WorkerInput(
+                    wid,
+                    self.timelines.get(wid, []),
+                    self.claims.get(wid, []),
+                    uptime,
+                    finished.get(wid, []),
+                )
+            )
+        return out
+
+
+async def gather(
+    settings: Settings, nc: NATS, config: FoldConfig, until: datetime | None = None
+) -> AuditLog:
+    """Read the three streams (to `until`, if given) into an AuditLog."""
+    audit = AuditLog(Fold(settings.subjects, config))
+    js = nc.jetstream()
+    for logical, (stream, subject) in _filters(settings).items():
+        last = (await js.stream_info(stream)).state.last_seq
+        await _replay_stream(js, audit, logical, stream, subject, last, until, 20_000, None)  # type: ignore[arg-type]
+    return audit

@@ -1,0 +1,385 @@
+"""The projector's fold: WORKERS, JOBS and JOB_EVENTS messages -> worker and job views. Pure.
+
+No I/O here: the runner (projections.runner) reads messages, calls `Fold.worker_message`,
+`Fold.submission` and `Fold.job_event`, then persists what `take_changes` returns together with
+the positions, in one transaction.
+
+**Order and determinism.** The state is a function of the per-stream positions (the last
+sequence applied from each stream), not of how the three streams were interleaved:
+
+- Worker views read only WORKERS, in sequence order. The worker log clock is the newest event
+  time seen on WORKERS (never the wall clock, never a job event's time). Before a WORKERS event
+  that moves the clock from ``prev`` to ``now``, every view is re-judged at each tick of
+  ``clock_ticks(prev, now, tick_s)`` (whole multiples of ``tick_s`` since the epoch), so batch
+  boundaries do not matter.
+- Job views read JOBS and JOB_EVENTS, each in sequence order. The job reducer commutes across the
+  two streams (a submission only fills in fields and never moves a status backwards; lifecycle
+  events never read submission fields), so any interleaving of the two gives the same views.
+
+So a live projector, which interleaves the streams as messages arrive, and a replay, which reads
+them one after another, agree exactly at the same positions; `projections.store.Store.digest`
+proves it.
+
+**Rules for WORKERS messages** (`check_worker_message`): a message that does not decode, is not a
+worker event, whose subject names another worker or another event than its body, or whose event
+time is more than `max_future_s` ahead of the stream's own timestamp (a worker clock far in the
+future would drag the log clock and everyone's uptime with it) is invalid: it is recorded on
+``<prefix>.invalid.WORKERS`` with the reason, advances the position, and changes no view.
+Duplicates, out-of-order events and unknown workers are handled by `projections.workers.apply`
+(see its docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from coordinator.tiers import DEFAULT_POLICY, TierPolicy
+from events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
+from events.codec import decode_submission, format_time
+from events.workers import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, WorkerRegistered
+from projections import jobs as jobs_reducer
+from projections import workers as wr
+from projections.jobs import JobView
+from projections.uptime import DEFAULT_WINDOWS, UptimeWindows
+from projections.workers import WorkerView
+
+__all__ = [
+    "STREAMS",
+    "Fold",
+    "FoldConfig",
+    "Invalid",
+    "TierChange",
+    "check_worker_message",
+    "ticks",
+]
+
+STREAMS = (WORKERS, JOBS, JOB_EVENTS)  # logical names, in the order a replay reads them
+_EVENT_NAMES = {
+    WorkerRegistered: "registered",
+    WorkerHeartbeat: "heartbeat",
+    WorkerDraining: "draining",
+    WorkerDeregistered: "deregistered",
+}
+MAX_TICKS = 10_000  # a jump of more ticks than this is judged at its last tick only
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldConfig:
+    """What the views depend on besides the log; recorded in the store's meta table."""
+
+    policy: TierPolicy = DEFAULT_POLICY
+    windows: UptimeWindows = DEFAULT_WINDOWS
+    tick_s: float = 1.0
+    max_future_s: float = 300.0
+
+    def meta(self) -> dict[str, str]:
+        """The config as strings, to refuse a store built under another config."""
+        return {
+            "uptime_windows": ",".join(repr(w) for w in self.windows.windows_s),
+            "tier_window": repr(self.windows.tier_window),
+            "tier_policy": self.policy.to_string(),
+            "probation": f"{self.policy.probation_slots}:{self.policy.probation_factor!r}",
+            "hysteresis": repr(self.policy.hysteresis),
+            "tick_s": repr(self.tick_s),
+            "max_future_s": repr(self.max_future_s),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A WORKERS message that failed the rules: what to record on the invalid stream."""
+
+    seq: int
+    subject: str
+    data: bytes
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    """One row of tier history: `worker_id` entered `tier` (factor `factor`) at `since`."""
+
+    worker_id: str
+    n: int
+    since: datetime
+    tier: str
+    factor: float | None
+
+
+def ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]:
+    """clock_ticks, bounded: a jump over more than MAX_TICKS ticks is judged at its last one."""
+    if prev is None or now <= prev:
+        return []
+    first = int((prev - _EPOCH).total_seconds() // step_s) + 1
+    last = int((now - _EPOCH).total_seconds() // step_s)
+    if last - first >= MAX_TICKS:
+        first = last
+    return [_EPOCH + timedelta(seconds=k * step_s) for k in range(first, last + 1)]
+
+
+def check_worker_message(
+    subjects: Subjects,
+    subject: str,
+    data: bytes,
+    stream_time: datetime,
+    max_future_s: float,
+) -> Envelope | str:
+    """The decoded envelope of a WORKERS message, or the reason it is invalid."""
+    try:
+        env = decode(data)
+    except InvalidEvent as exc:
+        return exc.reason
+    ev = env.event
+    name = _EVENT_NAMES.get(type(ev))
+    if name is None:
+        return f"Event type {env.type!r} does not belong on the WORKERS stream."
+    try:
+        wid, event_name = subjects.parse_worker_event(subject)
+    except Exception as exc:  # InvalidSubject
+        return str(exc)
+    if wid != ev.worker_id:
+        return f"Subject names worker {wid!r} but the event is from worker {ev.worker_id!r}."
+    if event_name != name:
+        return f"Subject says {event_name!r} but the event is a {name!r} ({env.type})."
+    ahead = (env.time - stream_time).total_seconds()
+    if ahead > max_future_s:
+        return (
+            f"Event time {format_time(env.time)} is {ahead:.0f} s ahead of the stream's "
+            f"timestamp {format_time(stream_time)} (at most {max_future_s:.0f} s allowed)."
+        )
+    return env
+
+
+class Fold:
+    """Worker views, a window of job views, the worker log clock and the per-stream positions."""
+
+    def __init__(
+        self,
+        subjects: Subjects,
+        config: FoldConfig | None = None,
+        *,
+        workers: dict[str, WorkerView] | None = None,
+        clock: datetime | None = None,
+        positions: dict[str, int] | None = None,
+        history_counts: dict[str, int] | None = None,
+    ) -> None:
+        self.subjects = subjects
+        self.config = config or FoldConfig()
+        self.workers: dict[str, WorkerView] = dict(workers or {})
+        self.jobs: dict[str, JobView] = {}
+        self.clock = clock
+        self.workers_seq = 0  # the WORKERS seq of the newest applied event (for the KV value)
+        self.positions: dict[str, int] = {s: 0 for s in STREAMS}
+        self.positions.update(positions or {})
+        self.workers_seq = self.positions[WORKERS]
+        self._history_n: dict[str, int] = dict(history_counts or {})
+        self.dirty_workers: set[str] = set()
+        self.dirty_jobs: set[str] = set()
+        self.tier_changes: list[TierChange] = []
+        self.invalid: list[Invalid] = []
+        self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
+
+    # -- WORKERS ------------------------------------------------------------------------------
+    def worker_message(
+        self,
+        seq: int,
+        subject: str,
+        data: bytes,
+        stream_time: datetime,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        """Fold one WORKERS message at `seq`; False if it was at or below the position."""
+        if seq <= self.positions[WORKERS]:
+            self.counts["skipped"] += 1
+            return False
+        self.positions[WORKERS] = seq
+        got = check_worker_message(
+            self.subjects, subject, data, stream_time, self.config.max_future_s
+        )
+        if isinstance(got, str):
+            self.invalid.append(Invalid(seq, subject, data, got, dict(headers or {})))
+            self.counts["invalid"] += 1
+            return True
+        self.apply_worker(got)
+        self.workers_seq = seq
+        return True
+
+    def apply_worker(self, env: Envelope) -> None:
+        """Apply a valid worker envelope: refresh ticks first, then the reducer."""
+        cfg = self.config
+        t = env.time
+        if self.clock is None or t > self.clock:
+            for tick in ticks(self.clock, t, cfg.tick_s):
+                self.refresh_all(tick)
+            self.clock = t
+        wid = env.event.worker_id
+        old = self.workers.get(wid)
+        new = wr.apply(old, env, cfg.policy, cfg.windows)
+        if new is old:
+            self.counts["duplicates"] += 1
+            return
+        self.counts["applied"] += 1
+        self._changed(old, new)
+
+    def refresh_all(self, now: datetime) -> None:
+        """Re-judge, at log time `now` (a tick), every view not heard from in the last
+        ONLINE_INTERVALS heartbeat intervals.
+
+        A worker that pings is judged at each of its pings anyway; the ticks exist for silent
+        workers, whose uptime decays without events. Skipping the others is a function of the
+        view and the tick alone, so it keeps live and replay identical, and it saves a refresh
+        per worker per tick (the bulk of the work at thousands of workers).
+        """
+        cfg = self.config
+        for view in self.workers.values():
+            if view.as_of >= now:
+                continue
+            if (now - view.last_seen).total_seconds() <= wr.ONLINE_INTERVALS * view.interval_s:
+                continue
+            new = wr.refresh(view, now, cfg.policy, cfg.windows)
+            if new is not view:
+                self._changed(view, new)
+
+    def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
+        wid = new.worker_id
+        self.workers[wid] = new
+        self.dirty_workers.add(wid)
+        if old is None or old.tier != new.tier or old.tier_since != new.tier_since:
+            n = self._history_n.get(wid, 0) + 1
+            self._history_n[wid] = n
+            since = new.tier_since or new.as_of
+            self.tier_changes.append(TierChange(wid, n, since, new.tier, self.factor(new.tier)))
+
+    def factor(self, tier: str) -> float | None:
+        policy = self.config.policy
+        return policy.factor(tier) if tier in policy.names else None
+
+    # -- JOBS and JOB_EVENTS --------------------------------------------------------------------
+    def needed_jobs(self, ids: Iterable[str]) -> list[str]:
+        """Ids the runner must load from the store before folding their events."""
+        return [j for j in ids if j not in self.jobs]
+
+    def submission(
+        self,
+        seq: int,
+        subject: str,
+        data: bytes,
+        stream_time: datetime,
+        *,
+        decoded: Envelope | bool | None = False,
+    ) -> bool:
+        """Fold one JOBS message; an invalid one only moves the position (workers record it).
+
+        `decoded`: the envelope if the caller already decoded it (None: it was invalid).
+        """
+        if seq <= self.positions[JOBS]:
+            self.counts["skipped"] += 1
+            return False
+        self.positions[JOBS] = seq
+        env: Envelope | None
+        if decoded is False:
+            try:
+                env = decode_submission(
+                    data, subject=subject, subjects=self.subjects, seq=seq, stream_time=stream_time
+                )
+            except InvalidEvent:
+                env = None
+        else:
+            env = decoded  # type: ignore[assignment]
+        if env is None:
+            self.counts["invalid"] += 1
+            return True
+        self._apply_job(env.event.job_id, env)
+        return True
+
+    def job_event(self, seq: int, subject: str, data: bytes) -> bool:
+        """Fold one JOB_EVENTS message."""
+        if seq <= self.positions[JOB_EVENTS]:
+            self.counts["skipped"] += 1
+            return False
+        self.positions[JOB_EVENTS] = seq
+        try:
+            env = decode(data).at(seq, subject)
+        except InvalidEvent:
+            self.counts["invalid"] += 1
+            return True
+        job_id = getattr(env.event, "job_id", None)
+        if not job_id:
+            self.counts["invalid"] += 1
+            return True
+        self._apply_job(job_id, env)
+        return True
+
+    def _apply_job(self, job_id: str, env: Envelope) -> None:
+        old = self.jobs.get(job_id)
+        new = jobs_reducer.apply(old, env)
+        self.counts["applied"] += 1
+        if new is not old and new != old:
+            self.jobs[job_id] = new
+            self.dirty_jobs.add(job_id)
+
+    # -- handing changes to the store ---------------------------------------------------------
+    def take_changes(self) -> Changes:
+        """What changed since the last call; clears the dirty sets."""
+        changes = Changes(
+            workers=[self.workers[w] for w in sorted(self.dirty_workers)],
+            jobs=[self.jobs[j] for j in sorted(self.dirty_jobs)],
+            tier_changes=self.tier_changes,
+            invalid=self.invalid,
+            positions=dict(self.positions),
+            clock=self.clock,
+        )
+        self.dirty_workers = set()
+        self.dirty_jobs = set()
+        self.tier_changes = []
+        self.invalid = []
+        return changes
+
+    def trim_jobs(self, keep: int) -> None:
+        """Forget clean job views beyond `keep` (the store has them)."""
+        if len(self.jobs) <= keep:
+            return
+        self.jobs = {j: v for j, v in self.jobs.items() if j in self.dirty_jobs}
+
+
+@dataclass
+class Changes:
+    """One batch's effect, written by the store in one transaction with its positions."""
+
+    workers: list[WorkerView]
+    jobs: list[JobView]
+    tier_changes: list[TierChange]
+    invalid: list[Invalid]
+    positions: dict[str, int]
+    clock: datetime | None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.workers or self.jobs or self.tier_changes)
+
+
+def kv_value(view: WorkerView, fold: Fold) -> dict[str, Any]:
+    """The tiers KV value for one worker (the contract in the README)."""
+    now = fold.clock or view.as_of
+    uptime: dict[str, float | None] = {label: None for label in fold.config.windows.labels}
+    slots = 0
+    if view.uptime is not None:
+        at = now.timestamp()
+        for w in view.uptime.windows(at):
+            uptime[w.label] = w.uptime
+        slots = view.uptime.observed_slots(at)
+    return {
+        "worker_id": view.worker_id,
+        "tier": view.tier,
+        "factor": fold.factor(view.tier),
+        "uptime": uptime,
+        "observed_slots": slots,
+        "since": format_time(view.tier_since or view.as_of),
+        "log_time": format_time(now),
+        "jobs_seq": fold.workers_seq,
+    }

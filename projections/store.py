@@ -1,0 +1,462 @@
+"""The read-model store: SQLAlchemy 2 async, SQLite (aiosqlite) by default, PostgreSQL by URL.
+
+Tables (portable types only; created with ``metadata.create_all``):
+
+- ``workers``: one row per worker, the whole view as JSON (projections.workers.to_dict) plus a
+  few queryable columns (tier, pools, last seen, lifecycle times).
+- ``tier_history``: every tier change, ``(worker_id, n)`` with ``since``, ``tier``, ``factor``.
+- ``jobs``: one row per job (projections.jobs.JobView).
+- ``checkpoints``: per stream (logical name) the last sequence applied, and the worker log
+  clock (on the WORKERS row).
+- ``meta``: schema version and the config the views were built under (uptime windows, tier
+  policy, tick); a store built under other uptime windows is refused ("replay the log").
+
+`Store.write` applies one batch of changes and the checkpoints in ONE transaction, with
+executemany inserts/updates, so a projector killed anywhere resumes at the committed positions:
+nothing applied twice, nothing skipped. Times are stored as fixed-width RFC 3339 strings
+(``2026-11-22T12:00:00.000000Z``), which sort as time does in every database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from events import ConfigError, parse_time
+from projections import workers as wr
+from projections.fold import STREAMS, Changes, FoldConfig, TierChange
+from projections.jobs import JobView
+from projections.workers import format_time  # memoised
+
+__all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
+
+log = logging.getLogger("jetgrid.projections.store")
+
+SCHEMA_VERSION = "1"
+metadata = MetaData()
+
+workers_t = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("view", Text, nullable=False),
+    Column("tier", String(32), nullable=False),
+    Column("tier_factor", Float),
+    Column("tier_since", String(32)),
+    Column("pools", Text, nullable=False),  # JSON list
+    Column("registered", Boolean, nullable=False),
+    Column("lifecycle", String(16), nullable=False),
+    Column("first_seen", String(32), nullable=False),
+    Column("last_seen", String(32), nullable=False),
+    Column("last_ping_at", String(32)),
+    Column("as_of", String(32), nullable=False),
+)
+tier_history_t = Table(
+    "tier_history",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("n", Integer, primary_key=True, autoincrement=False),
+    Column("since", String(32), nullable=False, index=True),
+    Column("tier", String(32), nullable=False),
+    Column("factor", Float),
+)
+jobs_t = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("model", Text),
+    Column("pool", String(128)),
+    Column("kind", String(32)),
+    Column("priority", String(32)),
+    Column("worker_id", String(128), index=True),
+    Column("attempts", Integer, nullable=False),
+    Column("submitted_at", String(32)),
+    Column("claimed_at", String(32)),
+    Column("started_at", String(32)),
+    Column("finished_at", String(32)),
+    Column("output", Text),  # JSON
+    Column("usage", Text),  # JSON
+    Column("error", Text),
+    Column("error_type", String(64)),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("progress", Float),
+    Column("retries", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("terminal_seq", BigInteger),
+    Column("jobs_seq", BigInteger),
+)
+checkpoints_t = Table(
+    "checkpoints",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # stream sequences outgrow 32 bits
+    Column("clock", String(32)),
+)
+meta_t = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+TABLES = (workers_t, tier_history_t, jobs_t, checkpoints_t, meta_t)
+_ORDER = {
+    "workers": ("worker_id",),
+    "tier_history": ("worker_id", "n"),
+    "jobs": ("job_id",),
+    "checkpoints": ("stream",),
+    "meta": ("key",),
+}
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else format_time(t)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def worker_row(view: wr.WorkerView, factor: float | None) -> dict[str, Any]:
+    return {
+        "b_worker_id": view.worker_id,
+        # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
+        "view": json.dumps(wr.to_dict(view), separators=(",", ":")),
+        "tier": view.tier,
+        "tier_factor": factor,
+        "tier_since": _iso(view.tier_since),
+        "pools": _dumps(list(view.pools)),
+        "registered": view.registered,
+        "lifecycle": view.lifecycle,
+        "first_seen": format_time(view.first_seen),
+        "last_seen": format_time(view.last_seen),
+        "last_ping_at": _iso(view.last_ping_at),
+        "as_of": format_time(view.as_of),
+    }
+
+
+def job_row(v: JobView) -> dict[str, Any]:
+    return {
+        "b_job_id": v.job_id,
+        "status": v.status,
+        "model": v.model,
+        "pool": v.pool,
+        "kind": v.kind,
+        "priority": v.priority,
+        "worker_id": v.worker_id,
+        "attempts": v.attempts,
+        "submitted_at": _iso(v.submitted_at),
+        "claimed_at": _iso(v.claimed_at),
+        "started_at": _iso(v.started_at),
+        "finished_at": _iso(v.finished_at),
+        "output": None if v.output is None else _dumps(v.output),
+        "usage": None if v.usage is None else _dumps(v.usage),
+        "error": v.error,
+        "error_type": v.error_type,
+        "cancel_requested": v.cancel_requested,
+        "progress": v.progress,
+        "retries": v.retries,
+        "duplicates": v.duplicates,
+        "terminal_seq": v.terminal_seq,
+        "jobs_seq": v.jobs_seq,
+    }
+
+
+def _time(v: str | None) -> datetime | None:
+    return None if v is None else parse_time(v)
+
+
+def job_from_row(r: Mapping[str, Any]) -> JobView:
+    return JobView(
+        job_id=r["job_id"],
+        status=r["status"],
+        model=r["model"],
+        pool=r["pool"],
+        kind=r["kind"],
+        priority=r["priority"],
+        jobs_seq=r["jobs_seq"],
+        submitted_at=_time(r["submitted_at"]),
+        worker_id=r["worker_id"],
+        attempts=r["attempts"],
+        claimed_at=_time(r["claimed_at"]),
+        started_at=_time(r["started_at"]),
+        finished_at=_time(r["finished_at"]),
+        output=None if r["output"] is None else json.loads(r["output"]),
+        usage=None if r["usage"] is None else json.loads(r["usage"]),
+        error=r["error"],
+        error_type=r["error_type"],
+        cancel_requested=bool(r["cancel_requested"]),
+        progress=r["progress"],
+        retries=r["retries"],
+        duplicates=r["duplicates"],
+        terminal_seq=r["terminal_seq"],
+    )
+
+
+def _param_update(table: Table, key: str) -> Any:
+    """UPDATE table SET <every other column> WHERE key = :b_key, for executemany."""
+    cols = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
+    return table.update().where(table.c[key] == bindparam(f"b_{key}")).values(cols)
+
+
+def _plain(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Rows keyed for INSERT: `b_<key>` back to `<key>`."""
+    out = []
+    for r in rows:
+        d = dict(r)
+        d[key] = d.pop(f"b_{key}")
+        out.append(d)
+    return out
+
+
+@dataclass
+class Loaded:
+    """What a projector resumes from."""
+
+    workers: dict[str, wr.WorkerView]
+    positions: dict[str, int]
+    clock: datetime | None
+    history_counts: dict[str, int]
+
+
+class Store:
+    """The read models in one SQL database (see the module docstring)."""
+
+    def __init__(self, url: str, *, echo: bool = False, **engine_args: Any) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_args)
+        if self.engine.dialect.name == "sqlite":
+            # WAL lets gateways read while the projector writes; the busy timeout rides out the
+            # moment a checkpoint holds the lock. Both are per connection, SQLite only.
+            @event.listens_for(self.engine.sync_engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        self._known_workers: set[str] = set()
+        self._known_jobs: set[str] = set()
+        self._upd_worker = _param_update(workers_t, "worker_id")
+        self._upd_job = _param_update(jobs_t, "job_id")
+        self._upd_ckpt = (
+            checkpoints_t.update()
+            .where(checkpoints_t.c.stream == bindparam("b_stream"))
+            .values(seq=bindparam("seq"), clock=bindparam("clock"))
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- schema and config ----------------------------------------------------------------------
+    async def open(self, config: FoldConfig, *, on_policy_change: str = "warn") -> None:
+        """Create the tables if missing; check or record the config the views depend on."""
+        want = {"schema_version": SCHEMA_VERSION, **config.meta()}
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            have = {r.key: r.value for r in await conn.execute(select(meta_t))}
+            rows = (await conn.execute(select(checkpoints_t.c.stream))).scalars().all()
+            if not rows:
+                await conn.execute(
+                    checkpoints_t.insert(),
+                    [{"stream": s, "seq": 0, "clock": None} for s in STREAMS],
+                )
+            if not have:
+                await conn.execute(
+                    meta_t.insert(), [{"key": k, "value": v} for k, v in want.items()]
+                )
+                return
+            if have.get("schema_version") != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"Read-model database {self.url!r} has schema version "
+                    f"{have.get('schema_version')!r}, this jetgrid writes {SCHEMA_VERSION!r}; "
+                    "replay the log into a fresh database (`jetgrid replay --db PATH`)."
+                )
+            for key in ("uptime_windows", "tier_window", "tick_s", "max_future_s"):
+                if have.get(key) != want[key]:
+                    raise ConfigError(
+                        f"Read-model database {self.url!r} was built with {key}={have.get(key)!r}"
+                        f" but the configured value is {want[key]!r}; replay the log into a "
+                        "fresh database (`jetgrid replay --db PATH`) or restore the setting."
+                    )
+            changed = [k for k in ("tier_policy", "probation", "hysteresis") if have[k] != want[k]]
+            if changed:
+                log.warning(
+                    "tier policy changed (%s): tiers from now on follow the new policy; replay "
+                    "the log to judge the past by it too",
+                    ", ".join(f"{k} {have[k]!r} -> {want[k]!r}" for k in changed),
+                )
+                for k in changed:
+                    await conn.execute(
+                        meta_t.update().where(meta_t.c.key == k).values(value=want[k])
+                    )
+
+    async def meta(self) -> dict[str, str]:
+        async with self.engine.connect() as conn:
+            return {r.key: r.value for r in await conn.execute(select(meta_t))}
+
+    # -- resuming ---------------------------------------------------------------------------------
+    async def load(self) -> Loaded:
+        """Every worker view, the positions and the clock (jobs are loaded on demand)."""
+        async with self.engine.connect() as conn:
+            views = {}
+            for wid, data in await conn.execute(select(workers_t.c.worker_id, workers_t.c.view)):
+                views[wid] = wr.from_dict(json.loads(data))
+            positions, clock = {}, None
+            for r in await conn.execute(select(checkpoints_t)):
+                positions[r.stream] = r.seq
+                if r.clock:
+                    clock = parse_time(r.clock)
+            counts = dict(
+                (
+                    await conn.execute(
+                        select(tier_history_t.c.worker_id, func.max(tier_history_t.c.n)).group_by(
+                            tier_history_t.c.worker_id
+                        )
+                    )
+                ).all()
+            )
+        self._known_workers = set(views)
+        return Loaded(views, positions, clock, counts)
+
+    async def load_jobs(self, ids: Iterable[str]) -> dict[str, JobView]:
+        """The stored views of these jobs (missing ids are simply absent)."""
+        ids = list(ids)
+        out: dict[str, JobView] = {}
+        async with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                res = await conn.execute(select(jobs_t).where(jobs_t.c.job_id.in_(chunk)))
+                for r in res.mappings():
+                    out[r["job_id"]] = job_from_row(r)
+        self._known_jobs.update(out)
+        return out
+
+    # -- writing -----------------------------------------------------------------------------------
+    async def write(self, changes: Changes, factor: Any) -> None:
+        """Apply one batch and its positions in one transaction (executemany throughout)."""
+        w_new, w_upd, j_new, j_upd = [], [], [], []
+        for v in changes.workers:
+            row = worker_row(v, factor(v.tier))
+            (w_upd if v.worker_id in self._known_workers else w_new).append(row)
+        for j in changes.jobs:
+            row = job_row(j)
+            (j_upd if j.job_id in self._known_jobs else j_new).append(row)
+        hist = [_history_row(c) for c in changes.tier_changes]
+        clock = _iso(changes.clock)
+        ckpt = [
+            {"b_stream": s, "seq": seq, "clock": clock if s == "WORKERS" else None}
+            for s, seq in changes.positions.items()
+        ]
+        async with self.engine.begin() as conn:
+            if w_new:
+                await conn.execute(workers_t.insert(), _plain(w_new, "worker_id"))
+            if w_upd:
+                await conn.execute(self._upd_worker, w_upd)
+            if j_new:
+                await conn.execute(jobs_t.insert(), _plain(j_new, "job_id"))
+            if j_upd:
+                await conn.execute(self._upd_job, j_upd)
+            if hist:
+                await conn.execute(tier_history_t.insert(), hist)
+            await conn.execute(self._upd_ckpt, ckpt)
+        self._known_workers.update(r["b_worker_id"] for r in w_new)
+        self._known_jobs.update(r["b_job_id"] for r in j_new)
+
+    def forget_jobs(self, keep: set[str]) -> None:
+        """Bound the memory of which job rows exist (unknown ones are looked up again)."""
+        self._known_jobs &= keep
+
+    # -- reading -----------------------------------------------------------------------------------
+    async def positions(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            return {r.stream: r.seq for r in await conn.execute(select(checkpoints_t))}
+
+    async def worker_rows(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(select(workers_t).order_by(workers_t.c.worker_id))
+            return [dict(r) for r in res.mappings()]
+
+    async def worker_row(self, worker_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(select(workers_t).where(workers_t.c.worker_id == worker_id))
+            r = res.mappings().first()
+            return None if r is None else dict(r)
+
+    async def job_counts(self, worker_id: str | None = None) -> dict[str, dict[str, int]]:
+        """{worker_id: {status: count}} over the jobs table (terminal outcomes per worker)."""
+        q = select(jobs_t.c.worker_id, jobs_t.c.status, func.count()).group_by(
+            jobs_t.c.worker_id, jobs_t.c.status
+        )
+        if worker_id is not None:
+            q = q.where(jobs_t.c.worker_id == worker_id)
+        out: dict[str, dict[str, int]] = {}
+        async with self.engine.connect() as conn:
+            for wid, status, n in await conn.execute(q):
+                if wid is not None:
+                    out.setdefault(wid, {})[status] = n
+        return out
+
+    async def tier_history(self, worker_id: str | None = None) -> list[dict[str, Any]]:
+        q = select(tier_history_t).order_by(tier_history_t.c.worker_id, tier_history_t.c.n)
+        if worker_id is not None:
+            q = q.where(tier_history_t.c.worker_id == worker_id)
+        async with self.engine.connect() as conn:
+            return [dict(r) for r in (await conn.execute(q)).mappings()]
+
+    async def jobs(self) -> list[JobView]:
+        async with self.engine.connect() as conn:
+            res = await conn.execute(select(jobs_t).order_by(jobs_t.c.job_id))
+            return [job_from_row(r) for r in res.mappings()]
+
+    async def digest(self) -> str:
+        """sha256 over a canonical dump of every read-model row (all tables, ordered by key)."""
+        h = hashlib.sha256()
+        async with self.engine.connect() as conn:
+            for table in TABLES:
+                h.update(f"table {table.name}\n".encode())
+                cols = [c.name for c in table.columns]
+                order = [table.c[k] for k in _ORDER[table.name]]
+                res = await conn.execute(select(table).order_by(*order))
+                for row in res:
+                    h.update(_dumps(dict(zip(cols, _canon(row), strict=True))).encode())
+                    h.update(b"\n")
+        return h.hexdigest()
+
+
+def _canon(row: Any) -> list[Any]:
+    # Booleans come back as 0/1 from SQLite and True/False from PostgreSQL: compare as ints.
+    return [int(v) if isinstance(v, bool) else v for v in row]
+
+
+def _history_row(c: TierChange) -> dict[str, Any]:
+    return {
+        "worker_id": c.worker_id,
+        "n": c.n,
+        "since": format_time(c.since),
+        "tier": c.tier,
+        "factor": c.factor,
+    }

@@ -1,0 +1,89 @@
+"""Read side of the worker read models: WorkerOut documents and the tiers view, from a Store.
+
+Used by the gateway (``GET /v1/workers``, ``/v1/workers/{id}``, ``/v1/tiers``) and by anything
+else that shows workers. Availability and uptime are judged at ``now`` = the later of the wall
+clock and the view's own log time, so a worker that stopped pinging turns stale, then offline,
+even when the log has gone quiet.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from coordinator.tiers import PROBATION, TierPolicy
+from events import format_time
+from projections import workers as wr
+from projections.store import Store
+
+__all__ = ["policy_of", "tiers_view", "worker_out", "workers_out"]
+
+
+def worker_out(
+    row: dict[str, Any], counts: dict[str, int] | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """One WorkerOut (the shape agreed in the README) from a `workers` row and job counts."""
+    view = wr.from_dict(json.loads(row["view"]))
+    at = max(now or datetime.now(UTC), view.as_of)
+    uptime: dict[str, float | None] = {}
+    if view.uptime is not None:
+        for w in view.uptime.windows(at.timestamp()):
+            uptime[w.label] = w.uptime
+    else:
+        uptime = {"1h": None, "24h": None}
+    ping = view.last_ping
+    counts = counts or {}
+    return {
+        "id": view.worker_id,
+        "availability": wr.availability(view, at),
+        "pools": list(view.pools),
+        "models": list(view.models),
+        "backend": view.backend,
+        "concurrency": view.concurrency,
+        "in_flight": 0 if ping is None else ping.in_flight,
+        "last_ping": None if ping is None else format_time(ping.time),
+        "healthy": None if ping is None else ping.healthy,
+        "nvml": False if ping is None else ping.nvml,
+        "gpus": [] if ping is None else [g.model_dump(mode="json") for g in ping.gpus],
+        "tier": row["tier"],
+        "tier_factor": row["tier_factor"],
+        "tier_since": row["tier_since"],
+        "uptime": uptime,
+        "jobs": {"completed": counts.get("completed", 0), "failed": counts.get("failed", 0)},
+        "registered": view.registered,
+        "lifecycle": view.lifecycle,
+    }
+
+
+async def workers_out(store: Store, worker_id: str | None = None) -> list[dict[str, Any]]:
+    """WorkerOut for every worker (or the one given; [] if unknown), ordered by id."""
+    if worker_id is None:
+        rows = await store.worker_rows()
+    else:
+        row = await store.worker_row(worker_id)
+        rows = [] if row is None else [row]
+    counts = await store.job_counts(worker_id)
+    now = datetime.now(UTC)
+    return [worker_out(r, counts.get(r["worker_id"]), now) for r in rows]
+
+
+def policy_of(meta: dict[str, str]) -> TierPolicy:
+    """The tier policy the read models were built under (from the store's meta table)."""
+    slots, factor = meta["probation"].split(":")
+    return TierPolicy.from_string(
+        meta["tier_policy"],
+        probation_slots=int(slots),
+        probation_factor=float(factor),
+        hysteresis=float(meta["hysteresis"]),
+    )
+
+
+async def tiers_view(store: Store) -> dict[str, Any]:
+    """{"policy": TierPolicy.as_dict(), "tiers": {name: [worker ids]}} for ``GET /v1/tiers``."""
+    policy = policy_of(await store.meta())
+    members: dict[str, list[str]] = {t.name: [] for t in policy.tiers}
+    members.setdefault(PROBATION, [])
+    for row in await store.worker_rows():
+        members.setdefault(row["tier"], []).append(row["worker_id"])
+    return {"policy": policy.as_dict(), "tiers": members}

@@ -1,0 +1,150 @@
+"""The projector against a real nats-server and real SQLite: fold, checkpoints, KV, bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from coordinator.settings import Settings
+from events import INVALID, JOB_EVENTS, JOBS, WORKERS, decode
+from projections.runner import Projector
+
+pytestmark = pytest.mark.integration
+
+
+async def _start(settings: Settings, nc: NATS, store, **kw) -> Projector:
+    proj = Projector(settings, store, nc, **kw)
+    await proj.start()
+    return proj
+
+
+async def _kv(nc: NATS, settings: Settings, wid: str) -> dict:
+    kv = await nc.jetstream().key_value(settings.tiers_bucket)
+    return json.loads((await kv.get(wid)).value)
+
+
+async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, make_store) -> None:
+    await log.register("w1")
+    await log.pings("w1", 1, 150)  # 150 healthy slots: past probation, uptime 100%
+    await log.register("w2")
+    await log.pings("w2", 1, 150, miss=set(range(10, 150, 8)))  # ~88% -> none
+    await log.job("j1", "w1", 50)
+    await log.job("j2", "w1", 60, outcome="failed")
+    store = make_store()
+    proj = await _start(log.settings, nc, store)
+    try:
+        await proj.wait_caught_up()
+        rows = {r["worker_id"]: r for r in await store.worker_rows()}
+        assert rows["w1"]["tier"] == "full" and rows["w1"]["tier_factor"] == 1.0
+        assert rows["w2"]["tier"] == "none" and rows["w2"]["tier_factor"] == 0.0
+        hist = [(h["n"], h["tier"]) for h in await store.tier_history("w1")]
+        assert hist == [(1, "probation"), (2, "full")]
+        assert await store.job_counts("w1") == {"w1": {"completed": 1, "failed": 1}}
+        kv1, kv2 = await _kv(nc, log.settings, "w1"), await _kv(nc, log.settings, "w2")
+        assert (kv1["tier"], kv1["factor"], kv2["tier"], kv2["factor"]) == (
+            "full",
+            1.0,
+            "none",
+            0.0,
+        )
+        assert kv1["observed_slots"] >= 100 and kv1["uptime"]["1h"] == pytest.approx(1.0)
+        assert set(kv1) == {
+            "worker_id", "tier", "factor", "uptime", "observed_slots", "since", "log_time",
+            "jobs_seq",
+        }  # fmt: skip
+        puts = proj.stats.kv_puts
+        await log.ping("w1", 150, 151)  # no tier change: no KV put
+        await proj.wait_caught_up()
+        assert proj.stats.kv_puts == puts
+    finally:
+        await proj.stop()
+
+
+async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, make_store) -> None:
+    s = log.settings
+    await log.register("w1")
+    await log.pings("w1", 1, 5)
+    store = make_store()
+    proj = await _start(s, nc, store)
+    try:
+        await proj.wait_caught_up()
+        before = await store.worker_rows()
+        bad = [
+            await log.raw(s.subjects.worker_event("w1", "heartbeat"), b"not json"),
+            await log.raw(s.subjects.worker_event("w1", "heartbeat"), b'{"specversion": "1.0"}'),
+        ]
+        # w2 forging a ping for w1: the subject names w1, the body says w2.
+        from events import WorkerHeartbeat, encode
+
+        forged = WorkerHeartbeat(worker_id="w2", n=9, healthy=True, interval_s=1.0, in_flight=0)
+        bad.append(
+            await log.raw(s.subjects.worker_event("w1", "heartbeat"), encode(forged, source="x"))
+        )
+        # A ping from far in the future would drag the log clock along.
+        bad.append(await log.ping("w1", 99, 10 * 3600))
+        await proj.wait_caught_up()
+        assert await store.worker_rows() == before
+        assert (await store.positions())[WORKERS] == bad[-1]
+        sub = await nc.jetstream().subscribe(s.subjects.invalid(WORKERS), stream=s.streams(INVALID))
+        records = [decode((await sub.next_msg(timeout=5)).data).event for _ in bad]
+        await sub.unsubscribe()
+        assert [r.seq for r in records] == bad
+        assert records[0].original == b"not json" and "JSON" in records[0].reason
+        assert "worker 'w1'" in records[2].reason and "'w2'" in records[2].reason
+        assert "ahead of the stream" in records[3].reason
+        assert base64.b64decode(records[1].original_b64) == b'{"specversion": "1.0"}'
+    finally:
+        await proj.stop()
+
+
+async def test_duplicates_out_of_order_and_unknown_workers_by_rule(log, nc, make_store) -> None:
+    await log.register("w1")
+    await log.ping("w1", 1, 1, id="p1")
+    await log.ping("w1", 1, 1, id="p1")  # the same event again (a re-publish)
+    await log.ping("w1", 3, 3)
+    await log.ping("w1", 2, 2)  # out of order: counts, but is not the last ping
+    await log.ping("w1", 2, 2)  # the same counter again from the same boot: a duplicate
+    await log.ping("ghost", 1, 2)  # never registered
+    store = make_store()
+    proj = await _start(log.settings, nc, store)
+    try:
+        await proj.wait_caught_up()
+        rows = {r["worker_id"]: json.loads(r["view"]) for r in await store.worker_rows()}
+        w1 = rows["w1"]
+        assert (w1["pings"], w1["late_pings"], w1["last_ping"]["n"]) == (3, 1, 3)
+        ghost = rows["ghost"]
+        assert ghost["registered"] is False and ghost["pings"] == 1
+        assert ghost["tier"] == "probation"
+        assert proj.fold.counts["duplicates"] == 2
+        assert (await _kv(nc, log.settings, "ghost"))["tier"] == "probation"
+    finally:
+        await proj.stop()
+
+
+async def test_restart_resumes_from_the_checkpoint(log, nc, make_store) -> None:
+    await log.register("w1")
+    await log.pings("w1", 1, 20)
+    await log.job("j1", "w1", 5)
+    store = make_store("live")
+    proj = await _start(log.settings, nc, store)
+    await proj.wait_caught_up()
+    await proj.stop()
+    await log.pings("w1", 21, 5)
+    await log.job("j2", "w1", 22)
+    proj = await _start(log.settings, nc, store)
+    try:
+        targets = await proj.wait_caught_up()
+        assert proj.fold.counts["skipped"] == 0  # nothing delivered twice reached the fold
+        assert await store.positions() == targets
+        view = json.loads((await store.worker_row("w1"))["view"])
+        assert view["pings"] == 25
+        assert {j.job_id: j.status for j in await store.jobs()} == {
+            "j1": "completed",
+            "j2": "completed",
+        }
+        assert set(targets) == {WORKERS, JOBS, JOB_EVENTS}
+    finally:
+        await proj.stop()
