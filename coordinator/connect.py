@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -19,6 +20,7 @@ from coordinator.errors import NatsUnavailable, PermissionDenied
 from coordinator.settings import Settings
 
 log = logging.getLogger("jetgrid.nats")
+T = TypeVar("T")
 
 INITIAL_CONNECT_ATTEMPTS = 3
 
@@ -77,7 +79,7 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
         # with a few tries, then reconnect forever once connected (set below).
         max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS,
         reconnect_time_wait=0.5,
-        inbox_prefix=settings.nats_inbox_prefix,
+        inbox_prefix=settings.inbox_prefix,
     )
     if settings.nats_user:
         opts["user"] = settings.nats_user
@@ -114,3 +116,17 @@ def denied_or(nc: NATS, exc: BaseException, action: str) -> BaseException:
         text, errs.last_permission = errs.last_permission, None
         return PermissionDenied(f"NATS refused to {action}: {text}")
     return exc
+
+
+async def checked(nc: NATS, call: Awaitable[T], action: str) -> T:
+    """Await `call`; if it fails because the server refused it, raise PermissionDenied instead.
+
+    `action` names what was attempted, subject included ("publish to jetgrid.jobs.fast.echo").
+    """
+    try:
+        return await call
+    except Exception as exc:
+        err = denied_or(nc, exc, action)
+        if err is exc:
+            raise
+        raise err from exc

@@ -104,13 +104,20 @@ def main() -> None:
     "--model", "models", multiple=True, help="Model the workers serve (repeatable). [default echo]"
 )
 @click.option("--concurrency", default=4, show_default=True, help="Jobs each worker runs at once.")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Run the embedded NATS without users (default: a user per role, passwords generated into --data-dir).",
+)
 @run_async
-async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any) -> None:
+async def up(
+    pool: str, models: tuple[str, ...], concurrency: int, no_auth: bool, **flags: Any
+) -> None:
     """Run jetgrid on this machine: NATS, a gateway and echo workers, in the foreground.
 
-    Starts a supervised nats-server (JetStream on, ./nats.conf, store under --data-dir) unless
-    --nats-url points at one you already run; creates the streams; starts the gateway and the
-    workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
+    Starts a supervised nats-server (JetStream on, store under --data-dir, a NATS user per role
+    with passwords generated into --data-dir/credentials.json) unless --nats-url points at one
+    you already run; creates the streams; starts the gateway and the workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
     data, so the next `jetgrid up` resumes where this one stopped.
     """
     from jetgrid.embedded import UpOptions, run_up
@@ -125,6 +132,8 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
             models=models or ("echo",),
             concurrency=concurrency,
             start_nats=start_nats,
+            auth=not no_auth,
+            env=os.environ,
         ),
         echo=click.echo,
     )
@@ -400,6 +409,13 @@ def model_token(model: str) -> None:
 
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+from jetgrid.cmd_credentials import credentials  # noqa: E402
+from jetgrid.cmd_nats_config import nats_config  # noqa: E402
+from jetgrid.cmd_worker_credentials import worker_credentials  # noqa: E402
+
+main.add_command(nats_config)
+main.add_command(worker_credentials)
+main.add_command(credentials)
 
 
 if __name__ == "__main__":  # pragma: no cover
