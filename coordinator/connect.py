@@ -7,6 +7,7 @@ the call that caused it times out. The connection made here keeps the last such 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable
@@ -94,10 +95,13 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
         opts["tls"] = ctx
     opts.update(extra)
     try:
-        nc = await nats.connect(**opts)
+        # nats-py can retry a failed TLS handshake without end: bound the first connect.
+        deadline = settings.nats_connect_timeout_s * (INITIAL_CONNECT_ATTEMPTS + 1)
+        nc = await asyncio.wait_for(nats.connect(**opts), deadline)
     except Exception as exc:
+        reason = str(exc) or (errors.seen[-1] if errors.seen else type(exc).__name__)
         raise NatsUnavailable(
-            f"Could not connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}. "
+            f"Could not connect to NATS at {settings.nats_url}: {reason}. "
             "Is a server running there (try `jetgrid up`), and are the credentials right?"
         ) from exc
     nc.options["max_reconnect_attempts"] = -1
