@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from coordinator.natsconf import NatsConfig, ServerTls, env_users, render_nats_config
+from coordinator.natsconf import COMMITTED, NatsConfig, ServerTls, env_users, render_nats_config
 from coordinator.roles import ROLES
 from coordinator.settings import Settings
 from events import JetgridError
@@ -25,6 +25,11 @@ from jetgrid import credentials
     "--env-secrets",
     is_flag=True,
     help="Refer to passwords as $JETGRID_NATS_PASSWORD_<USER> environment variables (no secret in the file) instead of writing them in.",
+)
+@click.option(
+    "--write-env",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instead of a config, write generated passwords for the committed nats.conf's users (and --worker ids) as JETGRID_NATS_PASSWORD_<USER>=... lines to this file (mode 0600; existing lines are kept), e.g. .env for docker compose.",
 )
 @click.option(
     "--worker", "workers", multiple=True, help="Add a user for this worker id (repeatable)."
@@ -75,6 +80,7 @@ from jetgrid import credentials
 def nats_config(
     out: Path | None,
     env_secrets: bool,
+    write_env: Path | None,
     workers: tuple[str, ...],
     listen: str,
     tiers_bucket: str,
@@ -92,6 +98,10 @@ def nats_config(
     Passwords come from --data-dir/credentials.json (generated on first use, mode 0600), or,
     with --env-secrets, from environment variables that nats-server reads at start.
     """
+    if write_env is not None:
+        added = write_env_file(write_env, workers)
+        click.echo(f"wrote {write_env} ({added} new password(s))", err=True)
+        return
     try:
         settings = Settings.from_env(os.environ, **flags)
         if bool(tls_cert) != bool(tls_key):
@@ -120,3 +130,15 @@ def nats_config(
     else:
         credentials.write_conf(out, text)
         click.echo(f"wrote {out}", err=True)
+
+
+def write_env_file(path: Path, workers: tuple[str, ...]) -> int:
+    """Add a random password line for each user of the committed config (and `workers`)."""
+    existing = path.read_text().splitlines() if path.exists() else []
+    have = {line.split("=", 1)[0] for line in existing if "=" in line}
+    wanted = [s.env for _, s in (*(COMMITTED.users or ()), *env_users(workers)) if s.env]
+    new = [
+        f"{name}={credentials.new_password()}" for name in dict.fromkeys(wanted) if name not in have
+    ]
+    credentials.write_conf(path, "".join(f"{line}\n" for line in [*existing, *new]))
+    return len(new)

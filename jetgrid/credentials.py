@@ -70,6 +70,12 @@ class Credentials:
         return self.settings_for(settings, worker_user_name(worker_id))
 
 
+def new_password() -> str:
+    """A random password. It starts with letters: nats-server parses an environment variable's
+    value like a config value, and one starting with a digit could read as a number or size."""
+    return "jg" + secrets.token_urlsafe(24)
+
+
 def deployment(settings: Settings, **extra: object) -> Deployment:
     return Deployment(settings.subject_prefix, settings.stream_prefix, **extra)  # type: ignore[arg-type]
 
@@ -131,7 +137,7 @@ def ensure(
             changed = True
     for user in creds.users():
         if user.name not in creds.passwords:
-            creds.passwords[user.name] = secrets.token_urlsafe(24)
+            creds.passwords[user.name] = new_password()
             changed = True
     creds.from_env = _env_passwords(env or {}, [u.name for u in creds.users()])
     if changed:
@@ -183,6 +189,7 @@ __all__ = [
     "deployment",
     "ensure",
     "load",
+    "new_password",
     "reload_server",
     "render",
     "save",
