@@ -339,7 +339,7 @@ async def submit(
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
-    from coordinator.connect import connect
+    from coordinator.connect import checked, connect
 
     settings = _settings(**flags)
     _logging(settings)
@@ -362,10 +362,14 @@ async def submit(
     nc = await connect(settings, name="jetgrid-submit")
     try:
         sub = await nc.subscribe(subj.job_events(job.job_id)) if wait else None
-        ack = await nc.jetstream().publish(
-            subj.submit(pool, model),
-            encode(job, source="jetgrid/cli", id=job.job_id),
-            headers={"Nats-Msg-Id": job.job_id},
+        ack = await checked(
+            nc,
+            nc.jetstream(timeout=settings.nats_js_timeout_s).publish(
+                subj.submit(pool, model),
+                encode(job, source="jetgrid/cli", id=job.job_id),
+                headers={"Nats-Msg-Id": job.job_id},
+            ),
+            f"publish to {subj.submit(pool, model)}",
         )
         click.echo(json.dumps({"id": job.job_id, "seq": ack.seq, "status": "queued"}))
         if sub is None:
