@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator.connect import connect  # noqa: E402
-from coordinator.natsconf import NatsConfig, Secret, render_nats_config  # noqa: E402
-from coordinator.provision import provision_streams  # noqa: E402
-from coordinator.roles import SERVICE_USERS, service_user, worker_user  # noqa: E402
-from coordinator.settings import Settings  # noqa: E402
-from events import WorkerHeartbeat, encode, stream_specs  # noqa: E402
-from jetgrid.natsserver import NatsServer  # noqa: E402
+from coordinator.connect import connect
+from coordinator.natsconf import NatsConfig, Secret, render_nats_config
+from coordinator.provision import provision_streams
+from coordinator.roles import SERVICE_USERS, service_user, worker_user
+from coordinator.settings import Settings
+from events import WorkerHeartbeat, encode, stream_specs
+from jetgrid.natsserver import NatsServer
 
 
 def rss_mib(pid: int) -> float:
@@ -108,7 +108,8 @@ async def main() -> None:
                 before = len(server.tail)
                 t = time.perf_counter()
                 server.proc.send_signal(1)  # SIGHUP: what worker-credentials add does
-                while not any("Reloaded" in ln for ln in list(server.tail)[before - 1 :]):
+                # The log tail is filled by a thread: poll it.
+                while not any("Reloaded" in ln for ln in list(server.tail)[before - 1 :]):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 reload_s = time.perf_counter() - t
             rates = [
