@@ -18,7 +18,6 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from coordinator.natsconf import NatsConfig, render_nats_config
 from coordinator.provision import provision_streams
 from coordinator.settings import Settings
 from events import Envelope, decode, stream_specs
@@ -31,12 +30,8 @@ _counter = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    # The generic tests run without auth (they test behaviour, not permissions); tests/security
-    # starts servers with the real role config and checks every role against it.
     store = tmp_path_factory.mktemp("nats-store")
-    conf = store / "open.conf"
-    conf.write_text(render_nats_config(NatsConfig(users=None)))
-    server = NatsServer(store, conf=conf, port=0, log_file=store / "nats-server.log")
+    server = NatsServer(store, port=0, log_file=store / "nats-server.log")
     server.start()
     yield server
     server.stop()
