@@ -162,9 +162,9 @@ def render_nats_config(cfg: NatsConfig) -> str:
         return "\n".join(out) + "\n"
     out += [
         "",
-        f"# One account for jetgrid. Subjects under {_quote(d.subject_prefix)}, streams named",
-        f"# {_quote(d.stream_prefix + 'JOBS')} etc. Each user subscribes only to its own inbox",
-        "# prefix, _INBOX_<user>; jetgrid derives it from the user name when it connects.",
+        f"# One account for jetgrid: subjects under {_quote(d.subject_prefix)}, streams named like",
+        f"# {_quote(d.stream_prefix + 'JOBS')}. Each user subscribes only under its own inbox",
+        "# prefix, _INBOX_<user>, which jetgrid derives from the user name when it connects.",
         "accounts {",
         f"  {ACCOUNT} {{",
         "    jetstream: enabled",
@@ -181,7 +181,8 @@ COMMITTED = NatsConfig(
     users=env_users(("fast-1", "standard-1", "heavy-1")),
     header=(
         "jetgrid's NATS server configuration, rendered by `jetgrid nats-config --env-secrets\n"
-        "--worker fast-1 --worker standard-1 --worker heavy-1` (a test keeps it in step).\n"
+        "--listen 127.0.0.1:4222 --worker fast-1 --worker standard-1 --worker heavy-1`\n"
+        "(a test keeps it in step).\n"
         "\n"
         "It holds no secret: each password is an environment variable that nats-server reads at\n"
         "start (JETGRID_NATS_PASSWORD_<USER>); docker-compose.yml passes them in. `jetgrid up`\n"
