@@ -270,7 +270,7 @@ async def gateway(**flags: Any) -> None:
 @run_async
 async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID). Idempotent."""
-    from coordinator.connect import connect
+    from coordinator.connect import checked, connect
     from coordinator.provision import provision_streams
     from events import stream_specs
 
@@ -278,15 +278,19 @@ async def provision(update: bool, **flags: Any) -> None:
     _logging(settings)
     nc = await connect(settings, name="jetgrid-provision")
     try:
-        report = await provision_streams(
-            nc.jetstream(),
-            stream_specs(
-                settings.subjects,
-                settings.streams,
-                replicas=settings.stream_replicas,
-                duplicate_window_s=settings.duplicate_window_s,
+        report = await checked(
+            nc,
+            provision_streams(
+                nc.jetstream(timeout=settings.nats_js_timeout_s),
+                stream_specs(
+                    settings.subjects,
+                    settings.streams,
+                    replicas=settings.stream_replicas,
+                    duplicate_window_s=settings.duplicate_window_s,
+                ),
+                update=update,
             ),
-            update=update,
+            "provision streams (connect as the admin user)",
         )
     finally:
         await nc.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -23,6 +24,7 @@ from coordinator.connect import checked, connect, connection_errors
 from coordinator.errors import NatsUnavailable, PermissionDenied
 from coordinator.settings import Settings
 from events import JobCompleted, WorkerHeartbeat, encode
+from jetgrid.cli import main
 from worker.agent import Worker, WorkerOptions
 from worker.backends import EchoBackend
 
@@ -245,3 +247,15 @@ async def test_wrong_or_missing_credentials_are_refused_at_connect(
         settings = settings.replace(nats_password="not-the-password")
     with pytest.raises(NatsUnavailable, match="credentials"):
         await connect(settings, name="test-intruder")
+
+
+def test_provision_as_anyone_but_admin_is_a_clear_error(provisioned: Any) -> None:
+    s: Settings = provisioned.settings("gateway")
+    env = {"JETGRID_NATS_URL": s.nats_url, "JETGRID_NATS_USER": "gateway",
+           "JETGRID_NATS_PASSWORD": provisioned.passwords["gateway"],
+           "JETGRID_SUBJECT_PREFIX": "other", "JETGRID_STREAM_PREFIX": "OTHER_",
+           "JETGRID_NATS_JS_TIMEOUT_S": "0.5"}  # fmt: skip
+    result = CliRunner().invoke(main, ["provision"], env=env)
+    assert result.exit_code == 1
+    assert "NATS refused to provision streams (connect as the admin user)" in result.output
+    assert "$js.api.stream." in result.output  # the refused subject
