@@ -7,10 +7,12 @@ the call that caused it times out. The connection made here keeps the last such 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -19,6 +21,7 @@ from coordinator.errors import NatsUnavailable, PermissionDenied
 from coordinator.settings import Settings
 
 log = logging.getLogger("jetgrid.nats")
+T = TypeVar("T")
 
 INITIAL_CONNECT_ATTEMPTS = 3
 
@@ -77,7 +80,7 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
         # with a few tries, then reconnect forever once connected (set below).
         max_reconnect_attempts=INITIAL_CONNECT_ATTEMPTS,
         reconnect_time_wait=0.5,
-        inbox_prefix=settings.nats_inbox_prefix,
+        inbox_prefix=settings.inbox_prefix,
     )
     if settings.nats_user:
         opts["user"] = settings.nats_user
@@ -92,10 +95,13 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
         opts["tls"] = ctx
     opts.update(extra)
     try:
-        nc = await nats.connect(**opts)
+        # nats-py can retry a failed TLS handshake without end: bound the first connect.
+        deadline = settings.nats_connect_timeout_s * (INITIAL_CONNECT_ATTEMPTS + 1)
+        nc = await asyncio.wait_for(nats.connect(**opts), deadline)
     except Exception as exc:
+        reason = str(exc) or (errors.seen[-1] if errors.seen else type(exc).__name__)
         raise NatsUnavailable(
-            f"Could not connect to NATS at {settings.nats_url}: {exc or type(exc).__name__}. "
+            f"Could not connect to NATS at {settings.nats_url}: {reason}. "
             "Is a server running there (try `jetgrid up`), and are the credentials right?"
         ) from exc
     nc.options["max_reconnect_attempts"] = -1
@@ -114,3 +120,17 @@ def denied_or(nc: NATS, exc: BaseException, action: str) -> BaseException:
         text, errs.last_permission = errs.last_permission, None
         return PermissionDenied(f"NATS refused to {action}: {text}")
     return exc
+
+
+async def checked(nc: NATS, call: Awaitable[T], action: str) -> T:
+    """Await `call`; if it fails because the server refused it, raise PermissionDenied instead.
+
+    `action` names what was attempted, subject included ("publish to jetgrid.jobs.fast.echo").
+    """
+    try:
+        return await call
+    except Exception as exc:
+        err = denied_or(nc, exc, action)
+        if err is exc:
+            raise
+        raise err from exc

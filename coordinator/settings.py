@@ -34,8 +34,13 @@ class Settings(BaseModel):
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
-    nats_inbox_prefix: str = "_INBOX"
+    # Replies and pull deliveries arrive under this prefix. Unset: _INBOX_<nats_user> when a
+    # user is set (the private prefix its role may subscribe to, see coordinator.roles), else
+    # _INBOX.
+    nats_inbox_prefix: str | None = None
     nats_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # How long a JetStream call waits for its answer (a refused one surfaces as this timeout).
+    nats_js_timeout_s: float = Field(default=5.0, gt=0)
 
     # Naming: subjects live under subject_prefix; stream names get stream_prefix in front.
     subject_prefix: str = "jetgrid"
@@ -125,6 +130,12 @@ class Settings(BaseModel):
     def pool_configs(self) -> Pools:
         """The pools: from pools_file if set, else the defaults for `pools`."""
         return load_pools(self.pools_file, self.pools, self.default_pool)
+
+    @property
+    def inbox_prefix(self) -> str:
+        if self.nats_inbox_prefix:
+            return self.nats_inbox_prefix
+        return f"_INBOX_{self.nats_user}" if self.nats_user else "_INBOX"
 
     @property
     def servers(self) -> list[str]:

@@ -104,13 +104,20 @@ def main() -> None:
     "--model", "models", multiple=True, help="Model the workers serve (repeatable). [default echo]"
 )
 @click.option("--concurrency", default=4, show_default=True, help="Jobs each worker runs at once.")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Run the embedded NATS without users (default: a user per role, passwords generated into --data-dir).",
+)
 @run_async
-async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any) -> None:
+async def up(
+    pool: str, models: tuple[str, ...], concurrency: int, no_auth: bool, **flags: Any
+) -> None:
     """Run jetgrid on this machine: NATS, a gateway and echo workers, in the foreground.
 
-    Starts a supervised nats-server (JetStream on, ./nats.conf, store under --data-dir) unless
-    --nats-url points at one you already run; creates the streams; starts the gateway and the
-    workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
+    Starts a supervised nats-server (JetStream on, store under --data-dir, a NATS user per role
+    with passwords generated into --data-dir/credentials.json) unless --nats-url points at one
+    you already run; creates the streams; starts the gateway and the workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
     data, so the next `jetgrid up` resumes where this one stopped.
     """
     from jetgrid.embedded import UpOptions, run_up
@@ -125,6 +132,8 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
             models=models or ("echo",),
             concurrency=concurrency,
             start_nats=start_nats,
+            auth=not no_auth,
+            env=os.environ,
         ),
         echo=click.echo,
     )
@@ -346,7 +355,7 @@ async def gateway(**flags: Any) -> None:
 async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID) and the tiers KV
     bucket. Idempotent."""
-    from coordinator.connect import connect
+    from coordinator.connect import checked, connect
     from coordinator.provision import ensure_tiers_bucket, provision_streams
     from events import stream_specs
 
@@ -354,15 +363,19 @@ async def provision(update: bool, **flags: Any) -> None:
     _logging(settings)
     nc = await connect(settings, name="jetgrid-provision")
     try:
-        report = await provision_streams(
-            nc.jetstream(),
-            stream_specs(
-                settings.subjects,
-                settings.streams,
-                replicas=settings.stream_replicas,
-                duplicate_window_s=settings.duplicate_window_s,
+        report = await checked(
+            nc,
+            provision_streams(
+                nc.jetstream(timeout=settings.nats_js_timeout_s),
+                stream_specs(
+                    settings.subjects,
+                    settings.streams,
+                    replicas=settings.stream_replicas,
+                    duplicate_window_s=settings.duplicate_window_s,
+                ),
+                update=update,
             ),
-            update=update,
+            "provision streams (connect as the admin user)",
         )
         if await ensure_tiers_bucket(
             nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
@@ -423,7 +436,7 @@ async def submit(
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
-    from coordinator.connect import connect
+    from coordinator.connect import checked, connect
 
     settings = _settings(**flags)
     _logging(settings)
@@ -451,10 +464,14 @@ async def submit(
     nc = await connect(settings, name="jetgrid-submit")
     try:
         sub = await nc.subscribe(subj.job_events(job.job_id)) if wait else None
-        ack = await nc.jetstream().publish(
-            subj.submit(pool, model),
-            encode(job, source="jetgrid/cli", id=job.job_id),
-            headers={"Nats-Msg-Id": job.job_id},
+        ack = await checked(
+            nc,
+            nc.jetstream(timeout=settings.nats_js_timeout_s).publish(
+                subj.submit(pool, model),
+                encode(job, source="jetgrid/cli", id=job.job_id),
+                headers={"Nats-Msg-Id": job.job_id},
+            ),
+            f"publish to {subj.submit(pool, model)}",
         )
         click.echo(json.dumps({"id": job.job_id, "seq": ack.seq, "status": "queued"}))
         if sub is None:
@@ -513,6 +530,13 @@ main.add_command(audit)
 from jetgrid.cmd_demo import demo  # noqa: E402
 
 main.add_command(demo)
+from jetgrid.cmd_credentials import credentials  # noqa: E402
+from jetgrid.cmd_nats_config import nats_config  # noqa: E402
+from jetgrid.cmd_worker_credentials import worker_credentials  # noqa: E402
+
+main.add_command(nats_config)
+main.add_command(worker_credentials)
+main.add_command(credentials)
 
 
 if __name__ == "__main__":  # pragma: no cover

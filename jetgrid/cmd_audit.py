@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (one click option per line, help text included, as in jetgrid/cli.py)
 """`jetgrid audit`: replay the log and report, per worker, tiers, claims and budget violations."""
 
 from __future__ import annotations

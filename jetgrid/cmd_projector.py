@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (one click option per line, help text included, as in jetgrid/cli.py)
 """`jetgrid projector`: run the projector alone (read models + tiers KV)."""
 
 from __future__ import annotations

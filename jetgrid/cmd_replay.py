@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (one click option per line, help text included, as in jetgrid/cli.py)
 """`jetgrid replay`: rebuild every read model from sequence 1 into a fresh database."""
 
 from __future__ import annotations

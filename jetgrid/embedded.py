@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from coordinator.connect import connect
 from coordinator.provision import ensure_tiers_bucket, provision_streams
 from coordinator.settings import Settings
 from events import ConfigError, stream_specs
 from gateway.server import make_server
+from jetgrid import credentials
 from jetgrid.natsserver import NatsServer, port_free
 from projections.runner import open_projector
 from worker.agent import Worker, WorkerOptions, default_worker_id
@@ -28,6 +29,10 @@ class UpOptions:
     models: tuple[str, ...] = ("echo",)
     concurrency: int = 4
     start_nats: bool = True
+    # Run the embedded nats-server with users per role (passwords generated into the data dir).
+    auth: bool = True
+    # JETGRID_NATS_PASSWORD_<USER> variables that override generated passwords.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def check_ports(settings: Settings, start_nats: bool) -> None:
@@ -53,15 +58,27 @@ async def run_up(
 ) -> None:
     """Start everything, print where it is, run until SIGINT/SIGTERM, stop in order."""
     check_ports(settings, options.start_nats)
+    base = default_worker_id()
+    worker_ids = [f"{base}-{i + 1}" for i in range(settings.workers)]
     server: NatsServer | None = None
+    creds: credentials.Credentials | None = None
     if options.start_nats:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = settings.nats_conf
+        if options.auth and conf is None:
+            serves = tuple((options.pool, m) for m in options.models)
+            creds = credentials.ensure(
+                settings.data_dir, {w: serves for w in worker_ids}, options.env
+            )
+            conf = settings.data_dir / credentials.CONF_NAME
+            credentials.write_conf(conf, credentials.render(creds, settings))
         server = NatsServer(
             settings.data_dir / "nats",
-            conf=settings.nats_conf,
+            conf=conf,
             host=settings.nats_host,
             port=settings.nats_port,
             log_file=settings.data_dir / "nats-server.log",
+            extra_args=("-P", str(settings.data_dir / credentials.PID_NAME)),
         )
         await asyncio.to_thread(server.start)
         settings = settings.replace(nats_url=server.url)
@@ -70,7 +87,7 @@ async def run_up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        nc = await connect(settings, name="jetgrid-up-provision")
+        nc = await connect(_as(settings, creds, "admin"), name="jetgrid-up-provision")
         try:
             report = await provision_streams(
                 nc.jetstream(),
@@ -88,23 +105,22 @@ async def run_up(
             await nc.close()
         for line in report.lines():
             log.info(line)
-        projector = await open_projector(settings)
+        projector = await open_projector(_as(settings, creds, "projector"))
 
-        http = make_server(settings)
+        http = make_server(_as(settings, creds, "gateway"))
         gateway_task = asyncio.create_task(http.serve(), name="gateway")
-        base = default_worker_id()
         workers = [
             Worker(
-                settings,
+                creds.worker_settings(settings, wid) if creds else settings,
                 WorkerOptions(
                     pool=options.pool,
                     models=options.models,
-                    worker_id=f"{base}-{i + 1}",
+                    worker_id=wid,
                     concurrency=options.concurrency,
                 ),
                 EchoBackend(),
             )
-            for i in range(settings.workers)
+            for wid in worker_ids
         ]
         worker_tasks = [asyncio.create_task(w.run(), name=w.id) for w in workers]
 
@@ -125,6 +141,11 @@ async def run_up(
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
         echo(f"  reads    {settings.database_url} (projector; tiers in {settings.tiers_bucket})")
+        if creds is not None:
+            echo(
+                f"  auth     on: a NATS user per role, passwords in {creds.path.resolve()}\n"
+                f'           (for the CLI: eval "$(jetgrid credentials client)")'
+            )
         echo(
             f"  workers  {len(workers)} echo worker(s) in pool {options.pool!r} serving "
             f"{', '.join(options.models)}\n"
@@ -147,6 +168,10 @@ async def run_up(
         if server is not None:
             await asyncio.to_thread(server.stop)
     echo("stopped.")
+
+
+def _as(settings: Settings, creds: credentials.Credentials | None, user: str) -> Settings:
+    return creds.settings_for(settings, user) if creds else settings
 
 
 __all__ = ["UpOptions", "check_ports", "run_up"]

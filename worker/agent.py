@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from coordinator.affinity import AffinityPolicy
-from coordinator.connect import connect
+from coordinator.connect import checked, connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
@@ -177,11 +177,21 @@ class Worker:
     async def run(self) -> None:
         """Serve until stop() (or, in burst mode, until every consumer is empty)."""
         self.nc = await connect(self.settings, name=f"jetgrid-worker-{self.id}")
-        self.js = self.nc.jetstream()
+        self.js = self.nc.jetstream(timeout=self.settings.nats_js_timeout_s)
         try:
-            await self._publish_event(self._registered(), wait=True)
+            # A refusal here (wrong credentials for this worker id) is a clear error, not a hang.
+            registered = self.settings.subjects.worker_event(self.id, "registered")
+            await checked(
+                self.nc,
+                self._publish_event(self._registered(), wait=True),
+                f"publish to {registered}",
+            )
             for model, spec in zip(self.options.models, self.specs, strict=True):
-                await ensure_consumer(self.js, spec)
+                await checked(
+                    self.nc,
+                    ensure_consumer(self.js, spec),
+                    f"use consumer {spec.stream}/{spec.name}",
+                )
                 puller = Puller(self.nc, spec.stream, spec.name, self._on_message)
                 await puller.start()
                 self._pullers.append(puller)

@@ -1,0 +1,265 @@
+"""Who may say what on the bus: the NATS permissions of each jetgrid role, as plain data.
+
+A forged ping or result is a forged fact in the audit log, so every process connects as a user
+whose permissions allow only what its component does. The roles:
+
+    admin      provisioning (`jetgrid provision`): no restrictions; the only role that may
+               create, update or delete streams and durable consumers other than pool consumers
+    gateway    submits jobs and cancel requests; reads the log (ordered consumers), the tiers
+               bucket and token streams; may publish `dead` (the dead-letter watcher)
+    projector  reads the log; writes the tiers KV bucket (and may create it); publishes `dead`
+               (the dead-letter watcher) and invalid-event records
+    client     a person or SDK with the `nats` CLI: submits jobs (not `python` jobs unless
+               allowed), requests cancels, reads job events and tokens; no worker or lifecycle
+               event except `cancel_requested`
+    worker     one user per worker id (`worker-<id>`): its own registration and pings, job
+               lifecycle events, pulls/acks on pool consumers of JOBS, invalid records for JOBS,
+               token chunks; reads the tiers bucket and cancel requests
+
+Every user gets a private inbox prefix, ``_INBOX_<user>`` (a user may subscribe only under its
+own), so no one can read another's request replies, pull deliveries or acks. Job-event subjects
+(``<prefix>.job.<job_id>.<event>``) carry no worker id, so NATS cannot stop one worker from
+publishing a lifecycle event about a job another worker holds; see `README.md`, "Roles and
+credentials", for what jetgrid does about that.
+
+Pure: strings in, strings out. `coordinator.natsconf` renders these into nats-server config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from coordinator.consumers import consumer_name
+from events import INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
+
+ADMIN = "admin"
+GATEWAY = "gateway"
+PROJECTOR = "projector"
+CLIENT = "client"
+WORKER = "worker"
+ROLES = (ADMIN, GATEWAY, PROJECTOR, CLIENT, WORKER)
+SERVICE_USERS = (ADMIN, GATEWAY, PROJECTOR, CLIENT)
+
+# Lifecycle events a worker may publish; `cancel_requested` and `dead` are not its to say.
+WORKER_JOB_EVENTS = (
+    "claimed",
+    "started",
+    "progress",
+    "completed",
+    "failed",
+    "retrying",
+    "cancelled",
+)
+PYTHON_MODEL_TOKEN = "python"
+API = "$JS.API"
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+_ENV_SAFE = re.compile(r"[^A-Z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Allowed and denied subjects for publish and subscribe (deny wins in nats-server)."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """The names permissions are about: one deployment's subject and stream prefixes."""
+
+    subject_prefix: str = "jetgrid"
+    stream_prefix: str = ""
+    # The KV bucket the projector writes worker tiers to (KV stream `KV_<bucket>`); empty means
+    # the default, `<stream_prefix>TIERS` (as Settings.tiers_bucket).
+    tiers_bucket: str = ""
+    # Roles allowed to submit `<prefix>.jobs.<pool>.python` (remote Python functions).
+    python_submitters: tuple[str, ...] = (GATEWAY,)
+
+    def stream(self, logical: str) -> str:
+        return f"{self.stream_prefix}{logical}"
+
+    @property
+    def bucket(self) -> str:
+        return self.tiers_bucket or f"{self.stream_prefix}TIERS"
+
+    @property
+    def tiers_stream(self) -> str:
+        return f"KV_{self.bucket}"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One NATS user: its role, and for a worker its id and optionally the (pool, model)s it
+    serves (then it may use only those pool consumers; otherwise any pool consumer of JOBS)."""
+
+    name: str
+    role: str
+    worker_id: str | None = None
+    serves: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigError(f"Role {self.role!r} is not one of {', '.join(ROLES)}.")
+        check_id(self.name, "NATS user name")
+        if self.role == WORKER and not self.worker_id:
+            raise ConfigError(f"User {self.name!r} has role worker but no worker id.")
+
+
+def worker_user_name(worker_id: str) -> str:
+    """The NATS user of one worker: ``worker-<id>``."""
+    return f"worker-{check_id(worker_id, 'worker id')}"
+
+
+def worker_user(worker_id: str, serves: tuple[tuple[str, str], ...] = ()) -> User:
+    return User(worker_user_name(worker_id), WORKER, worker_id=worker_id, serves=serves)
+
+
+def service_user(role: str) -> User:
+    return User(role, role)
+
+
+def inbox_prefix(user: str) -> str:
+    """The private inbox prefix of `user`; its replies and pull deliveries arrive under it."""
+    return f"_INBOX_{user}"
+
+
+def password_env(user: str) -> str:
+    """Environment variable that holds `user`'s password (compose, `nats-config --env-secrets`)."""
+    return "JETGRID_NATS_PASSWORD_" + _ENV_SAFE.sub("_", user.upper())
+
+
+def _read_stream(stream: str) -> list[str]:
+    """Read a stream: info, ephemeral (ordered) consumers, direct and message gets, flow control.
+
+    Only unnamed consumer creation (`CONSUMER.CREATE.<stream>`): a reader cannot create or
+    overwrite a named (durable) consumer such as a pool's.
+    """
+    return [
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        # nats-py's KV watch asks for its ordered consumer's info; reading info changes nothing.
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _pool_consumers(d: Deployment, user: User) -> list[str]:
+    """Pull, ack, info and create on pool consumers of JOBS (all, or only those it serves)."""
+    jobs = d.stream(JOBS)
+    p = d.subject_prefix
+    names = [consumer_name(pool, model) for pool, model in user.serves] or ["*"]
+    out: list[str] = []
+    for name in names:
+        out += [
+            f"{API}.CONSUMER.INFO.{jobs}.{name}",
+            f"{API}.CONSUMER.MSG.NEXT.{jobs}.{name}",
+            f"$JS.ACK.{jobs}.{name}.>",
+            # Create (never delete) the consumer, only with a submission-subject filter.
+            f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*",
+        ]
+    return out
+
+
+def permissions(user: User, d: Deployment) -> Permissions | None:
+    """The permissions of `user` in deployment `d`; None means unrestricted (admin)."""
+    p = d.subject_prefix
+    inbox = f"{inbox_prefix(user.name)}.>"
+    jobs, events, workers, invalid = (d.stream(s) for s in (JOBS, JOB_EVENTS, WORKERS, INVALID))
+    advisory = f"{MAX_DELIVERIES_ADVISORY}.{jobs}.*"
+    tiers_read = _read_stream(d.tiers_stream)
+    submit = f"{p}.jobs.*.*"
+    python_deny = () if user.role in d.python_submitters else (f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}",)
+    if user.role == ADMIN:
+        return None
+    if user.role == GATEWAY:
+        return Permissions(
+            publish=(
+                submit,
+                f"{p}.job.*.cancel_requested",
+                f"{p}.job.*.dead",
+                f"{API}.INFO",
+                f"{API}.CONSUMER.INFO.{jobs}.*",  # pool backlogs
+                f"{API}.CONSUMER.NAMES.{jobs}",
+                f"{API}.CONSUMER.LIST.{jobs}",
+                *_read_stream(jobs),
+                *_read_stream(events),
+                *_read_stream(workers),
+                *_read_stream(invalid),
+                *tiers_read,
+            ),
+            subscribe=(inbox, f"{p}.tokens.*", f"{p}.job.*.*", f"{p}.worker.*.*", advisory),
+            publish_deny=python_deny,
+        )
+    if user.role == PROJECTOR:
+        t = d.tiers_stream
+        return Permissions(
+            publish=(
+                f"{p}.job.*.dead",
+                f"{p}.invalid.*",
+                f"$KV.{d.bucket}.>",
+                f"{API}.INFO",
+                f"{API}.STREAM.CREATE.{t}",
+                f"{API}.STREAM.UPDATE.{t}",
+                f"{API}.CONSUMER.INFO.{jobs}.*",
+                *_read_stream(jobs),
+                *_read_stream(events),
+                *_read_stream(workers),
+                *_read_stream(invalid),
+                *tiers_read,
+            ),
+            subscribe=(inbox, advisory),
+        )
+    if user.role == CLIENT:
+        return Permissions(
+            publish=(
+                submit,
+                f"{p}.job.*.cancel_requested",
+                f"{API}.INFO",
+                *_read_stream(jobs),
+                *_read_stream(events),
+            ),
+            subscribe=(inbox, f"{p}.job.*.*", f"{p}.tokens.*"),
+            publish_deny=python_deny,
+        )
+    # A worker: only its own worker subjects.
+    wid = check_id(user.worker_id or "", "worker id")
+    return Permissions(
+        publish=(
+            f"{p}.worker.{wid}.*",
+            *(f"{p}.job.*.{name}" for name in WORKER_JOB_EVENTS),
+            f"{p}.invalid.{JOBS}",
+            f"{p}.tokens.*",
+            *_pool_consumers(d, user),
+            *tiers_read,
+        ),
+        subscribe=(inbox, f"{p}.job.*.cancel_requested"),
+    )
+
+
+__all__ = [
+    "ADMIN",
+    "CLIENT",
+    "GATEWAY",
+    "PROJECTOR",
+    "ROLES",
+    "SERVICE_USERS",
+    "WORKER",
+    "WORKER_JOB_EVENTS",
+    "Deployment",
+    "Permissions",
+    "User",
+    "inbox_prefix",
+    "password_env",
+    "permissions",
+    "service_user",
+    "worker_user",
+    "worker_user_name",
+]
