@@ -45,6 +45,7 @@ from jetgrid.natsserver import NatsServer
 from projections.runner import _filters, replay
 from projections.store import Store
 
+CONF = Path(__file__).resolve().parent / "nats-bench.conf"
 GPU = GpuTelemetry(
     index=0, uuid="GPU-0", name="NVIDIA H100", memory_used_mb=1000.0, memory_total_mb=81559.0,
     utilization_pct=37.0, temperature_c=55.0, power_w=250.0, ecc_errors=0, xid_errors=0,
@@ -161,7 +162,7 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=5000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server = NatsServer(Path(tmp) / "nats", port=0)
+        server = NatsServer(Path(tmp) / "nats", conf=CONF, port=0)
         server.start()
         try:
             settings = Settings(nats_url=server.url, subject_prefix="bench", stream_prefix="B_")

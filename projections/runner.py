@@ -40,7 +40,7 @@ from coordinator.settings import Settings
 from coordinator.tiers import load_policy
 from events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode, stream_specs
 from events.codec import decode_submission
-from events.errors import InvalidEvent
+from events.errors import ConfigError, InvalidEvent
 from projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
 from projections.store import Store
 from projections.uptime import UptimeWindows
@@ -236,6 +236,12 @@ class Projector(Folder):
             await self._reconcile_kv()
         for logical, (stream, subject) in _filters(self.settings).items():
             start = self.fold.positions.get(logical, 0) + 1
+            try:
+                await self.js.stream_info(stream)
+            except NotFoundError:
+                raise ConfigError(
+                    f"Stream {stream} does not exist; run `jetgrid provision` (or `jetgrid up`)."
+                ) from None
             sub = await self.js.subscribe(
                 subject,
                 stream=stream,
@@ -272,8 +278,12 @@ class Projector(Folder):
     # -- the loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
         backoff = 0.5
+        broken = False
         while not self._stopping:
             try:
+                if broken:
+                    await self._resume()
+                    broken = False
                 await self._drain()
                 backoff = 0.5
             except asyncio.CancelledError:
@@ -283,11 +293,11 @@ class Projector(Folder):
                 self.stats.errors += 1
                 log.error("projector batch failed (%r); resuming from the store in %.1fs", exc,
                           backoff)  # fmt: skip
+                broken = True
                 await self._unsubscribe()
                 self._space.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-                await self._resume()
 
     async def _drain(self) -> None:
         while not self._stopping:

@@ -29,10 +29,10 @@ async def test_workers_and_tiers_views(log, nc, gateway, start_worker) -> None:
     gpu = GpuTelemetry(
         index=0, uuid="GPU-1", name="H100", memory_used_mb=100.0, memory_total_mb=80000.0
     )
-    # 900 healthy slots up to a moment ago: a few seconds of silence since keep it above 99%.
-    await log.register("w1", t=2690)
-    await log.pings("w1", 2695, 900)
-    await log.ping("w1", 3595, 3595, nvml=True, gpus=[gpu])
+    # 1,900 healthy slots up to a second ago: it stays above 99% through ~18 s of silence.
+    await log.register("w1", t=1690)
+    await log.pings("w1", 1699, 1900)
+    await log.ping("w1", 3599, 3599, nvml=True, gpus=[gpu])
     await log.job("j1", "w1", 3500, pool="fast")
     await log.job("j2", "w1", 3501, outcome="failed", pool="fast")
     await log.ping("ghost", 1, 3590)

@@ -148,3 +148,21 @@ async def test_restart_resumes_from_the_checkpoint(log, nc, make_store) -> None:
         assert set(targets) == {WORKERS, JOBS, JOB_EVENTS}
     finally:
         await proj.stop()
+
+
+async def test_missing_streams_are_a_clear_error(settings, nc, make_store) -> None:
+    from events import ConfigError
+
+    proj = Projector(settings, make_store(), nc)
+    with pytest.raises(ConfigError, match="jetgrid provision"):
+        await proj.start()
+
+
+async def test_the_tiers_bucket_is_provisioned_once(streams, nc) -> None:
+    from coordinator.provision import ensure_tiers_bucket
+
+    js = nc.jetstream()
+    assert await ensure_tiers_bucket(js, streams.tiers_bucket) is True
+    assert await ensure_tiers_bucket(js, streams.tiers_bucket) is False
+    status = await (await js.key_value(streams.tiers_bucket)).status()
+    assert status.history == 5
