@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -34,6 +35,8 @@ class JobBoard:
         self._targets: dict[str, int] = {}
         self._seen: dict[str, int] = {}
         self._subs: list[object] = []
+        # Called with (job view before, after) for every folded event (metrics, the dashboard).
+        self.observers: list[Callable[[JobView | None, JobView], None]] = []
 
     async def start(self) -> None:
         names, subj = self.settings.streams, self.settings.subjects
@@ -103,8 +106,14 @@ class JobBoard:
         self._mark(self.settings.streams.job_events, md.sequence.stream)
 
     def _apply(self, job_id: str, env: object) -> None:
-        view = apply(self.jobs.get(job_id), env)  # type: ignore[arg-type]
+        before = self.jobs.get(job_id)
+        view = apply(before, env)  # type: ignore[arg-type]
         self.jobs[job_id] = view
+        for observe in self.observers:
+            try:
+                observe(before, view)
+            except Exception:  # an observer's bug must not stop the fold
+                log.exception("job board observer failed")
         if view.terminal and job_id in self._waiters:
             for f in self._waiters.pop(job_id):
                 if not f.done():
