@@ -28,19 +28,9 @@ from projections.jobs import JobView
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-# Request fields passed to the backend as options (the rest of the body is accepted and ignored).
-_OPTION_FIELDS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
-    "response_format",
-    "reasoning_effort",
-)
+# Every other request field (temperature, max_tokens, seed, stop, ...) goes to the backend as
+# job options, as Ollama's own OpenAI layer does.
+_NOT_OPTIONS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
 
 
 class Message(BaseModel):
@@ -103,7 +93,7 @@ async def chat_completions(request: Request) -> Response:
     pool = pick_pool(gw, model, live[model])
     auth.check_scope(request, pool=pool, model=model)
     body = req.model_dump(exclude_none=True)
-    options = {k: body[k] for k in _OPTION_FIELDS if k in body}
+    options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
     messages = [
         {**m.model_dump(exclude_none=True), "content": _text(m.content)} for m in req.messages
     ]
