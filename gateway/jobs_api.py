@@ -181,6 +181,10 @@ async def find_job(request: Request) -> JobView:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
     view = gw.board.get(job_id)
+    if view is None:  # perhaps submitted a moment ago: fold up to the log's end, then look
+        with contextlib.suppress(Exception):
+            await gw.board.sync()
+        view = gw.board.get(job_id)
     if view is None:
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")
     return view

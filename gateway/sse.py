@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -73,17 +73,17 @@ async def job_events(request: Request) -> Response:
         queue.put_nowait(("token", msg.data))
 
     token_sub = await gw.nc.subscribe(subjects.tokens(job_id), cb=on_token)
-    policy = (
-        {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}
+    config = (
+        ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
         if after
-        else {"deliver_policy": DeliverPolicy.ALL}
+        else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     )
     event_sub = await gw.js.subscribe(
         subjects.job_events(job_id),
         stream=gw.settings.streams.job_events,
         cb=on_event,
         ordered_consumer=True,
-        **policy,
+        config=config,
     )
 
     async def stream() -> AsyncIterator[bytes]:
