@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -98,10 +97,6 @@ async def _streams_present(gw: Gateway) -> bool:
     return True
 
 
-def keys_file(settings: Settings) -> Path:
-    return settings.api_keys_file or settings.data_dir / "api-keys"
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
     return exc.response(request.url.path)
@@ -131,7 +126,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    keys = auth.load_keys(keys_file(settings), settings.api_keys)
+    keys = auth.load_keys(auth.keys_path(settings), settings.api_keys)
     if keys:
         log.info("gateway: %d API key(s) configured; every route but health needs one", len(keys))
     else:

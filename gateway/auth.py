@@ -107,6 +107,22 @@ def load_keys(path: Path | None, env_hashes: str | None) -> list[ApiKey]:
     return keys
 
 
+def keys_path(settings: Any) -> Path:
+    """The keys file: `api_keys_file`, else ``<data_dir>/api-keys``."""
+    return settings.api_keys_file or settings.data_dir / "api-keys"
+
+
+def access_line(settings: Any) -> str:
+    """One line saying whether the gateway needs keys, for `jetgrid up` to print."""
+    n = len(load_keys(keys_path(settings), settings.api_keys))
+    if n:
+        return f"{n} API key(s) required (Authorization: Bearer <key>)"
+    return (
+        f"OPEN: no API keys configured, anyone reaching {settings.gateway_host} may call it "
+        "(`jetgrid keys add NAME` creates one)"
+    )
+
+
 def check_scope(request: Request, *, pool: str | None, model: str | None) -> None:
     """403 naming the scope when the caller's key may not use this pool or model."""
     key: ApiKey | None = request.scope.get(SCOPE_KEY)

@@ -400,6 +400,9 @@ def model_token(model: str) -> None:
 
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+from jetgrid.cmd_keys import keys as _keys  # noqa: E402
+
+main.add_command(_keys)
 
 
 if __name__ == "__main__":  # pragma: no cover

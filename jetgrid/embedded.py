@@ -13,6 +13,7 @@ from coordinator.connect import connect
 from coordinator.provision import provision_streams
 from coordinator.settings import Settings
 from events import ConfigError, stream_specs
+from gateway.auth import access_line
 from gateway.server import make_server
 from jetgrid.natsserver import NatsServer, port_free
 from worker.agent import Worker, WorkerOptions, default_worker_id
@@ -119,6 +120,7 @@ async def run_up(
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
+        echo(f"  access   {access_line(settings)}")
         echo(
             f"  workers  {len(workers)} echo worker(s) in pool {options.pool!r} serving "
             f"{', '.join(options.models)}\n"
