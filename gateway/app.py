@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -97,6 +98,22 @@ async def _streams_present(gw: Gateway) -> bool:
     return True
 
 
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405, in the caller's API's error shape, naming what was wrong."""
+    assert isinstance(exc, StarletteHTTPException)
+    method, path = request.method, request.url.path
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"Method {method} is not allowed on {path}; allowed: {allow or 'none'}."
+        err = HTTPError(405, message, field="method", type="method_not_allowed")
+        err.headers = dict(exc.headers or {})
+    elif exc.status_code == 404:
+        err = HTTPError(404, f"No route {method} {path} on this gateway.", field="path")
+    else:
+        err = HTTPError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return err.response(path)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
     return exc.response(request.url.path)
@@ -147,7 +164,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[guard],
-        exception_handlers={HTTPError: _http_error},
+        exception_handlers={HTTPError: _http_error, StarletteHTTPException: _routing_error},
     )
     app.state.gateway = gateway
     return app
