@@ -81,9 +81,10 @@ def token_counts(view: JobView) -> tuple[int, int]:
 class LLMRun:
     """One submitted job whose token chunks and outcome the caller iterates over."""
 
-    def __init__(self, gw: Gateway, job: JobSubmitted) -> None:
+    def __init__(self, gw: Gateway, job: JobSubmitted, *, tokens: bool = True) -> None:
         self.gw = gw
         self.job = job
+        self.tokens = tokens  # relay chunks (streaming responses) or only wait for the outcome
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sent = ""
         self._sub: Any = None
@@ -99,7 +100,8 @@ class LLMRun:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 self.queue.put_nowait(("token", json.loads(msg.data)["text"]))
 
-        self._sub = await gw.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
+        if self.tokens:
+            self._sub = await gw.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
         self._waiter = gw.board.waiter(job.job_id)
         self._waiter.add_done_callback(self._on_done)
         subject = settings.subjects.submit(job.pool, job.model)

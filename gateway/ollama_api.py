@@ -128,7 +128,7 @@ async def _run(request: Request, req: _Req, kind: str, chat: bool, **work: Any) 
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, req.model)
     job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, **work)
-    run = LLMRun(gw, job)
+    run = LLMRun(gw, job, tokens=bool(req.stream))
     await run.start()
 
     def piece(text: str) -> dict[str, Any]:
@@ -214,7 +214,7 @@ async def embed(request: Request) -> Response:
     model, pool = _served(request, req.model)
     job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts})
     job = job.model_copy(update={"options": req.options or {}})
-    run = LLMRun(gw, job)
+    run = LLMRun(gw, job, tokens=False)
     await run.start()
     view = await run.result()
     if view is None or view.status != "completed":

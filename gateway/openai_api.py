@@ -101,7 +101,7 @@ async def chat_completions(request: Request) -> Response:
     if req.tools:
         inp["tools"] = req.tools
     job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
-    run = LLMRun(gw, job)
+    run = LLMRun(gw, job, tokens=bool(req.stream))
     await run.start()
     cid = f"chatcmpl-{job.job_id}"
     created = int(datetime.now(UTC).timestamp())
