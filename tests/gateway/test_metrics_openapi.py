@@ -86,3 +86,11 @@ async def test_openapi_is_served_and_dashboard_loads(gateway, start_worker) -> N
         assert (await http.get("/static/dashboard.js")).status_code == 200
         workers = (await http.get("/dashboard/workers")).json()["workers"]
         assert [w["id"] for w in workers] in ([], ["w1"])
+
+
+async def test_readyz_fails_when_a_stream_is_missing(gateway, streams, nc) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        assert (await http.get("/readyz")).json()["checks"]["streams"] is True
+        await nc.jetstream().delete_stream(streams.streams.jobs)
+        r = await http.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["streams"] is False
