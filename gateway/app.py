@@ -2,6 +2,11 @@
 
 `create_app(settings)` opens its NATS connection and starts following the log in its lifespan;
 `gateway.server.serve` runs it under uvicorn. Tests drive it in-process or under uvicorn.
+
+The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
+event stream), pools_api, openapi, ollama_api and openai_api (drop-in APIs, sharing llm),
+metrics, dashboard (+ static/), with auth.Guard as the one middleware (size limit, API keys,
+rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold) and the fleet (WORKERS).
 """
 
 from __future__ import annotations
