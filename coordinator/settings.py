@@ -56,6 +56,8 @@ class Settings(BaseModel):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=2, ge=0)
+    # Remote Python functions over HTTP (POST /v1/jobs with kind "python"): off by default.
+    gateway_allow_python: bool = False
 
     # Gateway access: API key hashes (keys file, default <data_dir>/api-keys, and/or
     # comma-separated `sha256:<hex>` hashes), per-key rate limit, request-size limit.
@@ -67,6 +69,18 @@ class Settings(BaseModel):
 
     # Workers.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    # Tier-aware pulling: a worker's base rate (jobs/s; 0 = unlimited) times its tier factor.
+    pull_rate: float = Field(default=0.0, ge=0)
+    pull_burst: float = Field(default=0.0, ge=0, description="bucket size; 0 = max(1, rate)")
+
+    # Uptime and tiers (coordinator.tiers, projections.uptime).
+    tier_policy: str | None = None  # e.g. "0.99:1.0,0.95:0.5,0.90:0.1,0:0"
+    tier_policy_file: Path | None = None  # TOML, see coordinator.tiers
+    uptime_windows: str = "1h,24h"
+    tier_window: str | None = None  # the window tiers are computed over; default the first
+
+    # Read models (projections): SQLAlchemy async URL; default SQLite in the data dir.
+    db_url: str | None = None
 
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
@@ -123,6 +137,15 @@ class Settings(BaseModel):
     @property
     def servers(self) -> list[str]:
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    @property
+    def tiers_bucket(self) -> str:
+        """KV bucket where the projector publishes each worker's current tier (key: worker id)."""
+        return f"{self.stream_prefix}TIERS"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'jetgrid.db'}"
 
     @property
     def gateway_url(self) -> str:

@@ -27,6 +27,16 @@ class GpuTelemetry(BaseModel):
     error: str | None = None
 
 
+class ModelInfo(BaseModel):
+    """A model a worker's backend has: on disk (available) or in (V)RAM (loaded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    size_bytes: int | None = None
+    size_vram_bytes: int | None = None
+    expires_at: str | None = None
+
+
 class _WorkerEvent(Event):
     worker_id: str
 
@@ -65,6 +75,10 @@ class WorkerHeartbeat(_WorkerEvent):
     tier_factor: float | None = None
     accepting: bool = True
     boot_id: str | None = None
+    # What the backend holds (Ollama: /api/ps and /api/tags); empty for backends without models.
+    models_loaded: list[ModelInfo] = Field(default_factory=list)
+    models_available: list[ModelInfo] = Field(default_factory=list)
+    backend_error: str | None = None
 
 
 class WorkerDraining(_WorkerEvent):

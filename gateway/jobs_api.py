@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator.connect import denied_or
+from coordinator.routing import RouteError, route_job
 from coordinator.settings import Settings
 from events import JobCancelRequested, JobSubmitted, encode
 from gateway import auth
@@ -108,15 +109,20 @@ async def submit_job(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation(exc) from None
     wait = wait_param(request)
-    pools = gw.pools
-    pool = req.pool or pools.route(req.model)
-    if pools.get(pool) is None:
+    if req.kind == "python" and not settings.gateway_allow_python:
         raise HTTPError(
-            422,
-            f"field 'pool': unknown pool {pool!r}; this deployment has {list(pools.names)}.",
-            field="pool",
+            403,
+            "field 'kind': this gateway does not accept remote Python functions (kind "
+            "'python'); submit them over NATS with jetgrid.remote, or enable them with "
+            "JETGRID_GATEWAY_ALLOW_PYTHON=1.",
+            field="kind",
         )
-    auth.check_scope(request, pool=pool, model=req.model)
+    auth.check_scope(request, pool=req.pool, model=req.model)  # 403 before routing's 422
+    try:
+        pool = route_job(gw.pools, model=req.model, kind=req.kind, pool=req.pool)
+    except RouteError as exc:
+        raise HTTPError(422, str(exc), field=exc.field) from None
+    auth.check_scope(request, pool=pool, model=None)
     key = request.headers.get("idempotency-key")
     job_id = req.id or (idempotent_id(key) if key else uuid.uuid4().hex)
     assert gw.board is not None and gw.js is not None and gw.nc is not None

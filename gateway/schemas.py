@@ -18,7 +18,7 @@ class SubmitJob(BaseModel):
     prompt: str | None = Field(default=None, description="text input (or use `input`)")
     input: dict[str, Any] | None = Field(default=None, description="structured input")
     pool: str | None = Field(default=None, description="pool; the default pool if omitted")
-    kind: Literal["generate", "chat", "embed"] = "generate"
+    kind: Literal["generate", "chat", "embed", "python"] = "generate"
     options: dict[str, Any] = Field(default_factory=dict)
     priority: Literal["high", "normal", "low"] = "normal"
     timeout_s: float | None = Field(default=None, gt=0)

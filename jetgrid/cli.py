@@ -133,15 +133,43 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
 @main.command()
 @nats_options
 @click.option("--pool", required=True, help="Pool to serve (fast, standard, heavy, ...).")
-@click.option(
-    "--model", "models", multiple=True, required=True, help="Model to serve (repeatable)."
-)
+@click.option("--model", "models", multiple=True, help="Model to serve (repeatable).")
 @click.option(
     "--backend",
-    type=click.Choice(["echo"]),
+    type=click.Choice(["echo", "ollama"]),
     default="echo",
     show_default=True,
-    help="What runs the jobs.",
+    help="What runs the jobs: echo (no model, for tests and demos) or an Ollama server.",
+)
+@click.option(
+    "--ollama-host",
+    default="http://127.0.0.1:11434",
+    show_default=True,
+    help="Ollama backend: the Ollama server's URL.",
+)
+@click.option(
+    "--pull",
+    is_flag=True,
+    help="Ollama backend: pull a --model the server does not have at start (progress in the log).",
+)
+@click.option(
+    "--allow-python",
+    is_flag=True,
+    help="Also run remote Python functions (@jetgrid.remote) of this pool: arbitrary code, each call in a fresh subprocess with time and memory limits. Off by default.",
+)
+@click.option(
+    "--python-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="With --allow-python: most seconds one function may run.",
+)
+@click.option(
+    "--python-memory-mb",
+    type=int,
+    default=4096,
+    show_default=True,
+    help="With --allow-python: address-space limit of each function's process (MiB).",
 )
 @click.option("--concurrency", default=1, show_default=True, help="Most jobs run at once.")
 @click.option(
@@ -191,19 +219,32 @@ async def worker(
     echo_token_delay: float,
     burst: bool,
     drain_grace: float,
+    ollama_host: str,
+    pull: bool,
+    allow_python: bool,
+    python_timeout: float,
+    python_memory_mb: int,
     **flags: Any,
 ) -> None:
     """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
+
+    With --backend ollama, jobs run on the Ollama server at --ollama-host; the worker reports
+    the server's loaded and available models in its pings and takes jobs for loaded models
+    first (cold models only when their jobs wait too long or pile up).
 
     Binds to the durable pull consumer of each (pool, model), creating it if missing. SIGTERM
     or Ctrl-C drains it: it stops pulling, finishes what it holds (up to --drain-grace),
     deregisters and exits 0.
     """
     from worker.agent import Worker, WorkerOptions, default_worker_id
-    from worker.backends import EchoBackend
+    from worker.backends.choose import make_backend
 
     settings = _settings(**flags)
     _logging(settings)
+    if allow_python and "python" not in models:
+        models = (*models, "python")
+    if not models:
+        raise click.UsageError("Give at least one --model (or --allow-python).")
     agent = Worker(
         settings,
         WorkerOptions(
@@ -214,7 +255,18 @@ async def worker(
             burst=burst,
             drain_grace_s=drain_grace,
         ),
-        EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay),
+        make_backend(
+            backend,
+            models=[m for m in models if m != "python"],
+            echo_latency=echo_latency,
+            echo_token_delay=echo_token_delay,
+            ollama_host=ollama_host,
+            pull=pull,
+            allow_python=allow_python,
+            data_dir=settings.data_dir,
+            python_timeout=python_timeout,
+            python_memory_mb=python_memory_mb,
+        ),
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -312,7 +364,11 @@ def subject(pool: str, model: str, subject_prefix: str | None) -> None:
 @click.option("--model", required=True, help="Model to run.")
 @click.option("--prompt", help="Text input.")
 @click.option("--input", "input_json", help="Structured input as a JSON object.")
-@click.option("--pool", default=None, help="Pool. [default: the default pool, standard]")
+@click.option(
+    "--pool",
+    default=None,
+    help="Pool; it must serve the model. [default: routed by the model's pool patterns]",
+)
 @click.option(
     "--id", "job_id", default=None, help="Job id (also the dedupe key). [default: random]"
 )
@@ -340,7 +396,12 @@ async def submit(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
     if prompt is None and data is None:
         raise click.UsageError("Give --prompt or --input.")
-    pool = pool or settings.default_pool
+    from coordinator.routing import RouteError, route_job
+
+    try:
+        pool = route_job(settings.pool_configs(), model=model, pool=pool)
+    except RouteError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
     job = JobSubmitted(
         job_id=job_id or uuid.uuid4().hex,
         model=model,
@@ -401,8 +462,10 @@ def model_token(model: str) -> None:
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
 from jetgrid.cmd_keys import keys as _keys  # noqa: E402
+from jetgrid.cmd_pools import pools as _pools_command  # noqa: E402
 
 main.add_command(_keys)
+main.add_command(_pools_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

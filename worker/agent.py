@@ -19,11 +19,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from coordinator.affinity import AffinityPolicy
 from coordinator.connect import connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.pools import PoolConfig
@@ -51,6 +53,7 @@ from events import (
 from worker.backends.base import Backend, RunContext
 from worker.errors import BackendError, TransientError
 from worker.puller import Puller
+from worker.pullgate import PullGate
 from worker.tokens import TokenPublisher
 
 log = logging.getLogger("jetgrid.worker")
@@ -120,6 +123,8 @@ class Worker:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self._pullers: list[Puller] = []
+        self._models: dict[str, str] = {}  # consumer name -> model
+        self._gate: PullGate | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, RunContext] = {}
         self._stopping = asyncio.Event()
@@ -163,11 +168,14 @@ class Worker:
         self.js = self.nc.jetstream()
         try:
             await self._publish_event(self._registered(), wait=True)
-            for spec in self.specs:
+            for model, spec in zip(self.options.models, self.specs, strict=True):
                 await ensure_consumer(self.js, spec)
                 puller = Puller(self.nc, spec.stream, spec.name, self._on_message)
                 await puller.start()
                 self._pullers.append(puller)
+                self._models[spec.name] = model
+            self._gate = PullGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
+            await self._start_backend()
             hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             self.ready.set()
             try:
@@ -204,13 +212,14 @@ class Worker:
         idle_checks = 0
         while not self._stopping.is_set():
             free = self.free_slots()
-            if free > 0:
+            plan = await self._pull_plan() if free > 0 else []
+            if plan:
                 # Spread the free slots over the consumers, starting where we left off.
-                n = len(self._pullers)
+                n = len(plan)
                 shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
                 for i in range(n):
-                    p = self._pullers[(self._rr + i) % n]
-                    await p.request(shares[i])
+                    p, cap = plan[(self._rr + i) % n]
+                    await p.request(shares[i] if cap is None else min(shares[i], cap))
                 self._rr = (self._rr + 1) % n
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -219,6 +228,39 @@ class Worker:
                 idle_checks = idle_checks + 1 if await self._consumers_empty() else 0
                 if idle_checks >= 2:
                     return
+
+    async def _pull_plan(self) -> list[tuple[Puller, int | None]]:
+        """The consumers to ask now, each with a cap (None: no cap): warm models first, cold
+        ones only when their backlog says so, none while the backend is not accepting."""
+        if self._gate is None:
+            return [(p, None) for p in self._pullers]
+        plan: list[tuple[Puller, int | None]] = []
+        for p in self._pullers:
+            model = self._models[p.consumer]
+            cap = await self._gate.decide(p.stream, p.consumer, self.options.pool, model)
+            if cap != 0:
+                plan.append((p, cap))
+        return plan
+
+    async def _start_backend(self) -> None:
+        """Let the backend take stock (e.g. Ollama's model inventory, pulls) before pulling."""
+        start = getattr(self.backend, "start", None)
+        if start is None:
+            return
+        try:
+            await start()
+        except Exception:  # a backend that cannot start yet reports it in its pings
+            log.exception("backend %s failed to start", self.backend.name)
+
+    def _backend_report(self) -> dict[str, Any]:
+        """Ping fields from the backend: its models, and whether it is accepting jobs."""
+        b = self.backend
+        return {
+            "models_loaded": list(getattr(b, "loaded", [])),
+            "models_available": list(getattr(b, "available", [])),
+            "backend_error": getattr(b, "last_error", None),
+            "accepting": not self._stopping.is_set() and bool(getattr(b, "accepting", True)),
+        }
 
     async def _consumers_empty(self) -> bool:
         assert self.js is not None
@@ -441,8 +483,8 @@ class Worker:
             models=list(self.options.models),
             nvml=False,
             nvml_error="telemetry not configured",
-            accepting=not self._stopping.is_set(),
             boot_id=self.boot_id,
+            **self._backend_report(),
         )
 
     async def _heartbeats(self) -> None:

@@ -89,7 +89,7 @@ async def test_up_serves_jobs_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     await _read_until(proc, "Ctrl-C")
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw_port}") as http:
-            for _ in range(100):
+            for _ in range(300):
                 r = await http.get(f"/v1/jobs/{job_id}")
                 if r.status_code == 200:
                     break

@@ -144,13 +144,13 @@ async def test_scoped_key_gets_403_naming_the_scope(keyed, wait_model) -> None: 
     base, keys = keyed
     await wait_model(base, headers=bearer(keys["full"]))
     async with httpx.AsyncClient(base_url=base, headers=bearer(keys["fast"])) as http:
-        r = await http.post("/v1/jobs", json={"model": "xl", "prompt": "p", "pool": "standard"})
+        r = await http.post("/v1/jobs", json={"model": "x:1b", "prompt": "p", "pool": "standard"})
         assert r.status_code == 403 and r.json()["error"]["field"] == "pool"
         assert "scoped to pools ['fast']" in r.json()["error"]["message"]
         r = await http.post("/v1/jobs", json={"model": "echo", "prompt": "p", "pool": "fast"})
         assert r.status_code == 403 and "models ['x*']" in r.json()["error"]["message"]
         assert (
-            await http.post("/v1/jobs", json={"model": "xl", "prompt": "p", "pool": "fast"})
+            await http.post("/v1/jobs", json={"model": "x:1b", "prompt": "p", "pool": "fast"})
         ).status_code == 202
         r = await http.post("/api/generate", json={"model": "echo", "prompt": "p"})
         assert r.status_code == 403 and "scoped to" in r.json()["error"]

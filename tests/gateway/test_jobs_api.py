@@ -24,7 +24,7 @@ async def test_submit_returns_202_with_the_job_id_then_status_tells_the_result(
         job_id = body["id"]
         assert body["status"] == "queued" and body["seq"] >= 1
         assert r.headers["location"] == f"/v1/jobs/{job_id}"
-        for _ in range(200):
+        for _ in range(800):
             status = (await http.get(f"/v1/jobs/{job_id}")).json()
             if status["status"] == "completed":
                 break
@@ -87,7 +87,7 @@ async def test_a_raw_nats_job_is_readable_through_the_gateway(
         streams.subjects.submit("standard", "echo"), b'{"model": "echo", "prompt": "from nats"}'
     )
     async with httpx.AsyncClient(base_url=gateway) as http:
-        for _ in range(200):
+        for _ in range(800):
             r = await http.get(f"/v1/jobs/seq-{ack.seq}")
             if r.status_code == 200 and r.json()["status"] == "completed":
                 break

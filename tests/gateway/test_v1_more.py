@@ -147,7 +147,7 @@ async def test_pools_report_backlog_from_consumer_info(gateway, streams, nc) -> 
         streams.subjects,
         streams.streams.jobs,
         "fast",
-        "echo",
+        "tiny:1b",
         ack_wait_s=pool.ack_wait_s,
         max_deliver=pool.max_deliver,
         max_ack_pending=pool.max_ack_pending,
@@ -155,11 +155,11 @@ async def test_pools_report_backlog_from_consumer_info(gateway, streams, nc) -> 
     await ensure_consumer(nc.jetstream(), spec)
     async with httpx.AsyncClient(base_url=gateway) as http:
         for i in range(3):
-            await http.post("/v1/jobs", json={"model": "echo", "prompt": f"{i}", "pool": "fast"})
+            await http.post("/v1/jobs", json={"model": "tiny:1b", "prompt": f"{i}"})
         pools = {p["name"]: p for p in (await http.get("/v1/pools")).json()["pools"]}
     assert set(pools) == {"fast", "standard", "heavy"}
     fast = pools["fast"]
-    assert fast["backlog"] == 3 and fast["models"] == ["echo"]
+    assert fast["backlog"] == 3 and fast["models"] == ["tiny:1b"]
     (row,) = fast["consumers"]
     assert row["consumer"] == spec.name and row["ack_pending"] == 0 and row["workers"] == 0
     assert pools["standard"]["consumers"] == []

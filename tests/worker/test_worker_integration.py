@@ -135,7 +135,7 @@ async def test_two_workers_share_one_consumer_and_each_job_runs_once(
     by_worker = {w: sum(1 for c in claims if c.event.worker_id == w) for w in ("wa", "wb")}
     assert by_worker["wa"] > 0 and by_worker["wb"] > 0, by_worker
     # counters move after the ack, a moment after the terminal event is visible
-    for _ in range(100):
+    for _ in range(400):
         if a.counters.completed + b.counters.completed == 60:
             break
         await asyncio.sleep(0.05)

@@ -1,0 +1,78 @@
+"""`jetgrid pools`: per pool and model, the backlog, the oldest wait, warm and cold workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from jetgrid.cli import _logging, _settings, nats_options, run_async
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _names(ids: list[str], limit: int = 3) -> str:
+    shown = ",".join(ids[:limit])
+    return f"{len(ids)}" + (f" ({shown}{',...' if len(ids) > limit else ''})" if ids else "")
+
+
+def render(rows: list[Any]) -> str:
+    """The table `jetgrid pools` prints."""
+    header = ("POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED")
+    body = [
+        (
+            r.pool,
+            r.model,
+            str(r.backlog),
+            str(r.running),
+            _age(r.oldest_wait_s),
+            _names(r.warm_workers),
+            _names(r.cold_workers),
+            str(r.suggested_workers),
+        )
+        for r in rows
+    ]
+    if not body:
+        return "no pool consumers and no online workers yet"
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *body]
+    )
+
+
+@click.command()
+@nats_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@run_async
+async def pools(as_json: bool, **flags: Any) -> None:
+    """Show each pool and model: jobs waiting (BACKLOG), delivered but unfinished (RUNNING),
+    how long the oldest waiting job has waited, workers with the model loaded (WARM) or able
+    to load it (COLD), and SUGGESTED, how many workers the model wants now (an autoscaling
+    signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
+    than the pool's cold_wait_s). Read straight from JetStream; needs no gateway.
+    """
+    from coordinator.connect import connect
+    from coordinator.pool_status import read_pool_status
+
+    settings = _settings(**flags)
+    _logging(settings)
+    nc = await connect(settings, name="jetgrid-pools")
+    try:
+        rows = await read_pool_status(nc.jetstream(), settings, time.time())
+    finally:
+        await nc.close()
+    if as_json:
+        click.echo(json.dumps({"pools": [r.to_json() for r in rows]}, indent=2))
+    else:
+        click.echo(render(rows))

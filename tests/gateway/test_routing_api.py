@@ -1,0 +1,59 @@
+"""POST /v1/jobs applies the pool/model rules and keeps remote Python functions off HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from coordinator.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def python_gateway(streams: Settings) -> AsyncIterator[str]:
+    """A gateway that accepts kind 'python' (JETGRID_GATEWAY_ALLOW_PYTHON=1)."""
+    from gateway.server import make_server
+
+    server = make_server(streams.replace(gateway_port=0, gateway_allow_python=True))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):  # uvicorn has no event for "started"; poll its flag, bounded
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.025)
+    if task.done():
+        task.result()
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_pool_that_does_not_serve_the_model_is_refused(gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        r = await http.post(
+            "/v1/jobs", json={"model": "llama3.1:8b", "prompt": "x", "pool": "fast"}
+        )
+        ok = await http.post("/v1/jobs", json={"model": "llama3.2:1b", "prompt": "x"})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"] == "pool" and "does not serve model 'llama3.1:8b'" in err["message"]
+    assert ok.status_code == 202 and ok.json()["subject"].endswith(".jobs.fast.llama3_2E2_3A1b")
+
+
+async def test_python_jobs_are_refused_over_http_by_default(gateway) -> None:
+    body = {"model": "python", "kind": "python", "input": {"source": "def f(): pass"}}
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        r = await http.post("/v1/jobs", json=body)
+    assert r.status_code == 403 and r.json()["error"]["field"] == "kind"
+
+
+async def test_python_jobs_go_to_their_own_subject_when_enabled(python_gateway) -> None:
+    body = {"model": "python", "kind": "python", "input": {"source": "def f(): pass"}}
+    async with httpx.AsyncClient(base_url=python_gateway) as http:
+        r = await http.post("/v1/jobs", json={**body, "pool": "heavy"})
+        bad = await http.post("/v1/jobs", json={**body, "model": "llama3.2:1b"})
+    assert r.status_code == 202 and r.json()["subject"].endswith(".jobs.heavy.python")
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "model"

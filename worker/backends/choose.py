@@ -1,0 +1,41 @@
+"""Build the backend a worker was asked for on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.backends.base import Backend
+from worker.backends.echo import EchoBackend
+
+
+def make_backend(
+    kind: str,
+    *,
+    models: list[str],
+    echo_latency: float = 0.0,
+    echo_token_delay: float = 0.0,
+    ollama_host: str = "http://127.0.0.1:11434",
+    pull: bool = False,
+    allow_python: bool = False,
+    data_dir: Path = Path(".jetgrid"),
+    python_timeout: float = 600.0,
+    python_memory_mb: int = 4096,
+) -> Backend:
+    """`kind` is "echo" or "ollama"; `allow_python` adds the python backend for python jobs."""
+    backend: Backend
+    if kind == "ollama":
+        from worker.backends.ollama import OllamaBackend
+
+        backend = OllamaBackend(ollama_host, models, pull=pull)
+    elif kind == "echo":
+        backend = EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay)
+    else:
+        raise ValueError(f"unknown backend {kind!r}; choose echo or ollama")
+    if allow_python:
+        from worker.backends.python import PythonBackend, WithPython
+
+        return WithPython(  # type: ignore[return-value]
+            backend,
+            PythonBackend(Path(data_dir), timeout_s=python_timeout, memory_mb=python_memory_mb),
+        )
+    return backend

@@ -1,0 +1,97 @@
+"""The child process of the python backend: runs one remote function and writes its result.
+
+Run as ``python -I pyrunner.py REQUEST.json RESULT.json``, in a fresh process per job, by
+worker/backends/python.py. It imports nothing of jetgrid (only the standard library and
+cloudpickle), limits its own address space (RLIMIT_AS) before touching the job, puts the job's
+dependency directory first on sys.path, defines the function from its source, calls it with the
+unpickled arguments (awaiting it if it is a coroutine function) and writes::
+
+    {"ok": true, "result": <base64 cloudpickle of the return value>}
+    {"ok": false, "error": {"type", "message", "traceback", "pickled": <base64 or null>}}
+
+Whatever the function prints goes to this process's stdout/stderr, which the worker captures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import json
+import linecache
+import sys
+import traceback
+from typing import Any
+
+
+def _limit_memory(mb: int | None) -> None:
+    if not mb:
+        return
+    import resource
+
+    limit = int(mb) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _pickle(obj: Any) -> str:
+    import cloudpickle
+
+    return base64.b64encode(cloudpickle.dumps(obj)).decode()
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    try:
+        pickled: str | None = _pickle(exc)
+    except Exception:  # an exception that does not pickle still reports its text
+        pickled = None
+    return {
+        "type": type(exc).__qualname__,
+        "module": type(exc).__module__,
+        "message": str(exc),
+        # The runner's own frame is noise: start at the function.
+        "traceback": "".join(
+            traceback.format_exception(
+                type(exc), exc, exc.__traceback__ and exc.__traceback__.tb_next
+            )
+        ),
+        "pickled": pickled,
+    }
+
+
+def run(request: dict[str, Any]) -> dict[str, Any]:
+    _limit_memory(request.get("memory_mb"))
+    for path in reversed(request.get("sys_path") or []):
+        sys.path.insert(0, path)
+    try:
+        import cloudpickle
+
+        args, kwargs = cloudpickle.loads(base64.b64decode(request["args"]))
+        name = request["function"]
+        namespace: dict[str, Any] = {"__name__": "__jetgrid_remote__"}
+        filename = f"<remote function {name}>"
+        source = request["source"]
+        # Tracebacks quote the function's lines, as they would for a file.
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), namespace)
+        fn = namespace[name]
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(value)  # type: ignore[arg-type]
+        return {"ok": True, "result": _pickle(value)}
+    except BaseException as exc:  # the function's own failure is the result
+        return {"ok": False, "error": _error(exc)}
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as f:
+        request = json.load(f)
+    result = run(request)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(argv[2], "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
