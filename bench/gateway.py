@@ -157,8 +157,10 @@ async def main() -> None:
         for one in paths.values():  # warm up every path
             await drive(min(50, args.jobs), args.inflight, one)
         results: dict[str, list[tuple[float, list[float]]]] = {k: [] for k in paths}
-        for _ in range(args.rounds):
-            for name, one in paths.items():
+        names = list(paths)
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+                one = paths[name]
                 results[name].append(await drive(args.jobs, args.inflight, one))
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
