@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt bench clean
+.PHONY: up test lint fmt bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,19 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/jetgrid up $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(ARGS)
+
+# The dashboard test drives headless Chromium; install Debian's package if missing and we can.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the dashboard test..."; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	      echo "could not install chromium; the dashboard test will be skipped"; \
+	  else echo "chromium not installed and not root with apt; the dashboard test will be skipped"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -64,6 +64,14 @@ class Settings(BaseModel):
     # Remote Python functions over HTTP (POST /v1/jobs with kind "python"): off by default.
     gateway_allow_python: bool = False
 
+    # Gateway access: API key hashes (keys file, default <data_dir>/api-keys, and/or
+    # comma-separated `sha256:<hex>` hashes), per-key rate limit, request-size limit.
+    api_keys_file: Path | None = None
+    api_keys: str | None = None
+    rate_limit_per_s: float = Field(default=20.0, ge=0)
+    rate_limit_burst: float = Field(default=40.0, ge=1)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1)
+
     # Workers.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     # Tier-aware pulling: a worker's base rate (jobs/s; 0 = unlimited) times its tier factor.

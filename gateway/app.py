@@ -2,6 +2,11 @@
 
 `create_app(settings)` opens its NATS connection and starts following the log in its lifespan;
 `gateway.server.serve` runs it under uvicorn. Tests drive it in-process or under uvicorn.
+
+The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
+event stream), pools_api, openapi, ollama_api and openai_api (drop-in APIs, sharing llm),
+metrics, dashboard (+ static/), with auth.Guard as the one middleware (size limit, API keys,
+rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold) and the fleet (WORKERS).
 """
 
 from __future__ import annotations
@@ -13,15 +18,30 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator.connect import connect
 from coordinator.settings import Settings
-from gateway import jobs_api, workers_api
+from events import StreamNames
+from gateway import (
+    auth,
+    dashboard,
+    jobs_api,
+    metrics,
+    ollama_api,
+    openai_api,
+    openapi,
+    pools_api,
+    sse,
+    workers_api,
+)
 from gateway.board import JobBoard
 from gateway.errors import HTTPError
+from gateway.fleet import Fleet
 
 log = logging.getLogger("jetgrid.gateway")
 
@@ -34,6 +54,8 @@ class Gateway:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.board: JobBoard | None = None
+        self.fleet: Fleet | None = None
+        self.metrics = metrics.Metrics()
         self.pools = settings.pool_configs()
         self.source = "jetgrid/gateway"
 
@@ -41,9 +63,14 @@ class Gateway:
         self.nc = await connect(self.settings, name="jetgrid-gateway")
         self.js = self.nc.jetstream()
         self.board = JobBoard(self.js, self.settings)
+        self.board.observers.append(self.metrics.observe)
         await self.board.start()
+        self.fleet = Fleet(self.js, self.settings)
+        await self.fleet.start()
 
     async def stop(self) -> None:
+        if self.fleet:
+            await self.fleet.stop()
         if self.board:
             await self.board.stop()
         if self.nc:
@@ -58,15 +85,44 @@ async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     checks = {
         "nats": bool(gw.nc and gw.nc.is_connected),
+        "streams": await _streams_present(gw),
         "log_followed": bool(gw.board and gw.board.caught_up.is_set()),
     }
     ok = all(checks.values())
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
+async def _streams_present(gw: Gateway) -> bool:
+    if gw.js is None or not (gw.nc and gw.nc.is_connected):
+        return False
+    names: StreamNames = gw.settings.streams
+    try:
+        for name in (names.jobs, names.job_events, names.workers):
+            await gw.js.stream_info(name)
+    except Exception:
+        return False
+    return True
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405, in the caller's API's error shape, naming what was wrong."""
+    assert isinstance(exc, StarletteHTTPException)
+    method, path = request.method, request.url.path
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"Method {method} is not allowed on {path}; allowed: {allow or 'none'}."
+        err = HTTPError(405, message, field="method", type="method_not_allowed")
+        err.headers = dict(exc.headers or {})
+    elif exc.status_code == 404:
+        err = HTTPError(404, f"No route {method} {path} on this gateway.", field="path")
+    else:
+        err = HTTPError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return err.response(path)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
-    return exc.response()
+    return exc.response(request.url.path)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -84,9 +140,38 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         *jobs_api.routes,
         *workers_api.routes,
+        *sse.routes,
+        *pools_api.routes,
+        *openai_api.routes,
+        *ollama_api.routes,
+        *openapi.routes,
+        *metrics.routes,
+        *dashboard.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPError: _http_error})
+    keys = auth.load_keys(auth.keys_path(settings), settings.api_keys)
+    if keys:
+        log.info("gateway: %d API key(s) configured; every route but health needs one", len(keys))
+    else:
+        log.warning(
+            "gateway: no API keys configured; the HTTP API on %s:%s is open to anyone who can "
+            "reach it (add one with `jetgrid keys add NAME`)",
+            settings.gateway_host,
+            settings.gateway_port,
+        )
+    guard = Middleware(
+        auth.Guard,
+        keys=keys,
+        max_body=settings.max_request_bytes,
+        rate=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+    )
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[guard],
+        exception_handlers={HTTPError: _http_error, StarletteHTTPException: _routing_error},
+    )
     app.state.gateway = gateway
     return app

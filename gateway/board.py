@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -33,7 +34,10 @@ class JobBoard:
         self._waiters: dict[str, list[asyncio.Future[JobView]]] = defaultdict(list)
         self._targets: dict[str, int] = {}
         self._seen: dict[str, int] = {}
+        self._syncs: dict[asyncio.Future[None], dict[str, int]] = {}
         self._subs: list[object] = []
+        # Called with (job view before, after) for every folded event (metrics, the dashboard).
+        self.observers: list[Callable[[JobView | None, JobView], None]] = []
 
     async def start(self) -> None:
         names, subj = self.settings.streams, self.settings.subjects
@@ -69,6 +73,26 @@ class JobBoard:
         self._seen[stream] = seq
         if not self.caught_up.is_set():
             self._check_caught_up()
+        if self._syncs:
+            for fut, targets in list(self._syncs.items()):
+                if all(self._seen.get(s, 0) >= t for s, t in targets.items()):
+                    del self._syncs[fut]
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def sync(self, limit_s: float = 5.0) -> None:
+        """Wait until the fold has reached the streams' current ends (read-your-writes)."""
+        targets = {s: (await self.js.stream_info(s)).state.last_seq for s in self._targets}
+        if all(self._seen.get(s, 0) >= t for s, t in targets.items()):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._syncs[fut] = targets
+        try:
+            await asyncio.wait_for(fut, limit_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._syncs.pop(fut, None)
 
     def _check_caught_up(self) -> None:
         if all(self._seen.get(s, 0) >= t for s, t in self._targets.items()):
@@ -103,8 +127,14 @@ class JobBoard:
         self._mark(self.settings.streams.job_events, md.sequence.stream)
 
     def _apply(self, job_id: str, env: object) -> None:
-        view = apply(self.jobs.get(job_id), env)  # type: ignore[arg-type]
+        before = self.jobs.get(job_id)
+        view = apply(before, env)  # type: ignore[arg-type]
         self.jobs[job_id] = view
+        for observe in self.observers:
+            try:
+                observe(before, view)
+            except Exception:  # an observer's bug must not stop the fold
+                log.exception("job board observer failed")
         if view.terminal and job_id in self._waiters:
             for f in self._waiters.pop(job_id):
                 if not f.done():

@@ -1,4 +1,9 @@
-"""jetgrid's own jobs API: submit, status."""
+"""jetgrid's own jobs API: submit, status, result, cancel, list.
+
+GET /v1/jobs/{id}/result answers 200 with the output once the job completed, 202 (with the job
+and Retry-After) while it is queued or running, and 409 naming the outcome when it failed, was
+cancelled or is dead: a result that will never come is a conflict, not a wait.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ from starlette.routing import Route
 from coordinator.connect import denied_or
 from coordinator.routing import RouteError, route_job
 from coordinator.settings import Settings
-from events import JobSubmitted, encode
+from events import JobCancelRequested, JobSubmitted, encode
+from gateway import auth
 from gateway.errors import HTTPError, from_validation
-from gateway.schemas import JobOut, SubmitJob
+from gateway.schemas import JobOut, JobResult, SubmitJob
 from projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -52,6 +58,7 @@ def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
         subject=(
             settings.subjects.submit(view.pool, view.model) if view.pool and view.model else None
         ),
+        cancel_requested=view.cancel_requested,
     )
     return out.model_dump(mode="json")
 
@@ -110,10 +117,12 @@ async def submit_job(request: Request) -> Response:
             "JETGRID_GATEWAY_ALLOW_PYTHON=1.",
             field="kind",
         )
+    auth.check_scope(request, pool=req.pool, model=req.model)  # 403 before routing's 422
     try:
         pool = route_job(gw.pools, model=req.model, kind=req.kind, pool=req.pool)
     except RouteError as exc:
         raise HTTPError(422, str(exc), field=exc.field) from None
+    auth.check_scope(request, pool=pool, model=None)
     key = request.headers.get("idempotency-key")
     job_id = req.id or (idempotent_id(key) if key else uuid.uuid4().hex)
     assert gw.board is not None and gw.js is not None and gw.nc is not None
@@ -170,19 +179,144 @@ async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: 
     return JSONResponse(job_out(view, gw.settings), status_code=status, headers=headers)
 
 
-async def get_job(request: Request) -> Response:
+async def find_job(request: Request) -> JobView:
+    """The job named in the path, once the board has caught up with the log; 404 if unknown."""
     gw: Gateway = request.app.state.gateway
     job_id = request.path_params["job_id"]
     assert gw.board is not None
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
     view = gw.board.get(job_id)
+    if view is None:  # perhaps submitted a moment ago: fold up to the log's end, then look
+        with contextlib.suppress(Exception):
+            await gw.board.sync()
+        view = gw.board.get(job_id)
     if view is None:
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")
-    return JSONResponse(job_out(view, gw.settings))
+    return view
+
+
+async def get_job(request: Request) -> Response:
+    view = await find_job(request)
+    return JSONResponse(job_out(view, request.app.state.gateway.settings))
+
+
+async def get_result(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    view = await find_job(request)
+    wait = wait_param(request)
+    if wait and not view.terminal:
+        assert gw.board is not None
+        fut = gw.board.waiter(view.job_id)
+        with contextlib.suppress(TimeoutError):
+            view = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
+        gw.board.forget_waiter(view.job_id, fut)
+    if view.status == "completed":
+        out = JobResult(id=view.job_id, status="completed", output=view.output, usage=view.usage)
+        return JSONResponse(out.model_dump(mode="json"))
+    if view.terminal:
+        raise HTTPError(
+            409,
+            f"Job {view.job_id!r} has no result: it is {view.status} "
+            f"({view.error or 'no reason given'}).",
+            field="job_id",
+        )
+    return JSONResponse(
+        job_out(view, gw.settings),
+        status_code=202,
+        headers={"Retry-After": "1", "Location": f"/v1/jobs/{view.job_id}/result"},
+    )
+
+
+async def cancel_job(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    view = await find_job(request)
+    auth.check_scope(request, pool=view.pool, model=view.model)
+    if view.terminal:
+        raise HTTPError(
+            409, f"Job {view.job_id!r} is already {view.status}; nothing to cancel.", field="job_id"
+        )
+    assert gw.js is not None and gw.nc is not None
+    reason = request.query_params.get("reason")
+    event = JobCancelRequested(
+        job_id=view.job_id, reason=reason, requested_by=request.headers.get("x-jetgrid-submitter")
+    )
+    subject = gw.settings.subjects.job_event(view.job_id, "cancel_requested")
+    try:
+        await gw.js.publish(
+            subject,
+            encode(event, source=gw.source),
+            headers={"Nats-Msg-Id": f"{view.job_id}:cancel_requested"},
+        )
+    except Exception as exc:
+        err = denied_or(gw.nc, exc, f"publish to {subject}")
+        raise HTTPError(503, f"Could not store the cancel request on NATS: {err}.") from exc
+    body = job_out(view, gw.settings)
+    body["cancel_requested"] = True
+    return JSONResponse(body, status_code=202)
+
+
+MAX_LIMIT = 500
+LIST_FILTERS = ("status", "model", "pool", "worker")
+
+
+def list_params(request: Request) -> tuple[dict[str, str], int, int | None]:
+    q = request.query_params
+    filters = {k: q[k] for k in LIST_FILTERS if q.get(k)}
+    raw_limit = q.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise HTTPError(
+            422, f"Query parameter 'limit' must be 1-{MAX_LIMIT}, got {raw_limit!r}.", field="limit"
+        )
+    raw_cursor = q.get("cursor")
+    if raw_cursor is not None and not raw_cursor.isdigit():
+        raise HTTPError(
+            422,
+            f"Query parameter 'cursor' must be a next_cursor from a previous page, "
+            f"got {raw_cursor!r}.",
+            field="cursor",
+        )
+    return filters, int(raw_limit), int(raw_cursor) if raw_cursor is not None else None
+
+
+def select_jobs(
+    views: list[JobView], filters: dict[str, str], limit: int, cursor: int | None
+) -> tuple[list[JobView], int | None]:
+    """Newest first (by JOBS sequence), filtered, after `cursor`; and the next cursor."""
+    attr = {"worker": "worker_id"}
+    picked = [
+        v
+        for v in views
+        if v.jobs_seq is not None
+        and (cursor is None or v.jobs_seq < cursor)
+        and all(
+            (v.status if k == "status" else getattr(v, attr.get(k, k))) == want
+            for k, want in filters.items()
+        )
+    ]
+    picked.sort(key=lambda v: v.jobs_seq or 0, reverse=True)
+    page = picked[:limit]
+    more = len(picked) > limit
+    return page, (page[-1].jobs_seq if more and page else None)
+
+
+async def list_jobs(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    filters, limit, cursor = list_params(request)
+    assert gw.board is not None
+    page, nxt = select_jobs(list(gw.board.jobs.values()), filters, limit, cursor)
+    return JSONResponse(
+        {
+            "jobs": [job_out(v, gw.settings) for v in page],
+            "next_cursor": str(nxt) if nxt is not None else None,
+        }
+    )
 
 
 routes = [
     Route("/v1/jobs", submit_job, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+    Route("/v1/jobs/{job_id}/result", get_result, methods=["GET"]),
 ]

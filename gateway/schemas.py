@@ -53,3 +53,66 @@ class JobOut(BaseModel):
     error_type: str | None = None
     seq: int | None = None
     subject: str | None = None
+    cancel_requested: bool = False
+
+
+class SubmitAccepted(BaseModel):
+    """POST /v1/jobs answered before the job finished (202)."""
+
+    id: str
+    status: str
+    seq: int | None = None
+    subject: str | None = None
+    duplicate: bool | None = None
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs: newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None = None
+
+
+class JobResult(BaseModel):
+    """GET /v1/jobs/{id}/result of a completed job."""
+
+    id: str
+    status: Literal["completed"]
+    output: Any = None
+    usage: dict[str, Any] | None = None
+
+
+class PoolModelOut(BaseModel):
+    """One (pool, model) consumer's queue, from JetStream consumer info."""
+
+    pool: str
+    model: str
+    consumer: str
+    backlog: int = Field(description="jobs not yet delivered (the consumer's num_pending)")
+    ack_pending: int = Field(description="jobs delivered and not yet acked (running)")
+    waiting_pulls: int = Field(description="pull requests waiting: idle worker capacity")
+    workers: int = Field(description="live workers serving this pool and model")
+
+
+class PoolOut(BaseModel):
+    name: str
+    models: list[str]
+    backlog: int
+    consumers: list[PoolModelOut]
+
+
+class PoolList(BaseModel):
+    pools: list[PoolOut]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    code: str | None = None
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every /v1 error."""
+
+    error: ErrorDetail

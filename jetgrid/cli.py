@@ -515,8 +515,10 @@ def model_token(model: str) -> None:
 
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+from jetgrid.cmd_keys import keys as _keys  # noqa: E402
 from jetgrid.cmd_pools import pools as _pools_command  # noqa: E402
 
+main.add_command(_keys)
 main.add_command(_pools_command)
 from jetgrid.cmd_projector import projector  # noqa: E402
 

@@ -13,6 +13,7 @@ from coordinator.connect import connect
 from coordinator.provision import ensure_tiers_bucket, provision_streams
 from coordinator.settings import Settings
 from events import ConfigError, stream_specs
+from gateway.auth import access_line
 from gateway.server import make_server
 from jetgrid import credentials
 from jetgrid.natsserver import NatsServer, port_free
@@ -146,6 +147,7 @@ async def run_up(
                 f"  auth     on: a NATS user per role, passwords in {creds.path.resolve()}\n"
                 f'           (for the CLI: eval "$(jetgrid credentials client)")'
             )
+        echo(f"  access   {access_line(settings)}")
         echo(
             f"  workers  {len(workers)} echo worker(s) in pool {options.pool!r} serving "
             f"{', '.join(options.models)}\n"

@@ -347,6 +347,7 @@ class Worker:
             t0 = time.perf_counter()
             try:
                 result = await self.backend.run(job, ctx)
+                await ctx.emit.flush()  # type: ignore[attr-defined]  # chunks before the result
             except TransientError as exc:
                 await self._retry(msg, job, attempt, str(exc))
                 return

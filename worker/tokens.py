@@ -1,27 +1,62 @@
 """Ephemeral token streaming: a running job's output, chunk by chunk, on core NATS.
 
 Subject ``<prefix>.tokens.<job_id>``; each message is ``{"job_id", "i", "text"}`` with `i`
-counting chunks from 0. Nothing is stored: a client that missed chunks reads the whole output
+counting messages from 0. Nothing is stored: a client that missed chunks reads the whole output
 from the job's `completed` event.
+
+Chunks are coalesced: the first goes out at once, later ones are buffered and flushed at most
+every `flush_s` (30 ms), so a backend producing hundreds of tokens per second costs tens of
+messages, not hundreds, and a reader still sees text arrive smoothly. A buffer still pending when
+the job ends is flushed by its timer; if the job's terminal event overtakes it, readers fill the
+gap from the `completed` output.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from nats.aio.client import Client as NATS
 
+FLUSH_S = 0.03
+
 
 class TokenPublisher:
-    """Publishes one job's output chunks in order."""
+    """Publishes one job's output chunks in order, coalesced to one message per `flush_s`."""
 
-    def __init__(self, nc: NATS, subject: str, job_id: str) -> None:
+    def __init__(self, nc: NATS, subject: str, job_id: str, flush_s: float = FLUSH_S) -> None:
         self.nc = nc
         self.subject = subject
         self.job_id = job_id
+        self.flush_s = flush_s
         self.i = 0
+        self._buf: list[str] = []
+        self._last = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
 
     async def __call__(self, text: str) -> None:
+        self._buf.append(text)
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last >= self.flush_s:
+            await self.flush()
+        elif self._timer is None:
+            delay = self._last + self.flush_s - loop.time()
+            self._timer = loop.call_later(max(0.0, delay), self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def flush(self) -> None:
+        """Publish whatever is buffered as one chunk."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf:
+            return
+        text, self._buf = "".join(self._buf), []
+        self._last = asyncio.get_running_loop().time()
         body = json.dumps({"job_id": self.job_id, "i": self.i, "text": text})
         self.i += 1
         await self.nc.publish(self.subject, body.encode())

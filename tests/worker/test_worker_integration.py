@@ -256,6 +256,7 @@ async def test_tokens_stream_on_core_nats_while_the_job_runs(streams, nc, start_
     await nc.subscribe(streams.subjects.tokens("j1"), cb=on_token)
     await submit(nc, streams, job(1, prompt="one two three four"))
     await outcomes.wait_terminal("j1")
-    assert [c["i"] for c in chunks] == [0, 1, 2, 3]
+    assert [c["i"] for c in chunks] == list(range(len(chunks)))  # in order, coalesced
+    assert 1 <= len(chunks) <= 4
     assert "".join(str(c["text"]) for c in chunks) == "one two three four"
     assert outcomes.terminal("j1")[0].event.output["response"] == "one two three four"

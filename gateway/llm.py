@@ -1,0 +1,191 @@
+"""What the Ollama- and OpenAI-compatible APIs share: model resolution, submission, streaming.
+
+A request becomes one JobSubmitted (kind generate, chat or embed). While it runs, the worker's
+token chunks arrive on core NATS (`<prefix>.tokens.<job_id>`) and are relayed as they come; the
+terminal event closes the stream. Chunks are ephemeral, so when the job completes, whatever part
+of the final output the chunks did not cover is sent as one last chunk: the client always ends
+up with the whole output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from coordinator.connect import denied_or
+from events import JobSubmitted, encode
+from gateway.errors import HTTPError
+from projections.jobs import JobView
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("jetgrid.gateway.llm")
+
+JOB_TIMEOUT_S = 600.0
+
+
+def resolve_model(name: str, live: dict[str, set[str]]) -> str | None:
+    """The served model name `name` refers to (``m`` and ``m:latest`` are the same model)."""
+    if name in live:
+        return name
+    base, _, tag = name.partition(":")
+    if tag == "latest" and base in live:
+        return base
+    if not tag and f"{name}:latest" in live:
+        return f"{name}:latest"
+    return None
+
+
+def pick_pool(gw: Gateway, model: str, pools: set[str]) -> str:
+    """The routed pool if a live worker serves the model there, else any pool that does."""
+    routed = gw.pools.route(model)
+    if routed in pools or not pools:
+        return routed
+    return sorted(pools)[0]
+
+
+def output_text(output: Any) -> str:
+    """The generated text of a completed job's output, whatever the backend's shape."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, dict):
+        msg = output.get("message")
+        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
+            return msg["content"]
+        for key in ("response", "text", "content"):
+            if isinstance(output.get(key), str):
+                return output[key]
+    return json.dumps(output)
+
+
+def token_counts(view: JobView) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) from the job's usage, 0 when unknown."""
+    usage = view.usage or {}
+
+    def num(*keys: str) -> int:
+        for k in keys:
+            v = usage.get(k)
+            if isinstance(v, int | float):
+                return int(v)
+        return 0
+
+    return num("prompt_tokens", "prompt_eval_count"), num("completion_tokens", "eval_count")
+
+
+class LLMRun:
+    """One submitted job whose token chunks and outcome the caller iterates over."""
+
+    def __init__(self, gw: Gateway, job: JobSubmitted, *, tokens: bool = True) -> None:
+        self.gw = gw
+        self.job = job
+        self.tokens = tokens  # relay chunks (streaming responses) or only wait for the outcome
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.sent = ""
+        self._sub: Any = None
+        self._waiter: asyncio.Future[JobView] | None = None
+
+    async def start(self) -> None:
+        """Subscribe to the job's tokens, then publish it (so no chunk is missed)."""
+        gw, job = self.gw, self.job
+        assert gw.nc is not None and gw.js is not None and gw.board is not None
+        settings = gw.settings
+
+        async def on_token(msg: Any) -> None:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.queue.put_nowait(("token", json.loads(msg.data)["text"]))
+
+        if self.tokens:
+            self._sub = await gw.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
+        self._waiter = gw.board.waiter(job.job_id)
+        self._waiter.add_done_callback(self._on_done)
+        subject = settings.subjects.submit(job.pool, job.model)
+        try:
+            await gw.js.publish(
+                subject,
+                encode(job, source=gw.source, id=job.job_id),
+                headers={"Nats-Msg-Id": job.job_id},
+            )
+        except Exception as exc:
+            await self.close()
+            err = denied_or(gw.nc, exc, f"publish to {subject}")
+            log.error("submit of %s failed: %s", job.job_id, err)
+            raise HTTPError(503, f"Could not store the job on NATS: {err}.") from exc
+
+    def _on_done(self, fut: asyncio.Future[JobView]) -> None:
+        if not fut.cancelled():
+            self.queue.put_nowait(("done", fut.result()))
+
+    async def stream(self, timeout_s: float = JOB_TIMEOUT_S) -> AsyncIterator[tuple[str, Any]]:
+        """("token", text) as chunks arrive, then ("done", JobView); the remainder of the
+        output that chunks missed comes as a last ("token", text) before "done"."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                try:
+                    kind, value = await asyncio.wait_for(
+                        self.queue.get(), timeout=max(0.0, deadline - loop.time())
+                    )
+                except TimeoutError:
+                    yield "timeout", None
+                    return
+                if kind == "token":
+                    self.sent += value
+                    yield "token", value
+                    continue
+                view: JobView = value
+                if view.status == "completed":
+                    text = output_text(view.output)
+                    rest = text[len(self.sent) :] if text.startswith(self.sent) else ""
+                    if rest:
+                        self.sent += rest
+                        yield "token", rest
+                yield "done", view
+                return
+        finally:
+            await self.close()
+
+    async def result(self, timeout_s: float = JOB_TIMEOUT_S) -> JobView | None:
+        """The job's terminal view (None on timeout), ignoring chunks."""
+        async for kind, value in self.stream(timeout_s):
+            if kind == "done":
+                return value  # type: ignore[no-any-return]
+        return None
+
+    async def close(self) -> None:
+        if self._waiter is not None and self.gw.board is not None:
+            self.gw.board.forget_waiter(self.job.job_id, self._waiter)
+            self._waiter = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+
+def new_job(
+    gw: Gateway,
+    *,
+    model: str,
+    pool: str,
+    kind: str,
+    prompt: str | None = None,
+    input: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    submitter: str | None = None,
+) -> JobSubmitted:
+    return JobSubmitted(
+        job_id=uuid.uuid4().hex,
+        model=model,
+        pool=pool,
+        kind=kind,  # type: ignore[arg-type]
+        prompt=prompt,
+        input=input,
+        options=options or {},
+        submitter=submitter,
+    )

@@ -1,0 +1,148 @@
+"""GET /metrics in the Prometheus text format.
+
+Job counters and the two histograms are counted from the events this gateway folds (the whole
+log, from sequence 1), not from the requests it served: every gateway reports the same fleet-wide
+totals, and a restarted gateway recounts them from the log. Counters are taken when a fact is
+known together with the job's pool and model (a lifecycle event may be folded before its
+submission), each fact once per job. Queue depth and workers are gauges refreshed at scrape time
+from JetStream consumer info and the fleet view. `tier` is "none" until tiers are published.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.pools_api import consumer_rows
+from projections.jobs import JobView
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_FACTS = ("submitted", "started", "completed", "failed", "cancelled", "dead")
+_BIT = {name: 1 << i for i, name in enumerate(_FACTS)}
+
+
+def facts(view: JobView) -> list[str]:
+    """The countable facts a job view holds (pure; see the module docstring)."""
+    out = []
+    if view.jobs_seq is not None:
+        out.append("submitted")
+    if view.started_at is not None:
+        out.append("started")
+    if view.status in ("completed", "failed", "cancelled", "dead"):
+        out.append(view.status)
+    return out
+
+
+class Metrics:
+    """The gateway's registry and the observer that counts folded job events."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs = {
+            name: Counter(
+                f"jetgrid_jobs_{name}",
+                f"Jobs {name}, counted from the log, by pool and model.",
+                ["pool", "model"],
+                registry=r,
+            )
+            for name in _FACTS
+        }
+        self.queue_wait = Histogram(
+            "jetgrid_job_queue_seconds",
+            "Submit-to-start time (event times), by pool and model.",
+            ["pool", "model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.run_time = Histogram(
+            "jetgrid_job_run_seconds",
+            "Start-to-finish time of finished jobs (event times), by pool and model.",
+            ["pool", "model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        labels = ["pool", "model", "consumer"]
+        self.backlog = Gauge(
+            "jetgrid_queue_depth",
+            "Jobs waiting in a pool consumer (num_pending).",
+            labels,
+            registry=r,
+        )
+        self.ack_pending = Gauge(
+            "jetgrid_queue_ack_pending",
+            "Jobs delivered and not yet acked, per pool consumer.",
+            labels,
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "jetgrid_queue_waiting_pulls",
+            "Pull requests waiting on a pool consumer (idle worker slots).",
+            labels,
+            registry=r,
+        )
+        self.workers = Gauge(
+            "jetgrid_workers",
+            "Workers by availability and tier.",
+            ["availability", "tier"],
+            registry=r,
+        )
+        self._counted: dict[str, int] = {}
+
+    def observe(self, before: JobView | None, view: JobView) -> None:
+        if view.pool is None or view.model is None:
+            return  # counted once the submission is folded
+        done = self._counted.get(view.job_id, 0)
+        labels = (view.pool, view.model)
+        for fact in facts(view):
+            bit = _BIT[fact]
+            if done & bit:
+                continue
+            done |= bit
+            self.jobs[fact].labels(*labels).inc()
+            if fact == "started" and view.submitted_at:
+                wait = (view.started_at - view.submitted_at).total_seconds()  # type: ignore[operator]
+                self.queue_wait.labels(*labels).observe(max(0.0, wait))
+            elif fact != "submitted" and fact != "started" and view.started_at and view.finished_at:
+                ran = (view.finished_at - view.started_at).total_seconds()
+                self.run_time.labels(*labels).observe(max(0.0, ran))
+        self._counted[view.job_id] = done
+
+    async def refresh(self, gw: Gateway) -> None:
+        """Set the gauges from consumer info and the fleet view."""
+        self.backlog.clear()
+        self.ack_pending.clear()
+        self.waiting.clear()
+        try:
+            rows = await consumer_rows(gw)
+        except Exception:
+            rows = []
+        for row in rows:
+            labels = (row["pool"], row["model"], row["consumer"])
+            self.backlog.labels(*labels).set(row["backlog"])
+            self.ack_pending.labels(*labels).set(row["ack_pending"])
+            self.waiting.labels(*labels).set(row["waiting_pulls"])
+        self.workers.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for w in gw.fleet.workers() if gw.fleet else []:
+            key = (w["availability"], w["tier"] or "none")
+            counts[key] = counts.get(key, 0) + 1
+        for (availability, tier), n in counts.items():
+            self.workers.labels(availability, tier).set(n)
+
+
+async def metrics(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    await gw.metrics.refresh(gw)
+    return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics, methods=["GET"])]

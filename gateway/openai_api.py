@@ -1,0 +1,185 @@
+"""The OpenAI-compatible API: /v1/chat/completions and /v1/models for the official `openai` client.
+
+`stream: true` answers Server-Sent Events, one `chat.completion.chunk` per token chunk (same id
+and `created` on every chunk), a finishing chunk with `finish_reason`, a usage chunk
+(`choices: []`) when `stream_options.include_usage` is set, then `data: [DONE]`. Errors are
+`{"error": {"message", "type", "code"}}`; an error during a stream is one `data:` line holding
+`error`, which the client raises as APIError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway import auth
+from gateway.errors import HTTPError
+from gateway.jobs_api import read_json
+from gateway.llm import LLMRun, new_job, output_text, pick_pool, resolve_model, token_counts
+from projections.jobs import JobView
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+# Every other request field (temperature, max_tokens, seed, stop, ...) goes to the backend as
+# job options, as Ollama's own OpenAI layer does.
+_NOT_OPTIONS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionReq(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+def _bad(exc: ValidationError) -> HTTPError:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "body"
+    return HTTPError(
+        400, f"field '{loc}': {err['msg']}", field=loc, type="invalid_request_error", code=None
+    )
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _usage(view: JobView) -> dict[str, int]:
+    p, c = token_counts(view)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _failure(view: JobView | None) -> str:
+    if view is None:
+        return "the job did not finish in time"
+    return f"job {view.job_id} {view.status}: {view.error or 'no reason given'}"
+
+
+async def chat_completions(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    try:
+        req = ChatCompletionReq.model_validate(await read_json(request))
+    except ValidationError as exc:
+        raise _bad(exc) from None
+    assert gw.fleet is not None
+    live = gw.fleet.live_models()
+    model = resolve_model(req.model, live)
+    if model is None:
+        raise HTTPError(
+            404,
+            f"The model '{req.model}' does not exist or no live worker serves it.",
+            field="model",
+            type="invalid_request_error",
+            code="model_not_found",
+        )
+    pool = pick_pool(gw, model, live[model])
+    auth.check_scope(request, pool=pool, model=model)
+    body = req.model_dump(exclude_none=True)
+    options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
+    messages = [
+        {**m.model_dump(exclude_none=True), "content": _text(m.content)} for m in req.messages
+    ]
+    inp: dict[str, Any] = {"messages": messages}
+    if req.tools:
+        inp["tools"] = req.tools
+    job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
+    run = LLMRun(gw, job, tokens=bool(req.stream))
+    await run.start()
+    cid = f"chatcmpl-{job.job_id}"
+    created = int(datetime.now(UTC).timestamp())
+
+    if not req.stream:
+        view = await run.result()
+        if view is None or view.status != "completed":
+            raise HTTPError(504 if view is None else 500, _failure(view), type="server_error")
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": req.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": output_text(view.output)},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(view),
+                "system_fingerprint": "jetgrid",
+            }
+        )
+
+    include_usage = bool((req.stream_options or {}).get("include_usage"))
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": req.model,
+            "system_fingerprint": "jetgrid",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    async def events() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        async for kind, value in run.stream():
+            if kind == "token":
+                yield chunk({"content": value})
+            elif kind == "done" and value.status == "completed":
+                yield chunk({}, finish="stop")
+                if include_usage:
+                    last = {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [],
+                        "usage": _usage(value),
+                    }
+                    yield b"data: " + json.dumps(last).encode() + b"\n\n"
+            else:
+                err = {"error": {"message": _failure(value), "type": "server_error", "code": None}}
+                yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def models(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    assert gw.fleet is not None
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "jetgrid"}
+        for m in sorted(gw.fleet.live_models())
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+]

@@ -1,0 +1,83 @@
+"""Fixtures of the gateway tests: a gateway with chosen settings, and waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from coordinator.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[str]:
+    """A gateway under uvicorn on a free port; yields its base URL."""
+    from gateway.server import make_server
+
+    server = make_server(settings.replace(gateway_port=0))
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.025)
+    if task.done():
+        task.result()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def serve_gateway() -> Callable[[Settings], Any]:
+    return serve
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Poll `check` until it returns something truthy (a condition, not a timed assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_model(base: str, model: str = "echo", headers: dict[str, str] | None = None) -> None:
+    """Wait until the gateway's fleet lists `model` as served by a live worker."""
+    async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+
+        async def listed() -> bool:
+            tags = (await http.get("/api/tags")).json()
+            return any(m["name"] == model for m in tags["models"])
+
+        await eventually(listed)
+
+
+@pytest.fixture(name="eventually")
+def eventually_fixture() -> Callable[..., Awaitable[Any]]:
+    return eventually
+
+
+@pytest.fixture
+async def echo_gateway(
+    gateway: str, start_worker: Callable[..., Awaitable[Any]]
+) -> AsyncIterator[str]:
+    """The gateway with one echo worker serving `echo` that it already lists as live."""
+    await start_worker(concurrency=4)
+    await wait_model(gateway)
+    yield gateway
+
+
+@pytest.fixture(name="wait_model")
+def wait_model_fixture() -> Callable[..., Awaitable[None]]:
+    return wait_model

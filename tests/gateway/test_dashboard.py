@@ -1,0 +1,66 @@
+"""The dashboard in headless Chromium on a running stack: a worker card and a submitted job show.
+
+Needs Debian's `chromium` (`make test` installs it when running as root with apt); skipped,
+saying why, only where it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    return exe
+
+
+async def _chromium_run(exe: str, profile: Path, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=4000",
+        "--window-size=1280,900",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    return out.decode(errors="replace")
+
+
+async def test_dashboard_shows_workers_and_jobs(gateway, start_worker, tmp_path, eventually):  # type: ignore[no-untyped-def]
+    exe = _chromium()
+    await start_worker(worker_id="gpu-box-1", concurrency=2)
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        job = (await http.post("/v1/jobs?wait=10", json={"model": "echo", "prompt": "hi"})).json()
+
+        async def listed() -> bool:
+            workers = (await http.get("/dashboard/workers")).json()["workers"]
+            return any(w["id"] == "gpu-box-1" for w in workers)
+
+        await eventually(listed)
+    dom = await _chromium_run(exe, tmp_path / "profile", "--dump-dom", f"{gateway}/")
+    assert 'data-worker="gpu-box-1"' in dom, dom[-3000:]
+    assert f'data-job="{job["id"]}"' in dom
+    assert "live · updated" in dom
+    shot = tmp_path / "dashboard.png"
+    await _chromium_run(exe, tmp_path / "profile", f"--screenshot={shot}", f"{gateway}/")
+    assert shot.stat().st_size > 10_000
+    print(f"dashboard screenshot: {shot}")
