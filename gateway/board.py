@@ -38,7 +38,7 @@ class JobBoard:
     async def start(self) -> None:
         names, subj = self.settings.streams, self.settings.subjects
         follow = (
-            (names.jobs, subj.submit_filter(), self._on_submission),
+            (names.jobs, subj.submissions(), self._on_submission),
             (names.job_events, subj.job_events(), self._on_event),
         )
         for stream, _, _ in follow:

@@ -319,6 +319,20 @@ def subject(pool: str, model: str, subject_prefix: str | None) -> None:
 @click.option(
     "--wait", type=float, default=None, help="Wait up to this many seconds for the result."
 )
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Within its pool, higher-priority jobs start first when the pool is backlogged.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    help="Seconds the job may run (capped by the pool).",
+)
 @run_async
 async def submit(
     model: str,
@@ -327,6 +341,8 @@ async def submit(
     pool: str | None,
     job_id: str | None,
     wait: float | None,
+    priority: str,
+    timeout_s: float | None,
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
@@ -348,13 +364,15 @@ async def submit(
         prompt=prompt,
         input=data,
         submitter="cli",
+        priority=priority,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
     )
     subj = settings.subjects
     nc = await connect(settings, name="jetgrid-submit")
     try:
         sub = await nc.subscribe(subj.job_events(job.job_id)) if wait else None
         ack = await nc.jetstream().publish(
-            subj.submit(pool, model),
+            subj.submit(pool, model, priority),
             encode(job, source="jetgrid/cli", id=job.job_id),
             headers={"Nats-Msg-Id": job.job_id},
         )

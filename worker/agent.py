@@ -19,13 +19,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from coordinator.connect import connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
+from coordinator.delivery import (
+    PRIORITIES,
+    GiveUp,
+    after_transient,
+    job_timeout,
+    keepalive_period,
+    next_pull,
+    terminal_msg_id,
+)
 from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
 from coordinator.settings import Settings
@@ -34,6 +46,8 @@ from events import (
     Event,
     InvalidEvent,
     InvalidMessage,
+    JobCancelled,
+    JobCancelRequested,
     JobClaimed,
     JobCompleted,
     JobFailed,
@@ -45,6 +59,7 @@ from events import (
     WorkerHeartbeat,
     WorkerRegistered,
     check_id,
+    decode,
     decode_submission,
     encode,
 )
@@ -77,6 +92,8 @@ class WorkerOptions:
     concurrency: int = 1
     burst: bool = False
     drain_grace_s: float = 30.0
+    # Run a dead-letter watcher alongside (worker/deadletter.py); any number of them is safe.
+    dead_letters: bool = True
 
 
 @dataclass
@@ -87,10 +104,15 @@ class Counters:
     retried: int = 0
     invalid: int = 0
     pings: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
 
 
 class Worker:
     """One worker process's agent. `await run()`; `stop()` (or SIGTERM via the CLI) drains it."""
+
+    LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+    CANCELS_KEPT = 10_000  # cancel requests remembered for jobs this worker has not seen yet
 
     def __init__(
         self,
@@ -120,6 +142,9 @@ class Worker:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self._pullers: list[Puller] = []
+        self._by_priority: dict[str, list[Puller]] = {p: [] for p in PRIORITIES}
+        self._cancels: dict[str, str | None] = {}  # job id -> reason, most recent last
+        self._running: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, RunContext] = {}
         self._stopping = asyncio.Event()
@@ -132,7 +157,8 @@ class Worker:
         return (
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
-            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings}>"
+            f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
+            f"cancelled={c.cancelled} timed_out={c.timed_out}>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -153,8 +179,10 @@ class Worker:
                 ack_wait_s=pool.ack_wait_s,
                 max_deliver=pool.max_deliver,
                 max_ack_pending=pool.max_ack_pending,
+                priority=p,
             )
             for m in self.options.models
+            for p in PRIORITIES
         ]
 
     async def run(self) -> None:
@@ -165,9 +193,19 @@ class Worker:
             await self._publish_event(self._registered(), wait=True)
             for spec in self.specs:
                 await ensure_consumer(self.js, spec)
-                puller = Puller(self.nc, spec.stream, spec.name, self._on_message)
+                puller = Puller(
+                    self.nc,
+                    spec.stream,
+                    spec.name,
+                    self._on_message,
+                    on_end=self._wake.set,
+                    expires_s=self.LONG_POLL_S,
+                )
                 await puller.start()
                 self._pullers.append(puller)
+                self._by_priority[spec.priority].append(puller)
+            await self._listen_for_cancels()
+            watcher = await self._start_dead_letter_watcher()
             hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             self.ready.set()
             try:
@@ -177,6 +215,10 @@ class Worker:
                 hb.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hb
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
             await self._publish_event(
                 WorkerDeregistered(worker_id=self.id, reason="stopped"), wait=True
             )
@@ -185,6 +227,15 @@ class Worker:
                 await p.stop()
             await self.backend.close()
             await self.nc.drain()
+
+    async def _start_dead_letter_watcher(self) -> asyncio.Task[None] | None:
+        if not self.options.dead_letters:
+            return None
+        from worker.deadletter import DeadLetterWatcher
+
+        assert self.nc is not None
+        watcher = DeadLetterWatcher(self.settings, self.nc, name=f"worker/{self.id}/deadletter")
+        return asyncio.create_task(watcher.run(), name=f"deadletter-{self.id}")
 
     async def _drain(self) -> None:
         await self._publish_event(WorkerDraining(worker_id=self.id, reason="stopping"), wait=True)
@@ -203,22 +254,52 @@ class Worker:
     async def _pull_loop(self) -> None:
         idle_checks = 0
         while not self._stopping.is_set():
-            free = self.free_slots()
-            if free > 0:
-                # Spread the free slots over the consumers, starting where we left off.
-                n = len(self._pullers)
-                shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
-                for i in range(n):
-                    p = self._pullers[(self._rr + i) % n]
-                    await p.request(shares[i])
-                self._rr = (self._rr + 1) % n
             self._wake.clear()
+            try:
+                await self._pull_round()
+            except Exception as exc:  # NATS away: the next round retries
+                log.info("pull round failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=0.5)
             if self.options.burst and not self._tasks:
                 idle_checks = idle_checks + 1 if await self._consumers_empty() else 0
                 if idle_checks >= 2:
                     return
+
+    async def _pull_round(self) -> None:
+        """One sweep over the priority consumers (coordinator.delivery.next_pull decides)."""
+        swept: list[str] = []
+        got_any = False
+        while (pull := next_pull(self.free_slots(), swept, got_any)) is not None:
+            if self._stopping.is_set():
+                return
+            if pull.wait:
+                await self._long_poll(pull.n)
+                return
+            got_any = await self._take_now(pull.priority) > 0 or got_any
+            swept.append(pull.priority)
+
+    async def _take_now(self, priority: str) -> int:
+        """No-wait requests to this priority's consumers (one per model), while slots are free."""
+        pullers = self._by_priority[priority]
+        got = 0
+        for i in range(len(pullers)):
+            p = pullers[(self._rr + i) % len(pullers)]
+            free = self.free_slots()
+            if free <= 0:
+                break
+            if not p.long_polling:  # an open long poll already gets this consumer's messages
+                got += await p.take_now(free)
+        return got
+
+    async def _long_poll(self, free: int) -> None:
+        """Spread the free slots over the normal consumers, starting where we left off."""
+        pullers = self._by_priority["normal"]
+        n = len(pullers)
+        shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
+        for i in range(n):
+            await pullers[(self._rr + i) % n].request(shares[i])
+        self._rr = (self._rr + 1) % n
 
     async def _consumers_empty(self) -> bool:
         assert self.js is not None
@@ -269,49 +350,68 @@ class Worker:
                 JobClaimed(job_id=job.job_id, worker_id=self.id, attempt=attempt, jobs_seq=seq),
                 f"{job.job_id}:claimed:{attempt}",
             )
+            if await self._cancel_requested(job.job_id, ctx):
+                await self._finish(msg, self._cancelled(job, attempt, "cancelled before start"))
+                self.counters.cancelled += 1
+                return
             await self._job_event(
                 JobStarted(job_id=job.job_id, worker_id=self.id, attempt=attempt),
                 f"{job.job_id}:started:{attempt}",
             )
-            t0 = time.perf_counter()
+            await self._run(msg, job, ctx, attempt)
+        finally:
+            keepalive.cancel()
+            self._in_flight.pop(job.job_id, None)
+
+    async def _run(self, msg: Msg, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
+        """Run the backend under the job's timeout and cancel signal; report the outcome."""
+        timeout = job_timeout(job.timeout_s, self.pool)
+        t0 = time.perf_counter()
+        run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
+        self._running[job.job_id] = run
+        try:
             try:
-                result = await self.backend.run(job, ctx)
+                done, _ = await asyncio.wait({run}, timeout=timeout)
+            except asyncio.CancelledError:
+                # Drain grace ran out: stop the backend and hand the job back rather than lose it.
+                run.cancel()
+                await asyncio.wait({run})
+                await msg.nak()
+                raise
+            if not done:
+                run.cancel()
+                await asyncio.wait({run})
+                if not ctx.cancelled.is_set():
+                    self.counters.timed_out += 1
+                    await self._fail(
+                        msg,
+                        job,
+                        attempt,
+                        f"ran past its timeout of {timeout:g} s (job timeout_s "
+                        f"{job.timeout_s}, pool cap {self.pool.job_timeout_cap_s:g} s)",
+                        "timeout",
+                    )
+                    return
+            if ctx.cancelled.is_set():
+                await self._finish(
+                    msg, self._cancelled(job, attempt, self._cancels.get(job.job_id))
+                )
+                self.counters.cancelled += 1
+                return
+            try:
+                result = run.result()
             except TransientError as exc:
                 await self._retry(msg, job, attempt, str(exc))
                 return
             except BackendError as exc:
-                await self._finish(
-                    msg,
-                    JobFailed(
-                        job_id=job.job_id,
-                        worker_id=self.id,
-                        attempt=attempt,
-                        reason=str(exc),
-                        error_type=exc.error_type,
-                    ),
-                )
-                self.counters.failed += 1
+                await self._fail(msg, job, attempt, str(exc), exc.error_type)
                 return
-            except asyncio.CancelledError:
-                # Drain grace ran out: hand the job back rather than lose it.
-                await msg.nak()
-                raise
             except Exception as exc:
                 # A backend bug is not going to fix itself on retry: fail with its message.
                 log.exception(
                     "backend %s raised unexpectedly on job %s", self.backend.name, job.job_id
                 )
-                await self._finish(
-                    msg,
-                    JobFailed(
-                        job_id=job.job_id,
-                        worker_id=self.id,
-                        attempt=attempt,
-                        reason=f"{type(exc).__name__}: {exc}",
-                        error_type="internal",
-                    ),
-                )
-                self.counters.failed += 1
+                await self._fail(msg, job, attempt, f"{type(exc).__name__}: {exc}", "internal")
                 return
             await self._finish(
                 msg,
@@ -326,12 +426,90 @@ class Worker:
             )
             self.counters.completed += 1
         finally:
-            keepalive.cancel()
-            self._in_flight.pop(job.job_id, None)
+            self._running.pop(job.job_id, None)
+
+    async def _fail(
+        self, msg: Msg, job: JobSubmitted, attempt: int, reason: str, error_type: str
+    ) -> None:
+        await self._finish(
+            msg,
+            JobFailed(
+                job_id=job.job_id,
+                worker_id=self.id,
+                attempt=attempt,
+                reason=reason,
+                error_type=error_type,
+            ),
+        )
+        self.counters.failed += 1
+
+    def _cancelled(self, job: JobSubmitted, attempt: int, reason: str | None) -> JobCancelled:
+        return JobCancelled(
+            job_id=job.job_id, worker_id=self.id, attempt=attempt, reason=reason or "cancelled"
+        )
+
+    # -- cancels -------------------------------------------------------------------------
+    async def _listen_for_cancels(self) -> None:
+        """Core-NATS subscription to every job's cancel_requested (stored in JOB_EVENTS too)."""
+        assert self.nc is not None
+        subject = f"{self.settings.subjects.prefix}.job.*.cancel_requested"
+        await self.nc.subscribe(subject, cb=self._on_cancel)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            job_id = self._cancel_target(msg.subject, msg.data)
+        except Exception as exc:  # a bad message must never stop this listener
+            log.info("ignored cancel request on %s: %s", msg.subject, exc)
+            return
+        if job_id is None:
+            return
+        reason = "cancel requested"
+        self._cancels[job_id] = reason
+        while len(self._cancels) > self.CANCELS_KEPT:
+            self._cancels.pop(next(iter(self._cancels)))
+        ctx = self._in_flight.get(job_id)
+        if ctx is not None:
+            ctx.cancelled.set()
+        run = self._running.get(job_id)
+        if run is not None:
+            run.cancel()
+
+    def _cancel_target(self, subject: str, data: bytes) -> str | None:
+        """The job a cancel request names, or None when the message is not a valid request."""
+        job_id, _ = self.settings.subjects.parse_job_event(subject)
+        try:
+            event = decode(data).event
+        except InvalidEvent as exc:
+            log.info("ignored invalid cancel request on %s: %s", subject, exc.reason)
+            return None
+        if not isinstance(event, JobCancelRequested) or event.job_id != job_id:
+            log.info("ignored a message on %s that is not this job's cancel request", subject)
+            return None
+        return job_id
+
+    async def _cancel_requested(self, job_id: str, ctx: RunContext) -> bool:
+        """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS."""
+        if ctx.cancelled.is_set() or job_id in self._cancels:
+            return True
+        assert self.js is not None
+        subject = self.settings.subjects.job_event(job_id, "cancel_requested")
+        try:
+            stored = await self.js.get_last_msg(
+                self.settings.streams.job_events, subject, direct=True
+            )
+        except NotFoundError:
+            return False
+        except Exception as exc:  # NATS slow or away: run the job rather than stall it
+            log.info("could not check job %s for a cancel request: %s", job_id, exc)
+            return False
+        try:
+            return self._cancel_target(subject, stored.data or b"") is not None
+        except Exception:
+            return False
 
     async def _keep_alive(self, msg: Msg) -> None:
         """+WPI every ack_wait/3, so a long job is not redelivered while this worker lives."""
-        period = max(self.pool.ack_wait_s / 3, 0.05)
+        period = keepalive_period(self.pool.ack_wait_s)
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(Exception):
@@ -342,12 +520,26 @@ class Worker:
         job_id: str = event.job_id  # type: ignore[attr-defined]
         name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         subject = self.settings.subjects.job_event(job_id, name)
-        data = encode(event, source=self.source, id=f"{job_id}:terminal")
+        msg_id = terminal_msg_id(job_id)
+        data = encode(event, source=self.source, id=msg_id)
         for attempt in range(5):
             try:
                 assert self.js is not None
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": f"{job_id}:terminal"})
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
                 break
+            except MaxPayloadError:
+                # The outcome itself is too big to store: record that, not a retry loop.
+                if not isinstance(event, JobCompleted):
+                    raise
+                event = JobFailed(
+                    job_id=job_id,
+                    worker_id=event.worker_id,
+                    attempt=event.attempt,
+                    reason=f"the output ({len(data)} bytes) exceeds the NATS max_payload",
+                    error_type="output_too_large",
+                )
+                subject = self.settings.subjects.job_event(job_id, "failed")
+                data = encode(event, source=self.source, id=msg_id)
             except Exception as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
                 log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
@@ -357,15 +549,25 @@ class Worker:
         await msg.ack()
 
     async def _retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
-        delay = self.pool.retry_delay(attempt)
+        decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
+        if isinstance(decision, GiveUp):
+            # The last delivery: nak now so JetStream's max-deliveries advisory fires at once and
+            # the dead-letter watchers publish `dead`.
+            log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
+            await msg.nak()
+            return
         await self._job_event(
             JobRetrying(
-                job_id=job.job_id, worker_id=self.id, attempt=attempt, reason=reason, delay_s=delay
+                job_id=job.job_id,
+                worker_id=self.id,
+                attempt=attempt,
+                reason=reason,
+                delay_s=decision.delay_s,
             ),
             f"{job.job_id}:retrying:{attempt}",
         )
-        await msg.nak(delay=delay)
+        await msg.nak(delay=decision.delay_s)
 
     async def _reject(self, msg: Msg, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""
