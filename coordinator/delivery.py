@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.pools import PoolConfig
+from events import JobCancelRequested, Subjects, encode
 
 PRIORITIES = ("high", "normal", "low")
 
@@ -117,3 +118,19 @@ def dead_reason(deliveries: int, last_error: str | None = None) -> str:
 def terminal_msg_id(job_id: str) -> str:
     """Nats-Msg-Id of every terminal event of a job: JetStream keeps the first, drops the rest."""
     return f"{job_id}:terminal"
+
+
+# -- cancels -----------------------------------------------------------------------------------
+def cancel_request(
+    subjects: Subjects, job_id: str, reason: str | None, requested_by: str
+) -> tuple[str, bytes, str]:
+    """(subject, body, Nats-Msg-Id) of a job's cancel request, as every publisher sends it
+    (`jetgrid cancel`, the gateway's DELETE /v1/jobs/{id}): one request per job, however
+    often it is asked for."""
+    event = JobCancelRequested(job_id=job_id, reason=reason, requested_by=requested_by)
+    msg_id = f"{job_id}:cancel_requested"
+    return (
+        subjects.job_event(job_id, "cancel_requested"),
+        encode(event, source=f"jetgrid/{requested_by}", id=msg_id),
+        msg_id,
+    )

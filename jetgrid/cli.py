@@ -104,8 +104,19 @@ def main() -> None:
     "--model", "models", multiple=True, help="Model the workers serve (repeatable). [default echo]"
 )
 @click.option("--concurrency", default=4, show_default=True, help="Jobs each worker runs at once.")
+@click.option(
+    "--cluster",
+    type=click.IntRange(1, 7),
+    default=1,
+    show_default=True,
+    help="Run a JetStream cluster of this many nats-server nodes on loopback (client ports "
+    "--nats-port and the next ones); streams get that many replicas unless "
+    "JETGRID_STREAM_REPLICAS says otherwise.",
+)
 @run_async
-async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any) -> None:
+async def up(
+    pool: str, models: tuple[str, ...], concurrency: int, cluster: int, **flags: Any
+) -> None:
     """Run jetgrid on this machine: NATS, a gateway and echo workers, in the foreground.
 
     Starts a supervised nats-server (JetStream on, ./nats.conf, store under --data-dir) unless
@@ -116,6 +127,8 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
     from jetgrid.embedded import UpOptions, run_up
 
     start_nats = flags.get("nats_url") is None and "JETGRID_NATS_URL" not in os.environ
+    if cluster > 1 and "JETGRID_STREAM_REPLICAS" not in os.environ:
+        flags["stream_replicas"] = min(cluster, 5)
     settings = _settings(**flags)
     _logging(settings)
     await run_up(
@@ -125,6 +138,7 @@ async def up(pool: str, models: tuple[str, ...], concurrency: int, **flags: Any)
             models=models or ("echo",),
             concurrency=concurrency,
             start_nats=start_nats,
+            cluster=cluster,
         ),
         echo=click.echo,
     )
@@ -263,7 +277,7 @@ async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID). Idempotent."""
     from coordinator.connect import connect
     from coordinator.provision import provision_streams
-    from events import stream_specs
+    from events import dead_letter_spec, stream_specs
 
     settings = _settings(**flags)
     _logging(settings)
@@ -271,12 +285,19 @@ async def provision(update: bool, **flags: Any) -> None:
     try:
         report = await provision_streams(
             nc.jetstream(),
-            stream_specs(
-                settings.subjects,
-                settings.streams,
-                replicas=settings.stream_replicas,
-                duplicate_window_s=settings.duplicate_window_s,
-            ),
+            [
+                *stream_specs(
+                    settings.subjects,
+                    settings.streams,
+                    replicas=settings.stream_replicas,
+                    duplicate_window_s=settings.duplicate_window_s,
+                ),
+                dead_letter_spec(
+                    settings.streams,
+                    replicas=settings.stream_replicas,
+                    duplicate_window_s=settings.duplicate_window_s,
+                ),
+            ],
             update=update,
         )
     finally:
@@ -418,6 +439,11 @@ def model_token(model: str) -> None:
 
 
 # Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
+from jetgrid.cmd_cancel import cancel  # noqa: E402
+from jetgrid.cmd_deadletter import deadletter  # noqa: E402
+
+main.add_command(cancel)
+main.add_command(deadletter)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.connect import connect
-from coordinator.provision import provision_streams
+from coordinator.provision import provision_streams, wait_for_jetstream
 from coordinator.settings import Settings
-from events import ConfigError, stream_specs
+from events import ConfigError, dead_letter_spec, stream_specs
 from gateway.server import make_server
-from jetgrid.natsserver import NatsServer, port_free
+from jetgrid.natsserver import NatsCluster, NatsServer, port_free
 from worker.agent import Worker, WorkerOptions, default_worker_id
 from worker.backends import EchoBackend
+from worker.deadletter import watch_dead_letters
 
 log = logging.getLogger("jetgrid.up")
 
@@ -27,13 +28,21 @@ class UpOptions:
     models: tuple[str, ...] = ("echo",)
     concurrency: int = 4
     start_nats: bool = True
+    cluster: int = 1  # >1: a JetStream cluster of this many nodes on loopback
 
 
-def check_ports(settings: Settings, start_nats: bool) -> None:
+def cluster_ports(settings: Settings, size: int) -> list[int]:
+    """Client ports of a `size`-node cluster: --nats-port and the ones after it."""
+    base = settings.nats_port
+    return [base + i if base else 0 for i in range(size)]
+
+
+def check_ports(settings: Settings, start_nats: bool, cluster: int = 1) -> None:
     """Fail early, in plain words, if a port we need is taken."""
     wanted = [("gateway", settings.gateway_host, settings.gateway_port, "--gateway-port")]
     if start_nats:
-        wanted.append(("NATS", settings.nats_host, settings.nats_port, "--nats-port"))
+        for port in cluster_ports(settings, cluster):
+            wanted.append(("NATS", settings.nats_host, port, "--nats-port"))
     for what, host, port, flag in wanted:
         if not port_free(host, port):
             raise ConfigError(
@@ -51,9 +60,21 @@ async def run_up(
     settings: Settings, options: UpOptions, echo: Callable[[str], None] = print
 ) -> None:
     """Start everything, print where it is, run until SIGINT/SIGTERM, stop in order."""
-    check_ports(settings, options.start_nats)
-    server: NatsServer | None = None
-    if options.start_nats:
+    check_ports(settings, options.start_nats, options.cluster)
+    server: NatsServer | NatsCluster | None = None
+    if options.start_nats and options.cluster > 1:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        server = NatsCluster(
+            settings.data_dir / "nats-cluster",
+            size=options.cluster,
+            conf=settings.nats_conf,
+            host=settings.nats_host,
+            ports=cluster_ports(settings, options.cluster),
+            log_dir=settings.data_dir,
+        )
+        await asyncio.to_thread(server.start)
+        settings = settings.replace(nats_url=server.url)
+    elif options.start_nats:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         server = NatsServer(
             settings.data_dir / "nats",
@@ -71,14 +92,22 @@ async def run_up(
     try:
         nc = await connect(settings, name="jetgrid-up-provision")
         try:
+            await wait_for_jetstream(nc.jetstream())
             report = await provision_streams(
                 nc.jetstream(),
-                stream_specs(
-                    settings.subjects,
-                    settings.streams,
-                    replicas=settings.stream_replicas,
-                    duplicate_window_s=settings.duplicate_window_s,
-                ),
+                [
+                    *stream_specs(
+                        settings.subjects,
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                    dead_letter_spec(
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                ],
             )
         finally:
             await nc.close()
@@ -102,6 +131,10 @@ async def run_up(
             for i in range(settings.workers)
         ]
         worker_tasks = [asyncio.create_task(w.run(), name=w.id) for w in workers]
+        if not workers:  # workers watch dead letters; without any, run a watcher of our own
+            worker_tasks.append(
+                asyncio.create_task(watch_dead_letters(settings, stop), name="deadletter")
+            )
 
         def _crashed(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
@@ -117,6 +150,10 @@ async def run_up(
         if gateway_task.done():
             gateway_task.result()  # raises what stopped it
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
+        if options.cluster > 1:
+            echo(
+                f"  cluster  {options.cluster} JetStream nodes, streams R{settings.stream_replicas}"
+            )
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
         echo(
