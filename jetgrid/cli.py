@@ -194,6 +194,12 @@ async def up(
     show_default=True,
     help="On SIGTERM, seconds to finish held jobs before handing them back.",
 )
+@click.option(
+    "--dead-letters/--no-dead-letters",
+    default=True,
+    show_default=True,
+    help="Also watch for jobs JetStream gave up on and mark them dead (any number may watch).",
+)
 @run_async
 async def worker(
     pool: str,
@@ -205,6 +211,7 @@ async def worker(
     echo_token_delay: float,
     burst: bool,
     drain_grace: float,
+    dead_letters: bool,
     **flags: Any,
 ) -> None:
     """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
@@ -227,6 +234,7 @@ async def worker(
             concurrency=concurrency,
             burst=burst,
             drain_grace_s=drain_grace,
+            dead_letters=dead_letters,
         ),
         EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay),
     )
