@@ -310,9 +310,17 @@ class Worker:
         return True
 
     def _on_message(self, msg: Msg) -> None:
-        task = asyncio.create_task(self._handle(msg))
+        if self._stopping.is_set():
+            # A pull request sent before draining began can still deliver: hand it straight back.
+            task = asyncio.create_task(self._hand_back(msg))
+        else:
+            task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    async def _hand_back(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.nak()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
