@@ -175,3 +175,42 @@ class Kit:
 @pytest.fixture
 def kit() -> type[Kit]:
     return Kit
+
+
+@pytest.fixture
+def own_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A nats-server of this test's own (fixed free port, temp store), so it can be restarted."""
+    from jetgrid.natsserver import NatsServer, free_port
+
+    server = NatsServer(
+        tmp_path / "store", port=free_port(), log_file=tmp_path / "nats-server.log"
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real 3-node JetStream cluster on loopback, shared by the tests of this directory."""
+    from jetgrid.natsserver import NatsCluster
+
+    base = tmp_path_factory.mktemp("cluster")
+    c = NatsCluster(base, size=3, log_dir=base).start()
+    yield c
+    c.stop()
+
+
+async def run_gateway(s: Settings):  # type: ignore[no-untyped-def]
+    """The gateway under uvicorn on a free port: (server, task, base URL)."""
+    from gateway.server import make_server
+
+    server = make_server(s.replace(gateway_port=0))
+    task = asyncio.create_task(server.serve())
+    await until(lambda: server.started or task.done(), timeout=15)
+    if task.done():
+        task.result()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, task, f"http://127.0.0.1:{port}"
+
+
+Kit.run_gateway = staticmethod(run_gateway)  # type: ignore[attr-defined]
