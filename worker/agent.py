@@ -106,6 +106,7 @@ class Counters:
     pings: int = 0
     cancelled: int = 0
     timed_out: int = 0
+    duplicates: int = 0  # terminal events the stream dropped: another worker reported first
 
 
 class Worker:
@@ -158,7 +159,7 @@ class Worker:
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
             f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
-            f"cancelled={c.cancelled} timed_out={c.timed_out}>"
+            f"cancelled={c.cancelled} timed_out={c.timed_out} duplicates={c.duplicates}>"
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -533,7 +534,9 @@ class Worker:
         for attempt in range(5):
             try:
                 assert self.js is not None
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+                ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+                if ack.duplicate:
+                    self.counters.duplicates += 1
                 break
             except MaxPayloadError:
                 # The outcome itself is too big to store: record that, not a retry loop.

@@ -142,7 +142,6 @@ async def test_priority_jobs_reach_an_idle_pool(kit, streams, nc, start_worker, 
     assert all(outcomes.terminal(j)[0].type == "jetgrid.job.completed" for j in ("j0", "j1"))
 
 
-@pytest.mark.slow
 async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_path, procs):
     s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
     js = nc.jetstream()
@@ -170,7 +169,6 @@ async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_p
     assert b"completed=1" in out
 
 
-@pytest.mark.slow
 async def test_a_drain_past_its_grace_hands_the_job_back(
     kit, streams, nc, start_worker, outcomes, tmp_path, procs
 ) -> None:

@@ -29,7 +29,6 @@ async def test_a_long_job_is_not_redelivered_while_its_worker_lives(
     assert info.config.ack_wait == 1.0 and info.num_redelivered == 0
 
 
-@pytest.mark.slow
 async def test_a_worker_killed_mid_job_loses_nothing(
     kit, streams, nc, start_worker, outcomes, tmp_path, procs
 ) -> None:

@@ -58,7 +58,6 @@ async def submit(kit, js, s, j) -> int:  # type: ignore[no-untyped-def]
     return await publish_retrying(js, subject, encode(j, source="test", id=j.job_id), j.job_id)
 
 
-@pytest.mark.slow
 async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp_path) -> None:
     s = own_settings(own_server.url, tmp_path).replace(
         pools_file=kit.write_pools(tmp_path / "p.toml", max_deliver=2, backoff_s=[0.1])
