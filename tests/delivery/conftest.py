@@ -143,18 +143,27 @@ async def count_subjects(js: JetStreamContext, stream: str, subject: str) -> dic
 
 
 async def until(cond: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> None:
-    """Wait until `cond()` (sync or async) is truthy."""
+    """Wait until `cond()` (sync or async) is truthy. An error from `cond` (NATS failing over,
+    say) counts as "not yet"; the last one is reported if time runs out."""
+    last: list[BaseException] = []
 
     async def loop() -> None:
         while True:
-            r = cond()
-            if asyncio.iscoroutine(r):
-                r = await r
+            try:
+                r = cond()
+                if asyncio.iscoroutine(r):
+                    r = await r
+            except Exception as exc:
+                last[:] = [exc]
+                r = False
             if r:
                 return
             await asyncio.sleep(every)
 
-    await asyncio.wait_for(loop(), timeout)
+    try:
+        await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {timeout} s (last error: {last})") from None
 
 
 class Kit:
