@@ -65,6 +65,7 @@ async def publish_retrying(js, subject: str, body: bytes, msg_id: str) -> int:  
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.slow
 async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cluster, tmp_path):
     s = await cluster_settings(cluster, tmp_path)
     nc = await connect(s, name="client")
