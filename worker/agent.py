@@ -236,7 +236,16 @@ class Worker:
 
         assert self.nc is not None
         watcher = DeadLetterWatcher(self.settings, self.nc, name=f"worker/{self.id}/deadletter")
-        return asyncio.create_task(watcher.run(), name=f"deadletter-{self.id}")
+
+        async def watch() -> None:
+            try:
+                await watcher.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. not permitted here: the job path must carry on
+                log.warning("dead-letter watcher stopped: %s; run `jetgrid deadletter`", exc)
+
+        return asyncio.create_task(watch(), name=f"deadletter-{self.id}")
 
     async def _drain(self) -> None:
         await self._publish_event(WorkerDraining(worker_id=self.id, reason="stopping"), wait=True)
