@@ -323,7 +323,14 @@ async def provision(update: bool, **flags: Any) -> None:
     default=None,
     help="Subject prefix. [env JETGRID_SUBJECT_PREFIX; default jetgrid]",
 )
-def subject(pool: str, model: str, subject_prefix: str | None) -> None:
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Priority queue (normal has no priority token).",
+)
+def subject(pool: str, model: str, subject_prefix: str | None, priority: str) -> None:
     """Print the NATS subject that submits a job for MODEL to POOL.
 
     Model names are encoded into one subject token: letters, digits and '-' stay, every other
@@ -331,7 +338,7 @@ def subject(pool: str, model: str, subject_prefix: str | None) -> None:
     """
     try:
         prefix = subject_prefix or _settings().subject_prefix
-        click.echo(Subjects(prefix).submit(pool, model))
+        click.echo(Subjects(prefix).submit(pool, model, priority))
     except JetgridError as exc:
         raise click.ClickException(str(exc)) from exc
 

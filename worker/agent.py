@@ -377,6 +377,11 @@ class Worker:
                 f"{job.job_id}:started:{attempt}",
             )
             await self._run(msg, job, ctx, attempt)
+        except asyncio.CancelledError:
+            # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
         finally:
             keepalive.cancel()
             self._in_flight.pop(job.job_id, None)
@@ -391,10 +396,8 @@ class Worker:
             try:
                 done, _ = await asyncio.wait({run}, timeout=timeout)
             except asyncio.CancelledError:
-                # Drain grace ran out: stop the backend and hand the job back rather than lose it.
-                run.cancel()
+                run.cancel()  # drain grace ran out: stop the backend (_handle hands the job back)
                 await asyncio.wait({run})
-                await msg.nak()
                 raise
             if not done:
                 run.cancel()

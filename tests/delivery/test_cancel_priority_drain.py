@@ -185,3 +185,25 @@ async def test_a_drain_past_its_grace_hands_the_job_back(
     await outcomes.wait_terminal("j1", timeout=20)
     done = outcomes.terminal("j1")[0].event
     assert (done.worker_id, done.attempt) == ("heir", 2)
+
+
+async def test_the_gateway_submits_on_the_priority_subject(gateway, start_worker) -> None:
+    import httpx
+
+    await start_worker()
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        r = await http.post(
+            "/v1/jobs?wait=10", json={"model": "echo", "prompt": "hi", "priority": "high"}
+        )
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    assert r.json()["subject"].endswith(".jobs.standard.echo.high")
+    assert r.json()["priority"] == "high"
+
+
+def test_the_subject_command_prints_priority_subjects() -> None:
+    from click.testing import CliRunner
+
+    from jetgrid.cli import main
+
+    args = ["subject", "--pool", "fast", "--model", "m", "--priority", "low"]
+    assert CliRunner().invoke(main, args).output.strip() == "jetgrid.jobs.fast.m.low"
