@@ -1,13 +1,15 @@
 """The worker agent: register, ping, pull jobs for its (pool, model)s, run them, report.
 
-Per job: decode (a bad message goes to the invalid stream and is terminated), publish `claimed`
-and `started`, run the backend with an in-progress ack every ack_wait/3, then store the terminal
-event (`completed` or `failed`, with ``Nats-Msg-Id: <job>:terminal``) and only then ack. A
-transient failure publishes `retrying` and naks with backoff. `claimed`, `started` and
-`retrying` are published without waiting for the stream's ack (they are stored all the same, in
-order, on the same connection); the terminal event is awaited, because the ack depends on it.
+Per job: decode (a bad message goes to the invalid stream and is terminated), publish `claimed`,
+skip it if a cancel was requested, publish `started`, run the backend under the job's timeout
+with an in-progress ack every ack_wait/3, then store the terminal event (`completed`, `failed`
+or `cancelled`, with ``Nats-Msg-Id: <job>:terminal``) and only then ack. A transient failure
+publishes `retrying` and naks with the pool's backoff; on the last delivery it naks at once so
+JetStream's max-deliveries advisory makes the job `dead` (worker/deadletter.py). `claimed`,
+`started` and `retrying` are published without waiting for the stream's ack (they are stored all
+the same, in order, on the same connection); the terminal event is awaited, because the ack
+depends on it. Pulls sweep the priority consumers highest first (coordinator.delivery.next_pull).
 """
-
 from __future__ import annotations
 
 import asyncio
