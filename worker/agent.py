@@ -10,6 +10,7 @@ JetStream's max-deliveries advisory makes the job `dead` (worker/deadletter.py).
 the same, in order, on the same connection); the terminal event is awaited, because the ack
 depends on it. Pulls sweep the priority consumers highest first (coordinator.delivery.next_pull).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -222,9 +223,7 @@ class Worker:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await watcher
-            await self._publish_event(
-                WorkerDeregistered(worker_id=self.id, reason="stopped"), wait=True
-            )
+            await self._publish_leaving(WorkerDeregistered(worker_id=self.id, reason="stopped"))
         finally:
             for p in self._pullers:
                 await p.stop()
@@ -250,7 +249,7 @@ class Worker:
         return asyncio.create_task(watch(), name=f"deadletter-{self.id}")
 
     async def _drain(self) -> None:
-        await self._publish_event(WorkerDraining(worker_id=self.id, reason="stopping"), wait=True)
+        await self._publish_leaving(WorkerDraining(worker_id=self.id, reason="stopping"))
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_grace_s)
             for task in pending:  # past the grace period: the job goes back to the pool
@@ -639,6 +638,21 @@ class Worker:
             await self.js.publish(subject, data, headers=headers)
         else:
             await self.nc.publish(subject, data, headers=headers)
+
+    async def _publish_leaving(self, event: Event, within_s: float = 15.0) -> None:
+        """Store `draining` / `deregistered`, riding out a NATS failover (same Msg-Id on every
+        try); if NATS stays away, log it and leave anyway: the missing pings tell the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            try:
+                await self._publish_event(event, wait=True)
+                return
+            except Exception as exc:
+                if loop.time() > deadline:
+                    log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
+                    return
+                await asyncio.sleep(0.5)
 
     def _registered(self) -> WorkerRegistered:
         return WorkerRegistered(
