@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,9 +194,13 @@ class Worker:
         self.nc = await connect(self.settings, name=f"jetgrid-worker-{self.id}")
         self.js = self.nc.jetstream()
         try:
-            await self._publish_event(self._registered(), wait=True)
+            await self._patiently(
+                lambda: self._publish_event(self._registered(), wait=True), "register"
+            )
             for spec in self.specs:
-                await ensure_consumer(self.js, spec)
+                await self._patiently(
+                    lambda spec=spec: ensure_consumer(self.js, spec), f"bind {spec.name}"
+                )
                 puller = Puller(
                     self.nc,
                     spec.stream,
@@ -639,19 +643,30 @@ class Worker:
         else:
             await self.nc.publish(subject, data, headers=headers)
 
-    async def _publish_leaving(self, event: Event, within_s: float = 15.0) -> None:
-        """Store `draining` / `deregistered`, riding out a NATS failover (same Msg-Id on every
-        try); if NATS stays away, log it and leave anyway: the missing pings tell the rest."""
+    async def _publish_leaving(self, event: Event) -> None:
+        """Store `draining` / `deregistered`; if NATS stays away, log it and leave anyway (the
+        missing pings tell the rest)."""
+        try:
+            await self._patiently(lambda: self._publish_event(event, wait=True), "say goodbye")
+        except Exception as exc:
+            log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
+
+    async def _patiently(
+        self, op: Callable[[], Awaitable[Any]], what: str, within_s: float = 30.0
+    ) -> None:
+        """Run `op`, retrying while NATS fails over (a stream leader election takes seconds);
+        raise its last error after `within_s`. Every op here is idempotent (Msg-Id, or a
+        create-if-missing)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         while True:
             try:
-                await self._publish_event(event, wait=True)
+                await op()
                 return
             except Exception as exc:
                 if loop.time() > deadline:
-                    log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
-                    return
+                    raise
+                log.info("could not %s yet (%s); retrying", what, exc)
                 await asyncio.sleep(0.5)
 
     def _registered(self) -> WorkerRegistered:

@@ -186,11 +186,13 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
     # stop the survivors cleanly so they report what they suppressed
     duplicates = 0
     for p in workers.values():
-        p.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        if p.returncode is None:  # type: ignore[attr-defined]
+            p.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
     for p in workers.values():
         out, _ = await asyncio.wait_for(p.communicate(), 30)  # type: ignore[attr-defined]
         m = re.search(rb"duplicates=(\d+)", out)
         duplicates += int(m.group(1)) if m else 0
+        assert p.returncode == 0, out.decode()[-2000:]  # type: ignore[attr-defined]
 
     views = await kit.job_views(js, s)
     events = await kit.read_stream(js, s.streams.job_events)
