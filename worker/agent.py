@@ -36,6 +36,7 @@ from coordinator.delivery import (
     PRIORITIES,
     GiveUp,
     after_transient,
+    dead_reason,
     job_timeout,
     keepalive_period,
     next_pull,
@@ -53,6 +54,7 @@ from events import (
     JobCancelRequested,
     JobClaimed,
     JobCompleted,
+    JobDead,
     JobFailed,
     JobRetrying,
     JobStarted,
@@ -543,6 +545,14 @@ class Worker:
 
     async def _finish(self, msg: Msg, event: Event) -> None:
         """Store the terminal event (deduplicated per job), then ack the submission."""
+        if await self._store_terminal(event):
+            await msg.ack()
+        else:
+            await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
+
+    async def _store_terminal(self, event: Event) -> bool:
+        """Publish a terminal event with ``Nats-Msg-Id: <job>:terminal``; False if NATS stayed
+        away through five tries."""
         job_id: str = event.job_id  # type: ignore[attr-defined]
         name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         subject = self.settings.subjects.job_event(job_id, name)
@@ -572,17 +582,27 @@ class Worker:
                 log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
         else:
-            await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
-            return
-        await msg.ack()
+            return False
+        return True
 
     async def _retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
         decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
         if isinstance(decision, GiveUp):
-            # The last delivery: nak now so JetStream's max-deliveries advisory fires at once and
-            # the dead-letter watchers publish `dead`.
+            # The last delivery. This worker knows the job is dead, so it says so (with the real
+            # last error); it also naks, so JetStream's max-deliveries advisory fires and the
+            # dead-letter watchers publish the same `dead` (dropped as a duplicate). Either one
+            # suffices: an advisory can be lost while its stream fails over, and a worker that
+            # crashes on the last delivery leaves only the advisory.
             log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
+            await self._store_terminal(
+                JobDead(
+                    job_id=job.job_id,
+                    attempts=attempt,
+                    jobs_seq=msg.metadata.sequence.stream,
+                    reason=dead_reason(attempt, reason),
+                )
+            )
             await msg.nak()
             return
         await self._job_event(

@@ -59,15 +59,24 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-async def spawn_worker(s: Settings, worker_id: str, *args: str) -> asyncio.subprocess.Process:
-    """`jetgrid worker` as its own process (so it can be SIGKILLed or SIGTERMed)."""
-    return await asyncio.create_subprocess_exec(
-        JETGRID, "worker", "--pool", "standard", "--model", "echo", "--worker-id", worker_id,
-        *args,
-        env=worker_env(s),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+async def spawn_worker(
+    s: Settings, worker_id: str, *args: str, log: Path | None = None
+) -> asyncio.subprocess.Process:
+    """`jetgrid worker` as its own process (so it can be SIGKILLed or SIGTERMed). Its output
+    goes to a pipe, or to `log` for long runs (a pipe nobody reads fills up and blocks it)."""
+    # a small local file opened once per process start; not worth a thread
+    out = open(log, "ab") if log else asyncio.subprocess.PIPE  # noqa: ASYNC230
+    try:
+        return await asyncio.create_subprocess_exec(
+            JETGRID, "worker", "--pool", "standard", "--model", "echo", "--worker-id", worker_id,
+            *args,
+            env=worker_env(s),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture

