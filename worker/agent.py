@@ -667,7 +667,9 @@ class Worker:
         """Store `draining` / `deregistered`; if NATS stays away, log it and leave anyway (the
         missing pings tell the rest)."""
         try:
-            await self._patiently(lambda: self._publish_event(event, wait=True), "say goodbye")
+            await self._patiently(
+                lambda: self._publish_event(event, wait=True), "say goodbye", within_s=10.0
+            )
         except Exception as exc:
             log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
 
