@@ -1,4 +1,10 @@
-"""Pool consumers as plain data: one durable pull consumer per (pool, model), shared by workers."""
+"""Pool consumers as plain data: durable pull consumers per (pool, model), shared by workers.
+
+Each (pool, model) has one consumer per priority: ``pool-<pool>-<model-token>`` for normal (the
+original four-token submission subject) and ``pool-<pool>-<model-token>_high`` / ``_low`` for the
+priority subjects. A model token never contains ``_h`` or ``_l`` (``_`` is always followed by two
+upper-case hex digits), so the names cannot collide.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ class ConsumerSpec:
     max_deliver: int
     max_ack_pending: int
     backoff_s: tuple[float, ...] = ()
+    priority: str = "normal"
 
 
-def consumer_name(pool: str, model: str) -> str:
+def consumer_name(pool: str, model: str, priority: str = "normal") -> str:
     """Durable name of the (pool, model) consumer, e.g. ``pool-standard-llama3_2E2_3A1b``."""
-    return f"pool-{pool}-{encode_model(model)}"
+    base = f"pool-{pool}-{encode_model(model)}"
+    return base if priority == "normal" else f"{base}_{priority}"
 
 
 def pool_consumer(
@@ -35,13 +43,15 @@ def pool_consumer(
     max_deliver: int,
     max_ack_pending: int,
     backoff_s: tuple[float, ...] = (),
+    priority: str = "normal",
 ) -> ConsumerSpec:
     return ConsumerSpec(
         stream=stream,
-        name=consumer_name(pool, model),
-        filter_subject=subjects.submit(pool, model),
+        name=consumer_name(pool, model, priority),
+        filter_subject=subjects.submit(pool, model, priority),
         ack_wait_s=ack_wait_s,
         max_deliver=max_deliver,
         max_ack_pending=max_ack_pending,
         backoff_s=backoff_s,
+        priority=priority,
     )

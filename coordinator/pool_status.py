@@ -260,7 +260,30 @@ async def read_backlogs(js: Any, settings: Any) -> list[Backlog]:
         except InvalidSubject:
             continue
         out.append(await _backlog_from(js, info, pool, model))
-    return out
+    return merge_priorities(out)
+
+
+def merge_priorities(backlogs: list[Backlog]) -> list[Backlog]:
+    """One row per (pool, model): its high, normal and low consumers added up (the oldest wait
+    is the oldest of the three; the consumer named is the normal one)."""
+    merged: dict[tuple[str, str], Backlog] = {}
+    for b in backlogs:
+        key = (b.pool, b.model)
+        have = merged.get(key)
+        if have is None:
+            merged[key] = b
+            continue
+        oldest = [t for t in (have.oldest_ts, b.oldest_ts) if t is not None]
+        merged[key] = Backlog(
+            pool=b.pool,
+            model=b.model,
+            consumer=min(have.consumer, b.consumer, key=len),
+            pending=have.pending + b.pending,
+            running=have.running + b.running,
+            waiting_pulls=have.waiting_pulls + b.waiting_pulls,
+            oldest_ts=min(oldest) if oldest else None,
+        )
+    return list(merged.values())
 
 
 async def read_workers(js: Any, settings: Any) -> list[WorkerView]:

@@ -7,6 +7,7 @@ The comparison is pure (`stream_drift`, `consumer_drift`); only `provision_strea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,22 @@ class ProvisionReport:
                 out.append(f"updated stream {name}: {k} {old!r} -> {new!r}")
         out += [f"stream {n} is up to date" for n in self.unchanged]
         return out
+
+
+async def wait_for_jetstream(js: JetStreamContext, within_s: float = 30.0) -> None:
+    """Wait until JetStream answers (a fresh cluster first elects its meta leader)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            await js.account_info()
+            return
+        except Exception as exc:
+            if loop.time() > deadline:
+                raise ProvisioningError(
+                    f"JetStream did not answer within {within_s:g} s: {exc}."
+                ) from exc
+            await asyncio.sleep(0.25)
 
 
 async def provision_streams(

@@ -31,7 +31,11 @@ import re
 from dataclasses import dataclass
 
 from coordinator.consumers import consumer_name
-from events import INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
+from events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
+from events.subjects import PRIORITIES
+
+# The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
+DEAD_LETTER_CONSUMER = "deadletter"
 
 ADMIN = "admin"
 GATEWAY = "gateway"
@@ -152,20 +156,47 @@ def _read_stream(stream: str) -> list[str]:
 
 
 def _pool_consumers(d: Deployment, user: User) -> list[str]:
-    """Pull, ack, info and create on pool consumers of JOBS (all, or only those it serves)."""
+    """Pull, ack, info and create on pool consumers of JOBS (all, or only those it serves, at
+    every priority)."""
     jobs = d.stream(JOBS)
     p = d.subject_prefix
-    names = [consumer_name(pool, model) for pool, model in user.serves] or ["*"]
+    names = [
+        consumer_name(pool, model, priority)
+        for pool, model in user.serves
+        for priority in PRIORITIES
+    ] or ["*"]
     out: list[str] = []
     for name in names:
         out += [
             f"{API}.CONSUMER.INFO.{jobs}.{name}",
             f"{API}.CONSUMER.MSG.NEXT.{jobs}.{name}",
             f"$JS.ACK.{jobs}.{name}.>",
-            # Create (never delete) the consumer, only with a submission-subject filter.
+            # Create (never delete) the consumer, only with a submission-subject filter
+            # (normal priority: four tokens; high and low: a fifth, the priority).
             f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*",
+            f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*.*",
         ]
     return out
+
+
+def _direct_get(stream: str) -> list[str]:
+    """Read single messages of a stream (by sequence or last by subject), nothing else."""
+    return [f"{API}.DIRECT.GET.{stream}", f"{API}.DIRECT.GET.{stream}.>",
+            f"{API}.STREAM.MSG.GET.{stream}"]  # fmt: skip
+
+
+def _dead_letters(d: Deployment) -> list[str]:
+    """Run a dead-letter watcher: the DEAD_LETTERS stream's info and its shared `deadletter`
+    consumer (create if missing, pull, ack)."""
+    dl = d.stream(DEAD_LETTERS)
+    return [
+        f"{API}.STREAM.INFO.{dl}",
+        f"{API}.CONSUMER.INFO.{dl}.{DEAD_LETTER_CONSUMER}",
+        f"{API}.CONSUMER.CREATE.{dl}.{DEAD_LETTER_CONSUMER}",
+        f"{API}.CONSUMER.DURABLE.CREATE.{dl}.{DEAD_LETTER_CONSUMER}",
+        f"{API}.CONSUMER.MSG.NEXT.{dl}.{DEAD_LETTER_CONSUMER}",
+        f"$JS.ACK.{dl}.{DEAD_LETTER_CONSUMER}.>",
+    ]
 
 
 def permissions(user: User, d: Deployment) -> Permissions | None:
@@ -175,14 +206,18 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
     jobs, events, workers, invalid = (d.stream(s) for s in (JOBS, JOB_EVENTS, WORKERS, INVALID))
     advisory = f"{MAX_DELIVERIES_ADVISORY}.{jobs}.*"
     tiers_read = _read_stream(d.tiers_stream)
-    submit = f"{p}.jobs.*.*"
-    python_deny = () if user.role in d.python_submitters else (f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}",)
+    submit = (f"{p}.jobs.*.*", f"{p}.jobs.*.*.*")  # normal, and high/low with a priority token
+    python_deny = (
+        ()
+        if user.role in d.python_submitters
+        else (f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}", f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}.*")
+    )
     if user.role == ADMIN:
         return None
     if user.role == GATEWAY:
         return Permissions(
             publish=(
-                submit,
+                *submit,
                 f"{p}.job.*.cancel_requested",
                 f"{p}.job.*.dead",
                 f"{API}.INFO",
@@ -214,13 +249,14 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(workers),
                 *_read_stream(invalid),
                 *tiers_read,
+                *_dead_letters(d),  # `jetgrid up` without workers runs its watcher as projector
             ),
             subscribe=(inbox, advisory),
         )
     if user.role == CLIENT:
         return Permissions(
             publish=(
-                submit,
+                *submit,
                 f"{p}.job.*.cancel_requested",
                 f"{API}.INFO",
                 *_read_stream(jobs),
@@ -235,9 +271,14 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         publish=(
             f"{p}.worker.{wid}.*",
             *(f"{p}.job.*.{name}" for name in WORKER_JOB_EVENTS),
+            f"{p}.job.*.dead",  # the dead-letter watcher every worker runs
             f"{p}.invalid.{JOBS}",
             f"{p}.tokens.*",
+            f"{API}.INFO",
             *_pool_consumers(d, user),
+            *_direct_get(jobs),  # a dead letter's submission, by sequence
+            *_direct_get(events),  # has this job's cancel been requested?
+            *_dead_letters(d),
             *tiers_read,
         ),
         subscribe=(inbox, f"{p}.job.*.cancel_requested"),

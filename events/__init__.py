@@ -33,12 +33,14 @@ from events.lifecycle import (
     JobStarted,
 )
 from events.streams import (
+    DEAD_LETTERS,
     INVALID,
     JOB_EVENTS,
     JOBS,
     WORKERS,
     StreamNames,
     StreamSpec,
+    dead_letter_spec,
     stream_specs,
 )
 from events.subjects import Subjects, check_id, decode_model, encode_model
@@ -53,6 +55,7 @@ from events.workers import (
 __all__ = [
     "ANY_EVENT",
     "BY_TYPE",
+    "DEAD_LETTERS",
     "EVENT_TYPES",
     "INVALID",
     "JOBS",
@@ -89,6 +92,7 @@ __all__ = [
     "WorkerHeartbeat",
     "WorkerRegistered",
     "check_id",
+    "dead_letter_spec",
     "decode",
     "decode_model",
     "decode_submission",

@@ -195,7 +195,7 @@ def decode_submission(
     subject's pool: the subject routed the job, so a disagreement is an error, not a guess.
     """
     try:
-        pool, model = subjects.parse_submit(subject)
+        pool, model, priority = subjects.parse_submit_priority(subject)
     except InvalidSubject as exc:
         raise InvalidEvent(str(exc)) from exc
     obj = _load(data)
@@ -210,6 +210,8 @@ def decode_submission(
         fields = dict(obj)
         fields.setdefault("job_id", derived_job_id(seq))
         fields.setdefault("pool", pool)
+        if priority != "normal":
+            fields.setdefault("priority", priority)
         fields.pop("type", None)
         fields.pop("version", None)
         try:
@@ -225,5 +227,12 @@ def decode_submission(
     if job.pool != pool:
         raise InvalidEvent(
             f"field 'pool': {job.pool!r} does not match the subject's pool {pool!r}."
+        )
+    # The four-token subject is the normal queue and predates priorities: a payload there may
+    # carry any priority (it is recorded, and queued as normal). A priority token must agree.
+    if priority != "normal" and job.priority != priority:
+        raise InvalidEvent(
+            f"field 'priority': {job.priority!r} does not match the subject's priority "
+            f"{priority!r}."
         )
     return env.at(seq, subject)

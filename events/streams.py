@@ -14,6 +14,7 @@ JOBS = "JOBS"
 JOB_EVENTS = "JOB_EVENTS"
 WORKERS = "WORKERS"
 INVALID = "INVALID"
+DEAD_LETTERS = "DEAD_LETTERS"
 LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID)
 
 
@@ -70,7 +71,9 @@ def stream_specs(
     p = subjects.prefix
     common = dict(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
     return (
-        StreamSpec(JOBS, names(JOBS), (f"{p}.jobs.*.*",), "jetgrid job submissions", **common),  # type: ignore[arg-type]
+        StreamSpec(
+            JOBS, names(JOBS), subjects.submission_subjects(), "jetgrid job submissions", **common
+        ),  # type: ignore[arg-type]
         StreamSpec(
             JOB_EVENTS,
             names(JOB_EVENTS),
@@ -92,4 +95,22 @@ def stream_specs(
             "jetgrid messages that failed validation",
             **common,  # type: ignore[arg-type]
         ),
+    )
+
+
+def dead_letter_spec(
+    names: StreamNames, *, replicas: int = 1, duplicate_window_s: float = 3600.0
+) -> StreamSpec:
+    """The stream that captures JetStream's max-deliveries advisories for the JOBS consumers.
+
+    Advisories are core-NATS messages: a watcher that is disconnected when one is sent would
+    miss it and the job would never be marked dead. Stored here, they wait for a watcher.
+    """
+    return StreamSpec(
+        DEAD_LETTERS,
+        names(DEAD_LETTERS),
+        (f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{names.jobs}.*",),
+        "jetgrid max-deliveries advisories of the job consumers",
+        replicas=replicas,
+        duplicate_window_s=duplicate_window_s,
     )

@@ -1,6 +1,7 @@
 """The subject grammar: jetgrid's public contract on NATS.
 
-    <prefix>.jobs.<pool>.<model-token>      JOBS        a job was submitted
+    <prefix>.jobs.<pool>.<model-token>      JOBS        a job was submitted (priority normal)
+    <prefix>.jobs.<pool>.<model-token>.<p>  JOBS        the same, with priority <p> = high | low
     <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle
     <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
     <prefix>.invalid.<stream>               INVALID     a message that failed validation
@@ -37,6 +38,10 @@ JOB_EVENT_NAMES = (
     "dead",
 )
 WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
+# Priorities, highest first. `normal` has no subject token: the four-token submission subject
+# (the original grammar) is the normal queue, so every client written before priorities works.
+PRIORITIES = ("high", "normal", "low")
+PRIORITY_TOKENS = ("high", "low")
 MAX_MODEL_LEN = 200
 
 
@@ -93,13 +98,30 @@ class Subjects:
             raise InvalidSubject(f"Subject prefix {self.prefix!r} is not a valid subject.")
 
     # -- builders -------------------------------------------------------------------------
-    def submit(self, pool: str, model: str) -> str:
-        """The subject a job for `model` in `pool` is submitted on."""
-        return f"{self.prefix}.jobs.{check_id(pool, 'pool')}.{encode_model(model)}"
+    def submit(self, pool: str, model: str, priority: str = "normal") -> str:
+        """The subject a job for `model` in `pool` is submitted on (normal: no priority token)."""
+        base = f"{self.prefix}.jobs.{check_id(pool, 'pool')}.{encode_model(model)}"
+        if priority == "normal":
+            return base
+        if priority not in PRIORITY_TOKENS:
+            raise InvalidSubject(f"Priority {priority!r} is not one of {list(PRIORITIES)}.")
+        return f"{base}.{priority}"
 
-    def submit_filter(self, pool: str = "*", model: str | None = None) -> str:
+    def submit_filter(
+        self, pool: str = "*", model: str | None = None, priority: str = "normal"
+    ) -> str:
         token = "*" if model is None else encode_model(model)
-        return f"{self.prefix}.jobs.{pool}.{token}"
+        base = f"{self.prefix}.jobs.{pool}.{token}"
+        return base if priority == "normal" else f"{base}.{priority}"
+
+    def submissions(self) -> str:
+        """Filter for every submission, of every priority."""
+        return f"{self.prefix}.jobs.>"
+
+    def submission_subjects(self) -> tuple[str, ...]:
+        """The JOBS stream's subjects: the normal form and one per priority token."""
+        base = f"{self.prefix}.jobs.*.*"
+        return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS))
 
     def job_event(self, job_id: str, event: str) -> str:
         return f"{self.prefix}.job.{check_id(job_id, 'job id')}.{event}"
@@ -133,8 +155,23 @@ class Subjects:
 
     def parse_submit(self, subject: str) -> tuple[str, str]:
         """(pool, model) of a submission subject."""
-        pool, token = self._rest(subject, "jobs", 2)
-        return pool, decode_model(token)
+        pool, model, _ = self.parse_submit_priority(subject)
+        return pool, model
+
+    def parse_submit_priority(self, subject: str) -> tuple[str, str, str]:
+        """(pool, model, priority) of a submission subject, with or without a priority token."""
+        head = f"{self.prefix}.jobs."
+        n = 3 if subject.startswith(head) and subject[len(head) :].count(".") == 2 else 2
+        parts = self._rest(subject, "jobs", n)
+        priority = "normal"
+        if n == 3:
+            if parts[2] not in PRIORITY_TOKENS:
+                raise InvalidSubject(
+                    f"Subject {subject!r} ends in {parts[2]!r}; a priority token is one of "
+                    f"{list(PRIORITY_TOKENS)} (normal has none)."
+                )
+            priority = parts[2]
+        return parts[0], decode_model(parts[1]), priority
 
     def parse_job_event(self, subject: str) -> tuple[str, str]:
         """(job_id, event name) of a lifecycle subject."""

@@ -56,7 +56,9 @@ def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
         error_type=view.error_type,
         seq=view.jobs_seq,
         subject=(
-            settings.subjects.submit(view.pool, view.model) if view.pool and view.model else None
+            settings.subjects.submit(view.pool, view.model, view.priority or "normal")
+            if view.pool and view.model
+            else None
         ),
         cancel_requested=view.cancel_requested,
     )
@@ -142,7 +144,7 @@ async def submit_job(request: Request) -> Response:
         idempotency_key=key,
         submitter=request.headers.get("x-jetgrid-submitter"),
     )
-    subject = settings.subjects.submit(pool, req.model)
+    subject = settings.subjects.submit(pool, req.model, job.priority)
     waiter = gw.board.waiter(job_id) if wait else None
     try:
         ack = await gw.js.publish(

@@ -109,20 +109,38 @@ def main() -> None:
     is_flag=True,
     help="Run the embedded NATS without users (default: a user per role, passwords generated into --data-dir).",
 )
+@click.option(
+    "--cluster",
+    type=click.IntRange(1, 7),
+    default=1,
+    show_default=True,
+    help="Run a JetStream cluster of this many nats-server nodes on loopback (client ports "
+    "--nats-port and the next ones); streams get that many replicas unless "
+    "JETGRID_STREAM_REPLICAS says otherwise.",
+)
 @run_async
 async def up(
-    pool: str, models: tuple[str, ...], concurrency: int, no_auth: bool, **flags: Any
+    pool: str,
+    models: tuple[str, ...],
+    concurrency: int,
+    no_auth: bool,
+    cluster: int,
+    **flags: Any,
 ) -> None:
     """Run jetgrid on this machine: NATS, a gateway and echo workers, in the foreground.
 
     Starts a supervised nats-server (JetStream on, store under --data-dir, a NATS user per role
-    with passwords generated into --data-dir/credentials.json) unless --nats-url points at one
-    you already run; creates the streams; starts the gateway and the workers; prints their URLs. Ctrl-C (or SIGTERM) stops everything cleanly and keeps the
-    data, so the next `jetgrid up` resumes where this one stopped.
+    with passwords generated into --data-dir/credentials.json), or with --cluster N a JetStream
+    cluster of N nodes on loopback, unless --nats-url points at one you already run; creates the
+    streams; starts a projector, the gateway and the workers; prints their URLs. Ctrl-C (or
+    SIGTERM) stops everything cleanly and keeps the data, so the next `jetgrid up` resumes
+    where this one stopped.
     """
     from jetgrid.embedded import UpOptions, run_up
 
     start_nats = flags.get("nats_url") is None and "JETGRID_NATS_URL" not in os.environ
+    if cluster > 1 and "JETGRID_STREAM_REPLICAS" not in os.environ:
+        flags["stream_replicas"] = min(cluster, 5)
     settings = _settings(**flags)
     _logging(settings)
     await run_up(
@@ -134,6 +152,7 @@ async def up(
             start_nats=start_nats,
             auth=not no_auth,
             env=os.environ,
+            cluster=cluster,
         ),
         echo=click.echo,
     )
@@ -240,6 +259,12 @@ async def up(
     show_default=True,
     help="On SIGTERM, seconds to finish held jobs before handing them back.",
 )
+@click.option(
+    "--dead-letters/--no-dead-letters",
+    default=True,
+    show_default=True,
+    help="Also watch for jobs JetStream gave up on and mark them dead (any number may watch).",
+)
 @run_async
 async def worker(
     pool: str,
@@ -258,6 +283,7 @@ async def worker(
     python_memory_mb: int,
     simulate_uptime: str | None,
     simulate_seed: int,
+    dead_letters: bool,
     **flags: Any,
 ) -> None:
     """Run one worker: register, ping, and run jobs of (POOL, MODEL) from NATS.
@@ -293,6 +319,7 @@ async def worker(
             concurrency=concurrency,
             burst=burst,
             drain_grace_s=drain_grace,
+            dead_letters=dead_letters,
             simulate_uptime=uptime,
             simulate_seed=simulate_seed,
         ),
@@ -353,11 +380,11 @@ async def gateway(**flags: Any) -> None:
 )
 @run_async
 async def provision(update: bool, **flags: Any) -> None:
-    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID) and the tiers KV
-    bucket. Idempotent."""
+    """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID, DEAD_LETTERS)
+    and the tiers KV bucket. Idempotent."""
     from coordinator.connect import checked, connect
     from coordinator.provision import ensure_tiers_bucket, provision_streams
-    from events import stream_specs
+    from events import dead_letter_spec, stream_specs
 
     settings = _settings(**flags)
     _logging(settings)
@@ -367,12 +394,19 @@ async def provision(update: bool, **flags: Any) -> None:
             nc,
             provision_streams(
                 nc.jetstream(timeout=settings.nats_js_timeout_s),
-                stream_specs(
-                    settings.subjects,
-                    settings.streams,
-                    replicas=settings.stream_replicas,
-                    duplicate_window_s=settings.duplicate_window_s,
-                ),
+                [
+                    *stream_specs(
+                        settings.subjects,
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                    dead_letter_spec(
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                ],
                 update=update,
             ),
             "provision streams (connect as the admin user)",
@@ -396,7 +430,14 @@ async def provision(update: bool, **flags: Any) -> None:
     default=None,
     help="Subject prefix. [env JETGRID_SUBJECT_PREFIX; default jetgrid]",
 )
-def subject(pool: str, model: str, subject_prefix: str | None) -> None:
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Priority queue (normal has no priority token).",
+)
+def subject(pool: str, model: str, subject_prefix: str | None, priority: str) -> None:
     """Print the NATS subject that submits a job for MODEL to POOL.
 
     Model names are encoded into one subject token: letters, digits and '-' stay, every other
@@ -404,7 +445,7 @@ def subject(pool: str, model: str, subject_prefix: str | None) -> None:
     """
     try:
         prefix = subject_prefix or _settings().subject_prefix
-        click.echo(Subjects(prefix).submit(pool, model))
+        click.echo(Subjects(prefix).submit(pool, model, priority))
     except JetgridError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -425,6 +466,20 @@ def subject(pool: str, model: str, subject_prefix: str | None) -> None:
 @click.option(
     "--wait", type=float, default=None, help="Wait up to this many seconds for the result."
 )
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Within its pool, higher-priority jobs start first when the pool is backlogged.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    help="Seconds the job may run (capped by the pool).",
+)
 @run_async
 async def submit(
     model: str,
@@ -433,6 +488,8 @@ async def submit(
     pool: str | None,
     job_id: str | None,
     wait: float | None,
+    priority: str,
+    timeout_s: float | None,
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
@@ -459,6 +516,8 @@ async def submit(
         prompt=prompt,
         input=data,
         submitter="cli",
+        priority=priority,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
     )
     subj = settings.subjects
     nc = await connect(settings, name="jetgrid-submit")
@@ -467,11 +526,11 @@ async def submit(
         ack = await checked(
             nc,
             nc.jetstream(timeout=settings.nats_js_timeout_s).publish(
-                subj.submit(pool, model),
+                subj.submit(pool, model, priority),
                 encode(job, source="jetgrid/cli", id=job.job_id),
                 headers={"Nats-Msg-Id": job.job_id},
             ),
-            f"publish to {subj.submit(pool, model)}",
+            f"publish to {subj.submit(pool, model, priority)}",
         )
         click.echo(json.dumps({"id": job.job_id, "seq": ack.seq, "status": "queued"}))
         if sub is None:
@@ -539,6 +598,11 @@ from jetgrid.cmd_worker_credentials import worker_credentials  # noqa: E402
 main.add_command(nats_config)
 main.add_command(worker_credentials)
 main.add_command(credentials)
+from jetgrid.cmd_cancel import cancel  # noqa: E402
+from jetgrid.cmd_deadletter import deadletter  # noqa: E402
+
+main.add_command(cancel)
+main.add_command(deadletter)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,16 +10,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.connect import connect
-from coordinator.provision import ensure_tiers_bucket, provision_streams
+from coordinator.provision import ensure_tiers_bucket, provision_streams, wait_for_jetstream
 from coordinator.settings import Settings
-from events import ConfigError, stream_specs
+from events import ConfigError, dead_letter_spec, stream_specs
 from gateway.auth import access_line
 from gateway.server import make_server
 from jetgrid import credentials
-from jetgrid.natsserver import NatsServer, port_free
+from jetgrid.natsserver import NatsCluster, NatsServer, port_free
 from projections.runner import open_projector
 from worker.agent import Worker, WorkerOptions, default_worker_id
 from worker.backends import EchoBackend
+from worker.deadletter import watch_dead_letters
 
 log = logging.getLogger("jetgrid.up")
 
@@ -34,13 +35,21 @@ class UpOptions:
     auth: bool = True
     # JETGRID_NATS_PASSWORD_<USER> variables that override generated passwords.
     env: Mapping[str, str] = field(default_factory=dict)
+    cluster: int = 1  # >1: a JetStream cluster of this many nodes on loopback
 
 
-def check_ports(settings: Settings, start_nats: bool) -> None:
+def cluster_ports(settings: Settings, size: int) -> list[int]:
+    """Client ports of a `size`-node cluster: --nats-port and the ones after it."""
+    base = settings.nats_port
+    return [base + i if base else 0 for i in range(size)]
+
+
+def check_ports(settings: Settings, start_nats: bool, cluster: int = 1) -> None:
     """Fail early, in plain words, if a port we need is taken."""
     wanted = [("gateway", settings.gateway_host, settings.gateway_port, "--gateway-port")]
     if start_nats:
-        wanted.append(("NATS", settings.nats_host, settings.nats_port, "--nats-port"))
+        for port in cluster_ports(settings, cluster):
+            wanted.append(("NATS", settings.nats_host, port, "--nats-port"))
     for what, host, port, flag in wanted:
         if not port_free(host, port):
             raise ConfigError(
@@ -58,10 +67,10 @@ async def run_up(
     settings: Settings, options: UpOptions, echo: Callable[[str], None] = print
 ) -> None:
     """Start everything, print where it is, run until SIGINT/SIGTERM, stop in order."""
-    check_ports(settings, options.start_nats)
+    check_ports(settings, options.start_nats, options.cluster)
     base = default_worker_id()
     worker_ids = [f"{base}-{i + 1}" for i in range(settings.workers)]
-    server: NatsServer | None = None
+    server: NatsServer | NatsCluster | None = None
     creds: credentials.Credentials | None = None
     if options.start_nats:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,14 +82,24 @@ async def run_up(
             )
             conf = settings.data_dir / credentials.CONF_NAME
             credentials.write_conf(conf, credentials.render(creds, settings))
-        server = NatsServer(
-            settings.data_dir / "nats",
-            conf=conf,
-            host=settings.nats_host,
-            port=settings.nats_port,
-            log_file=settings.data_dir / "nats-server.log",
-            extra_args=("-P", str(settings.data_dir / credentials.PID_NAME)),
-        )
+        if options.cluster > 1:
+            server = NatsCluster(
+                settings.data_dir / "nats-cluster",
+                size=options.cluster,
+                conf=conf,
+                host=settings.nats_host,
+                ports=cluster_ports(settings, options.cluster),
+                log_dir=settings.data_dir,
+            )
+        else:
+            server = NatsServer(
+                settings.data_dir / "nats",
+                conf=conf,
+                host=settings.nats_host,
+                port=settings.nats_port,
+                log_file=settings.data_dir / "nats-server.log",
+                extra_args=("-P", str(settings.data_dir / credentials.PID_NAME)),
+            )
         await asyncio.to_thread(server.start)
         settings = settings.replace(nats_url=server.url)
     stop = asyncio.Event()
@@ -90,14 +109,22 @@ async def run_up(
     try:
         nc = await connect(_as(settings, creds, "admin"), name="jetgrid-up-provision")
         try:
+            await wait_for_jetstream(nc.jetstream())
             report = await provision_streams(
                 nc.jetstream(),
-                stream_specs(
-                    settings.subjects,
-                    settings.streams,
-                    replicas=settings.stream_replicas,
-                    duplicate_window_s=settings.duplicate_window_s,
-                ),
+                [
+                    *stream_specs(
+                        settings.subjects,
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                    dead_letter_spec(
+                        settings.streams,
+                        replicas=settings.stream_replicas,
+                        duplicate_window_s=settings.duplicate_window_s,
+                    ),
+                ],
             )
             await ensure_tiers_bucket(
                 nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
@@ -124,6 +151,13 @@ async def run_up(
             for wid in worker_ids
         ]
         worker_tasks = [asyncio.create_task(w.run(), name=w.id) for w in workers]
+        if not workers:  # workers watch dead letters; without any, run a watcher of our own
+            worker_tasks.append(
+                asyncio.create_task(
+                    watch_dead_letters(_as(settings, creds, "projector"), stop),
+                    name="deadletter",
+                )
+            )
 
         def _crashed(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
@@ -139,6 +173,10 @@ async def run_up(
         if gateway_task.done():
             gateway_task.result()  # raises what stopped it
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
+        if options.cluster > 1:
+            echo(
+                f"  cluster  {options.cluster} JetStream nodes, streams R{settings.stream_replicas}"
+            )
         if server is not None:
             echo(f"  data     {settings.data_dir.resolve()}")
         echo(f"  reads    {settings.database_url} (projector; tiers in {settings.tiers_bucket})")

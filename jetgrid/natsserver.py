@@ -186,3 +186,93 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NatsCluster:
+    """A real JetStream cluster of `size` nats-server processes on loopback.
+
+    Every node runs the same nats.conf; the cluster settings come as command-line flags (a
+    distinct server name, client port, route port and store dir per node, routes to all nodes),
+    so the base config stays the single source of truth. `urls` is what clients connect with.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        size: int = 3,
+        conf: Path | None = None,
+        host: str = "127.0.0.1",
+        ports: list[int] | None = None,
+        name: str = "jetgrid",
+        log_dir: Path | None = None,
+    ) -> None:
+        if size < 1:
+            raise ConfigError(f"A cluster needs at least one node, got {size}.")
+        self.base_dir = Path(base_dir)
+        self.host = host
+        self.name = name
+        client_ports = ports or [free_port(host) for _ in range(size)]
+        if len(client_ports) != size:
+            raise ConfigError(f"Need {size} client ports, got {client_ports}.")
+        route_ports = [free_port(host) for _ in range(size)]
+        routes = ",".join(f"nats-route://{host}:{p}" for p in route_ports)
+        self.nodes = [
+            NatsServer(
+                self.base_dir / f"n{i + 1}",
+                conf=conf,
+                host=host,
+                port=client_ports[i],
+                extra_args=(
+                    "--server_name",
+                    f"{name}-n{i + 1}",
+                    "--cluster_name",
+                    name,
+                    "--cluster",
+                    f"nats://{host}:{route_ports[i]}",
+                    "--routes",
+                    routes,
+                ),
+                log_file=(log_dir / f"n{i + 1}.log") if log_dir else None,
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """All node URLs, comma-separated (the form Settings.nats_url takes)."""
+        return ",".join(self.urls)
+
+    def start(self, timeout: float = 30.0) -> NatsCluster:
+        """Start every node (in parallel: JetStream waits for a quorum of its peers)."""
+        errors: list[BaseException] = []
+
+        def start(node: NatsServer) -> None:
+            try:
+                node.start(timeout)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(n,)) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

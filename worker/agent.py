@@ -1,11 +1,14 @@
 """The worker agent: register, ping, pull jobs for its (pool, model)s, run them, report.
 
-Per job: decode (a bad message goes to the invalid stream and is terminated), publish `claimed`
-and `started`, run the backend with an in-progress ack every ack_wait/3, then store the terminal
-event (`completed` or `failed`, with ``Nats-Msg-Id: <job>:terminal``) and only then ack. A
-transient failure publishes `retrying` and naks with backoff. `claimed`, `started` and
-`retrying` are published without waiting for the stream's ack (they are stored all the same, in
-order, on the same connection); the terminal event is awaited, because the ack depends on it.
+Per job: decode (a bad message goes to the invalid stream and is terminated), publish `claimed`,
+skip it if a cancel was requested, publish `started`, run the backend under the job's timeout
+with an in-progress ack every ack_wait/3, then store the terminal event (`completed`, `failed`
+or `cancelled`, with ``Nats-Msg-Id: <job>:terminal``) and only then ack. A transient failure
+publishes `retrying` and naks with the pool's backoff; on the last delivery it naks at once so
+JetStream's max-deliveries advisory makes the job `dead` (worker/deadletter.py). `claimed`,
+`started` and `retrying` are published without waiting for the stream's ack (they are stored all
+the same, in order, on the same connection); the terminal event is awaited, because the ack
+depends on it. Pulls sweep the priority consumers highest first (coordinator.delivery.next_pull).
 """
 
 from __future__ import annotations
@@ -17,18 +20,31 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from coordinator.affinity import AffinityPolicy
 from coordinator.connect import checked, connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
+from coordinator.delivery import (
+    PRIORITIES,
+    GiveUp,
+    after_transient,
+    dead_reason,
+    job_timeout,
+    keepalive_period,
+    next_pull,
+    terminal_msg_id,
+)
+from coordinator.errors import PermissionDenied
 from coordinator.pools import PoolConfig
 from coordinator.provision import ensure_consumer
 from coordinator.settings import Settings
@@ -38,8 +54,11 @@ from events import (
     Event,
     InvalidEvent,
     InvalidMessage,
+    JobCancelled,
+    JobCancelRequested,
     JobClaimed,
     JobCompleted,
+    JobDead,
     JobFailed,
     JobRetrying,
     JobStarted,
@@ -49,6 +68,7 @@ from events import (
     WorkerHeartbeat,
     WorkerRegistered,
     check_id,
+    decode,
     decode_submission,
     encode,
 )
@@ -89,6 +109,8 @@ class WorkerOptions:
     # --simulate-uptime: miss or fail pings on a reproducible schedule (worker.simulate).
     simulate_uptime: float | None = None
     simulate_seed: int = 0
+    # Run a dead-letter watcher alongside (worker/deadletter.py); any number of them is safe.
+    dead_letters: bool = True
 
 
 @dataclass
@@ -99,10 +121,16 @@ class Counters:
     retried: int = 0
     invalid: int = 0
     pings: int = 0
+    cancelled: int = 0
+    timed_out: int = 0
+    duplicates: int = 0  # terminal events the stream dropped: another worker reported first
 
 
 class Worker:
     """One worker process's agent. `await run()`; `stop()` (or SIGTERM via the CLI) drains it."""
+
+    LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+    CANCELS_KEPT = 10_000  # cancel requests remembered for jobs this worker has not seen yet
 
     def __init__(
         self,
@@ -135,6 +163,9 @@ class Worker:
         self._pullers: list[Puller] = []
         self._models: dict[str, str] = {}  # consumer name -> model
         self._affinity: AffinityGate | None = None
+        self._by_priority: dict[str, list[Puller]] = {p: [] for p in PRIORITIES}
+        self._cancels: dict[str, str | None] = {}  # job id -> reason, most recent last
+        self._running: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, RunContext] = {}
         self._stopping = asyncio.Event()
@@ -149,6 +180,7 @@ class Worker:
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self._in_flight)} claimed={c.claimed} completed={c.completed} "
             f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
+            f"cancelled={c.cancelled} timed_out={c.timed_out} duplicates={c.duplicates} "
             f"tier={self.gate.tier} factor={self.gate.factor:g}>"
         )
 
@@ -170,8 +202,10 @@ class Worker:
                 ack_wait_s=pool.ack_wait_s,
                 max_deliver=pool.max_deliver,
                 max_ack_pending=pool.max_ack_pending,
+                priority=p,
             )
             for m in self.options.models
+            for p in PRIORITIES
         ]
 
     async def run(self) -> None:
@@ -179,25 +213,43 @@ class Worker:
         self.nc = await connect(self.settings, name=f"jetgrid-worker-{self.id}")
         self.js = self.nc.jetstream(timeout=self.settings.nats_js_timeout_s)
         try:
-            # A refusal here (wrong credentials for this worker id) is a clear error, not a hang.
+            # A refusal (wrong credentials for this worker id) is a clear PermissionDenied, not
+            # a hang; anything else is retried while NATS fails over.
             registered = self.settings.subjects.worker_event(self.id, "registered")
-            await checked(
-                self.nc,
-                self._publish_event(self._registered(), wait=True),
-                f"publish to {registered}",
-            )
-            for model, spec in zip(self.options.models, self.specs, strict=True):
-                await checked(
+            await self._patiently(
+                lambda: checked(
                     self.nc,
-                    ensure_consumer(self.js, spec),
-                    f"use consumer {spec.stream}/{spec.name}",
+                    self._publish_event(self._registered(), wait=True),
+                    f"publish to {registered}",
+                ),
+                "register",
+            )
+            spec_models = [m for m in self.options.models for _ in PRIORITIES]
+            for model, spec in zip(spec_models, self.specs, strict=True):
+                await self._patiently(
+                    lambda spec=spec: checked(
+                        self.nc,
+                        ensure_consumer(self.js, spec),
+                        f"use consumer {spec.stream}/{spec.name}",
+                    ),
+                    f"bind {spec.name}",
                 )
-                puller = Puller(self.nc, spec.stream, spec.name, self._on_message)
+                puller = Puller(
+                    self.nc,
+                    spec.stream,
+                    spec.name,
+                    self._on_message,
+                    on_end=self._wake.set,
+                    expires_s=self.LONG_POLL_S,
+                )
                 await puller.start()
                 self._pullers.append(puller)
+                self._by_priority[spec.priority].append(puller)
                 self._models[spec.name] = model
             self._affinity = AffinityGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
             await self._start_backend()
+            await self._listen_for_cancels()
+            watcher = await self._start_dead_letter_watcher()
             hb = asyncio.create_task(self._heartbeats(), name=f"heartbeat-{self.id}")
             self.ready.set()
             try:
@@ -207,17 +259,37 @@ class Worker:
                 hb.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await hb
-            await self._publish_event(
-                WorkerDeregistered(worker_id=self.id, reason="stopped"), wait=True
-            )
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+            await self._publish_leaving(WorkerDeregistered(worker_id=self.id, reason="stopped"))
         finally:
             for p in self._pullers:
                 await p.stop()
             await self.backend.close()
             await self.nc.drain()
 
+    async def _start_dead_letter_watcher(self) -> asyncio.Task[None] | None:
+        if not self.options.dead_letters:
+            return None
+        from worker.deadletter import DeadLetterWatcher
+
+        assert self.nc is not None
+        watcher = DeadLetterWatcher(self.settings, self.nc, name=f"worker/{self.id}/deadletter")
+
+        async def watch() -> None:
+            try:
+                await watcher.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. not permitted here: the job path must carry on
+                log.warning("dead-letter watcher stopped: %s; run `jetgrid deadletter`", exc)
+
+        return asyncio.create_task(watch(), name=f"deadletter-{self.id}")
+
     async def _drain(self) -> None:
-        await self._publish_event(WorkerDraining(worker_id=self.id, reason="stopping"), wait=True)
+        await self._publish_leaving(WorkerDraining(worker_id=self.id, reason="stopping"))
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.options.drain_grace_s)
             for task in pending:  # past the grace period: the job goes back to the pool
@@ -233,17 +305,11 @@ class Worker:
     async def _pull_loop(self) -> None:
         idle_checks = 0
         while not self._stopping.is_set():
-            free = self.pull_allowance()
-            plan = await self._pull_plan() if free > 0 else []
-            if plan:
-                # Spread the free slots over the consumers, starting where we left off.
-                n = len(plan)
-                shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
-                for i in range(n):
-                    p, cap = plan[(self._rr + i) % n]
-                    await p.request(shares[i] if cap is None else min(shares[i], cap))
-                self._rr = (self._rr + 1) % n
             self._wake.clear()
+            try:
+                await self._pull_round()
+            except Exception as exc:  # NATS away: the next round retries
+                log.info("pull round failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.gate.wait_s(0.5))
             if self.options.burst and not self._tasks:
@@ -251,18 +317,55 @@ class Worker:
                 if idle_checks >= 2:
                     return
 
-    async def _pull_plan(self) -> list[tuple[Puller, int | None]]:
-        """The consumers to ask now, each with a cap (None: no cap): warm models first, cold
-        ones only when their backlog says so, none while the backend is not accepting."""
-        if self._affinity is None:
-            return [(p, None) for p in self._pullers]
-        plan: list[tuple[Puller, int | None]] = []
-        for p in self._pullers:
-            model = self._models[p.consumer]
-            cap = await self._affinity.decide(p.stream, p.consumer, self.options.pool, model)
+    async def _pull_round(self) -> None:
+        """One sweep over the priority consumers (coordinator.delivery.next_pull decides)."""
+        swept: list[str] = []
+        got_any = False
+        while (pull := next_pull(self.pull_allowance(), swept, got_any)) is not None:
+            if self._stopping.is_set():
+                return
+            if pull.wait:
+                await self._long_poll(pull.n)
+                return
+            got_any = await self._take_now(pull.priority) > 0 or got_any
+            swept.append(pull.priority)
+
+    async def _take_now(self, priority: str) -> int:
+        """No-wait requests to this priority's consumers (one per model), while slots are free."""
+        pullers = self._by_priority[priority]
+        got = 0
+        for i in range(len(pullers)):
+            p = pullers[(self._rr + i) % len(pullers)]
+            free = self.pull_allowance()
+            if free <= 0:
+                break
+            if p.long_polling:  # an open long poll already gets this consumer's messages
+                continue
+            cap = await self._cap(p)
             if cap != 0:
-                plan.append((p, cap))
-        return plan
+                got += await p.take_now(free if cap is None else min(free, cap))
+        return got
+
+    async def _long_poll(self, free: int) -> None:
+        """Spread the free slots over the normal consumers, starting where we left off."""
+        plan = [(p, cap) for p in self._by_priority["normal"] if (cap := await self._cap(p)) != 0]
+        n = len(plan)
+        if n == 0:
+            return
+        shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
+        for i in range(n):
+            p, cap = plan[(self._rr + i) % n]
+            await p.request(shares[i] if cap is None else min(shares[i], cap))
+        self._rr = (self._rr + 1) % n
+
+    async def _cap(self, puller: Puller) -> int | None:
+        """How many jobs this consumer may be asked for now (None: any; 0: none): warm models
+        at once, cold ones only when their backlog says so, none while the backend is not
+        accepting (worker.pullgate)."""
+        if self._affinity is None:
+            return None
+        model = self._models[puller.consumer]
+        return await self._affinity.decide(puller.stream, puller.consumer, self.options.pool, model)
 
     async def _start_backend(self) -> None:
         """Let the backend take stock (e.g. Ollama's model inventory, pulls) before pulling."""
@@ -293,10 +396,18 @@ class Worker:
         return True
 
     def _on_message(self, msg: Msg) -> None:
-        self.gate.charge()
-        task = asyncio.create_task(self._handle(msg))
+        if self._stopping.is_set():
+            # A pull request sent before draining began can still deliver: hand it straight back.
+            task = asyncio.create_task(self._hand_back(msg))
+        else:
+            self.gate.charge()
+            task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    async def _hand_back(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.nak()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -340,51 +451,73 @@ class Worker:
                 ),
                 f"{job.job_id}:claimed:{attempt}",
             )
+            if await self._cancel_requested(job.job_id, ctx):
+                await self._finish(msg, self._cancelled(job, attempt, "cancelled before start"))
+                self.counters.cancelled += 1
+                return
             await self._job_event(
                 JobStarted(job_id=job.job_id, worker_id=self.id, attempt=attempt),
                 f"{job.job_id}:started:{attempt}",
             )
-            t0 = time.perf_counter()
+            await self._run(msg, job, ctx, attempt)
+        except asyncio.CancelledError:
+            # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        finally:
+            keepalive.cancel()
+            self._in_flight.pop(job.job_id, None)
+
+    async def _run(self, msg: Msg, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
+        """Run the backend under the job's timeout and cancel signal; report the outcome."""
+        timeout = job_timeout(job.timeout_s, self.pool)
+        t0 = time.perf_counter()
+        run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
+        self._running[job.job_id] = run
+        try:
             try:
-                result = await self.backend.run(job, ctx)
-                await ctx.emit.flush()  # type: ignore[attr-defined]  # chunks before the result
+                done, _ = await asyncio.wait({run}, timeout=timeout)
+            except asyncio.CancelledError:
+                run.cancel()  # drain grace ran out: stop the backend (_handle hands the job back)
+                await asyncio.wait({run})
+                raise
+            if not done:
+                run.cancel()
+                await asyncio.wait({run})
+                if not ctx.cancelled.is_set():
+                    self.counters.timed_out += 1
+                    await self._fail(
+                        msg,
+                        job,
+                        attempt,
+                        f"ran past its timeout of {timeout:g} s (job timeout_s "
+                        f"{job.timeout_s}, pool cap {self.pool.job_timeout_cap_s:g} s)",
+                        "timeout",
+                    )
+                    return
+            if ctx.cancelled.is_set():
+                await self._finish(
+                    msg, self._cancelled(job, attempt, self._cancels.get(job.job_id))
+                )
+                self.counters.cancelled += 1
+                return
+            try:
+                result = run.result()
             except TransientError as exc:
                 await self._retry(msg, job, attempt, str(exc))
                 return
             except BackendError as exc:
-                await self._finish(
-                    msg,
-                    JobFailed(
-                        job_id=job.job_id,
-                        worker_id=self.id,
-                        attempt=attempt,
-                        reason=str(exc),
-                        error_type=exc.error_type,
-                    ),
-                )
-                self.counters.failed += 1
+                await self._fail(msg, job, attempt, str(exc), exc.error_type)
                 return
-            except asyncio.CancelledError:
-                # Drain grace ran out: hand the job back rather than lose it.
-                await msg.nak()
-                raise
             except Exception as exc:
                 # A backend bug is not going to fix itself on retry: fail with its message.
                 log.exception(
                     "backend %s raised unexpectedly on job %s", self.backend.name, job.job_id
                 )
-                await self._finish(
-                    msg,
-                    JobFailed(
-                        job_id=job.job_id,
-                        worker_id=self.id,
-                        attempt=attempt,
-                        reason=f"{type(exc).__name__}: {exc}",
-                        error_type="internal",
-                    ),
-                )
-                self.counters.failed += 1
+                await self._fail(msg, job, attempt, f"{type(exc).__name__}: {exc}", "internal")
                 return
+            await ctx.emit.flush()  # type: ignore[attr-defined]  # the last chunks before the result
             await self._finish(
                 msg,
                 JobCompleted(
@@ -398,12 +531,90 @@ class Worker:
             )
             self.counters.completed += 1
         finally:
-            keepalive.cancel()
-            self._in_flight.pop(job.job_id, None)
+            self._running.pop(job.job_id, None)
+
+    async def _fail(
+        self, msg: Msg, job: JobSubmitted, attempt: int, reason: str, error_type: str
+    ) -> None:
+        await self._finish(
+            msg,
+            JobFailed(
+                job_id=job.job_id,
+                worker_id=self.id,
+                attempt=attempt,
+                reason=reason,
+                error_type=error_type,
+            ),
+        )
+        self.counters.failed += 1
+
+    def _cancelled(self, job: JobSubmitted, attempt: int, reason: str | None) -> JobCancelled:
+        return JobCancelled(
+            job_id=job.job_id, worker_id=self.id, attempt=attempt, reason=reason or "cancelled"
+        )
+
+    # -- cancels -------------------------------------------------------------------------
+    async def _listen_for_cancels(self) -> None:
+        """Core-NATS subscription to every job's cancel_requested (stored in JOB_EVENTS too)."""
+        assert self.nc is not None
+        subject = f"{self.settings.subjects.prefix}.job.*.cancel_requested"
+        await self.nc.subscribe(subject, cb=self._on_cancel)
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            job_id = self._cancel_target(msg.subject, msg.data)
+        except Exception as exc:  # a bad message must never stop this listener
+            log.info("ignored cancel request on %s: %s", msg.subject, exc)
+            return
+        if job_id is None:
+            return
+        reason = "cancel requested"
+        self._cancels[job_id] = reason
+        while len(self._cancels) > self.CANCELS_KEPT:
+            self._cancels.pop(next(iter(self._cancels)))
+        ctx = self._in_flight.get(job_id)
+        if ctx is not None:
+            ctx.cancelled.set()
+        run = self._running.get(job_id)
+        if run is not None:
+            run.cancel()
+
+    def _cancel_target(self, subject: str, data: bytes) -> str | None:
+        """The job a cancel request names, or None when the message is not a valid request."""
+        job_id, _ = self.settings.subjects.parse_job_event(subject)
+        try:
+            event = decode(data).event
+        except InvalidEvent as exc:
+            log.info("ignored invalid cancel request on %s: %s", subject, exc.reason)
+            return None
+        if not isinstance(event, JobCancelRequested) or event.job_id != job_id:
+            log.info("ignored a message on %s that is not this job's cancel request", subject)
+            return None
+        return job_id
+
+    async def _cancel_requested(self, job_id: str, ctx: RunContext) -> bool:
+        """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS."""
+        if ctx.cancelled.is_set() or job_id in self._cancels:
+            return True
+        assert self.js is not None
+        subject = self.settings.subjects.job_event(job_id, "cancel_requested")
+        try:
+            stored = await self.js.get_last_msg(
+                self.settings.streams.job_events, subject, direct=True
+            )
+        except NotFoundError:
+            return False
+        except Exception as exc:  # NATS slow or away: run the job rather than stall it
+            log.info("could not check job %s for a cancel request: %s", job_id, exc)
+            return False
+        try:
+            return self._cancel_target(subject, stored.data or b"") is not None
+        except Exception:
+            return False
 
     async def _keep_alive(self, msg: Msg) -> None:
         """+WPI every ack_wait/3, so a long job is not redelivered while this worker lives."""
-        period = max(self.pool.ack_wait_s / 3, 0.05)
+        period = keepalive_period(self.pool.ack_wait_s)
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(Exception):
@@ -411,33 +622,77 @@ class Worker:
 
     async def _finish(self, msg: Msg, event: Event) -> None:
         """Store the terminal event (deduplicated per job), then ack the submission."""
+        if await self._store_terminal(event):
+            await msg.ack()
+        else:
+            await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
+
+    async def _store_terminal(self, event: Event) -> bool:
+        """Publish a terminal event with ``Nats-Msg-Id: <job>:terminal``; False if NATS stayed
+        away through five tries."""
         job_id: str = event.job_id  # type: ignore[attr-defined]
         name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         subject = self.settings.subjects.job_event(job_id, name)
-        data = encode(event, source=self.source, id=f"{job_id}:terminal")
+        msg_id = terminal_msg_id(job_id)
+        data = encode(event, source=self.source, id=msg_id)
         for attempt in range(5):
             try:
                 assert self.js is not None
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": f"{job_id}:terminal"})
+                ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+                if ack.duplicate:
+                    self.counters.duplicates += 1
                 break
+            except MaxPayloadError:
+                # The outcome itself is too big to store: record that, not a retry loop.
+                if not isinstance(event, JobCompleted):
+                    raise
+                event = JobFailed(
+                    job_id=job_id,
+                    worker_id=event.worker_id,
+                    attempt=event.attempt,
+                    reason=f"the output ({len(data)} bytes) exceeds the NATS max_payload",
+                    error_type="output_too_large",
+                )
+                subject = self.settings.subjects.job_event(job_id, "failed")
+                data = encode(event, source=self.source, id=msg_id)
             except Exception as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
                 log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
         else:
-            await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
-            return
-        await msg.ack()
+            return False
+        return True
 
     async def _retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
-        delay = self.pool.retry_delay(attempt)
+        decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
+        if isinstance(decision, GiveUp):
+            # The last delivery. This worker knows the job is dead, so it says so (with the real
+            # last error); it also naks, so JetStream's max-deliveries advisory fires and the
+            # dead-letter watchers publish the same `dead` (dropped as a duplicate). Either one
+            # suffices: an advisory can be lost while its stream fails over, and a worker that
+            # crashes on the last delivery leaves only the advisory.
+            log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
+            await self._store_terminal(
+                JobDead(
+                    job_id=job.job_id,
+                    attempts=attempt,
+                    jobs_seq=msg.metadata.sequence.stream,
+                    reason=dead_reason(attempt, reason),
+                )
+            )
+            await msg.nak()
+            return
         await self._job_event(
             JobRetrying(
-                job_id=job.job_id, worker_id=self.id, attempt=attempt, reason=reason, delay_s=delay
+                job_id=job.job_id,
+                worker_id=self.id,
+                attempt=attempt,
+                reason=reason,
+                delay_s=decision.delay_s,
             ),
             f"{job.job_id}:retrying:{attempt}",
         )
-        await msg.nak(delay=delay)
+        await msg.nak(delay=decision.delay_s)
 
     async def _reject(self, msg: Msg, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""
@@ -484,6 +739,36 @@ class Worker:
             await self.js.publish(subject, data, headers=headers)
         else:
             await self.nc.publish(subject, data, headers=headers)
+
+    async def _publish_leaving(self, event: Event) -> None:
+        """Store `draining` / `deregistered`; if NATS stays away, log it and leave anyway (the
+        missing pings tell the rest)."""
+        try:
+            await self._patiently(
+                lambda: self._publish_event(event, wait=True), "say goodbye", within_s=10.0
+            )
+        except Exception as exc:
+            log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
+
+    async def _patiently(
+        self, op: Callable[[], Awaitable[Any]], what: str, within_s: float = 30.0
+    ) -> None:
+        """Run `op`, retrying while NATS fails over (a stream leader election takes seconds);
+        raise its last error after `within_s`. Every op here is idempotent (Msg-Id, or a
+        create-if-missing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            try:
+                await op()
+                return
+            except PermissionDenied:
+                raise  # a refusal is not a failover: waiting will not change the answer
+            except Exception as exc:
+                if loop.time() > deadline:
+                    raise
+                log.info("could not %s yet (%s); retrying", what, exc)
+                await asyncio.sleep(0.5)
 
     def _registered(self) -> WorkerRegistered:
         return WorkerRegistered(

@@ -8,6 +8,7 @@ messages as it has free slots (and tier budget), so it never holds more than it 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -28,6 +29,9 @@ OnMessage = Callable[[Msg], Awaitable[None]]
 class _Request:
     remaining: int
     expires_at: float
+    no_wait: bool = False
+    delivered: int = 0
+    done: asyncio.Future[int] | None = None
 
 
 class Puller:
@@ -40,6 +44,7 @@ class Puller:
         consumer: str,
         on_message: Callable[[Msg], None],
         *,
+        on_end: Callable[[], None] | None = None,
         api_prefix: str = "$JS.API",
         expires_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -48,6 +53,7 @@ class Puller:
         self.stream = stream
         self.consumer = consumer
         self.on_message = on_message
+        self.on_end = on_end
         self.expires_s = expires_s
         self.clock = clock
         self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -67,6 +73,9 @@ class Puller:
             except Exception:  # connection already closed: nothing left to unsubscribe
                 pass
             self._sub = None
+        for req in self._requests.values():
+            if req.done is not None and not req.done.done():
+                req.done.set_result(req.delivered)
         self._requests.clear()
 
     async def withdraw(self) -> None:
@@ -93,20 +102,55 @@ class Puller:
         """Messages the server may still deliver on requests that have not ended."""
         now = self.clock()
         for rid in [r for r, req in self._requests.items() if req.expires_at <= now]:
-            del self._requests[rid]  # its 408 got lost (e.g. a reconnect): stop counting it
+            self._end(rid)  # its 408 got lost (e.g. a reconnect): stop counting it
         return sum(r.remaining for r in self._requests.values())
 
-    async def request(self, n: int) -> None:
-        """Ask for up to `n` more messages (a long poll of `expires_s`)."""
+    @property
+    def long_polling(self) -> bool:
+        """A long poll is open: new messages reach it as they arrive."""
+        self.outstanding  # noqa: B018  (drops requests past their deadline)
+        return any(not r.no_wait for r in self._requests.values())
+
+    async def request(self, n: int, *, no_wait: bool = False) -> str | None:
+        """Ask for up to `n` more messages: a long poll of `expires_s`, or, with `no_wait`, only
+        what the consumer holds now (the server ends the request at once with a 404)."""
         if n <= 0 or self._sub is None:
-            return
+            return None
         rid = str(next(self._ids))
         # The server side expires first; the local deadline is a fallback a little later.
-        self._requests[rid] = _Request(n, self.clock() + self.expires_s + 1.0)
-        body = {"batch": n, "expires": int(self.expires_s * 1e9)}
-        await self.nc.publish(
-            self._next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{rid}"
-        )
+        req = _Request(n, self.clock() + self.expires_s + 1.0, no_wait=no_wait)
+        self._requests[rid] = req
+        body: dict[str, object] = {"batch": n}
+        if no_wait:  # with `expires` as well, the server would hold an empty request open
+            body["no_wait"] = True
+            req.done = asyncio.get_running_loop().create_future()
+        else:
+            body["expires"] = int(self.expires_s * 1e9)
+        try:
+            await self.nc.publish(
+                self._next_subject, json.dumps(body).encode(), reply=f"{self._inbox}.{rid}"
+            )
+        except Exception:
+            self._end(rid)
+            raise
+        return rid
+
+    async def take_now(self, n: int) -> int:
+        """A no-wait request for up to `n` messages; returns how many it delivered."""
+        rid = await self.request(n, no_wait=True)
+        req = self._requests.get(rid) if rid else None
+        if req is None or req.done is None:
+            return 0
+        try:
+            return await asyncio.wait_for(asyncio.shield(req.done), self.expires_s + 1.0)
+        except TimeoutError:  # the answer got lost (a reconnect): count what came
+            self._end(rid)  # type: ignore[arg-type]
+            return req.delivered
+
+    def _end(self, rid: str) -> None:
+        req = self._requests.pop(rid, None)
+        if req is not None and req.done is not None and not req.done.done():
+            req.done.set_result(req.delivered)
 
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
@@ -117,7 +161,9 @@ class Puller:
                 return
             # 404 no messages, 408 request expired, 409 leadership change / consumer deleted /
             # exceeded limits: the request is over either way.
-            self._requests.pop(msg.subject.rsplit(".", 1)[-1], None)
+            self._end(msg.subject.rsplit(".", 1)[-1])
+            if self.on_end is not None:
+                self.on_end()
             if status not in ("404", "408"):
                 log.info(
                     "pull request on %s/%s ended: %s %s",
@@ -131,7 +177,8 @@ class Puller:
         # server fills waiting requests first come, first served: charge the oldest open one.
         for rid, req in self._requests.items():
             req.remaining -= 1
+            req.delivered += 1
             if req.remaining <= 0:
-                del self._requests[rid]
+                self._end(rid)
             break
         self.on_message(msg)

@@ -94,3 +94,20 @@ def test_fold_workers_keeps_the_latest_word() -> None:
     by = {v.worker_id: v for v in views}
     assert by["a"].loaded == ("m:1b",) and by["a"].online(5.5) and by["a"].warm_for("m:1b")
     assert by["b"].gone and not by["b"].online(3.1)
+
+
+def test_priority_consumers_add_up_to_one_row() -> None:
+    from coordinator.pool_status import Backlog, merge_priorities
+
+    rows = merge_priorities(
+        [
+            Backlog("fast", "m", "pool-fast-m_high", pending=1, oldest_ts=20.0),
+            Backlog("fast", "m", "pool-fast-m", pending=3, running=2, oldest_ts=10.0),
+            Backlog("fast", "m", "pool-fast-m_low", pending=0),
+            Backlog("fast", "other", "pool-fast-other", pending=5),
+        ]
+    )
+    assert rows == [
+        Backlog("fast", "m", "pool-fast-m", pending=4, running=2, oldest_ts=10.0),
+        Backlog("fast", "other", "pool-fast-other", pending=5),
+    ]

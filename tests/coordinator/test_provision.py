@@ -22,7 +22,11 @@ SPECS = stream_specs(Subjects("jetgrid"), StreamNames(""))
 
 def test_specs_cover_the_four_streams_with_limits_retention() -> None:
     assert [s.name for s in SPECS] == ["JOBS", "JOB_EVENTS", "WORKERS", "INVALID"]
-    assert SPECS[0].subjects == ("jetgrid.jobs.*.*",)
+    assert SPECS[0].subjects == (
+        "jetgrid.jobs.*.*",
+        "jetgrid.jobs.*.*.high",
+        "jetgrid.jobs.*.*.low",
+    )
     cfg = stream_config(SPECS[0])
     assert cfg.retention.value == "limits" and cfg.max_msgs_per_subject == -1
 

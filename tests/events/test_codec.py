@@ -207,3 +207,29 @@ def test_public_surface_is_explicit() -> None:
     assert sorted(events.__all__) == sorted(set(events.__all__))
     for name in events.__all__:
         assert hasattr(events, name), name
+
+
+@pytest.mark.parametrize(
+    ("raw", "subject", "priority"),
+    [
+        (b'{"model": "m", "prompt": "x"}', "jetgrid.jobs.fast.m.high", "high"),
+        (b'{"model": "m", "prompt": "x", "priority": "low"}', "jetgrid.jobs.fast.m.low", "low"),
+        (b'{"model": "m", "prompt": "x"}', "jetgrid.jobs.fast.m", "normal"),
+        # the four-token form predates priorities: any payload priority is kept (queued normal)
+        (b'{"model": "m", "prompt": "x", "priority": "high"}', "jetgrid.jobs.fast.m", "high"),
+    ],
+)
+def test_priority_comes_from_the_subject_token(raw: bytes, subject: str, priority: str) -> None:
+    env = decode_submission(raw, subject=subject, subjects=S, seq=3, stream_time=T0)
+    assert env.event.priority == priority
+
+
+def test_a_payload_priority_must_agree_with_the_subject_token() -> None:
+    with pytest.raises(InvalidEvent, match="field 'priority'"):
+        decode_submission(
+            b'{"model": "m", "prompt": "x", "priority": "low"}',
+            subject="jetgrid.jobs.fast.m.high",
+            subjects=S,
+            seq=3,
+            stream_time=T0,
+        )

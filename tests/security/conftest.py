@@ -22,7 +22,7 @@ from coordinator.natsconf import NatsConfig, Secret, render_nats_config
 from coordinator.provision import ensure_consumer, provision_streams
 from coordinator.roles import SERVICE_USERS, Deployment, User, service_user, worker_user
 from coordinator.settings import Settings
-from events import stream_specs
+from events import dead_letter_spec, stream_specs
 from jetgrid.natsserver import NatsServer
 
 PREFIX, STREAMS = "sec", "SEC_"
@@ -81,7 +81,7 @@ async def provisioned(secured: Secured) -> AsyncIterator[Secured]:
     s = secured.settings("admin")
     nc = await connect(s, name="test-admin")
     js = nc.jetstream()
-    await provision_streams(js, stream_specs(s.subjects, s.streams))
+    await provision_streams(js, [*stream_specs(s.subjects, s.streams), dead_letter_spec(s.streams)])
     for pool in ("standard", "fast"):
         spec = pool_consumer(
             s.subjects, s.streams.jobs, pool, "echo", ack_wait_s=30, max_deliver=5,

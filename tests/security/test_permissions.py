@@ -165,9 +165,10 @@ ALLOWED: dict[str, set[str]] = {
                   "write the tiers bucket"},
     "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events"},
     # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping as the other.
-    "worker-w1": {"publish completed", "ping as w1", "pull and ack standard/echo",
+    # Workers publish `dead`: each runs a dead-letter watcher (Msg-Id dedupe makes it one).
+    "worker-w1": {"publish completed", "publish dead", "ping as w1", "pull and ack standard/echo",
                   "pull and ack fast/echo", "read the tiers bucket"},
-    "worker-w2": {"publish completed", "ping as w2", "pull and ack standard/echo",
+    "worker-w2": {"publish completed", "publish dead", "ping as w2", "pull and ack standard/echo",
                   "read the tiers bucket"},
 }  # fmt: skip
 # The admin's right to delete is shown on a scratch stream; the module's streams stay.

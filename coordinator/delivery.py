@@ -1,0 +1,136 @@
+"""Delivery rules as plain functions: what a worker does after a failure, when a job times out,
+which consumer it pulls from next, and what a max-deliveries advisory means.
+
+Nothing here does I/O; worker/agent.py and worker/deadletter.py act on the answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.pools import PoolConfig
+from events import JobCancelRequested, Subjects, encode
+
+PRIORITIES = ("high", "normal", "low")
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+# -- transient failures ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Nak with this delay and publish `retrying`."""
+
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The last delivery failed: nak at once, so JetStream reaches MaxDeliver now and its
+    max-deliveries advisory makes the job `dead` (published by the dead-letter watchers)."""
+
+
+def after_transient(attempt: int, pool: PoolConfig) -> Retry | GiveUp:
+    """What to do after delivery `attempt` (1-based) failed transiently in `pool`."""
+    if attempt >= pool.max_deliver:
+        return GiveUp()
+    return Retry(pool.retry_delay(attempt))
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+def job_timeout(requested_s: float | None, pool: PoolConfig) -> float:
+    """Seconds a job may run: its own `timeout_s`, capped by the pool's job_timeout_cap_s."""
+    return pool.timeout_for(requested_s)
+
+
+def keepalive_period(ack_wait_s: float) -> float:
+    """Seconds between in-progress acks: a third of AckWait, so two may be lost in a row."""
+    return max(ack_wait_s / 3, 0.05)
+
+
+# -- priorities --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """One pull request: `n` messages from the `priority` consumer; `wait` = long poll."""
+
+    priority: str
+    n: int
+    wait: bool
+
+
+def next_pull(free: int, swept: Sequence[str], got_any: bool) -> Pull | None:
+    """The next request of a pull sweep, or None when the sweep is over.
+
+    A sweep asks each priority's consumer in turn, highest first, with a no-wait request for
+    every free slot (the server answers at once with what it has), so a backlogged pool always
+    hands out high before normal before low. Only when a whole sweep found nothing does the
+    worker park a long poll, on the normal consumer (where most jobs arrive, and every job of a
+    client that knows nothing of priorities); high and low jobs that arrive in an idle pool are
+    found by the next sweep, at most one long poll (Puller.expires_s) later.
+    """
+    if free <= 0:
+        return None
+    for p in PRIORITIES:
+        if p not in swept:
+            return Pull(p, free, wait=False)
+    if not got_any:
+        return Pull("normal", free, wait=True)
+    return None
+
+
+# -- dead letters ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MaxDeliveries:
+    """A max-deliveries advisory: the message at `stream_seq` of `stream` is given up."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+
+
+def parse_max_deliveries(data: bytes) -> MaxDeliveries | None:
+    """The advisory's facts, or None if the bytes are not a max-deliveries advisory."""
+    try:
+        obj: Any = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(obj, dict) or "max_deliver" not in str(obj.get("type", "")):
+        return None
+    seq, n = obj.get("stream_seq"), obj.get("deliveries")
+    stream, consumer = obj.get("stream"), obj.get("consumer")
+    if not (isinstance(seq, int) and seq >= 1 and isinstance(n, int) and n >= 1):
+        return None
+    if not (isinstance(stream, str) and isinstance(consumer, str)):
+        return None
+    return MaxDeliveries(stream, consumer, seq, n)
+
+
+def dead_reason(deliveries: int, last_error: str | None = None) -> str:
+    """The reason a `dead` event carries."""
+    base = f"gave up after {deliveries} deliveries (MaxDeliver reached)"
+    return f"{base}; last error: {last_error}" if last_error else base
+
+
+def terminal_msg_id(job_id: str) -> str:
+    """Nats-Msg-Id of every terminal event of a job: JetStream keeps the first, drops the rest."""
+    return f"{job_id}:terminal"
+
+
+# -- cancels -----------------------------------------------------------------------------------
+def cancel_request(
+    subjects: Subjects, job_id: str, reason: str | None, requested_by: str
+) -> tuple[str, bytes, str]:
+    """(subject, body, Nats-Msg-Id) of a job's cancel request, as every publisher sends it
+    (`jetgrid cancel`, the gateway's DELETE /v1/jobs/{id}): one request per job, however
+    often it is asked for."""
+    event = JobCancelRequested(job_id=job_id, reason=reason, requested_by=requested_by)
+    msg_id = f"{job_id}:cancel_requested"
+    return (
+        subjects.job_event(job_id, "cancel_requested"),
+        encode(event, source=f"jetgrid/{requested_by}", id=msg_id),
+        msg_id,
+    )

@@ -1,0 +1,209 @@
+"""Cancels, priorities and graceful drain, against a real nats-server and real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import pytest
+from nats.js.api import Header
+
+from coordinator.delivery import cancel_request
+from events import JobSubmitted
+from worker.backends import EchoBackend, Result, RunContext
+
+pytestmark = pytest.mark.integration
+
+
+class Watchful(EchoBackend):
+    """Echo that remembers whether a job saw its cancel signal before being stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saw_cancel: dict[str, bool] = {}
+        self.started: list[str] = []
+
+    async def run(self, job: JobSubmitted, ctx: RunContext) -> Result:
+        self.started.append(job.job_id)
+        try:
+            return await super().run(job, ctx)
+        except asyncio.CancelledError:
+            self.saw_cancel[job.job_id] = ctx.cancelled.is_set()
+            raise
+
+
+async def cancel(nc, s, job_id: str, reason: str = "test") -> None:  # type: ignore[no-untyped-def]
+    subject, body, msg_id = cancel_request(s.subjects, job_id, reason, "test")
+    await nc.jetstream().publish(subject, body, headers={Header.MSG_ID: msg_id})
+
+
+async def test_cancelling_a_running_job_stops_it(kit, streams, nc, start_worker, outcomes):
+    backend = Watchful()
+    agent = await start_worker(backend=backend)
+    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    await cancel(nc, streams, "j1", "changed my mind")
+    await outcomes.wait_terminal("j1")
+    assert outcomes.names("j1") == ["claimed", "started", "cancel_requested", "cancelled"]
+    done = outcomes.terminal("j1")[0].event
+    assert done.worker_id == "w1" and done.reason == "cancel requested"
+    assert backend.saw_cancel == {"j1": True}
+    await kit.until(lambda: agent.counters.cancelled == 1)
+    view = (await kit.job_views(nc.jetstream(), streams))["j1"]
+    assert view.status == "cancelled" and view.cancel_requested
+
+
+async def test_a_job_cancelled_while_queued_never_starts(kit, streams, nc, start_worker, outcomes):
+    js = nc.jetstream()
+    await kit.submit(js, streams, kit.job(1))
+    await kit.submit(js, streams, kit.job(2))
+    await cancel(nc, streams, "j1")  # no worker around: only the stored event remembers it
+    backend = Watchful()
+    await start_worker(backend=backend)
+    await outcomes.wait_terminal("j1", "j2")
+    assert outcomes.names("j1") == ["cancel_requested", "claimed", "cancelled"]
+    assert outcomes.terminal("j2")[0].type == "jetgrid.job.completed"
+    assert backend.started == ["j2"]
+
+
+async def test_a_cancel_that_arrives_while_the_job_waits_its_turn(
+    kit, streams, nc, start_worker, outcomes
+) -> None:
+    backend = Watchful()
+    await start_worker(backend=backend)  # concurrency 1
+    js = nc.jetstream()
+    await kit.submit(js, streams, kit.job(1, prompt=None, input={"sleep": 0.5}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    await kit.submit(js, streams, kit.job(2))
+    await cancel(nc, streams, "j2")
+    await outcomes.wait_terminal("j1", "j2")
+    assert outcomes.terminal("j2")[0].type == "jetgrid.job.cancelled"
+    assert backend.started == ["j1"]
+
+
+async def test_bad_cancel_messages_do_not_stop_the_listener(
+    kit, streams, nc, start_worker, outcomes
+) -> None:
+    await start_worker(backend=Watchful())
+    js = nc.jetstream()
+    subject = streams.subjects.job_event("j1", "cancel_requested")
+    await kit.submit(js, streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    for junk in (b"\xff", b"{}", b"[]", json.dumps({"job_id": "j1"}).encode()):
+        await nc.publish(subject, junk)
+    other = cancel_request(streams.subjects, "j9", None, "t")[1]
+    await nc.publish(subject, other)  # a valid request, but for another job
+    await nc.flush()
+    await cancel(nc, streams, "j1")
+    await outcomes.wait_terminal("j1")
+    assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
+
+
+async def test_jetgrid_cancel_command(kit, streams, nc, start_worker, outcomes) -> None:
+    await start_worker()
+    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    proc = await asyncio.create_subprocess_exec(
+        kit.JETGRID, "cancel", "j1", "--reason", "from the shell", "--wait", "20",
+        env=kit.worker_env(streams), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out
+    lines = [json.loads(x) for x in out.decode().splitlines()]
+    assert lines[0]["cancel_requested"] is True and lines[-1]["status"] == "cancelled"
+    requested = [e for e in outcomes.events["j1"] if e.type.endswith("cancel_requested")]
+    assert requested[0].event.reason == "from the shell"
+
+
+async def test_a_backlog_starts_high_then_normal_then_low(
+    kit, streams, nc, start_worker, outcomes
+) -> None:
+    js = nc.jetstream()
+    order = ["low", "normal", "high"] * 4
+    for i, p in enumerate(order):
+        await kit.submit(js, streams, kit.job(i, priority=p))
+    backend = Watchful()
+    await start_worker(backend=backend)  # one slot: the backlog drains in start order
+    ids = [f"j{i}" for i in range(len(order))]
+    await outcomes.wait_terminal(*ids)
+    started = [order[int(j[1:])] for j in backend.started]
+    assert started == ["high"] * 4 + ["normal"] * 4 + ["low"] * 4
+    # within a priority, submission order holds
+    assert [j for j in backend.started if order[int(j[1:])] == "low"] == ["j0", "j3", "j6", "j9"]
+
+
+async def test_priority_jobs_reach_an_idle_pool(kit, streams, nc, start_worker, outcomes):
+    await start_worker()
+    js = nc.jetstream()
+    for i, p in enumerate(("high", "low", "normal")):
+        await kit.submit(js, streams, kit.job(i, priority=p))
+    await outcomes.wait_terminal("j0", "j1", "j2")
+    assert all(outcomes.terminal(j)[0].type == "jetgrid.job.completed" for j in ("j0", "j1"))
+
+
+async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_path, procs):
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
+    js = nc.jetstream()
+    seen: list[str] = []
+
+    async def on_worker_event(msg) -> None:  # type: ignore[no-untyped-def]
+        seen.append(msg.subject.rsplit(".", 1)[-1])
+
+    await nc.subscribe(s.subjects.worker_events("drainee"), cb=on_worker_event)
+    # two slots: while one job runs, a long poll is open for the other when draining begins
+    worker = await kit.spawn_worker(s, "drainee", "--drain-grace", "20", "--concurrency", "2")
+    procs.append(worker)
+    await kit.until(lambda: "registered" in seen, timeout=30)
+    await kit.submit(js, s, kit.job(1, prompt=None, input={"sleep": 1.5}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    worker.send_signal(signal.SIGTERM)
+    await kit.until(lambda: "draining" in seen)
+    await kit.submit(js, s, kit.job(2))  # after draining began: not for this worker
+    out, _ = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 0, out
+    assert outcomes.terminal("j1")[0].event.worker_id == "drainee"
+    assert outcomes.terminal("j1")[0].type == "jetgrid.job.completed"
+    assert not outcomes.events["j2"]  # never claimed
+    assert seen.index("draining") < seen.index("deregistered")
+    assert b"completed=1" in out
+
+
+async def test_a_drain_past_its_grace_hands_the_job_back(
+    kit, streams, nc, start_worker, outcomes, tmp_path, procs
+) -> None:
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=30.0))
+    worker = await kit.spawn_worker(s, "hasty", "--drain-grace", "0.5")
+    procs.append(worker)
+    await kit.submit(nc.jetstream(), s, kit.job(1, prompt=None, input={"sleep": 3}))
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"), timeout=30)
+    worker.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 0, out
+    # handed back with a nak, so it is redelivered at once (not after the 30 s AckWait)
+    await start_worker(settings=s, worker_id="heir")
+    await outcomes.wait_terminal("j1", timeout=20)
+    done = outcomes.terminal("j1")[0].event
+    assert (done.worker_id, done.attempt) == ("heir", 2)
+
+
+async def test_the_gateway_submits_on_the_priority_subject(gateway, start_worker) -> None:
+    import httpx
+
+    await start_worker()
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        r = await http.post(
+            "/v1/jobs?wait=10", json={"model": "echo", "prompt": "hi", "priority": "high"}
+        )
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    assert r.json()["subject"].endswith(".jobs.standard.echo.high")
+    assert r.json()["priority"] == "high"
+
+
+def test_the_subject_command_prints_priority_subjects() -> None:
+    from click.testing import CliRunner
+
+    from jetgrid.cli import main
+
+    args = ["subject", "--pool", "fast", "--model", "m", "--priority", "low"]
+    assert CliRunner().invoke(main, args).output.strip() == "jetgrid.jobs.fast.m.low"

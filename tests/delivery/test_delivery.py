@@ -1,0 +1,171 @@
+"""Delivery guarantees against a real nats-server: leases, crashes, retries, dead letters,
+duplicates, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from coordinator.connect import connect
+from worker.agent import Worker
+from worker.backends import EchoBackend, expected_output
+from worker.deadletter import DeadLetterWatcher
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_long_job_is_not_redelivered_while_its_worker_lives(
+    kit, streams, nc, start_worker, outcomes, tmp_path
+) -> None:
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
+    await start_worker(settings=s)
+    await kit.submit(nc.jetstream(), s, kit.job(1, prompt=None, input={"sleep": 4}))
+    await outcomes.wait_terminal("j1", timeout=20)
+    assert outcomes.names("j1") == ["claimed", "started", "completed"]
+    assert outcomes.terminal("j1")[0].event.attempt == 1
+    info = await nc.jetstream().consumer_info(s.streams.jobs, "pool-standard-echo")
+    assert info.config.ack_wait == 1.0 and info.num_redelivered == 0
+
+
+async def test_a_worker_killed_mid_job_loses_nothing(
+    kit, streams, nc, start_worker, outcomes, tmp_path, procs
+) -> None:
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
+    victim = await kit.spawn_worker(s, "victim", "--no-dead-letters")
+    procs.append(victim)
+    j = kit.job(1, prompt=None, input={"sleep": 2})
+    await kit.submit(nc.jetstream(), s, j)
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"), timeout=30)
+    assert outcomes.events["j1"][-1].event.worker_id == "victim"
+    victim.send_signal(signal.SIGKILL)
+    await victim.wait()
+    await start_worker(settings=s, worker_id="heir")
+    await outcomes.wait_terminal("j1", timeout=20)
+    done = outcomes.terminal("j1")[0].event
+    assert (done.worker_id, done.attempt) == ("heir", 2)
+    assert done.output == expected_output(j)
+
+
+async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
+    kit, streams, nc, start_worker, outcomes, tmp_path
+) -> None:
+    s = streams.replace(
+        pools_file=kit.write_pools(tmp_path / "p.toml", max_deliver=3, backoff_s=[0.05, 0.1])
+    )
+    watchers, conns, tasks = [], [], []
+    for i in range(2):
+        conn = await connect(s, name=f"watcher-{i}")
+        w = DeadLetterWatcher(s, conn, name=f"watcher-{i}")
+        conns.append(conn)
+        watchers.append(w)
+        tasks.append(asyncio.create_task(w.run()))
+    await asyncio.gather(*(w.ready.wait() for w in watchers))
+    await start_worker(settings=s, dead_letters=False)
+    js = nc.jetstream()
+    await kit.submit(js, s, kit.job(1, prompt=None, input={"fail": "transient"}))
+    ack = await js.publish(
+        s.subjects.submit("standard", "echo"),
+        b'{"model": "echo", "input": {"fail": "transient"}}',
+    )
+    bare = f"seq-{ack.seq}"
+    await outcomes.wait_terminal("j1", bare, timeout=20)
+    # both watchers saw the advisory or shared it; either way the stream holds one dead event
+    await kit.until(lambda: sum(w.published for w in watchers) >= 2)
+    for job_id in ("j1", bare):
+        subject = s.subjects.job_event(job_id, "dead")
+        assert await kit.count_subjects(js, s.streams.job_events, subject) == {subject: 1}
+        dead = outcomes.terminal(job_id)[0].event
+        assert dead.type == "jetgrid.job.dead" and dead.attempts == 3
+        assert "last error: echo: asked to fail transiently" in dead.reason
+    # (core NATS shows every publish of `dead`, the duplicates too; the stream kept one)
+    names = outcomes.names("j1")
+    assert names[: names.index("dead") + 1] == ["claimed", "started", "retrying"] * 2 + [
+        "claimed",
+        "started",
+        "dead",
+    ]
+    views = await kit.job_views(js, s)
+    assert views["j1"].status == "dead" and views[bare].status == "dead"
+    for w in watchers:
+        w.stop()
+    await asyncio.gather(*tasks)
+    for conn in conns:
+        await conn.drain()
+
+
+async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_worker, outcomes):
+    await start_worker()
+    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"fail": "permanent"}))
+    await outcomes.wait_terminal("j1")
+    assert outcomes.names("j1") == ["claimed", "started", "failed"]
+    js = nc.jetstream()
+
+    async def acked() -> bool:
+        info = await js.consumer_info(streams.streams.jobs, "pool-standard-echo")
+        return info.num_ack_pending == 0
+
+    await kit.until(acked)  # the ack follows the stored terminal event
+    info = await js.consumer_info(streams.streams.jobs, "pool-standard-echo")
+    assert info.num_redelivered == 0
+
+
+class LostKeepalives(Worker):
+    """A worker whose in-progress acks never arrive (a partition, a stalled event loop)."""
+
+    async def _keep_alive(self, msg) -> None:  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()
+
+
+async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outcomes, tmp_path):
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
+    from worker.agent import WorkerOptions
+
+    slow = LostKeepalives(
+        s,
+        WorkerOptions(pool="standard", models=("echo",), worker_id="slow", dead_letters=False),
+        EchoBackend(),
+    )
+    slow_task = asyncio.create_task(slow.run())
+    await slow.ready.wait()
+    j = kit.job(1, prompt=None, input={"sleep": 2.5})
+    await kit.submit(nc.jetstream(), s, j)
+    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    await start_worker(settings=s, worker_id="fast")  # takes the redelivery after AckWait
+    await outcomes.wait_for(
+        lambda: len([e for e in outcomes.events["j1"] if e.type == "jetgrid.job.started"]) == 2,
+        timeout=20,
+    )
+    await kit.until(lambda: slow.counters.completed == 1, timeout=20)  # the slow one reports too
+    await outcomes.wait_terminal("j1")
+    js = nc.jetstream()
+    subject = s.subjects.job_event("j1", "completed")
+    await kit.until(lambda: kit.count_subjects(js, s.streams.job_events, subject))
+    assert await kit.count_subjects(js, s.streams.job_events, subject) == {subject: 1}
+    workers = {e.event.worker_id for e in outcomes.events["j1"] if e.type.endswith("started")}
+    assert workers == {"slow", "fast"}
+    view = (await kit.job_views(js, s))["j1"]
+    assert view.status == "completed" and view.output == expected_output(j)
+    assert view.attempts == 2
+    slow.stop()
+    await slow_task
+
+
+async def test_a_job_past_its_timeout_is_stopped_and_failed(
+    kit, streams, nc, start_worker, outcomes, tmp_path
+) -> None:
+    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", job_timeout_cap_s=0.5))
+    agent = await start_worker(settings=s)
+    js = nc.jetstream()
+    await kit.submit(js, s, kit.job(1, prompt=None, input={"sleep": 30}, timeout_s=0.2))
+    await kit.submit(js, s, kit.job(2, prompt=None, input={"sleep": 30}, timeout_s=100))  # capped
+    await kit.submit(js, s, kit.job(3))
+    await outcomes.wait_terminal("j1", "j2", "j3")
+    for jid, limit in (("j1", "0.2 s"), ("j2", "0.5 s")):
+        failed = outcomes.terminal(jid)[0].event
+        assert failed.type == "jetgrid.job.failed" and failed.error_type == "timeout"
+        assert limit in failed.reason
+    assert outcomes.terminal("j3")[0].type == "jetgrid.job.completed"
+    await kit.until(lambda: agent.counters.completed == 1)
+    assert agent.counters.timed_out == 2 and not agent._running

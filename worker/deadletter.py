@@ -1,0 +1,192 @@
+"""The dead-letter watcher: JetStream's max-deliveries advisories in, `dead` events out.
+
+When a job's submission reaches its pool's MaxDeliver, JetStream stops delivering it and sends
+``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<JOBS>.<consumer>`` with the message's stream
+sequence. The DEAD_LETTERS stream stores those advisories (so none is lost while no watcher is
+connected); watchers share one durable consumer on it. For each advisory a watcher reads the
+submission from JOBS (a direct get by sequence), derives its job id as every other reader does
+(events.decode_submission, so a bare submission is ``seq-<N>``), and publishes ``JobDead`` with
+``Nats-Msg-Id: <job>:terminal``. Any number of watchers may run: the stream drops the duplicates,
+and the read model keeps the first terminal event of a job in any case.
+
+Run one with `jetgrid deadletter`; `jetgrid up` and every `jetgrid worker` run one too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from coordinator.delivery import dead_reason, parse_max_deliveries, terminal_msg_id
+from coordinator.provision import provision_streams
+from coordinator.roles import DEAD_LETTER_CONSUMER
+from coordinator.settings import Settings
+from events import (
+    InvalidEvent,
+    JobDead,
+    dead_letter_spec,
+    decode,
+    decode_submission,
+    encode,
+    now,
+)
+
+log = logging.getLogger("jetgrid.deadletter")
+
+CONSUMER = DEAD_LETTER_CONSUMER
+
+
+class DeadLetterWatcher:
+    """Turns stored max-deliveries advisories into `dead` events; `run()` until `stop()`."""
+
+    def __init__(self, settings: Settings, nc: NATS, *, name: str = "deadletter") -> None:
+        self.settings = settings
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.source = f"jetgrid/{name}"
+        self.spec = dead_letter_spec(
+            settings.streams,
+            replicas=settings.stream_replicas,
+            duplicate_window_s=settings.duplicate_window_s,
+        )
+        self.published = 0
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def ensure(self) -> None:
+        """Create the DEAD_LETTERS stream and the watchers' shared consumer if missing."""
+        await provision_streams(self.js, [self.spec])
+        try:
+            await self.js.consumer_info(self.spec.name, CONSUMER)
+        except NotFoundError:
+            await self.js.add_consumer(
+                self.spec.name,
+                ConsumerConfig(
+                    durable_name=CONSUMER,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                ),
+            )
+
+    async def run(self) -> None:
+        await self._retrying(self.ensure)
+        sub = await self.js.pull_subscribe_bind(CONSUMER, stream=self.spec.name)
+        self.ready.set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await sub.fetch(16, timeout=0.5)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # nothing to do (timeout), or NATS away: try again shortly
+                    await asyncio.sleep(0.05 if self.nc.is_connected else 0.5)
+                    continue
+                for msg in msgs:
+                    await self._handle_stored(msg)
+        finally:
+            # Unsubscribe rather than let the connection drain a fetch queue nobody reads.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle_stored(self, msg: Msg) -> None:
+        try:
+            await self.handle(msg.data)
+        except Exception as exc:  # NATS away mid-way: the advisory comes back
+            log.warning("dead letter not recorded yet (%s); will retry", exc)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+            return
+        with contextlib.suppress(Exception):
+            await msg.ack()
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        for attempt in range(30):
+            try:
+                await step()
+                return
+            except Exception as exc:
+                if attempt == 29:
+                    raise
+                log.info("dead-letter setup failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+
+    async def handle(self, advisory: bytes) -> str | None:
+        """Publish the `dead` event an advisory calls for; returns the job id (None: skipped)."""
+        adv = parse_max_deliveries(advisory)
+        if adv is None or adv.stream != self.settings.streams.jobs:
+            log.info("ignored an advisory that is not about %s", self.settings.streams.jobs)
+            return None
+        try:
+            stored = await self.js.get_msg(adv.stream, adv.stream_seq, direct=True)
+        except NotFoundError:
+            log.warning("JOBS seq %d gave up but is no longer stored", adv.stream_seq)
+            return None
+        try:
+            env = decode_submission(
+                stored.data or b"",
+                subject=stored.subject or "",
+                subjects=self.settings.subjects,
+                seq=adv.stream_seq,
+                stream_time=now(),  # only the job id matters here
+            )
+        except InvalidEvent as exc:  # recorded on the invalid stream by the worker that saw it
+            log.info("JOBS seq %d gave up and is not a valid job: %s", adv.stream_seq, exc.reason)
+            return None
+        job_id: str = env.event.job_id
+        dead = JobDead(
+            job_id=job_id,
+            attempts=adv.deliveries,
+            jobs_seq=adv.stream_seq,
+            reason=dead_reason(adv.deliveries, await self._last_error(job_id)),
+        )
+        msg_id = terminal_msg_id(job_id)
+        await self.js.publish(
+            self.settings.subjects.job_event(job_id, "dead"),
+            encode(dead, source=self.source, id=msg_id),
+            headers={"Nats-Msg-Id": msg_id},
+        )
+        self.published += 1
+        log.info("job %s is dead after %d deliveries", job_id, adv.deliveries)
+        return job_id
+
+    async def _last_error(self, job_id: str) -> str | None:
+        """The reason of the job's last `retrying` event, if one is stored."""
+        subject = self.settings.subjects.job_event(job_id, "retrying")
+        try:
+            msg = await self.js.get_last_msg(self.settings.streams.job_events, subject, direct=True)
+            return str(decode(msg.data or b"").event.reason)
+        except Exception:
+            return None
+
+
+async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
+    """Connect and run one watcher until `stop` is set (the `jetgrid deadletter` command)."""
+    from coordinator.connect import connect
+
+    nc = await connect(settings, name="jetgrid-deadletter")
+    watcher = DeadLetterWatcher(settings, nc)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.wait(
+            {task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        watcher.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+        await nc.drain()
+
+
+__all__ = ["CONSUMER", "DeadLetterWatcher", "watch_dead_letters"]
