@@ -135,15 +135,21 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else format_time(t)
 
 
+# One encoder each, built once: json.dumps with non-default options builds a new JSONEncoder
+# per call, which costs as much as encoding a small value. The output is the same text.
+_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _SORTED.encode(value)
 
 
 def worker_row(view: wr.WorkerView, factor: float | None) -> dict[str, Any]:
     return {
         "b_worker_id": view.worker_id,
         # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
-        "view": json.dumps(wr.to_dict(view), separators=(",", ":")),
+        "view": _COMPACT.encode(wr.to_dict(view)),
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": _iso(view.tier_since),
@@ -215,6 +221,14 @@ def job_from_row(r: Mapping[str, Any]) -> JobView:
     )
 
 
+_WORKER_SET = tuple(c.name for c in workers_t.columns if c.name != "worker_id")
+# The same UPDATE as _param_update(workers_t, "worker_id"), as plain SQL with qmark parameters
+# for SQLite's driver (see Store.write).
+_SQLITE_UPDATE_WORKER = (
+    f"UPDATE {workers_t.name} SET {', '.join(f'{c} = ?' for c in _WORKER_SET)} WHERE worker_id = ?"
+)
+
+
 def _param_update(table: Table, key: str) -> Any:
     """UPDATE table SET <every other column> WHERE key = :b_key, for executemany."""
     cols = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
@@ -258,6 +272,7 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
+        self._sqlite = self.engine.dialect.name == "sqlite"
         self._known_workers: set[str] = set()
         self._known_jobs: set[str] = set()
         self._upd_worker = _param_update(workers_t, "worker_id")
@@ -374,7 +389,14 @@ class Store:
         async with self.engine.begin() as conn:
             if w_new:
                 await conn.execute(workers_t.insert(), _plain(w_new, "worker_id"))
-            if w_upd:
+            if w_upd and self._sqlite:
+                # A live projector updates every pinging worker's row in every batch: SQLite's
+                # driver executemany with positional rows skips SQLAlchemy's per-row parameter
+                # processing (none of these columns needs any: text, float, and a bool that
+                # sqlite3 stores as 0/1 just as SQLAlchemy's Boolean does).
+                rows = [(*(r[c] for c in _WORKER_SET), r["b_worker_id"]) for r in w_upd]
+                await conn.exec_driver_sql(_SQLITE_UPDATE_WORKER, rows)
+            elif w_upd:
                 await conn.execute(self._upd_worker, w_upd)
             if j_new:
                 await conn.execute(jobs_t.insert(), _plain(j_new, "job_id"))
