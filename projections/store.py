@@ -48,6 +48,7 @@ from events import ConfigError, parse_time
 from projections import workers as wr
 from projections.fold import STREAMS, Changes, FoldConfig, TierChange
 from projections.jobs import JobView
+from projections.view_json import ViewEncoder
 from projections.workers import format_time  # memoised
 
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
@@ -145,11 +146,14 @@ def _dumps(value: Any) -> str:
     return _SORTED.encode(value)
 
 
-def worker_row(view: wr.WorkerView, factor: float | None) -> dict[str, Any]:
+def worker_row(
+    view: wr.WorkerView, factor: float | None, text: str | None = None
+) -> dict[str, Any]:
+    """The row of a view; `text`: its JSON if already encoded (projections.view_json)."""
     return {
         "b_worker_id": view.worker_id,
         # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
-        "view": _COMPACT.encode(wr.to_dict(view)),
+        "view": _COMPACT.encode(wr.to_dict(view)) if text is None else text,
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": _iso(view.tier_since),
@@ -274,6 +278,7 @@ class Store:
 
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._known_workers: set[str] = set()
+        self._view_encoder = ViewEncoder()  # caches per worker: one per Store
         self._known_jobs: set[str] = set()
         self._upd_worker = _param_update(workers_t, "worker_id")
         self._upd_job = _param_update(jobs_t, "job_id")
@@ -375,7 +380,7 @@ class Store:
         """Apply one batch and its positions in one transaction (executemany throughout)."""
         w_new, w_upd, j_new, j_upd = [], [], [], []
         for v in changes.workers:
-            row = worker_row(v, factor(v.tier))
+            row = worker_row(v, factor(v.tier), self._view_encoder.encode(v))
             (w_upd if v.worker_id in self._known_workers else w_new).append(row)
         for j in changes.jobs:
             row = job_row(j)
