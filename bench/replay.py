@@ -46,6 +46,7 @@ from projections.runner import _filters, replay
 from projections.store import Store
 
 CONF = Path(__file__).resolve().parent / "nats-bench.conf"
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)  # in the past: within max_future_s of any run
 GPU = GpuTelemetry(
     index=0, uuid="GPU-0", name="NVIDIA H100", memory_used_mb=1000.0, memory_total_mb=81559.0,
     utilization_pct=37.0, temperature_c=55.0, power_w=250.0, ecc_errors=0, xid_errors=0,
@@ -56,7 +57,9 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
     """Publish the mixed log; returns the number of messages."""
     js = nc.jetstream(publish_async_max_pending=4000)
     subj = settings.subjects
-    t0 = datetime.now(UTC) - timedelta(hours=3)
+    # A fixed start and fixed event ids, so the same arguments give the same log and the same
+    # digest on any day and with any version of jetgrid: a speed-up must leave it unchanged.
+    t0 = T0
     n = 0
     for w in range(workers):
         ev = WorkerRegistered(
@@ -64,7 +67,7 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
             concurrency=4, heartbeat_interval_s=1.0, boot_id="b",
         )  # fmt: skip
         await js.publish_async(
-            subj.worker_event(f"w{w}", "registered"), encode(ev, source="b", time=t0)
+            subj.worker_event(f"w{w}", "registered"), encode(ev, source="b", id=f"r{w}", time=t0)
         )
         n += 1
     job_every = max(1, seconds * workers // max(1, jobs))
@@ -79,7 +82,8 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
                 nvml=True, gpus=[GPU], boot_id="b",
             )  # fmt: skip
             await js.publish_async(
-                subj.worker_event(f"w{w}", "heartbeat"), encode(ev, source="b", time=t)
+                subj.worker_event(f"w{w}", "heartbeat"),
+                encode(ev, source="b", id=f"p{w}-{s}", time=t),
             )
             n += 1
             k += 1
@@ -100,7 +104,8 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
                     ),
                 ):
                     await js.publish_async(
-                        subj.job_event(jid, name), encode(ev2, source="b", time=t)
+                        subj.job_event(jid, name),
+                        encode(ev2, source="b", id=f"{jid}-{name}", time=t),
                     )
                 n += 4
     await js.publish_async_completed()

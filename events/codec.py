@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from events.base import Event
 from events.catalogue import BY_TYPE, current_version, upcast
@@ -61,7 +62,8 @@ class Envelope:
 
     def at(self, seq: int | None, subject: str | None = None) -> Envelope:
         """The same envelope, stamped with where it was read from."""
-        return replace(self, seq=seq, subject=subject or self.subject)
+        # Positional construction: dataclasses.replace costs several times more, per event.
+        return Envelope(self.id, self.source, self.time, self.event, seq, subject or self.subject)
 
 
 def now() -> datetime:
@@ -119,6 +121,16 @@ def encode(
 
 
 def _load(data: bytes) -> Any:
+    # pydantic-core's parser is about twice as fast as json.loads on an event, and gives the
+    # same objects for every document json.loads accepts that it accepts too (floats are
+    # correctly rounded by both; duplicate keys: the last wins in both). It refuses a few
+    # documents json.loads takes (a UTF-8 BOM, UTF-16, lone surrogates in escapes), so on any
+    # failure json.loads decides: it accepts those, and rejects the rest with the same reason
+    # as before.
+    try:
+        return from_json(data)
+    except ValueError:
+        pass
     try:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:

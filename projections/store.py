@@ -48,6 +48,7 @@ from events import ConfigError, parse_time
 from projections import workers as wr
 from projections.fold import STREAMS, Changes, FoldConfig, TierChange
 from projections.jobs import JobView
+from projections.view_json import ViewEncoder
 from projections.workers import format_time  # memoised
 
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
@@ -135,15 +136,24 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else format_time(t)
 
 
+# One encoder each, built once: json.dumps with non-default options builds a new JSONEncoder
+# per call, which costs as much as encoding a small value. The output is the same text.
+_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return _SORTED.encode(value)
 
 
-def worker_row(view: wr.WorkerView, factor: float | None) -> dict[str, Any]:
+def worker_row(
+    view: wr.WorkerView, factor: float | None, text: str | None = None
+) -> dict[str, Any]:
+    """The row of a view; `text`: its JSON if already encoded (projections.view_json)."""
     return {
         "b_worker_id": view.worker_id,
         # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
-        "view": json.dumps(wr.to_dict(view), separators=(",", ":")),
+        "view": _COMPACT.encode(wr.to_dict(view)) if text is None else text,
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": _iso(view.tier_since),
@@ -215,6 +225,14 @@ def job_from_row(r: Mapping[str, Any]) -> JobView:
     )
 
 
+_WORKER_SET = tuple(c.name for c in workers_t.columns if c.name != "worker_id")
+# The same UPDATE as _param_update(workers_t, "worker_id"), as plain SQL with qmark parameters
+# for SQLite's driver (see Store.write).
+_SQLITE_UPDATE_WORKER = (
+    f"UPDATE {workers_t.name} SET {', '.join(f'{c} = ?' for c in _WORKER_SET)} WHERE worker_id = ?"
+)
+
+
 def _param_update(table: Table, key: str) -> Any:
     """UPDATE table SET <every other column> WHERE key = :b_key, for executemany."""
     cols = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
@@ -258,7 +276,9 @@ class Store:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
+        self._sqlite = self.engine.dialect.name == "sqlite"
         self._known_workers: set[str] = set()
+        self._view_encoder = ViewEncoder()  # caches per worker: one per Store
         self._known_jobs: set[str] = set()
         self._upd_worker = _param_update(workers_t, "worker_id")
         self._upd_job = _param_update(jobs_t, "job_id")
@@ -360,7 +380,7 @@ class Store:
         """Apply one batch and its positions in one transaction (executemany throughout)."""
         w_new, w_upd, j_new, j_upd = [], [], [], []
         for v in changes.workers:
-            row = worker_row(v, factor(v.tier))
+            row = worker_row(v, factor(v.tier), self._view_encoder.encode(v))
             (w_upd if v.worker_id in self._known_workers else w_new).append(row)
         for j in changes.jobs:
             row = job_row(j)
@@ -374,7 +394,14 @@ class Store:
         async with self.engine.begin() as conn:
             if w_new:
                 await conn.execute(workers_t.insert(), _plain(w_new, "worker_id"))
-            if w_upd:
+            if w_upd and self._sqlite:
+                # A live projector updates every pinging worker's row in every batch: SQLite's
+                # driver executemany with positional rows skips SQLAlchemy's per-row parameter
+                # processing (none of these columns needs any: text, float, and a bool that
+                # sqlite3 stores as 0/1 just as SQLAlchemy's Boolean does).
+                rows = [(*(r[c] for c in _WORKER_SET), r["b_worker_id"]) for r in w_upd]
+                await conn.exec_driver_sql(_SQLITE_UPDATE_WORKER, rows)
+            elif w_upd:
                 await conn.execute(self._upd_worker, w_upd)
             if j_new:
                 await conn.execute(jobs_t.insert(), _plain(j_new, "job_id"))

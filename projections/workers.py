@@ -49,6 +49,7 @@ Rules:
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -199,6 +200,8 @@ class WorkerView:
 
 
 _VIEW_FIELDS = tuple(f.name for f in fields(WorkerView))
+_ALL_FIELDS = operator.attrgetter(*_VIEW_FIELDS)
+_FIELD_INDEX = {name: i for i, name in enumerate(_VIEW_FIELDS)}
 
 
 @functools.lru_cache(maxsize=16384)
@@ -282,7 +285,11 @@ def apply(
 
 def _replace(view: WorkerView, changes: dict[str, Any]) -> WorkerView:
     # dataclasses.replace, minus its checks and keyword plumbing: a third of a ping's cost.
-    return WorkerView(*[changes[f] if f in changes else getattr(view, f) for f in _VIEW_FIELDS])
+    # attrgetter reads all 33 fields in one C call; only the ~10 changed ones are patched.
+    values = list(_ALL_FIELDS(view))
+    for name, value in changes.items():
+        values[_FIELD_INDEX[name]] = value
+    return WorkerView(*values)
 
 
 def _left(

@@ -47,6 +47,8 @@ async def test_a_remote_function_returns_its_value_and_output(
     result = await stats.call([1, 2, 3, 6], scale=10)
     assert result.value["mean"] == 30 and result.value["fn"](4) == 8  # cloudpickle both ways
     assert result.stdout == "computing 4\n" and result.stderr == "a warning\n"
+    # The SDK and this collector each see `completed` on their own subscription: wait for ours.
+    await outcomes.wait_terminal(result.job_id)
     assert outcomes.names(result.job_id) == ["claimed", "started", "completed"]
 
     @jetgrid.remote(settings=streams)

@@ -233,3 +233,26 @@ def test_a_payload_priority_must_agree_with_the_subject_token() -> None:
             seq=3,
             stream_time=T0,
         )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbf" + _envelope(),  # a UTF-8 byte order mark
+        _envelope().decode().encode("utf-16"),
+        _envelope(source="w\ud800"),  # a lone surrogate, escaped as \ud800 by json.dumps
+        _envelope(source="caf\u00e9 \U0001f600"),
+    ],
+)
+def test_decode_takes_every_body_json_loads_takes(raw: bytes) -> None:
+    # The fast parser refuses some of these; the codec falls back to json.loads for them.
+    assert decode(raw).source == json.loads(raw)["source"]
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"a": 1} x', b'"\xff"', b"[1,]", b"01"])
+def test_bodies_that_are_not_json_keep_json_loads_reason(raw: bytes) -> None:
+    with pytest.raises(json.JSONDecodeError if raw != b'"\xff"' else UnicodeDecodeError) as want:
+        json.loads(raw)
+    with pytest.raises(InvalidEvent) as got:
+        decode(raw)
+    assert got.value.reason == f"Body is not JSON: {want.value}."
