@@ -26,7 +26,8 @@ from nats.js.errors import APIError, NotFoundError
 
 from coordinator.consumers import ConsumerSpec
 from coordinator.errors import ProvisioningError
-from events import StreamSpec
+from coordinator.settings import Settings
+from events import StreamSpec, dead_letter_spec, stream_specs
 
 log = logging.getLogger("jetgrid.provision")
 
@@ -224,3 +225,22 @@ async def ensure_tiers_bucket(
     except APIError as exc:
         raise ProvisioningError(f"Creating KV bucket {bucket} failed: {exc}.") from exc
     return True
+
+
+def deployment_specs(settings: Settings) -> list[StreamSpec]:
+    """Every stream one deployment needs: the four of the log, and DEAD_LETTERS."""
+    common = dict(replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s)
+    return [
+        *stream_specs(settings.subjects, settings.streams, **common),  # type: ignore[arg-type]
+        dead_letter_spec(settings.streams, **common),  # type: ignore[arg-type]
+    ]
+
+
+async def provision_deployment(
+    js: JetStreamContext, settings: Settings, *, update: bool = True
+) -> ProvisionReport:
+    """Streams (created, updated or refused as provision_streams says) and the tiers bucket."""
+    report = await provision_streams(js, deployment_specs(settings), update=update)
+    if await ensure_tiers_bucket(js, settings.tiers_bucket, replicas=settings.stream_replicas):
+        report.created.append(f"KV_{settings.tiers_bucket}")
+    return report

@@ -383,8 +383,7 @@ async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID, DEAD_LETTERS)
     and the tiers KV bucket. Idempotent."""
     from coordinator.connect import checked, connect
-    from coordinator.provision import ensure_tiers_bucket, provision_streams
-    from events import dead_letter_spec, stream_specs
+    from coordinator.provision import provision_deployment
 
     settings = _settings(**flags)
     _logging(settings)
@@ -392,29 +391,11 @@ async def provision(update: bool, **flags: Any) -> None:
     try:
         report = await checked(
             nc,
-            provision_streams(
-                nc.jetstream(timeout=settings.nats_js_timeout_s),
-                [
-                    *stream_specs(
-                        settings.subjects,
-                        settings.streams,
-                        replicas=settings.stream_replicas,
-                        duplicate_window_s=settings.duplicate_window_s,
-                    ),
-                    dead_letter_spec(
-                        settings.streams,
-                        replicas=settings.stream_replicas,
-                        duplicate_window_s=settings.duplicate_window_s,
-                    ),
-                ],
-                update=update,
+            provision_deployment(
+                nc.jetstream(timeout=settings.nats_js_timeout_s), settings, update=update
             ),
             "provision streams (connect as the admin user)",
         )
-        if await ensure_tiers_bucket(
-            nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
-        ):
-            report.created.append(f"KV_{settings.tiers_bucket}")
     finally:
         await nc.close()
     for line in report.lines():

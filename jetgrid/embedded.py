@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.connect import connect
-from coordinator.provision import ensure_tiers_bucket, provision_streams, wait_for_jetstream
+from coordinator.provision import provision_deployment, wait_for_jetstream
 from coordinator.settings import Settings
-from events import ConfigError, dead_letter_spec, stream_specs
+from events import ConfigError
 from gateway.auth import access_line
 from gateway.server import make_server
 from jetgrid import credentials
@@ -110,25 +110,7 @@ async def run_up(
         nc = await connect(_as(settings, creds, "admin"), name="jetgrid-up-provision")
         try:
             await wait_for_jetstream(nc.jetstream())
-            report = await provision_streams(
-                nc.jetstream(),
-                [
-                    *stream_specs(
-                        settings.subjects,
-                        settings.streams,
-                        replicas=settings.stream_replicas,
-                        duplicate_window_s=settings.duplicate_window_s,
-                    ),
-                    dead_letter_spec(
-                        settings.streams,
-                        replicas=settings.stream_replicas,
-                        duplicate_window_s=settings.duplicate_window_s,
-                    ),
-                ],
-            )
-            await ensure_tiers_bucket(
-                nc.jetstream(), settings.tiers_bucket, replicas=settings.stream_replicas
-            )
+            report = await provision_deployment(nc.jetstream(), settings)
         finally:
             await nc.close()
         for line in report.lines():

@@ -105,3 +105,22 @@ async def test_ensure_consumer_creates_then_reports_or_updates(
     assert (await js.consumer_info(s.streams.jobs, spec.name)).config.ack_wait == 30
     await ensure_consumer(js, newer, update=True)
     assert (await js.consumer_info(s.streams.jobs, spec.name)).config.ack_wait == 45
+
+
+def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
+    from coordinator.provision import deployment_specs
+
+    specs = deployment_specs(Settings(stream_prefix="X_", stream_replicas=3))
+    assert [s.name for s in specs] == ["X_JOBS", "X_JOB_EVENTS", "X_WORKERS", "X_INVALID",
+                                       "X_DEAD_LETTERS"]  # fmt: skip
+    assert {s.replicas for s in specs} == {3}
+
+
+@pytest.mark.integration
+async def test_provision_deployment_adds_the_tiers_bucket_once(settings: Settings, nc: NATS):
+    from coordinator.provision import provision_deployment
+
+    first = await provision_deployment(nc.jetstream(), settings)
+    assert f"KV_{settings.tiers_bucket}" in first.created
+    again = await provision_deployment(nc.jetstream(), settings)
+    assert again.created == [] and len(again.unchanged) == 5
