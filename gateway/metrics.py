@@ -5,12 +5,13 @@ log, from sequence 1), not from the requests it served: every gateway reports th
 totals, and a restarted gateway recounts them from the log. Counters are taken when a fact is
 known together with the job's pool and model (a lifecycle event may be folded before its
 submission), each fact once per job. Queue depth and workers are gauges refreshed at scrape time
-from JetStream consumer info and the fleet view. `tier` is "none" until tiers are published.
+from JetStream consumer info and the workers: the projector's views (tiers included) when its
+database is readable, else the gateway's own fleet fold, whose `tier` is "none".
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
@@ -116,8 +117,9 @@ class Metrics:
                 self.run_time.labels(*labels).observe(max(0.0, ran))
         self._counted[view.job_id] = done
 
-    async def refresh(self, gw: Gateway) -> None:
-        """Set the gauges from consumer info and the fleet view."""
+    async def refresh(self, gw: Gateway, workers: list[dict[str, Any]] | None = None) -> None:
+        """Set the gauges from consumer info and the workers: the projector's views (with
+        tiers) when given, else this gateway's own fleet fold (tier "none")."""
         self.backlog.clear()
         self.ack_pending.clear()
         self.waiting.clear()
@@ -132,7 +134,9 @@ class Metrics:
             self.waiting.labels(*labels).set(row["waiting_pulls"])
         self.workers.clear()
         counts: dict[tuple[str, str], int] = {}
-        for w in gw.fleet.workers() if gw.fleet else []:
+        if workers is None:
+            workers = gw.fleet.workers() if gw.fleet else []
+        for w in workers:
             key = (w["availability"], w["tier"] or "none")
             counts[key] = counts.get(key, 0) + 1
         for (availability, tier), n in counts.items():
@@ -140,8 +144,10 @@ class Metrics:
 
 
 async def metrics(request: Request) -> Response:
+    from gateway.workers_api import projected_workers
+
     gw: Gateway = request.app.state.gateway
-    await gw.metrics.refresh(gw)
+    await gw.metrics.refresh(gw, await projected_workers(request))
     return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -47,6 +47,14 @@ async def _read(request: Request, fn: Any, *args: Any) -> Any:
         ) from None
 
 
+async def projected_workers(request: Request) -> list[dict[str, Any]] | None:
+    """The projector's worker views, or None when no projector database can be read."""
+    try:
+        return list(await _read(request, workers_out))
+    except HTTPError:
+        return None
+
+
 async def list_workers(request: Request) -> Response:
     q = request.query_params
     availability = q.get("availability")

@@ -94,3 +94,25 @@ async def test_readyz_fails_when_a_stream_is_missing(gateway, streams, nc) -> No
         await nc.jetstream().delete_stream(streams.streams.jobs)
         r = await http.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["streams"] is False
+
+
+async def test_workers_are_counted_by_their_projected_tier(
+    gateway, streams, nc, start_worker, eventually
+) -> None:
+    from coordinator.provision import ensure_tiers_bucket
+    from projections.runner import open_projector
+
+    await ensure_tiers_bucket(nc.jetstream(), streams.tiers_bucket)
+    projector = await open_projector(streams)  # writes the read models the gateway reads
+    try:
+        await start_worker()
+        async with httpx.AsyncClient(base_url=gateway) as http:
+
+            async def tiered():  # type: ignore[no-untyped-def]
+                s = samples((await http.get("/metrics")).text)
+                key = ("jetgrid_workers", (("availability", "online"), ("tier", "probation")))
+                return s.get(key) == 1
+
+            await eventually(tiered)
+    finally:
+        await projector.close()
