@@ -172,6 +172,7 @@ async def demo(
     from coordinator.errors import NatsUnavailable
     from coordinator.provision import ensure_tiers_bucket, provision_streams
     from events import stream_specs
+    from jetgrid import credentials
     from jetgrid.demo import Fleet, FleetOptions
     from jetgrid.natsserver import NatsServer
     from projections.runner import fold_config, open_projector
@@ -181,6 +182,12 @@ async def demo(
     settings = settings.replace(nats_connect_timeout_s=2.0)
     _logging(settings)
     console = Console()
+    creds = credentials.load(settings.data_dir, os.environ)
+    if creds is not None and settings.nats_user != "admin":
+        # The demo plays four workers (their pings and results) and may run a projector: on a
+        # deployment with a user per role (`jetgrid up`) only the admin user may do all that.
+        settings = creds.settings_for(settings, "admin")
+        console.print(f"Using the admin NATS user from {creds.path}.")
     tmp = Path(tempfile.mkdtemp(prefix="jetgrid-demo-"))
     server: NatsServer | None = None
     projector = None
