@@ -17,6 +17,7 @@ up: $(STAMP)
 	$(BIN)/jetgrid up $(ARGS)
 
 test: $(STAMP) chromium
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(ARGS)
 

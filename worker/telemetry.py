@@ -339,9 +339,7 @@ class NvmlProbe:
 class FakeProbe:
     """A scripted probe: readings from a list (the last repeats) or from ``script(n)``."""
 
-    def __init__(
-        self, script: Sequence[Reading] | Callable[[int], Reading] | None = None
-    ) -> None:
+    def __init__(self, script: Sequence[Reading] | Callable[[int], Reading] | None = None) -> None:
         if script is not None and not callable(script) and not script:
             raise ValueError("FakeProbe needs at least one reading.")
         self._script = script

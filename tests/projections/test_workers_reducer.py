@@ -65,11 +65,24 @@ def reg(t: float, wid: str = "w1", interval: float = 1.0, boot: str = "b1", **kw
     return env(WorkerRegistered(**fields), t)
 
 
-def ping(t: float, n: int, healthy: bool = True, wid: str = "w1", interval: float = 1.0,
-         boot: str | None = "b1", id: str | None = None, **kw) -> Envelope:
+def ping(
+    t: float,
+    n: int,
+    healthy: bool = True,
+    wid: str = "w1",
+    interval: float = 1.0,
+    boot: str | None = "b1",
+    id: str | None = None,
+    **kw,
+) -> Envelope:
     event = WorkerHeartbeat(
-        worker_id=wid, n=n, healthy=healthy, interval_s=interval, in_flight=kw.pop("in_flight", 0),
-        boot_id=boot, **kw,
+        worker_id=wid,
+        n=n,
+        healthy=healthy,
+        interval_s=interval,
+        in_flight=kw.pop("in_flight", 0),
+        boot_id=boot,
+        **kw,
     )
     return env(event, t, id)
 
@@ -91,7 +104,10 @@ def test_registration_fills_the_view() -> None:
     v = fold([reg(0.0)])
     assert (v.worker_id, v.registered, v.registrations) == ("w1", True, 1)
     assert (v.pools, v.models, v.backend, v.concurrency) == (
-        ("standard",), ("llama3.2:1b",), "echo", 4,
+        ("standard",),
+        ("llama3.2:1b",),
+        "echo",
+        4,
     )
     assert (v.hostname, v.heartbeat_interval_s, v.boot_id) == ("gpu-1", 1.0, "b1")
     assert (v.first_seen, v.last_seen, v.registered_at) == (at(0), at(0), at(0))
@@ -102,7 +118,10 @@ def test_registration_fills_the_view() -> None:
 def test_ping_from_an_unknown_worker_creates_an_unregistered_view() -> None:
     v = fold([ping(5.0, 0, pools=["fast"], models=["m"], interval=2.0)])
     assert (v.registered, v.pools, v.models, v.heartbeat_interval_s) == (
-        False, ("fast",), ("m",), 2.0,
+        False,
+        ("fast",),
+        ("m",),
+        2.0,
     )
     assert v.backend is None and v.pings == 1
     assert availability(v, at(5.0)) == "online"
@@ -184,8 +203,16 @@ def test_lifecycle_does_not_depend_on_arrival_order(order: list[int]) -> None:
 # -- availability -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("age", "expected"),
-    [(0.0, "online"), (2.0, "online"), (4.0, "online"), (4.01, "stale"), (10.0, "stale"),
-     (10.01, "offline"), (3600.0, "offline"), (-5.0, "online")],
+    [
+        (0.0, "online"),
+        (2.0, "online"),
+        (4.0, "online"),
+        (4.01, "stale"),
+        (10.0, "stale"),
+        (10.01, "offline"),
+        (3600.0, "offline"),
+        (-5.0, "online"),
+    ],
 )
 def test_availability_by_age_in_intervals(age: float, expected: str) -> None:
     v = fold([reg(0.0, interval=2.0), ping(1.0, 0, interval=2.0)])
@@ -235,7 +262,10 @@ def test_tier_history_through_probation_and_decay() -> None:
     assert v.as_of == at(212)
     s = summary(v, at(240), POLICY, WIN)
     assert (s["availability"], s["uptime"], s["tier"], s["tier_factor"]) == (
-        "offline", {"100s": 0.61, "1000s": 200 / 239}, "none", 0.0,
+        "offline",
+        {"100s": 0.61, "1000s": 200 / 239},
+        "none",
+        0.0,
     )
 
 
@@ -286,9 +316,16 @@ def _log(seed: int) -> list[Envelope]:
     for k in range(300):
         events.append(ping(1.0 + k, k, healthy=rnd.random() > 0.03))
         if k % 2 == 0:
-            events.append(ping(1.0 + k, k // 2, wid="w2", interval=2.0, gpus=[
-                GpuTelemetry(index=0, uuid="GPU-1", name="H100", memory_used_mb=1024.0)
-            ], nvml=True))
+            events.append(
+                ping(
+                    1.0 + k,
+                    k // 2,
+                    wid="w2",
+                    interval=2.0,
+                    gpus=[GpuTelemetry(index=0, uuid="GPU-1", name="H100", memory_used_mb=1024.0)],
+                    nvml=True,
+                )
+            )
     events += [events[5], events[40], events[41]]  # duplicates, long after the originals
     events.append(env(WorkerDraining(worker_id="w2"), 305.0))
     events.append(reg(320.0, boot="b9"))

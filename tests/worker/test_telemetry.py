@@ -166,18 +166,37 @@ def test_reads_every_field_of_every_gpu() -> None:
     nvml = FakeNvml(FakeGpu(), FakeGpu(uuid="GPU-1111", name=b"NVIDIA A10", util=0))
     reading = NvmlProbe(nvml).read()
     assert (reading.nvml, reading.nvml_error, reading.healthy, reading.problems) == (
-        True, None, True, (),
+        True,
+        None,
+        True,
+        (),
     )
     assert reading.gpus == [
         GpuTelemetry(
-            index=0, uuid="GPU-0000", name="NVIDIA H100 80GB HBM3", responsive=True,
-            memory_used_mb=1024.0, memory_total_mb=81920.0, utilization_pct=37.0,
-            temperature_c=54.0, power_w=312.3, ecc_errors=0, xid_errors=0,
+            index=0,
+            uuid="GPU-0000",
+            name="NVIDIA H100 80GB HBM3",
+            responsive=True,
+            memory_used_mb=1024.0,
+            memory_total_mb=81920.0,
+            utilization_pct=37.0,
+            temperature_c=54.0,
+            power_w=312.3,
+            ecc_errors=0,
+            xid_errors=0,
         ),
         GpuTelemetry(
-            index=1, uuid="GPU-1111", name="NVIDIA A10", responsive=True,
-            memory_used_mb=1024.0, memory_total_mb=81920.0, utilization_pct=0.0,
-            temperature_c=54.0, power_w=312.3, ecc_errors=0, xid_errors=0,
+            index=1,
+            uuid="GPU-1111",
+            name="NVIDIA A10",
+            responsive=True,
+            memory_used_mb=1024.0,
+            memory_total_mb=81920.0,
+            utilization_pct=0.0,
+            temperature_c=54.0,
+            power_w=312.3,
+            ecc_errors=0,
+            xid_errors=0,
         ),
     ]
 
@@ -205,12 +224,14 @@ def test_driver_not_loaded_is_a_cpu_machine_and_is_not_retried() -> None:
     [pynvml.NVMLError_NotSupported(), pynvml.NVMLError_NoPermission()],
 )
 def test_unsupported_metrics_are_none_not_failures(error: BaseException) -> None:
-    gpu = FakeGpu(fail={
-        "nvmlDeviceGetTotalEccErrors": error,
-        "nvmlDeviceGetPowerUsage": error,
-        "nvmlDeviceGetUtilizationRates": error,
-        "nvmlDeviceRegisterEvents": error,
-    })
+    gpu = FakeGpu(
+        fail={
+            "nvmlDeviceGetTotalEccErrors": error,
+            "nvmlDeviceGetPowerUsage": error,
+            "nvmlDeviceGetUtilizationRates": error,
+            "nvmlDeviceRegisterEvents": error,
+        }
+    )
     reading = NvmlProbe(FakeNvml(gpu)).read()
     (g,) = reading.gpus
     assert reading.healthy and g.responsive and g.error is None
