@@ -13,8 +13,7 @@ from typing import Any
 
 from coordinator.pools import PoolConfig
 from events import JobCancelRequested, Subjects, encode
-
-PRIORITIES = ("high", "normal", "low")
+from events.subjects import PRIORITIES
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
@@ -41,11 +40,6 @@ def after_transient(attempt: int, pool: PoolConfig) -> Retry | GiveUp:
 
 
 # -- timeouts ----------------------------------------------------------------------------------
-def job_timeout(requested_s: float | None, pool: PoolConfig) -> float:
-    """Seconds a job may run: its own `timeout_s`, capped by the pool's job_timeout_cap_s."""
-    return pool.timeout_for(requested_s)
-
-
 def keepalive_period(ack_wait_s: float) -> float:
     """Seconds between in-progress acks: a third of AckWait, so two may be lost in a row."""
     return max(ack_wait_s / 3, 0.05)

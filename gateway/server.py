@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import uvicorn
 
 from coordinator.settings import Settings
@@ -12,8 +16,6 @@ class EmbeddedServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host process."""
 
     def capture_signals(self):  # type: ignore[no-untyped-def,override]
-        import contextlib
-
         return contextlib.nullcontext()
 
 
@@ -27,3 +29,33 @@ def make_server(settings: Settings) -> EmbeddedServer:
         lifespan="on",
     )
     return EmbeddedServer(config)
+
+
+STARTUP_TIMEOUT_S = 15.0
+
+
+async def wait_started(server: EmbeddedServer, task: asyncio.Task[None]) -> int:
+    """Wait until `server` (running as `task`) listens and return its port; if it stopped
+    instead, raise what stopped it."""
+    # uvicorn exposes `started` as a flag, not an event, so poll it, bounded.
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        while not server.started and not task.done():  # noqa: ASYNC110 (a flag, not an event)
+            await asyncio.sleep(0.025)
+    if task.done():
+        task.result()
+        raise RuntimeError("the gateway stopped before it started listening")
+    return int(server.servers[0].sockets[0].getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The gateway under uvicorn in this event loop; yields its base URL, stops on exit.
+    `gateway_port=0` picks a free port."""
+    server = make_server(settings)
+    task = asyncio.create_task(server.serve())
+    try:
+        port = await wait_started(server, task)
+        yield f"http://{settings.gateway_host}:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

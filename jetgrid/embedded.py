@@ -14,7 +14,7 @@ from coordinator.provision import provision_deployment, wait_for_jetstream
 from coordinator.settings import Settings
 from events import ConfigError
 from gateway.auth import access_line
-from gateway.server import make_server
+from gateway.server import make_server, wait_started
 from jetgrid import credentials
 from jetgrid.natsserver import NatsCluster, NatsServer, port_free
 from projections.runner import open_projector
@@ -149,11 +149,7 @@ async def run_up(
 
         for task in [*worker_tasks, gateway_task]:
             task.add_done_callback(_crashed)
-        # uvicorn exposes `started` as a flag, not an event, so poll it briefly.
-        while not http.started and not gateway_task.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        if gateway_task.done():
-            gateway_task.result()  # raises what stopped it
+        await wait_started(http, gateway_task)  # raises what stopped it, if it did
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
         if options.cluster > 1:
             echo(

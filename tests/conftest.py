@@ -152,17 +152,7 @@ class Outcomes:
 @pytest.fixture
 async def gateway(streams: Settings) -> AsyncIterator[str]:
     """The gateway under uvicorn on a free port; yields its base URL."""
-    from gateway.server import make_server
+    from gateway.server import serving
 
-    server = make_server(streams.replace(gateway_port=0))
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.025)
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serving(streams.replace(gateway_port=0)) as url:
+        yield url

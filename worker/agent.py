@@ -39,7 +39,6 @@ from coordinator.delivery import (
     GiveUp,
     after_transient,
     dead_reason,
-    job_timeout,
     keepalive_period,
     next_pull,
     terminal_msg_id,
@@ -315,10 +314,6 @@ class Worker:
                 await asyncio.wait(pending)
 
     # -- pulling -------------------------------------------------------------------------
-    def free_slots(self) -> int:
-        outstanding = sum(p.outstanding for p in self._pullers)
-        return self.options.concurrency - len(self._tasks) - outstanding
-
     async def _pull_loop(self) -> None:
         idle_checks = 0
         while not self._stopping.is_set():
@@ -488,7 +483,7 @@ class Worker:
 
     async def _run(self, msg: Msg, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
-        timeout = job_timeout(job.timeout_s, self.pool)
+        timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
         run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
         self._running[job.job_id] = run

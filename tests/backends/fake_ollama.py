@@ -68,6 +68,9 @@ class FakeOllama:
     token_delay_s: float = 0.0
     refuse: int | None = None
     fail_next: list[tuple[int, str]] = field(default_factory=list)
+    # Once a `fail_next` error has been served, refuse everything with this status: the server
+    # falls over at that exact moment, with no window for a probe to see it still up.
+    then_refuse: int | None = None
     pull_steps: int = 4
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     disconnects: int = 0
@@ -154,6 +157,8 @@ class FakeOllama:
             return r
         if self.fail_next:
             status, message = self.fail_next.pop(0)
+            if self.then_refuse is not None:
+                self.refuse, self.then_refuse = self.then_refuse, None
             return JSONResponse({"error": message}, status)
         model = body.get("model")
         if not isinstance(model, str) or not model:

@@ -123,13 +123,12 @@ async def test_overload_is_retried_and_gates_pulling_until_ollama_answers(
         nc, streams.subjects.worker_event("w1", "heartbeat"), lambda d: decode(d).event
     )
     await start_worker("tiny:1b", backend=backend)
-    # Ollama falls over while the job is being taken. Refusing everything from the start
-    # would race the worker's inventory probe, whose failure closes the gate before the job
-    # is ever pulled; so the job's own call fails, and the server stays down from then on.
+    # Ollama falls over at the job's own call and stays down. Refusing everything from the
+    # start would race the worker's inventory probe (a failed probe closes the gate before the
+    # job is pulled); refusing only after the call would let a probe reopen it in between.
     fake_ollama.fail_next.append((503, "server overloaded (503)"))
+    fake_ollama.then_refuse = 503
     await submit(nc, streams, job(1))
-    await outcomes.wait_for(lambda: "claimed" in outcomes.names("j1"))
-    fake_ollama.refuse = 503
     await outcomes.wait_for(lambda: "retrying" in outcomes.names("j1"))
     retry = next(e.event for e in outcomes.events["j1"] if e.type.endswith("retrying"))
     assert "503" in retry.reason

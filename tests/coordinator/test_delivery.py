@@ -15,7 +15,6 @@ from coordinator.delivery import (
     after_transient,
     cancel_request,
     dead_reason,
-    job_timeout,
     keepalive_period,
     next_pull,
     parse_max_deliveries,
@@ -44,7 +43,7 @@ def test_a_pool_without_backoff_retries_at_once() -> None:
     [(None, 60.0, 60.0), (5.0, 60.0, 5.0), (600.0, 60.0, 60.0), (0.5, 0.2, 0.2)],
 )
 def test_job_timeout_is_its_own_capped_by_the_pool(requested, cap, expected) -> None:
-    assert job_timeout(requested, PoolConfig("p", job_timeout_cap_s=cap)) == expected
+    assert PoolConfig("p", job_timeout_cap_s=cap).timeout_for(requested) == expected
 
 
 @pytest.mark.parametrize(("ack_wait", "period"), [(30.0, 10.0), (1.0, 1 / 3), (0.01, 0.05)])

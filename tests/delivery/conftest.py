@@ -220,14 +220,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 async def run_gateway(s: Settings):  # type: ignore[no-untyped-def]
     """The gateway under uvicorn on a free port: (server, task, base URL)."""
-    from gateway.server import make_server
+    from gateway.server import make_server, wait_started
 
     server = make_server(s.replace(gateway_port=0))
     task = asyncio.create_task(server.serve())
-    await until(lambda: server.started or task.done(), timeout=15)
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = await wait_started(server, task)
     return server, task, f"http://127.0.0.1:{port}"
 
 

@@ -13,25 +13,11 @@ import pytest
 from coordinator.settings import Settings
 
 
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[str]:
+def serve(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
     """A gateway under uvicorn on a free port; yields its base URL."""
-    from gateway.server import make_server
+    from gateway.server import serving
 
-    server = make_server(settings.replace(gateway_port=0))
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.025)
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    return serving(settings.replace(gateway_port=0))
 
 
 @pytest.fixture

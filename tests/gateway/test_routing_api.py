@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,19 +15,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def python_gateway(streams: Settings) -> AsyncIterator[str]:
     """A gateway that accepts kind 'python' (JETGRID_GATEWAY_ALLOW_PYTHON=1)."""
-    from gateway.server import make_server
+    from gateway.server import serving
 
-    server = make_server(streams.replace(gateway_port=0, gateway_allow_python=True))
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):  # uvicorn has no event for "started"; poll its flag, bounded
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.025)
-    if task.done():
-        task.result()
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    async with serving(streams.replace(gateway_port=0, gateway_allow_python=True)) as url:
+        yield url
 
 
 async def test_a_pool_that_does_not_serve_the_model_is_refused(gateway) -> None:
