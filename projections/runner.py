@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from coordinator.aio import cancel_and_wait
 from coordinator.connect import connect
 from coordinator.settings import Settings
 from coordinator.tiers import load_policy
@@ -208,9 +209,7 @@ class Projector(Folder):
         await self._unsubscribe()
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def close(self) -> None:
         """stop(), then close the connection and the store if open_projector opened them."""

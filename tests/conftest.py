@@ -106,7 +106,15 @@ async def start_worker(streams: Settings) -> AsyncIterator[Callable[..., Awaitab
     yield start
     for agent, _ in started:
         agent.stop()
-    await asyncio.wait_for(asyncio.gather(*(t for _, t in started), return_exceptions=True), 20)
+    tasks = {t for _, t in started}
+    if tasks:
+        _, stuck = await asyncio.wait(tasks, timeout=20)
+        if stuck:  # say where each one hangs before failing, so a rare hang can be read
+            for task in asyncio.all_tasks():
+                task.print_stack()
+            raise AssertionError(
+                f"workers did not stop within 20 s: {[repr(a) for a, _ in started]}"
+            )
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from coordinator.affinity import AffinityPolicy
+from coordinator.aio import cancel_and_wait
 from coordinator.connect import checked, connect
 from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.delivery import (
@@ -258,13 +259,9 @@ class Worker:
                 await self._pull_loop()
                 await self._drain()
             finally:
-                hb.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await hb
+                await cancel_and_wait(hb)
                 if watcher is not None:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                    await cancel_and_wait(watcher)
             await self._publish_leaving(WorkerDeregistered(worker_id=self.id, reason="stopped"))
         finally:
             for p in self._pullers:
@@ -443,6 +440,7 @@ class Worker:
             await self._reject(msg, seq, exc.reason)
             return
         job: JobSubmitted = env.event
+        log.debug("job %s: delivery %d of JOBS seq %d", job.job_id, attempt, seq)
         assert self.nc is not None
         ctx = RunContext(
             worker_id=self.id,
@@ -634,10 +632,13 @@ class Worker:
 
     async def _finish(self, msg: Msg, event: Event) -> None:
         """Store the terminal event (deduplicated per job), then ack the submission."""
+        job_id = event.job_id  # type: ignore[attr-defined]
         if await self._store_terminal(event):
             await msg.ack()
+            log.debug("job %s: %s stored, acked", job_id, event.type)  # type: ignore[attr-defined]
         else:
             await msg.nak(delay=1.0)  # could not record the outcome: let the job run again
+            log.debug("job %s: outcome not stored, handed back", job_id)
 
     async def _store_terminal(self, event: Event) -> bool:
         """Publish a terminal event with ``Nats-Msg-Id: <job>:terminal``; False if NATS stayed

@@ -1,0 +1,34 @@
+"""Stopping background tasks reliably.
+
+On Python 3.11, ``asyncio.wait_for`` swallows a cancellation that arrives in the same loop
+iteration as the awaited future's result (CPython gh-86296, fixed in 3.12). nats-py waits on
+``wait_for`` everywhere (``next_msg``, ``fetch``, requests), so a single ``task.cancel()`` can
+be lost, and a ``while True`` loop inside the task then runs on forever, holding shutdown.
+`cancel_and_wait` repeats the cancellation until the task has really finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+log = logging.getLogger("jetgrid.aio")
+
+RECANCEL_EVERY_S = 0.1
+
+
+async def cancel_and_wait(task: asyncio.Task[object], *, within_s: float = 10.0) -> bool:
+    """Cancel `task` (again, should it swallow the request) until it is done, for at most
+    `within_s`. Returns whether it finished; its result or error is retrieved and dropped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(RECANCEL_EVERY_S, max(0.0, deadline - loop.time())))
+        if loop.time() >= deadline and not task.done():
+            log.warning("task %s did not stop within %g s", task.get_name(), within_s)
+            return False
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+    return True
