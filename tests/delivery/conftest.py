@@ -60,7 +60,7 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
 
 
 async def spawn_worker(
-    s: Settings, worker_id: str, *args: str, log: Path | None = None
+    s: Settings, worker_id: str, *args: str, log: Path | None = None, **env: str
 ) -> asyncio.subprocess.Process:
     """`jetgrid worker` as its own process (so it can be SIGKILLed or SIGTERMed). Its output
     goes to a pipe, or to `log` for long runs (a pipe nobody reads fills up and blocks it)."""
@@ -70,7 +70,7 @@ async def spawn_worker(
         return await asyncio.create_subprocess_exec(
             JETGRID, "worker", "--pool", "standard", "--model", "echo", "--worker-id", worker_id,
             *args,
-            env=worker_env(s),
+            env=worker_env(s, **env),
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
@@ -91,12 +91,20 @@ async def procs() -> AsyncIterator[list[asyncio.subprocess.Process]]:
 
 
 async def read_stream(
-    js: JetStreamContext, stream: str, subject: str = ">", *, batch: int = 2000
+    js: JetStreamContext,
+    stream: str,
+    subject: str = ">",
+    *,
+    batch: int = 2000,
+    within_s: float = 30.0,
 ) -> list[Any]:
-    """Every message of `stream` on `subject`, in log order (an ephemeral, unacked reader)."""
-    info = await js.stream_info(stream)
-    last = info.state.last_seq
-    if info.state.messages == 0:
+    """Every message of `stream` on `subject`, in log order (an ephemeral, unacked reader).
+
+    Reads exactly as many messages as the consumer had pending when it was made; a fetch that
+    times out (a loaded machine, a cluster electing a leader) is tried again, and if the log
+    cannot be read whole within `within_s` this raises rather than return part of it: a
+    partial read would look like lost events."""
+    if (await js.stream_info(stream)).state.messages == 0:
         return []
     sub = await js.pull_subscribe(
         subject,
@@ -110,14 +118,17 @@ async def read_stream(
     )
     out: list[Any] = []
     try:
-        while True:
+        expected = (await sub.consumer_info()).num_pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while len(out) < expected:
             try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except Exception:
-                break
-            out += msgs
-            if msgs[-1].metadata.sequence.stream >= last:
-                break
+                out += await sub.fetch(min(batch, expected - len(out)), timeout=1.0)
+            except Exception as exc:
+                if loop.time() > deadline:
+                    raise AssertionError(
+                        f"read {len(out)} of {expected} messages of {stream} on {subject}: {exc!r}"
+                    ) from exc
     finally:
         await sub.unsubscribe()
     return out

@@ -111,6 +111,33 @@ async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cl
 GOOD, PERMANENT, TRANSIENT = 1990, 5, 5
 
 
+async def explain_stuck(kit, js, s: Settings, jobs, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """What the log, the consumers and the workers know about each job that is not terminal."""
+    views = await kit.job_views(js, s)
+    lines = []
+    for j in jobs:
+        v = views.get(j.job_id)
+        if v is not None and v.terminal:
+            continue
+        lines.append(f"job {j.job_id}: view {v}")
+        events = await kit.read_stream(js, s.streams.job_events, s.subjects.job_events(j.job_id))
+        for m in events:
+            lines.append(f"  event seq={m.metadata.sequence.stream} {m.subject}")
+        for log_file in sorted(tmp_path.glob("cw*.log")):
+            for line in log_file.read_text(errors="replace").splitlines():
+                if j.job_id in line:
+                    lines.append(f"  {log_file.name}: {line[:300]}")
+    for info in await js.consumers_info(s.streams.jobs):
+        lines.append(
+            f"consumer {info.name}: delivered={info.delivered} ack_floor={info.ack_floor} "
+            f"ack_pending={info.num_ack_pending} redelivered={info.num_redelivered} "
+            f"pending={info.num_pending} waiting={info.num_waiting}"
+        )
+    state = (await js.stream_info(s.streams.jobs)).state
+    lines.append(f"JOBS: messages={state.messages} first={state.first_seq} last={state.last_seq}")
+    return "not terminal:\n" + "\n".join(lines)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(170)  # normally 20-50 s; a shared, loaded machine gets some headroom
 # KNOWN DEFECT, not a flaky assertion: in 1 of 5 clean-clone runs one job of 2,000 was still
@@ -140,114 +167,127 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
 
     async def start_worker() -> None:
         wid = f"cw{next(ids)}"
-        p = await kit.spawn_worker(s, wid, "--concurrency", "16", log=tmp_path / f"{wid}.log")
+        p = await kit.spawn_worker(
+            s, wid, "--concurrency", "16", log=tmp_path / f"{wid}.log", JETGRID_LOG_LEVEL="debug"
+        )
         procs.append(p)
         workers[wid] = p
 
     for _ in range(4):
         await start_worker()
     nc = await connect(s, name="chaos-client")
-    js = nc.jetstream()
-    done = asyncio.Event()
-    kills = {"workers": 0, "nats": 0}
-
-    async def kill_workers() -> None:
-        while not done.is_set():
-            await asyncio.sleep(rng.uniform(0.5, 1.5))
-            victim = rng.choice(list(workers))
-            p = workers.pop(victim)
-            p.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
-            kills["workers"] += 1
-            await start_worker()
-
-    async def kill_a_nats_node() -> None:
-        await asyncio.sleep(3)
-        node = rng.choice(cluster.nodes)
-        await asyncio.to_thread(node.kill)
-        kills["nats"] += 1
-        await asyncio.sleep(3)
-        await asyncio.to_thread(node.start)
-
-    t0 = time.monotonic()
-    chaos = [asyncio.create_task(kill_workers()), asyncio.create_task(kill_a_nats_node())]
-    sem = asyncio.Semaphore(200)
-
-    async def submit(j) -> None:  # type: ignore[no-untyped-def]
-        async with sem:
-            subject = s.subjects.submit(j.pool, j.model)
-            await publish_retrying(js, subject, encode(j, source="chaos", id=j.job_id), j.job_id)
-
-    await asyncio.gather(*(submit(j) for j in jobs))
-    submitted_in = time.monotonic() - t0
-
-    async def all_terminal() -> bool:
-        views = await kit.job_views(js, s)
-        return sum(1 for j in jobs if views.get(j.job_id) and views[j.job_id].terminal) == len(jobs)
-
     try:
-        await kit.until(all_terminal, timeout=60, every=1.0)
-    except AssertionError:
-        views = await kit.job_views(js, s)
-        stuck = {j.job_id: views.get(j.job_id) for j in jobs if not views[j.job_id].terminal}
-        ci = await js.consumer_info(s.streams.jobs, "pool-standard-echo")
-        raise AssertionError(f"not terminal: {stuck}; consumer: {ci}") from None
-    finally:
-        done.set()
-        for t in chaos:
-            t.cancel()
-        await asyncio.gather(*chaos, return_exceptions=True)
-    drained_in = time.monotonic() - t0
-    # stop the survivors cleanly so they report what they suppressed
-    duplicates = 0
-    for p in workers.values():
-        if p.returncode is None:  # type: ignore[attr-defined]
-            p.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-    slow_exits = 0
-    for wid, p in workers.items():
-        try:
-            await asyncio.wait_for(p.wait(), 45)  # type: ignore[attr-defined]
-        except TimeoutError:  # reported below; the guarantees under test are about the jobs
-            slow_exits += 1
-            p.kill()  # type: ignore[attr-defined]
-            await p.wait()  # type: ignore[attr-defined]
-            continue
-        out = (tmp_path / f"{wid}.log").read_bytes()
-        m = re.search(rb"duplicates=(\d+)", out)
-        duplicates += int(m.group(1)) if m else 0
-        assert p.returncode == 0, out.decode()[-3000:]  # type: ignore[attr-defined]
+        js = nc.jetstream()
+        done = asyncio.Event()
+        kills = {"workers": 0, "nats": 0}
 
-    views = await kit.job_views(js, s)
-    events = await kit.read_stream(js, s.streams.job_events)
-    await nc.close()
-    terminal_events: dict[str, int] = {}
-    claims: dict[str, int] = {}
-    for m in events:
-        job_id, name = s.subjects.parse_job_event(m.subject)
-        if name in ("completed", "failed", "cancelled", "dead"):
-            terminal_events[job_id] = terminal_events.get(job_id, 0) + 1
-        if name == "claimed":
-            claims[job_id] = claims.get(job_id, 0) + 1
-    status = {j.job_id: views[j.job_id].status for j in jobs}
-    counts = {k: sum(1 for v in status.values() if v == k) for k in set(status.values())}
-    redelivered = sum(n - 1 for n in claims.values() if n > 1)
-    print(
-        f"\nchaos: submitted={len(jobs)} completed={counts.get('completed', 0)} "
-        f"failed={counts.get('failed', 0)} dead={counts.get('dead', 0)} "
-        f"redelivered={redelivered} jobs_run_twice={sum(1 for n in claims.values() if n > 1)} "
-        f"duplicates_suppressed(survivors)={duplicates} worker_kills={kills['workers']} "
-        f"nats_kills={kills['nats']} slow_exits_after_sigterm={slow_exits} "
-        f"submitted_in={submitted_in:.1f}s "
-        f"time_to_drain={drained_in:.1f}s"
-    )
-    assert all(terminal_events.get(j.job_id) == 1 for j in jobs), "exactly one terminal event each"
-    assert all(views[j.job_id].duplicates == 0 for j in jobs)
-    for j in jobs:
-        v = views[j.job_id]
-        if j.job_id.startswith("jdead"):
-            assert v.status == "dead", (j.job_id, v)
-        elif j.job_id.startswith("jperm"):
-            assert v.status == "failed" and v.error_type == "bad_input", (j.job_id, v)
-        else:
-            assert v.status == "completed", (j.job_id, v)
-            assert v.output == expected_output(j), j.job_id
-    assert kills["nats"] == 1 and kills["workers"] >= 1
+        async def kill_workers() -> None:
+            while not done.is_set():
+                await asyncio.sleep(rng.uniform(0.5, 1.5))
+                victim = rng.choice(list(workers))
+                p = workers.pop(victim)
+                p.send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+                kills["workers"] += 1
+                await start_worker()
+
+        async def kill_a_nats_node() -> None:
+            await asyncio.sleep(3)
+            node = rng.choice(cluster.nodes)
+            await asyncio.to_thread(node.kill)
+            kills["nats"] += 1
+            await asyncio.sleep(3)
+            await asyncio.to_thread(node.start)
+
+        t0 = time.monotonic()
+        killer = asyncio.create_task(kill_workers())
+        node_restart = asyncio.create_task(kill_a_nats_node())
+        sem = asyncio.Semaphore(200)
+
+        async def submit(j) -> None:  # type: ignore[no-untyped-def]
+            async with sem:
+                subject = s.subjects.submit(j.pool, j.model)
+                await publish_retrying(
+                    js, subject, encode(j, source="chaos", id=j.job_id), j.job_id
+                )
+
+        await asyncio.gather(*(submit(j) for j in jobs))
+        submitted_in = time.monotonic() - t0
+
+        async def all_terminal() -> bool:
+            views = await kit.job_views(js, s)
+            return sum(1 for j in jobs if views.get(j.job_id) and views[j.job_id].terminal) == len(
+                jobs
+            )
+
+        try:
+            await kit.until(all_terminal, timeout=60, every=1.0)
+        except AssertionError:
+            report = await explain_stuck(kit, js, s, jobs, tmp_path)
+            raise AssertionError(report) from None
+        finally:
+            done.set()
+            killer.cancel()
+            # never cancelled: a node killed and not started again would outlive the test
+            await asyncio.gather(killer, node_restart, return_exceptions=True)
+        drained_in = time.monotonic() - t0
+        # stop the survivors cleanly so they report what they suppressed
+        duplicates = 0
+        for wid, p in workers.items():
+            # A replacement started a moment ago may still be importing, before its SIGTERM
+            # handler exists: a drain is promised to a worker that has registered.
+            subject = s.subjects.worker_event(wid, "registered")
+            await kit.until(lambda subject=subject: js.get_last_msg(s.streams.workers, subject), 30)
+            if p.returncode is None:  # type: ignore[attr-defined]
+                p.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        slow_exits = 0
+        for wid, p in workers.items():
+            try:
+                await asyncio.wait_for(p.wait(), 45)  # type: ignore[attr-defined]
+            except TimeoutError:  # reported below; the guarantees under test are about the jobs
+                slow_exits += 1
+                p.kill()  # type: ignore[attr-defined]
+                await p.wait()  # type: ignore[attr-defined]
+                continue
+            out = (tmp_path / f"{wid}.log").read_bytes()
+            m = re.search(rb"duplicates=(\d+)", out)
+            duplicates += int(m.group(1)) if m else 0
+            assert p.returncode == 0, out.decode()[-3000:]  # type: ignore[attr-defined]
+
+        views = await kit.job_views(js, s)
+        events = await kit.read_stream(js, s.streams.job_events)
+        terminal_events: dict[str, int] = {}
+        claims: dict[str, int] = {}
+        for m in events:
+            job_id, name = s.subjects.parse_job_event(m.subject)
+            if name in ("completed", "failed", "cancelled", "dead"):
+                terminal_events[job_id] = terminal_events.get(job_id, 0) + 1
+            if name == "claimed":
+                claims[job_id] = claims.get(job_id, 0) + 1
+        status = {j.job_id: views[j.job_id].status for j in jobs}
+        counts = {k: sum(1 for v in status.values() if v == k) for k in set(status.values())}
+        redelivered = sum(n - 1 for n in claims.values() if n > 1)
+        print(
+            f"\nchaos: submitted={len(jobs)} completed={counts.get('completed', 0)} "
+            f"failed={counts.get('failed', 0)} dead={counts.get('dead', 0)} "
+            f"redelivered={redelivered} jobs_run_twice={sum(1 for n in claims.values() if n > 1)} "
+            f"duplicates_suppressed(survivors)={duplicates} worker_kills={kills['workers']} "
+            f"nats_kills={kills['nats']} slow_exits_after_sigterm={slow_exits} "
+            f"submitted_in={submitted_in:.1f}s "
+            f"time_to_drain={drained_in:.1f}s"
+        )
+        counted = {j.job_id: terminal_events.get(j.job_id, 0) for j in jobs}
+        wrong = {job_id: n for job_id, n in counted.items() if n != 1}
+        assert not wrong, f"terminal events per job, where not exactly one: {wrong}"
+        assert all(views[j.job_id].duplicates == 0 for j in jobs)
+        for j in jobs:
+            v = views[j.job_id]
+            if j.job_id.startswith("jdead"):
+                assert v.status == "dead", (j.job_id, v)
+            elif j.job_id.startswith("jperm"):
+                assert v.status == "failed" and v.error_type == "bad_input", (j.job_id, v)
+            else:
+                assert v.status == "completed", (j.job_id, v)
+                assert v.output == expected_output(j), j.job_id
+        assert kills["nats"] == 1 and kills["workers"] >= 1
+    finally:
+        await nc.close()
