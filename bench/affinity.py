@@ -124,7 +124,7 @@ async def scenario(
     total = args.backlog + args.jobs
 
     async def on_event(msg: Any) -> None:
-        name = msg.subject.rsplit(".", 1)[-1]
+        _, name = settings.subjects.parse_job_event(msg.subject)
         if name not in ("claimed", "completed", "failed"):
             return
         env = decode(msg.data)

@@ -31,11 +31,11 @@ async def run_load(s: Settings, jobs: int, rate: float, seconds: float, workers:
     target = {"n": 0}
 
     async def on_done(msg) -> None:  # type: ignore[no-untyped-def]
-        done[msg.subject.split(".")[-2]] = time.perf_counter()
+        done[s.subjects.parse_job_event(msg.subject)[0]] = time.perf_counter()
         if len(done) >= target["n"]:
             ready.set()
 
-    await nc.subscribe(f"{s.subject_prefix}.job.*.completed", cb=on_done)
+    await nc.subscribe(f"{s.subject_prefix}.job.*.completed.*", cb=on_done)
     subject = s.subjects.submit("standard", "echo")
 
     async def submit(job_id: str) -> float:

@@ -32,7 +32,7 @@ async def one(s: Settings, run: int, job_s: float) -> tuple[float, float]:
     event = asyncio.Event()
 
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
-        name = msg.subject.rsplit(".", 1)[-1]
+        _, name = s.subjects.parse_job_event(msg.subject)
         worker = b'"worker_id":"victim' in msg.data
         key = f"{name}:{'victim' if worker else 'standby'}"
         seen.setdefault(key, time.perf_counter())

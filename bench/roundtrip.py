@@ -212,6 +212,7 @@ class Collector:
     duplicates: int = 0
     strays: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    job_index: int = -2  # the subject token that holds the job id (the result filter's first *)
 
     def arm(self, ids: list[str]) -> None:
         self.pending = set(ids)
@@ -221,7 +222,7 @@ class Collector:
 
     async def on_msg(self, msg: Msg) -> None:
         t = time.perf_counter()
-        job_id = msg.subject.rsplit(".", 2)[-2]
+        job_id = msg.subject.split(".")[self.job_index]
         if job_id in self.got:
             self.duplicates += 1
         elif job_id in self.pending:
@@ -249,6 +250,7 @@ class Side:
 
     async def subscribe(self) -> None:
         for subject in self.result_subjects:
+            self.collector.job_index = subject.split(".").index("*")
             await self.nc.subscribe(subject, cb=self.collector.on_msg, pending_msgs_limit=-1)
         await self.nc.flush()
 
@@ -472,7 +474,8 @@ async def start_jetgrid(
         submit_subject=subj.submit(POOL, MODEL),
         # Terminal events only: the client has no use for claimed/started, and a failed job
         # must surface as an error rather than as a timeout.
-        result_subjects=[f"{subj.prefix}.job.*.{name}" for name in ("completed", "failed")],
+        # (said by a worker under its own id: the last token)
+        result_subjects=[f"{subj.prefix}.job.*.{name}.*" for name in ("completed", "failed")],
         check=check_jetgrid(jobs),
     )
     await side.subscribe()

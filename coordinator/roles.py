@@ -13,14 +13,14 @@ whose permissions allow only what its component does. The roles:
                allowed), requests cancels, reads job events and tokens; no worker or lifecycle
                event except `cancel_requested`
     worker     one user per worker id (`worker-<id>`): its own registration and pings, job
-               lifecycle events, pulls/acks on pool consumers of JOBS, invalid records for JOBS,
-               token chunks; reads the tiers bucket and cancel requests
+               lifecycle events under its own id (`<prefix>.job.<job>.<event>.<id>`),
+               pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks;
+               reads the tiers bucket and cancel requests
 
 Every user gets a private inbox prefix, ``_INBOX_<user>`` (a user may subscribe only under its
-own), so no one can read another's request replies, pull deliveries or acks. Job-event subjects
-(``<prefix>.job.<job_id>.<event>``) carry no worker id, so NATS cannot stop one worker from
-publishing a lifecycle event about a job another worker holds; see `README.md`, "Roles and
-credentials", for what jetgrid does about that.
+own), so no one can read another's request replies, pull deliveries or acks. A worker's job
+events end in its own id, so it cannot speak for another worker; the projector checks that the
+payload's `worker_id` matches that token (see `README.md`, "Roles and credentials").
 
 Pure: strings in, strings out. `coordinator.natsconf` renders these into nats-server config.
 """
@@ -230,7 +230,13 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(invalid),
                 *tiers_read,
             ),
-            subscribe=(inbox, f"{p}.tokens.*", f"{p}.job.*.*", f"{p}.worker.*.*", advisory),
+            subscribe=(
+                inbox,
+                f"{p}.tokens.*",
+                f"{p}.job.>",  # every job's events, whoever said them (`job.<id>.>`)
+                f"{p}.worker.*.*",
+                advisory,
+            ),
             publish_deny=python_deny,
         )
     if user.role == PROJECTOR:
@@ -262,7 +268,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(jobs),
                 *_read_stream(events),
             ),
-            subscribe=(inbox, f"{p}.job.*.*", f"{p}.tokens.*"),
+            subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*"),
             publish_deny=python_deny,
         )
     # A worker: only its own worker subjects.
@@ -270,8 +276,9 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
     return Permissions(
         publish=(
             f"{p}.worker.{wid}.*",
-            *(f"{p}.job.*.{name}" for name in WORKER_JOB_EVENTS),
-            f"{p}.job.*.dead",  # the dead-letter watcher every worker runs
+            # Lifecycle events only under its own id, the last token (see events.subjects).
+            *(f"{p}.job.*.{name}.{wid}" for name in WORKER_JOB_EVENTS),
+            f"{p}.job.*.dead.{wid}",  # the dead-letter watcher every worker runs
             f"{p}.invalid.{JOBS}",
             f"{p}.tokens.*",
             f"{API}.INFO",

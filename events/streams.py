@@ -77,7 +77,7 @@ def stream_specs(
         StreamSpec(
             JOB_EVENTS,
             names(JOB_EVENTS),
-            (f"{p}.job.*.*",),
+            subjects.job_event_stream_subjects(),
             "jetgrid job lifecycle",
             **common,  # type: ignore[arg-type]
         ),

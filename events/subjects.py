@@ -2,7 +2,9 @@
 
     <prefix>.jobs.<pool>.<model-token>      JOBS        a job was submitted (priority normal)
     <prefix>.jobs.<pool>.<model-token>.<p>  JOBS        the same, with priority <p> = high | low
-    <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle
+    <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle (gateway, clients,
+                                                        dead-letter watchers of services)
+    <prefix>.job.<job_id>.<event>.<worker>  JOB_EVENTS  the same, said by worker <worker>
     <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
     <prefix>.invalid.<stream>               INVALID     a message that failed validation
     <prefix>.tokens.<job_id>                core NATS   ephemeral token stream (not stored)
@@ -12,6 +14,11 @@ subject token. They are encoded by one reversible rule: ASCII letters, digits an
 themselves; every other byte of the name's UTF-8 form becomes ``_`` followed by two upper-case hex
 digits. So ``llama3.2:1b`` -> ``llama3_2E2_3A1b`` and ``my_model`` -> ``my_5Fmodel``. The payload's
 ``model`` field stays the authority; the token only routes.
+
+A worker's lifecycle events carry its id as a fifth token, so NATS permissions hold each worker to
+its own id (as for its pings): no worker can publish a result, a claim or a `dead` in another's
+name, and the projector records an event whose payload names a different worker than its subject
+as invalid. Subscribe to ``<prefix>.job.<job_id>.>`` for every event of a job.
 """
 
 from __future__ import annotations
@@ -123,12 +130,18 @@ class Subjects:
         base = f"{self.prefix}.jobs.*.*"
         return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS))
 
-    def job_event(self, job_id: str, event: str) -> str:
-        return f"{self.prefix}.job.{check_id(job_id, 'job id')}.{event}"
+    def job_event(self, job_id: str, event: str, worker_id: str | None = None) -> str:
+        """A lifecycle subject; with `worker_id`, the form a worker publishes under its own id."""
+        subject = f"{self.prefix}.job.{check_id(job_id, 'job id')}.{event}"
+        return subject if worker_id is None else f"{subject}.{check_id(worker_id, 'worker id')}"
 
     def job_events(self, job_id: str = "*") -> str:
-        """Filter for every lifecycle event of one job (or of all jobs)."""
-        return f"{self.prefix}.job.{job_id}.*"
+        """Filter for every lifecycle event of one job (or of all jobs), whoever said it."""
+        return f"{self.prefix}.job.{job_id}.>"
+
+    def job_event_stream_subjects(self) -> tuple[str, ...]:
+        """The JOB_EVENTS stream's subjects: the service form and the worker form."""
+        return (f"{self.prefix}.job.*.*", f"{self.prefix}.job.*.*.*")
 
     def worker_event(self, worker_id: str, event: str) -> str:
         return f"{self.prefix}.worker.{check_id(worker_id, 'worker id')}.{event}"
@@ -174,9 +187,16 @@ class Subjects:
         return parts[0], decode_model(parts[1]), priority
 
     def parse_job_event(self, subject: str) -> tuple[str, str]:
-        """(job_id, event name) of a lifecycle subject."""
-        job_id, event = self._rest(subject, "job", 2)
+        """(job_id, event name) of a lifecycle subject, with or without a worker token."""
+        job_id, event, _ = self.parse_job_event_by(subject)
         return job_id, event
+
+    def parse_job_event_by(self, subject: str) -> tuple[str, str, str | None]:
+        """(job_id, event name, the worker that said it or None) of a lifecycle subject."""
+        head = f"{self.prefix}.job."
+        n = 3 if subject.startswith(head) and subject[len(head) :].count(".") == 2 else 2
+        parts = self._rest(subject, "job", n)
+        return parts[0], parts[1], parts[2] if n == 3 else None
 
     def parse_worker_event(self, subject: str) -> tuple[str, str]:
         """(worker_id, event name) of a worker subject."""

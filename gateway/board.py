@@ -18,6 +18,7 @@ from nats.js.api import DeliverPolicy
 
 from coordinator.settings import Settings
 from events import InvalidEvent, decode, decode_submission
+from projections.fold import check_job_event_speaker
 from projections.jobs import JobView, apply
 
 log = logging.getLogger("jetgrid.gateway.board")
@@ -125,7 +126,10 @@ class JobBoard:
             log.warning("undecodable job event at seq %s: %s", md.sequence.stream, exc.reason)
         else:
             job_id = getattr(env.event, "job_id", None)
-            if job_id:
+            forged = check_job_event_speaker(self.settings.subjects, msg.subject, env)
+            if forged is not None:  # the projector records it on the invalid stream
+                log.warning("job event at seq %s does not count: %s", md.sequence.stream, forged)
+            elif job_id:
                 self._apply(job_id, env)
         self._mark(self.settings.streams.job_events, md.sequence.stream)
 

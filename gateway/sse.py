@@ -104,7 +104,7 @@ async def job_events(request: Request) -> Response:
                     env = decode(item.data)
                 except InvalidEvent:
                     continue
-                name = item.subject.rsplit(".", 1)[-1]
+                _, name = subjects.parse_job_event(item.subject)
                 data = env.event.model_dump(mode="json", exclude={"type", "version"})
                 data.update(time=format_time(env.time), seq=seq)
                 yield frame(data, event=name, id=seq)

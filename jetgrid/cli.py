@@ -525,7 +525,7 @@ async def submit(
                 msg = await sub.next_msg(timeout=left)
             except Exception:
                 continue
-            name = msg.subject.rsplit(".", 1)[-1]
+            _, name = subj.parse_job_event(msg.subject)
             if name in ("completed", "failed", "cancelled", "dead"):
                 ev = decode(msg.data).event
                 click.echo(

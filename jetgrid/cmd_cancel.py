@@ -53,7 +53,7 @@ async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: A
                 msg = await sub.next_msg(timeout=left)
             except Exception:
                 continue
-            name = msg.subject.rsplit(".", 1)[-1]
+            _, name = settings.subjects.parse_job_event(msg.subject)
             if name in TERMINAL_NAMES:
                 ev = decode(msg.data).event
                 click.echo(json.dumps({"id": job_id, "status": name,

@@ -204,7 +204,7 @@ class Fleet:
 
     # -- statistics -------------------------------------------------------------------------
     async def _on_event(self, msg: Msg) -> None:
-        job_id, name = msg.subject.rsplit(".", 2)[-2:]
+        job_id, name = self.settings.subjects.parse_job_event(msg.subject)
         known = self._jobs.get(job_id)
         if known is None:
             return

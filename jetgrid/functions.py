@@ -47,7 +47,7 @@ import cloudpickle
 
 from coordinator.routing import PYTHON_MODEL, route_job
 from coordinator.settings import Settings
-from events import JetgridError, JobSubmitted, decode, encode
+from events import JetgridError, JobSubmitted, Subjects, decode, encode
 
 __all__ = ["RemoteError", "RemoteFunction", "RemoteJobFailed", "RemoteResult", "remote"]
 
@@ -173,14 +173,14 @@ class RemoteFunction:
                 headers={"Nats-Msg-Id": job.job_id},
             )
             wait = None if self.timeout_s is None else self.timeout_s + 300.0
-            return await asyncio.wait_for(self._outcome(sub, job.job_id), wait)
+            return await asyncio.wait_for(self._outcome(sub, job.job_id, subjects), wait)
         finally:
             await nc.close()
 
-    async def _outcome(self, sub: Any, job_id: str) -> RemoteResult:
+    async def _outcome(self, sub: Any, job_id: str, subjects: Subjects) -> RemoteResult:
         while True:
             msg = await sub.next_msg(timeout=None)
-            name = msg.subject.rsplit(".", 1)[-1]
+            _, name = subjects.parse_job_event(msg.subject)
             if name not in TERMINAL:
                 continue
             ev = decode(msg.data).event

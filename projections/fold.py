@@ -27,6 +27,12 @@ future would drag the log clock and everyone's uptime with it) is invalid: it is
 ``<prefix>.invalid.WORKERS`` with the reason, advances the position, and changes no view.
 Duplicates, out-of-order events and unknown workers are handled by `projections.workers.apply`
 (see its docstring).
+
+**Rules for JOB_EVENTS messages** (`check_job_event_speaker`): an event whose payload is about
+another job than its subject, or names another worker than the worker token its subject ends in
+(the worker that published it: NATS permissions allow nothing else), is recorded on
+``<prefix>.invalid.JOB_EVENTS`` and changes no view. An undecodable one only advances the
+position.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from typing import Any
 from coordinator.tiers import DEFAULT_POLICY, TierPolicy
 from events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
 from events.codec import decode_submission, format_time
+from events.errors import InvalidSubject
 from events.workers import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, WorkerRegistered
 from projections import jobs as jobs_reducer
 from projections import workers as wr
@@ -91,13 +98,15 @@ class FoldConfig:
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
-    """A WORKERS message that failed the rules: what to record on the invalid stream."""
+    """A WORKERS or JOB_EVENTS message that failed the rules: what to record on the invalid
+    stream (``<prefix>.invalid.<stream>``)."""
 
     seq: int
     subject: str
     data: bytes
     reason: str
     headers: dict[str, str] = field(default_factory=dict)
+    stream: str = WORKERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +129,26 @@ def ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]
     if last - first >= MAX_TICKS:
         first = last
     return [_EPOCH + timedelta(seconds=k * step_s) for k in range(first, last + 1)]
+
+
+def check_job_event_speaker(subjects: Subjects, subject: str, env: Envelope) -> str | None:
+    """Why a lifecycle event must not count, or None. A worker publishes under its own id,
+    the subject's last token (NATS permissions enforce that), so an event whose payload names
+    another worker, or another job, is a forgery or a bug: it changes no view."""
+    try:
+        job_id, _, speaker = subjects.parse_job_event_by(subject)
+    except InvalidSubject as exc:
+        return str(exc)
+    said: str = env.event.job_id  # type: ignore[attr-defined]
+    if said != job_id:
+        return f"the event is about job {said!r} but was published on job {job_id!r}'s subject"
+    named = getattr(env.event, "worker_id", None)
+    if speaker is not None and named is not None and named != speaker:
+        return (
+            f"the event names worker {named!r} but was published by worker {speaker!r} "
+            f"(subject {subject})"
+        )
+    return None
 
 
 def check_worker_message(
@@ -310,6 +339,11 @@ class Fold:
             return True
         job_id = getattr(env.event, "job_id", None)
         if not job_id:
+            self.counts["invalid"] += 1
+            return True
+        reason = check_job_event_speaker(self.subjects, subject, env)
+        if reason is not None:
+            self.invalid.append(Invalid(seq, subject, data, reason, stream=JOB_EVENTS))
             self.counts["invalid"] += 1
             return True
         self._apply_job(job_id, env)

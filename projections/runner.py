@@ -8,8 +8,9 @@ committed positions: nothing is applied twice, nothing skipped.
 
 After each commit it publishes every worker whose tier or factor changed (or that it sees for
 the first time) to the tiers KV bucket (Settings.tiers_bucket, key = worker id; value in the
-README). Invalid WORKERS messages are recorded on ``<prefix>.invalid.WORKERS`` (Nats-Msg-Id
-``invalid:WORKERS:<seq>``, so a restart does not record them twice) before the batch commits.
+README). Invalid WORKERS and JOB_EVENTS messages are recorded on ``<prefix>.invalid.<stream>``
+(Nats-Msg-Id ``invalid:<stream>:<seq>``, so a restart does not record them twice) before the
+batch commits.
 
 `replay` rebuilds a fresh store from sequence 1 with the same fold, reading the streams one
 after another (the fold does not depend on how they interleave: see projections.fold).
@@ -78,9 +79,10 @@ class Item:
 
 
 def _filters(settings: Settings) -> dict[str, tuple[str, str]]:
-    """logical stream -> (stream name, subject filter)."""
+    """logical stream -> (stream name, subject filter): every message of the stream, whichever
+    of its subject forms it came on (JOBS has a priority form, JOB_EVENTS a worker form)."""
     specs = {s.logical: s for s in stream_specs(settings.subjects, settings.streams)}
-    return {s: (specs[s].name, specs[s].subjects[0]) for s in STREAMS}
+    return {s: (specs[s].name, ">") for s in STREAMS}
 
 
 class Folder:
@@ -94,6 +96,7 @@ class Folder:
     async def apply(self, items: list[Item]) -> Changes:
         """Fold and persist one batch; returns what changed (already committed)."""
         fold, subjects = self.fold, self.settings.subjects
+        job_head = f"{subjects.prefix}.job."
         decoded: dict[int, Any] = {}
         wanted: set[str] = set()
         for it in items:
@@ -109,9 +112,9 @@ class Folder:
                 if env is not None:
                     wanted.add(env.event.job_id)
             elif it.stream == JOB_EVENTS:
-                parts = it.subject.rsplit(".", 2)
-                if len(parts) == 3:
-                    wanted.add(parts[1])
+                # <prefix>.job.<job_id>.<event>[.<worker>]: the token after the head
+                if it.subject.startswith(job_head):
+                    wanted.add(it.subject[len(job_head) :].split(".", 1)[0])
         missing = fold.needed_jobs(wanted)
         if missing:
             fold.jobs.update(await self.store.load_jobs(missing))
@@ -347,22 +350,22 @@ class Projector(Folder):
         self.stats.invalid += len(changes.invalid)
         if not self.publish:
             return
-        subject = self.settings.subjects.invalid(WORKERS)
         for inv in changes.invalid:
+            subject = self.settings.subjects.invalid(inv.stream)
             record = InvalidMessage.of(
                 inv.data,
-                stream=WORKERS,
+                stream=inv.stream,
                 subject=inv.subject,
                 seq=inv.seq,
                 reason=inv.reason,
                 detected_by=SOURCE,
                 headers={k: v for k, v in inv.headers.items() if isinstance(v, str)},
             )
-            msg_id = f"invalid:{WORKERS}:{inv.seq}"
+            msg_id = f"invalid:{inv.stream}:{inv.seq}"
             await self.js.publish(
                 subject, encode(record, source=SOURCE, id=msg_id), headers={"Nats-Msg-Id": msg_id}
             )
-            log.info("invalid WORKERS message at seq %s: %s", inv.seq, inv.reason)
+            log.info("invalid %s message at seq %s: %s", inv.stream, inv.seq, inv.reason)
 
     async def _bucket(self) -> Any:
         if self._kv is None:

@@ -289,7 +289,9 @@ class Worker:
         from worker.deadletter import DeadLetterWatcher
 
         assert self.nc is not None
-        watcher = DeadLetterWatcher(self.settings, self.nc, name=f"worker/{self.id}/deadletter")
+        watcher = DeadLetterWatcher(
+            self.settings, self.nc, name=f"worker/{self.id}/deadletter", worker_id=self.id
+        )
 
         async def watch() -> None:
             try:
@@ -645,7 +647,7 @@ class Worker:
         away through five tries."""
         job_id: str = event.job_id  # type: ignore[attr-defined]
         name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
-        subject = self.settings.subjects.job_event(job_id, name)
+        subject = self.settings.subjects.job_event(job_id, name, self.id)
         msg_id = terminal_msg_id(job_id)
         data = encode(event, source=self.source, id=msg_id)
         for attempt in range(5):
@@ -666,7 +668,7 @@ class Worker:
                     reason=f"the output ({len(data)} bytes) exceeds the NATS max_payload",
                     error_type="output_too_large",
                 )
-                subject = self.settings.subjects.job_event(job_id, "failed")
+                subject = self.settings.subjects.job_event(job_id, "failed", self.id)
                 data = encode(event, source=self.source, id=msg_id)
             except Exception as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
                 log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
@@ -736,7 +738,7 @@ class Worker:
         job_id: str = event.job_id  # type: ignore[attr-defined]
         name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
         await self.nc.publish(
-            self.settings.subjects.job_event(job_id, name),
+            self.settings.subjects.job_event(job_id, name, self.id),
             encode(event, source=self.source, id=msg_id),
             headers={"Nats-Msg-Id": msg_id},
         )

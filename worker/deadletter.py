@@ -47,9 +47,20 @@ CONSUMER = DEAD_LETTER_CONSUMER
 class DeadLetterWatcher:
     """Turns stored max-deliveries advisories into `dead` events; `run()` until `stop()`."""
 
-    def __init__(self, settings: Settings, nc: NATS, *, name: str = "deadletter") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        nc: NATS,
+        *,
+        name: str = "deadletter",
+        worker_id: str | None = None,
+    ) -> None:
         self.settings = settings
         self.nc = nc
+        # A watcher inside a worker says `dead` under that worker's id (its NATS user may
+        # publish nothing else); the gateway's, the projector's and `jetgrid deadletter`'s
+        # under none.
+        self.worker_id = worker_id
         self.js: JetStreamContext = nc.jetstream()
         self.source = f"jetgrid/{name}"
         self.spec = dead_letter_spec(
@@ -153,7 +164,7 @@ class DeadLetterWatcher:
         )
         msg_id = terminal_msg_id(job_id)
         await self.js.publish(
-            self.settings.subjects.job_event(job_id, "dead"),
+            self.settings.subjects.job_event(job_id, "dead", self.worker_id),
             encode(dead, source=self.source, id=msg_id),
             headers={"Nats-Msg-Id": msg_id},
         )
@@ -162,13 +173,18 @@ class DeadLetterWatcher:
         return job_id
 
     async def _last_error(self, job_id: str) -> str | None:
-        """The reason of the job's last `retrying` event, if one is stored."""
+        """The reason of the job's last `retrying` event, if one is stored (workers say it
+        under their id; a log from before worker tokens has it without)."""
         subject = self.settings.subjects.job_event(job_id, "retrying")
-        try:
-            msg = await self.js.get_last_msg(self.settings.streams.job_events, subject, direct=True)
-            return str(decode(msg.data or b"").event.reason)
-        except Exception:
-            return None
+        for filter_subject in (f"{subject}.*", subject):
+            try:
+                msg = await self.js.get_last_msg(
+                    self.settings.streams.job_events, filter_subject, direct=True
+                )
+                return str(decode(msg.data or b"").event.reason)
+            except Exception:
+                continue
+        return None
 
 
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:

@@ -64,7 +64,36 @@ def test_subject_builders_and_parsers_agree() -> None:
     assert s.invalid("JOBS") == "jetgrid.invalid.JOBS"
     assert s.tokens("j1") == "jetgrid.tokens.j1"
     assert s.submit_filter() == "jetgrid.jobs.*.*"
-    assert s.job_events() == "jetgrid.job.*.*"
+    assert s.job_events() == "jetgrid.job.*.>"
+    assert s.job_events("j1") == "jetgrid.job.j1.>"
+
+
+def test_a_worker_says_job_events_under_its_own_id() -> None:
+    s = Subjects("jetgrid")
+    subject = s.job_event("j1", "completed", "gpu-7")
+    assert subject == "jetgrid.job.j1.completed.gpu-7"
+    assert s.parse_job_event(subject) == ("j1", "completed")
+    assert s.parse_job_event_by(subject) == ("j1", "completed", "gpu-7")
+    assert s.parse_job_event_by("jetgrid.job.j1.cancel_requested") == (
+        "j1",
+        "cancel_requested",
+        None,
+    )
+    assert s.job_event_stream_subjects() == ("jetgrid.job.*.*", "jetgrid.job.*.*.*")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["jetgrid.job.j1", "jetgrid.job.j1.completed.w1.extra", "jetgrid.job..completed", "x.job.j1.a"],
+)
+def test_job_event_parser_rejects_other_shapes(subject: str) -> None:
+    with pytest.raises(InvalidSubject):
+        Subjects("jetgrid").parse_job_event_by(subject)
+
+
+def test_a_worker_id_must_be_one_token() -> None:
+    with pytest.raises(InvalidSubject):
+        Subjects("jetgrid").job_event("j1", "completed", "a.b")
 
 
 def test_dotted_prefixes_work() -> None:

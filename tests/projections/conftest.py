@@ -136,7 +136,7 @@ class Log:
             )
         for ev, dt, name in events:
             await self.raw(
-                subj.job_event(job_id, name),
+                subj.job_event(job_id, name, wid),  # as a worker says it: under its own id
                 encode(ev, source="t", id=f"{job_id}:{name}", time=self.at(t + dt)),
             )
 

@@ -13,13 +13,15 @@ from events import (
     WORKERS,
     JobClaimed,
     JobCompleted,
+    JobDead,
     JobStarted,
     JobSubmitted,
     Subjects,
     WorkerHeartbeat,
+    decode,
     encode,
 )
-from projections.fold import MAX_TICKS, Fold, check_worker_message, ticks
+from projections.fold import MAX_TICKS, Fold, check_job_event_speaker, check_worker_message, ticks
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SUBJ = Subjects("jg")
@@ -88,6 +90,44 @@ def test_positions_skip_what_was_applied() -> None:
     assert fold.job_event(seq, subject, data) is True
     assert fold.job_event(seq, subject, data) is False
     assert fold.positions[JOB_EVENTS] == 1 and fold.counts["skipped"] == 1
+
+
+def _completed(job_id: str = "j1", worker_id: str = "w1") -> bytes:
+    ev = JobCompleted(job_id=job_id, worker_id=worker_id, attempt=1, output="x", duration_s=1.0)
+    return encode(ev, source="t", time=at(1))
+
+
+@pytest.mark.parametrize(
+    ("subject", "data", "counts"),
+    [
+        (SUBJ.job_event("j1", "completed", "w1"), _completed(), True),
+        (SUBJ.job_event("j1", "completed"), _completed(), True),  # a service, or an old log
+        (SUBJ.job_event("j1", "dead", "w2"), encode(
+            JobDead(job_id="j1", attempts=3, jobs_seq=1), source="t", time=at(1)), True),
+        (SUBJ.job_event("j1", "completed", "w2"), _completed(), False),  # w2 speaks for w1
+        (SUBJ.job_event("j2", "completed", "w1"), _completed(), False),  # about another job
+    ],
+)  # fmt: skip
+def test_a_job_event_counts_only_as_said_by_the_worker_it_names(
+    subject: str, data: bytes, counts: bool
+) -> None:
+    fold = Fold(SUBJ)
+    assert fold.job_event(5, subject, data) is True
+    assert fold.positions[JOB_EVENTS] == 5  # a refused event is still consumed, once
+    if counts:
+        assert fold.jobs["j1"].terminal and fold.invalid == []
+    else:
+        assert fold.jobs == {} and fold.counts["invalid"] == 1
+        [inv] = fold.invalid
+        assert (inv.stream, inv.seq, inv.subject) == (JOB_EVENTS, 5, subject)
+        assert "worker" in inv.reason or "job" in inv.reason
+
+
+def test_the_reason_names_both_workers() -> None:
+    env = decode(_completed(worker_id="w1"))
+    why = check_job_event_speaker(SUBJ, SUBJ.job_event("j1", "completed", "w2"), env)
+    assert why is not None and "'w1'" in why and "'w2'" in why
+    assert check_job_event_speaker(SUBJ, SUBJ.job_event("j1", "completed", "w1"), env) is None
 
 
 def _ping(wid: str = "w1", t: float = 0.0) -> bytes:

@@ -100,6 +100,57 @@ async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, 
         await proj.stop()
 
 
+async def test_every_subject_form_is_folded(log, nc, make_store) -> None:
+    """Priority submissions (a fifth token) and worker-said events (a fifth token) count too."""
+    from events import JobSubmitted, encode
+
+    s = log.settings
+    for prio in ("high", "normal", "low"):
+        job = JobSubmitted(job_id=f"p-{prio}", model="echo", pool="standard", prompt="x",
+                           priority=prio)  # fmt: skip
+        await log.raw(s.subjects.submit("standard", "echo", prio), encode(job, source="t"))
+    await log.job("j1", "w1", 10)  # its claimed/started/completed end in `.w1`
+    store = make_store()
+    proj = await _start(s, nc, store)
+    try:
+        await proj.wait_caught_up()
+        views = {v.job_id: v for v in await store.jobs()}
+        assert {views[f"p-{p}"].priority for p in ("high", "normal", "low")} == {
+            "high", "normal", "low"
+        }  # fmt: skip
+        assert all(views[f"p-{p}"].status == "queued" for p in ("high", "normal", "low"))
+        assert views["j1"].status == "completed" and views["j1"].worker_id == "w1"
+    finally:
+        await proj.stop()
+
+
+async def test_a_job_event_said_for_another_worker_is_recorded_and_changes_nothing(
+    log, nc, make_store
+) -> None:
+    """NATS holds a worker to its own id in the subject; the payload must name the same one."""
+    from events import JobCompleted, encode
+
+    s = log.settings
+    await log.job("j1", "w1", 10, outcome="failed")
+    forged = JobCompleted(job_id="j2", worker_id="w1", attempt=1, output="x", duration_s=0.1)
+    bad = await log.raw(s.subjects.job_event("j2", "completed", "w2"), encode(forged, source="x"))
+    store = make_store()
+    proj = await _start(s, nc, store)
+    try:
+        await proj.wait_caught_up()
+        assert (await store.positions())[JOB_EVENTS] == bad
+        assert await store.job_counts("w1") == {"w1": {"failed": 1}}  # the forgery did not count
+        sub = await nc.jetstream().subscribe(
+            s.subjects.invalid(JOB_EVENTS), stream=s.streams(INVALID)
+        )
+        record = decode((await sub.next_msg(timeout=5)).data).event
+        await sub.unsubscribe()
+        assert (record.stream, record.seq) == (JOB_EVENTS, bad)
+        assert "worker 'w1'" in record.reason and "worker 'w2'" in record.reason
+    finally:
+        await proj.stop()
+
+
 async def test_duplicates_out_of_order_and_unknown_workers_by_rule(log, nc, make_store) -> None:
     await log.register("w1")
     await log.ping("w1", 1, 1, id="p1")

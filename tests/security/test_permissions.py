@@ -110,11 +110,24 @@ ACTIONS: dict[str, tuple[str, Callable[[Ctx], Awaitable[Any]]]] = {
         f"{P}.job.j1.cancel_requested",
         lambda c: c.js.publish(f"{P}.job.j1.cancel_requested", b"{}"),
     ),
-    "publish completed": (
+    # A worker's lifecycle events end in its own id; only services speak without one.
+    "publish completed as w1": (
+        f"{P}.job.j1.completed.w1",
+        lambda c: c.js.publish(f"{P}.job.j1.completed.w1", _completed("j1", "w1")),
+    ),
+    "publish completed as w2": (
+        f"{P}.job.j1.completed.w2",
+        lambda c: c.js.publish(f"{P}.job.j1.completed.w2", _completed("j1", "w2")),
+    ),
+    "publish completed as nobody": (
         f"{P}.job.j1.completed",
         lambda c: c.js.publish(f"{P}.job.j1.completed", _completed("j1", "w1")),
     ),
     "publish dead": (f"{P}.job.j1.dead", lambda c: c.js.publish(f"{P}.job.j1.dead", b"{}")),
+    "publish dead as w1": (
+        f"{P}.job.j1.dead.w1",
+        lambda c: c.js.publish(f"{P}.job.j1.dead.w1", b"{}"),
+    ),
     "ping as w1": (
         f"{P}.worker.w1.heartbeat",
         lambda c: c.js.publish(f"{P}.worker.w1.heartbeat", _ping("w1")),
@@ -154,21 +167,24 @@ ACTIONS: dict[str, tuple[str, Callable[[Ctx], Awaitable[Any]]]] = {
         lambda c: _subscribe(c, "_INBOX_gateway.>"),
     ),
     "subscribe to job events": (f"{P}.job.*.*", lambda c: _subscribe(c, f"{P}.job.*.*")),
+    "subscribe to one job's events": (f"{P}.job.j1.>", lambda c: _subscribe(c, f"{P}.job.j1.>")),
 }
 
 ALLOWED: dict[str, set[str]] = {
     "admin": set(ACTIONS),
     "gateway": {"submit a job", "submit a python job", "request a cancel", "publish dead",
                 "read job events", "read the tiers bucket", "subscribe to job events",
-                "subscribe to the gateway's inbox"},
+                "subscribe to one job's events", "subscribe to the gateway's inbox"},
     "projector": {"publish dead", "read job events", "read the tiers bucket",
                   "write the tiers bucket"},
-    "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events"},
-    # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping as the other.
-    # Workers publish `dead`: each runs a dead-letter watcher (Msg-Id dedupe makes it one).
-    "worker-w1": {"publish completed", "publish dead", "ping as w1", "pull and ack standard/echo",
-                  "pull and ack fast/echo", "read the tiers bucket"},
-    "worker-w2": {"publish completed", "publish dead", "ping as w2", "pull and ack standard/echo",
+    "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events",
+               "subscribe to one job's events"},
+    # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping, or say a job
+    # event, as the other. Workers publish `dead` (each runs a dead-letter watcher; Msg-Id
+    # dedupe makes it one), under their own id too.
+    "worker-w1": {"publish completed as w1", "publish dead as w1", "ping as w1",
+                  "pull and ack standard/echo", "pull and ack fast/echo", "read the tiers bucket"},
+    "worker-w2": {"publish completed as w2", "ping as w2", "pull and ack standard/echo",
                   "read the tiers bucket"},
 }  # fmt: skip
 # The admin's right to delete is shown on a scratch stream; the module's streams stay.
@@ -202,19 +218,6 @@ async def test_permission_matrix(
         await nc.close()
 
 
-async def test_job_events_are_not_attributed_by_nats(provisioned: Any) -> None:
-    """The known limit: job-event subjects carry no worker id, so any worker credential may
-    publish a lifecycle event about any job (README: "What per-worker identity guarantees")."""
-    nc = await connect(provisioned.settings("worker-w1"), name="test-w1")
-    try:
-        ack = await nc.jetstream(timeout=2).publish(
-            f"{P}.job.held-by-w2.completed", _completed("held-by-w2", "w2")
-        )
-        assert ack.stream == EVENTS
-    finally:
-        await nc.close()
-
-
 async def test_a_worker_started_under_another_id_fails_clearly(provisioned: Any) -> None:
     """Worker w2's agent run with w1's credentials stops with PermissionDenied, not a hang."""
     settings: Settings = provisioned.settings("worker-w1")
@@ -230,7 +233,7 @@ async def test_a_worker_with_its_own_credentials_runs_jobs(
     settings: Settings = provisioned.settings("worker-w2")
     agent = Worker(settings, WorkerOptions(pool="standard", models=("echo",), worker_id="w2",
                                            burst=True), EchoBackend())  # fmt: skip
-    events = await admin_nc.subscribe(f"{P}.job.*.completed")
+    events = await admin_nc.subscribe(f"{P}.job.*.completed.w2")  # said under its own id
     ack = await admin_nc.jetstream().publish(f"{P}.jobs.standard.echo", SUBMISSION)
     await asyncio.wait_for(agent.run(), 30)
     job = f"seq-{ack.seq}"

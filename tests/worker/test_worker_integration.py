@@ -54,7 +54,8 @@ async def test_acks_only_after_the_terminal_event_is_stored(streams, nc, start_w
         while True:
             try:
                 msg = await js.get_last_msg(
-                    streams.streams.job_events, streams.subjects.job_event("j1", "completed")
+                    streams.streams.job_events,
+                    streams.subjects.job_event("j1", "completed", "w1"),
                 )
                 return msg.data
             except NotFoundError:  # core NATS can show it a moment before the stream has it
