@@ -21,7 +21,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,30 @@ def access_line(settings: Any) -> str:
     return (
         f"OPEN: no API keys configured, anyone reaching {settings.gateway_host} may call it "
         "(`jetgrid keys add NAME` creates one)"
+    )
+
+
+def _allows(key: ApiKey, pool: str | None, model: str | None) -> bool:
+    if key.pools is not None and pool is not None and pool not in key.pools:
+        return False
+    return (
+        key.models is None
+        or model is None
+        or any(fnmatch.fnmatchcase(model, p) for p in key.models)
+    )
+
+
+def may_see(request: Request, *, pool: str | None, model: str | None) -> bool:
+    """Whether the caller's key covers a job of this pool and model (unscoped keys: all)."""
+    key: ApiKey | None = request.scope.get(SCOPE_KEY)
+    return key is None or _allows(key, pool, model)
+
+
+def visible_models(request: Request, live: Mapping[str, Iterable[str]]) -> list[str]:
+    """The live models (model -> pools serving it) the caller's key may use, sorted."""
+    key: ApiKey | None = request.scope.get(SCOPE_KEY)
+    return sorted(
+        m for m, pools in live.items() if key is None or any(_allows(key, p, m) for p in pools)
     )
 
 

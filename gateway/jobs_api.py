@@ -193,7 +193,8 @@ async def find_job(request: Request) -> JobView:
         with contextlib.suppress(Exception):
             await gw.board.sync()
         view = gw.board.get(job_id)
-    if view is None:
+    # A key scoped to other pools or models is told no more than about a job that never was.
+    if view is None or not auth.may_see(request, pool=view.pool, model=view.model):
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")
     return view
 
@@ -232,8 +233,7 @@ async def get_result(request: Request) -> Response:
 
 async def cancel_job(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    view = await find_job(request)
-    auth.check_scope(request, pool=view.pool, model=view.model)
+    view = await find_job(request)  # in the caller's scope, or 404
     if view.terminal:
         raise HTTPError(
             409, f"Job {view.job_id!r} is already {view.status}; nothing to cancel.", field="job_id"
@@ -306,7 +306,12 @@ async def list_jobs(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     filters, limit, cursor = list_params(request)
     assert gw.board is not None
-    page, nxt = select_jobs(list(gw.board.jobs.values()), filters, limit, cursor)
+    views = [
+        v
+        for v in gw.board.jobs.values()
+        if auth.may_see(request, pool=v.pool, model=v.model)  # only the key's pools and models
+    ]
+    page, nxt = select_jobs(views, filters, limit, cursor)
     return JSONResponse(
         {
             "jobs": [job_out(v, gw.settings) for v in page],

@@ -262,7 +262,7 @@ async def tags(request: Request) -> Response:
             "digest": _digest(m),
             "details": _details(),
         }
-        for m in sorted(gw.fleet.live_models())
+        for m in auth.visible_models(request, gw.fleet.live_models())
     ]
     return JSONResponse({"models": models})
 
@@ -282,7 +282,7 @@ async def ps(request: Request) -> Response:
             "size_vram": 0,
             "context_length": None,
         }
-        for m in sorted(gw.fleet.live_models())
+        for m in auth.visible_models(request, gw.fleet.live_models())
     ]
     return JSONResponse({"models": models})
 

@@ -174,7 +174,7 @@ async def models(request: Request) -> Response:
     assert gw.fleet is not None
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": "jetgrid"}
-        for m in sorted(gw.fleet.live_models())
+        for m in auth.visible_models(request, gw.fleet.live_models())
     ]
     return JSONResponse({"object": "list", "data": data})
 

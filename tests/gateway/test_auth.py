@@ -157,6 +157,39 @@ async def test_scoped_key_gets_403_naming_the_scope(keyed, wait_model) -> None: 
 
 
 @integration
+async def test_a_scoped_key_sees_only_its_own_pools_and_models(keyed, wait_model) -> None:  # type: ignore[no-untyped-def]
+    base, keys = keyed
+    await wait_model(base, headers=bearer(keys["full"]))
+    async with httpx.AsyncClient(base_url=base) as http:
+        full, fast = bearer(keys["full"]), bearer(keys["fast"])
+        other = (await http.post("/v1/jobs?wait=10", json={"model": "echo", "prompt": "p"},
+                                 headers=full)).json()["id"]  # fmt: skip
+        mine = (await http.post("/v1/jobs", json={"model": "x:1b", "prompt": "p", "pool": "fast"},
+                                headers=fast)).json()["id"]  # fmt: skip
+        # Another tenant's job is as unknown as one that never was, on every read and cancel.
+        for method, path in [
+            ("GET", f"/v1/jobs/{other}"),
+            ("GET", f"/v1/jobs/{other}/result"),
+            ("GET", f"/v1/jobs/{other}/events"),
+            ("DELETE", f"/v1/jobs/{other}"),
+        ]:
+            r = await http.request(method, path, headers=fast)
+            assert r.status_code == 404 and r.json()["error"]["field"] == "job_id", path
+        assert (await http.get(f"/v1/jobs/{other}", headers=full)).status_code == 200
+        assert (await http.get(f"/v1/jobs/{mine}", headers=fast)).status_code == 200
+        listed = {j["id"] for j in (await http.get("/v1/jobs", headers=fast)).json()["jobs"]}
+        assert mine in listed and other not in listed
+        everything = {j["id"] for j in (await http.get("/v1/jobs", headers=full)).json()["jobs"]}
+        assert {mine, other} <= everything
+        # Model lists show what the key may use: echo runs in pool standard, outside its scope.
+        assert (await http.get("/v1/models", headers=fast)).json()["data"] == []
+        assert (await http.get("/api/tags", headers=fast)).json()["models"] == []
+        assert [m["id"] for m in (await http.get("/v1/models", headers=full)).json()["data"]] == [
+            "echo"
+        ]
+
+
+@integration
 async def test_rate_limit_answers_429_with_retry_after(keyed) -> None:  # type: ignore[no-untyped-def]
     base, keys = keyed
     async with httpx.AsyncClient(base_url=base, headers=bearer(keys["slow"])) as http:
