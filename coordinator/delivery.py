@@ -28,8 +28,33 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class GiveUp:
-    """The last delivery failed: nak at once, so JetStream reaches MaxDeliver now and its
-    max-deliveries advisory makes the job `dead` (published by the dead-letter watchers)."""
+    """The last run failed: store `dead`, then nak at once. The nak brings the recording
+    delivery (see `consumer_max_deliver`), after which JetStream's max-deliveries advisory makes
+    the dead-letter watchers publish the same `dead` (dropped as a duplicate)."""
+
+
+# A pool runs a job at most `max_deliver` times. Its consumer allows one delivery more, which
+# never runs the job: whoever receives it stores `dead`. The advisory JetStream publishes at
+# MaxDeliver is core NATS and is lost if DEAD_LETTERS is electing a leader at that moment; a
+# worker killed between the last run and storing `dead` leaves only that advisory. The
+# recording delivery is redelivered like any other until a worker has stored the outcome, so a
+# job given up can no longer end with no terminal event at all.
+RECORDING_DELIVERIES = 1
+
+
+def consumer_max_deliver(runs: int) -> int:
+    """The pool consumer's MaxDeliver for a pool that runs a job at most `runs` times."""
+    return runs + RECORDING_DELIVERIES
+
+
+def runs_before(deliveries: int) -> int:
+    """How many of a pool consumer's `deliveries` ran the job (the recording one did not)."""
+    return max(1, deliveries - RECORDING_DELIVERIES)
+
+
+def is_recording_delivery(attempt: int, pool: PoolConfig) -> bool:
+    """Delivery `attempt` (1-based) comes after the last run: record `dead`, do not run."""
+    return attempt > pool.max_deliver
 
 
 def after_transient(attempt: int, pool: PoolConfig) -> Retry | GiveUp:
@@ -103,9 +128,9 @@ def parse_max_deliveries(data: bytes) -> MaxDeliveries | None:
     return MaxDeliveries(stream, consumer, seq, n)
 
 
-def dead_reason(deliveries: int, last_error: str | None = None) -> str:
+def dead_reason(runs: int, last_error: str | None = None) -> str:
     """The reason a `dead` event carries."""
-    base = f"gave up after {deliveries} deliveries (MaxDeliver reached)"
+    base = f"gave up after {runs} deliveries (MaxDeliver reached)"
     return f"{base}; last error: {last_error}" if last_error else base
 
 

@@ -6,7 +6,7 @@ A pools file (TOML, ``--pools-file`` / ``JETGRID_POOLS_FILE``) lists pools in ro
     name = "fast"
     models = ["*:0.5b", "*:1b", "*:1.5b", "*-mini*"]   # fnmatch patterns, first pool wins
     ack_wait_s = 15          # lease; workers extend it with in-progress acks
-    max_deliver = 5          # deliveries before the job is dead
+    max_deliver = 5          # runs before the job is dead (its consumer allows one more)
     backoff_s = [1, 5, 15]   # waits after transient failures (the last one repeats)
     job_timeout_cap_s = 120  # a job's own timeout_s is capped at this
 

@@ -39,7 +39,9 @@ from coordinator.delivery import (
     PRIORITIES,
     GiveUp,
     after_transient,
+    consumer_max_deliver,
     dead_reason,
+    is_recording_delivery,
     keepalive_period,
     next_pull,
     terminal_msg_id,
@@ -203,7 +205,7 @@ class Worker:
                 pool.name,
                 m,
                 ack_wait_s=pool.ack_wait_s,
-                max_deliver=pool.max_deliver,
+                max_deliver=consumer_max_deliver(pool.max_deliver),
                 max_ack_pending=pool.max_ack_pending,
                 priority=p,
             )
@@ -443,6 +445,9 @@ class Worker:
             return
         job: JobSubmitted = env.event
         log.debug("job %s: delivery %d of JOBS seq %d", job.job_id, attempt, seq)
+        if is_recording_delivery(attempt, self.pool):
+            await self._record_dead(msg, job, seq)
+            return
         assert self.nc is not None
         ctx = RunContext(
             worker_id=self.id,
@@ -708,6 +713,29 @@ class Worker:
             f"{job.job_id}:retrying:{attempt}",
         )
         await msg.nak(delay=decision.delay_s)
+
+    async def _record_dead(self, msg: Msg, job: JobSubmitted, seq: int) -> None:
+        """The delivery after the last run (coordinator.delivery.consumer_max_deliver): store
+        `dead` without running the job, then nak, which ends its deliveries (JetStream's
+        advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
+        cannot be stored, the nak still lets the advisory make it dead."""
+        from worker.deadletter import last_retry_reason
+
+        runs = self.pool.max_deliver
+        assert self.js is not None
+        last_error = await last_retry_reason(self.js, self.settings, job.job_id)
+        stored = await self._store_terminal(
+            JobDead(
+                job_id=job.job_id,
+                attempts=runs,
+                jobs_seq=seq,
+                reason=dead_reason(runs, last_error),
+            )
+        )
+        log.info("job %s ran %d times and is dead%s", job.job_id, runs,
+                 "" if stored else " (not stored; the advisory will say so)")  # fmt: skip
+        with contextlib.suppress(Exception):
+            await msg.nak()
 
     async def _reject(self, msg: Msg, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""

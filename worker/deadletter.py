@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from coordinator.delivery import dead_reason, parse_max_deliveries, terminal_msg_id
+from coordinator.delivery import dead_reason, parse_max_deliveries, runs_before, terminal_msg_id
 from coordinator.provision import provision_streams
 from coordinator.roles import DEAD_LETTER_CONSUMER
 from coordinator.settings import Settings
@@ -156,11 +156,12 @@ class DeadLetterWatcher:
             log.info("JOBS seq %d gave up and is not a valid job: %s", adv.stream_seq, exc.reason)
             return None
         job_id: str = env.event.job_id
+        runs = runs_before(adv.deliveries)  # the last delivery only records the outcome
         dead = JobDead(
             job_id=job_id,
-            attempts=adv.deliveries,
+            attempts=runs,
             jobs_seq=adv.stream_seq,
-            reason=dead_reason(adv.deliveries, await self._last_error(job_id)),
+            reason=dead_reason(runs, await last_retry_reason(self.js, self.settings, job_id)),
         )
         msg_id = terminal_msg_id(job_id)
         await self.js.publish(
@@ -172,19 +173,18 @@ class DeadLetterWatcher:
         log.info("job %s is dead after %d deliveries", job_id, adv.deliveries)
         return job_id
 
-    async def _last_error(self, job_id: str) -> str | None:
-        """The reason of the job's last `retrying` event, if one is stored (workers say it
-        under their id; a log from before worker tokens has it without)."""
-        subject = self.settings.subjects.job_event(job_id, "retrying")
-        for filter_subject in (f"{subject}.*", subject):
-            try:
-                msg = await self.js.get_last_msg(
-                    self.settings.streams.job_events, filter_subject, direct=True
-                )
-                return str(decode(msg.data or b"").event.reason)
-            except Exception:
-                continue
-        return None
+
+async def last_retry_reason(js: JetStreamContext, settings: Settings, job_id: str) -> str | None:
+    """The reason of the job's last stored `retrying` event, if any (workers say it under their
+    id; a log from before worker tokens has it without)."""
+    subject = settings.subjects.job_event(job_id, "retrying")
+    for filter_subject in (f"{subject}.*", subject):
+        try:
+            msg = await js.get_last_msg(settings.streams.job_events, filter_subject, direct=True)
+            return str(decode(msg.data or b"").event.reason)
+        except Exception:
+            continue
+    return None
 
 
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:

@@ -14,10 +14,13 @@ from coordinator.delivery import (
     Retry,
     after_transient,
     cancel_request,
+    consumer_max_deliver,
     dead_reason,
+    is_recording_delivery,
     keepalive_period,
     next_pull,
     parse_max_deliveries,
+    runs_before,
     terminal_msg_id,
 )
 from coordinator.pools import PoolConfig
@@ -154,3 +157,14 @@ def test_the_stream_takes_every_priority_form() -> None:
         "jg.jobs.*.*.high",
         "jg.jobs.*.*.low",
     )
+
+
+def test_a_pool_consumer_allows_one_recording_delivery_after_the_last_run() -> None:
+    assert consumer_max_deliver(POOL.max_deliver) == POOL.max_deliver + 1
+    runs = [a for a in range(1, 7) if not is_recording_delivery(a, POOL)]
+    assert runs == [1, 2, 3, 4]  # the pool's max_deliver
+    assert is_recording_delivery(POOL.max_deliver + 1, POOL)
+    assert isinstance(after_transient(POOL.max_deliver, POOL), GiveUp)
+    # the advisory counts every delivery; the dead event counts runs
+    assert runs_before(consumer_max_deliver(POOL.max_deliver)) == POOL.max_deliver
+    assert runs_before(1) == 1

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from coordinator.connect import connect
+from coordinator.delivery import GiveUp, after_transient
 from worker.agent import Worker
 from worker.backends import EchoBackend, expected_output
 from worker.deadletter import DeadLetterWatcher
@@ -112,6 +113,54 @@ async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_wo
     await kit.until(acked)  # the ack follows the stored terminal event
     info = await js.consumer_info(streams.streams.jobs, "pool-standard-echo")
     assert info.num_redelivered == 0
+
+
+class DiesAfterItsLastRun(Worker):
+    """Records nothing when a job's last run fails, and does not nak: as if SIGKILLed between
+    the run and storing `dead`."""
+
+    async def _retry(self, msg, job, attempt, reason) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(after_transient(attempt, self.pool), GiveUp):
+            return
+        await super()._retry(msg, job, attempt, reason)
+
+
+async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_lost(
+    kit, streams, nc, outcomes, tmp_path
+) -> None:
+    """No dead-letter watcher runs (as if the advisory were lost while DEAD_LETTERS elects a
+    leader) and the worker dies after the last run: the recording delivery still makes it dead."""
+    pools = kit.write_pools(tmp_path / "p.toml", max_deliver=2, ack_wait_s=1.0, backoff_s=[0.05])
+    s = streams.replace(pools_file=pools)
+    from worker.agent import WorkerOptions
+
+    agent = DiesAfterItsLastRun(
+        s,
+        WorkerOptions(pool="standard", models=("echo",), worker_id="w1", dead_letters=False),
+        EchoBackend(),
+    )
+    task = asyncio.create_task(agent.run())
+    try:
+        await agent.ready.wait()
+        js = nc.jetstream()
+        await kit.submit(js, s, kit.job(1, prompt=None, input={"fail": "transient"}))
+        await outcomes.wait_terminal("j1", timeout=20)
+        [dead] = [e.event for e in outcomes.terminal("j1")]
+        assert dead.type == "jetgrid.job.dead" and dead.attempts == 2  # two runs, not three
+        assert "asked to fail transiently" in dead.reason  # the last error, from `retrying`
+        assert outcomes.names("j1").count("started") == 2  # the third delivery never ran it
+        info = await js.consumer_info(s.streams.jobs, "pool-standard-echo")
+        assert info.config.max_deliver == 3  # the pool's 2 runs, and the recording delivery
+
+        async def settled() -> bool:  # the recording delivery is naked after `dead` is stored
+            return (
+                await js.consumer_info(s.streams.jobs, "pool-standard-echo")
+            ).num_ack_pending == 0
+
+        await kit.until(settled, timeout=10)
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 20)
 
 
 class LostKeepalives(Worker):
