@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,6 +41,14 @@ class ConnectionErrors:
             self.last_permission = text
 
 
+@dataclass
+class Continuity:
+    """Since when (wall clock, epoch seconds) the connection has been up without a break; inf
+    while it is down. A core-NATS subscription made before `since` has missed nothing since."""
+
+    since: float = field(default_factory=time.time)
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not (settings.nats_tls_ca or settings.nats_tls_cert):
         return None
@@ -53,6 +63,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
     """Connect with reconnects forever; raise NatsUnavailable if no server answers at first."""
     errors = ConnectionErrors()
+    continuity = Continuity()
 
     async def on_error(exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
@@ -63,9 +74,11 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
             log.debug("nats error: %s", text)
 
     async def on_disconnect() -> None:
+        continuity.since = math.inf
         log.info("disconnected from NATS; reconnecting")
 
     async def on_reconnect() -> None:
+        continuity.since = time.time()
         log.info("reconnected to NATS")
 
     opts: dict[str, Any] = dict(
@@ -106,7 +119,14 @@ async def connect(settings: Settings, *, name: str, **extra: Any) -> NATS:
         ) from exc
     nc.options["max_reconnect_attempts"] = -1
     nc._jetgrid_errors = errors  # type: ignore[attr-defined]
+    nc._jetgrid_continuity = continuity  # type: ignore[attr-defined]
     return nc
+
+
+def connection_continuity(nc: NATS) -> Continuity:
+    """The connection's unbroken-since time (connections not made by `connect`: unknown, inf)."""
+    got = getattr(nc, "_jetgrid_continuity", None)
+    return got if isinstance(got, Continuity) else Continuity(math.inf)
 
 
 def connection_errors(nc: NATS) -> ConnectionErrors:

@@ -140,6 +140,26 @@ def terminal_msg_id(job_id: str) -> str:
 
 
 # -- cancels -----------------------------------------------------------------------------------
+# How far a worker's clock may run behind the NATS server's before `cancel_heard_live` could
+# wrongly skip a lookup. NTP keeps fleets within milliseconds; this is three orders more.
+CLOCK_MARGIN_S = 2.0
+
+
+def cancel_heard_live(
+    submitted_s: float, listening_since_s: float, margin_s: float = CLOCK_MARGIN_S
+) -> bool:
+    """Would the worker's live cancel listener have heard every cancel request for this job?
+
+    `submitted_s`: the job's JOBS stream time (server clock); `listening_since_s`: since when
+    the listener has been subscribed on an unbroken connection (worker clock; inf while down).
+    A cancel request is for a submitted job, so it comes after the submission; if that was
+    after the listener went live (by more than the clock margin), the listener got it, and the
+    stored-request lookup before the job starts can be skipped. A redelivered or backlogged
+    job, or one submitted around a reconnect, is looked up as before.
+    """
+    return submitted_s > listening_since_s + margin_s
+
+
 def cancel_request(
     subjects: Subjects, job_id: str, reason: str | None, requested_by: str
 ) -> tuple[str, bytes, str]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import math
 import socket
 import time
 import uuid
@@ -33,12 +34,14 @@ from nats.js.errors import NotFoundError
 
 from coordinator.affinity import AffinityPolicy
 from coordinator.aio import cancel_and_wait
-from coordinator.connect import checked, connect
+from coordinator.connect import checked, connect, connection_continuity
 from coordinator.consumers import ConsumerSpec, pool_consumer
 from coordinator.delivery import (
+    CLOCK_MARGIN_S,
     PRIORITIES,
     GiveUp,
     after_transient,
+    cancel_heard_live,
     consumer_max_deliver,
     dead_reason,
     is_recording_delivery,
@@ -126,6 +129,7 @@ class Counters:
     cancelled: int = 0
     timed_out: int = 0
     duplicates: int = 0  # terminal events the stream dropped: another worker reported first
+    cancel_lookups: int = 0  # stored cancel requests looked up before a job started
 
 
 class Worker:
@@ -167,6 +171,10 @@ class Worker:
         self._affinity: AffinityGate | None = None
         self._by_priority: dict[str, list[Puller]] = {p: [] for p in PRIORITIES}
         self._cancels: dict[str, str | None] = {}  # job id -> reason, most recent last
+        # Since when (worker clock) the cancel listener has heard every request: set once it is
+        # subscribed, moved on when it forgets one (CANCELS_KEPT); inf before.
+        self._cancels_heard_since = math.inf
+        self.cancel_clock_margin_s = CLOCK_MARGIN_S
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: dict[str, RunContext] = {}
@@ -468,7 +476,7 @@ class Worker:
                 ),
                 f"{job.job_id}:claimed:{attempt}",
             )
-            if await self._cancel_requested(job.job_id, ctx):
+            if await self._cancel_requested(job.job_id, ctx, md.timestamp):
                 await self._finish(msg, self._cancelled(job, attempt, "cancelled before start"))
                 self.counters.cancelled += 1
                 return
@@ -576,6 +584,8 @@ class Worker:
         assert self.nc is not None
         subject = f"{self.settings.subjects.prefix}.job.*.cancel_requested"
         await self.nc.subscribe(subject, cb=self._on_cancel)
+        await self.nc.flush()  # the server has the subscription: it hears from now on
+        self._cancels_heard_since = time.time()
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:
@@ -589,6 +599,7 @@ class Worker:
         self._cancels[job_id] = reason
         while len(self._cancels) > self.CANCELS_KEPT:
             self._cancels.pop(next(iter(self._cancels)))
+            self._cancels_heard_since = time.time()  # what it forgot, a lookup must find
         ctx = self._in_flight.get(job_id)
         if ctx is not None:
             ctx.cancelled.set()
@@ -609,10 +620,19 @@ class Worker:
             return None
         return job_id
 
-    async def _cancel_requested(self, job_id: str, ctx: RunContext) -> bool:
-        """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS."""
+    async def _cancel_requested(
+        self, job_id: str, ctx: RunContext, submitted: datetime | None
+    ) -> bool:
+        """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS (looked
+        up only when the live listener may have missed it: coordinator.delivery)."""
         if ctx.cancelled.is_set() or job_id in self._cancels:
             return True
+        assert self.nc is not None
+        listening = max(self._cancels_heard_since, connection_continuity(self.nc).since)
+        margin = self.cancel_clock_margin_s
+        if submitted is not None and cancel_heard_live(submitted.timestamp(), listening, margin):
+            return False
+        self.counters.cancel_lookups += 1
         assert self.js is not None
         subject = self.settings.subjects.job_event(job_id, "cancel_requested")
         try:

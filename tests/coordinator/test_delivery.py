@@ -13,6 +13,7 @@ from coordinator.delivery import (
     Pull,
     Retry,
     after_transient,
+    cancel_heard_live,
     cancel_request,
     consumer_max_deliver,
     dead_reason,
@@ -168,3 +169,18 @@ def test_a_pool_consumer_allows_one_recording_delivery_after_the_last_run() -> N
     # the advisory counts every delivery; the dead event counts runs
     assert runs_before(consumer_max_deliver(POOL.max_deliver)) == POOL.max_deliver
     assert runs_before(1) == 1
+
+
+@pytest.mark.parametrize(
+    ("submitted", "since", "heard"),
+    [
+        (100.0, 90.0, True),  # submitted 10 s after the listener went live
+        (100.0, 98.5, False),  # within the clock margin: look it up
+        (100.0, 100.0, False),
+        (100.0, 120.0, False),  # submitted before (a backlog, a redelivery): look it up
+        (100.0, float("inf"), False),  # the connection is down
+    ],
+)
+def test_a_stored_cancel_is_looked_up_unless_the_listener_heard_it(submitted, since, heard) -> None:
+    assert cancel_heard_live(submitted, since) is heard
+    assert cancel_heard_live(100.0, 99.5, margin_s=0.0)

@@ -82,6 +82,27 @@ async def test_a_cancel_that_arrives_while_the_job_waits_its_turn(
     assert backend.started == ["j1"]
 
 
+async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
+    kit, streams, nc, start_worker, outcomes
+) -> None:
+    js = nc.jetstream()
+    await kit.submit(js, streams, kit.job(1))
+    await cancel(nc, streams, "j1")  # before any worker listened: only the stored event knows
+    agent = await start_worker(backend=Watchful())
+    agent.cancel_clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
+    await outcomes.wait_terminal("j1")
+    assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
+    assert agent.counters.cancel_lookups == 1
+    # Submitted while the listener was live: any request for it is heard, no lookup.
+    await kit.submit(js, streams, kit.job(2))
+    await kit.submit(js, streams, kit.job(3, prompt=None, input={"sleep": 2}))
+    await cancel(nc, streams, "j3")  # heard before it starts, or while it runs
+    await outcomes.wait_terminal("j2", "j3")
+    assert outcomes.terminal("j2")[0].type == "jetgrid.job.completed"
+    assert outcomes.terminal("j3")[0].type == "jetgrid.job.cancelled"
+    assert agent.counters.cancel_lookups == 1
+
+
 async def test_bad_cancel_messages_do_not_stop_the_listener(
     kit, streams, nc, start_worker, outcomes
 ) -> None:
