@@ -186,6 +186,20 @@ async def until(cond: Callable[[], Any], timeout: float = 20.0, every: float = 0
         raise AssertionError(f"condition not met within {timeout} s (last error: {last})") from None
 
 
+async def patiently(op: Callable[[], Any], within_s: float = 30.0) -> Any:
+    """`await op()`, tried again while it fails (the client reconnecting after a node restart,
+    a stream electing a leader) for up to `within_s`; then its last error is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        try:
+            return await op()
+        except Exception:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 class Kit:
     """The helpers above, handed to tests as a fixture (test modules cannot import conftest)."""
 
@@ -198,6 +212,7 @@ class Kit:
     job_views = staticmethod(job_views)
     count_subjects = staticmethod(count_subjects)
     until = staticmethod(until)
+    patiently = staticmethod(patiently)
     JETGRID = JETGRID
 
 

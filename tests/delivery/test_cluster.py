@@ -216,7 +216,7 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
         try:
             await kit.until(all_terminal, timeout=60, every=1.0)
         except AssertionError:
-            report = await explain_stuck(kit, js, s, jobs, tmp_path)
+            report = await kit.patiently(lambda: explain_stuck(kit, js, s, jobs, tmp_path))
             raise AssertionError(report) from None
         finally:
             done.set()
@@ -247,8 +247,9 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
             duplicates += int(m.group(1)) if m else 0
             assert p.returncode == 0, out.decode()[-3000:]  # type: ignore[attr-defined]
 
-        views = await kit.job_views(js, s)
-        events = await kit.read_stream(js, s.streams.job_events)
+        # The client may still be reconnecting after the node restart: read once it can.
+        views = await kit.patiently(lambda: kit.job_views(js, s))
+        events = await kit.patiently(lambda: kit.read_stream(js, s.streams.job_events))
         terminal_events: dict[str, int] = {}
         claims: dict[str, int] = {}
         for m in events:
