@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from coordinator.consumers import consumer_name
 from events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
-from events.subjects import PRIORITIES
+from events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
 # The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
 DEAD_LETTER_CONSUMER = "deadletter"
@@ -45,16 +45,9 @@ WORKER = "worker"
 ROLES = (ADMIN, GATEWAY, PROJECTOR, CLIENT, WORKER)
 SERVICE_USERS = (ADMIN, GATEWAY, PROJECTOR, CLIENT)
 
-# Lifecycle events a worker may publish; `cancel_requested` and `dead` are not its to say.
-WORKER_JOB_EVENTS = (
-    "claimed",
-    "started",
-    "progress",
-    "completed",
-    "failed",
-    "retrying",
-    "cancelled",
-)
+# Lifecycle events a worker may publish about the jobs it runs; `cancel_requested` is not its to
+# say, and `dead` it says only as a dead-letter watcher (allowed separately).
+WORKER_JOB_EVENTS = tuple(n for n in JOB_EVENT_NAMES if n not in ("cancel_requested", "dead"))
 PYTHON_MODEL_TOKEN = "python"
 API = "$JS.API"
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"

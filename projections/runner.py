@@ -40,7 +40,7 @@ from coordinator.aio import cancel_and_wait
 from coordinator.connect import connect
 from coordinator.settings import Settings
 from coordinator.tiers import load_policy
-from events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode, stream_specs
+from events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode
 from events.codec import decode_submission
 from events.errors import ConfigError, InvalidEvent
 from projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
@@ -81,8 +81,7 @@ class Item:
 def _filters(settings: Settings) -> dict[str, tuple[str, str]]:
     """logical stream -> (stream name, subject filter): every message of the stream, whichever
     of its subject forms it came on (JOBS has a priority form, JOB_EVENTS a worker form)."""
-    specs = {s.logical: s for s in stream_specs(settings.subjects, settings.streams)}
-    return {s: (specs[s].name, ">") for s in STREAMS}
+    return {s: (settings.streams(s), ">") for s in STREAMS}
 
 
 class Folder:

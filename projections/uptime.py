@@ -146,6 +146,16 @@ class _Ring:
     base: int
     counts: array  # type: ignore[type-arg]  # array('I'), never mutated once in a ring
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "window_s": self.window_s,
+            "slots": self.slots,
+            "bucket": self.bucket,
+            "keep": self.keep,
+            "base": self.base,
+            "counts": self.counts.tolist(),
+        }
+
     def fold(self, xs: list[int]) -> _Ring:
         counts = array("I", self.counts)
         base = self.base
@@ -321,17 +331,7 @@ class UptimeTracker:
             "first_slot": self.first_slot,
             "top": self.top,
             "mask": format(self.mask, "x"),
-            "windows": [
-                {
-                    "window_s": r.window_s,
-                    "slots": r.slots,
-                    "bucket": r.bucket,
-                    "keep": r.keep,
-                    "base": r.base,
-                    "counts": r.counts.tolist(),
-                }
-                for r in self.rings
-            ],
+            "windows": [r.to_json() for r in self.rings],
         }
 
     @classmethod

@@ -171,17 +171,5 @@ class ViewEncoder:
                     "top": 0,
                 }
             )[: -len("0}")]
-        rings = ",".join(
-            _encode(
-                {
-                    "window_s": r.window_s,
-                    "slots": r.slots,
-                    "bucket": r.bucket,
-                    "keep": r.keep,
-                    "base": r.base,
-                    "counts": r.counts.tolist(),
-                }
-            )
-            for r in tracker.rings
-        )
+        rings = ",".join(_encode(r.to_json()) for r in tracker.rings)
         return f'{c.up_text}{tracker.top},"mask":"{tracker.mask:x}","windows":[{rings}]}}'

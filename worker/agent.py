@@ -78,6 +78,7 @@ from events import (
     encode,
 )
 from worker.backends.base import Backend, RunContext
+from worker.deadletter import DeadLetterWatcher, last_retry_reason
 from worker.errors import BackendError, TransientError
 from worker.pinger import Pinger
 from worker.puller import Puller
@@ -296,8 +297,6 @@ class Worker:
     async def _start_dead_letter_watcher(self) -> asyncio.Task[None] | None:
         if not self.options.dead_letters:
             return None
-        from worker.deadletter import DeadLetterWatcher
-
         assert self.nc is not None
         watcher = DeadLetterWatcher(
             self.settings, self.nc, name=f"worker/{self.id}/deadletter", worker_id=self.id
@@ -739,8 +738,6 @@ class Worker:
         `dead` without running the job, then nak, which ends its deliveries (JetStream's
         advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
         cannot be stored, the nak still lets the advisory make it dead."""
-        from worker.deadletter import last_retry_reason
-
         runs = self.pool.max_deliver
         assert self.js is not None
         last_error = await last_retry_reason(self.js, self.settings, job.job_id)
