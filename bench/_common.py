@@ -8,13 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from coordinator.connect import connect  # noqa: E402
-from coordinator.provision import provision_streams, wait_for_jetstream  # noqa: E402
-from coordinator.settings import Settings  # noqa: E402
-from events import dead_letter_spec, stream_specs  # noqa: E402
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import dead_letter_spec, stream_specs
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
 

@@ -28,16 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, decode, encode, stream_specs
+from jetgrid.natsserver import NatsServer
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends.ollama import OllamaBackend
 
-from coordinator.connect import connect  # noqa: E402
-from coordinator.provision import provision_streams  # noqa: E402
-from coordinator.settings import Settings  # noqa: E402
-from events import JobSubmitted, decode, encode, stream_specs  # noqa: E402
-from jetgrid.natsserver import NatsServer  # noqa: E402
-from worker.agent import Worker, WorkerOptions  # noqa: E402
-from worker.backends.ollama import OllamaBackend  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fake_module() -> Any:

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from coordinator.connect import connect
-from coordinator.natsconf import NatsConfig, Secret, render_nats_config
-from coordinator.provision import provision_streams
-from coordinator.roles import SERVICE_USERS, service_user, worker_user
-from coordinator.settings import Settings
-from events import WorkerHeartbeat, encode, stream_specs
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.natsconf import NatsConfig, Secret, render_nats_config
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.roles import SERVICE_USERS, service_user, worker_user
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import WorkerHeartbeat, encode, stream_specs
 from jetgrid.natsserver import NatsServer
 
 

@@ -17,7 +17,7 @@ import time
 
 from _common import Settings, connect, pct, provision, spawn_worker, tmpdir
 
-from events import JobSubmitted, encode
+from jetgrid.events import JobSubmitted, encode
 from jetgrid.natsserver import NatsCluster, NatsServer
 
 

@@ -20,7 +20,7 @@ import time
 
 from _common import Settings, connect, provision, spawn_worker, tmpdir
 
-from events import JobSubmitted, encode
+from jetgrid.events import JobSubmitted, encode
 from jetgrid.natsserver import NatsServer
 
 

@@ -31,13 +31,10 @@ from pathlib import Path
 import httpx
 import nats
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from coordinator.provision import provision_streams  # noqa: E402
-from coordinator.settings import Settings  # noqa: E402
-from events import JobSubmitted, encode, stream_specs  # noqa: E402
-from jetgrid.natsserver import NatsServer, free_port  # noqa: E402
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, encode, stream_specs
+from jetgrid.natsserver import NatsServer, free_port
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
 

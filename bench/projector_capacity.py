@@ -33,8 +33,8 @@ async def pinger(url: str, prefix: str, n: int, duration: float) -> None:
     """N pings a second for `duration` seconds; prints one JSON line per second."""
     import nats
 
-    from events import GpuTelemetry, WorkerHeartbeat, WorkerRegistered, encode
-    from events.subjects import Subjects
+    from jetgrid.events import GpuTelemetry, WorkerHeartbeat, WorkerRegistered, encode
+    from jetgrid.events.subjects import Subjects
 
     subj = Subjects(prefix)
     nc = await nats.connect(url)

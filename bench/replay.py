@@ -28,9 +28,9 @@ from nats.js.api import DeliverPolicy
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.provision import provision_streams
-from coordinator.settings import Settings
-from events import (
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
     GpuTelemetry,
     JobClaimed,
     JobCompleted,
@@ -42,8 +42,8 @@ from events import (
     stream_specs,
 )
 from jetgrid.natsserver import NatsServer
-from projections.runner import _filters, replay
-from projections.store import Store
+from jetgrid.projections.runner import _filters, replay
+from jetgrid.projections.store import Store
 
 CONF = Path(__file__).resolve().parent / "nats-bench.conf"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)  # in the past: within max_future_s of any run

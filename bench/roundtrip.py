@@ -54,11 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where a benchmark module (such as
-# bench/gateway.py) would shadow the package of the same name: put the repository there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -70,9 +65,9 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from events import JobCompleted, JobSubmitted, StreamNames, Subjects, decode, encode
+from jetgrid.events import JobCompleted, JobSubmitted, StreamNames, Subjects, decode, encode
 from jetgrid.natsserver import NatsServer, free_port, nats_server_binary
-from worker.backends.echo import expected_output
+from jetgrid.worker.backends.echo import expected_output
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

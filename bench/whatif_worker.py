@@ -28,7 +28,6 @@ import cProfile
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 VARIANTS = ("none", "no-claimed", "no-lifecycle", "no-keepalive")
@@ -72,10 +71,6 @@ USAGE = (
 
 
 def main() -> None:
-    # Python put bench/ first on sys.path, where bench/gateway.py would shadow the gateway
-    # package that the CLI imports: the repository root goes there instead.
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        sys.path[0] = str(Path(__file__).resolve().parents[1])
     argv = sys.argv[1:]
     if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in PATCHES:
         sys.exit(USAGE)
@@ -85,7 +80,7 @@ def main() -> None:
         if len(argv) < 2:
             sys.exit(USAGE)
         profile_to, argv = argv[1], argv[2:]
-    from worker.agent import Worker
+    from jetgrid.worker.agent import Worker
 
     PATCHES[variant](Worker)
     from jetgrid.cli import main as cli

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from coordinator.pools import PoolConfig
+from jetgrid.coordinator.pools import PoolConfig
 
 DEFAULT_COLD_WAIT_S = 10.0
 DEFAULT_COLD_BACKLOG = 8

@@ -24,7 +24,7 @@ Pure: plain numbers in, a number out; the caller supplies the bucket's tokens as
 
 from __future__ import annotations
 
-from coordinator.budget import pull_size
+from jetgrid.coordinator.budget import pull_size
 
 __all__ = ["pull_allowance"]
 

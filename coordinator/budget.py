@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from events.errors import ConfigError
+from jetgrid.events.errors import ConfigError
 
 __all__ = ["Budget", "new_budget", "pull_size", "refill", "take", "wait_time", "with_factor"]
 

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import nats
 from nats.aio.client import Client as NATS
 
-from coordinator.errors import NatsUnavailable, PermissionDenied
-from coordinator.settings import Settings
+from jetgrid.coordinator.errors import NatsUnavailable, PermissionDenied
+from jetgrid.coordinator.settings import Settings
 
 log = logging.getLogger("jetgrid.nats")
 T = TypeVar("T")

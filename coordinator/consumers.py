@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events import Subjects, encode_model
+from jetgrid.events import Subjects, encode_model
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.pools import PoolConfig
-from events import JobCancelRequested, Subjects, encode
-from events.subjects import PRIORITIES
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.events import JobCancelRequested, Subjects, encode
+from jetgrid.events.subjects import PRIORITIES
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 

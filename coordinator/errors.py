@@ -9,7 +9,7 @@ JetgridError
 
 from __future__ import annotations
 
-from events.errors import JetgridError
+from jetgrid.events.errors import JetgridError
 
 
 class NatsError(JetgridError):

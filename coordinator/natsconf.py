@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.roles import (
+from jetgrid.coordinator.roles import (
     SERVICE_USERS,
     Deployment,
     Permissions,
@@ -26,7 +26,7 @@ from coordinator.roles import (
     service_user,
     worker_user,
 )
-from events import ConfigError
+from jetgrid.events import ConfigError
 
 ACCOUNT = "JETGRID"
 

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from coordinator.affinity import AffinityPolicy
-from coordinator.pools import Pools
+from jetgrid.coordinator.affinity import AffinityPolicy
+from jetgrid.coordinator.pools import Pools
 
 DEFAULT_JOBS_PER_WORKER = 4.0
 DEFAULT_STALE_AFTER = 3.0
@@ -249,7 +249,7 @@ async def _backlog_from(js: Any, info: Any, pool: str, model: str) -> Backlog:
 
 async def read_backlogs(js: Any, settings: Any) -> list[Backlog]:
     """Every pool consumer (``pool-*``) on the JOBS stream."""
-    from events import InvalidSubject
+    from jetgrid.events import InvalidSubject
 
     out = []
     for info in await js.consumers_info(settings.streams.jobs):
@@ -290,7 +290,7 @@ async def read_workers(js: Any, settings: Any) -> list[WorkerView]:
     """Fold the latest event of each kind of every worker (an ephemeral last-per-subject read)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    from events import InvalidEvent, decode
+    from jetgrid.events import InvalidEvent, decode
 
     sub = await js.pull_subscribe(
         settings.subjects.worker_events(),

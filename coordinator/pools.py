@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from events import ConfigError, check_id
+from jetgrid.events import ConfigError, check_id
 
 
 @dataclass(frozen=True, slots=True)

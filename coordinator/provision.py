@@ -24,10 +24,10 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, NotFoundError
 
-from coordinator.consumers import ConsumerSpec
-from coordinator.errors import ProvisioningError
-from coordinator.settings import Settings
-from events import StreamSpec, dead_letter_spec, stream_specs
+from jetgrid.coordinator.consumers import ConsumerSpec
+from jetgrid.coordinator.errors import ProvisioningError
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import StreamSpec, dead_letter_spec, stream_specs
 
 log = logging.getLogger("jetgrid.provision")
 

@@ -30,9 +30,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from coordinator.consumers import consumer_name
-from events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
-from events.subjects import JOB_EVENT_NAMES, PRIORITIES
+from jetgrid.coordinator.consumers import consumer_name
+from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
+from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
 # The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
 DEAD_LETTER_CONSUMER = "deadletter"

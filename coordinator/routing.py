@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coordinator.pools import Pools
+from jetgrid.coordinator.pools import Pools
 
 PYTHON_MODEL = "python"
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from coordinator.pools import Pools, load_pools
-from events import ConfigError, StreamNames, Subjects
+from jetgrid.coordinator.pools import Pools, load_pools
+from jetgrid.events import ConfigError, StreamNames, Subjects
 
 ENV_PREFIX = "JETGRID_"
 DEFAULT_POOLS = ("fast", "standard", "heavy")

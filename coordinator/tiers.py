@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import ConfigError
+from jetgrid.events.errors import ConfigError
 
 __all__ = [
     "DEFAULT_POLICY",

@@ -4,9 +4,9 @@ This package imports nothing else of jetgrid's; every other package reads and wr
 through it.
 """
 
-from events.base import Event
-from events.catalogue import ANY_EVENT, BY_TYPE, EVENT_TYPES, UPCASTERS, AnyEvent, upcast
-from events.codec import (
+from jetgrid.events.base import Event
+from jetgrid.events.catalogue import ANY_EVENT, BY_TYPE, EVENT_TYPES, UPCASTERS, AnyEvent, upcast
+from jetgrid.events.codec import (
     Envelope,
     decode,
     decode_submission,
@@ -17,10 +17,10 @@ from events.codec import (
     now,
     parse_time,
 )
-from events.errors import ConfigError, InvalidEvent, InvalidSubject, JetgridError
-from events.invalid import InvalidMessage
-from events.jobs import JobKind, JobSubmitted, Priority
-from events.lifecycle import (
+from jetgrid.events.errors import ConfigError, InvalidEvent, InvalidSubject, JetgridError
+from jetgrid.events.invalid import InvalidMessage
+from jetgrid.events.jobs import JobKind, JobSubmitted, Priority
+from jetgrid.events.lifecycle import (
     TERMINAL_NAMES,
     JobCancelled,
     JobCancelRequested,
@@ -32,7 +32,7 @@ from events.lifecycle import (
     JobRetrying,
     JobStarted,
 )
-from events.streams import (
+from jetgrid.events.streams import (
     DEAD_LETTERS,
     INVALID,
     JOB_EVENTS,
@@ -43,8 +43,8 @@ from events.streams import (
     dead_letter_spec,
     stream_specs,
 )
-from events.subjects import Subjects, check_id, decode_model, encode_model
-from events.workers import (
+from jetgrid.events.subjects import Subjects, check_id, decode_model, encode_model
+from jetgrid.events.workers import (
     GpuTelemetry,
     WorkerDeregistered,
     WorkerDraining,

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from events.base import Event
-from events.invalid import InvalidMessage
-from events.jobs import JobSubmitted
-from events.lifecycle import (
+from jetgrid.events.base import Event
+from jetgrid.events.invalid import InvalidMessage
+from jetgrid.events.jobs import JobSubmitted
+from jetgrid.events.lifecycle import (
     JobCancelled,
     JobCancelRequested,
     JobClaimed,
@@ -21,7 +21,12 @@ from events.lifecycle import (
     JobRetrying,
     JobStarted,
 )
-from events.workers import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, WorkerRegistered
+from jetgrid.events.workers import (
+    WorkerDeregistered,
+    WorkerDraining,
+    WorkerHeartbeat,
+    WorkerRegistered,
+)
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobSubmitted,

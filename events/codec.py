@@ -22,11 +22,11 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from events.base import Event
-from events.catalogue import BY_TYPE, current_version, upcast
-from events.errors import InvalidEvent, InvalidSubject
-from events.jobs import JobSubmitted
-from events.subjects import Subjects
+from jetgrid.events.base import Event
+from jetgrid.events.catalogue import BY_TYPE, current_version, upcast
+from jetgrid.events.errors import InvalidEvent, InvalidSubject
+from jetgrid.events.jobs import JobSubmitted
+from jetgrid.events.subjects import Subjects
 
 SPECVERSION = "1.0"
 _ENVELOPE_KEYS = frozenset(

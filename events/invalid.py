@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from events.base import Event
+from jetgrid.events.base import Event
 
 KEEP_BYTES = 256 * 1024
 

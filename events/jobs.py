@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from events.base import Event
-from events.subjects import MAX_MODEL_LEN, check_id
+from jetgrid.events.base import Event
+from jetgrid.events.subjects import MAX_MODEL_LEN, check_id
 
 Priority = Literal["high", "normal", "low"]
 JobKind = Literal["generate", "chat", "embed", "python"]

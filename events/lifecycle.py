@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from events.base import Event
+from jetgrid.events.base import Event
 
 TERMINAL_NAMES = frozenset({"completed", "failed", "cancelled", "dead"})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.subjects import Subjects
+from jetgrid.events.subjects import Subjects
 
 JOBS = "JOBS"
 JOB_EVENTS = "JOB_EVENTS"

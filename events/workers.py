@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.base import Event
+from jetgrid.events.base import Event
 
 
 class GpuTelemetry(BaseModel):

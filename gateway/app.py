@@ -24,10 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from coordinator.connect import connect
-from coordinator.settings import Settings
-from events import StreamNames
-from gateway import (
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import StreamNames
+from jetgrid.gateway import (
     auth,
     dashboard,
     jobs_api,
@@ -39,9 +39,9 @@ from gateway import (
     sse,
     workers_api,
 )
-from gateway.board import JobBoard
-from gateway.errors import HTTPError
-from gateway.fleet import Fleet
+from jetgrid.gateway.board import JobBoard
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.fleet import Fleet
 
 log = logging.getLogger("jetgrid.gateway")
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from gateway.errors import HTTPError
-from gateway.ratelimit import Bucket, take
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.ratelimit import Bucket, take
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)

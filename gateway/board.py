@@ -16,10 +16,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from coordinator.settings import Settings
-from events import InvalidEvent, decode, decode_submission
-from projections.fold import check_job_event_speaker
-from projections.jobs import JobView, apply
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import InvalidEvent, decode, decode_submission
+from jetgrid.projections.fold import check_job_event_speaker
+from jetgrid.projections.jobs import JobView, apply
 
 log = logging.getLogger("jetgrid.gateway.board")
 

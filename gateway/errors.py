@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from events import JetgridError
+from jetgrid.events import JetgridError
 
 
 class HTTPError(JetgridError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from events import (
+from jetgrid.events import (
     Envelope,
     InvalidEvent,
     WorkerDeregistered,

@@ -20,17 +20,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from coordinator.connect import denied_or
-from coordinator.routing import RouteError, route_job
-from coordinator.settings import Settings
-from events import JobCancelRequested, JobSubmitted, encode
-from gateway import auth
-from gateway.errors import HTTPError, from_validation
-from gateway.schemas import JobOut, JobResult, SubmitJob
-from projections.jobs import JobView
+from jetgrid.coordinator.connect import denied_or
+from jetgrid.coordinator.routing import RouteError, route_job
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobCancelRequested, JobSubmitted, encode
+from jetgrid.gateway import auth
+from jetgrid.gateway.errors import HTTPError, from_validation
+from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
+from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 log = logging.getLogger("jetgrid.gateway.jobs")
 

@@ -17,13 +17,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from coordinator.connect import denied_or
-from events import JobSubmitted, encode
-from gateway.errors import HTTPError
-from projections.jobs import JobView
+from jetgrid.coordinator.connect import denied_or
+from jetgrid.events import JobSubmitted, encode
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 log = logging.getLogger("jetgrid.gateway.llm")
 

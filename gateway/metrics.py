@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.pools_api import consumer_rows
-from projections.jobs import JobView
+from jetgrid.gateway.pools_api import consumer_rows
+from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _FACTS = ("submitted", "started", "completed", "failed", "cancelled", "dead")
@@ -144,7 +144,7 @@ class Metrics:
 
 
 async def metrics(request: Request) -> Response:
-    from gateway.workers_api import projected_workers
+    from jetgrid.gateway.workers_api import projected_workers
 
     gw: Gateway = request.app.state.gateway
     await gw.metrics.refresh(gw, await projected_workers(request))

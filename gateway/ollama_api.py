@@ -20,14 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import auth
-from gateway.errors import HTTPError
-from gateway.jobs_api import read_json
-from gateway.llm import LLMRun, new_job, output_text, pick_pool, resolve_model, token_counts
-from projections.jobs import JobView
+from jetgrid.gateway import auth
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.jobs_api import read_json
+from jetgrid.gateway.llm import LLMRun, new_job, output_text, pick_pool, resolve_model, token_counts
+from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 OLLAMA_VERSION = "0.6.0"
 

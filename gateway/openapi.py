@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.schemas import (
+from jetgrid.gateway.schemas import (
     ErrorOut,
     JobList,
     JobOut,

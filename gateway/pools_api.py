@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import InvalidSubject
-from gateway.errors import HTTPError
+from jetgrid.events import InvalidSubject
+from jetgrid.gateway.errors import HTTPError
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 
 async def consumer_rows(gw: Gateway) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from events.subjects import MAX_MODEL_LEN
+from jetgrid.events.subjects import MAX_MODEL_LEN
 
 
 class SubmitJob(BaseModel):

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 
-from coordinator.settings import Settings
-from gateway.app import create_app
+from jetgrid.coordinator.settings import Settings
+from jetgrid.gateway.app import create_app
 
 
 class EmbeddedServer(uvicorn.Server):

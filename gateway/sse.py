@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from events import TERMINAL_NAMES, InvalidEvent, decode, format_time
-from gateway.errors import HTTPError
-from gateway.jobs_api import find_job
+from jetgrid.events import TERMINAL_NAMES, InvalidEvent, decode, format_time
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.jobs_api import find_job
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from jetgrid.gateway.app import Gateway
 
 KEEPALIVE_S = 15.0
 

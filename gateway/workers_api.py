@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.errors import HTTPError
-from projections.store import Store
-from projections.views import tiers_view, workers_out
+from jetgrid.gateway.errors import HTTPError
+from jetgrid.projections.store import Store
+from jetgrid.projections.views import tiers_view, workers_out
 
 _AVAILABILITY = ("online", "stale", "offline", "draining")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from coordinator.settings import Settings
-from events import JetgridError, JobSubmitted, Subjects, decode, encode, encode_model
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError, JobSubmitted, Subjects, decode, encode, encode_model
 
 F = Callable[..., Any]
 
@@ -296,9 +296,9 @@ async def worker(
     or Ctrl-C drains it: it stops pulling, finishes what it holds (up to --drain-grace),
     deregisters and exits 0.
     """
-    from worker.agent import Worker, WorkerOptions, default_worker_id
-    from worker.backends.choose import make_backend
-    from worker.simulate import parse_uptime
+    from jetgrid.worker.agent import Worker, WorkerOptions, default_worker_id
+    from jetgrid.worker.backends.choose import make_backend
+    from jetgrid.worker.simulate import parse_uptime
 
     settings = _settings(**flags)
     _logging(settings)
@@ -354,7 +354,7 @@ async def worker(
 @run_async
 async def gateway(**flags: Any) -> None:
     """Run the HTTP gateway against a NATS server (streams must exist: see `provision`)."""
-    from gateway.server import make_server
+    from jetgrid.gateway.server import make_server
 
     settings = _settings(**flags)
     _logging(settings)
@@ -382,8 +382,8 @@ async def gateway(**flags: Any) -> None:
 async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID, DEAD_LETTERS)
     and the tiers KV bucket. Idempotent."""
-    from coordinator.connect import checked, connect
-    from coordinator.provision import provision_deployment
+    from jetgrid.coordinator.connect import checked, connect
+    from jetgrid.coordinator.provision import provision_deployment
 
     settings = _settings(**flags)
     _logging(settings)
@@ -474,7 +474,7 @@ async def submit(
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
-    from coordinator.connect import checked, connect
+    from jetgrid.coordinator.connect import checked, connect
 
     settings = _settings(**flags)
     _logging(settings)
@@ -484,7 +484,7 @@ async def submit(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
     if prompt is None and data is None:
         raise click.UsageError("Give --prompt or --input.")
-    from coordinator.routing import RouteError, route_job
+    from jetgrid.coordinator.routing import RouteError, route_job
 
     try:
         pool = route_job(settings.pool_configs(), model=model, pool=pool)

@@ -112,12 +112,12 @@ async def audit(
     (base rate x tier factor) over event time. A claim is above budget when the worker's tier had
     factor 0 for longer than --grace, or (with a base rate) when the bucket had no token.
     """
-    from coordinator.connect import connect
-    from events import parse_time
-    from events.errors import InvalidEvent
-    from projections.audit import BudgetRule, report_worker
-    from projections.audit_log import gather
-    from projections.runner import fold_config
+    from jetgrid.coordinator.connect import connect
+    from jetgrid.events import parse_time
+    from jetgrid.events.errors import InvalidEvent
+    from jetgrid.projections.audit import BudgetRule, report_worker
+    from jetgrid.projections.audit_log import gather
+    from jetgrid.projections.runner import fold_config
 
     try:
         start = parse_time(from_, "--from") if from_ else None

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from coordinator.delivery import cancel_request
-from events import TERMINAL_NAMES, decode
 from jetgrid.cli import _settings as settings_of
 from jetgrid.cli import nats_options, run_async
+from jetgrid.coordinator.delivery import cancel_request
+from jetgrid.events import TERMINAL_NAMES, decode
 
 
 @click.command()
@@ -33,8 +33,8 @@ async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: A
     skip the job if it has not started and stop it if it runs; either way its outcome is
     `cancelled`, unless it had already finished, in which case nothing changes.
     """
-    from coordinator.connect import connect
     from jetgrid.cli import _logging
+    from jetgrid.coordinator.connect import connect
 
     settings = settings_of(**flags)
     _logging(settings)

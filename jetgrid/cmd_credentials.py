@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from coordinator.roles import inbox_prefix
-from coordinator.settings import Settings
-from events import JetgridError
 from jetgrid import credentials as creds_mod
+from jetgrid.coordinator.roles import inbox_prefix
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError
 
 
 @click.command("credentials")

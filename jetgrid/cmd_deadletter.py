@@ -23,7 +23,7 @@ async def deadletter(**flags: Any) -> None:
     marked dead exactly once. `jetgrid up` and every `jetgrid worker` already run one.
     """
     from jetgrid.cli import _logging
-    from worker.deadletter import watch_dead_letters
+    from jetgrid.worker.deadletter import watch_dead_letters
 
     settings = settings_of(**flags)
     _logging(settings)

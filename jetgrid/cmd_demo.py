@@ -168,14 +168,14 @@ async def demo(
     work follow their tiers (1 : 0.5 : 0.1 : 0). Ends by itself after --duration with a
     summary. Without a reachable NATS (and no --nats-url), it starts a private one.
     """
-    from coordinator.connect import connect
-    from coordinator.errors import NatsUnavailable
-    from coordinator.provision import ensure_tiers_bucket, provision_streams
-    from events import stream_specs
     from jetgrid import credentials
+    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.errors import NatsUnavailable
+    from jetgrid.coordinator.provision import ensure_tiers_bucket, provision_streams
     from jetgrid.demo import Fleet, FleetOptions
+    from jetgrid.events import stream_specs
     from jetgrid.natsserver import NatsServer
-    from projections.runner import fold_config, open_projector
+    from jetgrid.projections.runner import fold_config, open_projector
 
     explicit_url = flags.get("nats_url") is not None or "JETGRID_NATS_URL" in os.environ
     settings = _settings(**flags, heartbeat_interval_s=ping_interval)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from coordinator.settings import Settings
-from events import JetgridError
-from gateway.auth import ApiKey, hash_key, key_line, keys_path, load_keys, new_key
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError
+from jetgrid.gateway.auth import ApiKey, hash_key, key_line, keys_path, load_keys, new_key
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -8,11 +8,17 @@ from typing import Any
 
 import click
 
-from coordinator.natsconf import COMMITTED, NatsConfig, ServerTls, env_users, render_nats_config
-from coordinator.roles import ROLES
-from coordinator.settings import Settings
-from events import JetgridError
 from jetgrid import credentials
+from jetgrid.coordinator.natsconf import (
+    COMMITTED,
+    NatsConfig,
+    ServerTls,
+    env_users,
+    render_nats_config,
+)
+from jetgrid.coordinator.roles import ROLES
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError
 
 
 @click.command("nats-config")

@@ -62,8 +62,8 @@ async def pools(as_json: bool, **flags: Any) -> None:
     signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
     than the pool's cold_wait_s). Read straight from JetStream; needs no gateway.
     """
-    from coordinator.connect import connect
-    from coordinator.pool_status import read_pool_status
+    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.pool_status import read_pool_status
 
     settings = _settings(**flags)
     _logging(settings)

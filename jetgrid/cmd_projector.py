@@ -53,7 +53,7 @@ async def projector(batch_max: int, **flags: Any) -> None:
     puts each worker's tier into the tiers KV bucket whenever it changes. Run one per database;
     Ctrl-C or SIGTERM stops it cleanly.
     """
-    from projections.runner import open_projector
+    from jetgrid.projections.runner import open_projector
 
     settings = _settings(**flags)
     _logging(settings)

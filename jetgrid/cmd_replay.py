@@ -84,12 +84,12 @@ async def replay(
     same positions always gives the same digest, and so does the live projector's database at
     those positions. Nothing is published (no KV puts, no invalid records).
     """
-    from coordinator.connect import connect
-    from events import parse_time
-    from events.errors import InvalidEvent
-    from projections.runner import fold_config
-    from projections.runner import replay as run_replay
-    from projections.store import Store
+    from jetgrid.coordinator.connect import connect
+    from jetgrid.events import parse_time
+    from jetgrid.events.errors import InvalidEvent
+    from jetgrid.projections.runner import fold_config
+    from jetgrid.projections.runner import replay as run_replay
+    from jetgrid.projections.store import Store
 
     if until and until_seq:
         raise click.UsageError("Give --until or --until-seq, not both.")

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from coordinator.roles import worker_user_name
-from coordinator.settings import Settings
-from events import JetgridError, check_id
 from jetgrid import credentials
+from jetgrid.coordinator.roles import worker_user_name
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError, check_id
 
 
 @click.group("worker-credentials")

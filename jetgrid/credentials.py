@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
-from coordinator.roles import (
+from jetgrid.coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
+from jetgrid.coordinator.roles import (
     SERVICE_USERS,
     Deployment,
     User,
@@ -27,8 +27,8 @@ from coordinator.roles import (
     worker_user,
     worker_user_name,
 )
-from coordinator.settings import Settings
-from events import ConfigError, check_id
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError, check_id
 
 FILE_NAME = "credentials.json"
 CONF_NAME = "nats.conf"

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from coordinator.connect import connect
-from coordinator.consumers import consumer_name
-from coordinator.settings import Settings
-from events import JobSubmitted, decode, encode
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.consumers import consumer_name
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, decode, encode
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend
 
 __all__ = ["DEMO_UPTIMES", "Fleet", "FleetOptions", "WorkerStats", "expected_shares"]
 

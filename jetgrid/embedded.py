@@ -9,18 +9,18 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from coordinator.connect import connect
-from coordinator.provision import provision_deployment, wait_for_jetstream
-from coordinator.settings import Settings
-from events import ConfigError
-from gateway.auth import access_line
-from gateway.server import make_server, wait_started
 from jetgrid import credentials
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.provision import provision_deployment, wait_for_jetstream
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError
+from jetgrid.gateway.auth import access_line
+from jetgrid.gateway.server import make_server, wait_started
 from jetgrid.natsserver import NatsCluster, NatsServer, port_free
-from projections.runner import open_projector
-from worker.agent import Worker, WorkerOptions, default_worker_id
-from worker.backends import EchoBackend
-from worker.deadletter import watch_dead_letters
+from jetgrid.projections.runner import open_projector
+from jetgrid.worker.agent import Worker, WorkerOptions, default_worker_id
+from jetgrid.worker.backends import EchoBackend
+from jetgrid.worker.deadletter import watch_dead_letters
 
 log = logging.getLogger("jetgrid.up")
 

@@ -45,9 +45,9 @@ from typing import Any
 
 import cloudpickle
 
-from coordinator.routing import PYTHON_MODEL, route_job
-from coordinator.settings import Settings
-from events import JetgridError, JobSubmitted, Subjects, decode, encode
+from jetgrid.coordinator.routing import PYTHON_MODEL, route_job
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError, JobSubmitted, Subjects, decode, encode
 
 __all__ = ["RemoteError", "RemoteFunction", "RemoteJobFailed", "RemoteResult", "remote"]
 
@@ -159,7 +159,7 @@ class RemoteFunction:
 
     async def call(self, *args: Any, **kwargs: Any) -> RemoteResult:
         """Run remotely; the value with the captured stdout and stderr."""
-        from coordinator.connect import connect
+        from jetgrid.coordinator.connect import connect
 
         settings = self._settings()
         job = self.job(args, kwargs, settings)

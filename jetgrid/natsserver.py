@@ -20,8 +20,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from coordinator.natsconf import NatsConfig, render_nats_config
-from events import ConfigError, JetgridError
+from jetgrid.coordinator.natsconf import NatsConfig, render_nats_config
+from jetgrid.events import ConfigError, JetgridError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONF = REPO_ROOT / "nats.conf"

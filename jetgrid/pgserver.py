@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from events import ConfigError, JetgridError
+from jetgrid.events import ConfigError, JetgridError
 
 SUPERUSER = "jetgrid"
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.budget import new_budget, take, with_factor
+from jetgrid.coordinator.budget import new_budget, take, with_factor
 
 __all__ = [
     "BudgetRule",

@@ -14,13 +14,13 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from coordinator.settings import Settings
-from events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
-from events.codec import decode_submission
-from events.lifecycle import JobCancelled, JobClaimed, JobCompleted, JobDead, JobFailed
-from projections.audit import Claim, Span, WorkerInput
-from projections.fold import Fold, FoldConfig
-from projections.runner import Item, _filters, _replay_stream
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
+from jetgrid.events.codec import decode_submission
+from jetgrid.events.lifecycle import JobCancelled, JobClaimed, JobCompleted, JobDead, JobFailed
+from jetgrid.projections.audit import Claim, Span, WorkerInput
+from jetgrid.projections.fold import Fold, FoldConfig
+from jetgrid.projections.runner import Item, _filters, _replay_stream
 
 __all__ = ["AuditLog", "gather"]
 

@@ -42,16 +42,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator.tiers import DEFAULT_POLICY, TierPolicy
-from events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
-from events.codec import decode_submission, format_time
-from events.errors import InvalidSubject
-from events.workers import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, WorkerRegistered
-from projections import jobs as jobs_reducer
-from projections import workers as wr
-from projections.jobs import JobView
-from projections.uptime import DEFAULT_WINDOWS, UptimeWindows
-from projections.workers import WorkerView
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, TierPolicy
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
+from jetgrid.events.codec import decode_submission, format_time
+from jetgrid.events.errors import InvalidSubject
+from jetgrid.events.workers import (
+    WorkerDeregistered,
+    WorkerDraining,
+    WorkerHeartbeat,
+    WorkerRegistered,
+)
+from jetgrid.projections import jobs as jobs_reducer
+from jetgrid.projections import workers as wr
+from jetgrid.projections.jobs import JobView
+from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeWindows
+from jetgrid.projections.workers import WorkerView
 
 __all__ = [
     "STREAMS",

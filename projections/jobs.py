@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from events import (
+from jetgrid.events import (
     Envelope,
     JobCancelled,
     JobCancelRequested,

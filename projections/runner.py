@@ -36,16 +36,16 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from coordinator.aio import cancel_and_wait
-from coordinator.connect import connect
-from coordinator.settings import Settings
-from coordinator.tiers import load_policy
-from events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode
-from events.codec import decode_submission
-from events.errors import ConfigError, InvalidEvent
-from projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
-from projections.store import Store
-from projections.uptime import UptimeWindows
+from jetgrid.coordinator.aio import cancel_and_wait
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.tiers import load_policy
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode
+from jetgrid.events.codec import decode_submission
+from jetgrid.events.errors import ConfigError, InvalidEvent
+from jetgrid.projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
+from jetgrid.projections.store import Store
+from jetgrid.projections.uptime import UptimeWindows
 
 __all__ = ["Item", "Projector", "ReplayResult", "fold_config", "open_projector", "replay"]
 

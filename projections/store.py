@@ -44,12 +44,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events import ConfigError, parse_time
-from projections import workers as wr
-from projections.fold import STREAMS, Changes, FoldConfig, TierChange
-from projections.jobs import JobView
-from projections.view_json import ViewEncoder
-from projections.workers import format_time  # memoised
+from jetgrid.events import ConfigError, parse_time
+from jetgrid.projections import workers as wr
+from jetgrid.projections.fold import STREAMS, Changes, FoldConfig, TierChange
+from jetgrid.projections.jobs import JobView
+from jetgrid.projections.view_json import ViewEncoder
+from jetgrid.projections.workers import format_time  # memoised
 
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
 

@@ -41,7 +41,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-from events.errors import ConfigError
+from jetgrid.events.errors import ConfigError
 
 __all__ = [
     "DEFAULT_WINDOWS",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from projections import workers as wr
-from projections.uptime import _FORMAT as _UPTIME_FORMAT
-from projections.uptime import UptimeTracker
+from jetgrid.projections import workers as wr
+from jetgrid.projections.uptime import _FORMAT as _UPTIME_FORMAT
+from jetgrid.projections.uptime import UptimeTracker
 
 __all__ = ["ViewEncoder", "view_json"]
 

@@ -12,10 +12,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.tiers import PROBATION, TierPolicy
-from events import format_time
-from projections import workers as wr
-from projections.store import Store
+from jetgrid.coordinator.tiers import PROBATION, TierPolicy
+from jetgrid.events import format_time
+from jetgrid.projections import workers as wr
+from jetgrid.projections.store import Store
 
 __all__ = ["policy_of", "tiers_view", "worker_out", "workers_out"]
 

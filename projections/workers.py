@@ -55,18 +55,18 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
-from events.codec import Envelope, parse_time
-from events.codec import format_time as _format_time
-from events.errors import ConfigError, InvalidEvent
-from events.workers import (
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
+from jetgrid.events.codec import Envelope, parse_time
+from jetgrid.events.codec import format_time as _format_time
+from jetgrid.events.errors import ConfigError, InvalidEvent
+from jetgrid.events.workers import (
     GpuTelemetry,
     WorkerDeregistered,
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
 )
-from projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows, window_label
+from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows, window_label
 
 __all__ = [
     "DEFAULT_INTERVAL_S",

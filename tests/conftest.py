@@ -19,12 +19,12 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from coordinator.provision import provision_streams
-from coordinator.settings import Settings
-from events import Envelope, decode, stream_specs
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import Envelope, decode, stream_specs
 from jetgrid.natsserver import NatsServer
-from worker.agent import Worker, WorkerOptions
-from worker.backends import Backend, EchoBackend
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import Backend, EchoBackend
 
 _counter = itertools.count(1)
 
@@ -160,7 +160,7 @@ class Outcomes:
 @pytest.fixture
 async def gateway(streams: Settings) -> AsyncIterator[str]:
     """The gateway under uvicorn on a free port; yields its base URL."""
-    from gateway.server import serving
+    from jetgrid.gateway.server import serving
 
     async with serving(streams.replace(gateway_port=0)) as url:
         yield url

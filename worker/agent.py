@@ -32,11 +32,11 @@ from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from coordinator.affinity import AffinityPolicy
-from coordinator.aio import cancel_and_wait
-from coordinator.connect import checked, connect, connection_continuity
-from coordinator.consumers import ConsumerSpec, pool_consumer
-from coordinator.delivery import (
+from jetgrid.coordinator.affinity import AffinityPolicy
+from jetgrid.coordinator.aio import cancel_and_wait
+from jetgrid.coordinator.connect import checked, connect, connection_continuity
+from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
+from jetgrid.coordinator.delivery import (
     CLOCK_MARGIN_S,
     PRIORITIES,
     GiveUp,
@@ -49,12 +49,12 @@ from coordinator.delivery import (
     next_pull,
     terminal_msg_id,
 )
-from coordinator.errors import PermissionDenied
-from coordinator.pools import PoolConfig
-from coordinator.provision import ensure_consumer
-from coordinator.settings import Settings
-from coordinator.tiers import PROBATION, load_policy
-from events import (
+from jetgrid.coordinator.errors import PermissionDenied
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.coordinator.provision import ensure_consumer
+from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.tiers import PROBATION, load_policy
+from jetgrid.events import (
     JOBS,
     Event,
     InvalidEvent,
@@ -77,16 +77,16 @@ from events import (
     decode_submission,
     encode,
 )
-from worker.backends.base import Backend, RunContext
-from worker.deadletter import DeadLetterWatcher, last_retry_reason
-from worker.errors import BackendError, TransientError
-from worker.pinger import Pinger
-from worker.puller import Puller
-from worker.pullgate import PullGate as AffinityGate
-from worker.simulate import UptimeSchedule
-from worker.telemetry import GpuProbe, NvmlProbe, Reading
-from worker.tiers import PullGate, TierUpdate, TierWatch
-from worker.tokens import TokenPublisher
+from jetgrid.worker.backends.base import Backend, RunContext
+from jetgrid.worker.deadletter import DeadLetterWatcher, last_retry_reason
+from jetgrid.worker.errors import BackendError, TransientError
+from jetgrid.worker.pinger import Pinger
+from jetgrid.worker.puller import Puller
+from jetgrid.worker.pullgate import PullGate as AffinityGate
+from jetgrid.worker.simulate import UptimeSchedule
+from jetgrid.worker.telemetry import GpuProbe, NvmlProbe, Reading
+from jetgrid.worker.tiers import PullGate, TierUpdate, TierWatch
+from jetgrid.worker.tokens import TokenPublisher
 
 log = logging.getLogger("jetgrid.worker")
 

@@ -25,11 +25,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from coordinator.delivery import dead_reason, parse_max_deliveries, runs_before, terminal_msg_id
-from coordinator.provision import provision_streams
-from coordinator.roles import DEAD_LETTER_CONSUMER
-from coordinator.settings import Settings
-from events import (
+from jetgrid.coordinator.delivery import (
+    dead_reason,
+    parse_max_deliveries,
+    runs_before,
+    terminal_msg_id,
+)
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.roles import DEAD_LETTER_CONSUMER
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
     InvalidEvent,
     JobDead,
     dead_letter_spec,
@@ -189,7 +194,7 @@ async def last_retry_reason(js: JetStreamContext, settings: Settings, job_id: st
 
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
     """Connect and run one watcher until `stop` is set (the `jetgrid deadletter` command)."""
-    from coordinator.connect import connect
+    from jetgrid.coordinator.connect import connect
 
     nc = await connect(settings, name="jetgrid-deadletter")
     watcher = DeadLetterWatcher(settings, nc)

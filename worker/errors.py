@@ -8,7 +8,7 @@ JetgridError
 
 from __future__ import annotations
 
-from events import JetgridError
+from jetgrid.events import JetgridError
 
 
 class BackendError(JetgridError):

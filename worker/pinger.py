@@ -31,9 +31,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from events import WorkerHeartbeat
-from worker.simulate import UptimeSchedule
-from worker.telemetry import GpuProbe, Reading
+from jetgrid.events import WorkerHeartbeat
+from jetgrid.worker.simulate import UptimeSchedule
+from jetgrid.worker.telemetry import GpuProbe, Reading
 
 __all__ = ["PingCounters", "Pinger", "next_tick", "simulated"]
 

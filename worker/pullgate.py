@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.affinity import AffinityPolicy, Decision, cold_share, decide, may_pull
-from coordinator.pool_status import Backlog, read_backlog
+from jetgrid.coordinator.affinity import AffinityPolicy, Decision, cold_share, decide, may_pull
+from jetgrid.coordinator.pool_status import Backlog, read_backlog
 
 log = logging.getLogger("jetgrid.worker.gate")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
-from events.errors import ConfigError
+from jetgrid.events.errors import ConfigError
 
 __all__ = ["Outcome", "UptimeSchedule", "parse_uptime"]
 

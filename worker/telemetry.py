@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pynvml
 
-from events.workers import GpuTelemetry
+from jetgrid.events.workers import GpuTelemetry
 
 __all__ = [
     "HARDWARE_XIDS",

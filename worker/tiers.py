@@ -30,9 +30,9 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from coordinator.allowance import pull_allowance
-from coordinator.budget import Budget, new_budget, take, wait_time, with_factor
-from coordinator.tiers import PROBATION
+from jetgrid.coordinator.allowance import pull_allowance
+from jetgrid.coordinator.budget import Budget, new_budget, take, wait_time, with_factor
+from jetgrid.coordinator.tiers import PROBATION
 
 __all__ = ["PullGate", "TierUpdate", "TierWatch", "parse_tier_value"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import jetgrid
-from coordinator.settings import Settings
-from events import JobSubmitted, encode
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, encode
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from coordinator.settings import Settings
-from events import JobSubmitted, decode, encode
-from worker.backends import RunContext
-from worker.backends.ollama import OllamaBackend, classify
-from worker.errors import PermanentError, TransientError
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, decode, encode
+from jetgrid.worker.backends import RunContext
+from jetgrid.worker.backends.ollama import OllamaBackend, classify
+from jetgrid.worker.errors import PermanentError, TransientError
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 from nats.js.errors import NotFoundError
 
 import jetgrid
-from coordinator.settings import Settings
+from jetgrid.coordinator.settings import Settings
 from jetgrid.functions import function_source
-from worker.backends import EchoBackend
-from worker.backends.python import PythonBackend, WithPython, env_hash
+from jetgrid.worker.backends import EchoBackend
+from jetgrid.worker.backends.python import PythonBackend, WithPython, env_hash
 
 pytestmark = pytest.mark.integration
 

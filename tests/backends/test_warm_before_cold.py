@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from coordinator.pool_status import read_pool_status
-from coordinator.settings import Settings
-from events import JobSubmitted, encode
-from worker.backends.ollama import OllamaBackend
+from jetgrid.coordinator.pool_status import read_pool_status
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, encode
+from jetgrid.worker.backends.ollama import OllamaBackend
 
 pytestmark = pytest.mark.integration
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.affinity import AffinityPolicy, cold_share, decide, may_pull
-from coordinator.pools import PoolConfig
+from jetgrid.coordinator.affinity import AffinityPolicy, cold_share, decide, may_pull
+from jetgrid.coordinator.pools import PoolConfig
 
 P = AffinityPolicy(cold_wait_s=10.0, cold_backlog=3)
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from coordinator.aio import cancel_and_wait
+from jetgrid.coordinator.aio import cancel_and_wait
 
 
 async def test_a_task_that_swallows_cancellations_is_stopped() -> None:

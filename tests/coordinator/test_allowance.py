@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.allowance import pull_allowance
+from jetgrid.coordinator.allowance import pull_allowance
 
 # concurrency, busy, outstanding, factor, tokens, max_batch -> expected
 CASES = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.budget import (
+from jetgrid.coordinator.budget import (
     Budget,
     new_budget,
     pull_size,
@@ -17,7 +17,7 @@ from coordinator.budget import (
     wait_time,
     with_factor,
 )
-from events.errors import ConfigError
+from jetgrid.events.errors import ConfigError
 
 
 def test_starts_full_and_grants_up_to_what_it_holds() -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from coordinator.consumers import consumer_name, pool_consumer
-from coordinator.delivery import (
+from jetgrid.coordinator.consumers import consumer_name, pool_consumer
+from jetgrid.coordinator.delivery import (
     GiveUp,
     MaxDeliveries,
     Pull,
@@ -24,8 +24,8 @@ from coordinator.delivery import (
     runs_before,
     terminal_msg_id,
 )
-from coordinator.pools import PoolConfig
-from events import InvalidSubject, JobCancelRequested, Subjects, decode
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.events import InvalidSubject, JobCancelRequested, Subjects, decode
 
 POOL = PoolConfig("p", max_deliver=4, backoff_s=(0.5, 2.0), job_timeout_cap_s=60.0)
 

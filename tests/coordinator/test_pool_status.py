@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from coordinator.pool_status import Backlog, WorkerView, fold_workers, pool_status
-from coordinator.pools import PoolConfig, Pools, default_pools
-from events.workers import ModelInfo
+from jetgrid.coordinator.pool_status import Backlog, WorkerView, fold_workers, pool_status
+from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools
+from jetgrid.events.workers import ModelInfo
 
 POOLS = default_pools(("fast", "standard", "heavy"), "standard")
 NOW = 1000.0
@@ -97,7 +97,7 @@ def test_fold_workers_keeps_the_latest_word() -> None:
 
 
 def test_priority_consumers_add_up_to_one_row() -> None:
-    from coordinator.pool_status import Backlog, merge_priorities
+    from jetgrid.coordinator.pool_status import Backlog, merge_priorities
 
     rows = merge_priorities(
         [

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.pools import PoolConfig, Pools, default_pools, load_pools, parse_pools
-from coordinator.settings import Settings
-from events import ConfigError
+from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools, load_pools, parse_pools
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError
 
 POOLS = default_pools(("fast", "standard", "heavy"), "standard")
 

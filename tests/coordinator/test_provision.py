@@ -4,9 +4,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StorageType
 
-from coordinator.consumers import consumer_name, pool_consumer
-from coordinator.errors import ProvisioningError
-from coordinator.provision import (
+from jetgrid.coordinator.consumers import consumer_name, pool_consumer
+from jetgrid.coordinator.errors import ProvisioningError
+from jetgrid.coordinator.provision import (
     consumer_config,
     consumer_drift,
     ensure_consumer,
@@ -14,8 +14,8 @@ from coordinator.provision import (
     stream_config,
     stream_drift,
 )
-from coordinator.settings import Settings
-from events import StreamNames, Subjects, stream_specs
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import StreamNames, Subjects, stream_specs
 
 SPECS = stream_specs(Subjects("jetgrid"), StreamNames(""))
 
@@ -108,7 +108,7 @@ async def test_ensure_consumer_creates_then_reports_or_updates(
 
 
 def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
-    from coordinator.provision import deployment_specs
+    from jetgrid.coordinator.provision import deployment_specs
 
     specs = deployment_specs(Settings(stream_prefix="X_", stream_replicas=3))
     assert [s.name for s in specs] == ["X_JOBS", "X_JOB_EVENTS", "X_WORKERS", "X_INVALID",
@@ -118,7 +118,7 @@ def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
 
 @pytest.mark.integration
 async def test_provision_deployment_adds_the_tiers_bucket_once(settings: Settings, nc: NATS):
-    from coordinator.provision import provision_deployment
+    from jetgrid.coordinator.provision import provision_deployment
 
     first = await provision_deployment(nc.jetstream(), settings)
     assert f"KV_{settings.tiers_bucket}" in first.created

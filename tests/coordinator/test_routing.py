@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.pools import PoolConfig, Pools, default_pools
-from coordinator.routing import RouteError, route_job, serves
+from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools
+from jetgrid.coordinator.routing import RouteError, route_job, serves
 
 POOLS = default_pools(("fast", "standard", "heavy"), "standard")
 STRICT = Pools(

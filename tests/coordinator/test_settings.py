@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.settings import Settings
-from events import ConfigError
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError
 
 
 def test_defaults() -> None:

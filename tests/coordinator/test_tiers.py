@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.tiers import DEFAULT_POLICY, PROBATION, Tier, TierPolicy, load_policy
-from events.errors import ConfigError
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, Tier, TierPolicy, load_policy
+from jetgrid.events.errors import ConfigError
 
 POLICY = DEFAULT_POLICY
 

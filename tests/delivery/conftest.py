@@ -13,9 +13,9 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from coordinator.settings import Settings
-from events import JobSubmitted, decode, decode_submission, encode
-from projections.jobs import JobView, apply
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, decode, decode_submission, encode
+from jetgrid.projections.jobs import JobView, apply
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
 
@@ -246,7 +246,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
 async def run_gateway(s: Settings):  # type: ignore[no-untyped-def]
     """The gateway under uvicorn on a free port: (server, task, base URL)."""
-    from gateway.server import make_server, wait_started
+    from jetgrid.gateway.server import make_server, wait_started
 
     server = make_server(s.replace(gateway_port=0))
     task = asyncio.create_task(server.serve())

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.errors import MaxPayloadError
 
-from events import InvalidMessage, JobCompleted, decode
+from jetgrid.events import InvalidMessage, JobCompleted, decode
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,7 @@ async def test_bad_messages_on_client_subjects(
     probe = kit.job(f"probe{next(_ids)}", prompt=None, input={"sleep": 30})
     await kit.submit(js, s, probe)
     await outcomes.wait_for(lambda: "started" in outcomes.names(probe.job_id))
-    from coordinator.delivery import cancel_request
+    from jetgrid.coordinator.delivery import cancel_request
 
     subject, body, msg_id = cancel_request(s.subjects, probe.job_id, None, "test")
     await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
@@ -149,7 +149,7 @@ async def test_bad_messages_on_client_subjects(
 
 def test_bodies_strategy_is_never_a_valid_job() -> None:
     """Guard for the property above: the 'bad' bodies really are bad."""
-    from events import InvalidEvent, Subjects, decode_submission, now
+    from jetgrid.events import InvalidEvent, Subjects, decode_submission, now
 
     @settings(max_examples=200, deadline=None)
     @given(bad_bodies)

@@ -9,9 +9,9 @@ import signal
 import pytest
 from nats.js.api import Header
 
-from coordinator.delivery import cancel_request
-from events import JobSubmitted
-from worker.backends import EchoBackend, Result, RunContext
+from jetgrid.coordinator.delivery import cancel_request
+from jetgrid.events import JobSubmitted
+from jetgrid.worker.backends import EchoBackend, Result, RunContext
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import time
 import pytest
 from nats.js.api import Header
 
-from coordinator.connect import connect
-from coordinator.provision import provision_streams, wait_for_jetstream
-from coordinator.settings import Settings
-from events import dead_letter_spec, encode, stream_specs
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend, expected_output
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import dead_letter_spec, encode, stream_specs
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend, expected_output
 
 pytestmark = pytest.mark.integration
 _n = itertools.count(1)

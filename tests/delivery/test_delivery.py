@@ -8,11 +8,11 @@ import signal
 
 import pytest
 
-from coordinator.connect import connect
-from coordinator.delivery import GiveUp, after_transient
-from worker.agent import Worker
-from worker.backends import EchoBackend, expected_output
-from worker.deadletter import DeadLetterWatcher
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.delivery import GiveUp, after_transient
+from jetgrid.worker.agent import Worker
+from jetgrid.worker.backends import EchoBackend, expected_output
+from jetgrid.worker.deadletter import DeadLetterWatcher
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_
     leader) and the worker dies after the last run: the recording delivery still makes it dead."""
     pools = kit.write_pools(tmp_path / "p.toml", max_deliver=2, ack_wait_s=1.0, backoff_s=[0.05])
     s = streams.replace(pools_file=pools)
-    from worker.agent import WorkerOptions
+    from jetgrid.worker.agent import WorkerOptions
 
     agent = DiesAfterItsLastRun(
         s,
@@ -172,7 +172,7 @@ class LostKeepalives(Worker):
 
 async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outcomes, tmp_path):
     s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
-    from worker.agent import WorkerOptions
+    from jetgrid.worker.agent import WorkerOptions
 
     slow = LostKeepalives(
         s,

@@ -8,12 +8,12 @@ import itertools
 import httpx
 import pytest
 
-from coordinator.connect import connect
-from coordinator.provision import provision_streams, wait_for_jetstream
-from coordinator.settings import Settings
-from events import dead_letter_spec, stream_specs
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend, expected_output
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import dead_letter_spec, stream_specs
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend, expected_output
 
 pytestmark = pytest.mark.integration
 _n = itertools.count(1)
@@ -52,7 +52,7 @@ async def publish_retrying(js, subject: str, body: bytes, msg_id: str) -> int:  
 
 
 async def submit(kit, js, s, j) -> int:  # type: ignore[no-untyped-def]
-    from events import encode
+    from jetgrid.events import encode
 
     subject = s.subjects.submit(j.pool, j.model, j.priority)
     return await publish_retrying(js, subject, encode(j, source="test", id=j.job_id), j.job_id)

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from coordinator.connect import connect
-from coordinator.natsconf import COMMITTED
-from coordinator.provision import provision_streams
-from coordinator.roles import password_env
-from coordinator.settings import Settings
-from events import stream_specs
 from jetgrid.cli import main
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.natsconf import COMMITTED
+from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.roles import password_env
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import stream_specs
 from jetgrid.natsserver import NatsServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from coordinator.settings import Settings
 from jetgrid.cli import main
+from jetgrid.coordinator.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

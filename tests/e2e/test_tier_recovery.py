@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from coordinator.provision import ensure_tiers_bucket
-from events import JobSubmitted, encode
-from projections.runner import fold_config, open_projector
+from jetgrid.coordinator.provision import ensure_tiers_bucket
+from jetgrid.events import JobSubmitted, encode
+from jetgrid.projections.runner import fold_config, open_projector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

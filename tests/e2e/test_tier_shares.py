@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from coordinator.provision import ensure_tiers_bucket
+from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.demo import Fleet, FleetOptions, expected_shares
-from projections.runner import fold_config, open_projector
+from jetgrid.projections.runner import fold_config, open_projector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-import events
-from events import (
+from jetgrid import events
+from jetgrid.events import (
     EVENT_TYPES,
     InvalidEvent,
     InvalidMessage,
@@ -21,7 +21,7 @@ from events import (
     encode,
     upcast,
 )
-from events.catalogue import BY_TYPE, type_name
+from jetgrid.events.catalogue import BY_TYPE, type_name
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
 S = Subjects("jetgrid")
@@ -194,7 +194,7 @@ def test_a_missing_upcaster_is_an_error() -> None:
 
 
 def test_invalid_record_keeps_the_original_bytes_bounded() -> None:
-    from events.invalid import KEEP_BYTES
+    from jetgrid.events.invalid import KEEP_BYTES
 
     rec = InvalidMessage.of(b"x" * (KEEP_BYTES + 10), stream="JOBS", subject="s", reason="big")
     assert rec.truncated and rec.original_size == KEEP_BYTES + 10

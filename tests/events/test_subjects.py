@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events import InvalidSubject, Subjects, check_id, decode_model, encode_model
+from jetgrid.events import InvalidSubject, Subjects, check_id, decode_model, encode_model
 
 TOKEN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 

@@ -3,7 +3,7 @@ still decode, to the defaults: both fields are optional additions to version 1."
 
 from __future__ import annotations
 
-from events import WorkerHeartbeat, WorkerRegistered, decode
+from jetgrid.events import WorkerHeartbeat, WorkerRegistered, decode
 
 # Frozen copies of version-1 events as the first workers wrote them: never edit these.
 V1_PING = (

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from coordinator.settings import Settings
+from jetgrid.coordinator.settings import Settings
 
 
 def serve(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
     """A gateway under uvicorn on a free port; yields its base URL."""
-    from gateway.server import serving
+    from jetgrid.gateway.server import serving
 
     return serving(settings.replace(gateway_port=0))
 

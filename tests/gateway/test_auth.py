@@ -8,9 +8,9 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from gateway.auth import ApiKey, hash_key, key_line, load_keys, parse_keys
-from gateway.ratelimit import Bucket, take
 from jetgrid.cli import main
+from jetgrid.gateway.auth import ApiKey, hash_key, key_line, load_keys, parse_keys
+from jetgrid.gateway.ratelimit import Bucket, take
 
 H = "sha256:" + "a" * 64
 

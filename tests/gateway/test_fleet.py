@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events import (
+from jetgrid.events import (
     Envelope,
     WorkerDeregistered,
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
 )
-from gateway.fleet import FleetState, live_models, worker_out
+from jetgrid.gateway.fleet import FleetState, live_models, worker_out
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from events import JobSubmitted
-from worker.backends import expected_output
+from jetgrid.events import JobSubmitted
+from jetgrid.worker.backends import expected_output
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.openapi import document
-from gateway.schemas import SubmitJob
+from jetgrid.gateway.openapi import document
+from jetgrid.gateway.schemas import SubmitJob
 
 pytestmark = pytest.mark.integration
 
@@ -99,8 +99,8 @@ async def test_readyz_fails_when_a_stream_is_missing(gateway, streams, nc) -> No
 async def test_workers_are_counted_by_their_projected_tier(
     gateway, streams, nc, start_worker, eventually
 ) -> None:
-    from coordinator.provision import ensure_tiers_bucket
-    from projections.runner import open_projector
+    from jetgrid.coordinator.provision import ensure_tiers_bucket
+    from jetgrid.projections.runner import open_projector
 
     await ensure_tiers_bucket(nc.jetstream(), streams.tiers_bucket)
     projector = await open_projector(streams)  # writes the read models the gateway reads

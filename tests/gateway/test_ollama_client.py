@@ -8,8 +8,8 @@ import httpx
 import ollama
 import pytest
 
-from worker.backends import EchoBackend
-from worker.backends.echo import EMBED_DIM, embedding
+from jetgrid.worker.backends import EchoBackend
+from jetgrid.worker.backends.echo import EMBED_DIM, embedding
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from worker.backends import EchoBackend
+from jetgrid.worker.backends import EchoBackend
 
 pytestmark = pytest.mark.integration
 

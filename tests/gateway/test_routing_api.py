@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from coordinator.settings import Settings
+from jetgrid.coordinator.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def python_gateway(streams: Settings) -> AsyncIterator[str]:
     """A gateway that accepts kind 'python' (JETGRID_GATEWAY_ALLOW_PYTHON=1)."""
-    from gateway.server import serving
+    from jetgrid.gateway.server import serving
 
     async with serving(streams.replace(gateway_port=0, gateway_allow_python=True)) as url:
         yield url

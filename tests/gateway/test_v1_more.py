@@ -7,12 +7,12 @@ import json
 import httpx
 import pytest
 
-from coordinator.consumers import pool_consumer
-from coordinator.provision import ensure_consumer
-from events import decode
-from gateway.jobs_api import select_jobs
-from projections.jobs import JobView
-from worker.backends import EchoBackend
+from jetgrid.coordinator.consumers import pool_consumer
+from jetgrid.coordinator.provision import ensure_consumer
+from jetgrid.events import decode
+from jetgrid.gateway.jobs_api import select_jobs
+from jetgrid.projections.jobs import JobView
+from jetgrid.worker.backends import EchoBackend
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from coordinator.provision import ensure_tiers_bucket
-from coordinator.settings import Settings
-from events import (
+from jetgrid.coordinator.provision import ensure_tiers_bucket
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
     JobClaimed,
     JobCompleted,
     JobFailed,
@@ -34,7 +34,7 @@ from events import (
 )
 from jetgrid.natsserver import free_port
 from jetgrid.pgserver import PostgresServer, PostgresUnavailable, postgres_bindir
-from projections.store import Store
+from jetgrid.projections.store import Store
 
 
 class Log:

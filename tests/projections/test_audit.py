@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projections.audit import (
+from jetgrid.projections.audit import (
     BudgetRule,
     Claim,
     Span,

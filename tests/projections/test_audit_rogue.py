@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from events import JobSubmitted, encode
-from projections.audit import BudgetRule, report_worker
-from projections.audit_log import gather
-from projections.runner import fold_config
+from jetgrid.events import JobSubmitted, encode
+from jetgrid.projections.audit import BudgetRule, report_worker
+from jetgrid.projections.audit_log import gather
+from jetgrid.projections.runner import fold_config
 
 pytestmark = pytest.mark.integration
 

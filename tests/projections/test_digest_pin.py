@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.settings import Settings
-from events import (
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
     JOB_EVENTS,
     JOBS,
     WORKERS,
@@ -34,9 +34,9 @@ from events import (
     WorkerRegistered,
     encode,
 )
-from projections.fold import Fold
-from projections.runner import Folder, Item, fold_config
-from projections.store import Store
+from jetgrid.projections.fold import Fold
+from jetgrid.projections.runner import Folder, Item, fold_config
+from jetgrid.projections.store import Store
 
 EXPECTED = "2f1c3f0de5dfa094cdb5cb9e1a4c74fcb086ad54d9a0c225e450e1a88f3fb96e"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)

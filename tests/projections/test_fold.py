@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events import (
+from jetgrid.events import (
     JOB_EVENTS,
     JOBS,
     WORKERS,
@@ -21,7 +21,13 @@ from events import (
     decode,
     encode,
 )
-from projections.fold import MAX_TICKS, Fold, check_job_event_speaker, check_worker_message, ticks
+from jetgrid.projections.fold import (
+    MAX_TICKS,
+    Fold,
+    check_job_event_speaker,
+    check_worker_message,
+    ticks,
+)
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SUBJ = Subjects("jg")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from coordinator.tiers import DEFAULT_POLICY
-from events import GpuTelemetry
-from projections.runner import open_projector
+from jetgrid.coordinator.tiers import DEFAULT_POLICY
+from jetgrid.events import GpuTelemetry
+from jetgrid.projections.runner import open_projector
 
 pytestmark = pytest.mark.integration
 

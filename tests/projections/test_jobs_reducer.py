@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from events import (
+from jetgrid.events import (
     Envelope,
     JobCancelled,
     JobCancelRequested,
@@ -18,7 +18,7 @@ from events import (
     JobStarted,
     JobSubmitted,
 )
-from projections.jobs import JobView, apply
+from jetgrid.projections.jobs import JobView, apply
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from events import WORKERS
-from projections.runner import Projector, replay
-from projections.store import Store
-from projections.views import tiers_view, workers_out
+from jetgrid.events import WORKERS
+from jetgrid.projections.runner import Projector, replay
+from jetgrid.projections.store import Store
+from jetgrid.projections.views import tiers_view, workers_out
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import json
 import pytest
 from nats.aio.client import Client as NATS
 
-from coordinator.settings import Settings
-from events import INVALID, JOB_EVENTS, JOBS, WORKERS, decode
-from projections.runner import Projector
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import INVALID, JOB_EVENTS, JOBS, WORKERS, decode
+from jetgrid.projections.runner import Projector
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, 
             await log.raw(s.subjects.worker_event("w1", "heartbeat"), b'{"specversion": "1.0"}'),
         ]
         # w2 forging a ping for w1: the subject names w1, the body says w2.
-        from events import WorkerHeartbeat, encode
+        from jetgrid.events import WorkerHeartbeat, encode
 
         forged = WorkerHeartbeat(worker_id="w2", n=9, healthy=True, interval_s=1.0, in_flight=0)
         bad.append(
@@ -102,7 +102,7 @@ async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, 
 
 async def test_every_subject_form_is_folded(log, nc, make_store) -> None:
     """Priority submissions (a fifth token) and worker-said events (a fifth token) count too."""
-    from events import JobSubmitted, encode
+    from jetgrid.events import JobSubmitted, encode
 
     s = log.settings
     for prio in ("high", "normal", "low"):
@@ -128,7 +128,7 @@ async def test_a_job_event_said_for_another_worker_is_recorded_and_changes_nothi
     log, nc, make_store
 ) -> None:
     """NATS holds a worker to its own id in the subject; the payload must name the same one."""
-    from events import JobCompleted, encode
+    from jetgrid.events import JobCompleted, encode
 
     s = log.settings
     await log.job("j1", "w1", 10, outcome="failed")
@@ -202,7 +202,7 @@ async def test_restart_resumes_from_the_checkpoint(log, nc, make_store) -> None:
 
 
 async def test_missing_streams_are_a_clear_error(settings, nc, make_store) -> None:
-    from events import ConfigError
+    from jetgrid.events import ConfigError
 
     proj = Projector(settings, make_store(), nc)
     with pytest.raises(ConfigError, match="jetgrid provision"):
@@ -210,7 +210,7 @@ async def test_missing_streams_are_a_clear_error(settings, nc, make_store) -> No
 
 
 async def test_the_tiers_bucket_is_provisioned_once(streams, nc) -> None:
-    from coordinator.provision import ensure_tiers_bucket
+    from jetgrid.coordinator.provision import ensure_tiers_bucket
 
     js = nc.jetstream()
     assert await ensure_tiers_bucket(js, streams.tiers_bucket) is True

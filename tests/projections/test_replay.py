@@ -11,9 +11,9 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from events import JOB_EVENTS, JOBS, WORKERS
-from projections.runner import Projector, replay
-from projections.store import Store, checkpoints_t
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
+from jetgrid.projections.runner import Projector, replay
+from jetgrid.projections.store import Store, checkpoints_t
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.tiers import DEFAULT_POLICY
-from events.errors import ConfigError
-from projections.uptime import (
+from jetgrid.coordinator.tiers import DEFAULT_POLICY
+from jetgrid.events.errors import ConfigError
+from jetgrid.projections.uptime import (
     DEFAULT_WINDOWS,
     UptimeTracker,
     UptimeWindows,

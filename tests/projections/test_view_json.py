@@ -7,11 +7,11 @@ import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
-from coordinator.settings import Settings
-from events import WORKERS
-from projections.fold import Fold
-from projections.runner import fold_config
-from projections.view_json import ViewEncoder, view_json
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import WORKERS
+from jetgrid.projections.fold import Fold
+from jetgrid.projections.runner import fold_config
+from jetgrid.projections.view_json import ViewEncoder, view_json
 
 _spec = importlib.util.spec_from_file_location(
     "digest_pin", Path(__file__).with_name("test_digest_pin.py")

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
-from events import (
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
+from jetgrid.events import (
     Envelope,
     GpuTelemetry,
     JobClaimed,
@@ -21,9 +21,9 @@ from events import (
     WorkerHeartbeat,
     WorkerRegistered,
 )
-from events.errors import ConfigError
-from projections.uptime import UptimeWindows
-from projections.workers import (
+from jetgrid.events.errors import ConfigError
+from jetgrid.projections.uptime import UptimeWindows
+from jetgrid.projections.workers import (
     WorkerView,
     apply,
     apply_all,

@@ -16,13 +16,13 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
-from coordinator.connect import connect
-from coordinator.consumers import pool_consumer
-from coordinator.natsconf import NatsConfig, Secret, render_nats_config
-from coordinator.provision import ensure_consumer, provision_streams
-from coordinator.roles import SERVICE_USERS, Deployment, User, service_user, worker_user
-from coordinator.settings import Settings
-from events import dead_letter_spec, stream_specs
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.consumers import pool_consumer
+from jetgrid.coordinator.natsconf import NatsConfig, Secret, render_nats_config
+from jetgrid.coordinator.provision import ensure_consumer, provision_streams
+from jetgrid.coordinator.roles import SERVICE_USERS, Deployment, User, service_user, worker_user
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import dead_letter_spec, stream_specs
 from jetgrid.natsserver import NatsServer
 
 PREFIX, STREAMS = "sec", "SEC_"

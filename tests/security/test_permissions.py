@@ -20,13 +20,13 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from coordinator.connect import checked, connect, connection_errors
-from coordinator.errors import NatsUnavailable, PermissionDenied
-from coordinator.settings import Settings
-from events import JobCompleted, WorkerHeartbeat, encode
 from jetgrid.cli import main
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend
+from jetgrid.coordinator.connect import checked, connect, connection_errors
+from jetgrid.coordinator.errors import NatsUnavailable, PermissionDenied
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobCompleted, WorkerHeartbeat, encode
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend
 
 BUCKET = "SEC_TIERS"  # the tiers bucket of the deployment in conftest.py (stream prefix SEC_)
 

@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coordinator.natsconf import COMMITTED, NatsConfig, Secret, env_users, render_nats_config
-from coordinator.roles import (
+from jetgrid.cli import main
+from jetgrid.coordinator.natsconf import (
+    COMMITTED,
+    NatsConfig,
+    Secret,
+    env_users,
+    render_nats_config,
+)
+from jetgrid.coordinator.roles import (
     ROLES,
     Deployment,
     User,
@@ -20,9 +27,8 @@ from coordinator.roles import (
     service_user,
     worker_user,
 )
-from coordinator.settings import Settings
-from events import ConfigError
-from jetgrid.cli import main
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 D = Deployment("acme.grid", "A_")

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from coordinator.connect import connect
-from coordinator.errors import NatsUnavailable
-from coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
-from coordinator.roles import Deployment, service_user
-from coordinator.settings import Settings
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.errors import NatsUnavailable
+from jetgrid.coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
+from jetgrid.coordinator.roles import Deployment, service_user
+from jetgrid.coordinator.settings import Settings
 from jetgrid.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration

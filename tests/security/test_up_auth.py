@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.connect import connect
-from coordinator.errors import NatsUnavailable
-from coordinator.settings import Settings
+from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.errors import NatsUnavailable
+from jetgrid.coordinator.settings import Settings
 from jetgrid.natsserver import free_port
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,10 +9,10 @@ from typing import Any
 import pynvml
 import pytest
 
-from events import GpuTelemetry, WorkerHeartbeat
-from worker.pinger import Pinger, next_tick
-from worker.simulate import UptimeSchedule
-from worker.telemetry import FakeProbe, NvmlProbe, Reading, cpu_reading, unhealthy_reading
+from jetgrid.events import GpuTelemetry, WorkerHeartbeat
+from jetgrid.worker.pinger import Pinger, next_tick
+from jetgrid.worker.simulate import UptimeSchedule
+from jetgrid.worker.telemetry import FakeProbe, NvmlProbe, Reading, cpu_reading, unhealthy_reading
 
 
 @pytest.mark.parametrize(

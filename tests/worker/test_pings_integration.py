@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from events import JobSubmitted, WorkerHeartbeat, WorkerRegistered, decode, encode
-from worker.agent import Worker, WorkerOptions
-from worker.backends import EchoBackend
-from worker.simulate import UptimeSchedule
-from worker.telemetry import FakeProbe, cpu_reading, unhealthy_reading
+from jetgrid.events import JobSubmitted, WorkerHeartbeat, WorkerRegistered, decode, encode
+from jetgrid.worker.agent import Worker, WorkerOptions
+from jetgrid.worker.backends import EchoBackend
+from jetgrid.worker.simulate import UptimeSchedule
+from jetgrid.worker.telemetry import FakeProbe, cpu_reading, unhealthy_reading
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.tiers import DEFAULT_POLICY
-from events.errors import ConfigError
-from projections.uptime import UptimeTracker, UptimeWindows
-from worker.simulate import UptimeSchedule, parse_uptime
+from jetgrid.coordinator.tiers import DEFAULT_POLICY
+from jetgrid.events.errors import ConfigError
+from jetgrid.projections.uptime import UptimeTracker, UptimeWindows
+from jetgrid.worker.simulate import UptimeSchedule, parse_uptime
 
 
 @given(

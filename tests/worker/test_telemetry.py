@@ -14,8 +14,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from events import GpuTelemetry, WorkerHeartbeat
-from worker.telemetry import (
+from jetgrid.events import GpuTelemetry, WorkerHeartbeat
+from jetgrid.worker.telemetry import (
     FakeProbe,
     GpuProbe,
     NvmlProbe,

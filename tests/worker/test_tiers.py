@@ -11,9 +11,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
-from coordinator.settings import Settings
-from events import JobSubmitted, WorkerHeartbeat, decode, encode
-from worker.tiers import PullGate, TierUpdate, parse_tier_value
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobSubmitted, WorkerHeartbeat, decode, encode
+from jetgrid.worker.tiers import PullGate, TierUpdate, parse_tier_value
 
 
 @pytest.mark.parametrize(

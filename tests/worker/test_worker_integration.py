@@ -9,9 +9,9 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from coordinator.settings import Settings
-from events import InvalidMessage, JobSubmitted, decode, encode
-from worker.backends import EchoBackend, Result, RunContext, expected_output
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import InvalidMessage, JobSubmitted, decode, encode
+from jetgrid.worker.backends import EchoBackend, Result, RunContext, expected_output
 
 pytestmark = pytest.mark.integration
 

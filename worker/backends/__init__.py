@@ -1,6 +1,6 @@
 """Backends a worker can run jobs on."""
 
-from worker.backends.base import Backend, Result, RunContext
-from worker.backends.echo import EchoBackend, expected_output
+from jetgrid.worker.backends.base import Backend, Result, RunContext
+from jetgrid.worker.backends.echo import EchoBackend, expected_output
 
 __all__ = ["Backend", "EchoBackend", "Result", "RunContext", "expected_output"]

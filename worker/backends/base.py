@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from events import JobSubmitted
+from jetgrid.events import JobSubmitted
 
 TokenSink = Callable[[str], Awaitable[None]]
 

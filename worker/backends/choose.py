@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.backends.base import Backend
-from worker.backends.echo import EchoBackend
+from jetgrid.worker.backends.base import Backend
+from jetgrid.worker.backends.echo import EchoBackend
 
 
 def make_backend(
@@ -24,7 +24,7 @@ def make_backend(
     """`kind` is "echo" or "ollama"; `allow_python` adds the python backend for python jobs."""
     backend: Backend
     if kind == "ollama":
-        from worker.backends.ollama import OllamaBackend
+        from jetgrid.worker.backends.ollama import OllamaBackend
 
         backend = OllamaBackend(ollama_host, models, pull=pull)
     elif kind == "echo":
@@ -32,7 +32,7 @@ def make_backend(
     else:
         raise ValueError(f"unknown backend {kind!r}; choose echo or ollama")
     if allow_python:
-        from worker.backends.python import PythonBackend, WithPython
+        from jetgrid.worker.backends.python import PythonBackend, WithPython
 
         return WithPython(  # type: ignore[return-value]
             backend,

@@ -17,9 +17,9 @@ import hashlib
 import json
 from typing import Any
 
-from events import JobSubmitted
-from worker.backends.base import Result, RunContext
-from worker.errors import PermanentError, TransientError
+from jetgrid.events import JobSubmitted
+from jetgrid.worker.backends.base import Result, RunContext
+from jetgrid.worker.errors import PermanentError, TransientError
 
 EMBED_DIM = 16
 

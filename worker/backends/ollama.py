@@ -49,10 +49,10 @@ from typing import Any
 import httpx
 import ollama
 
-from events import JobSubmitted
-from events.workers import ModelInfo
-from worker.backends.base import Result, RunContext
-from worker.errors import BackendError, PermanentError, TransientError
+from jetgrid.events import JobSubmitted
+from jetgrid.events.workers import ModelInfo
+from jetgrid.worker.backends.base import Result, RunContext
+from jetgrid.worker.errors import BackendError, PermanentError, TransientError
 
 log = logging.getLogger("jetgrid.worker.ollama")
 

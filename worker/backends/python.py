@@ -44,9 +44,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from events import JobSubmitted
-from worker.backends.base import Backend, Result, RunContext
-from worker.errors import PermanentError
+from jetgrid.events import JobSubmitted
+from jetgrid.worker.backends.base import Backend, Result, RunContext
+from jetgrid.worker.errors import PermanentError
 
 log = logging.getLogger("jetgrid.worker.python")
 
