@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, stream_specs
@@ -21,7 +21,7 @@ def tmpdir(name: str) -> Path:
 
 
 async def provision(s: Settings) -> None:
-    nc = await connect(s, name="bench-provision")
+    nc = (await Bus.connect(s, name="bench-provision")).nc
     js = nc.jetstream()
     await wait_for_jetstream(js)
     r = s.stream_replicas

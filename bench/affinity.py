@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JobSubmitted, decode, encode, stream_specs
@@ -88,7 +88,7 @@ async def scenario(
         pools_file=pools,
         heartbeat_interval_s=1.0,
     )
-    nc = await connect(settings, name="bench-affinity")
+    nc = (await Bus.connect(settings, name="bench-affinity")).nc
     js = nc.jetstream()
     await provision_streams(js, stream_specs(settings.subjects, settings.streams))
     servers = []

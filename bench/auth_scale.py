@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.natsconf import NatsConfig, Secret, render_nats_config
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.roles import SERVICE_USERS, service_user, worker_user
@@ -44,14 +44,14 @@ def config(n_workers: int | None) -> str:
 
 async def pings_per_s(server: NatsServer, user: str | None, n: int, window: int = 500) -> float:
     s = Settings(nats_url=server.url)  # the default prefixes, which the config names
-    admin = await connect(
+    admin = await Bus.connect(
         s.replace(nats_user="admin", nats_password="pw-admin") if user else s, name="bench-admin"
     )
-    await provision_streams(admin.jetstream(), stream_specs(s.subjects, s.streams))
+    await provision_streams(admin.js, stream_specs(s.subjects, s.streams))
     await admin.close()
     if user:
         s = s.replace(nats_user=user, nats_password=f"pw-{user}")
-    nc = await connect(s, name="bench")
+    nc = (await Bus.connect(s, name="bench")).nc
     js = nc.jetstream()
     wid = "gpu-0"
     body = encode(

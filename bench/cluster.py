@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import time
 
-from _common import Settings, connect, pct, provision, spawn_worker, tmpdir
+from _common import Bus, Settings, pct, provision, spawn_worker, tmpdir
 
 from jetgrid.events import JobSubmitted, encode
 from jetgrid.natsserver import NatsCluster, NatsServer
@@ -24,7 +24,7 @@ from jetgrid.natsserver import NatsCluster, NatsServer
 async def run_load(s: Settings, jobs: int, rate: float, seconds: float, workers: int) -> dict:
     await provision(s)
     procs = [await spawn_worker(s, f"bw{i}", "--concurrency", "16") for i in range(workers)]
-    nc = await connect(s, name="bench")
+    nc = (await Bus.connect(s, name="bench")).nc
     js = nc.jetstream()
     done: dict[str, float] = {}
     ready = asyncio.Event()

@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import time
 
-from _common import Settings, connect, provision, spawn_worker, tmpdir
+from _common import Bus, Settings, provision, spawn_worker, tmpdir
 
 from jetgrid.events import JobSubmitted, encode
 from jetgrid.natsserver import NatsServer
@@ -26,7 +26,7 @@ from jetgrid.natsserver import NatsServer
 
 async def one(s: Settings, run: int, job_s: float) -> tuple[float, float]:
     victim = await spawn_worker(s, f"victim{run}", "--no-dead-letters")
-    nc = await connect(s, name="bench-failover")
+    nc = (await Bus.connect(s, name="bench-failover")).nc
     js = nc.jetstream()
     seen: dict[str, float] = {}
     event = asyncio.Event()

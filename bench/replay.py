@@ -28,6 +28,7 @@ from nats.js.api import DeliverPolicy
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
@@ -184,7 +185,7 @@ async def main() -> None:
                 f"raw      ordered consumer -> executemany SQLite : {raw_n / raw_s:8,.0f} events/s ({raw_n:,} in {raw_s:.1f} s)"
             )
             store = Store(f"sqlite+aiosqlite:///{Path(tmp) / 'replay.db'}")
-            res = await replay(settings, store, nc)
+            res = await replay(settings, store, Bus(nc, settings))
             await store.close()
             print(
                 f"jetgrid  replay into the read models           : {res.messages / res.seconds:8,.0f} events/s ({res.messages:,} in {res.seconds:.1f} s)"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from jetgrid.coordinator.pools import PoolConfig
-from jetgrid.events import JobCancelRequested, Subjects, encode
 from jetgrid.events.subjects import PRIORITIES
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
@@ -134,11 +133,6 @@ def dead_reason(runs: int, last_error: str | None = None) -> str:
     return f"{base}; last error: {last_error}" if last_error else base
 
 
-def terminal_msg_id(job_id: str) -> str:
-    """Nats-Msg-Id of every terminal event of a job: JetStream keeps the first, drops the rest."""
-    return f"{job_id}:terminal"
-
-
 # -- cancels -----------------------------------------------------------------------------------
 # How far a worker's clock may run behind the NATS server's before `cancel_heard_live` could
 # wrongly skip a lookup. NTP keeps fleets within milliseconds; this is three orders more.
@@ -158,18 +152,3 @@ def cancel_heard_live(
     job, or one submitted around a reconnect, is looked up as before.
     """
     return submitted_s > listening_since_s + margin_s
-
-
-def cancel_request(
-    subjects: Subjects, job_id: str, reason: str | None, requested_by: str
-) -> tuple[str, bytes, str]:
-    """(subject, body, Nats-Msg-Id) of a job's cancel request, as every publisher sends it
-    (`jetgrid cancel`, the gateway's DELETE /v1/jobs/{id}): one request per job, however
-    often it is asked for."""
-    event = JobCancelRequested(job_id=job_id, reason=reason, requested_by=requested_by)
-    msg_id = f"{job_id}:cancel_requested"
-    return (
-        subjects.job_event(job_id, "cancel_requested"),
-        encode(event, source=f"jetgrid/{requested_by}", id=msg_id),
-        msg_id,
-    )

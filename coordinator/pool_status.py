@@ -28,10 +28,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 from jetgrid.coordinator.affinity import AffinityPolicy
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.pools import Pools
 
 DEFAULT_JOBS_PER_WORKER = 4.0
@@ -199,43 +199,22 @@ def fold_workers(events: Iterable[tuple[str, float, Any]]) -> list[WorkerView]:
 # -- reading JetStream (I/O) ------------------------------------------------------------------
 
 
-def _epoch(t: Any) -> float | None:
-    if t is None:
-        return None
-    if isinstance(t, datetime):
-        return t.timestamp()
-    if isinstance(t, str):
-        # JetStream gives nanoseconds; Python parses at most microseconds.
-        head, _, frac = t.rstrip("Z").partition(".")
-        text = f"{head}.{(frac or '0')[:6]}+00:00"
-        try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-async def read_backlog(js: Any, stream: str, consumer: str, pool: str, model: str) -> Backlog:
+async def read_backlog(bus: Bus, stream: str, consumer: str, pool: str, model: str) -> Backlog:
     """One consumer's backlog, with the stream time of its first undelivered job."""
-    info = await js.consumer_info(stream, consumer)
-    return await _backlog_from(js, info, pool, model)
+    info = await bus.consumer_info(stream, consumer)
+    return await _backlog_from(bus, info, pool, model)
 
 
-async def _backlog_from(js: Any, info: Any, pool: str, model: str) -> Backlog:
-    from nats.js.errors import NotFoundError
-
+async def _backlog_from(bus: Bus, info: Any, pool: str, model: str) -> Backlog:
     oldest = None
     if info.num_pending:
-        try:
-            msg = await js.get_msg(
-                info.stream_name,
-                seq=(info.delivered.stream_seq or 0) + 1,
-                subject=info.config.filter_subject,
-                next=True,
-            )
-            oldest = _epoch(msg.time)
-        except NotFoundError:
-            oldest = None
+        first = await bus.message(
+            info.stream_name,
+            (info.delivered.stream_seq or 0) + 1,
+            subject=info.config.filter_subject,
+            next=True,
+        )
+        oldest = None if first is None or first.time is None else first.time.timestamp()
     return Backlog(
         pool=pool,
         model=model,
@@ -247,19 +226,19 @@ async def _backlog_from(js: Any, info: Any, pool: str, model: str) -> Backlog:
     )
 
 
-async def read_backlogs(js: Any, settings: Any) -> list[Backlog]:
+async def read_backlogs(bus: Bus, settings: Any) -> list[Backlog]:
     """Every pool consumer (``pool-*``) on the JOBS stream."""
     from jetgrid.events import InvalidSubject
 
     out = []
-    for info in await js.consumers_info(settings.streams.jobs):
+    for info in await bus.consumers_info(settings.streams.jobs):
         if not info.name.startswith("pool-") or not info.config.filter_subject:
             continue
         try:
             pool, model = settings.subjects.parse_submit(info.config.filter_subject)
         except InvalidSubject:
             continue
-        out.append(await _backlog_from(js, info, pool, model))
+        out.append(await _backlog_from(bus, info, pool, model))
     return merge_priorities(out)
 
 
@@ -286,13 +265,13 @@ def merge_priorities(backlogs: list[Backlog]) -> list[Backlog]:
     return list(merged.values())
 
 
-async def read_workers(js: Any, settings: Any) -> list[WorkerView]:
+async def read_workers(bus: Bus, settings: Any) -> list[WorkerView]:
     """Fold the latest event of each kind of every worker (an ephemeral last-per-subject read)."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
     from jetgrid.events import InvalidEvent, decode
 
-    sub = await js.pull_subscribe(
+    sub = await bus.js.pull_subscribe(
         settings.subjects.worker_events(),
         stream=settings.streams.workers,
         config=ConsumerConfig(
@@ -322,8 +301,8 @@ async def read_workers(js: Any, settings: Any) -> list[WorkerView]:
     return fold_workers(events)
 
 
-async def read_pool_status(js: Any, settings: Any, now: float) -> list[PoolModelStatus]:
+async def read_pool_status(bus: Bus, settings: Any, now: float) -> list[PoolModelStatus]:
     """`pool_status` over what JetStream holds now."""
-    backlogs = await read_backlogs(js, settings)
-    workers = await read_workers(js, settings)
+    backlogs = await read_backlogs(bus, settings)
+    workers = await read_workers(bus, settings)
     return pool_status(settings.pool_configs(), backlogs, workers, now)

@@ -15,8 +15,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
@@ -24,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import StreamNames
+from jetgrid.events import JetgridError, StreamNames
+from jetgrid.events.addressing import Speaker
 from jetgrid.gateway import (
     auth,
     dashboard,
@@ -47,34 +46,35 @@ log = logging.getLogger("jetgrid.gateway")
 
 
 class Gateway:
-    """Lifespan state: the NATS connection, JetStream context and the job board."""
+    """Lifespan state: the bus, the job board and the fleet (set by `start`, before any request
+    is served), the metrics and the pool configuration."""
+
+    bus: Bus
+    board: JobBoard
+    fleet: Fleet
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.nc: NATS | None = None
-        self.js: JetStreamContext | None = None
-        self.board: JobBoard | None = None
-        self.fleet: Fleet | None = None
         self.metrics = metrics.Metrics()
         self.pools = settings.pool_configs()
-        self.source = "jetgrid/gateway"
+        self.speaker = Speaker.service("gateway")
+        self._started = False
 
     async def start(self) -> None:
-        self.nc = await connect(self.settings, name="jetgrid-gateway")
-        self.js = self.nc.jetstream()
-        self.board = JobBoard(self.js, self.settings)
+        self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
+        self.board = JobBoard(self.bus.js, self.settings)
         self.board.observers.append(self.metrics.observe)
         await self.board.start()
-        self.fleet = Fleet(self.js, self.settings)
+        self.fleet = Fleet(self.bus.js, self.settings)
         await self.fleet.start()
+        self._started = True
 
     async def stop(self) -> None:
-        if self.fleet:
-            await self.fleet.stop()
-        if self.board:
-            await self.board.stop()
-        if self.nc:
-            await self.nc.drain()
+        if not self._started:
+            return
+        await self.fleet.stop()
+        await self.board.stop()
+        await self.bus.close()
 
 
 async def healthz(request: Request) -> Response:
@@ -84,22 +84,22 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     checks = {
-        "nats": bool(gw.nc and gw.nc.is_connected),
+        "nats": gw.bus.is_connected,
         "streams": await _streams_present(gw),
-        "log_followed": bool(gw.board and gw.board.caught_up.is_set()),
+        "log_followed": gw.board.caught_up.is_set(),
     }
     ok = all(checks.values())
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
 async def _streams_present(gw: Gateway) -> bool:
-    if gw.js is None or not (gw.nc and gw.nc.is_connected):
+    if not gw.bus.is_connected:
         return False
     names: StreamNames = gw.settings.streams
     try:
         for name in (names.jobs, names.job_events, names.workers):
-            await gw.js.stream_info(name)
-    except Exception:
+            await gw.bus.last_seq(name)
+    except JetgridError:
         return False
     return True
 

@@ -20,10 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.coordinator.connect import denied_or
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobCancelRequested, JobSubmitted, encode
+from jetgrid.events import JetgridError, JobCancelRequested, JobSubmitted
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
@@ -127,7 +126,6 @@ async def submit_job(request: Request) -> Response:
     auth.check_scope(request, pool=pool, model=None)
     key = request.headers.get("idempotency-key")
     job_id = req.id or (idempotent_id(key) if key else uuid.uuid4().hex)
-    assert gw.board is not None and gw.js is not None and gw.nc is not None
     existing = gw.board.get(job_id)
     if existing is not None and existing.jobs_seq is not None:
         return await _respond(gw, existing, wait, replayed=True)
@@ -144,20 +142,17 @@ async def submit_job(request: Request) -> Response:
         idempotency_key=key,
         submitter=request.headers.get("x-jetgrid-submitter"),
     )
-    subject = settings.subjects.submit(pool, req.model, job.priority)
     waiter = gw.board.waiter(job_id) if wait else None
     try:
-        ack = await gw.js.publish(
-            subject, encode(job, source=gw.source, id=job_id), headers={"Nats-Msg-Id": job_id}
-        )
-    except Exception as exc:
+        stored = await gw.bus.store(job, gw.speaker)
+    except JetgridError as exc:
         if waiter:
             gw.board.forget_waiter(job_id, waiter)
-        err = denied_or(gw.nc, exc, f"publish to {subject}")
-        log.error("submit of %s failed: %s", job_id, err)
-        raise HTTPError(503, f"Could not store the job on NATS: {err}.") from exc
-    body = {"id": job_id, "status": "queued", "seq": ack.seq, "subject": subject}
-    if ack.duplicate:
+        log.error("submit of %s failed: %s", job_id, exc)
+        raise HTTPError(503, f"Could not store the job on NATS: {exc}") from exc
+    subject = settings.subjects.submit(pool, req.model, job.priority)
+    body = {"id": job_id, "status": "queued", "seq": stored.seq, "subject": subject}
+    if stored.duplicate:
         body["duplicate"] = True
     if waiter is None:
         return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
@@ -171,7 +166,6 @@ async def submit_job(request: Request) -> Response:
 
 async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
-    assert gw.board is not None
     if wait and not view.terminal:
         fut = gw.board.waiter(view.job_id)
         with contextlib.suppress(TimeoutError):
@@ -185,7 +179,6 @@ async def find_job(request: Request) -> JobView:
     """The job named in the path, once the board has caught up with the log; 404 if unknown."""
     gw: Gateway = request.app.state.gateway
     job_id = request.path_params["job_id"]
-    assert gw.board is not None
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
     view = gw.board.get(job_id)
@@ -209,7 +202,6 @@ async def get_result(request: Request) -> Response:
     view = await find_job(request)
     wait = wait_param(request)
     if wait and not view.terminal:
-        assert gw.board is not None
         fut = gw.board.waiter(view.job_id)
         with contextlib.suppress(TimeoutError):
             view = await asyncio.wait_for(asyncio.shield(fut), timeout=wait)
@@ -238,21 +230,15 @@ async def cancel_job(request: Request) -> Response:
         raise HTTPError(
             409, f"Job {view.job_id!r} is already {view.status}; nothing to cancel.", field="job_id"
         )
-    assert gw.js is not None and gw.nc is not None
-    reason = request.query_params.get("reason")
     event = JobCancelRequested(
-        job_id=view.job_id, reason=reason, requested_by=request.headers.get("x-jetgrid-submitter")
+        job_id=view.job_id,
+        reason=request.query_params.get("reason"),
+        requested_by=request.headers.get("x-jetgrid-submitter"),
     )
-    subject = gw.settings.subjects.job_event(view.job_id, "cancel_requested")
     try:
-        await gw.js.publish(
-            subject,
-            encode(event, source=gw.source),
-            headers={"Nats-Msg-Id": f"{view.job_id}:cancel_requested"},
-        )
-    except Exception as exc:
-        err = denied_or(gw.nc, exc, f"publish to {subject}")
-        raise HTTPError(503, f"Could not store the cancel request on NATS: {err}.") from exc
+        await gw.bus.store(event, gw.speaker)
+    except JetgridError as exc:
+        raise HTTPError(503, f"Could not store the cancel request on NATS: {exc}") from exc
     body = job_out(view, gw.settings)
     body["cancel_requested"] = True
     return JSONResponse(body, status_code=202)
@@ -305,7 +291,6 @@ def select_jobs(
 async def list_jobs(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     filters, limit, cursor = list_params(request)
-    assert gw.board is not None
     views = [
         v
         for v in gw.board.jobs.values()

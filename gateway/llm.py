@@ -17,8 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from jetgrid.coordinator.connect import denied_or
-from jetgrid.events import JobSubmitted, encode
+from jetgrid.events import JetgridError, JobSubmitted
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.jobs import JobView
 
@@ -93,7 +92,6 @@ class LLMRun:
     async def start(self) -> None:
         """Subscribe to the job's tokens, then publish it (so no chunk is missed)."""
         gw, job = self.gw, self.job
-        assert gw.nc is not None and gw.js is not None and gw.board is not None
         settings = gw.settings
 
         async def on_token(msg: Any) -> None:
@@ -101,21 +99,15 @@ class LLMRun:
                 self.queue.put_nowait(("token", json.loads(msg.data)["text"]))
 
         if self.tokens:
-            self._sub = await gw.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
+            self._sub = await gw.bus.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
         self._waiter = gw.board.waiter(job.job_id)
         self._waiter.add_done_callback(self._on_done)
-        subject = settings.subjects.submit(job.pool, job.model)
         try:
-            await gw.js.publish(
-                subject,
-                encode(job, source=gw.source, id=job.job_id),
-                headers={"Nats-Msg-Id": job.job_id},
-            )
-        except Exception as exc:
+            await gw.bus.store(job, gw.speaker)
+        except JetgridError as exc:
             await self.close()
-            err = denied_or(gw.nc, exc, f"publish to {subject}")
-            log.error("submit of %s failed: %s", job.job_id, err)
-            raise HTTPError(503, f"Could not store the job on NATS: {err}.") from exc
+            log.error("submit of %s failed: %s", job.job_id, exc)
+            raise HTTPError(503, f"Could not store the job on NATS: {exc}") from exc
 
     def _on_done(self, fut: asyncio.Future[JobView]) -> None:
         if not fut.cancelled():

@@ -92,7 +92,6 @@ def _ns(a: datetime | None, b: datetime | None) -> int:
 def _served(request: Request, name: str) -> tuple[str, str]:
     """(model, pool) for a requested model name, or 404 in Ollama's words."""
     gw: Gateway = request.app.state.gateway
-    assert gw.fleet is not None
     live = gw.fleet.live_models()
     model = resolve_model(name, live)
     if model is None:
@@ -252,7 +251,6 @@ def _digest(name: str) -> str:
 
 async def tags(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    assert gw.fleet is not None
     models = [
         {
             "name": m,
@@ -269,7 +267,6 @@ async def tags(request: Request) -> Response:
 
 async def ps(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    assert gw.fleet is not None
     expires = _ts(datetime.now(UTC) + timedelta(minutes=5))
     models = [
         {
@@ -298,7 +295,6 @@ async def show(request: Request) -> Response:
         raise HTTPError(400, "field 'model': Field required", field="model")
     model, pool = _served(request, name)
     gw: Gateway = request.app.state.gateway
-    assert gw.fleet is not None
     backends = sorted(
         {w.backend or "" for w in gw.fleet.state.live(datetime.now(UTC)) if model in w.models}
     )

@@ -79,7 +79,6 @@ async def chat_completions(request: Request) -> Response:
         req = ChatCompletionReq.model_validate(await read_json(request))
     except ValidationError as exc:
         raise _bad(exc) from None
-    assert gw.fleet is not None
     live = gw.fleet.live_models()
     model = resolve_model(req.model, live)
     if model is None:
@@ -171,7 +170,6 @@ async def chat_completions(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    assert gw.fleet is not None
     data = [
         {"id": m, "object": "model", "created": 0, "owned_by": "jetgrid"}
         for m in auth.visible_models(request, gw.fleet.live_models())

@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 
 async def consumer_rows(gw: Gateway) -> list[dict[str, Any]]:
     """One row per (pool, model) consumer on the JOBS stream."""
-    assert gw.js is not None
     try:
-        infos = await gw.js.consumers_info(gw.settings.streams.jobs)
+        infos = await gw.bus.consumers_info(gw.settings.streams.jobs)
     except Exception as exc:
         raise HTTPError(503, f"Could not read consumer info from JetStream: {exc!r}.") from exc
     live = gw.fleet.state.live(datetime.now(UTC)) if gw.fleet else []

@@ -62,7 +62,6 @@ async def job_events(request: Request) -> Response:
     after = last_event_id(request)
     if view.terminal and view.terminal_seq is not None and after >= view.terminal_seq:
         return Response(b"retry: 1000\n\n", media_type="text/event-stream")  # nothing left
-    assert gw.js is not None and gw.nc is not None
     subjects, job_id = gw.settings.subjects, view.job_id
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -72,13 +71,13 @@ async def job_events(request: Request) -> Response:
     async def on_token(msg: Any) -> None:
         queue.put_nowait(("token", msg.data))
 
-    token_sub = await gw.nc.subscribe(subjects.tokens(job_id), cb=on_token)
+    token_sub = await gw.bus.nc.subscribe(subjects.tokens(job_id), cb=on_token)
     config = (
         ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
         if after
         else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     )
-    event_sub = await gw.js.subscribe(
+    event_sub = await gw.bus.js.subscribe(
         subjects.job_events(job_id),
         stream=gw.settings.streams.job_events,
         cb=on_event,

@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError, JobSubmitted, Subjects, decode, encode, encode_model
+from jetgrid.events import JetgridError, JobSubmitted, Subjects, encode_model
+from jetgrid.events.addressing import Speaker, event_name
 
 F = Callable[..., Any]
 
@@ -382,22 +383,19 @@ async def gateway(**flags: Any) -> None:
 async def provision(update: bool, **flags: Any) -> None:
     """Create or update jetgrid's streams (JOBS, JOB_EVENTS, WORKERS, INVALID, DEAD_LETTERS)
     and the tiers KV bucket. Idempotent."""
-    from jetgrid.coordinator.connect import checked, connect
+    from jetgrid.coordinator.bus import Bus
     from jetgrid.coordinator.provision import provision_deployment
 
     settings = _settings(**flags)
     _logging(settings)
-    nc = await connect(settings, name="jetgrid-provision")
+    bus = await Bus.connect(settings, name="jetgrid-provision")
     try:
-        report = await checked(
-            nc,
-            provision_deployment(
-                nc.jetstream(timeout=settings.nats_js_timeout_s), settings, update=update
-            ),
+        report = await bus.call(
+            provision_deployment(bus.js, settings, update=update),
             "provision streams (connect as the admin user)",
         )
     finally:
-        await nc.close()
+        await bus.close()
     for line in report.lines():
         click.echo(line)
 
@@ -474,7 +472,7 @@ async def submit(
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
-    from jetgrid.coordinator.connect import checked, connect
+    from jetgrid.coordinator.bus import Bus
 
     settings = _settings(**flags)
     _logging(settings)
@@ -500,48 +498,23 @@ async def submit(
         priority=priority,  # type: ignore[arg-type]
         timeout_s=timeout_s,
     )
-    subj = settings.subjects
-    nc = await connect(settings, name="jetgrid-submit")
+    bus = await Bus.connect(settings, name="jetgrid-submit")
     try:
-        sub = await nc.subscribe(subj.job_events(job.job_id)) if wait else None
-        ack = await checked(
-            nc,
-            nc.jetstream(timeout=settings.nats_js_timeout_s).publish(
-                subj.submit(pool, model, priority),
-                encode(job, source="jetgrid/cli", id=job.job_id),
-                headers={"Nats-Msg-Id": job.job_id},
-            ),
-            f"publish to {subj.submit(pool, model, priority)}",
-        )
-        click.echo(json.dumps({"id": job.job_id, "seq": ack.seq, "status": "queued"}))
-        if sub is None:
-            return
-        deadline = asyncio.get_running_loop().time() + wait  # type: ignore[operator]
-        while True:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                raise click.ClickException(f"No outcome for job {job.job_id} within {wait} s.")
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except Exception:
-                continue
-            _, name = subj.parse_job_event(msg.subject)
-            if name in ("completed", "failed", "cancelled", "dead"):
-                ev = decode(msg.data).event
-                click.echo(
-                    json.dumps(
-                        {
-                            "id": job.job_id,
-                            "status": name,
-                            **ev.model_dump(mode="json", exclude={"type", "version", "job_id"}),
-                        }
-                    )
-                )
-                if name != "completed":
-                    sys.exit(1)
+        async with bus.follow_job(job.job_id) as follower:
+            stored = await bus.store(job, Speaker.service("cli"))
+            click.echo(json.dumps({"id": job.job_id, "seq": stored.seq, "status": "queued"}))
+            if wait is None:
                 return
+            outcome = await follower.outcome(wait)
     finally:
-        await nc.close()
+        await bus.close()
+    if outcome is None:
+        raise click.ClickException(f"No outcome for job {job.job_id} within {wait} s.")
+    fields = outcome.event.model_dump(mode="json", exclude={"type", "version", "job_id"})
+    name = event_name(outcome.event)
+    click.echo(json.dumps({"id": job.job_id, "status": name, **fields}))
+    if name != "completed":
+        sys.exit(1)
 
 
 @main.command("model-token")

@@ -112,7 +112,7 @@ async def audit(
     (base rate x tier factor) over event time. A claim is above budget when the worker's tier had
     factor 0 for longer than --grace, or (with a base rate) when the bucket had no token.
     """
-    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.bus import Bus
     from jetgrid.events import parse_time
     from jetgrid.events.errors import InvalidEvent
     from jetgrid.projections.audit import BudgetRule, report_worker
@@ -133,11 +133,11 @@ async def audit(
         grace_s=grace,
         default_factor=config.policy.probation_factor,
     )
-    nc = await connect(settings, name="jetgrid-audit")
+    bus = await Bus.connect(settings, name="jetgrid-audit")
     try:
-        log = await gather(settings, nc, config, until=end)
+        log = await gather(settings, bus, config, until=end)
     finally:
-        await nc.close()
+        await bus.close()
     workers = [
         report_worker(
             w, rule, start.timestamp() if start else None, end.timestamp() if end else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
@@ -11,8 +10,8 @@ import click
 
 from jetgrid.cli import _settings as settings_of
 from jetgrid.cli import nats_options, run_async
-from jetgrid.coordinator.delivery import cancel_request
-from jetgrid.events import TERMINAL_NAMES, decode
+from jetgrid.events import JobCancelRequested
+from jetgrid.events.addressing import Speaker, event_name
 
 
 @click.command()
@@ -34,31 +33,24 @@ async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: A
     `cancelled`, unless it had already finished, in which case nothing changes.
     """
     from jetgrid.cli import _logging
-    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.bus import Bus
 
     settings = settings_of(**flags)
     _logging(settings)
-    subject, body, msg_id = cancel_request(settings.subjects, job_id, reason, "cli")
-    nc = await connect(settings, name="jetgrid-cancel")
+    request = JobCancelRequested(job_id=job_id, reason=reason, requested_by="cli")
+    bus = await Bus.connect(settings, name="jetgrid-cancel")
     try:
-        sub = await nc.subscribe(settings.subjects.job_events(job_id)) if wait else None
-        ack = await nc.jetstream().publish(subject, body, headers={"Nats-Msg-Id": msg_id})
-        click.echo(json.dumps({"id": job_id, "cancel_requested": True, "seq": ack.seq}))
-        if sub is None:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait  # type: ignore[operator]
-        while (left := deadline - loop.time()) > 0:
-            try:
-                msg = await sub.next_msg(timeout=left)
-            except Exception:
-                continue
-            _, name = settings.subjects.parse_job_event(msg.subject)
-            if name in TERMINAL_NAMES:
-                ev = decode(msg.data).event
-                click.echo(json.dumps({"id": job_id, "status": name,
-                                       "reason": getattr(ev, "reason", None)}))  # fmt: skip
-                sys.exit(0 if name == "cancelled" else 1)
-        raise click.ClickException(f"No outcome for job {job_id} within {wait} s.")
+        async with bus.follow_job(job_id) as follower:
+            stored = await bus.store(request, Speaker.service("cli"))
+            click.echo(json.dumps({"id": job_id, "cancel_requested": True, "seq": stored.seq}))
+            if wait is None:
+                return
+            outcome = await follower.outcome(wait)
     finally:
-        await nc.close()
+        await bus.close()
+    if outcome is None:
+        raise click.ClickException(f"No outcome for job {job_id} within {wait} s.")
+    name = event_name(outcome.event)
+    reason = getattr(outcome.event, "reason", None)
+    click.echo(json.dumps({"id": job_id, "status": name, "reason": reason}))
+    sys.exit(0 if name == "cancelled" else 1)

@@ -169,7 +169,7 @@ async def demo(
     summary. Without a reachable NATS (and no --nats-url), it starts a private one.
     """
     from jetgrid import credentials
-    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.bus import Bus
     from jetgrid.coordinator.errors import NatsUnavailable
     from jetgrid.coordinator.provision import ensure_tiers_bucket, provision_streams
     from jetgrid.demo import Fleet, FleetOptions
@@ -194,7 +194,7 @@ async def demo(
     fleet: Fleet | None = None
     try:
         try:
-            nc = await connect(settings, name="jetgrid-demo-setup")
+            bus = await Bus.connect(settings, name="jetgrid-demo-setup")
             where = f"NATS {settings.nats_url}"
         except NatsUnavailable:
             if explicit_url:
@@ -207,8 +207,8 @@ async def demo(
                 f"No NATS at the default address; started a private one at {server.url} "
                 "(removed at the end). Run `jetgrid up` first to watch it there instead."
             )
-            nc = await connect(settings, name="jetgrid-demo-setup")
-        js = nc.jetstream()
+            bus = await Bus.connect(settings, name="jetgrid-demo-setup")
+        js = bus.js
         try:
             specs = stream_specs(settings.subjects, settings.streams)
             await provision_streams(js, specs)
@@ -227,7 +227,7 @@ async def demo(
                 projector = await open_projector(own, fold_config(own, tick_s=0.5))
                 where += ", the demo's own projector"
         finally:
-            await nc.close()
+            await bus.close()
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

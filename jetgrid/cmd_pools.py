@@ -62,16 +62,16 @@ async def pools(as_json: bool, **flags: Any) -> None:
     signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
     than the pool's cold_wait_s). Read straight from JetStream; needs no gateway.
     """
-    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.bus import Bus
     from jetgrid.coordinator.pool_status import read_pool_status
 
     settings = _settings(**flags)
     _logging(settings)
-    nc = await connect(settings, name="jetgrid-pools")
+    bus = await Bus.connect(settings, name="jetgrid-pools")
     try:
-        rows = await read_pool_status(nc.jetstream(), settings, time.time())
+        rows = await read_pool_status(bus, settings, time.time())
     finally:
-        await nc.close()
+        await bus.close()
     if as_json:
         click.echo(json.dumps({"pools": [r.to_json() for r in rows]}, indent=2))
     else:

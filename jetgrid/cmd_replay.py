@@ -84,7 +84,7 @@ async def replay(
     same positions always gives the same digest, and so does the live projector's database at
     those positions. Nothing is published (no KV puts, no invalid records).
     """
-    from jetgrid.coordinator.connect import connect
+    from jetgrid.coordinator.bus import Bus
     from jetgrid.events import parse_time
     from jetgrid.events.errors import InvalidEvent
     from jetgrid.projections.runner import fold_config
@@ -104,11 +104,11 @@ async def replay(
     _logging(settings)
     config = fold_config(settings)
     store = Store(url)
-    nc = await connect(settings, name="jetgrid-replay")
+    bus = await Bus.connect(settings, name="jetgrid-replay")
     try:
         if quiet:
             result = await run_replay(
-                settings, store, nc, config, until_seq=caps, until_time=until_time
+                settings, store, bus, config, until_seq=caps, until_time=until_time
             )
         else:
             from rich.progress import (
@@ -133,7 +133,7 @@ async def replay(
                 result = await run_replay(
                     settings,
                     store,
-                    nc,
+                    bus,
                     config,
                     until_seq=caps,
                     until_time=until_time,
@@ -148,5 +148,5 @@ async def replay(
     except InvalidEvent as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        await nc.close()
+        await bus.close()
         await store.close()

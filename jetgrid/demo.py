@@ -13,7 +13,6 @@ The rendering (rich) lives in jetgrid/cmd_demo.py; this module only counts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -22,13 +21,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, decode, encode
+from jetgrid.events import JetgridError, JobSubmitted, decode
+from jetgrid.events.addressing import Speaker
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend
 
@@ -135,14 +134,14 @@ class Fleet:
         self.settled_at: float | None = None  # when every worker had left probation
         self._jobs: dict[str, tuple[float, str]] = {}  # job id -> (submitted at, status)
         self._rng = random.Random(o.seed)
-        self._nc: NATS | None = None
+        self._bus: Bus | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._feeding = True
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        self._nc = await connect(self.settings, name="jetgrid-demo")
-        await self._nc.subscribe(self.settings.subjects.job_events(), cb=self._on_event)
+        self._bus = await Bus.connect(self.settings, name="jetgrid-demo")
+        await self._bus.nc.subscribe(self.settings.subjects.job_events(), cb=self._on_event)
         self.started_at = self.clock()
         for w in self.workers:
             self._tasks.append(asyncio.create_task(w.run(), name=w.id))
@@ -154,9 +153,8 @@ class Fleet:
         for w in self.workers:
             w.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
+        if self._bus is not None:
+            await self._bus.close()
 
     # -- the job stream ---------------------------------------------------------------------
     def _job(self) -> JobSubmitted:
@@ -174,26 +172,22 @@ class Fleet:
 
     async def _feed(self) -> None:
         """Keep `backlog` jobs waiting: a saturated queue that stays small."""
-        assert self._nc is not None
-        js = self._nc.jetstream()
+        bus = self._bus
+        assert bus is not None
         o, s = self.options, self.settings
-        subject = s.subjects.submit(o.pool, o.model)
+        speaker = Speaker.service("demo")
         consumer = consumer_name(o.pool, o.model)
         while self._feeding:
             try:
-                info = await js.consumer_info(s.streams.jobs, consumer)
+                info = await bus.consumer_info(s.streams.jobs, consumer)
                 self.backlog = info.num_pending
                 for _ in range(max(0, o.backlog - info.num_pending)):
                     job = self._job()
                     self._jobs[job.job_id] = (self.clock(), "queued")
                     self.status["queued"] += 1
                     self.submitted += 1
-                    await js.publish(
-                        subject,
-                        encode(job, source="jetgrid/demo", id=job.job_id),
-                        headers={"Nats-Msg-Id": job.job_id},
-                    )
-            except Exception as exc:  # NATS busy or away: the stream resumes on the next round
+                    await bus.store(job, speaker)
+            except JetgridError as exc:  # NATS busy or away: the stream resumes on the next round
                 log.warning("demo job stream: %s", exc)
             self._check_settled()
             await asyncio.sleep(0.2)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from jetgrid import credentials
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_deployment, wait_for_jetstream
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import ConfigError
@@ -107,12 +107,12 @@ async def run_up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        nc = await connect(_as(settings, creds, "admin"), name="jetgrid-up-provision")
+        bus = await Bus.connect(_as(settings, creds, "admin"), name="jetgrid-up-provision")
         try:
-            await wait_for_jetstream(nc.jetstream())
-            report = await provision_deployment(nc.jetstream(), settings)
+            await wait_for_jetstream(bus.js)
+            report = await provision_deployment(bus.js, settings)
         finally:
-            await nc.close()
+            await bus.close()
         for line in report.lines():
             log.info(line)
         projector = await open_projector(_as(settings, creds, "projector"))

@@ -32,7 +32,6 @@ unless enabled, and NATS permissions decide who may publish it directly.
 from __future__ import annotations
 
 import ast
-import asyncio
 import base64
 import functools
 import inspect
@@ -47,11 +46,10 @@ import cloudpickle
 
 from jetgrid.coordinator.routing import PYTHON_MODEL, route_job
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError, JobSubmitted, Subjects, decode, encode
+from jetgrid.events import JetgridError, JobSubmitted
+from jetgrid.events.addressing import Speaker, event_name
 
 __all__ = ["RemoteError", "RemoteFunction", "RemoteJobFailed", "RemoteResult", "remote"]
-
-TERMINAL = ("completed", "failed", "cancelled", "dead")
 
 
 class RemoteError(JetgridError):
@@ -159,46 +157,40 @@ class RemoteFunction:
 
     async def call(self, *args: Any, **kwargs: Any) -> RemoteResult:
         """Run remotely; the value with the captured stdout and stderr."""
-        from jetgrid.coordinator.connect import connect
+        from jetgrid.coordinator.bus import Bus
 
         settings = self._settings()
         job = self.job(args, kwargs, settings)
-        subjects = settings.subjects
-        nc = await connect(settings, name=f"jetgrid-remote-{self.fn.__name__}")
+        bus = await Bus.connect(settings, name=f"jetgrid-remote-{self.fn.__name__}")
         try:
-            sub = await nc.subscribe(subjects.job_events(job.job_id))
-            await nc.jetstream().publish(
-                subjects.submit(job.pool, PYTHON_MODEL),
-                encode(job, source="jetgrid/remote", id=job.job_id),
-                headers={"Nats-Msg-Id": job.job_id},
-            )
-            wait = None if self.timeout_s is None else self.timeout_s + 300.0
-            return await asyncio.wait_for(self._outcome(sub, job.job_id, subjects), wait)
+            async with bus.follow_job(job.job_id) as follower:
+                await bus.store(job, Speaker.service("remote"))
+                wait = None if self.timeout_s is None else self.timeout_s + 300.0
+                outcome = await follower.outcome(wait)
         finally:
-            await nc.close()
+            await bus.close()
+        if outcome is None:
+            raise TimeoutError(f"No outcome for remote job {job.job_id} within {wait} s.")
+        return self._result(job.job_id, outcome.event)
 
-    async def _outcome(self, sub: Any, job_id: str, subjects: Subjects) -> RemoteResult:
-        while True:
-            msg = await sub.next_msg(timeout=None)
-            _, name = subjects.parse_job_event(msg.subject)
-            if name not in TERMINAL:
-                continue
-            ev = decode(msg.data).event
-            if name != "completed":
-                reason = getattr(ev, "reason", None) or name
-                raise RemoteJobFailed(job_id, name, reason, getattr(ev, "error_type", None))
-            out = ev.output or {}
-            stdout, stderr = out.get("stdout", ""), out.get("stderr", "")
-            if out.get("ok"):
-                return RemoteResult(unpack(out["result"]), stdout, stderr, job_id)
-            error = out.get("error") or {}
-            remote_exc = None
-            if error.get("pickled"):
-                try:
-                    remote_exc = unpack(error["pickled"])
-                except Exception:  # its class does not exist here: the text is enough
-                    remote_exc = None
-            raise RemoteError(error, stdout, stderr) from remote_exc
+    def _result(self, job_id: str, ev: Any) -> RemoteResult:
+        """The value a terminal event carries, or the error it reports, raised."""
+        name = event_name(ev)
+        if name != "completed":
+            reason = getattr(ev, "reason", None) or name
+            raise RemoteJobFailed(job_id, name, reason, getattr(ev, "error_type", None))
+        out = ev.output or {}
+        stdout, stderr = out.get("stdout", ""), out.get("stderr", "")
+        if out.get("ok"):
+            return RemoteResult(unpack(out["result"]), stdout, stderr, job_id)
+        error = out.get("error") or {}
+        remote_exc = None
+        if error.get("pickled"):
+            try:
+                remote_exc = unpack(error["pickled"])
+            except Exception:  # its class does not exist here: the text is enough
+                remote_exc = None
+        raise RemoteError(error, stdout, stderr) from remote_exc
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return (await self.call(*args, **kwargs)).value

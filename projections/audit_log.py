@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nats.aio.client import Client as NATS
-
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
@@ -102,12 +101,11 @@ class AuditLog:
 
 
 async def gather(
-    settings: Settings, nc: NATS, config: FoldConfig, until: datetime | None = None
+    settings: Settings, bus: Bus, config: FoldConfig, until: datetime | None = None
 ) -> AuditLog:
     """Read the three streams (to `until`, if given) into an AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
-    js = nc.jetstream()
     for logical, (stream, subject) in _filters(settings).items():
-        last = (await js.stream_info(stream)).state.last_seq
-        await _replay_stream(js, audit, logical, stream, subject, last, until, 20_000, None)  # type: ignore[arg-type]
+        last = await bus.last_seq(stream)
+        await _replay_stream(bus.js, audit, logical, stream, subject, last, until, 20_000, None)  # type: ignore[arg-type]
     return audit

@@ -30,17 +30,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from jetgrid.coordinator.aio import cancel_and_wait
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.tiers import load_policy
-from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage, encode
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage
+from jetgrid.events.addressing import Speaker
 from jetgrid.events.codec import decode_submission
 from jetgrid.events.errors import ConfigError, InvalidEvent
 from jetgrid.projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
@@ -54,7 +54,7 @@ log = logging.getLogger("jetgrid.projector")
 BATCH_MAX = 2_000
 HIGH_WATER = 50_000
 KEEP_JOBS = 50_000
-SOURCE = "jetgrid/projector"
+SPEAKER = Speaker.service("projector")
 
 
 def fold_config(settings: Settings, tick_s: float = 1.0) -> FoldConfig:
@@ -159,7 +159,7 @@ class Projector(Folder):
         self,
         settings: Settings,
         store: Store,
-        nc: NATS,
+        bus: Bus,
         config: FoldConfig | None = None,
         *,
         publish: bool = True,
@@ -167,8 +167,8 @@ class Projector(Folder):
     ) -> None:
         self.config = config or fold_config(settings)
         super().__init__(settings, store, Fold(settings.subjects, self.config))
-        self.nc = nc
-        self.js: JetStreamContext = nc.jetstream()
+        self.bus = bus
+        self.js: JetStreamContext = bus.js
         self.publish = publish
         self.batch_max = batch_max
         self.stats = ProjectorStats()
@@ -217,8 +217,7 @@ class Projector(Folder):
         """stop(), then close the connection and the store if open_projector opened them."""
         await self.stop()
         if self._owned:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+            await self.bus.close()
             await self.store.close()
 
     async def _resume(self) -> None:
@@ -238,8 +237,8 @@ class Projector(Folder):
         for logical, (stream, subject) in _filters(self.settings).items():
             start = self.fold.positions.get(logical, 0) + 1
             try:
-                await self.js.stream_info(stream)
-            except NotFoundError:
+                await self.bus.last_seq(stream)
+            except NotFound:
                 raise ConfigError(
                     f"Stream {stream} does not exist; run `jetgrid provision` (or `jetgrid up`)."
                 ) from None
@@ -338,7 +337,7 @@ class Projector(Folder):
         """Wait until the positions reach the streams' last sequences as of now."""
         targets = {}
         for logical, (stream, _) in _filters(self.settings).items():
-            targets[logical] = (await self.js.stream_info(stream)).state.last_seq
+            targets[logical] = await self.bus.last_seq(stream)
         await self.wait_for(targets, within)
         return targets
 
@@ -350,25 +349,22 @@ class Projector(Folder):
         if not self.publish:
             return
         for inv in changes.invalid:
-            subject = self.settings.subjects.invalid(inv.stream)
             record = InvalidMessage.of(
                 inv.data,
                 stream=inv.stream,
                 subject=inv.subject,
                 seq=inv.seq,
                 reason=inv.reason,
-                detected_by=SOURCE,
+                detected_by=SPEAKER.source,
                 headers={k: v for k, v in inv.headers.items() if isinstance(v, str)},
             )
-            msg_id = f"invalid:{inv.stream}:{inv.seq}"
-            await self.js.publish(
-                subject, encode(record, source=SOURCE, id=msg_id), headers={"Nats-Msg-Id": msg_id}
-            )
+            await self.bus.store(record, SPEAKER)
             log.info("invalid %s message at seq %s: %s", inv.stream, inv.seq, inv.reason)
 
     async def _bucket(self) -> Any:
         if self._kv is None:
-            self._kv = await self.js.key_value(self.settings.tiers_bucket)
+            bucket = self.settings.tiers_bucket
+            self._kv = await self.bus.call(self.js.key_value(bucket), f"open bucket {bucket}")
         return self._kv
 
     async def _reconcile_kv(self) -> None:
@@ -376,7 +372,7 @@ class Projector(Folder):
         self._published = {}
         try:
             kv = await self._bucket()
-        except (BucketNotFoundError, NotFoundError):
+        except NotFound:
             log.warning(
                 "tiers bucket %s is missing; run `jetgrid provision`", self.settings.tiers_bucket
             )
@@ -406,8 +402,8 @@ class Projector(Folder):
             want = (view.tier, self.fold.factor(view.tier))
             if self._published.get(view.worker_id) == want:
                 continue
-            value = kv_value(view, self.fold)
-            await self._kv.put(view.worker_id, json.dumps(value, separators=(",", ":")).encode())
+            value = json.dumps(kv_value(view, self.fold), separators=(",", ":")).encode()
+            await self.bus.put(self.settings.tiers_bucket, view.worker_id, value)
             self._published[view.worker_id] = want
             self.stats.kv_puts += 1
 
@@ -418,9 +414,9 @@ async def open_projector(
     """Connect, open the store at Settings.database_url, and start a projector; close() it."""
     if settings.database_url.startswith("sqlite") and settings.db_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    nc = await connect(settings, name="jetgrid-projector")
+    bus = await Bus.connect(settings, name="jetgrid-projector")
     store = Store(settings.database_url)
-    projector = Projector(settings, store, nc, config, batch_max=batch_max)
+    projector = Projector(settings, store, bus, config, batch_max=batch_max)
     projector._owned = True
     try:
         await projector.start()
@@ -446,7 +442,7 @@ class ReplayResult:
 async def replay(
     settings: Settings,
     store: Store,
-    nc: NATS,
+    bus: Bus,
     config: FoldConfig | None = None,
     *,
     until_seq: Mapping[str, int] | None = None,
@@ -469,17 +465,16 @@ async def replay(
             f"Replay needs a fresh database, but {store.url!r} already holds read models."
         )
     folder = Folder(settings, store, Fold(settings.subjects, config))
-    js = nc.jetstream()
     targets: dict[str, int] = {}
     for logical, (stream, _) in _filters(settings).items():
-        last = (await js.stream_info(stream)).state.last_seq
+        last = await bus.last_seq(stream)
         cap = (until_seq or {}).get(logical)
         targets[logical] = last if cap is None else min(last, cap)
     t0 = time.perf_counter()
     total = 0
     for logical, (stream, subject) in _filters(settings).items():
         total += await _replay_stream(
-            js, folder, logical, stream, subject, targets[logical], until_time, batch_max,
+            bus.js, folder, logical, stream, subject, targets[logical], until_time, batch_max,
             progress,
         )  # fmt: skip
     seconds = time.perf_counter() - t0

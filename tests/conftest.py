@@ -19,6 +19,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Envelope, decode, stream_specs
@@ -60,6 +61,12 @@ async def nc(settings: Settings) -> AsyncIterator[NATS]:
     conn = await nats.connect(settings.nats_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def bus(settings: Settings, nc: NATS) -> Bus:
+    """The test's connection, as the adapter every component publishes through."""
+    return Bus(nc, settings)
 
 
 @pytest.fixture

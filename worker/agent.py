@@ -26,15 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import MaxPayloadError
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from jetgrid.coordinator.affinity import AffinityPolicy
 from jetgrid.coordinator.aio import cancel_and_wait
-from jetgrid.coordinator.connect import checked, connect, connection_continuity
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
 from jetgrid.coordinator.delivery import (
     CLOCK_MARGIN_S,
@@ -47,9 +43,8 @@ from jetgrid.coordinator.delivery import (
     is_recording_delivery,
     keepalive_period,
     next_pull,
-    terminal_msg_id,
 )
-from jetgrid.coordinator.errors import PermissionDenied
+from jetgrid.coordinator.errors import PayloadTooLarge, PermissionDenied
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
@@ -59,6 +54,7 @@ from jetgrid.events import (
     Event,
     InvalidEvent,
     InvalidMessage,
+    JetgridError,
     JobCancelled,
     JobCancelRequested,
     JobClaimed,
@@ -77,6 +73,7 @@ from jetgrid.events import (
     decode_submission,
     encode,
 )
+from jetgrid.events.addressing import Speaker
 from jetgrid.worker.backends.base import Backend, RunContext
 from jetgrid.worker.deadletter import DeadLetterWatcher, last_retry_reason
 from jetgrid.worker.errors import BackendError, TransientError
@@ -162,11 +159,10 @@ class Worker:
         self.backend = backend
         self.clock = clock
         self.id = options.worker_id
-        self.source = f"jetgrid/worker/{self.id}"
         self.boot_id = uuid.uuid4().hex[:12]
+        self.speaker = Speaker.worker(self.id, self.boot_id)
         self.counters = Counters()
-        self.nc: NATS | None = None
-        self.js: JetStreamContext | None = None
+        self.bus: Bus | None = None
         self._pullers: list[Puller] = []
         self._models: dict[str, str] = {}  # consumer name -> model
         self._affinity: AffinityGate | None = None
@@ -224,32 +220,21 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until stop() (or, in burst mode, until every consumer is empty)."""
-        self.nc = await connect(self.settings, name=f"jetgrid-worker-{self.id}")
-        self.js = self.nc.jetstream(timeout=self.settings.nats_js_timeout_s)
+        self.bus = bus = await Bus.connect(self.settings, name=f"jetgrid-worker-{self.id}")
         try:
             # A refusal (wrong credentials for this worker id) is a clear PermissionDenied, not
             # a hang; anything else is retried while NATS fails over.
-            registered = self.settings.subjects.worker_event(self.id, "registered")
-            await self._patiently(
-                lambda: checked(
-                    self.nc,
-                    self._publish_event(self._registered(), wait=True),
-                    f"publish to {registered}",
-                ),
-                "register",
-            )
+            await self._patiently(lambda: bus.store(self._registered(), self.speaker), "register")
             spec_models = [m for m in self.options.models for _ in PRIORITIES]
             for model, spec in zip(spec_models, self.specs, strict=True):
                 await self._patiently(
-                    lambda spec=spec: checked(
-                        self.nc,
-                        ensure_consumer(self.js, spec),
-                        f"use consumer {spec.stream}/{spec.name}",
+                    lambda spec=spec: bus.call(
+                        ensure_consumer(bus.js, spec), f"use consumer {spec.stream}/{spec.name}"
                     ),
                     f"bind {spec.name}",
                 )
                 puller = Puller(
-                    self.nc,
+                    bus.nc,
                     spec.stream,
                     spec.name,
                     self._on_message,
@@ -260,7 +245,7 @@ class Worker:
                 self._pullers.append(puller)
                 self._by_priority[spec.priority].append(puller)
                 self._models[spec.name] = model
-            self._affinity = AffinityGate(self.js, self.backend, AffinityPolicy.for_pool(self.pool))
+            self._affinity = AffinityGate(bus, self.backend, AffinityPolicy.for_pool(self.pool))
             await self._start_backend()
             await self._listen_for_cancels()
             watcher = await self._start_dead_letter_watcher()
@@ -278,28 +263,14 @@ class Worker:
             for p in self._pullers:
                 await p.stop()
             await self.backend.close()
-            await self._close_connection()
-
-    async def _close_connection(self) -> None:
-        """Flush what was published (acks and results), then drain the connection, bounded: a
-        subscription whose queue nobody reads any more would otherwise hold the process for
-        nats-py's whole drain timeout (30 s) after a SIGTERM."""
-        assert self.nc is not None
-        with contextlib.suppress(Exception):
-            await self.nc.flush(timeout=2)
-        try:
-            await asyncio.wait_for(self.nc.drain(), timeout=self.CLOSE_TIMEOUT_S)
-        except Exception as exc:  # TimeoutError, or the connection already gone
-            log.info("connection did not drain (%r); closing it", exc)
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+            await bus.close(self.CLOSE_TIMEOUT_S)
 
     async def _start_dead_letter_watcher(self) -> asyncio.Task[None] | None:
         if not self.options.dead_letters:
             return None
-        assert self.nc is not None
+        assert self.bus is not None
         watcher = DeadLetterWatcher(
-            self.settings, self.nc, name=f"worker/{self.id}/deadletter", worker_id=self.id
+            self.settings, self.bus, name=f"worker/{self.id}/deadletter", worker_id=self.id
         )
 
         async def watch() -> None:
@@ -408,9 +379,9 @@ class Worker:
         }
 
     async def _consumers_empty(self) -> bool:
-        assert self.js is not None
+        assert self.bus is not None
         for spec in self.specs:
-            info = await self.js.consumer_info(spec.stream, spec.name)
+            info = await self.bus.consumer_info(spec.stream, spec.name)
             if info.num_pending or info.num_ack_pending:
                 return False
         return True
@@ -455,11 +426,11 @@ class Worker:
         if is_recording_delivery(attempt, self.pool):
             await self._record_dead(msg, job, seq)
             return
-        assert self.nc is not None
+        assert self.bus is not None
         ctx = RunContext(
             worker_id=self.id,
             attempt=attempt,
-            emit=TokenPublisher(self.nc, self.settings.subjects.tokens(job.job_id), job.job_id),
+            emit=TokenPublisher(self.bus, self.settings.subjects.tokens(job.job_id), job.job_id),
         )
         self._in_flight[job.job_id] = ctx
         self.counters.claimed += 1
@@ -472,17 +443,13 @@ class Worker:
                     attempt=attempt,
                     jobs_seq=seq,
                     tier_factor=self.gate.factor,
-                ),
-                f"{job.job_id}:claimed:{attempt}",
+                )
             )
             if await self._cancel_requested(job.job_id, ctx, md.timestamp):
                 await self._finish(msg, self._cancelled(job, attempt, "cancelled before start"))
                 self.counters.cancelled += 1
                 return
-            await self._job_event(
-                JobStarted(job_id=job.job_id, worker_id=self.id, attempt=attempt),
-                f"{job.job_id}:started:{attempt}",
-            )
+            await self._job_event(JobStarted(job_id=job.job_id, worker_id=self.id, attempt=attempt))
             await self._run(msg, job, ctx, attempt)
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
@@ -580,10 +547,10 @@ class Worker:
     # -- cancels -------------------------------------------------------------------------
     async def _listen_for_cancels(self) -> None:
         """Core-NATS subscription to every job's cancel_requested (stored in JOB_EVENTS too)."""
-        assert self.nc is not None
+        assert self.bus is not None
         subject = f"{self.settings.subjects.prefix}.job.*.cancel_requested"
-        await self.nc.subscribe(subject, cb=self._on_cancel)
-        await self.nc.flush()  # the server has the subscription: it hears from now on
+        await self.bus.nc.subscribe(subject, cb=self._on_cancel)
+        await self.bus.flush()  # the server has the subscription: it hears from now on
         self._cancels_heard_since = time.time()
 
     async def _on_cancel(self, msg: Msg) -> None:
@@ -626,25 +593,22 @@ class Worker:
         up only when the live listener may have missed it: coordinator.delivery)."""
         if ctx.cancelled.is_set() or job_id in self._cancels:
             return True
-        assert self.nc is not None
-        listening = max(self._cancels_heard_since, connection_continuity(self.nc).since)
+        assert self.bus is not None
+        listening = max(self._cancels_heard_since, self.bus.continuity.since)
         margin = self.cancel_clock_margin_s
         if submitted is not None and cancel_heard_live(submitted.timestamp(), listening, margin):
             return False
         self.counters.cancel_lookups += 1
-        assert self.js is not None
         subject = self.settings.subjects.job_event(job_id, "cancel_requested")
         try:
-            stored = await self.js.get_last_msg(
-                self.settings.streams.job_events, subject, direct=True
-            )
-        except NotFoundError:
-            return False
-        except Exception as exc:  # NATS slow or away: run the job rather than stall it
+            stored = await self.bus.last_message(self.settings.streams.job_events, subject)
+        except JetgridError as exc:  # NATS slow or away: run the job rather than stall it
             log.info("could not check job %s for a cancel request: %s", job_id, exc)
             return False
+        if stored is None:
+            return False
         try:
-            return self._cancel_target(subject, stored.data or b"") is not None
+            return self._cancel_target(subject, stored.data) is not None
         except Exception:
             return False
 
@@ -667,35 +631,30 @@ class Worker:
             log.debug("job %s: outcome not stored, handed back", job_id)
 
     async def _store_terminal(self, event: Event) -> bool:
-        """Publish a terminal event with ``Nats-Msg-Id: <job>:terminal``; False if NATS stayed
-        away through five tries."""
+        """Store a terminal event (``Nats-Msg-Id: <job>:terminal``, events.addressing); False
+        if NATS stayed away through five tries."""
+        assert self.bus is not None
         job_id: str = event.job_id  # type: ignore[attr-defined]
-        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
-        subject = self.settings.subjects.job_event(job_id, name, self.id)
-        msg_id = terminal_msg_id(job_id)
-        data = encode(event, source=self.source, id=msg_id)
         for attempt in range(5):
             try:
-                assert self.js is not None
-                ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-                if ack.duplicate:
+                stored = await self.bus.store(event, self.speaker)
+                if stored.duplicate:
                     self.counters.duplicates += 1
                 break
-            except MaxPayloadError:
+            except PayloadTooLarge:
                 # The outcome itself is too big to store: record that, not a retry loop.
                 if not isinstance(event, JobCompleted):
                     raise
+                size = len(encode(event, source=self.speaker.source))
                 event = JobFailed(
                     job_id=job_id,
                     worker_id=event.worker_id,
                     attempt=event.attempt,
-                    reason=f"the output ({len(data)} bytes) exceeds the NATS max_payload",
+                    reason=f"the output ({size} bytes) exceeds the NATS max_payload",
                     error_type="output_too_large",
                 )
-                subject = self.settings.subjects.job_event(job_id, "failed", self.id)
-                data = encode(event, source=self.source, id=msg_id)
-            except Exception as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
-                log.warning("storing %s of job %s failed (%s); retrying", name, job_id, exc)
+            except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
+                log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)  # type: ignore[attr-defined]
                 await asyncio.sleep(0.2 * 2**attempt)
         else:
             return False
@@ -728,8 +687,7 @@ class Worker:
                 attempt=attempt,
                 reason=reason,
                 delay_s=decision.delay_s,
-            ),
-            f"{job.job_id}:retrying:{attempt}",
+            )
         )
         await msg.nak(delay=decision.delay_s)
 
@@ -739,8 +697,8 @@ class Worker:
         advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
         cannot be stored, the nak still lets the advisory make it dead."""
         runs = self.pool.max_deliver
-        assert self.js is not None
-        last_error = await last_retry_reason(self.js, self.settings, job.job_id)
+        assert self.bus is not None
+        last_error = await last_retry_reason(self.bus, self.settings, job.job_id)
         stored = await self._store_terminal(
             JobDead(
                 job_id=job.job_id,
@@ -763,49 +721,28 @@ class Worker:
             subject=msg.subject,
             seq=seq,
             reason=reason,
-            detected_by=self.source,
+            detected_by=self.speaker.source,
             headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
         )
-        msg_id = f"invalid:{JOBS}:{seq}"
-        assert self.js is not None
-        await self.js.publish(
-            self.settings.subjects.invalid(JOBS),
-            encode(record, source=self.source, id=msg_id),
-            headers={"Nats-Msg-Id": msg_id},
-        )
+        assert self.bus is not None
+        await self.bus.store(record, self.speaker)
         await msg.term()
         log.info("rejected JOBS seq %s: %s", seq, reason)
 
     # -- events --------------------------------------------------------------------------
-    async def _job_event(self, event: Event, msg_id: str) -> None:
+    async def _job_event(self, event: Event) -> None:
         """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
-        assert self.nc is not None
-        job_id: str = event.job_id  # type: ignore[attr-defined]
-        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
-        await self.nc.publish(
-            self.settings.subjects.job_event(job_id, name, self.id),
-            encode(event, source=self.source, id=msg_id),
-            headers={"Nats-Msg-Id": msg_id},
-        )
-
-    async def _publish_event(self, event: Event, *, wait: bool, msg_id: str | None = None) -> None:
-        assert self.nc is not None and self.js is not None
-        name = event.type.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
-        subject = self.settings.subjects.worker_event(self.id, name)
-        msg_id = msg_id or f"{self.id}:{self.boot_id}:{name}"
-        data = encode(event, source=self.source, id=msg_id)
-        headers = {"Nats-Msg-Id": msg_id}
-        if wait:
-            await self.js.publish(subject, data, headers=headers)
-        else:
-            await self.nc.publish(subject, data, headers=headers)
+        assert self.bus is not None
+        await self.bus.send(event, self.speaker)
 
     async def _publish_leaving(self, event: Event) -> None:
         """Store `draining` / `deregistered`; if NATS stays away, log it and leave anyway (the
         missing pings tell the rest)."""
         try:
+            bus = self.bus
+            assert bus is not None
             await self._patiently(
-                lambda: self._publish_event(event, wait=True), "say goodbye", within_s=10.0
+                lambda: bus.store(event, self.speaker), "say goodbye", within_s=10.0
             )
         except Exception as exc:
             log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
@@ -913,21 +850,16 @@ class Worker:
         self.pulls_withdrawn += 1
 
     async def _send_ping(self, event: WorkerHeartbeat, n: int, at: float | None) -> None:
-        assert self.js is not None
-        msg_id = f"{self.id}:{self.boot_id}:hb:{n}"
+        assert self.bus is not None
         when = None if at is None else datetime.fromtimestamp(at, UTC)
-        await self.js.publish(
-            self.settings.subjects.worker_event(self.id, "heartbeat"),
-            encode(event, source=self.source, id=msg_id, time=when),
-            headers={"Nats-Msg-Id": msg_id},
-        )
+        await self.bus.store(event, self.speaker, time=when)
         self.counters.pings += 1
 
     async def _heartbeats(self) -> None:
         """Ping on schedule and follow this worker's tier, until cancelled."""
-        assert self.js is not None
+        assert self.bus is not None
         self.tier_watch = TierWatch(
-            self.js,
+            self.bus.js,
             self.settings.tiers_bucket,
             self.id,
             self._on_tier,

@@ -19,18 +19,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from jetgrid.coordinator.delivery import (
-    dead_reason,
-    parse_max_deliveries,
-    runs_before,
-    terminal_msg_id,
-)
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.delivery import dead_reason, parse_max_deliveries, runs_before
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.roles import DEAD_LETTER_CONSUMER
 from jetgrid.coordinator.settings import Settings
@@ -40,9 +34,9 @@ from jetgrid.events import (
     dead_letter_spec,
     decode,
     decode_submission,
-    encode,
     now,
 )
+from jetgrid.events.addressing import Speaker
 
 log = logging.getLogger("jetgrid.deadletter")
 
@@ -55,19 +49,18 @@ class DeadLetterWatcher:
     def __init__(
         self,
         settings: Settings,
-        nc: NATS,
+        bus: Bus,
         *,
         name: str = "deadletter",
         worker_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.nc = nc
+        self.bus = bus
         # A watcher inside a worker says `dead` under that worker's id (its NATS user may
         # publish nothing else); the gateway's, the projector's and `jetgrid deadletter`'s
         # under none.
-        self.worker_id = worker_id
-        self.js: JetStreamContext = nc.jetstream()
-        self.source = f"jetgrid/{name}"
+        self.speaker = Speaker(f"jetgrid/{name}", worker_id)
+        self.js = bus.js
         self.spec = dead_letter_spec(
             settings.streams,
             replicas=settings.stream_replicas,
@@ -107,7 +100,7 @@ class DeadLetterWatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # nothing to do (timeout), or NATS away: try again shortly
-                    await asyncio.sleep(0.05 if self.nc.is_connected else 0.5)
+                    await asyncio.sleep(0.05 if self.bus.is_connected else 0.5)
                     continue
                 for msg in msgs:
                     await self._handle_stored(msg)
@@ -144,15 +137,14 @@ class DeadLetterWatcher:
         if adv is None or adv.stream != self.settings.streams.jobs:
             log.info("ignored an advisory that is not about %s", self.settings.streams.jobs)
             return None
-        try:
-            stored = await self.js.get_msg(adv.stream, adv.stream_seq, direct=True)
-        except NotFoundError:
+        stored = await self.bus.message(adv.stream, adv.stream_seq)
+        if stored is None:
             log.warning("JOBS seq %d gave up but is no longer stored", adv.stream_seq)
             return None
         try:
             env = decode_submission(
-                stored.data or b"",
-                subject=stored.subject or "",
+                stored.data,
+                subject=stored.subject,
                 subjects=self.settings.subjects,
                 seq=adv.stream_seq,
                 stream_time=now(),  # only the job id matters here
@@ -166,38 +158,32 @@ class DeadLetterWatcher:
             job_id=job_id,
             attempts=runs,
             jobs_seq=adv.stream_seq,
-            reason=dead_reason(runs, await last_retry_reason(self.js, self.settings, job_id)),
+            reason=dead_reason(runs, await last_retry_reason(self.bus, self.settings, job_id)),
         )
-        msg_id = terminal_msg_id(job_id)
-        await self.js.publish(
-            self.settings.subjects.job_event(job_id, "dead", self.worker_id),
-            encode(dead, source=self.source, id=msg_id),
-            headers={"Nats-Msg-Id": msg_id},
-        )
+        await self.bus.store(dead, self.speaker)
         self.published += 1
         log.info("job %s is dead after %d deliveries", job_id, adv.deliveries)
         return job_id
 
 
-async def last_retry_reason(js: JetStreamContext, settings: Settings, job_id: str) -> str | None:
+async def last_retry_reason(bus: Bus, settings: Settings, job_id: str) -> str | None:
     """The reason of the job's last stored `retrying` event, if any (workers say it under their
     id; a log from before worker tokens has it without)."""
     subject = settings.subjects.job_event(job_id, "retrying")
     for filter_subject in (f"{subject}.*", subject):
         try:
-            msg = await js.get_last_msg(settings.streams.job_events, filter_subject, direct=True)
-            return str(decode(msg.data or b"").event.reason)
-        except Exception:
+            msg = await bus.last_message(settings.streams.job_events, filter_subject)
+            if msg is not None:
+                return str(decode(msg.data).event.reason)
+        except Exception:  # NATS away, or not a retrying event: no reason to give
             continue
     return None
 
 
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
     """Connect and run one watcher until `stop` is set (the `jetgrid deadletter` command)."""
-    from jetgrid.coordinator.connect import connect
-
-    nc = await connect(settings, name="jetgrid-deadletter")
-    watcher = DeadLetterWatcher(settings, nc)
+    bus = await Bus.connect(settings, name="jetgrid-deadletter")
+    watcher = DeadLetterWatcher(settings, bus)
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.wait(
@@ -207,7 +193,7 @@ async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
         watcher.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)
-        await nc.drain()
+        await bus.close()
 
 
 __all__ = ["CONSUMER", "DeadLetterWatcher", "watch_dead_letters"]

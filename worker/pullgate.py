@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jetgrid.coordinator.affinity import AffinityPolicy, Decision, cold_share, decide, may_pull
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.pool_status import Backlog, read_backlog
 
 log = logging.getLogger("jetgrid.worker.gate")
@@ -23,14 +24,14 @@ log = logging.getLogger("jetgrid.worker.gate")
 class PullGate:
     def __init__(
         self,
-        js: Any,
+        bus: Bus,
         backend: Any,
         policy: AffinityPolicy,
         *,
         min_interval_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.js = js
+        self.bus = bus
         self.backend = backend
         self.policy = policy
         self.min_interval_s = min_interval_s
@@ -56,7 +57,7 @@ class PullGate:
         if cached and now - cached[0] < self.min_interval_s:
             return cached[1]
         try:
-            b = await read_backlog(self.js, stream, consumer, pool, model)
+            b = await read_backlog(self.bus, stream, consumer, pool, model)
         except Exception as exc:  # NATS away: hold, and ask again next round
             log.info("backlog of %s unreadable: %s", consumer, exc)
             return None

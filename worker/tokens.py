@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nats.aio.client import Client as NATS
+from jetgrid.coordinator.bus import Bus
 
 FLUSH_S = 0.03
 
@@ -24,8 +24,8 @@ FLUSH_S = 0.03
 class TokenPublisher:
     """Publishes one job's output chunks in order, coalesced to one message per `flush_s`."""
 
-    def __init__(self, nc: NATS, subject: str, job_id: str, flush_s: float = FLUSH_S) -> None:
-        self.nc = nc
+    def __init__(self, bus: Bus, subject: str, job_id: str, flush_s: float = FLUSH_S) -> None:
+        self.bus = bus
         self.subject = subject
         self.job_id = job_id
         self.flush_s = flush_s
@@ -59,4 +59,4 @@ class TokenPublisher:
         self._last = asyncio.get_running_loop().time()
         body = json.dumps({"job_id": self.job_id, "i": self.i, "text": text})
         self.i += 1
-        await self.nc.publish(self.subject, body.encode())
+        await self.bus.chunk(self.subject, body.encode())

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.pool_status import read_pool_status
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JobSubmitted, encode
@@ -115,11 +116,10 @@ async def test_pool_status_shows_backlog_and_warm_and_cold_workers(
     a = await ollama_worker(start_worker, s, "a", ollamas[0])  # warm m1, cold m2
     for i in range(3):
         await submit(nc, s, f"w{i}", "m2:1b")
-    js = nc.jetstream()
 
     async def rows() -> dict[str, Any]:
         while True:
-            got = {r.model: r for r in await read_pool_status(js, s, time.time())}
+            got = {r.model: r for r in await read_pool_status(Bus(nc, s), s, time.time())}
             if got.get("m2:1b") and got["m2:1b"].backlog == 3 and got["m1:1b"].warm_workers:
                 return got
             await asyncio.sleep(0.1)

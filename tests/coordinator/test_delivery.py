@@ -14,7 +14,6 @@ from jetgrid.coordinator.delivery import (
     Retry,
     after_transient,
     cancel_heard_live,
-    cancel_request,
     consumer_max_deliver,
     dead_reason,
     is_recording_delivery,
@@ -22,10 +21,9 @@ from jetgrid.coordinator.delivery import (
     next_pull,
     parse_max_deliveries,
     runs_before,
-    terminal_msg_id,
 )
 from jetgrid.coordinator.pools import PoolConfig
-from jetgrid.events import InvalidSubject, JobCancelRequested, Subjects, decode
+from jetgrid.events import InvalidSubject, Subjects
 
 POOL = PoolConfig("p", max_deliver=4, backoff_s=(0.5, 2.0), job_timeout_cap_s=60.0)
 
@@ -103,22 +101,9 @@ def test_max_deliveries_advisories_are_read_strictly(raw, expected) -> None:
     assert parse_max_deliveries(raw) == expected
 
 
-def test_dead_reasons_and_terminal_ids() -> None:
+def test_dead_reasons() -> None:
     assert dead_reason(5) == "gave up after 5 deliveries (MaxDeliver reached)"
     assert dead_reason(3, "oom").endswith("; last error: oom")
-    assert terminal_msg_id("j1") == "j1:terminal"
-
-
-def test_cancel_requests_have_one_shape_and_one_id_per_job() -> None:
-    subject, body, msg_id = cancel_request(Subjects("jg"), "j1", "no longer needed", "cli")
-    assert subject == "jg.job.j1.cancel_requested" and msg_id == "j1:cancel_requested"
-    env = decode(body)
-    assert isinstance(env.event, JobCancelRequested) and env.id == msg_id
-    assert (env.event.job_id, env.event.reason, env.event.requested_by) == (
-        "j1",
-        "no longer needed",
-        "cli",
-    )
 
 
 @pytest.mark.parametrize(

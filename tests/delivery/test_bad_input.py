@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.errors import MaxPayloadError
 
-from jetgrid.events import InvalidMessage, JobCompleted, decode
+from jetgrid.coordinator.bus import Bus
+from jetgrid.events import InvalidMessage, JobCancelRequested, JobCompleted, decode
+from jetgrid.events.addressing import Speaker
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +128,11 @@ async def test_bad_messages_on_client_subjects(
         record = decode(m.data).event
         assert isinstance(record, InvalidMessage) and record.reason and record.stream == "JOBS"
     # nothing crashed or stalled: the worker still runs and still honours a real cancel
-    assert agent.ready.is_set() and agent.nc is not None and agent.nc.is_connected
+    assert agent.ready.is_set() and agent.bus is not None and agent.bus.is_connected
     probe = kit.job(f"probe{next(_ids)}", prompt=None, input={"sleep": 30})
     await kit.submit(js, s, probe)
     await outcomes.wait_for(lambda: "started" in outcomes.names(probe.job_id))
-    from jetgrid.coordinator.delivery import cancel_request
-
-    subject, body, msg_id = cancel_request(s.subjects, probe.job_id, None, "test")
-    await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
+    await Bus(nc, s).store(JobCancelRequested(job_id=probe.job_id), Speaker.service("test"))
     await outcomes.wait_terminal(probe.job_id)
     assert outcomes.terminal(probe.job_id)[0].type == "jetgrid.job.cancelled"
     # and the gateway still answers from its read model

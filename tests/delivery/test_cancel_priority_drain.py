@@ -7,10 +7,10 @@ import json
 import signal
 
 import pytest
-from nats.js.api import Header
 
-from jetgrid.coordinator.delivery import cancel_request
-from jetgrid.events import JobSubmitted
+from jetgrid.coordinator.bus import Bus
+from jetgrid.events import JobCancelRequested, JobSubmitted, encode
+from jetgrid.events.addressing import Speaker
 from jetgrid.worker.backends import EchoBackend, Result, RunContext
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,8 @@ class Watchful(EchoBackend):
 
 
 async def cancel(nc, s, job_id: str, reason: str = "test") -> None:  # type: ignore[no-untyped-def]
-    subject, body, msg_id = cancel_request(s.subjects, job_id, reason, "test")
-    await nc.jetstream().publish(subject, body, headers={Header.MSG_ID: msg_id})
+    request = JobCancelRequested(job_id=job_id, reason=reason, requested_by="test")
+    await Bus(nc, s).store(request, Speaker.service("test"))
 
 
 async def test_cancelling_a_running_job_stops_it(kit, streams, nc, start_worker, outcomes):
@@ -113,7 +113,7 @@ async def test_bad_cancel_messages_do_not_stop_the_listener(
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     for junk in (b"\xff", b"{}", b"[]", json.dumps({"job_id": "j1"}).encode()):
         await nc.publish(subject, junk)
-    other = cancel_request(streams.subjects, "j9", None, "t")[1]
+    other = encode(JobCancelRequested(job_id="j9"), source="t")
     await nc.publish(subject, other)  # a valid request, but for another job
     await nc.flush()
     await cancel(nc, streams, "j1")

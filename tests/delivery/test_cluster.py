@@ -12,7 +12,7 @@ import time
 import pytest
 from nats.js.api import Header
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, encode, stream_specs
@@ -40,7 +40,7 @@ async def cluster_settings(cluster, tmp_path, **pools) -> Settings:  # type: ign
         path = Path(tmp_path) / "pools.toml"
         path.write_text("\n".join(lines).replace("(", "[").replace(")", "]") + "\n")
         s = s.replace(pools_file=path)
-    nc = await connect(s, name="provision")
+    nc = (await Bus.connect(s, name="provision")).nc
     js = nc.jetstream()
     await wait_for_jetstream(js)
     specs = [
@@ -68,7 +68,7 @@ async def publish_retrying(js, subject: str, body: bytes, msg_id: str) -> int:  
 @pytest.mark.slow
 async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cluster, tmp_path):
     s = await cluster_settings(cluster, tmp_path)
-    nc = await connect(s, name="client")
+    nc = (await Bus.connect(s, name="client")).nc
     js = nc.jetstream()
     agent = Worker(s, WorkerOptions(pool="standard", models=("echo",), concurrency=4),
                    EchoBackend())  # fmt: skip
@@ -169,7 +169,7 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
 
     for _ in range(4):
         await start_worker()
-    nc = await connect(s, name="chaos-client")
+    nc = (await Bus.connect(s, name="chaos-client")).nc
     try:
         js = nc.jetstream()
         done = asyncio.Event()

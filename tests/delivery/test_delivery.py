@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import GiveUp, after_transient
 from jetgrid.worker.agent import Worker
 from jetgrid.worker.backends import EchoBackend, expected_output
@@ -57,7 +57,7 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
     )
     watchers, conns, tasks = [], [], []
     for i in range(2):
-        conn = await connect(s, name=f"watcher-{i}")
+        conn = await Bus.connect(s, name=f"watcher-{i}")
         w = DeadLetterWatcher(s, conn, name=f"watcher-{i}")
         conns.append(conn)
         watchers.append(w)
@@ -96,7 +96,7 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
         w.stop()
     await asyncio.gather(*tasks)
     for conn in conns:
-        await conn.drain()
+        await conn.close()
 
 
 async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_worker, outcomes):

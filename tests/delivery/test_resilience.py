@@ -8,7 +8,7 @@ import itertools
 import httpx
 import pytest
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams, wait_for_jetstream
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, stream_specs
@@ -33,7 +33,7 @@ def own_settings(url: str, tmp_path, replicas: int = 1, **kw) -> Settings:  # ty
 
 
 async def provision(s: Settings) -> None:
-    nc = await connect(s, name="provision")
+    nc = (await Bus.connect(s, name="provision")).nc
     js = nc.jetstream()
     await wait_for_jetstream(js)
     specs = stream_specs(s.subjects, s.streams, replicas=s.stream_replicas)
@@ -68,7 +68,7 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
     worker_task = asyncio.create_task(agent.run())
     await agent.ready.wait()
     gw, gw_task, base = await kit.run_gateway(s)
-    nc = await connect(s, name="test-client")
+    nc = (await Bus.connect(s, name="test-client")).nc
     js = nc.jetstream()
     try:
         async with httpx.AsyncClient(base_url=base) as http:
@@ -117,7 +117,7 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
 async def test_acknowledged_jobs_survive_kill_9_of_nats(kit, own_server, tmp_path) -> None:
     s = own_settings(own_server.url, tmp_path)
     await provision(s)
-    nc = await connect(s, name="submitter")
+    nc = (await Bus.connect(s, name="submitter")).nc
     js = nc.jetstream()
     jobs = [kit.job(i) for i in range(200)]
     acks = await asyncio.gather(*(kit.submit(js, s, j) for j in jobs))
@@ -125,7 +125,7 @@ async def test_acknowledged_jobs_survive_kill_9_of_nats(kit, own_server, tmp_pat
     await nc.close()
     await asyncio.to_thread(own_server.kill)  # SIGKILL: no shutdown, no flush
     await asyncio.to_thread(own_server.start)
-    nc = await connect(s, name="after-crash")
+    nc = (await Bus.connect(s, name="after-crash")).nc
     js = nc.jetstream()
     try:
         info = await js.stream_info(s.streams.jobs)

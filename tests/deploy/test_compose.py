@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner
 
 from jetgrid.cli import main
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.natsconf import COMMITTED
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.roles import password_env
@@ -142,7 +142,7 @@ async def test_the_compose_nats_nodes_form_a_cluster_that_takes_r3_streams(
 ) -> None:
     settings = Settings(nats_url=compose_cluster["url"], nats_user="admin",
                         nats_password=compose_cluster["admin"], stream_replicas=3)  # fmt: skip
-    nc = await connect(settings, name="test-provision")
+    nc = (await Bus.connect(settings, name="test-provision")).nc
     try:
         js = nc.jetstream(timeout=5)
         specs = stream_specs(settings.subjects, settings.streams, replicas=3)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_audit_flags_the_rogue_worker_and_not_the_honest_one(
-    log, nc, start_worker, outcomes
+    log, nc, bus, start_worker, outcomes
 ) -> None:
     s = log.settings.replace(heartbeat_interval_s=1.0)
     # The rogue's history: an hour ago it answered every other ping for five minutes, then went
@@ -40,7 +40,7 @@ async def test_audit_flags_the_rogue_worker_and_not_the_honest_one(
         )
     await outcomes.wait_terminal(*ids)
 
-    audit = await gather(s, nc, fold_config(s))
+    audit = await gather(s, bus, fold_config(s))
     reports = {w.worker_id: report_worker(w, BudgetRule()) for w in audit.workers()}
     rogue, honest = reports["rogue"], reports["honest"]
     assert rogue["claims_per_tier"] == {"none": 4}

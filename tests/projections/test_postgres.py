@@ -24,15 +24,15 @@ async def pg_store(postgres_url: str) -> AsyncIterator[Store]:
 
 
 async def test_postgres_gives_the_sqlite_digest_live_and_replayed(
-    log, nc, make_store, pg_store
+    log, nc, bus, make_store, pg_store
 ) -> None:
     for w in range(3):
         await log.register(f"w{w}")
         await log.pings(f"w{w}", 1, 130, miss=set(range(2, 130, 4 + 5 * w)))
     for j in range(6):
         await log.job(f"j{j}", f"w{j % 3}", 5 + j, "failed" if j == 2 else "completed")
-    on_sqlite = await replay(log.settings, make_store(), nc)
-    live = Projector(log.settings, pg_store, nc, batch_max=50)
+    on_sqlite = await replay(log.settings, make_store(), bus)
+    live = Projector(log.settings, pg_store, bus, batch_max=50)
     await live.start()
     try:
         await live.wait_caught_up()

@@ -8,6 +8,7 @@ import json
 import pytest
 from nats.aio.client import Client as NATS
 
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import INVALID, JOB_EVENTS, JOBS, WORKERS, decode
 from jetgrid.projections.runner import Projector
@@ -15,8 +16,8 @@ from jetgrid.projections.runner import Projector
 pytestmark = pytest.mark.integration
 
 
-async def _start(settings: Settings, nc: NATS, store, **kw) -> Projector:
-    proj = Projector(settings, store, nc, **kw)
+async def _start(settings: Settings, bus: Bus, store, **kw) -> Projector:
+    proj = Projector(settings, store, bus, **kw)
     await proj.start()
     return proj
 
@@ -26,7 +27,7 @@ async def _kv(nc: NATS, settings: Settings, wid: str) -> dict:
     return json.loads((await kv.get(wid)).value)
 
 
-async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, make_store) -> None:
+async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, bus, make_store) -> None:
     await log.register("w1")
     await log.pings("w1", 1, 150)  # 150 healthy slots: past probation, uptime 100%
     await log.register("w2")
@@ -34,7 +35,7 @@ async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, make_store) -
     await log.job("j1", "w1", 50)
     await log.job("j2", "w1", 60, outcome="failed")
     store = make_store()
-    proj = await _start(log.settings, nc, store)
+    proj = await _start(log.settings, bus, store)
     try:
         await proj.wait_caught_up()
         rows = {r["worker_id"]: r for r in await store.worker_rows()}
@@ -63,12 +64,14 @@ async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, make_store) -
         await proj.stop()
 
 
-async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, make_store) -> None:
+async def test_invalid_worker_messages_are_recorded_and_change_nothing(
+    log, nc, bus, make_store
+) -> None:
     s = log.settings
     await log.register("w1")
     await log.pings("w1", 1, 5)
     store = make_store()
-    proj = await _start(s, nc, store)
+    proj = await _start(s, bus, store)
     try:
         await proj.wait_caught_up()
         before = await store.worker_rows()
@@ -100,7 +103,7 @@ async def test_invalid_worker_messages_are_recorded_and_change_nothing(log, nc, 
         await proj.stop()
 
 
-async def test_every_subject_form_is_folded(log, nc, make_store) -> None:
+async def test_every_subject_form_is_folded(log, nc, bus, make_store) -> None:
     """Priority submissions (a fifth token) and worker-said events (a fifth token) count too."""
     from jetgrid.events import JobSubmitted, encode
 
@@ -111,7 +114,7 @@ async def test_every_subject_form_is_folded(log, nc, make_store) -> None:
         await log.raw(s.subjects.submit("standard", "echo", prio), encode(job, source="t"))
     await log.job("j1", "w1", 10)  # its claimed/started/completed end in `.w1`
     store = make_store()
-    proj = await _start(s, nc, store)
+    proj = await _start(s, bus, store)
     try:
         await proj.wait_caught_up()
         views = {v.job_id: v for v in await store.jobs()}
@@ -125,7 +128,7 @@ async def test_every_subject_form_is_folded(log, nc, make_store) -> None:
 
 
 async def test_a_job_event_said_for_another_worker_is_recorded_and_changes_nothing(
-    log, nc, make_store
+    log, nc, bus, make_store
 ) -> None:
     """NATS holds a worker to its own id in the subject; the payload must name the same one."""
     from jetgrid.events import JobCompleted, encode
@@ -135,7 +138,7 @@ async def test_a_job_event_said_for_another_worker_is_recorded_and_changes_nothi
     forged = JobCompleted(job_id="j2", worker_id="w1", attempt=1, output="x", duration_s=0.1)
     bad = await log.raw(s.subjects.job_event("j2", "completed", "w2"), encode(forged, source="x"))
     store = make_store()
-    proj = await _start(s, nc, store)
+    proj = await _start(s, bus, store)
     try:
         await proj.wait_caught_up()
         assert (await store.positions())[JOB_EVENTS] == bad
@@ -151,7 +154,9 @@ async def test_a_job_event_said_for_another_worker_is_recorded_and_changes_nothi
         await proj.stop()
 
 
-async def test_duplicates_out_of_order_and_unknown_workers_by_rule(log, nc, make_store) -> None:
+async def test_duplicates_out_of_order_and_unknown_workers_by_rule(
+    log, nc, bus, make_store
+) -> None:
     await log.register("w1")
     await log.ping("w1", 1, 1, id="p1")
     await log.ping("w1", 1, 1, id="p1")  # the same event again (a re-publish)
@@ -160,7 +165,7 @@ async def test_duplicates_out_of_order_and_unknown_workers_by_rule(log, nc, make
     await log.ping("w1", 2, 2)  # the same counter again from the same boot: a duplicate
     await log.ping("ghost", 1, 2)  # never registered
     store = make_store()
-    proj = await _start(log.settings, nc, store)
+    proj = await _start(log.settings, bus, store)
     try:
         await proj.wait_caught_up()
         rows = {r["worker_id"]: json.loads(r["view"]) for r in await store.worker_rows()}
@@ -175,17 +180,17 @@ async def test_duplicates_out_of_order_and_unknown_workers_by_rule(log, nc, make
         await proj.stop()
 
 
-async def test_restart_resumes_from_the_checkpoint(log, nc, make_store) -> None:
+async def test_restart_resumes_from_the_checkpoint(log, nc, bus, make_store) -> None:
     await log.register("w1")
     await log.pings("w1", 1, 20)
     await log.job("j1", "w1", 5)
     store = make_store("live")
-    proj = await _start(log.settings, nc, store)
+    proj = await _start(log.settings, bus, store)
     await proj.wait_caught_up()
     await proj.stop()
     await log.pings("w1", 21, 5)
     await log.job("j2", "w1", 22)
-    proj = await _start(log.settings, nc, store)
+    proj = await _start(log.settings, bus, store)
     try:
         targets = await proj.wait_caught_up()
         assert proj.fold.counts["skipped"] == 0  # nothing delivered twice reached the fold
@@ -201,10 +206,10 @@ async def test_restart_resumes_from_the_checkpoint(log, nc, make_store) -> None:
         await proj.stop()
 
 
-async def test_missing_streams_are_a_clear_error(settings, nc, make_store) -> None:
+async def test_missing_streams_are_a_clear_error(settings, nc, bus, make_store) -> None:
     from jetgrid.events import ConfigError
 
-    proj = Projector(settings, make_store(), nc)
+    proj = Projector(settings, make_store(), bus)
     with pytest.raises(ConfigError, match="jetgrid provision"):
         await proj.start()
 

@@ -26,34 +26,34 @@ async def _history(log, workers: int = 4, pings: int = 130, jobs: int = 12) -> N
         await log.job(f"j{j}", f"w{j % workers}", 5 + j, "failed" if j % 5 == 0 else "completed")
 
 
-async def test_two_replays_give_the_same_digest(log, nc, make_store) -> None:
+async def test_two_replays_give_the_same_digest(log, nc, bus, make_store) -> None:
     await _history(log)
-    a = await replay(log.settings, make_store(), nc)
-    b = await replay(log.settings, make_store(), nc)
+    a = await replay(log.settings, make_store(), bus)
+    b = await replay(log.settings, make_store(), bus)
     assert a.digest == b.digest and a.positions == b.positions
     assert a.positions[WORKERS] == 4 * 130 + 4 - sum(
         len(range(3, 130, 3 + 4 * w)) for w in range(4)
     )
-    shorter = await replay(log.settings, make_store(), nc, until_seq={WORKERS: 100})
+    shorter = await replay(log.settings, make_store(), bus, until_seq={WORKERS: 100})
     assert shorter.positions[WORKERS] == 100 and shorter.digest != a.digest
-    again = await replay(log.settings, make_store(), nc, until_seq={WORKERS: 100})
+    again = await replay(log.settings, make_store(), bus, until_seq={WORKERS: 100})
     assert again.digest == shorter.digest
 
 
-async def test_replay_refuses_a_database_with_read_models(log, nc, make_store) -> None:
+async def test_replay_refuses_a_database_with_read_models(log, nc, bus, make_store) -> None:
     await _history(log, workers=1, pings=3, jobs=1)
     store = make_store()
-    await replay(log.settings, store, nc)
+    await replay(log.settings, store, bus)
     with pytest.raises(Exception, match="fresh database"):
-        await replay(log.settings, store, nc)
+        await replay(log.settings, store, bus)
 
 
 async def test_live_equals_replay_at_the_same_positions_while_traffic_continues(
-    log, nc, make_store
+    log, nc, bus, make_store
 ) -> None:
     await _history(log, workers=3, pings=40, jobs=4)
     live_store = make_store("live")
-    live = Projector(log.settings, live_store, nc, batch_max=37)  # odd batches on purpose
+    live = Projector(log.settings, live_store, bus, batch_max=37)  # odd batches on purpose
     await live.start()
 
     async def traffic() -> None:
@@ -71,15 +71,15 @@ async def test_live_equals_replay_at_the_same_positions_while_traffic_continues(
         positions = await live_store.positions()
         live_digest = await live_store.digest()
         assert 0 < positions[WORKERS]
-        mid = await replay(log.settings, make_store(), nc, until_seq=positions)
+        mid = await replay(log.settings, make_store(), bus, until_seq=positions)
         assert mid.positions == positions
         assert mid.digest == live_digest
-        live = Projector(log.settings, live_store, nc, batch_max=500)
+        live = Projector(log.settings, live_store, bus, batch_max=500)
         await live.start()
         await feeding
         await live.wait_caught_up()
         await live.stop()
-        full = await replay(log.settings, make_store(), nc)
+        full = await replay(log.settings, make_store(), bus)
         assert full.positions == await live_store.positions()
         assert full.digest == await live_store.digest()
     finally:
@@ -91,7 +91,7 @@ async def test_live_equals_replay_at_the_same_positions_while_traffic_continues(
 
 @pytest.mark.slow
 async def test_projector_killed_mid_batch_resumes_to_the_clean_replay_digest(
-    log, nc, make_store, tmp_path
+    log, nc, bus, make_store, tmp_path
 ) -> None:
     s = log.settings
     for w in range(10):
@@ -129,11 +129,11 @@ async def test_projector_killed_mid_batch_resumes_to_the_clean_replay_digest(
         await proc.wait()
         killed_at = (await store.positions())[WORKERS]
         assert 0 < killed_at < total, "the projector was not killed mid-log"
-        live = Projector(s, store, nc)
+        live = Projector(s, store, bus)
         await live.start()
         await live.wait_caught_up()
         await live.stop()
-        clean = await replay(s, make_store(), nc)
+        clean = await replay(s, make_store(), bus)
         assert clean.positions == await store.positions()
         assert {JOBS, JOB_EVENTS} <= set(clean.positions)
         assert clean.digest == await store.digest()
@@ -160,9 +160,9 @@ async def _cli(settings, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.slow
-async def test_replay_command_prints_the_digest(log, nc, make_store, tmp_path) -> None:
+async def test_replay_command_prints_the_digest(log, nc, bus, make_store, tmp_path) -> None:
     await _history(log, workers=2, pings=30, jobs=3)
-    want = await replay(log.settings, make_store(), nc, until_seq={WORKERS: 40, JOBS: 2})
+    want = await replay(log.settings, make_store(), bus, until_seq={WORKERS: 40, JOBS: 2})
     rc, out, err = await _cli(
         log.settings, "replay", "--db", str(tmp_path / "a.db"), "--until-seq", "WORKERS=40,JOBS=2"
     )

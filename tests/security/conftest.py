@@ -16,7 +16,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import pool_consumer
 from jetgrid.coordinator.natsconf import NatsConfig, Secret, render_nats_config
 from jetgrid.coordinator.provision import ensure_consumer, provision_streams
@@ -79,7 +79,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 async def provisioned(secured: Secured) -> AsyncIterator[Secured]:
     """Streams, the (standard, echo) and (fast, echo) pool consumers, and the tiers bucket."""
     s = secured.settings("admin")
-    nc = await connect(s, name="test-admin")
+    nc = (await Bus.connect(s, name="test-admin")).nc
     js = nc.jetstream()
     await provision_streams(js, [*stream_specs(s.subjects, s.streams), dead_letter_spec(s.streams)])
     for pool in ("standard", "fast"):
@@ -96,6 +96,6 @@ async def provisioned(secured: Secured) -> AsyncIterator[Secured]:
 
 @pytest.fixture
 async def admin_nc(provisioned: Secured) -> AsyncIterator[NATS]:
-    nc = await connect(provisioned.settings("admin"), name="test-admin")
+    nc = (await Bus.connect(provisioned.settings("admin"), name="test-admin")).nc
     yield nc
     await nc.close()

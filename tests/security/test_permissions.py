@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from jetgrid.cli import main
-from jetgrid.coordinator.connect import checked, connect, connection_errors
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NatsUnavailable, PermissionDenied
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JobCompleted, WorkerHeartbeat, encode
@@ -38,6 +38,7 @@ SUBMISSION = json.dumps({"model": "echo", "prompt": "hi"}).encode()
 
 @dataclass
 class Ctx:
+    bus: Bus
     nc: NATS
     js: JetStreamContext
     admin: JetStreamContext
@@ -76,7 +77,7 @@ async def _subscribe(c: Ctx, subject: str) -> None:
     for _ in range(3):  # round trips to the server; the error callback runs in between
         await c.nc.flush()
         for _ in range(20):
-            if connection_errors(c.nc).last_permission:
+            if c.bus.errors.last_permission:
                 raise NatsTimeout
             await asyncio.sleep(0)
 
@@ -200,16 +201,17 @@ MATRIX = [
 async def test_permission_matrix(
     provisioned: Any, admin_nc: NATS, user: str, action: str, allowed: bool
 ) -> None:
-    nc = await connect(provisioned.settings(user), name=f"test-{user}")
+    bus = await Bus.connect(provisioned.settings(user), name=f"test-{user}")
+    nc = bus.nc
     try:
         # A refusal costs one JetStream timeout: keep it short where a refusal is expected.
-        ctx = Ctx(nc, nc.jetstream(timeout=2 if allowed else 0.3), admin_nc.jetstream())
+        ctx = Ctx(bus, nc, nc.jetstream(timeout=2 if allowed else 0.3), admin_nc.jetstream())
         subject, act = ACTIONS[action]
         if allowed:
-            await checked(nc, act(ctx), action)
+            await bus.call(act(ctx), action)
             return
         with pytest.raises(PermissionDenied) as refused:
-            await asyncio.wait_for(checked(nc, act(ctx), action), 5)
+            await asyncio.wait_for(bus.call(act(ctx), action), 5)
         text = str(refused.value)
         assert text.startswith(f"NATS refused to {action}: ")
         # The server's message names the refused subject.
@@ -241,7 +243,7 @@ async def test_a_worker_with_its_own_credentials_runs_jobs(
     while job not in done:
         done.append((await events.next_msg(timeout=10)).subject.split(".")[2])
     assert agent.counters.completed >= 1 and agent.counters.invalid == 0
-    assert not connection_errors(agent.nc).seen  # type: ignore[arg-type]
+    assert agent.bus is not None and not agent.bus.errors.seen
 
 
 @pytest.mark.parametrize("user", [None, "gateway"])
@@ -252,7 +254,7 @@ async def test_wrong_or_missing_credentials_are_refused_at_connect(
     if user:
         settings = settings.replace(nats_password="not-the-password")
     with pytest.raises(NatsUnavailable, match="credentials"):
-        await connect(settings, name="test-intruder")
+        await Bus.connect(settings, name="test-intruder")
 
 
 def test_provision_as_anyone_but_admin_is_a_clear_error(provisioned: Any) -> None:

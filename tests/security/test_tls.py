@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NatsUnavailable
 from jetgrid.coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
 from jetgrid.coordinator.roles import Deployment, service_user
@@ -109,7 +109,7 @@ def _settings(server: NatsServer, ca: Path | None) -> Settings:
 async def test_a_client_verifies_the_server_with_the_ca_from_settings(
     tls_server: NatsServer, pki: Pki
 ) -> None:
-    nc = await connect(_settings(tls_server, pki.ca), name="tls-client")
+    nc = (await Bus.connect(_settings(tls_server, pki.ca), name="tls-client")).nc
     try:
         assert nc.is_connected and nc.connected_url.scheme == "tls"
         sub = await nc.subscribe("tls.job.j1.*")
@@ -126,4 +126,4 @@ async def test_a_server_the_ca_did_not_sign_is_refused(
     ca = None if which == "no CA" else pki.other_ca
     settings = _settings(tls_server, ca)
     with pytest.raises(NatsUnavailable, match="Could not connect"):
-        await asyncio.wait_for(connect(settings, name="tls-client"), 30)
+        await asyncio.wait_for(Bus.connect(settings, name="tls-client"), 30)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jetgrid.coordinator.connect import connect
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NatsUnavailable
 from jetgrid.coordinator.settings import Settings
 from jetgrid.natsserver import free_port
@@ -59,7 +59,7 @@ async def test_up_generates_credentials_and_refuses_anonymous_clients(tmp_path: 
         for name in ("credentials.json", "nats.conf"):
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
         with pytest.raises(NatsUnavailable):
-            await connect(Settings(nats_url=url, nats_connect_timeout_s=1), name="anonymous")
+            await Bus.connect(Settings(nats_url=url, nats_connect_timeout_s=1), name="anonymous")
 
         # The client user, as `eval "$(jetgrid credentials client)"` gives it, submits and waits.
         rc, out = await _run("credentials", "client", "--data-dir", str(data))

@@ -212,12 +212,12 @@ async def test_burst_mode_exits_when_the_pool_is_empty(streams, nc, start_worker
         if (
             agent.counters.completed == 5
             and agent._stopping.is_set() is False
-            and agent.nc
-            and agent.nc.is_closed
+            and agent.bus
+            and agent.bus.nc.is_closed
         ):
             break
         await asyncio.sleep(0.1)
-    assert agent.nc is not None and agent.nc.is_closed
+    assert agent.bus is not None and agent.bus.nc.is_closed
     assert "completed=5" in repr(agent)
 
 

@@ -1,0 +1,90 @@
+"""The NATS adapter: one publishing rule, and no nats-py error escapes it."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+import pytest
+
+from jetgrid.coordinator.bus import Bus, ConnectionErrors, translate
+from jetgrid.coordinator.errors import (
+    NatsError,
+    NatsTimeout,
+    NatsUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobCancelled, JobCancelRequested, JobSubmitted, decode
+from jetgrid.events.addressing import Speaker
+
+CASES = [
+    (nats.errors.TimeoutError(), NatsTimeout),
+    (TimeoutError(), NatsTimeout),
+    (nats.errors.MaxPayloadError(), PayloadTooLarge),
+    (nats.errors.NoRespondersError(), NotFound),
+    (nats.js.errors.NotFoundError(), NotFound),
+    (nats.js.errors.BucketNotFoundError(), NotFound),
+    (nats.js.errors.APIError(code=400, description="bad request", err_code=10052), NatsError),
+    (nats.errors.ConnectionClosedError(), NatsUnavailable),
+    (nats.errors.OutboundBufferLimitError(), NatsUnavailable),
+    (ConnectionResetError(), NatsUnavailable),
+]
+
+
+@pytest.mark.parametrize(("raised", "expected"), CASES)
+def test_every_driver_error_becomes_a_jetgrid_error_naming_the_action(raised, expected) -> None:
+    got = translate(raised, "publish to jg.jobs.fast.m")
+    assert type(got) is expected
+    assert "jg.jobs.fast.m" in str(got)
+
+
+def test_a_timeout_after_a_refusal_is_a_permission_denied_naming_the_refusal() -> None:
+    errors = ConnectionErrors()
+    errors.record('nats: permissions violation for publish to "jg.jobs.fast.m"')
+    got = translate(nats.errors.TimeoutError(), "publish to jg.jobs.fast.m", errors)
+    assert isinstance(got, PermissionDenied)
+    assert str(got).startswith("NATS refused to publish to jg.jobs.fast.m: ")
+    assert '"jg.jobs.fast.m"' in str(got)
+    # The refusal is attributed once; the next bare timeout is a timeout again.
+    assert isinstance(translate(TimeoutError(), "x", errors), NatsTimeout)
+
+
+@pytest.mark.integration
+async def test_store_publishes_by_the_addressing_rule_and_reports_duplicates(
+    bus: Bus, streams: Settings
+) -> None:
+    job = JobSubmitted(job_id="j1", model="echo", pool="standard", prompt="hi")
+    first = await bus.store(job, Speaker.service("test"))
+    again = await bus.store(job, Speaker.service("test"))
+    assert (first.duplicate, again.duplicate, again.seq) == (False, True, first.seq)
+    stored = await bus.message(streams.streams.jobs, first.seq)
+    assert stored is not None and stored.subject == streams.subjects.submit("standard", "echo")
+    env = decode(stored.data)
+    assert env.id == "j1" and env.source == "jetgrid/test"
+    assert stored.headers.get("Nats-Msg-Id") == "j1"
+
+
+@pytest.mark.integration
+async def test_reads_of_what_is_not_there_are_none_or_not_found(
+    bus: Bus, streams: Settings
+) -> None:
+    assert await bus.message(streams.streams.jobs, 999) is None
+    assert await bus.last_message(streams.streams.job_events, "nothing.here") is None
+    with pytest.raises(NotFound, match="NO_SUCH_STREAM"):
+        await bus.last_seq("NO_SUCH_STREAM")
+    with pytest.raises(NotFound, match="provision"):
+        await bus.call(bus.js.publish("nobody.listens.here", b"x"), "publish to nobody")
+
+
+@pytest.mark.integration
+async def test_follow_job_returns_the_terminal_event_or_none(bus: Bus, streams: Settings) -> None:
+    async with bus.follow_job("j1") as follower:
+        assert await follower.outcome(0.2) is None
+        await bus.store(JobCancelRequested(job_id="j1"), Speaker.service("test"))
+        assert await follower.outcome(0.2) is None  # a cancel request is not an outcome
+        await bus.store(JobCancelled(job_id="j1", worker_id="w1"), Speaker.worker("w1", "b"))
+        got = await follower.outcome(5)
+    assert got is not None and isinstance(got.event, JobCancelled)
+    assert got.subject == streams.subjects.job_event("j1", "cancelled", "w1")
