@@ -249,7 +249,7 @@ class Bus:
         except Exception as exc:
             raise translate(exc, action, self.errors) from exc
 
-    async def flush(self, within_s: float = 2.0) -> None:
+    async def flush(self, within_s: int = 2) -> None:
         """Wait until the server has processed everything published so far."""
         await self.call(self.nc.flush(timeout=within_s), "flush the connection")
 

@@ -165,7 +165,7 @@ class TierPolicy:
             raise ConfigError(
                 f"Tier policy {spec!r} is empty. Expected e.g. '0.99:1,0.95:0.5,0:0'."
             )
-        tiers = []
+        tiers: list[Tier] = []
         for i, item in enumerate(p.strip() for p in spec.split(",")):
             name, _, body = item.rpartition("=")
             lo, sep, factor = body.partition(":")
@@ -204,7 +204,7 @@ class TierPolicy:
                 f"Tier policy 'tier' has value {items!r}. Expected [[tiers.tier]] entries with "
                 "name, min_uptime and factor."
             )
-        tiers = []
+        tiers: list[Tier] = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping) or set(item) - {"name", "min_uptime", "factor"}:
                 raise ConfigError(
@@ -373,21 +373,11 @@ def load_policy(
         policy = TierPolicy.from_string(spec)
     else:
         policy = DEFAULT_POLICY
-    overrides = {
-        k: v
-        for k, v in (
-            ("probation_slots", probation_slots),
-            ("probation_factor", probation_factor),
-            ("hysteresis", hysteresis),
-        )
-        if v is not None
-    }
-    if not overrides:
+    if probation_slots is None and probation_factor is None and hysteresis is None:
         return policy
-    fields = {
-        "probation_slots": policy.probation_slots,
-        "probation_factor": policy.probation_factor,
-        "hysteresis": policy.hysteresis,
-        **overrides,
-    }
-    return TierPolicy(policy.tiers, **fields)
+    return TierPolicy(
+        policy.tiers,
+        probation_slots=policy.probation_slots if probation_slots is None else probation_slots,
+        probation_factor=policy.probation_factor if probation_factor is None else probation_factor,
+        hysteresis=policy.hysteresis if hysteresis is None else hysteresis,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -14,3 +16,7 @@ class Event(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=1_000_000)
+
+    if TYPE_CHECKING:  # declared by every subclass as a Literal field; for the type checker only
+        type: str
+        version: int

@@ -70,11 +70,11 @@ ANY_EVENT: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 
 def type_name(cls: type[Event]) -> str:
-    return cls.model_fields["type"].default  # type: ignore[no-any-return]
+    return str(cls.model_fields["type"].default)
 
 
 def current_version(cls: type[Event]) -> int:
-    return cls.model_fields["version"].default  # type: ignore[no-any-return]
+    return int(cls.model_fields["version"].default)
 
 
 BY_TYPE: dict[str, type[Event]] = {type_name(c): c for c in EVENT_TYPES}

@@ -58,7 +58,7 @@ class Envelope:
 
     @property
     def type(self) -> str:
-        return self.event.type  # type: ignore[no-any-return]
+        return str(self.event.type)
 
     def at(self, seq: int | None, subject: str | None = None) -> Envelope:
         """The same envelope, stamped with where it was read from."""
@@ -110,10 +110,10 @@ def encode(
             "specversion": SPECVERSION,
             "id": id or uuid.uuid4().hex,
             "source": source,
-            "type": event.type,  # type: ignore[attr-defined]
+            "type": event.type,
             "time": format_time(time or now()),
             "datacontenttype": "application/json",
-            "dataversion": event.version,  # type: ignore[attr-defined]
+            "dataversion": event.version,
         },
         separators=(",", ":"),
     )

@@ -32,12 +32,27 @@ class InvalidMessage(Event):
         return base64.b64decode(self.original_b64)
 
     @classmethod
-    def of(cls, data: bytes, **fields: object) -> InvalidMessage:
+    def of(
+        cls,
+        data: bytes,
+        *,
+        stream: str,
+        subject: str,
+        reason: str,
+        seq: int | None = None,
+        detected_by: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> InvalidMessage:
         """Record `data`, keeping at most KEEP_BYTES of it so the record itself always fits."""
         kept = data[:KEEP_BYTES]
-        return cls(  # type: ignore[arg-type]
+        return cls(
+            stream=stream,
+            subject=subject,
+            seq=seq,
+            reason=reason,
             original_b64=base64.b64encode(kept).decode("ascii"),
+            detected_by=detected_by,
+            headers=headers or {},
             original_size=len(data),
             truncated=len(kept) < len(data),
-            **fields,
         )

@@ -69,32 +69,23 @@ def stream_specs(
 ) -> tuple[StreamSpec, ...]:
     """The four streams of DESIGN section 2 for one deployment."""
     p = subjects.prefix
-    common = dict(replicas=replicas, duplicate_window_s=duplicate_window_s, max_age_s=max_age_s)
+
+    def spec(logical: str, subjects_: tuple[str, ...], description: str) -> StreamSpec:
+        return StreamSpec(
+            logical,
+            names(logical),
+            subjects_,
+            description,
+            replicas=replicas,
+            duplicate_window_s=duplicate_window_s,
+            max_age_s=max_age_s,
+        )
+
     return (
-        StreamSpec(
-            JOBS, names(JOBS), subjects.submission_subjects(), "jetgrid job submissions", **common
-        ),  # type: ignore[arg-type]
-        StreamSpec(
-            JOB_EVENTS,
-            names(JOB_EVENTS),
-            subjects.job_event_stream_subjects(),
-            "jetgrid job lifecycle",
-            **common,  # type: ignore[arg-type]
-        ),
-        StreamSpec(
-            WORKERS,
-            names(WORKERS),
-            (f"{p}.worker.*.*",),
-            "jetgrid worker registrations and pings",
-            **common,  # type: ignore[arg-type]
-        ),
-        StreamSpec(
-            INVALID,
-            names(INVALID),
-            (f"{p}.invalid.*",),
-            "jetgrid messages that failed validation",
-            **common,  # type: ignore[arg-type]
-        ),
+        spec(JOBS, subjects.submission_subjects(), "jetgrid job submissions"),
+        spec(JOB_EVENTS, subjects.job_event_stream_subjects(), "jetgrid job lifecycle"),
+        spec(WORKERS, (f"{p}.worker.*.*",), "jetgrid worker registrations and pings"),
+        spec(INVALID, (f"{p}.invalid.*",), "jetgrid messages that failed validation"),
     )
 
 
