@@ -174,6 +174,22 @@ async def last_retry_reason(bus: Bus, settings: Settings, job_id: str) -> str | 
     return None
 
 
+def watch_beside_worker(settings: Settings, bus: Bus, worker_id: str) -> asyncio.Task[None]:
+    """A worker's own watcher, on its connection, as a task; its failure only logs a warning."""
+    watcher = DeadLetterWatcher(settings, bus, name=f"worker/{worker_id}/deadletter",
+                                worker_id=worker_id)  # fmt: skip
+
+    async def watch() -> None:
+        try:
+            await watcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. not permitted here: the job path must carry on
+            log.warning("dead-letter watcher stopped: %s; run `jetgrid deadletter`", exc)
+
+    return asyncio.create_task(watch(), name=f"deadletter-{worker_id}")
+
+
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
     """Connect and run one watcher until `stop` is set (the `jetgrid deadletter` command)."""
     bus = await Bus.connect(settings, name="jetgrid-deadletter")
@@ -190,4 +206,4 @@ async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
         await bus.close()
 
 
-__all__ = ["CONSUMER", "DeadLetterWatcher", "watch_dead_letters"]
+__all__ = ["CONSUMER", "DeadLetterWatcher", "watch_beside_worker", "watch_dead_letters"]
