@@ -38,7 +38,9 @@ SLOW = NatsTimeout("The server did not answer in time.")
         (1, DENIED, TryAgain(0.2)),  # the terminal store retries any NATS error alike
     ],
 )
-def test_the_terminal_store_doubles_its_wait_five_times(failures, error, decision) -> None:
+def test_the_terminal_store_doubles_its_wait_five_times(
+    failures: int, error: Exception, decision: TryAgain | Stop
+) -> None:
     got = after_failure(TERMINAL_STORE, failures, elapsed_s=1000.0, error=error)
     assert type(got) is type(decision) and got.delay_s == pytest.approx(decision.delay_s)
 
@@ -72,7 +74,13 @@ def test_the_terminal_store_waits_6_2_s_in_all_before_handing_a_job_back() -> No
         (DEAD_LETTER_SETUP, 5, 1e6, DENIED, TryAgain(0.5)),  # neither time nor refusals count
     ],
 )
-def test_policies(policy, failures, elapsed_s, error, decision) -> None:
+def test_policies(
+    policy: Backoff,
+    failures: int,
+    elapsed_s: float,
+    error: Exception | None,
+    decision: TryAgain | Stop,
+) -> None:
     assert after_failure(policy, failures, elapsed_s, error) == decision
 
 
@@ -89,7 +97,7 @@ def test_policies(policy, failures, elapsed_s, error, decision) -> None:
         (Backoff(first_s=1.0, never=(ValueError,)), 1, TryAgain(1.0)),  # no error given
     ],
 )
-def test_the_rule_for_any_policy(policy, failures, decision) -> None:
+def test_the_rule_for_any_policy(policy: Backoff, failures: int, decision: TryAgain | Stop) -> None:
     got = after_failure(policy, failures)
     assert type(got) is type(decision) and got.delay_s == pytest.approx(decision.delay_s)
 
@@ -102,13 +110,13 @@ def test_the_rule_for_any_policy(policy, failures, decision) -> None:
         (KeyError("k"), TryAgain(1.0)),
     ],
 )
-def test_never_retried_errors_stop_at_once(error, decision) -> None:
+def test_never_retried_errors_stop_at_once(error: Exception, decision: TryAgain | Stop) -> None:
     policy = Backoff(first_s=1.0, never=(ValueError,))
     assert after_failure(policy, 1, 0.0, error) == decision
 
 
 @pytest.mark.parametrize("failures", [0, -1])
-def test_failures_count_from_one(failures) -> None:
+def test_failures_count_from_one(failures: int) -> None:
     with pytest.raises(ValueError, match=f"Failures has value {failures}"):
         after_failure(FAILOVER, failures)
 
@@ -117,13 +125,17 @@ def test_failures_count_from_one(failures) -> None:
     ("interval_s", "retry_s"),
     [(0.01, 0.2), (0.05, 0.2), (0.1, 0.4), (0.25, 1.0), (0.5, 2.0), (5.0, 2.0), (60.0, 2.0)],
 )
-def test_a_tier_watch_retries_after_four_pings_within_limits(interval_s, retry_s) -> None:
+def test_a_tier_watch_retries_after_four_pings_within_limits(
+    interval_s: float, retry_s: float
+) -> None:
     assert tier_watch_retry_s(interval_s) == pytest.approx(retry_s)
     assert tier_watch_retry_s(interval_s) <= TIER_WATCH_RETRY_S == 2.0
 
 
 @pytest.mark.parametrize(("connected", "wait_s"), [(True, 0.05), (False, 0.5)])
-def test_the_dead_letter_watcher_waits_longer_while_nats_is_away(connected, wait_s) -> None:
+def test_the_dead_letter_watcher_waits_longer_while_nats_is_away(
+    connected: bool, wait_s: float
+) -> None:
     assert dead_letter_fetch_wait_s(connected) == wait_s
 
 
