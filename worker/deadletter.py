@@ -176,8 +176,8 @@ async def last_retry_reason(bus: Bus, settings: Settings, job_id: str) -> str | 
 
 def watch_beside_worker(settings: Settings, bus: Bus, worker_id: str) -> asyncio.Task[None]:
     """A worker's own watcher, on its connection, as a task; its failure only logs a warning."""
-    watcher = DeadLetterWatcher(settings, bus, name=f"worker/{worker_id}/deadletter",
-                                worker_id=worker_id)  # fmt: skip
+    name = f"worker/{worker_id}/deadletter"
+    watcher = DeadLetterWatcher(settings, bus, name=name, worker_id=worker_id)
 
     async def watch() -> None:
         try:
