@@ -794,7 +794,9 @@ def loadavg() -> float:
 def code_fingerprint() -> dict[str, str]:
     """sha256 (12 hex) of the files whose speed is measured: figures belong to that code."""
     out = {}
-    for rel in ("worker/agent.py", "worker/puller.py", "events/codec.py", "bench/raw_worker.py"):
+    worker = ("agent", "pulling", "jobs", "outcomes", "cancels", "puller")  # the per-job path
+    files = [f"worker/{m}.py" for m in worker] + ["events/codec.py", "bench/raw_worker.py"]
+    for rel in files:
         with contextlib.suppress(OSError):
             out[rel] = hashlib.sha256((REPO / rel).read_bytes()).hexdigest()[:12]
     return out

@@ -1,8 +1,9 @@
 """`jetgrid worker` with one experimental change patched in, for A/B runs of bench/roundtrip.py.
 
-NOT production code. Each variant monkeypatches worker.agent.Worker in this process only, to
-measure what a change in worker/ would buy before anyone makes it there. Run it through the
-benchmark, which starts it in place of `jetgrid worker`:
+NOT production code. Each variant builds the worker with one part swapped through the Worker
+constructor (`outcomes=`, `keep_alive=`; the CLI's worker command is pointed at that Worker in
+this process only), to measure what a change in worker/ would buy before anyone makes it there.
+Run it through the benchmark, which starts it in place of `jetgrid worker`:
 
     .venv/bin/python bench/roundtrip.py --worker-variant no-lifecycle
 
@@ -16,52 +17,61 @@ Variants:
     no-lifecycle    neither `claimed` nor `started` is published: only the terminal event is
                     stored. The upper bound of deferring both until a job has run for a while
                     (a short job then stores just `completed`).
-    no-keepalive    no per-job +WPI task (what one shared ticker for all held jobs would save)
+    no-keepalive    a per-job keepalive that sends no +WPI and returns at once (what one shared
+                    ticker for all held jobs would save)
 
-A variant breaks loudly (AttributeError at start) if worker/agent.py no longer has the method
-it patches.
+A variant breaks loudly (TypeError at start) if Worker no longer takes the part it swaps.
 """
 
 from __future__ import annotations
 
 import cProfile
+import functools
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
+
+from nats.aio.msg import Msg
+
+from jetgrid.events import Event
+from jetgrid.events.addressing import event_name
+from jetgrid.worker.outcomes import Outcomes
 
 VARIANTS = ("none", "no-claimed", "no-lifecycle", "no-keepalive")
 
 
-def _skip_events(names: set[str]) -> Callable[[Any], None]:
-    def patch(worker_cls: Any) -> None:
-        original = worker_cls._job_event
+def _skipping(names: set[str]) -> type[Outcomes]:
+    class Skipping(Outcomes):
+        """Says no lifecycle event whose name is in `names`."""
 
-        async def _job_event(self: Any, event: Any, msg_id: str) -> None:
-            if event.type.rsplit(".", 1)[-1] in names:
+        async def say(self, event: Event) -> None:
+            if event_name(event) in names:
                 return
-            await original(self, event, msg_id)
+            await super().say(event)
 
-        worker_cls._job_event = _job_event
-
-    return patch
+    return Skipping
 
 
-def _no_keepalive(worker_cls: Any) -> None:
-    getattr(worker_cls, "_keep_alive")  # noqa: B009 - fail loudly if it is gone
-
-    async def _keep_alive(self: Any, msg: Any) -> None:
-        return None
-
-    worker_cls._keep_alive = _keep_alive
+async def _no_keepalive(msg: Msg, period_s: float) -> None:
+    return None
 
 
-PATCHES: dict[str, Callable[[Any], None]] = {
-    "none": lambda cls: None,
-    "no-claimed": _skip_events({"claimed"}),
-    "no-lifecycle": _skip_events({"claimed", "started"}),
-    "no-keepalive": _no_keepalive,
+PARTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "no-claimed": {"outcomes": _skipping({"claimed"})},
+    "no-lifecycle": {"outcomes": _skipping({"claimed", "started"})},
+    "no-keepalive": {"keep_alive": _no_keepalive},
 }
+
+
+def _use(parts: dict[str, Any]) -> None:
+    """Make the CLI's worker command build its Worker with `parts` (it imports Worker late)."""
+    if not parts:
+        return
+    from jetgrid.worker import agent
+
+    # The CLI calls Worker(...) only, so a partial stands in for the class (bench only).
+    agent.Worker = functools.partial(agent.Worker, **parts)  # type: ignore[assignment,misc]
 
 
 USAGE = (
@@ -72,7 +82,7 @@ USAGE = (
 
 def main() -> None:
     argv = sys.argv[1:]
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in PATCHES:
+    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in PARTS:
         sys.exit(USAGE)
     variant, argv = argv[1], argv[2:]
     profile_to = None
@@ -80,9 +90,7 @@ def main() -> None:
         if len(argv) < 2:
             sys.exit(USAGE)
         profile_to, argv = argv[1], argv[2:]
-    from jetgrid.worker.agent import Worker
-
-    PATCHES[variant](Worker)
+    _use(PARTS[variant])
     from jetgrid.cli import main as cli
 
     sys.argv = ["jetgrid", *argv]

@@ -1,10 +1,12 @@
-"""Stopping background tasks reliably.
+"""Small asyncio helpers the I/O edges share: stopping background tasks, retrying an operation.
 
 On Python 3.11, ``asyncio.wait_for`` swallows a cancellation that arrives in the same loop
 iteration as the awaited future's result (CPython gh-86296, fixed in 3.12). nats-py waits on
 ``wait_for`` everywhere (``next_msg``, ``fetch``, requests), so a single ``task.cancel()`` can
 be lost, and a ``while True`` loop inside the task then runs on forever, holding shutdown.
 `cancel_and_wait` repeats the cancellation until the task has really finished.
+
+`retrying` acts on a back-off policy (coordinator.backoff decides; this only waits and tries).
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from jetgrid.coordinator.backoff import Backoff, Stop, after_failure
 
 log = logging.getLogger("jetgrid.aio")
 
 RECANCEL_EVERY_S = 0.1
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(task: asyncio.Task[object], *, within_s: float = 10.0) -> bool:
@@ -32,3 +40,29 @@ async def cancel_and_wait(task: asyncio.Task[object], *, within_s: float = 10.0)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
     return True
+
+
+async def retrying(
+    op: Callable[[], Awaitable[T]],
+    policy: Backoff,
+    what: str,
+    *,
+    logger: logging.Logger = log,
+) -> T:
+    """Run `op` (safe to repeat) until it succeeds, waiting after each failure as `policy`
+    decides; when it says stop, raise the last error. `what` completes "could not ... yet"."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    failures = 0
+    while True:
+        try:
+            return await op()
+        except Exception as exc:
+            failures += 1
+            step = after_failure(policy, failures, loop.time() - started, exc)
+            if isinstance(step, Stop):
+                if step.delay_s > 0:
+                    await asyncio.sleep(step.delay_s)
+                raise
+            logger.info("could not %s yet (%s); retrying", what, exc)
+        await asyncio.sleep(step.delay_s)

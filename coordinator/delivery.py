@@ -1,7 +1,9 @@
 """Delivery rules as plain functions: what a worker does after a failure, when a job times out,
 which consumer it pulls from next, and what a max-deliveries advisory means.
 
-Nothing here does I/O; worker/agent.py and worker/deadletter.py act on the answers.
+Nothing here does I/O; the worker's parts (worker/pulling.py, worker/jobs.py, worker/outcomes.py,
+worker/cancels.py) and worker/deadletter.py act on the answers. How long to wait before trying
+an operation again is coordinator/backoff.py's.
 """
 
 from __future__ import annotations

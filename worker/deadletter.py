@@ -17,12 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from jetgrid.coordinator.aio import retrying
+from jetgrid.coordinator.backoff import (
+    DEAD_LETTER_SETUP,
+    NOT_STORED_NAK_S,
+    dead_letter_fetch_wait_s,
+)
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import dead_reason, parse_max_deliveries, runs_before
 from jetgrid.coordinator.provision import provision_streams
@@ -90,7 +95,7 @@ class DeadLetterWatcher:
             )
 
     async def run(self) -> None:
-        await self._retrying(self.ensure)
+        await retrying(self.ensure, DEAD_LETTER_SETUP, "set up dead letters", logger=log)
         sub = await self.js.pull_subscribe_bind(CONSUMER, stream=self.spec.name)
         self.ready.set()
         try:
@@ -100,7 +105,7 @@ class DeadLetterWatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # nothing to do (timeout), or NATS away: try again shortly
-                    await asyncio.sleep(0.05 if self.bus.is_connected else 0.5)
+                    await asyncio.sleep(dead_letter_fetch_wait_s(self.bus.is_connected))
                     continue
                 for msg in msgs:
                     await self._handle_stored(msg)
@@ -115,21 +120,10 @@ class DeadLetterWatcher:
         except Exception as exc:  # NATS away mid-way: the advisory comes back
             log.warning("dead letter not recorded yet (%s); will retry", exc)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+                await msg.nak(delay=NOT_STORED_NAK_S)
             return
         with contextlib.suppress(Exception):
             await msg.ack()
-
-    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
-        for attempt in range(30):
-            try:
-                await step()
-                return
-            except Exception as exc:
-                if attempt == 29:
-                    raise
-                log.info("dead-letter setup failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
 
     async def handle(self, advisory: bytes) -> str | None:
         """Publish the `dead` event an advisory calls for; returns the job id (None: skipped)."""
@@ -180,6 +174,22 @@ async def last_retry_reason(bus: Bus, settings: Settings, job_id: str) -> str | 
     return None
 
 
+def watch_beside_worker(settings: Settings, bus: Bus, worker_id: str) -> asyncio.Task[None]:
+    """A worker's own watcher, on its connection, as a task; its failure only logs a warning."""
+    name = f"worker/{worker_id}/deadletter"
+    watcher = DeadLetterWatcher(settings, bus, name=name, worker_id=worker_id)
+
+    async def watch() -> None:
+        try:
+            await watcher.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. not permitted here: the job path must carry on
+            log.warning("dead-letter watcher stopped: %s; run `jetgrid deadletter`", exc)
+
+    return asyncio.create_task(watch(), name=f"deadletter-{worker_id}")
+
+
 async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
     """Connect and run one watcher until `stop` is set (the `jetgrid deadletter` command)."""
     bus = await Bus.connect(settings, name="jetgrid-deadletter")
@@ -196,4 +206,4 @@ async def watch_dead_letters(settings: Settings, stop: asyncio.Event) -> None:
         await bus.close()
 
 
-__all__ = ["CONSUMER", "DeadLetterWatcher", "watch_dead_letters"]
+__all__ = ["CONSUMER", "DeadLetterWatcher", "watch_beside_worker", "watch_dead_letters"]

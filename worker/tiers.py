@@ -5,7 +5,8 @@ tier or factor changes (value: JSON with at least ``tier`` and ``factor``; see t
 worker trusts only its own key, and only for how much it takes, never for anything else:
 
 - **No bucket yet** (no projector has run, or provisioning has not created it): the worker uses
-  the probation factor and looks for the bucket again every ``retry_s``.
+  the probation factor and looks for the bucket again every ``retry_s`` (a worker's comes from
+  coordinator.backoff.tier_watch_retry_s).
 - **No key yet** (the projector has not seen this worker), or the key was deleted or purged:
   the probation factor, as for any new worker.
 - **A value that does not parse** (not JSON, no factor, a factor outside 0..1): ignored with a
@@ -31,6 +32,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from jetgrid.coordinator.allowance import pull_allowance
+from jetgrid.coordinator.backoff import TIER_WATCH_RETRY_S
 from jetgrid.coordinator.budget import Budget, new_budget, take, wait_time, with_factor
 from jetgrid.coordinator.tiers import PROBATION
 
@@ -153,7 +155,7 @@ class TierWatch:
         worker_id: str,
         on_update: Callable[[TierUpdate | None], None],
         *,
-        retry_s: float = 2.0,
+        retry_s: float = TIER_WATCH_RETRY_S,
     ) -> None:
         self.js = js
         self.bucket = bucket

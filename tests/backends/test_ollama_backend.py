@@ -195,7 +195,7 @@ async def test_cancel_closes_the_stream_to_ollama(
     agent = await start_worker("tiny:1b", backend=backend)
     await submit(nc, streams, job(1, prompt=" ".join(["word"] * 400)))
     await tokens.wait_for(lambda: len(tokens) >= 2)
-    agent._in_flight["j1"].cancelled.set()  # what a cancel request does to a running job
+    agent.held.contexts["j1"].cancelled.set()  # what a cancel request does to a running job
     await fake_ollama.wait_for(lambda: fake_ollama.disconnects == 1)
     await outcomes.wait_terminal("j1")
     assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"

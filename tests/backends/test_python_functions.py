@@ -126,7 +126,7 @@ async def test_only_python_workers_take_python_jobs(
     assert result.value == "ran"
     assert outcomes.events[result.job_id][0].event.worker_id == "py"
     # the plain worker binds only echo's consumers (one per priority), never python's
-    assert plain.counters.claimed == 0 and {p.consumer for p in plain._pullers} == {
+    assert plain.counters.claimed == 0 and {p.consumer for p in plain.pulls.pullers} == {
         "pool-standard-echo",
         "pool-standard-echo_high",
         "pool-standard-echo_low",

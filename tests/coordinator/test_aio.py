@@ -1,8 +1,14 @@
-"""cancel_and_wait stops tasks that lose a cancellation (Python 3.11's wait_for can)."""
+"""cancel_and_wait stops tasks that lose a cancellation (Python 3.11's wait_for can);
+retrying waits and tries as a back-off policy says."""
 
 import asyncio
+import itertools
 
-from jetgrid.coordinator.aio import cancel_and_wait
+import pytest
+
+from jetgrid.coordinator.aio import cancel_and_wait, retrying
+from jetgrid.coordinator.backoff import Backoff
+from jetgrid.coordinator.errors import NatsUnavailable, PermissionDenied
 
 
 async def test_a_task_that_swallows_cancellations_is_stopped() -> None:
@@ -61,3 +67,62 @@ async def test_an_error_inside_the_task_is_retrieved_not_raised() -> None:
     await asyncio.wait({task})
     assert await cancel_and_wait(task)
     assert isinstance(task.exception(), RuntimeError)
+
+
+# -- retrying: acts on a back-off policy (the decisions are tested in test_backoff.py) --------
+async def test_retrying_tries_until_the_operation_succeeds() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise NatsUnavailable("away")
+        return "done"
+
+    assert await retrying(flaky, Backoff(first_s=0.0), "do it") == "done"
+    assert calls == 3
+
+
+async def test_retrying_raises_the_last_error_when_the_policy_gives_up() -> None:
+    calls = 0
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        raise NatsUnavailable(f"away {calls}")
+
+    with pytest.raises(NatsUnavailable, match="away 3"):
+        await retrying(failing, Backoff(first_s=0.0, tries=3), "do it")
+    assert calls == 3
+
+
+async def test_retrying_never_retries_a_refusal() -> None:
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise PermissionDenied("no")
+
+    with pytest.raises(PermissionDenied):
+        await retrying(refused, Backoff(first_s=10.0, never=(PermissionDenied,)), "do it")
+    assert calls == 1
+
+
+async def test_retrying_waits_as_the_policy_says() -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+
+    async def failing() -> None:
+        calls.append(loop.time())
+        raise NatsUnavailable("away")
+
+    policy = Backoff(first_s=0.05, factor=2.0, tries=3, wait_after_last=True)
+    t0 = loop.time()
+    with pytest.raises(NatsUnavailable):
+        await retrying(failing, policy, "do it")
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    slack = 0.01  # the event loop may wake a timer up to its clock resolution early
+    assert len(calls) == 3 and gaps[0] >= 0.05 - slack and gaps[1] >= 0.1 - slack
+    assert loop.time() - t0 >= 0.05 + 0.1 + 0.2 - slack  # and once more after the last try

@@ -89,7 +89,7 @@ async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
     await kit.submit(js, streams, kit.job(1))
     await cancel(nc, streams, "j1")  # before any worker listened: only the stored event knows
     agent = await start_worker(backend=Watchful())
-    agent.cancel_clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
+    agent.cancels.clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
     await outcomes.wait_terminal("j1")
     assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
     assert agent.counters.cancel_lookups == 1

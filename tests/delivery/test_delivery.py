@@ -7,12 +7,15 @@ import asyncio
 import signal
 
 import pytest
+from nats.aio.msg import Msg
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import GiveUp, after_transient
-from jetgrid.worker.agent import Worker
+from jetgrid.events import JobSubmitted
+from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend, expected_output
 from jetgrid.worker.deadletter import DeadLetterWatcher
+from jetgrid.worker.outcomes import Outcomes
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +118,14 @@ async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_wo
     assert info.num_redelivered == 0
 
 
-class DiesAfterItsLastRun(Worker):
+class DiesAfterItsLastRun(Outcomes):
     """Records nothing when a job's last run fails, and does not nak: as if SIGKILLed between
     the run and storing `dead`."""
 
-    async def _retry(self, msg, job, attempt, reason) -> None:  # type: ignore[no-untyped-def]
+    async def retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
         if isinstance(after_transient(attempt, self.pool), GiveUp):
             return
-        await super()._retry(msg, job, attempt, reason)
+        await super().retry(msg, job, attempt, reason)
 
 
 async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_lost(
@@ -132,12 +135,11 @@ async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_
     leader) and the worker dies after the last run: the recording delivery still makes it dead."""
     pools = kit.write_pools(tmp_path / "p.toml", max_deliver=2, ack_wait_s=1.0, backoff_s=[0.05])
     s = streams.replace(pools_file=pools)
-    from jetgrid.worker.agent import WorkerOptions
-
-    agent = DiesAfterItsLastRun(
+    agent = Worker(
         s,
         WorkerOptions(pool="standard", models=("echo",), worker_id="w1", dead_letters=False),
         EchoBackend(),
+        outcomes=DiesAfterItsLastRun,
     )
     task = asyncio.create_task(agent.run())
     try:
@@ -163,21 +165,18 @@ async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_
         await asyncio.wait_for(task, 20)
 
 
-class LostKeepalives(Worker):
-    """A worker whose in-progress acks never arrive (a partition, a stalled event loop)."""
-
-    async def _keep_alive(self, msg) -> None:  # type: ignore[no-untyped-def]
-        await asyncio.Event().wait()
+async def lost_keepalives(msg: Msg, period_s: float) -> None:
+    """In-progress acks that never arrive (a partition, a stalled event loop)."""
+    await asyncio.Event().wait()
 
 
 async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outcomes, tmp_path):
     s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
-    from jetgrid.worker.agent import WorkerOptions
-
-    slow = LostKeepalives(
+    slow = Worker(
         s,
         WorkerOptions(pool="standard", models=("echo",), worker_id="slow", dead_letters=False),
         EchoBackend(),
+        keep_alive=lost_keepalives,
     )
     slow_task = asyncio.create_task(slow.run())
     await slow.ready.wait()
@@ -220,4 +219,4 @@ async def test_a_job_past_its_timeout_is_stopped_and_failed(
         assert limit in failed.reason
     assert outcomes.terminal("j3")[0].type == "jetgrid.job.completed"
     await kit.until(lambda: agent.counters.completed == 1)
-    assert agent.counters.timed_out == 2 and not agent._running
+    assert agent.counters.timed_out == 2 and not agent.held.runs

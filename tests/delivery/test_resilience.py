@@ -76,7 +76,7 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
             assert r.json()["status"] == "completed"
             # a job in flight across the restart
             await submit(kit, js, s, kit.job("inflight", prompt=None, input={"sleep": 1}))
-            await kit.until(lambda: agent._in_flight)
+            await kit.until(lambda: agent.held.contexts)
             await asyncio.to_thread(own_server.stop)
             await asyncio.to_thread(own_server.start)
             jobs = [kit.job(i) for i in range(5)]

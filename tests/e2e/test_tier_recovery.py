@@ -58,15 +58,15 @@ async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
     try:
         w = await start_worker(settings=s, worker_id="flaky", simulate_uptime=0.8)
         seen: list[str] = []
-        on_tier = w._on_tier
+        await wait_until(lambda: w.tier_watch is not None, timeout=5)
+        assert w.tier_watch is not None
+        on_tier = w.tier_watch.on_update
 
         def record(update):  # the tiers the worker is told, in order
             on_tier(update)
             if not seen or seen[-1] != w.gate.tier:
                 seen.append(w.gate.tier)
 
-        await wait_until(lambda: w.tier_watch is not None, timeout=5)
-        assert w.tier_watch is not None
         w.tier_watch.on_update = record
         await wait_until(lambda: w.gate.tier == "none", timeout=20)
         job = JobSubmitted(job_id="waits", model="echo", pool="standard", prompt="later")

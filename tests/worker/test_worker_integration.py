@@ -211,7 +211,7 @@ async def test_burst_mode_exits_when_the_pool_is_empty(streams, nc, start_worker
     for _ in range(100):
         if (
             agent.counters.completed == 5
-            and agent._stopping.is_set() is False
+            and agent.stopping is False
             and agent.bus
             and agent.bus.nc.is_closed
         ):

@@ -1,0 +1,120 @@
+"""The outcomes part on its own, on a bus that fails on demand: the terminal store retries as
+coordinator.backoff.TERMINAL_STORE says and is stored before the ack, and an output too large to
+store is recorded as a failure. Also `Held.abort`, which the cancel listener acts through."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from nats.aio.msg import Msg
+
+from jetgrid.coordinator.bus import Bus, Stored
+from jetgrid.coordinator.errors import NatsUnavailable, PayloadTooLarge
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import Event, JobCompleted, JobSubmitted
+from jetgrid.events.addressing import Speaker, event_name
+from jetgrid.worker.backends.base import RunContext
+from jetgrid.worker.held import Held
+from jetgrid.worker.options import Counters
+from jetgrid.worker.outcomes import Outcomes
+
+JOB = JobSubmitted(job_id="j1", model="echo", pool="standard", prompt="hi")
+DONE = JobCompleted(job_id="j1", worker_id="w1", attempt=1, output={"r": "hi"}, duration_s=0.1)
+
+
+class FlakyBus:
+    """Stores events after `failures` NATS errors; refuses the types in `too_large`."""
+
+    def __init__(self, failures: int = 0, too_large: tuple[type, ...] = ()) -> None:
+        self.failures = failures
+        self.too_large = too_large
+        self.log: list[str] = []
+        self.tries = 0
+
+    async def store(self, event: Event, speaker: Speaker, **_: Any) -> Stored:
+        self.tries += 1
+        if isinstance(event, self.too_large):
+            raise PayloadTooLarge("Could not publish: the message is too large.")
+        if self.failures:
+            self.failures -= 1
+            raise NatsUnavailable("No NATS server answered.")
+        self.log.append(f"stored {event_name(event)}")
+        return Stored("JOB_EVENTS", len(self.log), duplicate=False)
+
+    async def send(self, event: Event, speaker: Speaker, **_: Any) -> None:
+        self.log.append(f"sent {event_name(event)}")
+
+
+class Delivery:
+    """A delivered message that notes its ack or nak in the bus's log."""
+
+    @classmethod
+    def noting_in(cls, log: list[str]) -> Msg:
+        return cast(Msg, cls(log))  # the two methods Outcomes calls on a delivery
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def ack(self) -> None:
+        self.log.append("ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        self.log.append(f"nak {delay}")
+
+
+def make(bus: FlakyBus) -> tuple[Outcomes, Counters]:
+    counters = Counters()
+    part = Outcomes(
+        bus=cast(Bus, bus),  # a fake with the two methods Outcomes calls
+        settings=Settings(),
+        pool=PoolConfig("standard"),
+        speaker=Speaker.worker("w1", "boot"),
+        worker_id="w1",
+        counters=counters,
+    )
+    return part, counters
+
+
+async def test_the_terminal_event_is_stored_before_the_ack() -> None:
+    bus = FlakyBus()
+    part, _ = make(bus)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.log == ["stored completed", "ack"]
+
+
+async def test_a_failed_store_is_retried_after_the_policys_waits() -> None:
+    bus = FlakyBus(failures=2)
+    part, _ = make(bus)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await part.store_terminal(DONE)
+    assert bus.tries == 3 and loop.time() - t0 >= 0.2 + 0.4 - 0.01
+
+
+async def test_an_output_too_large_to_store_is_recorded_as_failed_and_acked() -> None:
+    bus = FlakyBus(too_large=(JobCompleted,))
+    part, _ = make(bus)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.log == ["stored failed", "ack"] and bus.tries == 2
+
+
+async def test_failed_and_cancelled_are_stored_acked_and_counted() -> None:
+    bus = FlakyBus()
+    part, counters = make(bus)
+    await part.fail(Delivery.noting_in(bus.log), JOB, 1, "bad input", "bad_input")
+    await part.cancel(Delivery.noting_in(bus.log), JOB, 1, None)
+    assert bus.log == ["stored failed", "ack", "stored cancelled", "ack"]
+    assert (counters.failed, counters.cancelled) == (1, 1)
+
+
+async def test_held_abort_signals_the_job_and_cancels_its_backend_task() -> None:
+    held = Held()
+    held.abort("j0")  # nothing held under that id: nothing to do
+    ctx = RunContext(worker_id="w1", attempt=1)
+    run = asyncio.create_task(asyncio.sleep(30))
+    held.contexts["j1"], held.runs["j1"] = ctx, run
+    held.abort("j1")
+    await asyncio.wait({run})
+    assert ctx.cancelled.is_set() and run.cancelled()

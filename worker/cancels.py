@@ -1,0 +1,121 @@
+"""Cancel requests as a worker hears them: live, remembered, or looked up before a job starts.
+
+The worker subscribes on core NATS to every job's ``cancel_requested`` (the events are stored
+in JOB_EVENTS too). A request for a job it holds sets the job's cancel signal and cancels its
+backend task (worker.held.Held.abort), and the job ends `cancelled`. Requests for jobs it has
+not seen are remembered (the last KEPT of them), so a job about to start is skipped. A job that
+the listener may have missed a request for (submitted before the listener went live, or around
+a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. A bad
+message never stops the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+
+from nats.aio.msg import Msg
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.delivery import CLOCK_MARGIN_S, cancel_heard_live
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import InvalidEvent, JetgridError, JobCancelRequested, decode
+from jetgrid.worker.backends.base import RunContext
+from jetgrid.worker.held import Held
+from jetgrid.worker.options import Counters
+
+__all__ = ["Cancels"]
+
+log = logging.getLogger("jetgrid.worker")
+
+
+class Cancels:
+    """The worker's cancel listener and what it has heard; `listen()` once connected."""
+
+    KEPT = 10_000  # cancel requests remembered for jobs this worker has not seen yet
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        settings: Settings,
+        counters: Counters,
+        held: Held,
+        clock_margin_s: float = CLOCK_MARGIN_S,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.counters = counters
+        self.held = held
+        # How far this worker's clock may be behind the server's (coordinator.delivery).
+        self.clock_margin_s = clock_margin_s
+        self._requests: dict[str, str | None] = {}  # job id -> reason, most recent last
+        # Since when (worker clock) the listener has heard every request: set once it is
+        # subscribed, moved on when it forgets one (KEPT); inf before.
+        self.heard_since = math.inf
+
+    async def listen(self) -> None:
+        """Subscribe to every job's cancel_requested; hears every request from its return on."""
+        subject = f"{self.settings.subjects.prefix}.job.*.cancel_requested"
+        await self.bus.nc.subscribe(subject, cb=self.on_request)
+        await self.bus.flush()  # the server has the subscription: it hears from now on
+        self.heard_since = time.time()
+
+    async def on_request(self, msg: Msg) -> None:
+        """One message on the cancel subject: remember it, and abort the job if it is held."""
+        try:
+            job_id = self.target(msg.subject, msg.data)
+        except Exception as exc:  # a bad message must never stop this listener
+            log.info("ignored cancel request on %s: %s", msg.subject, exc)
+            return
+        if job_id is None:
+            return
+        self._requests[job_id] = "cancel requested"
+        while len(self._requests) > self.KEPT:
+            self._requests.pop(next(iter(self._requests)))
+            self.heard_since = time.time()  # what it forgot, a lookup must find
+        self.held.abort(job_id)
+
+    def target(self, subject: str, data: bytes) -> str | None:
+        """The job a cancel request names, or None when the message is not a valid request."""
+        job_id, _ = self.settings.subjects.parse_job_event(subject)
+        try:
+            event = decode(data).event
+        except InvalidEvent as exc:
+            log.info("ignored invalid cancel request on %s: %s", subject, exc.reason)
+            return None
+        if not isinstance(event, JobCancelRequested) or event.job_id != job_id:
+            log.info("ignored a message on %s that is not this job's cancel request", subject)
+            return None
+        return job_id
+
+    def reason(self, job_id: str) -> str | None:
+        """Why the job was cancelled, if a request for it was heard."""
+        return self._requests.get(job_id)
+
+    async def requested_before_start(
+        self, job_id: str, ctx: RunContext, submitted: datetime | None
+    ) -> bool:
+        """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS (looked
+        up only when the live listener may have missed it: coordinator.delivery)."""
+        if ctx.cancelled.is_set() or job_id in self._requests:
+            return True
+        listening = max(self.heard_since, self.bus.continuity.since)
+        margin = self.clock_margin_s
+        if submitted is not None and cancel_heard_live(submitted.timestamp(), listening, margin):
+            return False
+        self.counters.cancel_lookups += 1
+        subject = self.settings.subjects.job_event(job_id, "cancel_requested")
+        try:
+            stored = await self.bus.last_message(self.settings.streams.job_events, subject)
+        except JetgridError as exc:  # NATS slow or away: run the job rather than stall it
+            log.info("could not check job %s for a cancel request: %s", job_id, exc)
+            return False
+        if stored is None:
+            return False
+        try:
+            return self.target(subject, stored.data) is not None
+        except Exception:
+            return False

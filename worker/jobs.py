@@ -1,0 +1,234 @@
+"""Running one job: a delivery in; its lifecycle events, outcome and ack out.
+
+Per delivery (`JobRunner.handle`): decode the submission (a bad one is rejected onto the invalid
+stream); on the delivery after the last run, only record `dead`; otherwise publish `claimed`,
+skip the job if a cancel was requested (worker.cancels), publish `started`, and run the backend
+under the job's timeout (its own, capped by the pool) while a `KeepAlive` sends an in-progress
+ack every ack_wait/3. The result decides the outcome: `completed`; `failed` for a BackendError,
+a timeout or a backend bug; `retrying` (or `dead`) for a TransientError; `cancelled` when a
+cancel request arrived. worker.outcomes publishes each and acks or naks. A delivery that arrives
+while the worker drains is handed straight back; one still running when the drain grace runs out
+is stopped and handed back too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
+    InvalidEvent,
+    JobClaimed,
+    JobCompleted,
+    JobStarted,
+    JobSubmitted,
+    decode_submission,
+)
+from jetgrid.worker.backends.base import Backend, RunContext
+from jetgrid.worker.cancels import Cancels
+from jetgrid.worker.errors import BackendError, TransientError
+from jetgrid.worker.held import Held
+from jetgrid.worker.options import Counters
+from jetgrid.worker.outcomes import Outcomes
+from jetgrid.worker.tiers import PullGate
+from jetgrid.worker.tokens import TokenPublisher
+
+__all__ = ["JobRunner", "KeepAlive", "send_in_progress"]
+
+log = logging.getLogger("jetgrid.worker")
+
+# Runs beside a job, given its delivery and the in-progress period, until cancelled.
+KeepAlive = Callable[[Msg, float], Coroutine[Any, Any, None]]
+
+
+async def send_in_progress(msg: Msg, period_s: float) -> None:
+    """+WPI every `period_s`, so a long job is not redelivered while this worker lives."""
+    while True:
+        await asyncio.sleep(period_s)
+        with contextlib.suppress(Exception):
+            await msg.in_progress()
+
+
+async def _hand_back(msg: Msg) -> None:
+    with contextlib.suppress(Exception):
+        await msg.nak()
+
+
+class JobRunner:
+    """Handles each delivery in a task of its own; `on_message` is the pullers' callback."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        settings: Settings,
+        pool: PoolConfig,
+        backend: Backend,
+        worker_id: str,
+        counters: Counters,
+        held: Held,
+        gate: PullGate,
+        outcomes: Outcomes,
+        cancels: Cancels,
+        keep_alive: KeepAlive,
+        stopping: asyncio.Event,
+        wake: asyncio.Event,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.pool = pool
+        self.backend = backend
+        self.worker_id = worker_id
+        self.counters = counters
+        self.held = held
+        self.gate = gate
+        self.outcomes = outcomes
+        self.cancels = cancels
+        self.keep_alive = keep_alive
+        self.keepalive_s = keepalive_period(pool.ack_wait_s)
+        self.stopping = stopping
+        self.wake = wake
+
+    def on_message(self, msg: Msg) -> None:
+        """Start handling a delivery (while the worker drains: hand it straight back)."""
+        if self.stopping.is_set():
+            # A pull request sent before draining began can still deliver.
+            task = asyncio.create_task(_hand_back(msg))
+        else:
+            self.gate.charge()
+            task = asyncio.create_task(self.handle(msg))
+        self.held.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.held.tasks.discard(task)
+        self.wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job handler crashed: %r", task.exception())
+
+    async def handle(self, msg: Msg) -> None:
+        """Everything one delivery does, up to its ack, nak or term (see the module doc)."""
+        md = msg.metadata
+        seq, attempt = md.sequence.stream, md.num_delivered
+        try:
+            env = decode_submission(
+                msg.data,
+                subject=msg.subject,
+                subjects=self.settings.subjects,
+                seq=seq,
+                stream_time=md.timestamp,
+            )
+        except InvalidEvent as exc:
+            await self.outcomes.reject(msg, seq, exc.reason)
+            return
+        job: JobSubmitted = env.event
+        log.debug("job %s: delivery %d of JOBS seq %d", job.job_id, attempt, seq)
+        if is_recording_delivery(attempt, self.pool):
+            await self.outcomes.record_dead(msg, job, seq)
+            return
+        ctx = RunContext(
+            worker_id=self.worker_id,
+            attempt=attempt,
+            emit=TokenPublisher(self.bus, self.settings.subjects.tokens(job.job_id), job.job_id),
+        )
+        self.held.contexts[job.job_id] = ctx
+        self.counters.claimed += 1
+        keepalive = asyncio.create_task(self.keep_alive(msg, self.keepalive_s))
+        try:
+            await self.outcomes.say(
+                JobClaimed(
+                    job_id=job.job_id,
+                    worker_id=self.worker_id,
+                    attempt=attempt,
+                    jobs_seq=seq,
+                    tier_factor=self.gate.factor,
+                )
+            )
+            if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):
+                await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
+                return
+            await self.outcomes.say(
+                JobStarted(job_id=job.job_id, worker_id=self.worker_id, attempt=attempt)
+            )
+            await self._run(msg, job, ctx, attempt)
+        except asyncio.CancelledError:
+            # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        finally:
+            keepalive.cancel()
+            self.held.contexts.pop(job.job_id, None)
+
+    async def _run(self, msg: Msg, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
+        """Run the backend under the job's timeout and cancel signal; report the outcome."""
+        timeout = self.pool.timeout_for(job.timeout_s)
+        t0 = time.perf_counter()
+        run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
+        self.held.runs[job.job_id] = run
+        try:
+            try:
+                done, _ = await asyncio.wait({run}, timeout=timeout)
+            except asyncio.CancelledError:
+                run.cancel()  # drain grace ran out: stop the backend (handle hands the job back)
+                await asyncio.wait({run})
+                raise
+            if not done:
+                run.cancel()
+                await asyncio.wait({run})
+                if not ctx.cancelled.is_set():
+                    self.counters.timed_out += 1
+                    await self.outcomes.fail(
+                        msg,
+                        job,
+                        attempt,
+                        f"ran past its timeout of {timeout:g} s (job timeout_s "
+                        f"{job.timeout_s}, pool cap {self.pool.job_timeout_cap_s:g} s)",
+                        "timeout",
+                    )
+                    return
+            if ctx.cancelled.is_set():
+                await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
+                return
+            try:
+                result = run.result()
+            except TransientError as exc:
+                await self.outcomes.retry(msg, job, attempt, str(exc))
+                return
+            except BackendError as exc:
+                await self.outcomes.fail(msg, job, attempt, str(exc), exc.error_type)
+                return
+            except Exception as exc:
+                # A backend bug is not going to fix itself on retry: fail with its message.
+                log.exception(
+                    "backend %s raised unexpectedly on job %s", self.backend.name, job.job_id
+                )
+                await self.outcomes.fail(
+                    msg, job, attempt, f"{type(exc).__name__}: {exc}", "internal"
+                )
+                return
+            await ctx.emit.flush()  # type: ignore[attr-defined]  # the last chunks before the result
+            await self.outcomes.finish(
+                msg,
+                JobCompleted(
+                    job_id=job.job_id,
+                    worker_id=self.worker_id,
+                    attempt=attempt,
+                    output=result.output,
+                    usage=result.usage,
+                    duration_s=time.perf_counter() - t0,
+                ),
+            )
+            self.counters.completed += 1
+        finally:
+            self.held.runs.pop(job.job_id, None)

@@ -1,0 +1,217 @@
+"""What a worker says about the jobs it holds, and how each delivery ends (ack, nak or term).
+
+`claimed`, `started` and `retrying` are sent without waiting for the stream's ack (`say`, through
+Bus.send: stored all the same, in order, on the same connection). A terminal event (`completed`,
+`failed`, `cancelled`, `dead`; ``Nats-Msg-Id: <job>:terminal``, events.addressing) is stored and
+awaited first, and only then is the submission acked (`finish`): if NATS stays away through the
+coordinator.backoff.TERMINAL_STORE tries, the delivery is naked after NOT_STORED_NAK_S so the job
+runs again. A completed job whose output is too big to store is recorded as failed instead.
+
+A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
+stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
+last run only records `dead` (`record_dead`). An undecodable submission goes to the invalid
+stream and is terminated (`reject`). Tests and benchmarks inject a subclass through
+``Worker(outcomes=...)`` to change what one of these does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.msg import Msg
+
+from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.delivery import GiveUp, after_transient, dead_reason
+from jetgrid.coordinator.errors import PayloadTooLarge
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import (
+    JOBS,
+    Event,
+    InvalidMessage,
+    JetgridError,
+    JobCancelled,
+    JobCompleted,
+    JobDead,
+    JobFailed,
+    JobRetrying,
+    JobSubmitted,
+    encode,
+)
+from jetgrid.events.addressing import Speaker
+from jetgrid.worker.deadletter import last_retry_reason
+from jetgrid.worker.options import Counters
+
+__all__ = ["Outcomes"]
+
+log = logging.getLogger("jetgrid.worker")
+
+
+class Outcomes:
+    """Publishes a worker's job events and acks, naks or terminates its deliveries."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        settings: Settings,
+        pool: PoolConfig,
+        speaker: Speaker,
+        worker_id: str,
+        counters: Counters,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.pool = pool
+        self.speaker = speaker
+        self.worker_id = worker_id
+        self.counters = counters
+
+    async def say(self, event: Event) -> None:
+        """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
+        await self.bus.send(event, self.speaker)
+
+    async def finish(self, msg: Msg, event: Event) -> None:
+        """Store the terminal event (deduplicated per job), then ack the submission."""
+        job_id = event.job_id  # type: ignore[attr-defined]
+        if await self.store_terminal(event):
+            await msg.ack()
+            log.debug("job %s: %s stored, acked", job_id, event.type)  # type: ignore[attr-defined]
+        else:
+            await msg.nak(delay=NOT_STORED_NAK_S)  # could not record the outcome: run it again
+            log.debug("job %s: outcome not stored, handed back", job_id)
+
+    async def store_terminal(self, event: Event) -> bool:
+        """Store a terminal event; False if NATS stayed away through the TERMINAL_STORE tries."""
+        job_id: str = event.job_id  # type: ignore[attr-defined]
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                stored = await self.bus.store(event, self.speaker)
+            except PayloadTooLarge:
+                # The outcome itself is too big to store: record that, not a retry loop.
+                if not isinstance(event, JobCompleted):
+                    raise
+                event = self._too_large(event)
+                continue
+            except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
+                log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)  # type: ignore[attr-defined]
+                step = after_failure(TERMINAL_STORE, tries, error=exc)
+                await asyncio.sleep(step.delay_s)
+                if isinstance(step, Stop):
+                    return False
+                continue
+            if stored.duplicate:
+                self.counters.duplicates += 1
+            return True
+
+    def _too_large(self, event: JobCompleted) -> JobFailed:
+        size = len(encode(event, source=self.speaker.source))
+        return JobFailed(
+            job_id=event.job_id,
+            worker_id=event.worker_id,
+            attempt=event.attempt,
+            reason=f"the output ({size} bytes) exceeds the NATS max_payload",
+            error_type="output_too_large",
+        )
+
+    async def fail(
+        self, msg: Msg, job: JobSubmitted, attempt: int, reason: str, error_type: str
+    ) -> None:
+        """Record the job as failed (no retry), then ack."""
+        await self.finish(
+            msg,
+            JobFailed(
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                attempt=attempt,
+                reason=reason,
+                error_type=error_type,
+            ),
+        )
+        self.counters.failed += 1
+
+    async def cancel(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str | None) -> None:
+        """Record the job as cancelled, then ack."""
+        await self.finish(
+            msg,
+            JobCancelled(
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                attempt=attempt,
+                reason=reason or "cancelled",
+            ),
+        )
+        self.counters.cancelled += 1
+
+    async def retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
+        """After a transient failure: `retrying` and a nak with backoff, or `dead` at the end."""
+        decision = after_transient(attempt, self.pool)
+        self.counters.retried += 1
+        if isinstance(decision, GiveUp):
+            # The last delivery. This worker knows the job is dead, so it says so (with the real
+            # last error); it also naks, so JetStream's max-deliveries advisory fires and the
+            # dead-letter watchers publish the same `dead` (dropped as a duplicate). Either one
+            # suffices: an advisory can be lost while its stream fails over, and a worker that
+            # crashes on the last delivery leaves only the advisory.
+            log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
+            await self.store_terminal(
+                JobDead(
+                    job_id=job.job_id,
+                    attempts=attempt,
+                    jobs_seq=msg.metadata.sequence.stream,
+                    reason=dead_reason(attempt, reason),
+                )
+            )
+            await msg.nak()
+            return
+        await self.say(
+            JobRetrying(
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                attempt=attempt,
+                reason=reason,
+                delay_s=decision.delay_s,
+            )
+        )
+        await msg.nak(delay=decision.delay_s)
+
+    async def record_dead(self, msg: Msg, job: JobSubmitted, seq: int) -> None:
+        """The delivery after the last run (coordinator.delivery.consumer_max_deliver): store
+        `dead` without running the job, then nak, which ends its deliveries (JetStream's
+        advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
+        cannot be stored, the nak still lets the advisory make it dead."""
+        runs = self.pool.max_deliver
+        last_error = await last_retry_reason(self.bus, self.settings, job.job_id)
+        stored = await self.store_terminal(
+            JobDead(
+                job_id=job.job_id,
+                attempts=runs,
+                jobs_seq=seq,
+                reason=dead_reason(runs, last_error),
+            )
+        )
+        log.info("job %s ran %d times and is dead%s", job.job_id, runs,
+                 "" if stored else " (not stored; the advisory will say so)")  # fmt: skip
+        with contextlib.suppress(Exception):
+            await msg.nak()
+
+    async def reject(self, msg: Msg, seq: int, reason: str) -> None:
+        """Record an undecodable submission on the invalid stream, then never redeliver it."""
+        self.counters.invalid += 1
+        record = InvalidMessage.of(
+            msg.data,
+            stream=JOBS,
+            subject=msg.subject,
+            seq=seq,
+            reason=reason,
+            detected_by=self.speaker.source,
+            headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
+        )
+        await self.bus.store(record, self.speaker)
+        await msg.term()
+        log.info("rejected JOBS seq %s: %s", seq, reason)

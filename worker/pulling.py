@@ -1,0 +1,202 @@
+"""Pull scheduling: when a worker asks its consumers for jobs, which ones, and for how many.
+
+The worker binds one durable consumer per (model, priority) of its pool, creating it if missing
+(retried through a NATS failover: coordinator.backoff.FAILOVER), and pulls from each with a
+`Puller` (worker.puller). A round sweeps the priorities
+highest first with a no-wait request for every free slot (coordinator.delivery.next_pull
+decides), and only when a whole sweep found nothing parks a long poll, spread round robin over
+the models' normal consumers. Free slots are the tier gate's allowance (worker.tiers.PullGate:
+concurrency, tier factor, pull budget) less what the worker holds and what open requests may
+still deliver; each consumer is capped by the backend's model affinity (worker.pullgate).
+Between rounds the loop waits for a job or a request to end or the tier to change, at most
+coordinator.backoff.PULL_ROUND_WAIT_S (a failed round is retried by the next). In burst mode it
+returns once the worker holds nothing and every consumer was found empty twice in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from nats.aio.msg import Msg
+
+from jetgrid.coordinator.affinity import AffinityPolicy
+from jetgrid.coordinator.aio import retrying
+from jetgrid.coordinator.backoff import FAILOVER, PULL_ROUND_WAIT_S
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
+from jetgrid.coordinator.delivery import consumer_max_deliver, next_pull
+from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.coordinator.provision import ensure_consumer
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events.subjects import PRIORITIES
+from jetgrid.worker.backends.base import Backend
+from jetgrid.worker.held import Held
+from jetgrid.worker.puller import Puller
+from jetgrid.worker.pullgate import PullGate as AffinityGate
+from jetgrid.worker.tiers import PullGate
+
+__all__ = ["PullScheduler"]
+
+log = logging.getLogger("jetgrid.worker")
+
+
+async def _ensure(bus: Bus, spec: ConsumerSpec) -> None:
+    await bus.call(ensure_consumer(bus.js, spec), f"use consumer {spec.stream}/{spec.name}")
+
+
+class PullScheduler:
+    """A worker's consumers, pullers and pull loop; `bind`, then `run` until stopped."""
+
+    LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pool: PoolConfig,
+        models: Sequence[str],
+        gate: PullGate,
+        held: Held,
+        stopping: asyncio.Event,
+        wake: asyncio.Event,
+    ) -> None:
+        self.pool = pool
+        self.gate = gate
+        self.held = held
+        self.stopping = stopping
+        self.wake = wake
+        self.specs = [
+            pool_consumer(
+                settings.subjects,
+                settings.streams.jobs,
+                pool.name,
+                m,
+                ack_wait_s=pool.ack_wait_s,
+                max_deliver=consumer_max_deliver(pool.max_deliver),
+                max_ack_pending=pool.max_ack_pending,
+                priority=p,
+            )
+            for m in models
+            for p in PRIORITIES
+        ]
+        self._spec_models = [m for m in models for _ in PRIORITIES]
+        self.pullers: list[Puller] = []
+        self._by_priority: dict[str, list[Puller]] = {p: [] for p in PRIORITIES}
+        self._models: dict[str, str] = {}  # consumer name -> model
+        self._affinity: AffinityGate | None = None
+        self._rr = 0
+
+    def allowance(self) -> int:
+        """How many jobs to ask for now: free slots, within the tier's budget."""
+        outstanding = sum(p.outstanding for p in self.pullers)
+        return self.gate.allowance(len(self.held.tasks), outstanding)
+
+    async def bind(self, bus: Bus, backend: Backend, on_message: Callable[[Msg], None]) -> None:
+        """Make sure each consumer exists (retried through a NATS failover), start its puller
+        (messages go to `on_message`), and cap requests by `backend`'s model affinity."""
+        for model, spec in zip(self._spec_models, self.specs, strict=True):
+            await retrying(partial(_ensure, bus, spec), FAILOVER, f"bind {spec.name}", logger=log)
+            puller = Puller(
+                bus.nc,
+                spec.stream,
+                spec.name,
+                on_message,
+                on_end=self.wake.set,
+                expires_s=self.LONG_POLL_S,
+            )
+            await puller.start()
+            self.pullers.append(puller)
+            self._by_priority[spec.priority].append(puller)
+            self._models[spec.name] = model
+        self._affinity = AffinityGate(bus, backend, AffinityPolicy.for_pool(self.pool))
+
+    async def run(self, bus: Bus, *, burst: bool) -> None:
+        """Pull until the worker stops (in burst mode: until every consumer is empty)."""
+        idle_checks = 0
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                await self._round()
+            except Exception as exc:  # NATS away: the next round retries
+                log.info("pull round failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.wake.wait(), timeout=self.gate.wait_s(PULL_ROUND_WAIT_S)
+                )
+            if burst and not self.held.tasks:
+                idle_checks = idle_checks + 1 if await self.consumers_empty(bus) else 0
+                if idle_checks >= 2:
+                    return
+
+    async def _round(self) -> None:
+        """One sweep over the priority consumers (coordinator.delivery.next_pull decides)."""
+        swept: list[str] = []
+        got_any = False
+        while (pull := next_pull(self.allowance(), swept, got_any)) is not None:
+            if self.stopping.is_set():
+                return
+            if pull.wait:
+                await self._long_poll(pull.n)
+                return
+            got_any = await self._take_now(pull.priority) > 0 or got_any
+            swept.append(pull.priority)
+
+    async def _take_now(self, priority: str) -> int:
+        """No-wait requests to this priority's consumers (one per model), while slots are free."""
+        pullers = self._by_priority[priority]
+        got = 0
+        for i in range(len(pullers)):
+            p = pullers[(self._rr + i) % len(pullers)]
+            free = self.allowance()
+            if free <= 0:
+                break
+            if p.long_polling:  # an open long poll already gets this consumer's messages
+                continue
+            cap = await self._cap(p)
+            if cap != 0:
+                got += await p.take_now(free if cap is None else min(free, cap))
+        return got
+
+    async def _long_poll(self, free: int) -> None:
+        """Spread the free slots over the normal consumers, starting where we left off."""
+        plan = [(p, cap) for p in self._by_priority["normal"] if (cap := await self._cap(p)) != 0]
+        n = len(plan)
+        if n == 0:
+            return
+        shares = [free // n + (1 if i < free % n else 0) for i in range(n)]
+        for i in range(n):
+            p, cap = plan[(self._rr + i) % n]
+            await p.request(shares[i] if cap is None else min(shares[i], cap))
+        self._rr = (self._rr + 1) % n
+
+    async def _cap(self, puller: Puller) -> int | None:
+        """How many jobs this consumer may be asked for now (None: any; 0: none): warm models
+        at once, cold ones only when their backlog says so, none while the backend is not
+        accepting (worker.pullgate)."""
+        if self._affinity is None:
+            return None
+        model = self._models[puller.consumer]
+        pool = self.pool.name
+        return await self._affinity.decide(puller.stream, puller.consumer, pool, model)
+
+    async def consumers_empty(self, bus: Bus) -> bool:
+        """Burst mode's test: nothing pending or unacked on any of the worker's consumers."""
+        for spec in self.specs:
+            info = await bus.consumer_info(spec.stream, spec.name)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+
+    async def withdraw(self) -> None:
+        """Withdraw every open pull request (the tier factor dropped to 0)."""
+        for p in self.pullers:
+            await p.withdraw()
+
+    async def stop(self) -> None:
+        """Stop every puller (their subscriptions end; nothing more is delivered)."""
+        for p in self.pullers:
+            await p.stop()
