@@ -61,8 +61,6 @@ async def retrying(
             failures += 1
             step = after_failure(policy, failures, loop.time() - started, exc)
             if isinstance(step, Stop):
-                if step.delay_s > 0:
-                    await asyncio.sleep(step.delay_s)
                 raise
             logger.info("could not %s yet (%s); retrying", what, exc)
         await asyncio.sleep(step.delay_s)

@@ -8,10 +8,9 @@ here does I/O. The policies jetgrid uses:
 ================== ============================================ ==============================
 policy             what it retries                              waits, and gives up
 ================== ============================================ ==============================
-TERMINAL_STORE     storing a job's terminal event (worker)      0.2, 0.4, 0.8, 1.6, 3.2 s;
-                                                                after the 5th try (it waits
-                                                                that last time too), then naks
-                                                                with NOT_STORED_NAK_S
+TERMINAL_STORE     storing a job's terminal event (worker)      0.2, 0.4, 0.8, 1.6 s; at the
+                                                                5th failure, then the worker
+                                                                naks with NOT_STORED_NAK_S
 FAILOVER           registering, binding consumers (worker)      0.5 s; a failure more than
                                                                 30 s after the first try, or a
                                                                 PermissionDenied at once
@@ -55,24 +54,20 @@ class TryAgain:
 
 @dataclass(frozen=True, slots=True)
 class Stop:
-    """Give up with the last error, after waiting `delay_s` (0 unless the policy says so)."""
-
-    delay_s: float = 0.0
+    """Give up with the last error, at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Wait ``first_s * factor ** (n - 1)`` after the n-th failure. Give up at the `tries`-th
     failure, at a failure more than `within_s` after the first try, or at once on an error of
-    a `never` type; None means no such limit. With `wait_after_last` the give-up comes after
-    the wait the last failure would have had (the terminal store has always waited so)."""
+    a `never` type; None means no such limit."""
 
     first_s: float
     factor: float = 1.0
     tries: int | None = None
     within_s: float | None = None
     never: tuple[type[BaseException], ...] = ()
-    wait_after_last: bool = False
 
     def delay(self, failures: int) -> float:
         """The wait after the `failures`-th failure (1-based), limits aside."""
@@ -88,13 +83,13 @@ def after_failure(
     if error is not None and isinstance(error, policy.never):
         return Stop()
     if policy.tries is not None and failures >= policy.tries:
-        return Stop(policy.delay(failures) if policy.wait_after_last else 0.0)
+        return Stop()
     if policy.within_s is not None and elapsed_s > policy.within_s:
         return Stop()
     return TryAgain(policy.delay(failures))
 
 
-TERMINAL_STORE = Backoff(first_s=0.2, factor=2.0, tries=5, wait_after_last=True)
+TERMINAL_STORE = Backoff(first_s=0.2, factor=2.0, tries=5)
 FAILOVER = Backoff(first_s=0.5, within_s=30.0, never=(PermissionDenied,))
 GOODBYE = Backoff(first_s=0.5, within_s=10.0, never=(PermissionDenied,))
 DEAD_LETTER_SETUP = Backoff(first_s=0.5, tries=30)

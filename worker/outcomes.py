@@ -101,9 +101,9 @@ class Outcomes:
             except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
                 log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)  # type: ignore[attr-defined]
                 step = after_failure(TERMINAL_STORE, tries, error=exc)
-                await asyncio.sleep(step.delay_s)
                 if isinstance(step, Stop):
                     return False
+                await asyncio.sleep(step.delay_s)
                 continue
             if stored.duplicate:
                 self.counters.duplicates += 1
