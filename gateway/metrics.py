@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jetgrid.events import TERMINAL_NAMES
 from jetgrid.gateway.pools_api import consumer_rows
 from jetgrid.projections.jobs import JobView
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-_FACTS = ("submitted", "started", "completed", "failed", "cancelled", "dead")
+_FACTS = ("submitted", "started", *sorted(TERMINAL_NAMES))
 _BIT = {name: 1 << i for i, name in enumerate(_FACTS)}
 
 
@@ -37,7 +38,7 @@ def facts(view: JobView) -> list[str]:
         out.append("submitted")
     if view.started_at is not None:
         out.append("started")
-    if view.status in ("completed", "failed", "cancelled", "dead"):
+    if view.status in TERMINAL_NAMES:
         out.append(view.status)
     return out
 
