@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jetgrid.events import ConfigError
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.projections.errors import ReadModelError
 from jetgrid.projections.store import Store
 from jetgrid.projections.views import tiers_view, workers_out
 
@@ -28,23 +28,17 @@ def _store(request: Request) -> Store:
     """One Store per app, opened on first use."""
     store = getattr(request.app.state, "read_models", None)
     if store is None:
-        url = request.app.state.gateway.settings.database_url
-        # SQLite: no pool, so no connection thread outlives a request; servers keep theirs.
-        store = Store(url, poolclass=NullPool) if url.startswith("sqlite") else Store(url)
+        store = Store.reader(request.app.state.gateway.settings.database_url)
         request.app.state.read_models = store
     return store
 
 
 async def _read(request: Request, fn: Any, *args: Any) -> Any:
-    store = _store(request)
+    """`fn(store, *args)`; 503 naming the database and the fix when it cannot be read."""
     try:
-        return await fn(store, *args)
-    except (OperationalError, ProgrammingError) as exc:
-        raise HTTPError(
-            503,
-            f"The worker read models at {store.url!r} are not available ({exc.orig!r}); is a "
-            "projector (`jetgrid projector`, or `jetgrid up`) writing them?",
-        ) from None
+        return await fn(_store(request), *args)
+    except (ReadModelError, ConfigError) as exc:
+        raise HTTPError(503, str(exc)) from None
 
 
 async def projected_workers(request: Request) -> list[dict[str, Any]] | None:
