@@ -7,9 +7,10 @@
   the consumer's delivered stream sequence, filtered to its subject).
 
 `read_backlog` reads one consumer (worker.pullgate calls it for its warm/cold decision);
-`read_backlogs` reads every pool consumer and `merge_priorities` adds a (pool, model)'s high,
-normal and low consumers up to one row. What the backlogs mean together with the workers
-(warm and cold workers, a suggested size) is projections.pools.pool_status.
+`read_consumer_backlogs` reads every pool consumer (the gateway's per-consumer queue gauges),
+and `read_backlogs` adds each (pool, model)'s high, normal and low consumers up to one row
+(`merge_priorities`; ``GET /v1/pools`` and ``jetgrid pools``). What the backlogs mean together
+with the workers (warm and cold workers, a suggested size) is projections.pools.pool_status.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidSubject
 
-__all__ = ["Backlog", "merge_priorities", "read_backlog", "read_backlogs"]
+__all__ = ["Backlog", "merge_priorities", "read_backlog", "read_backlogs", "read_consumer_backlogs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +44,11 @@ async def read_backlog(bus: Bus, stream: str, consumer: str, pool: str, model: s
     return await _backlog_from(bus, info, pool, model)
 
 
-async def _backlog_from(bus: Bus, info: Any, pool: str, model: str) -> Backlog:
+async def _backlog_from(
+    bus: Bus, info: Any, pool: str, model: str, *, oldest_job: bool = True
+) -> Backlog:
     oldest = None
-    if info.num_pending:
+    if info.num_pending and oldest_job:
         first = await bus.message(
             info.stream_name,
             (info.delivered.stream_seq or 0) + 1,
@@ -64,8 +67,11 @@ async def _backlog_from(bus: Bus, info: Any, pool: str, model: str) -> Backlog:
     )
 
 
-async def read_backlogs(bus: Bus, settings: Settings) -> list[Backlog]:
-    """Every pool consumer (``pool-*``) on the JOBS stream, one row per (pool, model)."""
+async def read_consumer_backlogs(
+    bus: Bus, settings: Settings, *, oldest_job: bool = True
+) -> list[Backlog]:
+    """Every pool consumer (``pool-*``) on the JOBS stream, one row per consumer (priorities
+    apart); `oldest_job=False` skips reading each one's first waiting job (``oldest_ts`` None)."""
     out = []
     for info in await bus.consumers_info(settings.streams.jobs):
         if not info.name.startswith("pool-") or not info.config.filter_subject:
@@ -73,9 +79,14 @@ async def read_backlogs(bus: Bus, settings: Settings) -> list[Backlog]:
         try:
             pool, model = settings.subjects.parse_submit(info.config.filter_subject)
         except InvalidSubject:
-            continue
-        out.append(await _backlog_from(bus, info, pool, model))
-    return merge_priorities(out)
+            continue  # not a submission filter: some tool's own consumer
+        out.append(await _backlog_from(bus, info, pool, model, oldest_job=oldest_job))
+    return out
+
+
+async def read_backlogs(bus: Bus, settings: Settings) -> list[Backlog]:
+    """Every pool consumer on the JOBS stream, one row per (pool, model) (`merge_priorities`)."""
+    return merge_priorities(await read_consumer_backlogs(bus, settings))
 
 
 def merge_priorities(backlogs: list[Backlog]) -> list[Backlog]:
