@@ -150,9 +150,7 @@ def pool_status(
 ) -> list[PoolModelStatus]:
     """One row per (pool, model) that has a consumer or a live worker, sorted."""
     live = [w for w in workers if wr.is_live(w, now)]
-    keys: dict[tuple[str, str], Backlog | None] = {}
-    for b in backlogs:
-        keys[(b.pool, b.model)] = b
+    keys: dict[tuple[str, str], Backlog | None] = {(b.pool, b.model): b for b in backlogs}
     named = {(p, full_name(m)) for p, m in keys}
     for w in live:
         for p in w.pools:
@@ -235,7 +233,8 @@ async def read_workers(
     )
     envs: list[Envelope] = []
     try:
-        left = (await bus.call(sub.consumer_info(), "read the latest worker events")).num_pending
+        info = await bus.call(sub.consumer_info(), "read the latest worker events")
+        left = info.num_pending or 0
         while left > 0:
             msgs = await bus.call(
                 sub.fetch(min(left, 256), timeout=5), "read the latest worker events"
