@@ -3,8 +3,10 @@
 ``apply(view, envelope, policy, windows) -> view`` folds one event; ``refresh(view, now, ...)``
 re-judges the tier at a later log time (uptime decays while a worker is silent, and a silent
 worker produces no events). Both are pure: the same calls in the same order give equal views,
-which is what makes replays byte-identical. Nothing here reads a clock; ``now`` is always the
-projection's log clock (the latest event time it has seen) or an event's own time.
+which is what makes replays byte-identical. Nothing here reads a clock; ``now`` is always an
+input: for the reducer and `refresh`, the projection's log clock (the latest event time it has
+seen) or an event's own time; for `availability` and `is_live`, whatever the reader judges at
+(log time in a replay, the wall clock in the gateway and ``jetgrid pools``).
 
 Rules:
 
@@ -497,7 +499,8 @@ def summary(
     policy: TierPolicy = DEFAULT_POLICY,
     windows: UptimeWindows = DEFAULT_WINDOWS,
 ) -> dict[str, Any]:
-    """The view as JSON-able data at log time `now`, for ``GET /v1/workers/{id}``."""
+    """The whole view as JSON-able data at `now` (every counter, uptime per window, the last
+    ping in full): for inspection and tests. The HTTP WorkerOut is projections.views.worker_out."""
     uptime: dict[str, Any] = {}
     slots: dict[str, int] = {}
     if view.uptime is not None:
