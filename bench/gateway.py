@@ -33,7 +33,7 @@ import nats
 
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, encode, stream_specs
+from jetgrid.events import TERMINAL_NAMES, JobSubmitted, encode, stream_specs
 from jetgrid.natsserver import NatsServer, free_port
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
@@ -109,7 +109,7 @@ async def main() -> None:
 
         async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
             job_id, name = subjects.parse_job_event(msg.subject)
-            if name in ("completed", "failed", "dead", "cancelled") and job_id in waiting:
+            if name in TERMINAL_NAMES and job_id in waiting:
                 fut = waiting.pop(job_id)
                 if not fut.done():
                     fut.set_result(None)

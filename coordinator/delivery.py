@@ -1,5 +1,7 @@
-"""Delivery rules as plain functions: what a worker does after a failure, when a job times out,
-which consumer it pulls from next, and what a max-deliveries advisory means.
+"""Delivery rules as plain functions: how many deliveries a pool consumer allows and which of
+them only records the outcome, what a worker does after a transient failure, how often it tells
+JetStream a long job is still running, which priority consumer it pulls from next, what a
+max-deliveries advisory says, and when a job's cancel request needs a lookup.
 
 Nothing here does I/O; the worker's parts (worker/pulling.py, worker/jobs.py, worker/outcomes.py,
 worker/cancels.py) and worker/deadletter.py act on the answers. How long to wait before trying
@@ -35,11 +37,13 @@ class GiveUp:
 
 
 # A pool runs a job at most `max_deliver` times. Its consumer allows one delivery more, which
-# never runs the job: whoever receives it stores `dead`. The advisory JetStream publishes at
-# MaxDeliver is core NATS and is lost if DEAD_LETTERS is electing a leader at that moment; a
-# worker killed between the last run and storing `dead` leaves only that advisory. The
-# recording delivery is redelivered like any other until a worker has stored the outcome, so a
-# job given up can no longer end with no terminal event at all.
+# never runs the job: whoever receives it stores `dead` (the last error from the job's
+# `retrying` events as the reason) and naks, which ends the deliveries. So `dead` does not hang
+# on JetStream's max-deliveries advisory alone: that advisory is core NATS, lost if DEAD_LETTERS
+# is electing a leader at that moment, and a worker killed between the last run and storing
+# `dead` still leaves the recording delivery, which JetStream hands to a worker of the pool
+# after AckWait. A job ends without a terminal event only if both the recording delivery's
+# store and the advisory are lost.
 RECORDING_DELIVERIES = 1
 
 
@@ -84,9 +88,10 @@ class Pull:
 def next_pull(free: int, swept: Sequence[str], got_any: bool) -> Pull | None:
     """The next request of a pull sweep, or None when the sweep is over.
 
-    A sweep asks each priority's consumer in turn, highest first, with a no-wait request for
-    every free slot (the server answers at once with what it has), so a backlogged pool always
-    hands out high before normal before low. Only when a whole sweep found nothing does the
+    A sweep asks each priority's consumers in turn, highest first, with no-wait requests for
+    the `free` slots the worker may fill (its free slots within its pull budget; the server
+    answers at once with what it has), so a backlogged pool always hands out high before normal
+    before low. Only when a whole sweep found nothing does the
     worker park a long poll, on the normal consumer (where most jobs arrive, and every job of a
     client that knows nothing of priorities); high and low jobs that arrive in an idle pool are
     found by the next sweep, at most one long poll (Puller.expires_s) later.
@@ -151,6 +156,6 @@ def cancel_heard_live(
     A cancel request is for a submitted job, so it comes after the submission; if that was
     after the listener went live (by more than the clock margin), the listener got it, and the
     stored-request lookup before the job starts can be skipped. A redelivered or backlogged
-    job, or one submitted around a reconnect, is looked up as before.
+    job, or one submitted around a reconnect, is looked up.
     """
     return submitted_s > listening_since_s + margin_s

@@ -21,6 +21,7 @@ from jetgrid.events.errors import ConfigError, InvalidEvent, InvalidSubject, Jet
 from jetgrid.events.invalid import InvalidMessage
 from jetgrid.events.jobs import JobKind, JobSubmitted, Priority
 from jetgrid.events.lifecycle import (
+    TERMINAL_EVENTS,
     TERMINAL_NAMES,
     JobCancelled,
     JobCancelRequested,
@@ -60,6 +61,7 @@ __all__ = [
     "INVALID",
     "JOBS",
     "JOB_EVENTS",
+    "TERMINAL_EVENTS",
     "TERMINAL_NAMES",
     "UPCASTERS",
     "WORKERS",

@@ -33,12 +33,9 @@ from jetgrid.events.base import Event
 from jetgrid.events.invalid import InvalidMessage
 from jetgrid.events.jobs import JobSubmitted
 from jetgrid.events.lifecycle import (
-    JobCancelled,
+    TERMINAL_EVENTS,
     JobCancelRequested,
     JobClaimed,
-    JobCompleted,
-    JobDead,
-    JobFailed,
     JobRetrying,
     JobStarted,
 )
@@ -52,7 +49,6 @@ from jetgrid.events.workers import (
 
 __all__ = ["Address", "Speaker", "address", "event_name", "message_id"]
 
-_TERMINAL = (JobCompleted, JobFailed, JobCancelled, JobDead)
 _PER_ATTEMPT = (JobClaimed, JobStarted, JobRetrying)
 _WORKER_LIFECYCLE = (WorkerRegistered, WorkerDraining, WorkerDeregistered)
 
@@ -92,7 +88,7 @@ def message_id(event: Event, speaker: Speaker) -> str:
     """The event's ``Nats-Msg-Id`` (and envelope id), by the table in the module docstring."""
     if isinstance(event, JobSubmitted):
         return event.job_id
-    if isinstance(event, _TERMINAL):
+    if isinstance(event, TERMINAL_EVENTS):
         return f"{event.job_id}:terminal"
     if isinstance(event, _PER_ATTEMPT):
         return f"{event.job_id}:{event_name(event)}:{event.attempt}"

@@ -5,9 +5,10 @@
     ├── InvalidSubject               a subject or token outside the grammar of events.subjects
     └── ConfigError                  a setting or config file that cannot be used as given
 
-Layers above add their own branches (coordinator.errors, worker.errors, gateway.errors), always
-under JetgridError. Driver errors (nats, sqlalchemy) are translated at the adapter that meets
-them and never escape it.
+Layers above add their own branches (coordinator.errors, projections.errors, worker.errors,
+gateway.errors), always under JetgridError. Driver errors (the NATS client's, the SQL
+toolkit's) are translated at the adapter that meets them (coordinator.bus, projections.store)
+and never escape it.
 """
 
 from __future__ import annotations

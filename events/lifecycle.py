@@ -1,8 +1,9 @@
 """Job lifecycle events, on JOB_EVENTS as ``<prefix>.job.<job_id>.<name>``.
 
 Exactly one terminal event counts per job: the first of completed, failed, cancelled or dead in
-log order. Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream
-drops duplicates inside its duplicate window; the reducers apply the first-wins rule for the rest.
+log order (`TERMINAL_EVENTS`, named `TERMINAL_NAMES`: the one definition every layer uses).
+Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream drops
+duplicates inside its duplicate window; the reducers apply the first-wins rule for the rest.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from jetgrid.events.base import Event
-
-TERMINAL_NAMES = frozenset({"completed", "failed", "cancelled", "dead"})
 
 
 class _JobEvent(Event):
@@ -107,3 +106,13 @@ class JobDead(_JobEvent):
     attempts: int = Field(ge=1)
     jobs_seq: int = Field(ge=1)
     reason: str = "max deliveries reached"
+
+
+TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (JobCompleted, JobFailed, JobCancelled, JobDead)
+"""The events that end a job; the first of them in log order is its outcome."""
+
+TERMINAL_NAMES: frozenset[str] = frozenset(
+    cls.model_fields["type"].default.rsplit(".", 1)[-1] for cls in TERMINAL_EVENTS
+)
+"""Their event names (``completed``, ``failed``, ``cancelled``, ``dead``): the subjects' last
+token before the worker, and the terminal job statuses of the read models."""

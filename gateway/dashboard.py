@@ -1,8 +1,9 @@
 """GET /: the live dashboard, plain HTML and JavaScript from gateway/static (no build step).
 
-The page itself holds no data and needs no key; it polls /v1/workers (or, where the workers
-views are not deployed, /dashboard/workers from this gateway's fleet view), /v1/pools and
-/v1/jobs every second, sending the API key given as ``/#key=<key>`` (kept in localStorage).
+The page itself holds no data and needs no key; it polls /v1/workers (or, where the
+projector's views are not readable, /dashboard/workers: the same WorkerOut from this gateway's
+live fleet, gateway.fleet, without tiers), /v1/pools and /v1/jobs every second, sending the API
+key given as ``/#key=<key>`` (kept in localStorage).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ async def index(request: Request) -> Response:
 
 async def fleet_workers(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    return JSONResponse({"workers": gw.fleet.workers() if gw.fleet else []})
+    return JSONResponse({"workers": gw.fleet.workers()})
 
 
 routes = [

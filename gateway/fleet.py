@@ -1,173 +1,86 @@
-"""The gateway's view of the fleet: the latest registration and ping per worker.
+"""The gateway's live fleet: every worker's view, folded from WORKERS as the projector folds it.
 
-`FleetState` is a pure fold of WORKERS events (no I/O); `Fleet` follows the stream with an
-ordered consumer and feeds it. A worker is *online* while its last heartbeat is within
-`LIVE_INTERVALS` of its interval, measured against the newest event time seen on the stream
-(so a replay gives the same answer at any wall-clock time); the live listing used by
-/api/tags, /api/ps and /v1/models also drops workers whose last event is that stale by the
-wall clock, so a fleet that went silent altogether does not advertise models.
+`Fleet` follows the WORKERS stream from the start with an ordered consumer, checks each message
+as the projector does (projections.fold.check_worker_message: undecodable events, subjects that
+name another worker, event times far ahead of the stream's are skipped) and folds the rest with
+the worker read model's reducer, projections.workers.apply, under the configured tier policy and
+uptime windows (projections.runner.fold_config).
+
+Availability is the read model's one rule (projections.workers.availability) judged at the wall
+clock, so a worker, or a whole fleet, that went silent drops out of the listings although the
+log is quiet; a worker is live while it is online or stale (projections.workers.is_live). The
+pure parts (`live_workers`, `live_models`, `workers_out`) take the views and the time; only
+`Fleet` reads the clock.
+
+Used by /api/tags, /api/ps, /api/show, /v1/models and the drop-in APIs' model resolution (the
+models live workers serve), GET /v1/pools (projections.pools.pool_status over these views),
+/dashboard/workers, and the metrics' worker gauge when no projector database is readable. Tiers
+are the projector's to judge and publish (it re-judges silent workers at its log ticks; this
+fold does not), so the WorkerOut here has ``tier`` None and the ``tier_factor`` the worker's
+last ping reported, and its job counts are the worker's own ping counters.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
-from jetgrid.events import (
-    Envelope,
-    InvalidEvent,
-    WorkerDeregistered,
-    WorkerDraining,
-    WorkerHeartbeat,
-    WorkerRegistered,
-    decode,
-    now,
-)
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import now as wall_clock
+from jetgrid.projections import workers as wr
+from jetgrid.projections.fold import FoldConfig, check_worker_message
+from jetgrid.projections.runner import fold_config
+from jetgrid.projections.views import worker_out
+from jetgrid.projections.workers import WorkerView
+
+__all__ = ["Fleet", "live_models", "live_workers", "workers_out"]
 
 log = logging.getLogger("jetgrid.gateway.fleet")
 
-LIVE_INTERVALS = 3.0
+
+def live_workers(views: Iterable[WorkerView], now: datetime) -> list[WorkerView]:
+    """The workers live at `now` (online or stale), in the order given."""
+    return [v for v in views if wr.is_live(v, now)]
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerState:
-    worker_id: str
-    pools: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    backend: str | None = None
-    concurrency: int = 1
-    interval_s: float = 5.0
-    registered_at: datetime | None = None
-    last_ping: datetime | None = None
-    last_event: datetime | None = None
-    healthy: bool | None = None
-    in_flight: int = 0
-    completed: int = 0
-    failed: int = 0
-    nvml: bool = False
-    gpus: tuple[dict[str, Any], ...] = ()
-    tier_factor: float | None = None
-    draining: bool = False
-    gone: bool = False
-
-
-@dataclass
-class FleetState:
-    """Workers by id, folded from WORKERS events in log order."""
-
-    workers: dict[str, WorkerState] = field(default_factory=dict)
-    newest: datetime | None = None
-
-    def apply(self, env: Envelope) -> None:
-        ev = env.event
-        wid = getattr(ev, "worker_id", None)
-        if wid is None:
-            return
-        w = self.workers.get(wid) or WorkerState(worker_id=wid)
-        t = env.time
-        self.newest = t if self.newest is None or t > self.newest else self.newest
-        match ev:
-            case WorkerRegistered():
-                w = replace(
-                    w,
-                    pools=tuple(ev.pools),
-                    models=tuple(ev.models),
-                    backend=ev.backend,
-                    concurrency=ev.concurrency,
-                    interval_s=ev.heartbeat_interval_s,
-                    registered_at=t,
-                    draining=False,
-                    gone=False,
-                )
-            case WorkerHeartbeat():
-                w = replace(
-                    w,
-                    pools=tuple(ev.pools) or w.pools,
-                    models=tuple(ev.models) or w.models,
-                    interval_s=ev.interval_s,
-                    last_ping=t,
-                    healthy=ev.healthy,
-                    in_flight=ev.in_flight,
-                    completed=ev.completed,
-                    failed=ev.failed,
-                    nvml=ev.nvml,
-                    gpus=tuple(g.model_dump(mode="json") for g in ev.gpus),
-                    tier_factor=ev.tier_factor,
-                    draining=w.draining or not ev.accepting,
-                    gone=False,
-                )
-            case WorkerDraining():
-                w = replace(w, draining=True)
-            case WorkerDeregistered():
-                w = replace(w, gone=True, draining=False)
-        self.workers[wid] = replace(w, last_event=t)
-
-    def availability(self, w: WorkerState, at: datetime | None = None) -> str:
-        """online, stale, offline or draining, judged at `at` (default: the newest event)."""
-        at = at or self.newest
-        if w.gone:
-            return "offline"
-        seen = w.last_ping or w.registered_at
-        if seen is None or at is None:
-            return "offline"
-        age = (at - seen).total_seconds()
-        if age > 10 * LIVE_INTERVALS * w.interval_s:
-            return "offline"
-        if age > LIVE_INTERVALS * w.interval_s:
-            return "stale"
-        return "draining" if w.draining else "online"
-
-    def live(self, wall: datetime) -> list[WorkerState]:
-        """Online workers whose last event is also recent by the wall clock."""
-        out = []
-        for w in self.workers.values():
-            if self.availability(w) != "online" or w.last_event is None:
-                continue
-            if wall - w.last_event > timedelta(seconds=LIVE_INTERVALS * w.interval_s):
-                continue
-            out.append(w)
-        return out
-
-
-def live_models(state: FleetState, wall: datetime) -> dict[str, set[str]]:
-    """model -> pools served by live workers."""
+def live_models(views: Iterable[WorkerView], now: datetime) -> dict[str, set[str]]:
+    """model -> the pools that live workers serve it in."""
     out: dict[str, set[str]] = {}
-    for w in state.live(wall):
-        for m in w.models:
-            out.setdefault(m, set()).update(w.pools)
+    for v in live_workers(views, now):
+        for m in v.models:
+            out.setdefault(m, set()).update(v.pools)
     return out
 
 
-def worker_out(state: FleetState, w: WorkerState) -> dict[str, Any]:
-    """A worker in the WorkerOut shape of /v1/workers (tier and uptime unknown here)."""
-    return {
-        "id": w.worker_id,
-        "availability": state.availability(w),
-        "pools": list(w.pools),
-        "models": list(w.models),
-        "backend": w.backend,
-        "concurrency": w.concurrency,
-        "in_flight": w.in_flight,
-        "last_ping": w.last_ping.isoformat() if w.last_ping else None,
-        "healthy": w.healthy,
-        "nvml": w.nvml,
-        "gpus": list(w.gpus),
-        "tier": None,
-        "tier_factor": w.tier_factor,
-        "uptime": {"1h": None, "24h": None},
-        "jobs": {"completed": w.completed, "failed": w.failed},
-    }
+def workers_out(views: Iterable[WorkerView], now: datetime) -> list[dict[str, Any]]:
+    """Each view as a WorkerOut at `now` (tier unknown here: see the module docstring)."""
+    out = []
+    for v in sorted(views, key=lambda v: v.worker_id):
+        ping = v.last_ping
+        counts = {} if ping is None else {"completed": ping.completed, "failed": ping.failed}
+        factor = None if ping is None else ping.tier_factor
+        out.append(worker_out(v, now, tier_factor=factor, jobs=counts))
+    return out
 
 
 class Fleet:
-    """Follows WORKERS from the start with an ordered consumer."""
+    """Follows WORKERS from the start with an ordered consumer; `views` by worker id."""
 
-    def __init__(self, js: Any, settings: Any) -> None:
+    def __init__(
+        self,
+        js: Any,
+        settings: Settings,
+        config: FoldConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = wall_clock,
+    ) -> None:
         self.js = js
         self.settings = settings
-        self.state = FleetState()
+        self.config = config or fold_config(settings)
+        self.clock = clock
+        self.views: dict[str, WorkerView] = {}
         self._sub: Any = None
 
     async def start(self) -> None:
@@ -189,15 +102,30 @@ class Fleet:
                 pass
 
     async def _on_msg(self, msg: Any) -> None:
-        try:
-            env = decode(msg.data).at(msg.metadata.sequence.stream, msg.subject)
-        except InvalidEvent as exc:
-            log.warning("undecodable worker event: %s", exc.reason)
+        self.fold(msg.subject, msg.data, msg.metadata.timestamp)
+
+    def fold(self, subject: str, data: bytes, stream_time: datetime) -> None:
+        """Fold one WORKERS message (skipped, with a warning, if the projector would reject it)."""
+        cfg = self.config
+        got = check_worker_message(
+            self.settings.subjects, subject, data, stream_time, cfg.max_future_s
+        )
+        if isinstance(got, str):
+            log.warning("skipping worker message on %s: %s", subject, got)
             return
-        self.state.apply(env)
+        wid = wr.worker_id_of(got)
+        if wid is None:  # check_worker_message lets only worker events through
+            return
+        self.views[wid] = wr.apply(self.views.get(wid), got, cfg.policy, cfg.windows)
+
+    def live(self) -> list[WorkerView]:
+        """The workers live now (wall clock)."""
+        return live_workers(self.views.values(), self.clock())
 
     def live_models(self) -> dict[str, set[str]]:
-        return live_models(self.state, now())
+        """model -> pools, served by workers live now (wall clock)."""
+        return live_models(self.views.values(), self.clock())
 
     def workers(self) -> list[dict[str, Any]]:
-        return [worker_out(self.state, w) for w in self.state.workers.values()]
+        """Every worker as a WorkerOut, judged now (wall clock)."""
+        return workers_out(self.views.values(), self.clock())

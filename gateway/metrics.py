@@ -5,8 +5,10 @@ log, from sequence 1), not from the requests it served: every gateway reports th
 totals, and a restarted gateway recounts them from the log. Counters are taken when a fact is
 known together with the job's pool and model (a lifecycle event may be folded before its
 submission), each fact once per job. Queue depth and workers are gauges refreshed at scrape time
-from JetStream consumer info and the workers: the projector's views (tiers included) when its
-database is readable, else the gateway's own fleet fold, whose `tier` is "none".
+from JetStream consumer info (one series per pool consumer, priorities apart) and the workers:
+the projector's views (tiers included) when its database is readable, else the gateway's own
+fleet fold (gateway.fleet), whose `tier` is "none". Both judge availability by the one rule,
+projections.workers.availability, at the wall clock.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jetgrid.gateway.pools_api import consumer_rows
+from jetgrid.coordinator.backlog import read_consumer_backlogs
+from jetgrid.events import TERMINAL_NAMES, JetgridError
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-_FACTS = ("submitted", "started", "completed", "failed", "cancelled", "dead")
+_FACTS = ("submitted", "started", *sorted(TERMINAL_NAMES))
 _BIT = {name: 1 << i for i, name in enumerate(_FACTS)}
 
 
@@ -37,7 +40,7 @@ def facts(view: JobView) -> list[str]:
         out.append("submitted")
     if view.started_at is not None:
         out.append("started")
-    if view.status in ("completed", "failed", "cancelled", "dead"):
+    if view.status in TERMINAL_NAMES:
         out.append(view.status)
     return out
 
@@ -124,18 +127,18 @@ class Metrics:
         self.ack_pending.clear()
         self.waiting.clear()
         try:
-            rows = await consumer_rows(gw)
-        except Exception:
-            rows = []
-        for row in rows:
-            labels = (row["pool"], row["model"], row["consumer"])
-            self.backlog.labels(*labels).set(row["backlog"])
-            self.ack_pending.labels(*labels).set(row["ack_pending"])
-            self.waiting.labels(*labels).set(row["waiting_pulls"])
+            backlogs = await read_consumer_backlogs(gw.bus, gw.settings, oldest_job=False)
+        except JetgridError:
+            backlogs = []  # NATS unreachable: no queue series rather than a failed scrape
+        for b in backlogs:
+            labels = (b.pool, b.model, b.consumer)
+            self.backlog.labels(*labels).set(b.pending)
+            self.ack_pending.labels(*labels).set(b.running)
+            self.waiting.labels(*labels).set(b.waiting_pulls)
         self.workers.clear()
         counts: dict[tuple[str, str], int] = {}
         if workers is None:
-            workers = gw.fleet.workers() if gw.fleet else []
+            workers = gw.fleet.workers()
         for w in workers:
             key = (w["availability"], w["tier"] or "none")
             counts[key] = counts.get(key, 0) + 1

@@ -295,9 +295,7 @@ async def show(request: Request) -> Response:
         raise HTTPError(400, "field 'model': Field required", field="model")
     model, pool = _served(request, name)
     gw: Gateway = request.app.state.gateway
-    backends = sorted(
-        {w.backend or "" for w in gw.fleet.state.live(datetime.now(UTC)) if model in w.models}
-    )
+    backends = sorted({w.backend or "" for w in gw.fleet.live() if model in w.models})
     return JSONResponse(
         {
             "modelfile": f"# served by jetgrid pool {pool}\nFROM {model}\n",

@@ -198,7 +198,7 @@ def paths() -> dict[str, Any]:
         "/v1/pools": {
             "get": {
                 "operationId": "listPools",
-                "summary": "Pools with their consumers, backlog and live workers",
+                "summary": "Pools with their queues, warm and cold workers and a suggested size",
                 "responses": {"200": _json(PoolList, "the pools"), **_errors(503, *common)},
             },
         },

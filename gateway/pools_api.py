@@ -1,72 +1,45 @@
-"""GET /v1/pools: each pool's models and queues, from JetStream consumer info.
+"""GET /v1/pools: each pool's models and queues, with warm and cold workers and a suggested size.
 
-For each (pool, model) durable consumer: `backlog` is its num_pending (submitted, not yet
-delivered), `ack_pending` the jobs delivered and not acked (running or about to be redelivered),
-`waiting_pulls` the pull requests parked on it (idle worker slots), and `workers` the live
-workers the gateway's fleet view has for that pool and model.
+The rows are projections.pools.pool_status (the same function `jetgrid pools` prints) over the
+pool consumers' backlogs read from JetStream now (coordinator.backlog.read_backlogs: a pool and
+model's high, normal and low consumers add up to one row) and the gateway's live fleet, judged
+at the wall clock. The shape is projections.pools.pools_json: per pool its `models`, total
+`backlog` and `consumers`, one per (pool, model): `consumer` (the normal-priority consumer's
+name), `backlog` (num_pending: submitted, not yet delivered), `ack_pending` and `running`
+(delivered, not acked: running or about to be redelivered), `waiting_pulls` (pull requests
+parked on it: idle worker slots), `workers` (live workers accepting its jobs: warm + cold),
+`oldest_wait_s`, `warm_workers`, `cold_workers` and `suggested_workers`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.events import InvalidSubject
+from jetgrid.coordinator.backlog import read_backlogs
+from jetgrid.events import JetgridError
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.projections.pools import PoolModelStatus, pool_status, pools_json
 
 if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 
-async def consumer_rows(gw: Gateway) -> list[dict[str, Any]]:
-    """One row per (pool, model) consumer on the JOBS stream."""
+async def pool_rows(gw: Gateway) -> list[PoolModelStatus]:
+    """projections.pools.pool_status over JetStream's backlogs and the live fleet, now."""
     try:
-        infos = await gw.bus.consumers_info(gw.settings.streams.jobs)
-    except Exception as exc:
-        raise HTTPError(503, f"Could not read consumer info from JetStream: {exc!r}.") from exc
-    live = gw.fleet.state.live(datetime.now(UTC)) if gw.fleet else []
-    rows = []
-    for info in infos:
-        filt = info.config.filter_subject or ""
-        try:
-            pool, model = gw.settings.subjects.parse_submit(filt)
-        except InvalidSubject:
-            continue  # not a pool consumer (a tool's own consumer, say)
-        rows.append(
-            {
-                "pool": pool,
-                "model": model,
-                "consumer": info.name,
-                "backlog": info.num_pending or 0,
-                "ack_pending": info.num_ack_pending or 0,
-                "waiting_pulls": info.num_waiting or 0,
-                "workers": sum(1 for w in live if pool in w.pools and model in w.models),
-            }
-        )
-    rows.sort(key=lambda r: (r["pool"], r["model"]))
-    return rows
+        backlogs = await read_backlogs(gw.bus, gw.settings)
+    except JetgridError as exc:
+        raise HTTPError(503, f"Could not read the pool consumers from JetStream: {exc}") from exc
+    return pool_status(gw.pools, backlogs, gw.fleet.views.values(), gw.fleet.clock())
 
 
 async def list_pools(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    rows = await consumer_rows(gw)
-    names = list(gw.pools.names) + sorted({r["pool"] for r in rows} - set(gw.pools.names))
-    pools = []
-    for name in names:
-        mine = [r for r in rows if r["pool"] == name]
-        pools.append(
-            {
-                "name": name,
-                "models": [r["model"] for r in mine],
-                "backlog": sum(r["backlog"] for r in mine),
-                "consumers": mine,
-            }
-        )
-    return JSONResponse({"pools": pools})
+    return JSONResponse(pools_json(gw.pools, await pool_rows(gw)))
 
 
 routes = [Route("/v1/pools", list_pools, methods=["GET"])]

@@ -83,15 +83,30 @@ class JobResult(BaseModel):
 
 
 class PoolModelOut(BaseModel):
-    """One (pool, model) consumer's queue, from JetStream consumer info."""
+    """One (pool, model): its consumers' queue (high, normal and low added up) and its workers,
+    as projections.pools.pool_status computes them (the same rows as `jetgrid pools`)."""
 
     pool: str
     model: str
-    consumer: str
-    backlog: int = Field(description="jobs not yet delivered (the consumer's num_pending)")
+    consumer: str | None = Field(
+        description="the normal-priority pool consumer; null while only live workers name it"
+    )
+    backlog: int = Field(description="jobs not yet delivered (the consumers' num_pending)")
     ack_pending: int = Field(description="jobs delivered and not yet acked (running)")
     waiting_pulls: int = Field(description="pull requests waiting: idle worker capacity")
-    workers: int = Field(description="live workers serving this pool and model")
+    workers: int = Field(
+        description="live workers (online or stale) serving this pool and model and accepting "
+        "jobs: warm + cold"
+    )
+    running: int = Field(description="the same as ack_pending")
+    oldest_wait_s: float | None = Field(
+        description="how long the oldest job not yet delivered has waited; null when none waits"
+    )
+    warm_workers: list[str] = Field(description="live workers with the model loaded")
+    cold_workers: list[str] = Field(description="live workers that serve it but must load it")
+    suggested_workers: int = Field(
+        description="how many workers the model wants now (an autoscaling signal)"
+    )
 
 
 class PoolOut(BaseModel):

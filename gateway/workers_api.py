@@ -1,54 +1,54 @@
 """Workers and tiers views: GET /v1/workers, /v1/workers/{id}, /v1/tiers.
 
-Backed by the projector's read models, read by URL (Settings.database_url): the gateway never
-folds WORKERS itself. A fold from sequence 1 grows with the log (every ping of every worker), so
-each gateway start would replay it; the projector's database is O(workers) to read, and on
-PostgreSQL any number of gateways on any number of machines share one. On SQLite (the embedded
-default, one machine) the projector writes in WAL mode, so readers never block it.
+Backed by the projector's read models, read by URL (Settings.database_url) through
+projections.store.Store.reader, because they carry what only the projector has: tiers (judged
+at its log ticks and published to KV) and job counts per worker (its jobs table). Each document
+is projections.views.worker_out, availability by the one rule (projections.workers.availability)
+at the wall clock. When the database cannot be read (no projector deployed, or none has written
+yet) the store raises ReadModelUnavailable and these routes answer 503 naming the URL and the
+fix; the dashboard then falls back to /dashboard/workers, the same WorkerOut from the gateway's
+own fleet fold (gateway.fleet) without tiers, and /metrics counts workers from that fold. On
+PostgreSQL any number of gateways share one database; on SQLite (the embedded default, one
+machine) the projector writes in WAL mode, so readers never block it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jetgrid.events import ConfigError
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.projections.errors import ReadModelError
 from jetgrid.projections.store import Store
 from jetgrid.projections.views import tiers_view, workers_out
+from jetgrid.projections.workers import Availability
 
-_AVAILABILITY = ("online", "stale", "offline", "draining")
+_AVAILABILITY: tuple[str, ...] = get_args(Availability)
 
 
 def _store(request: Request) -> Store:
     """One Store per app, opened on first use."""
     store = getattr(request.app.state, "read_models", None)
     if store is None:
-        url = request.app.state.gateway.settings.database_url
-        # SQLite: no pool, so no connection thread outlives a request; servers keep theirs.
-        store = Store(url, poolclass=NullPool) if url.startswith("sqlite") else Store(url)
+        store = Store.reader(request.app.state.gateway.settings.database_url)
         request.app.state.read_models = store
     return store
 
 
 async def _read(request: Request, fn: Any, *args: Any) -> Any:
-    store = _store(request)
+    """`fn(store, *args)`; 503 naming the database and the fix when it cannot be read."""
     try:
-        return await fn(store, *args)
-    except (OperationalError, ProgrammingError) as exc:
-        raise HTTPError(
-            503,
-            f"The worker read models at {store.url!r} are not available ({exc.orig!r}); is a "
-            "projector (`jetgrid projector`, or `jetgrid up`) writing them?",
-        ) from None
+        return await fn(_store(request), *args)
+    except (ReadModelError, ConfigError) as exc:
+        raise HTTPError(503, str(exc)) from None
 
 
 async def projected_workers(request: Request) -> list[dict[str, Any]] | None:
-    """The projector's worker views, or None when no projector database can be read."""
+    """The projector's WorkerOut documents, or None when its database cannot be read."""
     try:
         return list(await _read(request, workers_out))
     except HTTPError:

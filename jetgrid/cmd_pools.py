@@ -63,7 +63,7 @@ async def pools(as_json: bool, **flags: Any) -> None:
     than the pool's cold_wait_s). Read straight from JetStream; needs no gateway.
     """
     from jetgrid.coordinator.bus import Bus
-    from jetgrid.coordinator.pool_status import read_pool_status
+    from jetgrid.projections.pools import read_pool_status
 
     settings = _settings(**flags)
     _logging(settings)

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError, JobSubmitted, decode
+from jetgrid.events import TERMINAL_NAMES, JetgridError, JobSubmitted, decode
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend
@@ -218,8 +218,8 @@ class Fleet:
         elif name == "retrying" and stats:
             stats.delayed += 1
         new = {"claimed": "running", "started": "running"}.get(name, name)
-        if new in ("running", "completed", "failed", "retrying", "dead", "cancelled"):
-            if status in ("completed", "failed", "dead", "cancelled"):
+        if new in ("running", "retrying") or new in TERMINAL_NAMES:
+            if status in TERMINAL_NAMES:
                 return  # the first terminal event counts
             self.status[status] -= 1
             self.status[new] += 1

@@ -16,14 +16,12 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
-from jetgrid.events.lifecycle import JobCancelled, JobClaimed, JobCompleted, JobDead, JobFailed
+from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
 from jetgrid.projections.audit import Claim, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig
 from jetgrid.projections.runner import Item, _filters, _replay_stream
 
 __all__ = ["AuditLog", "gather"]
-
-_TERMINAL = (JobCompleted, JobFailed, JobCancelled, JobDead)
 
 
 @dataclass
@@ -61,7 +59,7 @@ class AuditLog:
                 if isinstance(ev, JobClaimed):
                     self.claims.setdefault(ev.worker_id, []).append(Claim(t, ev.job_id, ev.attempt))
                     self.last_claimer[ev.job_id] = ev.worker_id
-                elif isinstance(ev, _TERMINAL) and ev.job_id not in self.terminal:
+                elif isinstance(ev, TERMINAL_EVENTS) and ev.job_id not in self.terminal:
                     wid = getattr(ev, "worker_id", None) or self.last_claimer.get(ev.job_id)
                     name = ev.type.rsplit(".", 1)[-1]
                     self.terminal[ev.job_id] = (t, name, wid)

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from jetgrid.events import (
+    TERMINAL_NAMES,
     Envelope,
     JobCancelled,
     JobCancelRequested,
@@ -33,7 +34,6 @@ from jetgrid.events import (
 Status = Literal[
     "unknown", "queued", "claimed", "running", "completed", "failed", "cancelled", "dead"
 ]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "dead"})
 _RANK = {"unknown": 0, "queued": 1, "claimed": 2, "running": 3}
 
 
@@ -64,7 +64,7 @@ class JobView:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_NAMES
 
 
 def _advance(view: JobView, status: Status) -> Status:

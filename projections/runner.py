@@ -462,7 +462,7 @@ async def replay(
     loaded = await store.load()
     if any(loaded.positions.values()) or loaded.workers:
         raise InvalidEvent(
-            f"Replay needs a fresh database, but {store.url!r} already holds read models."
+            f"Replay needs a fresh database, but {store.display_url!r} already holds read models."
         )
     folder = Folder(settings, store, Fold(settings.subjects, config))
     targets: dict[str, int] = {}

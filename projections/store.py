@@ -15,17 +15,24 @@ Tables (portable types only; created with ``metadata.create_all``):
 executemany inserts/updates, so a projector killed anywhere resumes at the committed positions:
 nothing applied twice, nothing skipped. Times are stored as fixed-width RFC 3339 strings
 (``2026-11-22T12:00:00.000000Z``), which sort as time does in every database.
+
+Errors: every method raises jetgrid errors only (projections.errors): `ReadModelUnavailable`
+when the database cannot be reached or has no read-model tables, `ReadModelError` for any other
+database failure, `ConfigError` for a URL that cannot be used or a database built under another
+config. The URL in messages has its password masked. `Store.reader(url)` opens a store for
+readers (the gateway) that keeps no connection between reads on SQLite.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -40,12 +47,23 @@ from sqlalchemy import (
     bindparam,
     event,
     func,
+    make_url,
     select,
 )
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from jetgrid.events import ConfigError, parse_time
 from jetgrid.projections import workers as wr
+from jetgrid.projections.errors import ReadModelError, ReadModelUnavailable
 from jetgrid.projections.fold import STREAMS, Changes, FoldConfig, TierChange
 from jetgrid.projections.jobs import JobView
 from jetgrid.projections.view_json import ViewEncoder
@@ -54,6 +72,15 @@ from jetgrid.projections.workers import format_time  # memoised
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
 
 log = logging.getLogger("jetgrid.projections.store")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Errors that mean "no read models here": the server is down or refuses us (Operational,
+# Interface, a pool timeout, or the driver's own OSError on connect: asyncpg raises
+# ConnectionRefusedError unwrapped), or the tables do not exist (SQLite: OperationalError "no
+# such table"; PostgreSQL: ProgrammingError "relation does not exist").
+_UNAVAILABLE = (OperationalError, InterfaceError, ProgrammingError, PoolTimeout, OSError)
 
 SCHEMA_VERSION = "1"
 metadata = MetaData()
@@ -259,12 +286,46 @@ class Loaded:
     history_counts: dict[str, int]
 
 
+def _translated(
+    doing: str,
+) -> Callable[
+    [Callable[Concatenate[Store, P], Awaitable[T]]], Callable[Concatenate[Store, P], Awaitable[T]]
+]:
+    """Decorate a Store method so that database errors leave it as projections.errors."""
+
+    def deco(
+        fn: Callable[Concatenate[Store, P], Awaitable[T]],
+    ) -> Callable[Concatenate[Store, P], Awaitable[T]]:
+        @functools.wraps(fn)
+        async def method(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await fn(self, *args, **kwargs)
+            except (SQLAlchemyError, OSError) as exc:
+                raise self.error(doing, exc) from exc
+
+        return method
+
+    return deco
+
+
 class Store:
     """The read models in one SQL database (see the module docstring)."""
 
     def __init__(self, url: str, *, echo: bool = False, **engine_args: Any) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_args)
+        try:
+            self.display_url = make_url(url).render_as_string(hide_password=True)
+            self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_args)
+        except ArgumentError as exc:  # not a URL, or an unknown dialect or driver
+            raise ConfigError(
+                f"Read-model database URL {url!r} cannot be used: {exc}. Expected e.g. "
+                "'sqlite+aiosqlite:///path/views.db' or 'postgresql+asyncpg://user@host/db'."
+            ) from exc
+        except ImportError as exc:  # the URL's driver is not installed
+            raise ConfigError(
+                f"Read-model database URL {url!r} needs a driver that is not installed "
+                f"({exc.name or exc}); install it (e.g. `pip install asyncpg`)."
+            ) from exc
         if self.engine.dialect.name == "sqlite":
             # WAL lets gateways read while the projector writes; the busy timeout rides out the
             # moment a checkpoint holds the lock. Both are per connection, SQLite only.
@@ -288,10 +349,32 @@ class Store:
             .values(seq=bindparam("seq"), clock=bindparam("clock"))
         )
 
+    @classmethod
+    def reader(cls, url: str) -> Store:
+        """A store for readers that come and go (the gateway's views): on SQLite without a
+        connection pool, so no connection thread outlives a read; servers keep their pool."""
+        if url.startswith("sqlite"):
+            return cls(url, poolclass=NullPool)
+        return cls(url)
+
+    def error(self, doing: str, exc: BaseException) -> ReadModelError:
+        """The jetgrid error for a database error `exc` met while `doing` something."""
+        cause = getattr(exc, "orig", None) or exc
+        if isinstance(exc, _UNAVAILABLE):
+            return ReadModelUnavailable(
+                f"The read models at {self.display_url!r} are not available while {doing} "
+                f"({cause!r}); check the database URL (JETGRID_DB_URL) and that a projector "
+                "(`jetgrid projector`, or `jetgrid up`) is writing them."
+            )
+        return ReadModelError(
+            f"The read-model database at {self.display_url!r} failed while {doing}: {cause!r}."
+        )
+
     async def close(self) -> None:
         await self.engine.dispose()
 
     # -- schema and config ----------------------------------------------------------------------
+    @_translated("opening the read models")
     async def open(self, config: FoldConfig, *, on_policy_change: str = "warn") -> None:
         """Create the tables if missing; check or record the config the views depend on."""
         want = {"schema_version": SCHEMA_VERSION, **config.meta()}
@@ -311,15 +394,16 @@ class Store:
                 return
             if have.get("schema_version") != SCHEMA_VERSION:
                 raise ConfigError(
-                    f"Read-model database {self.url!r} has schema version "
+                    f"Read-model database {self.display_url!r} has schema version "
                     f"{have.get('schema_version')!r}, this jetgrid writes {SCHEMA_VERSION!r}; "
                     "replay the log into a fresh database (`jetgrid replay --db PATH`)."
                 )
             for key in ("uptime_windows", "tier_window", "tick_s", "max_future_s"):
                 if have.get(key) != want[key]:
                     raise ConfigError(
-                        f"Read-model database {self.url!r} was built with {key}={have.get(key)!r}"
-                        f" but the configured value is {want[key]!r}; replay the log into a "
+                        f"Read-model database {self.display_url!r} was built with "
+                        f"{key}={have.get(key)!r} but the configured value is {want[key]!r}; "
+                        "replay the log into a "
                         "fresh database (`jetgrid replay --db PATH`) or restore the setting."
                     )
             changed = [k for k in ("tier_policy", "probation", "hysteresis") if have[k] != want[k]]
@@ -334,11 +418,13 @@ class Store:
                         meta_t.update().where(meta_t.c.key == k).values(value=want[k])
                     )
 
+    @_translated("reading the read models' config")
     async def meta(self) -> dict[str, str]:
         async with self.engine.connect() as conn:
             return {r.key: r.value for r in await conn.execute(select(meta_t))}
 
     # -- resuming ---------------------------------------------------------------------------------
+    @_translated("loading the worker views")
     async def load(self) -> Loaded:
         """Every worker view, the positions and the clock (jobs are loaded on demand)."""
         async with self.engine.connect() as conn:
@@ -362,6 +448,7 @@ class Store:
         self._known_workers = set(views)
         return Loaded(views, positions, clock, counts)
 
+    @_translated("loading job views")
     async def load_jobs(self, ids: Iterable[str]) -> dict[str, JobView]:
         """The stored views of these jobs (missing ids are simply absent)."""
         ids = list(ids)
@@ -376,6 +463,7 @@ class Store:
         return out
 
     # -- writing -----------------------------------------------------------------------------------
+    @_translated("writing a batch of views")
     async def write(self, changes: Changes, factor: Any) -> None:
         """Apply one batch and its positions in one transaction (executemany throughout)."""
         w_new, w_upd, j_new, j_upd = [], [], [], []
@@ -418,21 +506,25 @@ class Store:
         self._known_jobs &= keep
 
     # -- reading -----------------------------------------------------------------------------------
+    @_translated("reading the stream positions")
     async def positions(self) -> dict[str, int]:
         async with self.engine.connect() as conn:
             return {r.stream: r.seq for r in await conn.execute(select(checkpoints_t))}
 
+    @_translated("reading the worker views")
     async def worker_rows(self) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
             res = await conn.execute(select(workers_t).order_by(workers_t.c.worker_id))
             return [dict(r) for r in res.mappings()]
 
+    @_translated("reading a worker view")
     async def worker_row(self, worker_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
             res = await conn.execute(select(workers_t).where(workers_t.c.worker_id == worker_id))
             r = res.mappings().first()
             return None if r is None else dict(r)
 
+    @_translated("counting jobs per worker")
     async def job_counts(self, worker_id: str | None = None) -> dict[str, dict[str, int]]:
         """{worker_id: {status: count}} over the jobs table (terminal outcomes per worker)."""
         q = select(jobs_t.c.worker_id, jobs_t.c.status, func.count()).group_by(
@@ -447,6 +539,7 @@ class Store:
                     out.setdefault(wid, {})[status] = n
         return out
 
+    @_translated("reading tier history")
     async def tier_history(self, worker_id: str | None = None) -> list[dict[str, Any]]:
         q = select(tier_history_t).order_by(tier_history_t.c.worker_id, tier_history_t.c.n)
         if worker_id is not None:
@@ -454,11 +547,13 @@ class Store:
         async with self.engine.connect() as conn:
             return [dict(r) for r in (await conn.execute(q)).mappings()]
 
+    @_translated("reading the job views")
     async def jobs(self) -> list[JobView]:
         async with self.engine.connect() as conn:
             res = await conn.execute(select(jobs_t).order_by(jobs_t.c.job_id))
             return [job_from_row(r) for r in res.mappings()]
 
+    @_translated("computing the digest")
     async def digest(self) -> str:
         """sha256 over a canonical dump of every read-model row (all tables, ordered by key)."""
         h = hashlib.sha256()

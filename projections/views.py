@@ -1,14 +1,17 @@
-"""Read side of the worker read models: WorkerOut documents and the tiers view, from a Store.
+"""Read side of the worker read models: WorkerOut documents and the tiers view.
 
-Used by the gateway (``GET /v1/workers``, ``/v1/workers/{id}``, ``/v1/tiers``) and by anything
-else that shows workers. Availability and uptime are judged at ``now`` = the later of the wall
-clock and the view's own log time, so a worker that stopped pinging turns stale, then offline,
-even when the log has gone quiet.
+`worker_out(view, now, ...)` is the one WorkerOut (the shape agreed in the README) of a worker
+view; `workers_out` builds them from the projector's Store (``GET /v1/workers``,
+``/v1/workers/{id}``, with tiers and job counts from its tables), and the gateway's live fleet
+(gateway.fleet) from its own fold. Availability (projections.workers.availability) and uptime
+are judged at the later of ``now`` (the caller's wall clock) and the view's own log time, so a
+worker that stopped pinging turns stale, then offline, even when the log has gone quiet.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +24,17 @@ __all__ = ["policy_of", "tiers_view", "worker_out", "workers_out"]
 
 
 def worker_out(
-    row: dict[str, Any], counts: dict[str, int] | None = None, now: datetime | None = None
+    view: wr.WorkerView,
+    now: datetime,
+    *,
+    tier: str | None = None,
+    tier_factor: float | None = None,
+    tier_since: str | None = None,
+    jobs: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One WorkerOut (the shape agreed in the README) from a `workers` row and job counts."""
-    view = wr.from_dict(json.loads(row["view"]))
-    at = max(now or datetime.now(UTC), view.as_of)
+    """One WorkerOut (the shape agreed in the README) of `view` at `now`; the tier fields and
+    the job counts come from whoever has them (the projector's tables)."""
+    at = max(now, view.as_of)
     uptime: dict[str, float | None] = {}
     if view.uptime is not None:
         for w in view.uptime.windows(at.timestamp()):
@@ -33,7 +42,7 @@ def worker_out(
     else:
         uptime = {"1h": None, "24h": None}
     ping = view.last_ping
-    counts = counts or {}
+    counts = jobs or {}
     return {
         "id": view.worker_id,
         "availability": wr.availability(view, at),
@@ -46,9 +55,9 @@ def worker_out(
         "healthy": None if ping is None else ping.healthy,
         "nvml": False if ping is None else ping.nvml,
         "gpus": [] if ping is None else [g.model_dump(mode="json") for g in ping.gpus],
-        "tier": row["tier"],
-        "tier_factor": row["tier_factor"],
-        "tier_since": row["tier_since"],
+        "tier": tier,
+        "tier_factor": tier_factor,
+        "tier_since": tier_since,
         "uptime": uptime,
         "jobs": {"completed": counts.get("completed", 0), "failed": counts.get("failed", 0)},
         "registered": view.registered,
@@ -57,7 +66,8 @@ def worker_out(
 
 
 async def workers_out(store: Store, worker_id: str | None = None) -> list[dict[str, Any]]:
-    """WorkerOut for every worker (or the one given; [] if unknown), ordered by id."""
+    """WorkerOut for every worker (or the one given; [] if unknown), ordered by id, judged at
+    the wall clock; ReadModelUnavailable when the store has no read models to give."""
     if worker_id is None:
         rows = await store.worker_rows()
     else:
@@ -65,7 +75,21 @@ async def workers_out(store: Store, worker_id: str | None = None) -> list[dict[s
         rows = [] if row is None else [row]
     counts = await store.job_counts(worker_id)
     now = datetime.now(UTC)
-    return [worker_out(r, counts.get(r["worker_id"]), now) for r in rows]
+    return [_row_out(r, counts.get(r["worker_id"]), now) for r in rows]
+
+
+def _row_out(
+    row: Mapping[str, Any], counts: Mapping[str, int] | None, now: datetime
+) -> dict[str, Any]:
+    """WorkerOut of a `workers` row, with its projected tier and the jobs table's counts."""
+    return worker_out(
+        wr.from_dict(json.loads(row["view"])),
+        now,
+        tier=row["tier"],
+        tier_factor=row["tier_factor"],
+        tier_since=row["tier_since"],
+        jobs=counts,
+    )
 
 
 def policy_of(meta: dict[str, str]) -> TierPolicy:

@@ -3,8 +3,10 @@
 ``apply(view, envelope, policy, windows) -> view`` folds one event; ``refresh(view, now, ...)``
 re-judges the tier at a later log time (uptime decays while a worker is silent, and a silent
 worker produces no events). Both are pure: the same calls in the same order give equal views,
-which is what makes replays byte-identical. Nothing here reads a clock; ``now`` is always the
-projection's log clock (the latest event time it has seen) or an event's own time.
+which is what makes replays byte-identical. Nothing here reads a clock; ``now`` is always an
+input: for the reducer and `refresh`, the projection's log clock (the latest event time it has
+seen) or an event's own time; for `availability` and `is_live`, whatever the reader judges at
+(log time in a replay, the wall clock in the gateway and ``jetgrid pools``).
 
 Rules:
 
@@ -33,12 +35,20 @@ Rules:
   again: it is evidently alive. Its slots while gone count as missed.
 - **Interval change.** Pings that change ``interval_s`` start a new uptime tracker, so the
   worker is back on probation (slots of different lengths cannot be compared).
-- **Availability** at log time ``now``: ``offline`` after a deregistration; otherwise by the age
-  of the last event seen from the worker, in heartbeat intervals: ``online`` up to 2 (one late or
-  lost ping is not news), ``stale`` up to 5, ``offline`` beyond. Five intervals (25 s at the
-  default 5 s) is just inside the default AckWait of 30 s, so a worker is called offline about
-  when JetStream starts redelivering its jobs. A draining worker is ``draining`` while it is
-  still heard from (up to 5 intervals), then ``offline``.
+- **Availability** at time ``now`` (`availability`; the one rule every reader uses: projector,
+  gateway, ``jetgrid pools``): ``offline`` after a deregistration; otherwise by the age of the
+  last event seen from the worker, in heartbeat intervals: ``online`` up to 2 (one late or lost
+  ping is not news), ``stale`` up to 5, ``offline`` beyond. Five intervals (25 s at the default
+  5 s) is just inside the default AckWait of 30 s, so a worker is called offline about when
+  JetStream starts redelivering its jobs. A draining worker is ``draining`` while it is still
+  heard from (up to 5 intervals), then ``offline``. A replay judges at log time; live listings
+  judge at the wall clock, so a fleet that went silent turns offline even when the log is quiet.
+- **Live** (`is_live`): ``online`` or ``stale``: heard from within 5 intervals and neither
+  draining nor deregistered. Live workers are the ones whose models are listed and who count as
+  warm or cold capacity; ``stale`` is a warning for an operator, not yet a removal.
+- **Last ping.** `last_ping` keeps what the newest ping said, including whether the backend is
+  `accepting` jobs and the names of the models it reports loaded and available (empty for
+  backends without models, such as echo).
 - **Tier.** Judged from the uptime over ``windows.tier_window`` (default 1 h) and the number of
   complete slots since the first ping (probation, see coordinator.tiers), at the view's
   ``as_of``: the newest of the event times applied and the refresh times that changed the tier.
@@ -70,6 +80,7 @@ from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWin
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
+    "LIVE",
     "ONLINE_INTERVALS",
     "STALE_INTERVALS",
     "Availability",
@@ -80,6 +91,7 @@ __all__ = [
     "availability",
     "clock_ticks",
     "from_dict",
+    "is_live",
     "refresh",
     "summary",
     "to_dict",
@@ -88,6 +100,8 @@ __all__ = [
 
 Availability = Literal["online", "stale", "offline", "draining"]
 Lifecycle = Literal["active", "draining", "deregistered"]
+
+LIVE: frozenset[Availability] = frozenset({"online", "stale"})
 
 ONLINE_INTERVALS = 2.0
 STALE_INTERVALS = 5.0
@@ -116,6 +130,8 @@ class LastPing:
     gpus: tuple[GpuTelemetry, ...] = ()
     tier_factor: float | None = None
     boot_id: str | None = None
+    models_loaded: tuple[str, ...] = ()  # names; stored only when non-empty (see _ping_dict)
+    models_available: tuple[str, ...] = ()
 
     @property
     def gpu_count(self) -> int:
@@ -364,6 +380,8 @@ def _ping(
         tuple(ev.gpus),
         ev.tier_factor,
         ev.boot_id,
+        tuple(m.name for m in ev.models_loaded),
+        tuple(m.name for m in ev.models_available),
     )
     if ev.boot_id and ev.boot_id != state.boot_id:
         changes["boot_id"] = ev.boot_id
@@ -454,7 +472,7 @@ def availability(
     online_intervals: float = ONLINE_INTERVALS,
     stale_intervals: float = STALE_INTERVALS,
 ) -> Availability:
-    """online / stale / offline / draining at log time `now` (rules in the module docstring)."""
+    """online / stale / offline / draining at `now` (rules in the module docstring)."""
     if view.lifecycle == "deregistered":
         return "offline"
     age = (now - view.last_seen).total_seconds()
@@ -464,6 +482,11 @@ def availability(
     if view.lifecycle == "draining":
         return "draining"
     return "online" if age <= online_intervals * interval else "stale"
+
+
+def is_live(view: WorkerView, now: datetime) -> bool:
+    """Whether the worker is online or stale at `now` (rules in the module docstring)."""
+    return availability(view, now) in LIVE
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -476,7 +499,8 @@ def summary(
     policy: TierPolicy = DEFAULT_POLICY,
     windows: UptimeWindows = DEFAULT_WINDOWS,
 ) -> dict[str, Any]:
-    """The view as JSON-able data at log time `now`, for ``GET /v1/workers/{id}``."""
+    """The whole view as JSON-able data at `now` (every counter, uptime per window, the last
+    ping in full): for inspection and tests. The HTTP WorkerOut is projections.views.worker_out."""
     uptime: dict[str, Any] = {}
     slots: dict[str, int] = {}
     if view.uptime is not None:
@@ -520,7 +544,9 @@ def summary(
 
 
 def _ping_dict(p: LastPing) -> dict[str, Any]:
-    return {
+    # The model lists are added only when non-empty, so views stored before they existed (and
+    # the views of backends without models) keep their exact text and digest.
+    d: dict[str, Any] = {
         "time": format_time(p.time),
         "n": p.n,
         "healthy": p.healthy,
@@ -537,6 +563,11 @@ def _ping_dict(p: LastPing) -> dict[str, Any]:
         "tier_factor": p.tier_factor,
         "boot_id": p.boot_id,
     }
+    if p.models_loaded:
+        d["models_loaded"] = list(p.models_loaded)
+    if p.models_available:
+        d["models_available"] = list(p.models_available)
+    return d
 
 
 # -- persistence --------------------------------------------------------------------------------
@@ -605,6 +636,8 @@ def from_dict(data: Mapping[str, Any]) -> WorkerView:
                 gpus=tuple(GpuTelemetry.model_validate(g) for g in p["gpus"]),
                 tier_factor=p["tier_factor"],
                 boot_id=p["boot_id"],
+                models_loaded=tuple(p.get("models_loaded", ())),
+                models_available=tuple(p.get("models_available", ())),
             )
         return WorkerView(
             worker_id=data["worker_id"],

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from jetgrid.coordinator.affinity import AffinityPolicy, Decision, cold_share, decide, may_pull
+from jetgrid.coordinator.backlog import Backlog, read_backlog
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.pool_status import Backlog, read_backlog
 
 log = logging.getLogger("jetgrid.worker.gate")
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.pool_status import read_pool_status
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JobSubmitted, encode
+from jetgrid.projections.pools import read_pool_status
 from jetgrid.worker.backends.ollama import OllamaBackend
 
 pytestmark = pytest.mark.integration

@@ -163,3 +163,14 @@ async def test_pools_report_backlog_from_consumer_info(gateway, streams, nc) -> 
     (row,) = fast["consumers"]
     assert row["consumer"] == spec.name and row["ack_pending"] == 0 and row["workers"] == 0
     assert pools["standard"]["consumers"] == []
+
+
+async def test_pools_show_live_workers_warm_with_the_pool_status_fields(echo_gateway) -> None:
+    async with httpx.AsyncClient(base_url=echo_gateway) as http:
+        pools = {p["name"]: p for p in (await http.get("/v1/pools")).json()["pools"]}
+    standard = pools["standard"]
+    assert standard["models"] == ["echo"]  # its high, normal and low consumers make one row
+    (row,) = standard["consumers"]
+    assert row["consumer"] == "pool-standard-echo" and row["workers"] == 1
+    assert (row["warm_workers"], row["cold_workers"]) == (["w1"], [])  # echo loads nothing
+    assert (row["running"], row["oldest_wait_s"], row["suggested_workers"]) == (0, None, 0)

@@ -45,7 +45,7 @@ def test_odd_values_and_changed_parts_encode_like_the_reference() -> None:
         if it.stream == WORKERS:
             fold.worker_message(it.seq, it.subject, it.data, it.time)
     base = fold.workers["w1"]
-    assert base.uptime is not None
+    assert base.uptime is not None and base.last_ping is not None
     t = base.as_of + timedelta(seconds=1)
     variants = [
         base,
@@ -58,6 +58,15 @@ def test_odd_values_and_changed_parts_encode_like_the_reference() -> None:
         dataclasses.replace(base, uptime=dataclasses.replace(base.uptime, origin=0.25)),
         dataclasses.replace(base, uptime=None, last_ping=None),
         dataclasses.replace(base, recent=(), seen_boot=None, seen_mask=0, reanchor=True),
+        dataclasses.replace(
+            base,
+            last_ping=dataclasses.replace(
+                base.last_ping,
+                accepting=False,
+                models_loaded=("m:1b",),
+                models_available=("m:1b", "q"),
+            ),
+        ),
         base,
     ]
     enc = ViewEncoder()

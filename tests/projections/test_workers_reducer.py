@@ -22,6 +22,7 @@ from jetgrid.events import (
     WorkerRegistered,
 )
 from jetgrid.events.errors import ConfigError
+from jetgrid.events.workers import ModelInfo
 from jetgrid.projections.uptime import UptimeWindows
 from jetgrid.projections.workers import (
     WorkerView,
@@ -30,6 +31,7 @@ from jetgrid.projections.workers import (
     availability,
     clock_ticks,
     from_dict,
+    is_live,
     refresh,
     summary,
     to_dict,
@@ -238,6 +240,33 @@ def test_deregistered_is_offline_until_it_pings_again() -> None:
     assert (again.lifecycle, availability(again, at(20.5))) == ("active", "online")
 
 
+# One table for the one rule: interval 2 s, last event at t = 1; draining and deregistration
+# (when given) are said at t = 1 too.
+@pytest.mark.parametrize(
+    ("said", "age", "expected", "live"),
+    [
+        (None, 0.0, "online", True),
+        (None, 4.0, "online", True),  # 2 intervals
+        (None, 4.5, "stale", True),
+        (None, 10.0, "stale", True),  # 5 intervals
+        (None, 10.5, "offline", False),
+        ("draining", 0.0, "draining", False),
+        ("draining", 10.0, "draining", False),
+        ("draining", 10.5, "offline", False),
+        ("deregistered", 0.0, "offline", False),
+        ("deregistered", 3600.0, "offline", False),
+    ],
+)
+def test_availability_table(said: str | None, age: float, expected: str, live: bool) -> None:
+    events = [reg(0.0, interval=2.0), ping(1.0, 0, interval=2.0)]
+    if said == "draining":
+        events.append(env(WorkerDraining(worker_id="w1"), 1.0))
+    elif said == "deregistered":
+        events.append(env(WorkerDeregistered(worker_id="w1"), 1.0))
+    v = fold(events)
+    assert (availability(v, at(1.0 + age)), is_live(v, at(1.0 + age))) == (expected, live)
+
+
 def test_registered_worker_that_never_pinged() -> None:
     v = fold([reg(0.0, interval=5.0)])
     assert [availability(v, at(s)) for s in (10.0, 11.0, 26.0)] == ["online", "stale", "offline"]
@@ -361,6 +390,31 @@ def test_apply_does_not_touch_its_input() -> None:
     apply(v, ping(11.0, 10), POLICY, WIN)
     refresh(v, at(500), POLICY, WIN)
     assert to_dict(v) == before
+
+
+def test_last_ping_keeps_accepting_and_model_names() -> None:
+    v = fold(
+        [
+            reg(0.0),
+            ping(
+                1.0, 0, accepting=False,
+                models_loaded=[ModelInfo(name="llama3.2:1b", size_vram_bytes=10)],
+                models_available=[ModelInfo(name="llama3.2:1b"), ModelInfo(name="qwen:7b")],
+            ),
+        ]
+    )  # fmt: skip
+    assert v.last_ping is not None and v.last_ping.accepting is False
+    assert v.last_ping.models_loaded == ("llama3.2:1b",)
+    assert v.last_ping.models_available == ("llama3.2:1b", "qwen:7b")
+    assert from_dict(json.loads(json.dumps(to_dict(v)))) == v
+
+
+def test_empty_model_lists_are_not_stored_and_old_views_load() -> None:
+    v = fold([reg(0.0), ping(1.0, 0)])
+    stored = to_dict(v)
+    assert "models_loaded" not in stored["last_ping"]
+    assert "models_available" not in stored["last_ping"]
+    assert from_dict(stored) == v  # a view stored before the fields existed reads back
 
 
 @pytest.mark.parametrize("data", [{}, {"v": 2}, {"v": 1, "worker_id": "w"}])

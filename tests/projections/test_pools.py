@@ -1,0 +1,141 @@
+"""Pool status, pure: rows per (pool, model) from backlogs and worker views at a time."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jetgrid.coordinator.backlog import Backlog
+from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools
+from jetgrid.events import Envelope, WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
+from jetgrid.events.workers import ModelInfo
+from jetgrid.projections.pools import pool_status, pools_json
+from jetgrid.projections.workers import WorkerView, apply
+
+POOLS = default_pools(("fast", "standard", "heavy"), "standard")
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+OLDEST = NOW.timestamp() - 12  # epoch seconds of the oldest waiting job
+_ids = itertools.count()
+
+
+def _env(event: WorkerRegistered | WorkerHeartbeat | WorkerDeregistered, age_s: float) -> Envelope:
+    t = NOW - timedelta(seconds=age_s)
+    return Envelope(id=f"e{next(_ids)}", source="t", time=t, event=event)
+
+
+def worker(
+    wid: str,
+    *,
+    models: tuple[str, ...] = ("llama3:8b", "qwen:7b"),
+    loaded: tuple[str, ...] = (),
+    available: tuple[str, ...] | None = None,
+    age: float = 1.0,
+    pools: tuple[str, ...] = ("standard",),
+    accepting: bool = True,
+    gone: bool = False,
+) -> WorkerView:
+    """A worker registered before its one ping, `age` seconds before NOW (interval 5 s)."""
+    reg = WorkerRegistered(
+        worker_id=wid, pools=list(pools), models=list(models), backend="ollama", concurrency=1,
+        heartbeat_interval_s=5.0,
+    )  # fmt: skip
+    ping = WorkerHeartbeat(
+        worker_id=wid, n=1, healthy=True, interval_s=5.0, in_flight=0, accepting=accepting,
+        models_loaded=[ModelInfo(name=m) for m in loaded],
+        models_available=[ModelInfo(name=m) for m in (models if available is None else available)],
+    )  # fmt: skip
+    view = apply(apply(None, _env(reg, age + 1)), _env(ping, age))
+    if gone:
+        view = apply(view, _env(WorkerDeregistered(worker_id=wid), age - 0.5))
+    return view
+
+
+def test_warm_and_cold_workers_per_model() -> None:
+    rows = pool_status(
+        POOLS,
+        [
+            Backlog("standard", "llama3:8b", "c1", pending=6, running=2, oldest_ts=OLDEST),
+            Backlog("standard", "qwen:7b", "c2", pending=0),
+        ],
+        [
+            worker("a", loaded=("llama3:8b",)),
+            worker("b", loaded=("qwen:7b",)),
+            worker("c", loaded=("llama3:8b",), age=16),  # stale (3 pings missed): still live
+            worker("d", loaded=("llama3:8b",), age=26),  # offline: over 5 intervals
+            worker("e", loaded=("llama3:8b",), gone=True),  # deregistered
+            worker("f", loaded=("llama3:8b",), accepting=False),  # backend unreachable
+        ],
+        NOW,
+    )
+    by = {r.model: r for r in rows}
+    llama, qwen = by["llama3:8b"], by["qwen:7b"]
+    assert (llama.backlog, llama.running, llama.oldest_wait_s) == (6, 2, 12.0)
+    assert (llama.warm_workers, llama.cold_workers) == (["a", "c"], ["b"])
+    # ceil(8 / 4) = 2 workers, and the oldest job waited past cold_wait_s (10): 3 serve + 1 = 4
+    assert llama.suggested_workers == 4
+    assert (qwen.backlog, qwen.oldest_wait_s, qwen.suggested_workers) == (0, None, 0)
+    assert (qwen.warm_workers, qwen.cold_workers) == (["b"], ["a", "c"])
+    assert (llama.consumer, qwen.consumer) == ("c1", "c2")
+
+
+def test_a_backend_without_models_is_warm_for_what_it_serves() -> None:
+    echo = worker("e", models=("echo",), available=())
+    (row,) = pool_status(POOLS, [], [echo], NOW)
+    assert (row.pool, row.model, row.warm_workers, row.cold_workers) == (
+        "standard", "echo", ["e"], []
+    )  # fmt: skip
+    assert row.consumer is None
+
+
+def test_model_names_without_a_tag_mean_latest() -> None:
+    w = worker("a", models=("llama3",), loaded=("llama3:latest",))
+    (row,) = pool_status(POOLS, [Backlog("standard", "llama3:latest", "c", pending=1)], [w], NOW)
+    assert row.warm_workers == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("backlog", "running", "extra", "want"),
+    [
+        (0, 0, {}, 0),
+        (1, 0, {}, 1),
+        (9, 0, {}, 3),
+        (9, 3, {"scale_jobs_per_worker": 2}, 6),
+        (0, 0, {"min_workers": 2}, 2),
+    ],
+)
+def test_suggested_workers(backlog: int, running: int, extra: dict[str, float], want: int) -> None:
+    pools = Pools((PoolConfig("p", extra=extra),), default="p")
+    (row,) = pool_status(pools, [Backlog("p", "m", "c", backlog, running)], [], NOW)
+    assert row.suggested_workers == want
+
+
+def test_pools_json_lists_every_pool_with_its_rows() -> None:
+    rows = pool_status(
+        POOLS,
+        [Backlog("fast", "tiny:1b", "pool-fast-tiny_1b", pending=3, running=1, waiting_pulls=2)],
+        [worker("a", models=("tiny:1b",), pools=("fast",), loaded=("tiny:1b",))],
+        NOW,
+    )
+    doc = pools_json(POOLS, rows)
+    assert [p["name"] for p in doc["pools"]] == ["fast", "standard", "heavy"]
+    fast = doc["pools"][0]
+    assert (fast["models"], fast["backlog"]) == (["tiny:1b"], 3)
+    assert fast["consumers"] == [
+        {
+            "pool": "fast", "model": "tiny:1b", "consumer": "pool-fast-tiny_1b", "backlog": 3,
+            "ack_pending": 1, "waiting_pulls": 2, "workers": 1, "running": 1,
+            "oldest_wait_s": None, "warm_workers": ["a"], "cold_workers": [],
+            "suggested_workers": 1,
+        }
+    ]  # fmt: skip
+    assert doc["pools"][1]["consumers"] == [] and doc["pools"][1]["backlog"] == 0
+
+
+def test_cli_rows_keep_their_fields() -> None:
+    (row,) = pool_status(POOLS, [Backlog("fast", "m", "c", pending=1)], [], NOW)
+    assert {
+        "pool", "model", "backlog", "running", "oldest_wait_s", "warm_workers", "cold_workers",
+        "suggested_workers",
+    } <= set(row.to_json())  # fmt: skip
