@@ -32,6 +32,7 @@ from jetgrid.events.lifecycle import (
     JobProgress,
     JobRetrying,
     JobStarted,
+    TerminalEvent,
 )
 from jetgrid.events.streams import (
     DEAD_LETTERS,
@@ -89,6 +90,7 @@ __all__ = [
     "StreamNames",
     "StreamSpec",
     "Subjects",
+    "TerminalEvent",
     "WorkerDeregistered",
     "WorkerDraining",
     "WorkerHeartbeat",

@@ -108,6 +108,7 @@ class JobDead(_JobEvent):
     reason: str = "max deliveries reached"
 
 
+TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead
 TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (JobCompleted, JobFailed, JobCancelled, JobDead)
 """The events that end a job; the first of them in log order is its outcome."""
 

@@ -273,7 +273,7 @@ class Worker:
                 lambda: bus.store(event, self.speaker), GOODBYE, "say goodbye", logger=log
             )
         except Exception as exc:
-            log.warning("could not store %s: %s", event.type, exc)  # type: ignore[attr-defined]
+            log.warning("could not store %s: %s", event.type, exc)
 
     def _registered(self) -> WorkerRegistered:
         return WorkerRegistered(

@@ -16,13 +16,12 @@ import math
 import time
 from datetime import datetime
 
-from nats.aio.msg import Msg
-
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import CLOCK_MARGIN_S, cancel_heard_live
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidEvent, JetgridError, JobCancelRequested, decode
 from jetgrid.worker.backends.base import RunContext
+from jetgrid.worker.delivery import Message
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
 
@@ -63,7 +62,7 @@ class Cancels:
         await self.bus.flush()  # the server has the subscription: it hears from now on
         self.heard_since = time.time()
 
-    async def on_request(self, msg: Msg) -> None:
+    async def on_request(self, msg: Message) -> None:
         """One message on the cancel subject: remember it, and abort the job if it is held."""
         try:
             job_id = self.target(msg.subject, msg.data)

@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
@@ -36,6 +34,7 @@ from jetgrid.events import (
 )
 from jetgrid.worker.backends.base import Backend, RunContext
 from jetgrid.worker.cancels import Cancels
+from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.errors import BackendError, TransientError
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
@@ -48,10 +47,10 @@ __all__ = ["JobRunner", "KeepAlive", "send_in_progress"]
 log = logging.getLogger("jetgrid.worker")
 
 # Runs beside a job, given its delivery and the in-progress period, until cancelled.
-KeepAlive = Callable[[Msg, float], Coroutine[Any, Any, None]]
+KeepAlive = Callable[[Delivery, float], Coroutine[Any, Any, None]]
 
 
-async def send_in_progress(msg: Msg, period_s: float) -> None:
+async def send_in_progress(msg: Delivery, period_s: float) -> None:
     """+WPI every `period_s`, so a long job is not redelivered while this worker lives."""
     while True:
         await asyncio.sleep(period_s)
@@ -59,7 +58,7 @@ async def send_in_progress(msg: Msg, period_s: float) -> None:
             await msg.in_progress()
 
 
-async def _hand_back(msg: Msg) -> None:
+async def _hand_back(msg: Delivery) -> None:
     with contextlib.suppress(Exception):
         await msg.nak()
 
@@ -99,7 +98,7 @@ class JobRunner:
         self.stopping = stopping
         self.wake = wake
 
-    def on_message(self, msg: Msg) -> None:
+    def on_message(self, msg: Delivery) -> None:
         """Start handling a delivery (while the worker drains: hand it straight back)."""
         if self.stopping.is_set():
             # A pull request sent before draining began can still deliver.
@@ -116,7 +115,7 @@ class JobRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("job handler crashed: %r", task.exception())
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Delivery) -> None:
         """Everything one delivery does, up to its ack, nak or term (see the module doc)."""
         md = msg.metadata
         seq, attempt = md.sequence.stream, md.num_delivered
@@ -170,7 +169,7 @@ class JobRunner:
             keepalive.cancel()
             self.held.contexts.pop(job.job_id, None)
 
-    async def _run(self, msg: Msg, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
+    async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()

@@ -20,8 +20,6 @@ import asyncio
 import contextlib
 import logging
 
-from nats.aio.msg import Msg
-
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.delivery import GiveUp, after_transient, dead_reason
@@ -39,10 +37,12 @@ from jetgrid.events import (
     JobFailed,
     JobRetrying,
     JobSubmitted,
+    TerminalEvent,
     encode,
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.deadletter import last_retry_reason
+from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.options import Counters
 
 __all__ = ["Outcomes"]
@@ -74,19 +74,19 @@ class Outcomes:
         """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
         await self.bus.send(event, self.speaker)
 
-    async def finish(self, msg: Msg, event: Event) -> None:
+    async def finish(self, msg: Delivery, event: TerminalEvent) -> None:
         """Store the terminal event (deduplicated per job), then ack the submission."""
-        job_id = event.job_id  # type: ignore[attr-defined]
+        job_id = event.job_id
         if await self.store_terminal(event):
             await msg.ack()
-            log.debug("job %s: %s stored, acked", job_id, event.type)  # type: ignore[attr-defined]
+            log.debug("job %s: %s stored, acked", job_id, event.type)
         else:
             await msg.nak(delay=NOT_STORED_NAK_S)  # could not record the outcome: run it again
             log.debug("job %s: outcome not stored, handed back", job_id)
 
-    async def store_terminal(self, event: Event) -> bool:
+    async def store_terminal(self, event: TerminalEvent) -> bool:
         """Store a terminal event; False if NATS stayed away through the TERMINAL_STORE tries."""
-        job_id: str = event.job_id  # type: ignore[attr-defined]
+        job_id: str = event.job_id
         tries = 0
         while True:
             tries += 1
@@ -99,7 +99,7 @@ class Outcomes:
                 event = self._too_large(event)
                 continue
             except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
-                log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)  # type: ignore[attr-defined]
+                log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)
                 step = after_failure(TERMINAL_STORE, tries, error=exc)
                 if isinstance(step, Stop):
                     return False
@@ -120,7 +120,7 @@ class Outcomes:
         )
 
     async def fail(
-        self, msg: Msg, job: JobSubmitted, attempt: int, reason: str, error_type: str
+        self, msg: Delivery, job: JobSubmitted, attempt: int, reason: str, error_type: str
     ) -> None:
         """Record the job as failed (no retry), then ack."""
         await self.finish(
@@ -135,7 +135,9 @@ class Outcomes:
         )
         self.counters.failed += 1
 
-    async def cancel(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str | None) -> None:
+    async def cancel(
+        self, msg: Delivery, job: JobSubmitted, attempt: int, reason: str | None
+    ) -> None:
         """Record the job as cancelled, then ack."""
         await self.finish(
             msg,
@@ -148,7 +150,7 @@ class Outcomes:
         )
         self.counters.cancelled += 1
 
-    async def retry(self, msg: Msg, job: JobSubmitted, attempt: int, reason: str) -> None:
+    async def retry(self, msg: Delivery, job: JobSubmitted, attempt: int, reason: str) -> None:
         """After a transient failure: `retrying` and a nak with backoff, or `dead` at the end."""
         decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
@@ -180,7 +182,7 @@ class Outcomes:
         )
         await msg.nak(delay=decision.delay_s)
 
-    async def record_dead(self, msg: Msg, job: JobSubmitted, seq: int) -> None:
+    async def record_dead(self, msg: Delivery, job: JobSubmitted, seq: int) -> None:
         """The delivery after the last run (coordinator.delivery.consumer_max_deliver): store
         `dead` without running the job, then nak, which ends its deliveries (JetStream's
         advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
@@ -200,7 +202,7 @@ class Outcomes:
         with contextlib.suppress(Exception):
             await msg.nak()
 
-    async def reject(self, msg: Msg, seq: int, reason: str) -> None:
+    async def reject(self, msg: Delivery, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""
         self.counters.invalid += 1
         record = InvalidMessage.of(

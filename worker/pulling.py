@@ -21,8 +21,6 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from nats.aio.msg import Msg
-
 from jetgrid.coordinator.affinity import AffinityPolicy
 from jetgrid.coordinator.aio import retrying
 from jetgrid.coordinator.backoff import FAILOVER, PULL_ROUND_WAIT_S
@@ -34,6 +32,7 @@ from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events.subjects import PRIORITIES
 from jetgrid.worker.backends.base import Backend
+from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.held import Held
 from jetgrid.worker.puller import Puller
 from jetgrid.worker.pullgate import PullGate as AffinityGate
@@ -95,7 +94,9 @@ class PullScheduler:
         outstanding = sum(p.outstanding for p in self.pullers)
         return self.gate.allowance(len(self.held.tasks), outstanding)
 
-    async def bind(self, bus: Bus, backend: Backend, on_message: Callable[[Msg], None]) -> None:
+    async def bind(
+        self, bus: Bus, backend: Backend, on_message: Callable[[Delivery], None]
+    ) -> None:
         """Make sure each consumer exists (retried through a NATS failover), start its puller
         (messages go to `on_message`), and cap requests by `backend`'s model affinity."""
         for model, spec in zip(self._spec_models, self.specs, strict=True):

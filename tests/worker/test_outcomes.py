@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from nats.aio.msg import Msg
-
 from jetgrid.coordinator.bus import Bus, Stored
 from jetgrid.coordinator.errors import NatsUnavailable, PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
@@ -16,6 +14,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Event, JobCompleted, JobSubmitted
 from jetgrid.events.addressing import Speaker, event_name
 from jetgrid.worker.backends.base import RunContext
+from jetgrid.worker.delivery import Delivery as DeliveryProtocol
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
@@ -51,8 +50,8 @@ class Delivery:
     """A delivered message that notes its ack or nak in the bus's log."""
 
     @classmethod
-    def noting_in(cls, log: list[str]) -> Msg:
-        return cast(Msg, cls(log))  # the two methods Outcomes calls on a delivery
+    def noting_in(cls, log: list[str]) -> DeliveryProtocol:
+        return cast(DeliveryProtocol, cls(log))  # the two methods Outcomes calls on a delivery
 
     def __init__(self, log: list[str]) -> None:
         self.log = log
