@@ -66,8 +66,7 @@ from jetgrid.projections import workers as wr
 from jetgrid.projections.errors import ReadModelError, ReadModelUnavailable
 from jetgrid.projections.fold import STREAMS, Changes, FoldConfig, TierChange
 from jetgrid.projections.jobs import JobView
-from jetgrid.projections.view_json import ViewEncoder
-from jetgrid.projections.workers import format_time  # memoised
+from jetgrid.projections.view_json import ViewEncoder, format_time, from_dict, to_dict  # memoised
 
 __all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
 
@@ -180,7 +179,7 @@ def worker_row(
     return {
         "b_worker_id": view.worker_id,
         # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
-        "view": _COMPACT.encode(wr.to_dict(view)) if text is None else text,
+        "view": _COMPACT.encode(to_dict(view)) if text is None else text,
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": _iso(view.tier_since),
@@ -430,7 +429,7 @@ class Store:
         async with self.engine.connect() as conn:
             views = {}
             for wid, data in await conn.execute(select(workers_t.c.worker_id, workers_t.c.view)):
-                views[wid] = wr.from_dict(json.loads(data))
+                views[wid] = from_dict(json.loads(data))
             positions, clock = {}, None
             for r in await conn.execute(select(checkpoints_t)):
                 positions[r.stream] = r.seq

@@ -1,7 +1,11 @@
-"""A worker view's stored JSON text, with the parts that rarely change encoded once.
+"""A worker view's stored form: `to_dict` / `from_dict`, and its JSON text, with the parts that
+rarely change encoded once (`ViewEncoder`).
+
+`to_dict` holds the whole view (uptime tracker and dedupe keys included); `from_dict` gives an
+equal view back, and reads views stored before a field was added.
 
 A live projector writes every pinging worker's row in every batch, and encoding the ~2 KB view
-(`projections.workers.to_dict` then `json.dumps`) was the largest single cost of a ping. Most
+(`to_dict` then `json.dumps`) was the largest single cost of a ping. Most
 of the view does not change between pings: the worker's identity and registration details, its
 lifecycle times, its tier history, and the static parts of its uptime tracker. `ViewEncoder`
 keeps, per worker, the text of those parts with the values they were made from, and re-encodes
@@ -17,22 +21,177 @@ two on varied views.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from jetgrid.events.codec import format_time as _format_time
+from jetgrid.events.codec import parse_time
+from jetgrid.events.errors import InvalidEvent
+from jetgrid.events.workers import GpuTelemetry
 from jetgrid.projections import workers as wr
 from jetgrid.projections.uptime import _FORMAT as _UPTIME_FORMAT
 from jetgrid.projections.uptime import UptimeTracker
+from jetgrid.projections.workers import LastPing, WorkerView
 
-__all__ = ["ViewEncoder", "view_json"]
+__all__ = ["ViewEncoder", "format_time", "from_dict", "to_dict", "view_json"]
 
 _ENC = json.JSONEncoder(separators=(",", ":"))
 _encode = _ENC.encode
 
 
+_FORMAT = 1
+
+
+@functools.lru_cache(maxsize=16384)
+def format_time(t: datetime) -> str:
+    """events.codec.format_time, memoised: a view repeats the same few times in every to_dict
+    (first seen, registration, tier history), and strftime was a tenth of a projector's work."""
+    return _format_time(t)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else format_time(t)
+
+
+def _ping_dict(p: LastPing) -> dict[str, Any]:
+    # The model lists are added only when non-empty, so views stored before they existed (and
+    # the views of backends without models) keep their exact text and digest.
+    d: dict[str, Any] = {
+        "time": format_time(p.time),
+        "n": p.n,
+        "healthy": p.healthy,
+        "interval_s": p.interval_s,
+        "in_flight": p.in_flight,
+        "completed": p.completed,
+        "failed": p.failed,
+        "accepting": p.accepting,
+        "nvml": p.nvml,
+        "nvml_error": p.nvml_error,
+        "gpus": [g.model_dump() for g in p.gpus],
+        "gpu_count": p.gpu_count,
+        "gpus_unresponsive": p.gpus_unresponsive,
+        "tier_factor": p.tier_factor,
+        "boot_id": p.boot_id,
+    }
+    if p.models_loaded:
+        d["models_loaded"] = list(p.models_loaded)
+    if p.models_available:
+        d["models_available"] = list(p.models_available)
+    return d
+
+
+def to_dict(view: WorkerView) -> dict[str, Any]:
+    """The whole view (tracker and dedupe keys included) as JSON-able data; see from_dict."""
+    return {
+        "v": _FORMAT,
+        "worker_id": view.worker_id,
+        "first_seen": format_time(view.first_seen),
+        "last_seen": format_time(view.last_seen),
+        "as_of": format_time(view.as_of),
+        "registered": view.registered,
+        "registered_at": _iso(view.registered_at),
+        "registrations": view.registrations,
+        "pools": list(view.pools),
+        "models": list(view.models),
+        "backend": view.backend,
+        "concurrency": view.concurrency,
+        "hostname": view.hostname,
+        "jetgrid_version": view.jetgrid_version,
+        "boot_id": view.boot_id,
+        "heartbeat_interval_s": view.heartbeat_interval_s,
+        "draining_at": _iso(view.draining_at),
+        "drain_reason": view.drain_reason,
+        "deregistered_at": _iso(view.deregistered_at),
+        "deregister_reason": view.deregister_reason,
+        "last_ping": None if view.last_ping is None else _ping_dict(view.last_ping),
+        "pings": view.pings,
+        "healthy_pings": view.healthy_pings,
+        "late_pings": view.late_pings,
+        "uptime": None if view.uptime is None else view.uptime.to_json(),
+        "tier": view.tier,
+        "tier_since": _iso(view.tier_since),
+        "tier_history": [[format_time(t), name] for t, name in view.tier_history],
+        "recent": list(view.recent),
+        "seen_boot": view.seen_boot,
+        "seen_n": view.seen_n,
+        "seen_mask": format(view.seen_mask, "x"),
+        "reanchor": view.reanchor,
+    }
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
+
+
+def from_dict(data: Mapping[str, Any]) -> WorkerView:
+    """Inverse of to_dict: an equal view; ValueError if `data` is not one."""
+    try:
+        if data["v"] != _FORMAT:
+            raise ValueError(f"Worker view format {data['v']!r} is not {_FORMAT}.")
+        p = data["last_ping"]
+        ping = None
+        if p is not None:
+            ping = LastPing(
+                time=parse_time(p["time"]),
+                n=p["n"],
+                healthy=p["healthy"],
+                interval_s=p["interval_s"],
+                in_flight=p["in_flight"],
+                completed=p["completed"],
+                failed=p["failed"],
+                accepting=p["accepting"],
+                nvml=p["nvml"],
+                nvml_error=p["nvml_error"],
+                gpus=tuple(GpuTelemetry.model_validate(g) for g in p["gpus"]),
+                tier_factor=p["tier_factor"],
+                boot_id=p["boot_id"],
+                models_loaded=tuple(p.get("models_loaded", ())),
+                models_available=tuple(p.get("models_available", ())),
+            )
+        return WorkerView(
+            worker_id=data["worker_id"],
+            first_seen=parse_time(data["first_seen"]),
+            last_seen=parse_time(data["last_seen"]),
+            as_of=parse_time(data["as_of"]),
+            registered=data["registered"],
+            registered_at=_time(data["registered_at"]),
+            registrations=data["registrations"],
+            pools=tuple(data["pools"]),
+            models=tuple(data["models"]),
+            backend=data["backend"],
+            concurrency=data["concurrency"],
+            hostname=data["hostname"],
+            jetgrid_version=data["jetgrid_version"],
+            boot_id=data["boot_id"],
+            heartbeat_interval_s=data["heartbeat_interval_s"],
+            draining_at=_time(data["draining_at"]),
+            drain_reason=data["drain_reason"],
+            deregistered_at=_time(data["deregistered_at"]),
+            deregister_reason=data["deregister_reason"],
+            last_ping=ping,
+            pings=data["pings"],
+            healthy_pings=data["healthy_pings"],
+            late_pings=data["late_pings"],
+            uptime=None if data["uptime"] is None else UptimeTracker.from_json(data["uptime"]),
+            tier=data["tier"],
+            tier_since=_time(data["tier_since"]),
+            tier_history=tuple((parse_time(t), n) for t, n in data["tier_history"]),
+            recent=tuple(data["recent"]),
+            seen_boot=data["seen_boot"],
+            seen_n=data["seen_n"],
+            seen_mask=int(data["seen_mask"], 16),
+            reanchor=data["reanchor"],
+        )
+    except (KeyError, TypeError, ValueError, InvalidEvent) as exc:
+        raise ValueError(f"Not a serialised worker view: {exc!r}.") from exc
+
+
 def view_json(view: wr.WorkerView) -> str:
     """The reference: the view's JSON text without any caching."""
-    return _encode(wr.to_dict(view))
+    return _encode(to_dict(view))
 
 
 def _members(d: dict[str, Any]) -> str:
@@ -66,14 +225,14 @@ class ViewEncoder:
         c = self._cache.get(view.worker_id)
         if c is None:
             c = self._cache[view.worker_id] = _Cached()
-        iso = wr._iso
-        fmt = wr.format_time
+        iso = _iso
+        fmt = format_time
         # v, worker_id, first_seen
         key: Any = view.first_seen
         if c.ident != key or not c.ident_text:
             c.ident = key
             c.ident_text = _members(
-                {"v": wr._FORMAT, "worker_id": view.worker_id, "first_seen": fmt(view.first_seen)}
+                {"v": _FORMAT, "worker_id": view.worker_id, "first_seen": fmt(view.first_seen)}
             )
         # registered .. deregister_reason
         key = (
@@ -125,7 +284,7 @@ class ViewEncoder:
         )
         middle = _members(
             {
-                "last_ping": None if ping is None else wr._ping_dict(ping),
+                "last_ping": None if ping is None else _ping_dict(ping),
                 "pings": view.pings,
                 "healthy_pings": view.healthy_pings,
                 "late_pings": view.late_pings,

@@ -19,6 +19,7 @@ from jetgrid.coordinator.tiers import PROBATION, TierPolicy
 from jetgrid.events import format_time
 from jetgrid.projections import workers as wr
 from jetgrid.projections.store import Store
+from jetgrid.projections.view_json import from_dict
 
 __all__ = ["policy_of", "tiers_view", "worker_out", "workers_out"]
 
@@ -83,7 +84,7 @@ def _row_out(
 ) -> dict[str, Any]:
     """WorkerOut of a `workers` row, with its projected tier and the jobs table's counts."""
     return worker_out(
-        wr.from_dict(json.loads(row["view"])),
+        from_dict(json.loads(row["view"])),
         now,
         tier=row["tier"],
         tier_factor=row["tier_factor"],

@@ -58,7 +58,6 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -66,9 +65,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
-from jetgrid.events.codec import Envelope, parse_time
-from jetgrid.events.codec import format_time as _format_time
-from jetgrid.events.errors import ConfigError, InvalidEvent
+from jetgrid.events.codec import Envelope
+from jetgrid.events.errors import ConfigError
 from jetgrid.events.workers import (
     GpuTelemetry,
     WorkerDeregistered,
@@ -76,7 +74,7 @@ from jetgrid.events.workers import (
     WorkerHeartbeat,
     WorkerRegistered,
 )
-from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows, window_label
+from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -90,11 +88,8 @@ __all__ = [
     "apply_all",
     "availability",
     "clock_ticks",
-    "from_dict",
     "is_live",
     "refresh",
-    "summary",
-    "to_dict",
     "worker_id_of",
 ]
 
@@ -110,7 +105,6 @@ RECENT_KEYS = 32
 SEEN_PINGS = 256
 TIER_HISTORY = 256
 _WORKER_EVENTS = (WorkerRegistered, WorkerHeartbeat, WorkerDraining, WorkerDeregistered)
-_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,13 +212,6 @@ class WorkerView:
 _VIEW_FIELDS = tuple(f.name for f in fields(WorkerView))
 _ALL_FIELDS = operator.attrgetter(*_VIEW_FIELDS)
 _FIELD_INDEX = {name: i for i, name in enumerate(_VIEW_FIELDS)}
-
-
-@functools.lru_cache(maxsize=16384)
-def format_time(t: datetime) -> str:
-    """events.codec.format_time, memoised: a view repeats the same few times in every to_dict
-    (first seen, registration, tier history), and strftime was a tenth of a projector's work."""
-    return _format_time(t)
 
 
 def _ts(t: datetime) -> float:
@@ -487,191 +474,3 @@ def availability(
 def is_live(view: WorkerView, now: datetime) -> bool:
     """Whether the worker is online or stale at `now` (rules in the module docstring)."""
     return availability(view, now) in LIVE
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else format_time(t)
-
-
-def summary(
-    view: WorkerView,
-    now: datetime,
-    policy: TierPolicy = DEFAULT_POLICY,
-    windows: UptimeWindows = DEFAULT_WINDOWS,
-) -> dict[str, Any]:
-    """The whole view as JSON-able data at `now` (every counter, uptime per window, the last
-    ping in full): for inspection and tests. The HTTP WorkerOut is projections.views.worker_out."""
-    uptime: dict[str, Any] = {}
-    slots: dict[str, int] = {}
-    if view.uptime is not None:
-        for w in view.uptime.windows(_ts(now)):
-            uptime[w.label] = w.uptime
-            slots[w.label] = w.slots
-    else:
-        for w_s in windows.windows_s:
-            uptime[window_label(w_s)] = None
-            slots[window_label(w_s)] = 0
-    ping = view.last_ping
-    return {
-        "worker_id": view.worker_id,
-        "registered": view.registered,
-        "availability": availability(view, now),
-        "lifecycle": view.lifecycle,
-        "reason": view.reason,
-        "pools": list(view.pools),
-        "models": list(view.models),
-        "backend": view.backend,
-        "concurrency": view.concurrency,
-        "hostname": view.hostname,
-        "jetgrid_version": view.jetgrid_version,
-        "heartbeat_interval_s": view.interval_s,
-        "first_seen": _iso(view.first_seen),
-        "last_seen": _iso(view.last_seen),
-        "registered_at": _iso(view.registered_at),
-        "draining_at": _iso(view.draining_at),
-        "deregistered_at": _iso(view.deregistered_at),
-        "pings": view.pings,
-        "healthy_pings": view.healthy_pings,
-        "late_pings": view.late_pings,
-        "uptime": uptime,
-        "uptime_slots": slots,
-        "tier": view.tier,
-        "tier_factor": policy.factor(view.tier) if view.tier in policy.names else None,
-        "tier_since": _iso(view.tier_since),
-        "tier_history": [[format_time(t), name] for t, name in view.tier_history],
-        "last_ping": None if ping is None else _ping_dict(ping),
-    }
-
-
-def _ping_dict(p: LastPing) -> dict[str, Any]:
-    # The model lists are added only when non-empty, so views stored before they existed (and
-    # the views of backends without models) keep their exact text and digest.
-    d: dict[str, Any] = {
-        "time": format_time(p.time),
-        "n": p.n,
-        "healthy": p.healthy,
-        "interval_s": p.interval_s,
-        "in_flight": p.in_flight,
-        "completed": p.completed,
-        "failed": p.failed,
-        "accepting": p.accepting,
-        "nvml": p.nvml,
-        "nvml_error": p.nvml_error,
-        "gpus": [g.model_dump() for g in p.gpus],
-        "gpu_count": p.gpu_count,
-        "gpus_unresponsive": p.gpus_unresponsive,
-        "tier_factor": p.tier_factor,
-        "boot_id": p.boot_id,
-    }
-    if p.models_loaded:
-        d["models_loaded"] = list(p.models_loaded)
-    if p.models_available:
-        d["models_available"] = list(p.models_available)
-    return d
-
-
-# -- persistence --------------------------------------------------------------------------------
-def to_dict(view: WorkerView) -> dict[str, Any]:
-    """The whole view (tracker and dedupe keys included) as JSON-able data; see from_dict."""
-    return {
-        "v": _FORMAT,
-        "worker_id": view.worker_id,
-        "first_seen": format_time(view.first_seen),
-        "last_seen": format_time(view.last_seen),
-        "as_of": format_time(view.as_of),
-        "registered": view.registered,
-        "registered_at": _iso(view.registered_at),
-        "registrations": view.registrations,
-        "pools": list(view.pools),
-        "models": list(view.models),
-        "backend": view.backend,
-        "concurrency": view.concurrency,
-        "hostname": view.hostname,
-        "jetgrid_version": view.jetgrid_version,
-        "boot_id": view.boot_id,
-        "heartbeat_interval_s": view.heartbeat_interval_s,
-        "draining_at": _iso(view.draining_at),
-        "drain_reason": view.drain_reason,
-        "deregistered_at": _iso(view.deregistered_at),
-        "deregister_reason": view.deregister_reason,
-        "last_ping": None if view.last_ping is None else _ping_dict(view.last_ping),
-        "pings": view.pings,
-        "healthy_pings": view.healthy_pings,
-        "late_pings": view.late_pings,
-        "uptime": None if view.uptime is None else view.uptime.to_json(),
-        "tier": view.tier,
-        "tier_since": _iso(view.tier_since),
-        "tier_history": [[format_time(t), name] for t, name in view.tier_history],
-        "recent": list(view.recent),
-        "seen_boot": view.seen_boot,
-        "seen_n": view.seen_n,
-        "seen_mask": format(view.seen_mask, "x"),
-        "reanchor": view.reanchor,
-    }
-
-
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else parse_time(value)
-
-
-def from_dict(data: Mapping[str, Any]) -> WorkerView:
-    """Inverse of to_dict: an equal view; ValueError if `data` is not one."""
-    try:
-        if data["v"] != _FORMAT:
-            raise ValueError(f"Worker view format {data['v']!r} is not {_FORMAT}.")
-        p = data["last_ping"]
-        ping = None
-        if p is not None:
-            ping = LastPing(
-                time=parse_time(p["time"]),
-                n=p["n"],
-                healthy=p["healthy"],
-                interval_s=p["interval_s"],
-                in_flight=p["in_flight"],
-                completed=p["completed"],
-                failed=p["failed"],
-                accepting=p["accepting"],
-                nvml=p["nvml"],
-                nvml_error=p["nvml_error"],
-                gpus=tuple(GpuTelemetry.model_validate(g) for g in p["gpus"]),
-                tier_factor=p["tier_factor"],
-                boot_id=p["boot_id"],
-                models_loaded=tuple(p.get("models_loaded", ())),
-                models_available=tuple(p.get("models_available", ())),
-            )
-        return WorkerView(
-            worker_id=data["worker_id"],
-            first_seen=parse_time(data["first_seen"]),
-            last_seen=parse_time(data["last_seen"]),
-            as_of=parse_time(data["as_of"]),
-            registered=data["registered"],
-            registered_at=_time(data["registered_at"]),
-            registrations=data["registrations"],
-            pools=tuple(data["pools"]),
-            models=tuple(data["models"]),
-            backend=data["backend"],
-            concurrency=data["concurrency"],
-            hostname=data["hostname"],
-            jetgrid_version=data["jetgrid_version"],
-            boot_id=data["boot_id"],
-            heartbeat_interval_s=data["heartbeat_interval_s"],
-            draining_at=_time(data["draining_at"]),
-            drain_reason=data["drain_reason"],
-            deregistered_at=_time(data["deregistered_at"]),
-            deregister_reason=data["deregister_reason"],
-            last_ping=ping,
-            pings=data["pings"],
-            healthy_pings=data["healthy_pings"],
-            late_pings=data["late_pings"],
-            uptime=None if data["uptime"] is None else UptimeTracker.from_json(data["uptime"]),
-            tier=data["tier"],
-            tier_since=_time(data["tier_since"]),
-            tier_history=tuple((parse_time(t), n) for t, n in data["tier_history"]),
-            recent=tuple(data["recent"]),
-            seen_boot=data["seen_boot"],
-            seen_n=data["seen_n"],
-            seen_mask=int(data["seen_mask"], 16),
-            reanchor=data["reanchor"],
-        )
-    except (KeyError, TypeError, ValueError, InvalidEvent) as exc:
-        raise ValueError(f"Not a serialised worker view: {exc!r}.") from exc

@@ -24,17 +24,16 @@ from jetgrid.events import (
 from jetgrid.events.errors import ConfigError
 from jetgrid.events.workers import ModelInfo
 from jetgrid.projections.uptime import UptimeWindows
+from jetgrid.projections.view_json import from_dict, to_dict
+from jetgrid.projections.views import worker_out
 from jetgrid.projections.workers import (
     WorkerView,
     apply,
     apply_all,
     availability,
     clock_ticks,
-    from_dict,
     is_live,
     refresh,
-    summary,
-    to_dict,
     worker_id_of,
 )
 
@@ -289,7 +288,7 @@ def test_tier_history_through_probation_and_decay() -> None:
         (at(212), "none"),  # 89/100
     )
     assert v.as_of == at(212)
-    s = summary(v, at(240), POLICY, WIN)
+    s = worker_out(v, at(240), tier=v.tier, tier_factor=POLICY.factor(v.tier))
     assert (s["availability"], s["uptime"], s["tier"], s["tier_factor"]) == (
         "offline",
         {"100s": 0.61, "1000s": 200 / 239},
@@ -434,17 +433,20 @@ def test_wrong_events_are_programming_errors() -> None:
 
 
 # -- reading ------------------------------------------------------------------------------------
-def test_summary_is_plain_json_with_the_latest_gpu_telemetry() -> None:
+def test_the_worker_document_is_plain_json_with_the_latest_gpu_telemetry() -> None:
     gpu = GpuTelemetry(index=0, uuid="GPU-1", name="H100", responsive=False, error="GPU is lost")
     v = fold([reg(0.0), ping(1.0, 0, healthy=False, nvml=True, gpus=[gpu], in_flight=2)])
-    s = summary(v, at(1.2), POLICY, WIN)  # slot 0 (0.5 s to 1.5 s) still in progress
+    # slot 0 (0.5 s to 1.5 s) is still in progress at 1.2 s
+    s = worker_out(v, at(1.2), tier=v.tier, tier_factor=POLICY.factor(v.tier))
     assert json.loads(json.dumps(s)) == s
-    assert s["last_ping"]["gpus"][0]["error"] == "GPU is lost"
-    assert (s["last_ping"]["gpu_count"], s["last_ping"]["gpus_unresponsive"]) == (1, 1)
-    assert (s["last_ping"]["in_flight"], s["availability"], s["registered"]) == (2, "online", True)
+    assert s["gpus"][0]["error"] == "GPU is lost" and not s["gpus"][0]["responsive"]
+    assert (s["in_flight"], s["availability"], s["registered"]) == (2, "online", True)
+    assert (s["healthy"], s["nvml"], s["last_ping"]) == (False, True, "2026-11-22T12:00:01.000000Z")
     assert s["uptime"] == {"100s": None, "1000s": None}
     assert s["tier"] == PROBATION and s["tier_factor"] == 0.5
-    assert s["first_seen"] == "2026-11-22T12:00:00.000000Z"
+    stored = to_dict(v)
+    assert (stored["last_ping"]["gpu_count"], stored["last_ping"]["gpus_unresponsive"]) == (1, 1)
+    assert stored["first_seen"] == "2026-11-22T12:00:00.000000Z"
 
 
 def test_clock_ticks() -> None:
