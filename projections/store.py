@@ -29,21 +29,12 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     bindparam,
     event,
     func,
@@ -64,11 +55,32 @@ from sqlalchemy.pool import NullPool
 from jetgrid.events import ConfigError, parse_time
 from jetgrid.projections import workers as wr
 from jetgrid.projections.errors import ReadModelError, ReadModelUnavailable
-from jetgrid.projections.fold import STREAMS, Changes, FoldConfig, TierChange
+from jetgrid.projections.fold import STREAMS, Changes, FoldConfig
 from jetgrid.projections.jobs import JobView
-from jetgrid.projections.view_json import ViewEncoder, format_time, from_dict, to_dict  # memoised
+from jetgrid.projections.schema import (
+    ORDER,
+    SCHEMA_VERSION,
+    SQLITE_UPDATE_WORKER,
+    TABLES,
+    WORKER_SET,
+    canonical_row,
+    checkpoints_t,
+    history_row,
+    job_from_row,
+    job_row,
+    jobs_t,
+    meta_t,
+    metadata,
+    param_update,
+    plain_rows,
+    sorted_json,
+    tier_history_t,
+    worker_row,
+    workers_t,
+)
+from jetgrid.projections.view_json import ViewEncoder, format_time, from_dict
 
-__all__ = ["SCHEMA_VERSION", "Loaded", "Store", "job_from_row", "job_row"]
+__all__ = ["Loaded", "Store"]
 
 log = logging.getLogger("jetgrid.projections.store")
 
@@ -80,199 +92,6 @@ T = TypeVar("T")
 # ConnectionRefusedError unwrapped), or the tables do not exist (SQLite: OperationalError "no
 # such table"; PostgreSQL: ProgrammingError "relation does not exist").
 _UNAVAILABLE = (OperationalError, InterfaceError, ProgrammingError, PoolTimeout, OSError)
-
-SCHEMA_VERSION = "1"
-metadata = MetaData()
-
-workers_t = Table(
-    "workers",
-    metadata,
-    Column("worker_id", String(128), primary_key=True),
-    Column("view", Text, nullable=False),
-    Column("tier", String(32), nullable=False),
-    Column("tier_factor", Float),
-    Column("tier_since", String(32)),
-    Column("pools", Text, nullable=False),  # JSON list
-    Column("registered", Boolean, nullable=False),
-    Column("lifecycle", String(16), nullable=False),
-    Column("first_seen", String(32), nullable=False),
-    Column("last_seen", String(32), nullable=False),
-    Column("last_ping_at", String(32)),
-    Column("as_of", String(32), nullable=False),
-)
-tier_history_t = Table(
-    "tier_history",
-    metadata,
-    Column("worker_id", String(128), primary_key=True),
-    Column("n", Integer, primary_key=True, autoincrement=False),
-    Column("since", String(32), nullable=False, index=True),
-    Column("tier", String(32), nullable=False),
-    Column("factor", Float),
-)
-jobs_t = Table(
-    "jobs",
-    metadata,
-    Column("job_id", String(128), primary_key=True),
-    Column("status", String(16), nullable=False, index=True),
-    Column("model", Text),
-    Column("pool", String(128)),
-    Column("kind", String(32)),
-    Column("priority", String(32)),
-    Column("worker_id", String(128), index=True),
-    Column("attempts", Integer, nullable=False),
-    Column("submitted_at", String(32)),
-    Column("claimed_at", String(32)),
-    Column("started_at", String(32)),
-    Column("finished_at", String(32)),
-    Column("output", Text),  # JSON
-    Column("usage", Text),  # JSON
-    Column("error", Text),
-    Column("error_type", String(64)),
-    Column("cancel_requested", Boolean, nullable=False),
-    Column("progress", Float),
-    Column("retries", Integer, nullable=False),
-    Column("duplicates", Integer, nullable=False),
-    Column("terminal_seq", BigInteger),
-    Column("jobs_seq", BigInteger),
-)
-checkpoints_t = Table(
-    "checkpoints",
-    metadata,
-    Column("stream", String(64), primary_key=True),
-    Column("seq", BigInteger, nullable=False),  # stream sequences outgrow 32 bits
-    Column("clock", String(32)),
-)
-meta_t = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
-TABLES = (workers_t, tier_history_t, jobs_t, checkpoints_t, meta_t)
-_ORDER = {
-    "workers": ("worker_id",),
-    "tier_history": ("worker_id", "n"),
-    "jobs": ("job_id",),
-    "checkpoints": ("stream",),
-    "meta": ("key",),
-}
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else format_time(t)
-
-
-# One encoder each, built once: json.dumps with non-default options builds a new JSONEncoder
-# per call, which costs as much as encoding a small value. The output is the same text.
-_SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str:
-    return _SORTED.encode(value)
-
-
-def worker_row(
-    view: wr.WorkerView, factor: float | None, text: str | None = None
-) -> dict[str, Any]:
-    """The row of a view; `text`: its JSON if already encoded (projections.view_json)."""
-    return {
-        "b_worker_id": view.worker_id,
-        # to_dict's key order is fixed, so the text is canonical without sorting (and faster).
-        "view": _COMPACT.encode(to_dict(view)) if text is None else text,
-        "tier": view.tier,
-        "tier_factor": factor,
-        "tier_since": _iso(view.tier_since),
-        "pools": _dumps(list(view.pools)),
-        "registered": view.registered,
-        "lifecycle": view.lifecycle,
-        "first_seen": format_time(view.first_seen),
-        "last_seen": format_time(view.last_seen),
-        "last_ping_at": _iso(view.last_ping_at),
-        "as_of": format_time(view.as_of),
-    }
-
-
-def job_row(v: JobView) -> dict[str, Any]:
-    return {
-        "b_job_id": v.job_id,
-        "status": v.status,
-        "model": v.model,
-        "pool": v.pool,
-        "kind": v.kind,
-        "priority": v.priority,
-        "worker_id": v.worker_id,
-        "attempts": v.attempts,
-        "submitted_at": _iso(v.submitted_at),
-        "claimed_at": _iso(v.claimed_at),
-        "started_at": _iso(v.started_at),
-        "finished_at": _iso(v.finished_at),
-        "output": None if v.output is None else _dumps(v.output),
-        "usage": None if v.usage is None else _dumps(v.usage),
-        "error": v.error,
-        "error_type": v.error_type,
-        "cancel_requested": v.cancel_requested,
-        "progress": v.progress,
-        "retries": v.retries,
-        "duplicates": v.duplicates,
-        "terminal_seq": v.terminal_seq,
-        "jobs_seq": v.jobs_seq,
-    }
-
-
-def _time(v: str | None) -> datetime | None:
-    return None if v is None else parse_time(v)
-
-
-def job_from_row(r: Mapping[str, Any]) -> JobView:
-    return JobView(
-        job_id=r["job_id"],
-        status=r["status"],
-        model=r["model"],
-        pool=r["pool"],
-        kind=r["kind"],
-        priority=r["priority"],
-        jobs_seq=r["jobs_seq"],
-        submitted_at=_time(r["submitted_at"]),
-        worker_id=r["worker_id"],
-        attempts=r["attempts"],
-        claimed_at=_time(r["claimed_at"]),
-        started_at=_time(r["started_at"]),
-        finished_at=_time(r["finished_at"]),
-        output=None if r["output"] is None else json.loads(r["output"]),
-        usage=None if r["usage"] is None else json.loads(r["usage"]),
-        error=r["error"],
-        error_type=r["error_type"],
-        cancel_requested=bool(r["cancel_requested"]),
-        progress=r["progress"],
-        retries=r["retries"],
-        duplicates=r["duplicates"],
-        terminal_seq=r["terminal_seq"],
-    )
-
-
-_WORKER_SET = tuple(c.name for c in workers_t.columns if c.name != "worker_id")
-# The same UPDATE as _param_update(workers_t, "worker_id"), as plain SQL with qmark parameters
-# for SQLite's driver (see Store.write).
-_SQLITE_UPDATE_WORKER = (
-    f"UPDATE {workers_t.name} SET {', '.join(f'{c} = ?' for c in _WORKER_SET)} WHERE worker_id = ?"
-)
-
-
-def _param_update(table: Table, key: str) -> Any:
-    """UPDATE table SET <every other column> WHERE key = :b_key, for executemany."""
-    cols = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
-    return table.update().where(table.c[key] == bindparam(f"b_{key}")).values(cols)
-
-
-def _plain(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """Rows keyed for INSERT: `b_<key>` back to `<key>`."""
-    out = []
-    for r in rows:
-        d = dict(r)
-        d[key] = d.pop(f"b_{key}")
-        out.append(d)
-    return out
 
 
 @dataclass
@@ -340,8 +159,8 @@ class Store:
         self._known_workers: set[str] = set()
         self._view_encoder = ViewEncoder()  # caches per worker: one per Store
         self._known_jobs: set[str] = set()
-        self._upd_worker = _param_update(workers_t, "worker_id")
-        self._upd_job = _param_update(jobs_t, "job_id")
+        self._upd_worker = param_update(workers_t, "worker_id")
+        self._upd_job = param_update(jobs_t, "job_id")
         self._upd_ckpt = (
             checkpoints_t.update()
             .where(checkpoints_t.c.stream == bindparam("b_stream"))
@@ -465,33 +284,36 @@ class Store:
     @_translated("writing a batch of views")
     async def write(self, changes: Changes, factor: Any) -> None:
         """Apply one batch and its positions in one transaction (executemany throughout)."""
-        w_new, w_upd, j_new, j_upd = [], [], [], []
+        w_new: list[dict[str, Any]] = []
+        w_upd: list[dict[str, Any]] = []
+        j_new: list[dict[str, Any]] = []
+        j_upd: list[dict[str, Any]] = []
         for v in changes.workers:
             row = worker_row(v, factor(v.tier), self._view_encoder.encode(v))
             (w_upd if v.worker_id in self._known_workers else w_new).append(row)
         for j in changes.jobs:
             row = job_row(j)
             (j_upd if j.job_id in self._known_jobs else j_new).append(row)
-        hist = [_history_row(c) for c in changes.tier_changes]
-        clock = _iso(changes.clock)
+        hist = [history_row(c) for c in changes.tier_changes]
+        clock = None if changes.clock is None else format_time(changes.clock)
         ckpt = [
             {"b_stream": s, "seq": seq, "clock": clock if s == "WORKERS" else None}
             for s, seq in changes.positions.items()
         ]
         async with self.engine.begin() as conn:
             if w_new:
-                await conn.execute(workers_t.insert(), _plain(w_new, "worker_id"))
+                await conn.execute(workers_t.insert(), plain_rows(w_new, "worker_id"))
             if w_upd and self._sqlite:
                 # A live projector updates every pinging worker's row in every batch: SQLite's
                 # driver executemany with positional rows skips SQLAlchemy's per-row parameter
                 # processing (none of these columns needs any: text, float, and a bool that
                 # sqlite3 stores as 0/1 just as SQLAlchemy's Boolean does).
-                rows = [(*(r[c] for c in _WORKER_SET), r["b_worker_id"]) for r in w_upd]
-                await conn.exec_driver_sql(_SQLITE_UPDATE_WORKER, rows)
+                rows = [(*(r[c] for c in WORKER_SET), r["b_worker_id"]) for r in w_upd]
+                await conn.exec_driver_sql(SQLITE_UPDATE_WORKER, rows)
             elif w_upd:
                 await conn.execute(self._upd_worker, w_upd)
             if j_new:
-                await conn.execute(jobs_t.insert(), _plain(j_new, "job_id"))
+                await conn.execute(jobs_t.insert(), plain_rows(j_new, "job_id"))
             if j_upd:
                 await conn.execute(self._upd_job, j_upd)
             if hist:
@@ -560,24 +382,9 @@ class Store:
             for table in TABLES:
                 h.update(f"table {table.name}\n".encode())
                 cols = [c.name for c in table.columns]
-                order = [table.c[k] for k in _ORDER[table.name]]
+                order = [table.c[k] for k in ORDER[table.name]]
                 res = await conn.execute(select(table).order_by(*order))
                 for row in res:
-                    h.update(_dumps(dict(zip(cols, _canon(row), strict=True))).encode())
+                    h.update(sorted_json(dict(zip(cols, canonical_row(row), strict=True))).encode())
                     h.update(b"\n")
         return h.hexdigest()
-
-
-def _canon(row: Any) -> list[Any]:
-    # Booleans come back as 0/1 from SQLite and True/False from PostgreSQL: compare as ints.
-    return [int(v) if isinstance(v, bool) else v for v in row]
-
-
-def _history_row(c: TierChange) -> dict[str, Any]:
-    return {
-        "worker_id": c.worker_id,
-        "n": c.n,
-        "since": format_time(c.since),
-        "tier": c.tier,
-        "factor": c.factor,
-    }

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections.runner import Projector, replay
-from jetgrid.projections.store import Store, checkpoints_t
+from jetgrid.projections.schema import checkpoints_t
+from jetgrid.projections.store import Store
 
 pytestmark = pytest.mark.integration
 
