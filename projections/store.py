@@ -1,8 +1,8 @@
 """The read-model store: SQLAlchemy 2 async, SQLite (aiosqlite) by default, PostgreSQL by URL.
 
-Tables (portable types only; created with ``metadata.create_all``):
+Tables (projections.schema; portable types only; created with ``metadata.create_all``):
 
-- ``workers``: one row per worker, the whole view as JSON (projections.workers.to_dict) plus a
+- ``workers``: one row per worker, the whole view as JSON (projections.view_json.to_dict) plus a
   few queryable columns (tier, pools, last seen, lifecycle times).
 - ``tier_history``: every tier change, ``(worker_id, n)`` with ``since``, ``tier``, ``factor``.
 - ``jobs``: one row per job (projections.jobs.JobView).
