@@ -229,10 +229,12 @@ async def ensure_tiers_bucket(
 
 def deployment_specs(settings: Settings) -> list[StreamSpec]:
     """Every stream one deployment needs: the four of the log, and DEAD_LETTERS."""
-    common = dict(replicas=settings.stream_replicas, duplicate_window_s=settings.duplicate_window_s)
+    replicas, window = settings.stream_replicas, settings.duplicate_window_s
     return [
-        *stream_specs(settings.subjects, settings.streams, **common),  # type: ignore[arg-type]
-        dead_letter_spec(settings.streams, **common),  # type: ignore[arg-type]
+        *stream_specs(
+            settings.subjects, settings.streams, replicas=replicas, duplicate_window_s=window
+        ),
+        dead_letter_spec(settings.streams, replicas=replicas, duplicate_window_s=window),
     ]
 
 

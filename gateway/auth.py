@@ -28,6 +28,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from jetgrid.coordinator.settings import Settings
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.ratelimit import Bucket, take
 
@@ -107,7 +108,7 @@ def load_keys(path: Path | None, env_hashes: str | None) -> list[ApiKey]:
     return keys
 
 
-def keys_path(settings: Any) -> Path:
+def keys_path(settings: Settings) -> Path:
     """The keys file: `api_keys_file`, else ``<data_dir>/api-keys``."""
     return settings.api_keys_file or settings.data_dir / "api-keys"
 

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import InvalidEvent, decode, decode_submission
+from jetgrid.events import Envelope, InvalidEvent, decode, decode_submission
 from jetgrid.projections.fold import check_job_event_speaker
 from jetgrid.projections.jobs import JobView, apply
 
@@ -36,7 +36,7 @@ class JobBoard:
         self._targets: dict[str, int] = {}
         self._seen: dict[str, int] = {}
         self._syncs: dict[asyncio.Future[None], dict[str, int]] = {}
-        self._subs: list[object] = []
+        self._subs: list[JetStreamContext.PushSubscription] = []
         # Called with (job view before, after) for every folded event (metrics, the dashboard).
         self.observers: list[Callable[[JobView | None, JobView], None]] = []
 
@@ -66,7 +66,7 @@ class JobBoard:
     async def stop(self) -> None:
         for sub in self._subs:
             try:
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+                await sub.unsubscribe()
             except Exception:  # connection already gone
                 pass
         for futures in self._waiters.values():
@@ -133,9 +133,9 @@ class JobBoard:
                 self._apply(job_id, env)
         self._mark(self.settings.streams.job_events, md.sequence.stream)
 
-    def _apply(self, job_id: str, env: object) -> None:
+    def _apply(self, job_id: str, env: Envelope) -> None:
         before = self.jobs.get(job_id)
-        view = apply(before, env)  # type: ignore[arg-type]
+        view = apply(before, env)
         self.jobs[job_id] = view
         for observe in self.observers:
             try:

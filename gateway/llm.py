@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from jetgrid.events import JetgridError, JobSubmitted
+from jetgrid.events import JetgridError, JobKind, JobSubmitted
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.jobs import JobView
 
@@ -55,11 +55,13 @@ def output_text(output: Any) -> str:
         return output
     if isinstance(output, dict):
         msg = output.get("message")
-        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
-            return msg["content"]
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            return content
         for key in ("response", "text", "content"):
-            if isinstance(output.get(key), str):
-                return output[key]
+            text = output.get(key)
+            if isinstance(text, str):
+                return text
     return json.dumps(output)
 
 
@@ -147,7 +149,8 @@ class LLMRun:
         """The job's terminal view (None on timeout), ignoring chunks."""
         async for kind, value in self.stream(timeout_s):
             if kind == "done":
-                return value  # type: ignore[no-any-return]
+                view: JobView = value
+                return view
         return None
 
     async def close(self) -> None:
@@ -165,7 +168,7 @@ def new_job(
     *,
     model: str,
     pool: str,
-    kind: str,
+    kind: JobKind,
     prompt: str | None = None,
     input: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
@@ -175,7 +178,7 @@ def new_job(
         job_id=uuid.uuid4().hex,
         model=model,
         pool=pool,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         prompt=prompt,
         input=input,
         options=options or {},

@@ -112,8 +112,8 @@ class Metrics:
                 continue
             done |= bit
             self.jobs[fact].labels(*labels).inc()
-            if fact == "started" and view.submitted_at:
-                wait = (view.started_at - view.submitted_at).total_seconds()  # type: ignore[operator]
+            if fact == "started" and view.submitted_at and view.started_at:
+                wait = (view.started_at - view.submitted_at).total_seconds()
                 self.queue_wait.labels(*labels).observe(max(0.0, wait))
             elif fact != "submitted" and fact != "started" and view.started_at and view.finished_at:
                 ran = (view.finished_at - view.started_at).total_seconds()

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from jetgrid.events import JobKind
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
@@ -123,7 +124,7 @@ def _failure(view: JobView | None) -> str:
     return f"job {view.job_id} {view.status}: {view.error or 'no reason given'}"
 
 
-async def _run(request: Request, req: _Req, kind: str, chat: bool, **work: Any) -> Response:
+async def _run(request: Request, req: _Req, kind: JobKind, chat: bool, **work: Any) -> Response:
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, req.model)
     job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, **work)

@@ -15,7 +15,7 @@ from jetgrid.gateway.app import create_app
 class EmbeddedServer(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host process."""
 
-    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]  # uvicorn's is a generator context manager
         return contextlib.nullcontext()
 
 

@@ -180,8 +180,8 @@ class Fleet:
         while self._feeding:
             try:
                 info = await bus.consumer_info(s.streams.jobs, consumer)
-                self.backlog = info.num_pending
-                for _ in range(max(0, o.backlog - info.num_pending)):
+                self.backlog = info.num_pending or 0
+                for _ in range(max(0, o.backlog - self.backlog)):
                     job = self._job()
                     self._jobs[job.job_id] = (self.clock(), "queued")
                     self.status["queued"] += 1
@@ -254,8 +254,8 @@ class Fleet:
     def shares(self) -> list[tuple[str, float, float | None, float | None]]:
         """(worker, factor, expected share, actual share) of jobs completed since tiers settled."""
         rows = self.rows()
-        factors = [float(r["factor"]) for r in rows]  # type: ignore[arg-type]
-        done = [int(r["settled_succeeded"]) for r in rows]  # type: ignore[call-overload]
+        factors = [w.gate.factor for w in self.workers]
+        done = [self.stats[w.id].succeeded_since_settled for w in self.workers]
         total = sum(done)
         expected = expected_shares(factors)
         return [

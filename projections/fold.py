@@ -44,6 +44,7 @@ from typing import Any
 
 from jetgrid.coordinator.tiers import DEFAULT_POLICY, TierPolicy
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
+from jetgrid.events.base import Event
 from jetgrid.events.codec import decode_submission, format_time
 from jetgrid.events.errors import InvalidSubject
 from jetgrid.events.workers import (
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 STREAMS = (WORKERS, JOBS, JOB_EVENTS)  # logical names, in the order a replay reads them
-_EVENT_NAMES = {
+_EVENT_NAMES: dict[type[Event], str] = {
     WorkerRegistered: "registered",
     WorkerHeartbeat: "heartbeat",
     WorkerDraining: "draining",
@@ -144,7 +145,7 @@ def check_job_event_speaker(subjects: Subjects, subject: str, env: Envelope) -> 
         job_id, _, speaker = subjects.parse_job_event_by(subject)
     except InvalidSubject as exc:
         return str(exc)
-    said: str = env.event.job_id  # type: ignore[attr-defined]
+    said = str(env.event.job_id)
     if said != job_id:
         return f"the event is about job {said!r} but was published on job {job_id!r}'s subject"
     named = getattr(env.event, "worker_id", None)
@@ -324,7 +325,7 @@ class Fold:
             except InvalidEvent:
                 env = None
         else:
-            env = decoded  # type: ignore[assignment]
+            env = decoded if isinstance(decoded, Envelope) else None
         if env is None:
             self.counts["invalid"] += 1
             return True

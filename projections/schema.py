@@ -175,7 +175,7 @@ def _time(v: str | None) -> datetime | None:
     return None if v is None else parse_time(v)
 
 
-def job_from_row(r: Mapping[str, Any]) -> JobView:
+def job_from_row(r: Mapping[Any, Any]) -> JobView:
     return JobView(
         job_id=r["job_id"],
         status=r["status"],
@@ -212,7 +212,7 @@ SQLITE_UPDATE_WORKER = (
 
 def param_update(table: Table, key: str) -> Any:
     """UPDATE table SET <every other column> WHERE key = :b_key, for executemany."""
-    cols = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
+    cols: dict[str, Any] = {c.name: bindparam(c.name) for c in table.columns if c.name != key}
     return table.update().where(table.c[key] == bindparam(f"b_{key}")).values(cols)
 
 

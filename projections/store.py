@@ -114,14 +114,13 @@ def _translated(
     def deco(
         fn: Callable[Concatenate[Store, P], Awaitable[T]],
     ) -> Callable[Concatenate[Store, P], Awaitable[T]]:
-        @functools.wraps(fn)
-        async def method(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+        async def method(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return await fn(self, *args, **kwargs)
             except (SQLAlchemyError, OSError) as exc:
                 raise self.error(doing, exc) from exc
 
-        return method
+        return functools.wraps(fn)(method)
 
     return deco
 

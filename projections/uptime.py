@@ -241,7 +241,7 @@ class UptimeTracker:
         if s <= tracker.top - tracker.horizon:
             return tracker  # too old to check against its slot: ignored (module docstring)
         bit = 1 << (tracker.top - s)
-        first = min(tracker.first_slot, s)  # type: ignore[type-var]
+        first = s if tracker.first_slot is None else min(tracker.first_slot, s)
         mask = tracker.mask | bit if healthy else tracker.mask
         if mask == tracker.mask and first == tracker.first_slot:
             return tracker

@@ -92,7 +92,7 @@ class Puller:
         self._requests.clear()
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
         try:
-            await old.drain()
+            await old.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
             await self.nc.flush()
         except Exception:  # connection closing: the requests die with it
             pass
@@ -138,13 +138,13 @@ class Puller:
     async def take_now(self, n: int) -> int:
         """A no-wait request for up to `n` messages; returns how many it delivered."""
         rid = await self.request(n, no_wait=True)
-        req = self._requests.get(rid) if rid else None
-        if req is None or req.done is None:
+        req = None if rid is None else self._requests.get(rid)
+        if rid is None or req is None or req.done is None:
             return 0
         try:
             return await asyncio.wait_for(asyncio.shield(req.done), self.expires_s + 1.0)
         except TimeoutError:  # the answer got lost (a reconnect): count what came
-            self._end(rid)  # type: ignore[arg-type]
+            self._end(rid)
             return req.delivered
 
     def _end(self, rid: str) -> None:

@@ -21,7 +21,13 @@ import json
 import linecache
 import sys
 import traceback
+from collections.abc import Awaitable
 from typing import Any
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    """asyncio.run takes a coroutine; a function may return any awaitable."""
+    return await value
 
 
 def _limit_memory(mb: int | None) -> None:
@@ -76,7 +82,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         fn = namespace[name]
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
-            value = asyncio.run(value)  # type: ignore[arg-type]
+            value = asyncio.run(_awaited(value))
         return {"ok": True, "result": _pickle(value)}
     except BaseException as exc:  # the function's own failure is the result
         return {"ok": False, "error": _error(exc)}

@@ -34,7 +34,7 @@ def make_backend(
     if allow_python:
         from jetgrid.worker.backends.python import PythonBackend, WithPython
 
-        return WithPython(  # type: ignore[return-value]
+        return WithPython(
             backend,
             PythonBackend(Path(data_dir), timeout_s=python_timeout, memory_mb=python_memory_mb),
         )

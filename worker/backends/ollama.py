@@ -43,8 +43,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any, TypeVar, cast
 
 import httpx
 import ollama
@@ -55,6 +55,14 @@ from jetgrid.worker.backends.base import Result, RunContext
 from jetgrid.worker.errors import BackendError, PermanentError, TransientError
 
 log = logging.getLogger("jetgrid.worker.ollama")
+T = TypeVar("T")
+
+
+def _closing(stream: AsyncIterator[T]) -> contextlib.aclosing[AsyncGenerator[T, None]]:
+    """Close an ollama stream when done with it: the client types its streams as AsyncIterator,
+    but they are async generators (which have aclose)."""
+    return contextlib.aclosing(cast(AsyncGenerator[T, None], stream))
+
 
 GENERATE_KEYS = ("system", "suffix", "template", "context", "raw", "format", "images", "think")
 CHAT_KEYS = ("tools", "format", "think")
@@ -184,7 +192,7 @@ class OllamaBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         with contextlib.suppress(Exception):
-            await self.client.close()
+            await self.client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
 
     async def _watch_loop(self) -> None:
         while not self.refreshed.is_set():  # Ollama not up yet: probe until it answers
@@ -263,7 +271,7 @@ class OllamaBackend:
         last_pct = -10
         try:
             stream = await self.client.pull(model, stream=True)
-            async with contextlib.aclosing(stream):
+            async with _closing(stream):
                 async for p in stream:
                     if p.total and p.completed is not None:
                         pct = int(100 * p.completed / p.total)
@@ -337,7 +345,7 @@ class OllamaBackend:
             thoughts: list[str] = []
             final = None
             stream = await self.client.generate(stream=True, **common)
-            async with contextlib.aclosing(stream):
+            async with _closing(stream):
                 async for part in stream:
                     final = part
                     if part.thinking:
@@ -378,7 +386,7 @@ class OllamaBackend:
             tool_calls: list[Any] = []
             final = None
             stream = await self.client.chat(stream=True, **common)
-            async with contextlib.aclosing(stream):
+            async with _closing(stream):
                 async for part in stream:
                     final = part
                     m = part.message
