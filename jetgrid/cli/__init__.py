@@ -527,37 +527,27 @@ def model_token(model: str) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
-# Commands that live in their own modules (jetgrid/cmd_<name>.py) register here, one per line.
-from jetgrid.cmd_keys import keys as _keys  # noqa: E402
-from jetgrid.cmd_pools import pools as _pools_command  # noqa: E402
+# Commands that live in their own modules (jetgrid/cli/<name>.py) register here, one per line.
+from jetgrid.cli import audit as _audit  # noqa: E402
+from jetgrid.cli import cancel as _cancel  # noqa: E402
+from jetgrid.cli import credentials as _credentials  # noqa: E402
+from jetgrid.cli import deadletter as _deadletter  # noqa: E402
+from jetgrid.cli import demo as _demo  # noqa: E402
+from jetgrid.cli import keys as _keys  # noqa: E402
+from jetgrid.cli import nats_config as _nats_config  # noqa: E402
+from jetgrid.cli import pools as _pools  # noqa: E402
+from jetgrid.cli import projector as _projector  # noqa: E402
+from jetgrid.cli import replay as _replay  # noqa: E402
+from jetgrid.cli import worker_credentials as _worker_credentials  # noqa: E402
 
-main.add_command(_keys)
-main.add_command(_pools_command)
-from jetgrid.cmd_projector import projector  # noqa: E402
-
-main.add_command(projector)
-from jetgrid.cmd_replay import replay  # noqa: E402
-
-main.add_command(replay)
-from jetgrid.cmd_audit import audit  # noqa: E402
-
-main.add_command(audit)
-from jetgrid.cmd_demo import demo  # noqa: E402
-
-main.add_command(demo)
-from jetgrid.cmd_credentials import credentials  # noqa: E402
-from jetgrid.cmd_nats_config import nats_config  # noqa: E402
-from jetgrid.cmd_worker_credentials import worker_credentials  # noqa: E402
-
-main.add_command(nats_config)
-main.add_command(worker_credentials)
-main.add_command(credentials)
-from jetgrid.cmd_cancel import cancel  # noqa: E402
-from jetgrid.cmd_deadletter import deadletter  # noqa: E402
-
-main.add_command(cancel)
-main.add_command(deadletter)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+main.add_command(_keys.keys)
+main.add_command(_pools.pools)
+main.add_command(_projector.projector)
+main.add_command(_replay.replay)
+main.add_command(_audit.audit)
+main.add_command(_demo.demo)
+main.add_command(_nats_config.nats_config)
+main.add_command(_worker_credentials.worker_credentials)
+main.add_command(_credentials.credentials)
+main.add_command(_cancel.cancel)
+main.add_command(_deadletter.deadletter)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from jetgrid.cli import _logging, _settings, nats_options, run_async
-from jetgrid.cmd_projector import read_model_options
+from jetgrid.cli.projector import read_model_options
 
 STREAM_NAMES = ("WORKERS", "JOBS", "JOB_EVENTS")
 
