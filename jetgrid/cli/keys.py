@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError
+from jetgrid.cli.shared import data_dir_option, one_line_errors, settings_from
 from jetgrid.gateway.auth import ApiKey, hash_key, key_line, keys_path, load_keys, new_key
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -22,10 +21,8 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 
 
 def _path(keys_file: Path | None, data_dir: Path | None) -> Path:
-    try:
-        settings = Settings.from_env(os.environ, api_keys_file=keys_file, data_dir=data_dir)
-    except JetgridError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with one_line_errors():
+        settings = settings_from(api_keys_file=keys_file, data_dir=data_dir)
     return keys_path(settings)
 
 
@@ -34,11 +31,7 @@ _file_opt = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The keys file. [env JETGRID_API_KEYS_FILE; default <data-dir>/api-keys]",
 )
-_dir_opt = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the default keys file lives. [env JETGRID_DATA_DIR; default ./.jetgrid]",
-)
+_dir_opt = data_dir_option("Where the default keys file lives.")
 
 
 @click.group()

@@ -7,8 +7,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
-from jetgrid.cli.projector import read_model_options
+from jetgrid.cli.shared import (
+    nats_options,
+    read_model_options,
+    run_async,
+    settings_from,
+    setup_logging,
+)
 
 STREAM_NAMES = ("WORKERS", "JOBS", "JOB_EVENTS")
 
@@ -100,8 +105,8 @@ async def replay(
     caps = parse_until_seq(until_seq)
     url = db_url_of(db)
     _check_fresh(db)
-    settings = _settings(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     config = fold_config(settings)
     store = Store(url)
     bus = await Bus.connect(settings, name="jetgrid-replay")
