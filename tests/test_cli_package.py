@@ -114,3 +114,28 @@ def test_run_async_exits_130_on_ctrl_c() -> None:
     result = CliRunner().invoke(_failing(KeyboardInterrupt()), [])
     assert result.exit_code == 130
     assert result.output == ""
+
+
+ERRORS = [
+    (["submit", "--model", "echo", "--input", "[1]"], "--input: [1] is not a JSON object"),
+    (["submit", "--model", "echo", "--prompt", "hi", "--id", "bad id"], "--id: job_id 'bad id'"),
+    (["submit", "--model", "echo", "--prompt", "hi", "--timeout", "-5"], "--timeout: "),
+    (["cancel", "bad id"], "job id 'bad id' must be"),
+    (["replay", "--db", "{tmp}/missing/replay.db"], "its directory does not exist; create it"),
+    (["keys", "add", "k", "--data-dir", "{tmp}/file/sub"], "Cannot use '{tmp}/file/sub"),
+    (["keys", "list", "--keys-file", "{tmp}/file"], "Fix or remove that line"),
+    (["worker-credentials", "add", "bad.id", "--data-dir", "{tmp}"], "worker id 'bad.id'"),
+    (["credentials", "client", "--data-dir", "{tmp}"], "No credentials in"),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), ERRORS, ids=[" ".join(a) for a, _ in ERRORS])
+def test_user_errors_are_one_line(args: list[str], says: str, tmp_path: Path) -> None:
+    """Each is caught before any NATS connection (none answers at the URL given)."""
+    (tmp_path / "file").write_text("not a key hash\n")
+    runner = CliRunner(env={"JETGRID_NATS_URL": "nats://127.0.0.1:1"})
+    result = runner.invoke(main, [a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a traceback
+    [line] = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert says.format(tmp=tmp_path) in line

@@ -8,6 +8,8 @@ commands never import it, so each imports on its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from jetgrid.cli import (
@@ -27,11 +29,24 @@ from jetgrid.cli import (
     up,
     worker,
 )
+from jetgrid.cli.shared import one_line_errors
 
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class JetgridGroup(click.Group):
+    """The `jetgrid` group: whichever command fails with a jetgrid error or a refused file, the
+    user reads one `Error:` line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_errors():
+            return super().invoke(ctx)
+
+
+@click.group(
+    cls=JetgridGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="jetgrid")
 def main() -> None:
     """jetgrid: a GPU job broker for ML inference, event-sourced on NATS JetStream.

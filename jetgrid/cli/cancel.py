@@ -15,7 +15,7 @@ from jetgrid.cli.shared import (
     setup_logging,
     wait_option,
 )
-from jetgrid.events import JobCancelRequested
+from jetgrid.events import JobCancelRequested, check_id
 from jetgrid.events.addressing import Speaker, event_name
 
 
@@ -34,6 +34,7 @@ async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: A
     """
     from jetgrid.coordinator.bus import Bus
 
+    check_id(job_id, "job id")  # else NATS refuses the subject with a less helpful message
     settings = settings_from(**flags)
     setup_logging(settings)
     request = JobCancelRequested(job_id=job_id, reason=reason, requested_by="cli")

@@ -20,6 +20,15 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in value.split(",") if p.strip()) or None
 
 
+def _load(path: Path) -> list[ApiKey]:
+    try:
+        return load_keys(path, None)
+    except ValueError as exc:  # a line that is no key hash: say which, and what to do
+        raise click.ClickException(
+            f"{exc} Fix or remove that line; `jetgrid keys add` writes valid ones."
+        ) from None
+
+
 def _path(keys_file: Path | None, data_dir: Path | None) -> Path:
     with one_line_errors():
         settings = settings_from(api_keys_file=keys_file, data_dir=data_dir)
@@ -64,7 +73,7 @@ def add(
     if not _NAME.match(name):
         raise click.BadParameter(f"{name!r}: use 1-64 letters, digits, '.', '_' or '-'.")
     path = _path(keys_file, data_dir)
-    existing = load_keys(path, None)
+    existing = _load(path)
     if any(k.name == name for k in existing):
         raise click.ClickException(f"A key named {name!r} already exists in {path}.")
     key = new_key()
@@ -85,7 +94,7 @@ def add(
 def list_keys(keys_file: Path | None, data_dir: Path | None) -> None:
     """List key names and scopes (never the keys)."""
     path = _path(keys_file, data_dir)
-    for k in load_keys(path, None):
+    for k in _load(path):
         scope = f"pools={','.join(k.pools) if k.pools else '*'} "
         scope += f"models={','.join(k.models) if k.models else '*'}"
         rate = f" rate={k.rate:g}/s" if k.rate is not None else ""

@@ -49,9 +49,15 @@ def db_url_of(db: str) -> str:
 
 
 def _check_fresh(db: str) -> None:
-    if "://" not in db and Path(db).exists():
+    if "://" in db:
+        return
+    if Path(db).exists():
         raise click.ClickException(
             f"{db} exists; replay builds a fresh database: remove it or choose another path."
+        )
+    if not Path(db).resolve().parent.is_dir():
+        raise click.ClickException(
+            f"{db}: its directory does not exist; create it or choose another path."
         )
 
 

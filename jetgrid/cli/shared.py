@@ -48,11 +48,18 @@ def setup_logging(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn a JetgridError (a sentence naming the value and the fix) into `Error: ...`, exit 1."""
+    """Turn a JetgridError (a sentence naming the value and the fix), or a file the system
+    refused, into click's one-line `Error: ...` and exit status 1, never a traceback."""
     try:
         yield
     except JetgridError as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: let it show where it came from
+            raise
+        raise click.ClickException(
+            f"Cannot use {str(exc.filename)!r}: {exc.strerror}; check the path and its permissions."
+        ) from exc
 
 
 def run_async(f: F) -> F:

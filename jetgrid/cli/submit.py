@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from jetgrid.cli.shared import (
     model_option,
@@ -21,6 +22,9 @@ from jetgrid.cli.shared import (
 )
 from jetgrid.events import JobSubmitted, Priority
 from jetgrid.events.addressing import Speaker, event_name
+
+# The flag that sets each field of the job, to name it when the job refuses a value.
+FLAG_OF = {"job_id": "--id", "input": "--input", "timeout_s": "--timeout", "prompt": "--prompt"}
 
 
 @click.command()
@@ -62,6 +66,11 @@ async def submit(
         data = json.loads(input_json) if input_json else None
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    if data is not None and not isinstance(data, dict):
+        raise click.BadParameter(
+            f'{input_json} is not a JSON object; give one, e.g. \'{{"text": "hi"}}\'.',
+            param_hint="--input",
+        )
     if prompt is None and data is None:
         raise click.UsageError("Give --prompt or --input.")
     from jetgrid.coordinator.routing import RouteError, route_job
@@ -70,16 +79,19 @@ async def submit(
         pool = route_job(settings.pool_configs(), model=model, pool=pool)
     except RouteError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
-    job = JobSubmitted(
-        job_id=job_id or uuid.uuid4().hex,
-        model=model,
-        pool=pool,
-        prompt=prompt,
-        input=data,
-        submitter="cli",
-        priority=priority,
-        timeout_s=timeout_s,
-    )
+    try:
+        job = JobSubmitted(
+            job_id=job_id or uuid.uuid4().hex,
+            model=model,
+            pool=pool,
+            prompt=prompt,
+            input=data,
+            submitter="cli",
+            priority=priority,
+            timeout_s=timeout_s,
+        )
+    except ValidationError as exc:
+        raise refused(exc) from None
     bus = await Bus.connect(settings, name="jetgrid-submit")
     try:
         async with bus.follow_job(job.job_id) as follower:
@@ -97,3 +109,15 @@ async def submit(
     click.echo(json.dumps({"id": job.job_id, "status": name, **fields}))
     if name != "completed":
         sys.exit(1)
+
+
+def refused(exc: ValidationError) -> click.BadParameter:
+    """The first value the job refused, named by its flag, with the rule it broke."""
+    err = exc.errors(include_url=False)[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    rule = err["msg"].removeprefix("Value error, ").rstrip(".")
+    shown = repr(err["input"])
+    return click.BadParameter(
+        f"{rule}." if shown in rule else f"{rule}, got {shown}.",
+        param_hint=FLAG_OF.get(field, field or None),
+    )
