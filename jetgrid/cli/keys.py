@@ -40,7 +40,7 @@ _file_opt = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The keys file. [env JETGRID_API_KEYS_FILE; default <data-dir>/api-keys]",
 )
-_dir_opt = data_dir_option("Where the default keys file lives.")
+_DATA_DIR_HELP = "Where the default keys file lives."
 
 
 @click.group()
@@ -60,7 +60,7 @@ def keys() -> None:
     "--rate", type=float, help="Requests per second for this key (default: the gateway's)."
 )
 @_file_opt
-@_dir_opt
+@data_dir_option(_DATA_DIR_HELP)
 def add(
     name: str,
     pools: str | None,
@@ -90,7 +90,7 @@ def add(
 
 @keys.command("list")
 @_file_opt
-@_dir_opt
+@data_dir_option(_DATA_DIR_HELP)
 def list_keys(keys_file: Path | None, data_dir: Path | None) -> None:
     """List key names and scopes (never the keys)."""
     path = _path(keys_file, data_dir)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import click
 
@@ -23,7 +23,6 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JetgridError, Priority
 
 F = TypeVar("F", bound=Callable[..., Any])
-Decorator = Callable[[F], F]
 
 
 # -- settings, logging, errors --------------------------------------------------------------
@@ -73,10 +72,10 @@ def run_async(f: F) -> F:
         except KeyboardInterrupt:
             sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
+    return cast(F, wrapper)
 
 
-def _apply(options: list[Decorator[Any]], f: F) -> F:
+def _apply(options: list[Callable[[Any], Any]], f: F) -> F:
     """Apply click options so that --help lists them in the order given."""
     for opt in reversed(options):
         f = opt(f)
@@ -88,7 +87,7 @@ def _apply(options: list[Decorator[Any]], f: F) -> F:
 subject_prefix_option = click.option("--subject-prefix", help="First token of every jetgrid subject. [env JETGRID_SUBJECT_PREFIX; default jetgrid]")  # fmt: skip
 stream_prefix_option = click.option("--stream-prefix", help="Prepended to stream names (JOBS -> <prefix>JOBS). [env JETGRID_STREAM_PREFIX]")  # fmt: skip
 
-_NATS_OPTIONS: list[Decorator[Any]] = [
+_NATS_OPTIONS: list[Callable[[Any], Any]] = [
     click.option("--nats-url", help="NATS server URL(s), comma-separated. [env JETGRID_NATS_URL; default nats://127.0.0.1:4222]"),
     click.option("--nats-user", help="NATS user name. [env JETGRID_NATS_USER]"),
     click.option("--nats-password", help="NATS password. [env JETGRID_NATS_PASSWORD]"),
@@ -109,7 +108,7 @@ def nats_options(f: F) -> F:
     return _apply(_NATS_OPTIONS, f)
 
 
-def data_dir_option(holds: str) -> Decorator[F]:
+def data_dir_option(holds: str) -> Callable[[F], F]:
     """--data-dir; `holds` says what the command keeps or finds there, as a sentence."""
     return click.option(
         "--data-dir",
@@ -122,7 +121,7 @@ def data_dir_option(holds: str) -> Decorator[F]:
 
 db_url_option = click.option("--db-url", help="SQLAlchemy async URL of the read-model database, e.g. postgresql+asyncpg://u:p@host/jetgrid. [env JETGRID_DB_URL; default sqlite+aiosqlite:///<data-dir>/jetgrid.db]")  # fmt: skip
 
-_READ_MODEL_OPTIONS: list[Decorator[Any]] = [
+_READ_MODEL_OPTIONS: list[Callable[[Any], Any]] = [
     db_url_option,
     data_dir_option("Where the default SQLite database lives."),
     click.option("--tier-policy", help="Tiers as min_uptime:factor pairs, e.g. 0.99:1.0,0.95:0.5,0.90:0.1,0:0. [env JETGRID_TIER_POLICY]"),
@@ -140,24 +139,26 @@ def read_model_options(f: F) -> F:
 # -- jobs ---------------------------------------------------------------------------------------
 
 
-def pool_option(help: str, *, default: str | None = None, required: bool = False) -> Decorator[F]:
+def pool_option(
+    help: str, *, default: str | None = None, required: bool = False
+) -> Callable[[F], F]:
     """--pool, one pool name; `help` says what the pool is for in this command."""
     return click.option(
         "--pool", default=default, required=required, show_default=default is not None, help=help
     )
 
 
-def model_option(help: str) -> Decorator[F]:
+def model_option(help: str) -> Callable[[F], F]:
     """--model, one model name, required."""
     return click.option("--model", required=True, help=help)
 
 
-def models_option(help: str) -> Decorator[F]:
+def models_option(help: str) -> Callable[[F], F]:
     """--model, repeatable, into the `models` tuple."""
     return click.option("--model", "models", multiple=True, help=help)
 
 
-def priority_option(help: str) -> Decorator[F]:
+def priority_option(help: str) -> Callable[[F], F]:
     """--priority of a job: high, normal (the default) or low."""
     return click.option(
         "--priority",
@@ -168,11 +169,11 @@ def priority_option(help: str) -> Decorator[F]:
     )
 
 
-def wait_option(help: str) -> Decorator[F]:
+def wait_option(help: str) -> Callable[[F], F]:
     """--wait SECONDS for a job's outcome (default: do not wait)."""
     return click.option("--wait", type=float, default=None, help=help)
 
 
-def json_option(help: str) -> Decorator[F]:
+def json_option(help: str) -> Callable[[F], F]:
     """--json, into `as_json`: machine-readable output instead of text."""
     return click.option("--json", "as_json", is_flag=True, help=help)
