@@ -7,7 +7,7 @@ after the demo); and folds the lifecycle events of its own jobs into per-worker 
 What it shows comes from the log (job events on NATS) and from the workers themselves (tier
 factor in force, pings sent), never from a shortcut.
 
-The rendering (rich) lives in jetgrid/cmd_demo.py; this module only counts.
+The rendering (rich) lives in jetgrid/cli/demo.py; this module only counts.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError
+from jetgrid.cli.shared import data_dir_option, one_line_errors, settings_from
 from jetgrid.gateway.auth import ApiKey, hash_key, key_line, keys_path, load_keys, new_key
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -21,11 +20,18 @@ def _split(value: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in value.split(",") if p.strip()) or None
 
 
-def _path(keys_file: Path | None, data_dir: Path | None) -> Path:
+def _load(path: Path) -> list[ApiKey]:
     try:
-        settings = Settings.from_env(os.environ, api_keys_file=keys_file, data_dir=data_dir)
-    except JetgridError as exc:
-        raise click.ClickException(str(exc)) from exc
+        return load_keys(path, None)
+    except ValueError as exc:  # a line that is no key hash: say which, and what to do
+        raise click.ClickException(
+            f"{exc} Fix or remove that line; `jetgrid keys add` writes valid ones."
+        ) from None
+
+
+def _path(keys_file: Path | None, data_dir: Path | None) -> Path:
+    with one_line_errors():
+        settings = settings_from(api_keys_file=keys_file, data_dir=data_dir)
     return keys_path(settings)
 
 
@@ -34,11 +40,7 @@ _file_opt = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The keys file. [env JETGRID_API_KEYS_FILE; default <data-dir>/api-keys]",
 )
-_dir_opt = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the default keys file lives. [env JETGRID_DATA_DIR; default ./.jetgrid]",
-)
+_DATA_DIR_HELP = "Where the default keys file lives."
 
 
 @click.group()
@@ -58,7 +60,7 @@ def keys() -> None:
     "--rate", type=float, help="Requests per second for this key (default: the gateway's)."
 )
 @_file_opt
-@_dir_opt
+@data_dir_option(_DATA_DIR_HELP)
 def add(
     name: str,
     pools: str | None,
@@ -71,7 +73,7 @@ def add(
     if not _NAME.match(name):
         raise click.BadParameter(f"{name!r}: use 1-64 letters, digits, '.', '_' or '-'.")
     path = _path(keys_file, data_dir)
-    existing = load_keys(path, None)
+    existing = _load(path)
     if any(k.name == name for k in existing):
         raise click.ClickException(f"A key named {name!r} already exists in {path}.")
     key = new_key()
@@ -88,11 +90,11 @@ def add(
 
 @keys.command("list")
 @_file_opt
-@_dir_opt
+@data_dir_option(_DATA_DIR_HELP)
 def list_keys(keys_file: Path | None, data_dir: Path | None) -> None:
     """List key names and scopes (never the keys)."""
     path = _path(keys_file, data_dir)
-    for k in load_keys(path, None):
+    for k in _load(path):
         scope = f"pools={','.join(k.pools) if k.pools else '*'} "
         scope += f"models={','.join(k.models) if k.models else '*'}"
         rate = f" rate={k.rate:g}/s" if k.rate is not None else ""

@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _settings as settings_of
-from jetgrid.cli import nats_options, run_async
+from jetgrid.cli.shared import nats_options, run_async, settings_from, setup_logging
 
 
 @click.command()
@@ -22,11 +21,10 @@ async def deadletter(**flags: Any) -> None:
     stream) and publishes one `dead` event per job. Any number may run at once: each job is
     marked dead exactly once. `jetgrid up` and every `jetgrid worker` already run one.
     """
-    from jetgrid.cli import _logging
     from jetgrid.worker.deadletter import watch_dead_letters
 
-    settings = settings_of(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

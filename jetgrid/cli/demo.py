@@ -34,7 +34,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
+from jetgrid.cli.shared import (
+    nats_options,
+    nats_url_given,
+    run_async,
+    settings_from,
+    setup_logging,
+)
 
 PROJECTOR_GRACE_S = 4.0
 
@@ -177,10 +183,10 @@ async def demo(
     from jetgrid.natsserver import NatsServer
     from jetgrid.projections.runner import fold_config, open_projector
 
-    explicit_url = flags.get("nats_url") is not None or "JETGRID_NATS_URL" in os.environ
-    settings = _settings(**flags, heartbeat_interval_s=ping_interval)
+    explicit_url = nats_url_given(flags)
+    settings = settings_from(**flags, heartbeat_interval_s=ping_interval)
     settings = settings.replace(nats_connect_timeout_s=2.0)
-    _logging(settings)
+    setup_logging(settings)
     console = Console()
     creds = credentials.load(settings.data_dir, os.environ)
     if creds is not None and settings.nats_user != "admin":

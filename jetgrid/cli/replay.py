@@ -7,8 +7,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
-from jetgrid.cmd_projector import read_model_options
+from jetgrid.cli.shared import (
+    nats_options,
+    read_model_options,
+    run_async,
+    settings_from,
+    setup_logging,
+)
 
 STREAM_NAMES = ("WORKERS", "JOBS", "JOB_EVENTS")
 
@@ -44,9 +49,15 @@ def db_url_of(db: str) -> str:
 
 
 def _check_fresh(db: str) -> None:
-    if "://" not in db and Path(db).exists():
+    if "://" in db:
+        return
+    if Path(db).exists():
         raise click.ClickException(
             f"{db} exists; replay builds a fresh database: remove it or choose another path."
+        )
+    if not Path(db).resolve().parent.is_dir():
+        raise click.ClickException(
+            f"{db}: its directory does not exist; create it or choose another path."
         )
 
 
@@ -100,8 +111,8 @@ async def replay(
     caps = parse_until_seq(until_seq)
     url = db_url_of(db)
     _check_fresh(db)
-    settings = _settings(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     config = fold_config(settings)
     store = Store(url)
     bus = await Bus.connect(settings, name="jetgrid-replay")

@@ -7,8 +7,14 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
-from jetgrid.cmd_projector import read_model_options
+from jetgrid.cli.shared import (
+    json_option,
+    nats_options,
+    read_model_options,
+    run_async,
+    settings_from,
+    setup_logging,
+)
 
 
 def _pct(v: float | None) -> str:
@@ -68,7 +74,7 @@ def render(report: dict[str, Any]) -> str:
     default=None,
     help="Read the log up to this RFC 3339 time (stream timestamps) and judge uptime there.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @click.option(
     "--rate",
     type=float,
@@ -124,8 +130,8 @@ async def audit(
         end = parse_time(to, "--to") if to else None
     except InvalidEvent as exc:
         raise click.BadParameter(str(exc)) from None
-    settings = _settings(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     config = fold_config(settings)
     rule = BudgetRule(
         rate=settings.pull_rate if rate is None else rate,

@@ -8,9 +8,14 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _settings as settings_of
-from jetgrid.cli import nats_options, run_async
-from jetgrid.events import JobCancelRequested
+from jetgrid.cli.shared import (
+    nats_options,
+    run_async,
+    settings_from,
+    setup_logging,
+    wait_option,
+)
+from jetgrid.events import JobCancelRequested, check_id
 from jetgrid.events.addressing import Speaker, event_name
 
 
@@ -18,12 +23,7 @@ from jetgrid.events.addressing import Speaker, event_name
 @nats_options
 @click.argument("job_id")
 @click.option("--reason", default=None, help="Why; recorded in the cancel events.")
-@click.option(
-    "--wait",
-    type=float,
-    default=None,
-    help="Wait up to this many seconds for the job's outcome and print it.",
-)
+@wait_option("Wait up to this many seconds for the job's outcome and print it.")
 @run_async
 async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: Any) -> None:
     """Cancel job JOB_ID: a queued job never starts, a running one is stopped.
@@ -32,11 +32,11 @@ async def cancel(job_id: str, reason: str | None, wait: float | None, **flags: A
     skip the job if it has not started and stop it if it runs; either way its outcome is
     `cancelled`, unless it had already finished, in which case nothing changes.
     """
-    from jetgrid.cli import _logging
     from jetgrid.coordinator.bus import Bus
 
-    settings = settings_of(**flags)
-    _logging(settings)
+    check_id(job_id, "job id")  # else NATS refuses the subject with a less helpful message
+    settings = settings_from(**flags)
+    setup_logging(settings)
     request = JobCancelRequested(job_id=job_id, reason=reason, requested_by="cli")
     bus = await Bus.connect(settings, name="jetgrid-cancel")
     try:

@@ -8,30 +8,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
-
-
-def db_option(f: Any) -> Any:
-    return click.option(
-        "--db-url",
-        help="SQLAlchemy async URL of the read-model database, e.g. "
-        "postgresql+asyncpg://u:p@host/jetgrid. [env JETGRID_DB_URL; default "
-        "sqlite+aiosqlite:///<data-dir>/jetgrid.db]",
-    )(f)
-
-
-def read_model_options(f: Any) -> Any:
-    """Flags for what the read models depend on (tier policy, uptime windows, data dir)."""
-    options = [
-        click.option("--data-dir", type=click.Path(file_okay=False), help="Where the default SQLite database lives. [env JETGRID_DATA_DIR; default ./.jetgrid]"),
-        click.option("--tier-policy", help="Tiers as min_uptime:factor pairs, e.g. 0.99:1.0,0.95:0.5,0.90:0.1,0:0. [env JETGRID_TIER_POLICY]"),
-        click.option("--tier-policy-file", type=click.Path(dir_okay=False), help="Tier policy as a TOML file. [env JETGRID_TIER_POLICY_FILE]"),
-        click.option("--uptime-windows", help="Uptime windows, e.g. 1h,24h. [env JETGRID_UPTIME_WINDOWS; default 1h,24h]"),
-        click.option("--tier-window", help="The window tiers are judged over (one of --uptime-windows). [default: the first]"),
-    ]  # fmt: skip
-    for opt in reversed(options):
-        f = opt(f)
-    return db_option(f)
+from jetgrid.cli.shared import (
+    nats_options,
+    read_model_options,
+    run_async,
+    settings_from,
+    setup_logging,
+)
 
 
 @click.command()
@@ -55,8 +38,8 @@ async def projector(batch_max: int, **flags: Any) -> None:
     """
     from jetgrid.projections.runner import open_projector
 
-    settings = _settings(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     proj = await open_projector(settings, batch_max=batch_max)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

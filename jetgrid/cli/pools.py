@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from jetgrid.cli import _logging, _settings, nats_options, run_async
+from jetgrid.cli.shared import json_option, nats_options, run_async, settings_from, setup_logging
 
 
 def _age(seconds: float | None) -> str:
@@ -53,7 +53,7 @@ def render(rows: list[Any]) -> str:
 
 @click.command()
 @nats_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("Print JSON instead of a table.")
 @run_async
 async def pools(as_json: bool, **flags: Any) -> None:
     """Show each pool and model: jobs waiting (BACKLOG), delivered but unfinished (RUNNING),
@@ -65,8 +65,8 @@ async def pools(as_json: bool, **flags: Any) -> None:
     from jetgrid.coordinator.bus import Bus
     from jetgrid.projections.pools import read_pool_status
 
-    settings = _settings(**flags)
-    _logging(settings)
+    settings = settings_from(**flags)
+    setup_logging(settings)
     bus = await Bus.connect(settings, name="jetgrid-pools")
     try:
         rows = await read_pool_status(bus, settings, time.time())

@@ -1,0 +1,38 @@
+"""`jetgrid gateway`: the HTTP gateway alone, against a NATS server whose streams exist."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import click
+
+from jetgrid.cli.shared import nats_options, run_async, settings_from, setup_logging
+
+
+@click.command()
+@nats_options
+@click.option(
+    "--port", "gateway_port", type=int, help="HTTP port. [env JETGRID_GATEWAY_PORT; default 8080]"
+)
+@click.option(
+    "--host", "gateway_host", help="Listen address. [env JETGRID_GATEWAY_HOST; default 127.0.0.1]"
+)
+@run_async
+async def gateway(**flags: Any) -> None:
+    """Run the HTTP gateway against a NATS server (streams must exist: see `provision`)."""
+    from jetgrid.gateway.server import make_server
+
+    settings = settings_from(**flags)
+    setup_logging(settings)
+    server = make_server(settings)
+    loop = asyncio.get_running_loop()
+
+    def _stop() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _stop)
+    click.echo(f"gateway on {settings.gateway_url} (NATS {settings.nats_url})", err=True)
+    await server.serve()
