@@ -6,7 +6,7 @@ claimed, started, completed), then times, over the same three streams:
 
   raw      ordered consumers -> executemany of (stream, seq, subject, data) rows into SQLite in
            1,000-row transactions (DESIGN section 11's baseline; no decoding, no folding)
-  jetgrid  projections.runner.replay: decode, fold workers and jobs, write views + checkpoints
+  jetgrid  projections.replay.replay: decode, fold workers and jobs, write views + checkpoints
 
     .venv/bin/python bench/replay.py [--workers 500] [--seconds 360] [--jobs 5000]
 
@@ -43,7 +43,8 @@ from jetgrid.events import (
     stream_specs,
 )
 from jetgrid.natsserver import NatsServer
-from jetgrid.projections.runner import _filters, replay
+from jetgrid.projections.folder import stream_filters
+from jetgrid.projections.replay import replay
 from jetgrid.projections.store import Store
 
 CONF = Path(__file__).resolve().parent / "nats-bench.conf"
@@ -127,7 +128,7 @@ async def raw_pipeline(settings: Settings, nc, db: Path) -> tuple[int, float]:
     js = nc.jetstream()
     total = 0
     t0 = time.perf_counter()
-    for logical, (stream, subject) in _filters(settings).items():
+    for logical, (stream, subject) in stream_filters(settings).items():
         last = (await js.stream_info(stream)).state.last_seq
         rows: list[dict] = []
         done = asyncio.Event()

@@ -30,8 +30,7 @@ from typing import Any
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import now as wall_clock
 from jetgrid.projections import workers as wr
-from jetgrid.projections.fold import FoldConfig, check_worker_message
-from jetgrid.projections.runner import fold_config
+from jetgrid.projections.fold import FoldConfig, check_worker_message, fold_config
 from jetgrid.projections.views import worker_out
 from jetgrid.projections.workers import WorkerView
 

@@ -19,7 +19,8 @@ from jetgrid.events.codec import decode_submission
 from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
 from jetgrid.projections.audit import Claim, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig
-from jetgrid.projections.runner import Item, _filters, _replay_stream
+from jetgrid.projections.folder import Item, stream_filters
+from jetgrid.projections.replay import read_stream
 
 __all__ = ["AuditLog", "gather"]
 
@@ -34,7 +35,7 @@ class AuditLog:
     terminal: dict[str, tuple[float, str, str | None]] = field(default_factory=dict)
 
     async def apply(self, items: list[Item]) -> None:
-        """The Folder interface of projections.runner: fold one batch."""
+        """The Folder interface (projections.replay.Batches): fold one batch."""
         fold = self.fold
         for it in items:
             if it.stream == WORKERS:
@@ -103,7 +104,7 @@ async def gather(
 ) -> AuditLog:
     """Read the three streams (to `until`, if given) into an AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
-    for logical, (stream, subject) in _filters(settings).items():
+    for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
-        await _replay_stream(bus.js, audit, logical, stream, subject, last, until, 20_000, None)  # type: ignore[arg-type]
+        await read_stream(bus.js, audit, logical, stream, subject, last, until, 20_000, None)
     return audit

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jetgrid.coordinator.tiers import DEFAULT_POLICY, TierPolicy
+from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, TierPolicy, load_policy
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, Envelope, InvalidEvent, Subjects, decode
 from jetgrid.events.base import Event
 from jetgrid.events.codec import decode_submission, format_time
@@ -66,6 +67,7 @@ __all__ = [
     "Invalid",
     "TierChange",
     "check_worker_message",
+    "fold_config",
     "ticks",
 ]
 
@@ -423,3 +425,13 @@ def kv_value(view: WorkerView, fold: Fold) -> dict[str, Any]:
         "log_time": format_time(now),
         "jobs_seq": fold.workers_seq,
     }
+
+
+def fold_config(settings: Settings, tick_s: float = 1.0) -> FoldConfig:
+    """The fold's config from settings (tier policy, uptime windows): the one every reader of
+    the log (projector, replay, audit, the gateway's fleet, `jetgrid pools`) folds under."""
+    return FoldConfig(
+        policy=load_policy(settings.tier_policy_file, settings.tier_policy),
+        windows=UptimeWindows.parse(settings.uptime_windows, settings.tier_window),
+        tick_s=tick_s,
+    )

@@ -43,8 +43,7 @@ from jetgrid.coordinator.pools import Pools
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Envelope
 from jetgrid.projections import workers as wr
-from jetgrid.projections.fold import FoldConfig, check_worker_message
-from jetgrid.projections.runner import fold_config
+from jetgrid.projections.fold import FoldConfig, check_worker_message, fold_config
 from jetgrid.projections.workers import WorkerView
 
 __all__ = [

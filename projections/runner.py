@@ -12,8 +12,8 @@ README). Invalid WORKERS and JOB_EVENTS messages are recorded on ``<prefix>.inva
 (Nats-Msg-Id ``invalid:<stream>:<seq>``, so a restart does not record them twice) before the
 batch commits.
 
-`replay` rebuilds a fresh store from sequence 1 with the same fold, reading the streams one
-after another (the fold does not depend on how they interleave: see projections.fold).
+A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
+does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -38,102 +37,20 @@ from jetgrid.coordinator.aio import cancel_and_wait
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.tiers import load_policy
-from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidMessage
+from jetgrid.events import InvalidMessage
 from jetgrid.events.addressing import Speaker
-from jetgrid.events.codec import decode_submission
-from jetgrid.events.errors import ConfigError, InvalidEvent
-from jetgrid.projections.fold import STREAMS, Changes, Fold, FoldConfig, kv_value
+from jetgrid.events.errors import ConfigError
+from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
+from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.store import Store
-from jetgrid.projections.uptime import UptimeWindows
 
-__all__ = ["Item", "Projector", "ReplayResult", "fold_config", "open_projector", "replay"]
+__all__ = ["Projector", "ProjectorStats", "open_projector"]
 
 log = logging.getLogger("jetgrid.projector")
 
 BATCH_MAX = 2_000
 HIGH_WATER = 50_000
-KEEP_JOBS = 50_000
 SPEAKER = Speaker.service("projector")
-
-
-def fold_config(settings: Settings, tick_s: float = 1.0) -> FoldConfig:
-    """The fold's config from settings (tier policy, uptime windows)."""
-    return FoldConfig(
-        policy=load_policy(settings.tier_policy_file, settings.tier_policy),
-        windows=UptimeWindows.parse(settings.uptime_windows, settings.tier_window),
-        tick_s=tick_s,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One message as read from a stream."""
-
-    stream: str  # logical name
-    seq: int
-    subject: str
-    data: bytes
-    time: datetime  # the stream's timestamp
-    headers: Mapping[str, str] | None = None
-
-
-def _filters(settings: Settings) -> dict[str, tuple[str, str]]:
-    """logical stream -> (stream name, subject filter): every message of the stream, whichever
-    of its subject forms it came on (JOBS has a priority form, JOB_EVENTS a worker form)."""
-    return {s: (settings.streams(s), ">") for s in STREAMS}
-
-
-class Folder:
-    """Applies batches of Items to a Fold and writes them to a Store (no NATS here)."""
-
-    def __init__(self, settings: Settings, store: Store, fold: Fold) -> None:
-        self.settings = settings
-        self.store = store
-        self.fold = fold
-
-    async def apply(self, items: list[Item]) -> Changes:
-        """Fold and persist one batch; returns what changed (already committed)."""
-        fold, subjects = self.fold, self.settings.subjects
-        job_head = f"{subjects.prefix}.job."
-        decoded: dict[int, Any] = {}
-        wanted: set[str] = set()
-        for it in items:
-            if it.stream == JOBS:
-                try:
-                    env = decode_submission(
-                        it.data, subject=it.subject, subjects=subjects, seq=it.seq,
-                        stream_time=it.time,
-                    )  # fmt: skip
-                except InvalidEvent:
-                    env = None
-                decoded[it.seq] = env
-                if env is not None:
-                    wanted.add(env.event.job_id)
-            elif it.stream == JOB_EVENTS:
-                # <prefix>.job.<job_id>.<event>[.<worker>]: the token after the head
-                if it.subject.startswith(job_head):
-                    wanted.add(it.subject[len(job_head) :].split(".", 1)[0])
-        missing = fold.needed_jobs(wanted)
-        if missing:
-            fold.jobs.update(await self.store.load_jobs(missing))
-        for it in items:
-            if it.stream == WORKERS:
-                fold.worker_message(it.seq, it.subject, it.data, it.time, dict(it.headers or {}))
-            elif it.stream == JOBS:
-                fold.submission(it.seq, it.subject, it.data, it.time, decoded=decoded[it.seq])
-            else:
-                fold.job_event(it.seq, it.subject, it.data)
-        changes = fold.take_changes()
-        await self.before_commit(changes)
-        await self.store.write(changes, fold.factor)
-        if len(fold.jobs) > KEEP_JOBS:
-            fold.trim_jobs(0)
-            self.store.forget_jobs(set())
-        return changes
-
-    async def before_commit(self, changes: Changes) -> None:
-        """Hook: the live projector records invalid messages here."""
 
 
 @dataclass
@@ -234,7 +151,7 @@ class Projector(Folder):
         self._buffer.clear()
         if self.publish:
             await self._reconcile_kv()
-        for logical, (stream, subject) in _filters(self.settings).items():
+        for logical, (stream, subject) in stream_filters(self.settings).items():
             start = self.fold.positions.get(logical, 0) + 1
             try:
                 await self.bus.last_seq(stream)
@@ -336,7 +253,7 @@ class Projector(Folder):
     async def wait_caught_up(self, within: float = 30.0) -> dict[str, int]:
         """Wait until the positions reach the streams' last sequences as of now."""
         targets = {}
-        for logical, (stream, _) in _filters(self.settings).items():
+        for logical, (stream, _) in stream_filters(self.settings).items():
             targets[logical] = await self.bus.last_seq(stream)
         await self.wait_for(targets, within)
         return targets
@@ -424,125 +341,3 @@ async def open_projector(
         await projector.close()
         raise
     return projector
-
-
-# -- replay -------------------------------------------------------------------------------------
-@dataclass
-class ReplayResult:
-    positions: dict[str, int]
-    messages: int
-    seconds: float
-    digest: str
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else math.inf
-
-
-async def replay(
-    settings: Settings,
-    store: Store,
-    bus: Bus,
-    config: FoldConfig | None = None,
-    *,
-    until_seq: Mapping[str, int] | None = None,
-    until_time: datetime | None = None,
-    batch_max: int = 20_000,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> ReplayResult:
-    """Rebuild the read models into `store` (which must be empty) from sequence 1.
-
-    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
-    its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
-    the last message whose stream timestamp is at or before `until_time`. `progress(stream,
-    done, total)` is called after each batch.
-    """
-    config = config or fold_config(settings)
-    await store.open(config)
-    loaded = await store.load()
-    if any(loaded.positions.values()) or loaded.workers:
-        raise InvalidEvent(
-            f"Replay needs a fresh database, but {store.display_url!r} already holds read models."
-        )
-    folder = Folder(settings, store, Fold(settings.subjects, config))
-    targets: dict[str, int] = {}
-    for logical, (stream, _) in _filters(settings).items():
-        last = await bus.last_seq(stream)
-        cap = (until_seq or {}).get(logical)
-        targets[logical] = last if cap is None else min(last, cap)
-    t0 = time.perf_counter()
-    total = 0
-    for logical, (stream, subject) in _filters(settings).items():
-        total += await _replay_stream(
-            bus.js, folder, logical, stream, subject, targets[logical], until_time, batch_max,
-            progress,
-        )  # fmt: skip
-    seconds = time.perf_counter() - t0
-    return ReplayResult(dict(folder.fold.positions), total, seconds, await store.digest())
-
-
-async def _replay_stream(
-    js: JetStreamContext,
-    folder: Folder,
-    logical: str,
-    stream: str,
-    subject: str,
-    target: int,
-    until_time: datetime | None,
-    batch_max: int,
-    progress: Callable[[str, int, int], None] | None,
-) -> int:
-    if target <= 0:
-        if progress:
-            progress(logical, 0, 0)
-        return 0
-    buffer: deque[Item] = deque()
-    wake = asyncio.Event()
-    state = {"end": False}
-
-    async def cb(msg: Msg) -> None:
-        if state["end"]:
-            return
-        md = msg.metadata
-        seq = md.sequence.stream
-        if until_time is not None and md.timestamp > until_time:
-            state["end"] = True
-        elif seq <= target:
-            buffer.append(Item(logical, seq, msg.subject, msg.data, md.timestamp, msg.headers))
-            if seq >= target:
-                state["end"] = True
-        else:
-            state["end"] = True
-        if state["end"] or len(buffer) >= batch_max:
-            wake.set()
-
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        cb=cb,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
-        pending_msgs_limit=-1,
-        pending_bytes_limit=-1,
-    )
-    done = 0
-    try:
-        while True:
-            if not buffer and not state["end"]:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
-            if buffer:
-                items = [buffer.popleft() for _ in range(min(len(buffer), batch_max))]
-                await folder.apply(items)
-                done = items[-1].seq
-                if progress:
-                    progress(logical, done, target)
-            elif state["end"]:
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    if progress:
-        progress(logical, target, target)
-    return folder.fold.positions[logical]

@@ -123,7 +123,7 @@ async def audit(
     from jetgrid.events.errors import InvalidEvent
     from jetgrid.projections.audit import BudgetRule, report_worker
     from jetgrid.projections.audit_log import gather
-    from jetgrid.projections.runner import fold_config
+    from jetgrid.projections.fold import fold_config
 
     try:
         start = parse_time(from_, "--from") if from_ else None

@@ -181,7 +181,8 @@ async def demo(
     from jetgrid.demo import Fleet, FleetOptions
     from jetgrid.events import stream_specs
     from jetgrid.natsserver import NatsServer
-    from jetgrid.projections.runner import fold_config, open_projector
+    from jetgrid.projections.fold import fold_config
+    from jetgrid.projections.runner import open_projector
 
     explicit_url = nats_url_given(flags)
     settings = settings_from(**flags, heartbeat_interval_s=ping_interval)

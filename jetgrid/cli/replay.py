@@ -98,8 +98,8 @@ async def replay(
     from jetgrid.coordinator.bus import Bus
     from jetgrid.events import parse_time
     from jetgrid.events.errors import InvalidEvent
-    from jetgrid.projections.runner import fold_config
-    from jetgrid.projections.runner import replay as run_replay
+    from jetgrid.projections.fold import fold_config
+    from jetgrid.projections.replay import replay as run_replay
     from jetgrid.projections.store import Store
 
     if until and until_seq:

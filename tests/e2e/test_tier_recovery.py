@@ -10,7 +10,8 @@ import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.events import JobSubmitted, encode
-from jetgrid.projections.runner import fold_config, open_projector
+from jetgrid.projections.fold import fold_config
+from jetgrid.projections.runner import open_projector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

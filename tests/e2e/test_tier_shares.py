@@ -11,7 +11,8 @@ import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.demo import Fleet, FleetOptions, expected_shares
-from jetgrid.projections.runner import fold_config, open_projector
+from jetgrid.projections.fold import fold_config
+from jetgrid.projections.runner import open_projector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

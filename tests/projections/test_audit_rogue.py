@@ -11,7 +11,7 @@ import pytest
 from jetgrid.events import JobSubmitted, encode
 from jetgrid.projections.audit import BudgetRule, report_worker
 from jetgrid.projections.audit_log import gather
-from jetgrid.projections.runner import fold_config
+from jetgrid.projections.fold import fold_config
 
 pytestmark = pytest.mark.integration
 

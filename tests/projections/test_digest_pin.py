@@ -34,8 +34,8 @@ from jetgrid.events import (
     WorkerRegistered,
     encode,
 )
-from jetgrid.projections.fold import Fold
-from jetgrid.projections.runner import Folder, Item, fold_config
+from jetgrid.projections.fold import Fold, fold_config
+from jetgrid.projections.folder import Folder, Item
 from jetgrid.projections.store import Store
 
 EXPECTED = "2f1c3f0de5dfa094cdb5cb9e1a4c74fcb086ad54d9a0c225e450e1a88f3fb96e"

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from jetgrid.events import WORKERS
-from jetgrid.projections.runner import Projector, replay
+from jetgrid.projections.replay import replay
+from jetgrid.projections.runner import Projector
 from jetgrid.projections.store import Store
 from jetgrid.projections.views import tiers_view, workers_out
 

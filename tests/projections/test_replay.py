@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.projections.runner import Projector, replay
+from jetgrid.projections.replay import replay
+from jetgrid.projections.runner import Projector
 from jetgrid.projections.schema import checkpoints_t
 from jetgrid.projections.store import Store
 

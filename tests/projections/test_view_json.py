@@ -9,8 +9,7 @@ from pathlib import Path
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS
-from jetgrid.projections.fold import Fold
-from jetgrid.projections.runner import fold_config
+from jetgrid.projections.fold import Fold, fold_config
 from jetgrid.projections.view_json import ViewEncoder, view_json
 
 _spec = importlib.util.spec_from_file_location(

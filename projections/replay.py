@@ -1,0 +1,162 @@
+"""Replay: rebuild read models from sequence 1, or gather any fold's input, from the streams.
+
+`replay` builds a fresh store with the projector's own fold (projections.folder.Folder),
+reading the streams one after another (the fold does not depend on how they interleave: see
+projections.fold), each up to the smallest of its last sequence when the replay starts, a
+per-stream cap and a time. `read_stream` feeds one stream, in batches, into anything with the
+`Folder.apply` method (the audit's gatherer too), through an ordered consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events.errors import InvalidEvent
+from jetgrid.projections.fold import Fold, FoldConfig, fold_config
+from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.store import Store
+
+__all__ = ["Batches", "ReplayResult", "read_stream", "replay"]
+
+
+class Batches(Protocol):
+    """What a replay feeds: a Folder, or the audit's gatherer (both fold with a Fold)."""
+
+    fold: Fold
+
+    def apply(self, items: list[Item]) -> Awaitable[Any]: ...
+
+
+@dataclass
+class ReplayResult:
+    positions: dict[str, int]
+    messages: int
+    seconds: float
+    digest: str
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else math.inf
+
+
+async def replay(
+    settings: Settings,
+    store: Store,
+    bus: Bus,
+    config: FoldConfig | None = None,
+    *,
+    until_seq: Mapping[str, int] | None = None,
+    until_time: datetime | None = None,
+    batch_max: int = 20_000,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ReplayResult:
+    """Rebuild the read models into `store` (which must be empty) from sequence 1.
+
+    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
+    its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
+    the last message whose stream timestamp is at or before `until_time`. `progress(stream,
+    done, total)` is called after each batch.
+    """
+    config = config or fold_config(settings)
+    await store.open(config)
+    loaded = await store.load()
+    if any(loaded.positions.values()) or loaded.workers:
+        raise InvalidEvent(
+            f"Replay needs a fresh database, but {store.display_url!r} already holds read models."
+        )
+    folder = Folder(settings, store, Fold(settings.subjects, config))
+    targets: dict[str, int] = {}
+    for logical, (stream, _) in stream_filters(settings).items():
+        last = await bus.last_seq(stream)
+        cap = (until_seq or {}).get(logical)
+        targets[logical] = last if cap is None else min(last, cap)
+    t0 = time.perf_counter()
+    total = 0
+    for logical, (stream, subject) in stream_filters(settings).items():
+        total += await read_stream(
+            bus.js, folder, logical, stream, subject, targets[logical], until_time, batch_max,
+            progress,
+        )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    return ReplayResult(dict(folder.fold.positions), total, seconds, await store.digest())
+
+
+async def read_stream(
+    js: JetStreamContext,
+    folder: Batches,
+    logical: str,
+    stream: str,
+    subject: str,
+    target: int,
+    until_time: datetime | None,
+    batch_max: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> int:
+    if target <= 0:
+        if progress:
+            progress(logical, 0, 0)
+        return 0
+    buffer: deque[Item] = deque()
+    wake = asyncio.Event()
+    state = {"end": False}
+
+    async def cb(msg: Msg) -> None:
+        if state["end"]:
+            return
+        md = msg.metadata
+        seq = md.sequence.stream
+        if until_time is not None and md.timestamp > until_time:
+            state["end"] = True
+        elif seq <= target:
+            buffer.append(Item(logical, seq, msg.subject, msg.data, md.timestamp, msg.headers))
+            if seq >= target:
+                state["end"] = True
+        else:
+            state["end"] = True
+        if state["end"] or len(buffer) >= batch_max:
+            wake.set()
+
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        cb=cb,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        pending_msgs_limit=-1,
+        pending_bytes_limit=-1,
+    )
+    done = 0
+    try:
+        while True:
+            if not buffer and not state["end"]:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 1.0)
+            if buffer:
+                items = [buffer.popleft() for _ in range(min(len(buffer), batch_max))]
+                await folder.apply(items)
+                done = items[-1].seq
+                if progress:
+                    progress(logical, done, target)
+            elif state["end"]:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    if progress:
+        progress(logical, target, target)
+    return folder.fold.positions[logical]
