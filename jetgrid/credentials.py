@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jetgrid.coordinator.natsconf import NatsConfig, Secret, ServerTls, render_nats_config
@@ -76,9 +76,17 @@ def new_password() -> str:
     return "jg" + secrets.token_urlsafe(24)
 
 
-def deployment(settings: Settings, **extra: object) -> Deployment:
-    extra.setdefault("tiers_bucket", settings.tiers_bucket)
-    return Deployment(settings.subject_prefix, settings.stream_prefix, **extra)  # type: ignore[arg-type]
+def deployment(
+    settings: Settings,
+    *,
+    tiers_bucket: str | None = None,
+    python_submitters: tuple[str, ...] | None = None,
+) -> Deployment:
+    """The deployment `settings` name: prefixes and tiers bucket (and who may submit python)."""
+    d = Deployment(
+        settings.subject_prefix, settings.stream_prefix, tiers_bucket or settings.tiers_bucket
+    )
+    return d if python_submitters is None else replace(d, python_submitters=python_submitters)
 
 
 def _env_passwords(env: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
@@ -152,13 +160,16 @@ def render(
     *,
     tls: ServerTls | None = None,
     listen: str | None = None,
-    **deployment_extra: object,
+    tiers_bucket: str | None = None,
+    python_submitters: tuple[str, ...] | None = None,
 ) -> str:
     """The nats-server config for these users, with their passwords written in."""
     users = tuple((u, Secret(value=creds.password(u.name))) for u in creds.users())
     return render_nats_config(
         NatsConfig(
-            deployment=deployment(settings, **deployment_extra),
+            deployment=deployment(
+                settings, tiers_bucket=tiers_bucket, python_submitters=python_submitters
+            ),
             users=users,
             listen=listen or f"{settings.nats_host}:{settings.nats_port}",
             tls=tls,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -45,24 +45,25 @@ from jetgrid.cli.shared import (
 PROJECTOR_GRACE_S = 4.0
 
 
-def _ms(v: object) -> str:
-    return "-" if v is None else f"{float(v) * 1000:.0f}"  # type: ignore[arg-type]
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
 
 
-def _pct(v: object, digits: int = 1) -> str:
-    return "-" if v is None else f"{float(v) * 100:.{digits}f}%"  # type: ignore[arg-type]
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v * 100:.{digits}f}%"
 
 
 def worker_table(fleet: Any, title: str) -> Table:
     """The per-worker statistics as a rich table."""
     t = Table(title=title, title_justify="left", expand=False)
-    for name, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("worker", "left"), ("simulated", "right"), ("tier", "left"), ("factor", "right"),
         ("pings ok", "right"), ("rate/s", "right"), ("budget/s", "right"), ("sent", "right"),
         ("succeeded", "right"), ("failed", "right"), ("delayed", "right"),
         ("latency ms min/avg/max", "right"),
-    ]:  # fmt: skip
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    ]  # fmt: skip
+    for name, justify in columns:
+        t.add_column(name, justify=justify)
     colours = {"full": "green", "half": "yellow", "tenth": "magenta", "none": "red"}
     for r in fleet.rows():
         lo, avg, hi = r["latency"]
