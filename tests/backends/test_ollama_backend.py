@@ -10,29 +10,19 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, decode, encode
+from jetgrid.events import JobSubmitted, decode
 from jetgrid.worker.backends import RunContext
 from jetgrid.worker.backends.ollama import OllamaBackend, classify
 from jetgrid.worker.errors import PermanentError, TransientError
+from tests import helpers
+from tests.helpers import submit
 
 pytestmark = pytest.mark.integration
 
 
-def job(i: int | str, model: str = "tiny:1b", **kw: Any) -> JobSubmitted:
-    fields: dict[str, Any] = dict(job_id=f"j{i}", model=model, pool="standard")
-    fields.update(kw)
-    if "prompt" not in fields and "input" not in fields:
-        fields["prompt"] = f"hello number {i}"
-    return JobSubmitted(**fields)
-
-
-async def submit(nc: NATS, s: Settings, j: JobSubmitted) -> None:
-    await nc.jetstream().publish(
-        s.subjects.submit(j.pool, j.model),
-        encode(j, source="test", id=j.job_id),
-        headers={"Nats-Msg-Id": j.job_id},
-    )
+def job(i: int | str, **kw: Any) -> JobSubmitted:
+    """The shared test job, for the fake Ollama's tiny model."""
+    return helpers.job(i, **{"model": "tiny:1b", **kw})
 
 
 class Collector(list):

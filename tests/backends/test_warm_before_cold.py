@@ -15,9 +15,9 @@ import pytest
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, encode
 from jetgrid.projections.pools import read_pool_status
 from jetgrid.worker.backends.ollama import OllamaBackend
+from tests.helpers import job, submit
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,6 @@ async def ollamas() -> Any:
         await s.stop()
 
 
-async def submit(nc: Any, s: Settings, job_id: str, model: str) -> None:
-    j = JobSubmitted(job_id=job_id, model=model, pool="standard", prompt=f"{job_id} says hi")
-    await nc.jetstream().publish(
-        s.subjects.submit("standard", model),
-        encode(j, source="test", id=job_id),
-        headers={"Nats-Msg-Id": job_id},
-    )
-
-
 async def ollama_worker(start_worker, settings: Settings, wid: str, server: Any) -> Any:
     backend = OllamaBackend(server.url, ["m1:1b", "m2:1b"])
     await start_worker("m1:1b", "m2:1b", worker_id=wid, backend=backend, settings=settings)
@@ -71,7 +62,7 @@ async def test_each_worker_takes_the_jobs_of_its_loaded_model(
     ]
     ids = {f"{m}-{i}": f"{m}:1b" for m in ("m1", "m2") for i in range(6)}
     for job_id, model in ids.items():
-        await submit(nc, s, job_id, model)
+        await submit(nc, s, job(0, job_id=job_id, model=model))
     await outcomes.wait_terminal(*ids, timeout=30)
     ran_on = {j: outcomes.terminal(j)[0].event.worker_id for j in ids}
     assert {j for j, w in ran_on.items() if w == "a"} == {j for j in ids if j.startswith("m1")}
@@ -85,7 +76,7 @@ async def test_a_cold_worker_takes_a_job_that_waited_too_long(
 ) -> None:
     s = streams.replace(pools_file=pools_file(tmp_path, cold_wait_s=0.3, cold_backlog=1000))
     b = await ollama_worker(start_worker, s, "b", ollamas[1])  # warm for m2 only
-    await submit(nc, s, "late", "m1:1b")
+    await submit(nc, s, job(0, job_id="late", model="m1:1b"))
     await outcomes.wait_terminal("late", timeout=30)
     done = outcomes.terminal("late")[0].event
     assert done.worker_id == "b" and ollamas[1].loads == 1
@@ -101,7 +92,7 @@ async def test_a_cold_worker_takes_the_overflow_of_a_backlog(
     b = await ollama_worker(start_worker, s, "b", ollamas[1])
     ids = [f"j{i}" for i in range(5)]
     for j in ids:
-        await submit(nc, s, j, "m1:1b")
+        await submit(nc, s, job(0, job_id=j, model="m1:1b"))
     # Three are over the threshold; once b has loaded m1 it is warm and takes the rest too.
     await outcomes.wait_terminal(*ids, timeout=30)
     assert {outcomes.terminal(j)[0].event.worker_id for j in ids} == {"b"}
@@ -115,7 +106,7 @@ async def test_pool_status_shows_backlog_and_warm_and_cold_workers(
     s = streams.replace(pools_file=path)
     a = await ollama_worker(start_worker, s, "a", ollamas[0])  # warm m1, cold m2
     for i in range(3):
-        await submit(nc, s, f"w{i}", "m2:1b")
+        await submit(nc, s, job(0, job_id=f"w{i}", model="m2:1b"))
 
     async def rows() -> dict[str, Any]:
         while True:

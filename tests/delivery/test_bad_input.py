@@ -16,6 +16,7 @@ from nats.errors import MaxPayloadError
 from jetgrid.coordinator.bus import Bus
 from jetgrid.events import InvalidMessage, JobCancelRequested, JobCompleted, decode
 from jetgrid.events.addressing import Speaker
+from tests.helpers import job, read_stream, submit, until
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ items = st.lists(
 )
 @given(batch=items)
 async def test_bad_messages_on_client_subjects(
-    batch, kit, streams, nc, start_worker, outcomes, gateway
+    batch, streams, nc, start_worker, outcomes, gateway
 ) -> None:
     s = streams
     js = nc.jetstream()
@@ -93,8 +94,8 @@ async def test_bad_messages_on_client_subjects(
     for item in batch:
         kind = item[0]
         if kind == "valid":
-            j = kit.job(f"v{next(_ids)}", priority=item[1])
-            await kit.submit(js, s, j)
+            j = job(f"v{next(_ids)}", priority=item[1])
+            await submit(js, s, j)
             valid[j.job_id] = j
             last_valid = j.job_id
         elif kind == "bad":
@@ -119,18 +120,18 @@ async def test_bad_messages_on_client_subjects(
     async def recorded() -> bool:
         found = {
             decode(m.data).event.seq
-            for m in await kit.read_stream(js, s.streams.invalid, s.subjects.invalid("JOBS"))
+            for m in await read_stream(js, s.streams.invalid, s.subjects.invalid("JOBS"))
         }
         return set(bad_seqs) <= found
 
-    await kit.until(recorded, timeout=30, every=0.2)
-    for m in await kit.read_stream(js, s.streams.invalid):
+    await until(recorded, timeout=30, every=0.2)
+    for m in await read_stream(js, s.streams.invalid):
         record = decode(m.data).event
         assert isinstance(record, InvalidMessage) and record.reason and record.stream == "JOBS"
     # nothing crashed or stalled: the worker still runs and still honours a real cancel
     assert agent.ready.is_set() and agent.bus is not None and agent.bus.is_connected
-    probe = kit.job(f"probe{next(_ids)}", prompt=None, input={"sleep": 30})
-    await kit.submit(js, s, probe)
+    probe = job(f"probe{next(_ids)}", prompt=None, input={"sleep": 30})
+    await submit(js, s, probe)
     await outcomes.wait_for(lambda: "started" in outcomes.names(probe.job_id))
     await Bus(nc, s).store(JobCancelRequested(job_id=probe.job_id), Speaker.service("test"))
     await outcomes.wait_terminal(probe.job_id)

@@ -12,6 +12,16 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.events import JobCancelRequested, JobSubmitted, encode
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.backends import EchoBackend, Result, RunContext
+from tests.helpers import (
+    JETGRID,
+    job,
+    job_views,
+    spawn_worker,
+    submit,
+    until,
+    worker_env,
+    write_pools,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +48,10 @@ async def cancel(nc, s, job_id: str, reason: str = "test") -> None:  # type: ign
     await Bus(nc, s).store(request, Speaker.service("test"))
 
 
-async def test_cancelling_a_running_job_stops_it(kit, streams, nc, start_worker, outcomes):
+async def test_cancelling_a_running_job_stops_it(streams, nc, start_worker, outcomes):
     backend = Watchful()
     agent = await start_worker(backend=backend)
-    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await submit(nc.jetstream(), streams, job(1, prompt=None, input={"sleep": 30}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     await cancel(nc, streams, "j1", "changed my mind")
     await outcomes.wait_terminal("j1")
@@ -49,15 +59,15 @@ async def test_cancelling_a_running_job_stops_it(kit, streams, nc, start_worker,
     done = outcomes.terminal("j1")[0].event
     assert done.worker_id == "w1" and done.reason == "cancel requested"
     assert backend.saw_cancel == {"j1": True}
-    await kit.until(lambda: agent.counters.cancelled == 1)
-    view = (await kit.job_views(nc.jetstream(), streams))["j1"]
+    await until(lambda: agent.counters.cancelled == 1)
+    view = (await job_views(nc.jetstream(), streams))["j1"]
     assert view.status == "cancelled" and view.cancel_requested
 
 
-async def test_a_job_cancelled_while_queued_never_starts(kit, streams, nc, start_worker, outcomes):
+async def test_a_job_cancelled_while_queued_never_starts(streams, nc, start_worker, outcomes):
     js = nc.jetstream()
-    await kit.submit(js, streams, kit.job(1))
-    await kit.submit(js, streams, kit.job(2))
+    await submit(js, streams, job(1))
+    await submit(js, streams, job(2))
     await cancel(nc, streams, "j1")  # no worker around: only the stored event remembers it
     backend = Watchful()
     await start_worker(backend=backend)
@@ -68,14 +78,14 @@ async def test_a_job_cancelled_while_queued_never_starts(kit, streams, nc, start
 
 
 async def test_a_cancel_that_arrives_while_the_job_waits_its_turn(
-    kit, streams, nc, start_worker, outcomes
+    streams, nc, start_worker, outcomes
 ) -> None:
     backend = Watchful()
     await start_worker(backend=backend)  # concurrency 1
     js = nc.jetstream()
-    await kit.submit(js, streams, kit.job(1, prompt=None, input={"sleep": 0.5}))
+    await submit(js, streams, job(1, prompt=None, input={"sleep": 0.5}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
-    await kit.submit(js, streams, kit.job(2))
+    await submit(js, streams, job(2))
     await cancel(nc, streams, "j2")
     await outcomes.wait_terminal("j1", "j2")
     assert outcomes.terminal("j2")[0].type == "jetgrid.job.cancelled"
@@ -83,10 +93,10 @@ async def test_a_cancel_that_arrives_while_the_job_waits_its_turn(
 
 
 async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
-    kit, streams, nc, start_worker, outcomes
+    streams, nc, start_worker, outcomes
 ) -> None:
     js = nc.jetstream()
-    await kit.submit(js, streams, kit.job(1))
+    await submit(js, streams, job(1))
     await cancel(nc, streams, "j1")  # before any worker listened: only the stored event knows
     agent = await start_worker(backend=Watchful())
     agent.cancels.clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
@@ -94,8 +104,8 @@ async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
     assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
     assert agent.counters.cancel_lookups == 1
     # Submitted while the listener was live: any request for it is heard, no lookup.
-    await kit.submit(js, streams, kit.job(2))
-    await kit.submit(js, streams, kit.job(3, prompt=None, input={"sleep": 2}))
+    await submit(js, streams, job(2))
+    await submit(js, streams, job(3, prompt=None, input={"sleep": 2}))
     await cancel(nc, streams, "j3")  # heard before it starts, or while it runs
     await outcomes.wait_terminal("j2", "j3")
     assert outcomes.terminal("j2")[0].type == "jetgrid.job.completed"
@@ -104,12 +114,12 @@ async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
 
 
 async def test_bad_cancel_messages_do_not_stop_the_listener(
-    kit, streams, nc, start_worker, outcomes
+    streams, nc, start_worker, outcomes
 ) -> None:
     await start_worker(backend=Watchful())
     js = nc.jetstream()
     subject = streams.subjects.job_event("j1", "cancel_requested")
-    await kit.submit(js, streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await submit(js, streams, job(1, prompt=None, input={"sleep": 30}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     for junk in (b"\xff", b"{}", b"[]", json.dumps({"job_id": "j1"}).encode()):
         await nc.publish(subject, junk)
@@ -121,13 +131,13 @@ async def test_bad_cancel_messages_do_not_stop_the_listener(
     assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
 
 
-async def test_jetgrid_cancel_command(kit, streams, nc, start_worker, outcomes) -> None:
+async def test_jetgrid_cancel_command(streams, nc, start_worker, outcomes) -> None:
     await start_worker()
-    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"sleep": 30}))
+    await submit(nc.jetstream(), streams, job(1, prompt=None, input={"sleep": 30}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     proc = await asyncio.create_subprocess_exec(
-        kit.JETGRID, "cancel", "j1", "--reason", "from the shell", "--wait", "20",
-        env=kit.worker_env(streams), stdout=asyncio.subprocess.PIPE,
+        JETGRID, "cancel", "j1", "--reason", "from the shell", "--wait", "20",
+        env=worker_env(streams), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, out
@@ -138,12 +148,12 @@ async def test_jetgrid_cancel_command(kit, streams, nc, start_worker, outcomes) 
 
 
 async def test_a_backlog_starts_high_then_normal_then_low(
-    kit, streams, nc, start_worker, outcomes
+    streams, nc, start_worker, outcomes
 ) -> None:
     js = nc.jetstream()
     order = ["low", "normal", "high"] * 4
     for i, p in enumerate(order):
-        await kit.submit(js, streams, kit.job(i, priority=p))
+        await submit(js, streams, job(i, priority=p))
     backend = Watchful()
     await start_worker(backend=backend)  # one slot: the backlog drains in start order
     ids = [f"j{i}" for i in range(len(order))]
@@ -154,17 +164,17 @@ async def test_a_backlog_starts_high_then_normal_then_low(
     assert [j for j in backend.started if order[int(j[1:])] == "low"] == ["j0", "j3", "j6", "j9"]
 
 
-async def test_priority_jobs_reach_an_idle_pool(kit, streams, nc, start_worker, outcomes):
+async def test_priority_jobs_reach_an_idle_pool(streams, nc, start_worker, outcomes):
     await start_worker()
     js = nc.jetstream()
     for i, p in enumerate(("high", "low", "normal")):
-        await kit.submit(js, streams, kit.job(i, priority=p))
+        await submit(js, streams, job(i, priority=p))
     await outcomes.wait_terminal("j0", "j1", "j2")
     assert all(outcomes.terminal(j)[0].type == "jetgrid.job.completed" for j in ("j0", "j1"))
 
 
-async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_path, procs):
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
+async def test_sigterm_drains_a_worker_process(streams, nc, outcomes, tmp_path, procs):
+    s = streams.replace(pools_file=write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
     js = nc.jetstream()
     seen: list[str] = []
 
@@ -173,14 +183,14 @@ async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_p
 
     await nc.subscribe(s.subjects.worker_events("drainee"), cb=on_worker_event)
     # two slots: while one job runs, a long poll is open for the other when draining begins
-    worker = await kit.spawn_worker(s, "drainee", "--drain-grace", "20", "--concurrency", "2")
+    worker = await spawn_worker(s, "drainee", "--drain-grace", "20", "--concurrency", "2")
     procs.append(worker)
-    await kit.until(lambda: "registered" in seen, timeout=30)
-    await kit.submit(js, s, kit.job(1, prompt=None, input={"sleep": 1.5}))
+    await until(lambda: "registered" in seen, timeout=30)
+    await submit(js, s, job(1, prompt=None, input={"sleep": 1.5}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     worker.send_signal(signal.SIGTERM)
-    await kit.until(lambda: "draining" in seen)
-    await kit.submit(js, s, kit.job(2))  # after draining began: not for this worker
+    await until(lambda: "draining" in seen)
+    await submit(js, s, job(2))  # after draining began: not for this worker
     out, _ = await asyncio.wait_for(worker.communicate(), 30)
     assert worker.returncode == 0, out
     assert outcomes.terminal("j1")[0].event.worker_id == "drainee"
@@ -191,12 +201,12 @@ async def test_sigterm_drains_a_worker_process(kit, streams, nc, outcomes, tmp_p
 
 
 async def test_a_drain_past_its_grace_hands_the_job_back(
-    kit, streams, nc, start_worker, outcomes, tmp_path, procs
+    streams, nc, start_worker, outcomes, tmp_path, procs
 ) -> None:
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=30.0))
-    worker = await kit.spawn_worker(s, "hasty", "--drain-grace", "0.5")
+    s = streams.replace(pools_file=write_pools(tmp_path / "p.toml", ack_wait_s=30.0))
+    worker = await spawn_worker(s, "hasty", "--drain-grace", "0.5")
     procs.append(worker)
-    await kit.submit(nc.jetstream(), s, kit.job(1, prompt=None, input={"sleep": 3}))
+    await submit(nc.jetstream(), s, job(1, prompt=None, input={"sleep": 3}))
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"), timeout=30)
     worker.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(worker.communicate(), 30)

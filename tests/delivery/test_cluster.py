@@ -18,6 +18,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, encode, stream_specs
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend, expected_output
+from tests.helpers import job, job_views, patiently, read_stream, spawn_worker, submit, until
 
 pytestmark = pytest.mark.integration
 _n = itertools.count(1)
@@ -66,7 +67,7 @@ async def publish_retrying(js, subject: str, body: bytes, msg_id: str) -> int:  
 
 
 @pytest.mark.slow
-async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cluster, tmp_path):
+async def test_streams_and_consumers_are_replicated_and_survive_a_leader(cluster, tmp_path):
     s = await cluster_settings(cluster, tmp_path)
     nc = (await Bus.connect(s, name="client")).nc
     js = nc.jetstream()
@@ -81,9 +82,9 @@ async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cl
             assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
         ci = await js.consumer_info(s.streams.jobs, "pool-standard-echo")
         assert ci.cluster is not None and len(ci.cluster.replicas or []) == 2
-        jobs = [kit.job(i) for i in range(20)]
+        jobs = [job(i) for i in range(20)]
         for j in jobs[:10]:
-            await kit.submit(js, s, j)
+            await submit(js, s, j)
         leader = (await js.stream_info(s.streams.jobs)).cluster.leader
         node = next(n for n in cluster.nodes if leader and leader.endswith(n.store_dir.name))
         await asyncio.to_thread(node.kill)
@@ -93,11 +94,11 @@ async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cl
                 await publish_retrying(js, subject, encode(j, source="t", id=j.job_id), j.job_id)
 
             async def done() -> bool:
-                views = await kit.job_views(js, s)
+                views = await job_views(js, s)
                 return all(views.get(j.job_id) and views[j.job_id].terminal for j in jobs)
 
-            await kit.until(done, timeout=60, every=0.5)
-            views = await kit.job_views(js, s)
+            await until(done, timeout=60, every=0.5)
+            views = await job_views(js, s)
             assert all(views[j.job_id].output == expected_output(j) for j in jobs)
             assert (await js.stream_info(s.streams.jobs)).cluster.leader != leader
         finally:
@@ -111,16 +112,16 @@ async def test_streams_and_consumers_are_replicated_and_survive_a_leader(kit, cl
 GOOD, PERMANENT, TRANSIENT = 1990, 5, 5
 
 
-async def explain_stuck(kit, js, s: Settings, jobs, tmp_path) -> str:  # type: ignore[no-untyped-def]
+async def explain_stuck(js, s: Settings, jobs, tmp_path) -> str:  # type: ignore[no-untyped-def]
     """What the log, the consumers and the workers know about each job that is not terminal."""
-    views = await kit.job_views(js, s)
+    views = await job_views(js, s)
     lines = []
     for j in jobs:
         v = views.get(j.job_id)
         if v is not None and v.terminal:
             continue
         lines.append(f"job {j.job_id}: view {v}")
-        events = await kit.read_stream(js, s.streams.job_events, s.subjects.job_events(j.job_id))
+        events = await read_stream(js, s.streams.job_events, s.subjects.job_events(j.job_id))
         for m in events:
             lines.append(f"  event seq={m.metadata.sequence.stream} {m.subject}")
         for log_file in sorted(tmp_path.glob("cw*.log")):
@@ -142,26 +143,22 @@ async def explain_stuck(kit, js, s: Settings, jobs, tmp_path) -> str:  # type: i
 @pytest.mark.timeout(170)  # normally 20-50 s; a shared, loaded machine gets some headroom
 # If a job is ever left non-terminal, the failure lists its stored events, the worker log lines
 # naming it (workers log each delivery and ack at debug level here) and every consumer's state.
-async def test_chaos(kit, cluster, tmp_path, procs) -> None:
+async def test_chaos(cluster, tmp_path, procs) -> None:
     """>= 2,000 jobs while workers are SIGKILLed at random and a NATS node dies and comes back:
     every job ends exactly once, none is lost, every output is right, only the doomed die."""
     s = await cluster_settings(cluster, tmp_path, ack_wait_s=2.0, max_deliver=6,
                                backoff_s=(0.1,))  # fmt: skip
     rng = random.Random(4)
-    jobs = [kit.job(i) for i in range(GOOD)]
-    jobs += [
-        kit.job(f"perm{i}", prompt=None, input={"fail": "permanent"}) for i in range(PERMANENT)
-    ]
-    jobs += [
-        kit.job(f"dead{i}", prompt=None, input={"fail": "transient"}) for i in range(TRANSIENT)
-    ]
+    jobs = [job(i) for i in range(GOOD)]
+    jobs += [job(f"perm{i}", prompt=None, input={"fail": "permanent"}) for i in range(PERMANENT)]
+    jobs += [job(f"dead{i}", prompt=None, input={"fail": "transient"}) for i in range(TRANSIENT)]
     rng.shuffle(jobs)
     workers: dict[str, object] = {}
     ids = itertools.count(1)
 
     async def start_worker() -> None:
         wid = f"cw{next(ids)}"
-        p = await kit.spawn_worker(
+        p = await spawn_worker(
             s, wid, "--concurrency", "16", log=tmp_path / f"{wid}.log", JETGRID_LOG_LEVEL="debug"
         )
         procs.append(p)
@@ -208,15 +205,15 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
         submitted_in = time.monotonic() - t0
 
         async def all_terminal() -> bool:
-            views = await kit.job_views(js, s)
+            views = await job_views(js, s)
             return sum(1 for j in jobs if views.get(j.job_id) and views[j.job_id].terminal) == len(
                 jobs
             )
 
         try:
-            await kit.until(all_terminal, timeout=60, every=1.0)
+            await until(all_terminal, timeout=60, every=1.0)
         except AssertionError:
-            report = await kit.patiently(lambda: explain_stuck(kit, js, s, jobs, tmp_path))
+            report = await patiently(lambda: explain_stuck(js, s, jobs, tmp_path))
             raise AssertionError(report) from None
         finally:
             done.set()
@@ -230,7 +227,7 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
             # A replacement started a moment ago may still be importing, before its SIGTERM
             # handler exists: a drain is promised to a worker that has registered.
             subject = s.subjects.worker_event(wid, "registered")
-            await kit.until(lambda subject=subject: js.get_last_msg(s.streams.workers, subject), 30)
+            await until(lambda subject=subject: js.get_last_msg(s.streams.workers, subject), 30)
             if p.returncode is None:  # type: ignore[attr-defined]
                 p.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
         slow_exits = 0
@@ -248,8 +245,8 @@ async def test_chaos(kit, cluster, tmp_path, procs) -> None:
             assert p.returncode == 0, out.decode()[-3000:]  # type: ignore[attr-defined]
 
         # The client may still be reconnecting after the node restart: read once it can.
-        views = await kit.patiently(lambda: kit.job_views(js, s))
-        events = await kit.patiently(lambda: kit.read_stream(js, s.streams.job_events))
+        views = await patiently(lambda: job_views(js, s))
+        events = await patiently(lambda: read_stream(js, s.streams.job_events))
         terminal_events: dict[str, int] = {}
         claims: dict[str, int] = {}
         for m in events:

@@ -16,16 +16,17 @@ from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend, expected_output
 from jetgrid.worker.deadletter import DeadLetterWatcher
 from jetgrid.worker.outcomes import Outcomes
+from tests.helpers import count_subjects, job, job_views, spawn_worker, submit, until, write_pools
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_long_job_is_not_redelivered_while_its_worker_lives(
-    kit, streams, nc, start_worker, outcomes, tmp_path
+    streams, nc, start_worker, outcomes, tmp_path
 ) -> None:
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
+    s = streams.replace(pools_file=write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
     await start_worker(settings=s)
-    await kit.submit(nc.jetstream(), s, kit.job(1, prompt=None, input={"sleep": 4}))
+    await submit(nc.jetstream(), s, job(1, prompt=None, input={"sleep": 4}))
     await outcomes.wait_terminal("j1", timeout=20)
     assert outcomes.names("j1") == ["claimed", "started", "completed"]
     assert outcomes.terminal("j1")[0].event.attempt == 1
@@ -34,13 +35,13 @@ async def test_a_long_job_is_not_redelivered_while_its_worker_lives(
 
 
 async def test_a_worker_killed_mid_job_loses_nothing(
-    kit, streams, nc, start_worker, outcomes, tmp_path, procs
+    streams, nc, start_worker, outcomes, tmp_path, procs
 ) -> None:
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
-    victim = await kit.spawn_worker(s, "victim", "--no-dead-letters")
+    s = streams.replace(pools_file=write_pools(tmp_path / "pools.toml", ack_wait_s=1.0))
+    victim = await spawn_worker(s, "victim", "--no-dead-letters")
     procs.append(victim)
-    j = kit.job(1, prompt=None, input={"sleep": 2})
-    await kit.submit(nc.jetstream(), s, j)
+    j = job(1, prompt=None, input={"sleep": 2})
+    await submit(nc.jetstream(), s, j)
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"), timeout=30)
     assert outcomes.events["j1"][-1].event.worker_id == "victim"
     victim.send_signal(signal.SIGKILL)
@@ -53,10 +54,10 @@ async def test_a_worker_killed_mid_job_loses_nothing(
 
 
 async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
-    kit, streams, nc, start_worker, outcomes, tmp_path
+    streams, nc, start_worker, outcomes, tmp_path
 ) -> None:
     s = streams.replace(
-        pools_file=kit.write_pools(tmp_path / "p.toml", max_deliver=3, backoff_s=[0.05, 0.1])
+        pools_file=write_pools(tmp_path / "p.toml", max_deliver=3, backoff_s=[0.05, 0.1])
     )
     watchers, conns, tasks = [], [], []
     for i in range(2):
@@ -68,7 +69,7 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
     await asyncio.gather(*(w.ready.wait() for w in watchers))
     await start_worker(settings=s, dead_letters=False)
     js = nc.jetstream()
-    await kit.submit(js, s, kit.job(1, prompt=None, input={"fail": "transient"}))
+    await submit(js, s, job(1, prompt=None, input={"fail": "transient"}))
     ack = await js.publish(
         s.subjects.submit("standard", "echo"),
         b'{"model": "echo", "input": {"fail": "transient"}}',
@@ -76,11 +77,11 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
     bare = f"seq-{ack.seq}"
     await outcomes.wait_terminal("j1", bare, timeout=20)
     # both watchers saw the advisory or shared it; either way the stream holds one dead event
-    await kit.until(lambda: sum(w.published for w in watchers) >= 2)
+    await until(lambda: sum(w.published for w in watchers) >= 2)
     for job_id in ("j1", bare):
         # `dead` from a watcher (four tokens) or from the worker on the last delivery (under its
         # id): whichever came first, one is stored
-        said = await kit.count_subjects(js, s.streams.job_events, s.subjects.job_events(job_id))
+        said = await count_subjects(js, s.streams.job_events, s.subjects.job_events(job_id))
         deads = {k: n for k, n in said.items() if s.subjects.parse_job_event(k)[1] == "dead"}
         assert sum(deads.values()) == 1, said
         dead = outcomes.terminal(job_id)[0].event
@@ -93,7 +94,7 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
         "started",
         "dead",
     ]
-    views = await kit.job_views(js, s)
+    views = await job_views(js, s)
     assert views["j1"].status == "dead" and views[bare].status == "dead"
     for w in watchers:
         w.stop()
@@ -102,9 +103,9 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
         await conn.close()
 
 
-async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_worker, outcomes):
+async def test_deterministic_failures_are_not_retried(streams, nc, start_worker, outcomes):
     await start_worker()
-    await kit.submit(nc.jetstream(), streams, kit.job(1, prompt=None, input={"fail": "permanent"}))
+    await submit(nc.jetstream(), streams, job(1, prompt=None, input={"fail": "permanent"}))
     await outcomes.wait_terminal("j1")
     assert outcomes.names("j1") == ["claimed", "started", "failed"]
     js = nc.jetstream()
@@ -113,7 +114,7 @@ async def test_deterministic_failures_are_not_retried(kit, streams, nc, start_wo
         info = await js.consumer_info(streams.streams.jobs, "pool-standard-echo")
         return info.num_ack_pending == 0
 
-    await kit.until(acked)  # the ack follows the stored terminal event
+    await until(acked)  # the ack follows the stored terminal event
     info = await js.consumer_info(streams.streams.jobs, "pool-standard-echo")
     assert info.num_redelivered == 0
 
@@ -129,11 +130,11 @@ class DiesAfterItsLastRun(Outcomes):
 
 
 async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_lost(
-    kit, streams, nc, outcomes, tmp_path
+    streams, nc, outcomes, tmp_path
 ) -> None:
     """No dead-letter watcher runs (as if the advisory were lost while DEAD_LETTERS elects a
     leader) and the worker dies after the last run: the recording delivery still makes it dead."""
-    pools = kit.write_pools(tmp_path / "p.toml", max_deliver=2, ack_wait_s=1.0, backoff_s=[0.05])
+    pools = write_pools(tmp_path / "p.toml", max_deliver=2, ack_wait_s=1.0, backoff_s=[0.05])
     s = streams.replace(pools_file=pools)
     agent = Worker(
         s,
@@ -145,7 +146,7 @@ async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_
     try:
         await agent.ready.wait()
         js = nc.jetstream()
-        await kit.submit(js, s, kit.job(1, prompt=None, input={"fail": "transient"}))
+        await submit(js, s, job(1, prompt=None, input={"fail": "transient"}))
         await outcomes.wait_terminal("j1", timeout=20)
         [dead] = [e.event for e in outcomes.terminal("j1")]
         assert dead.type == "jetgrid.job.dead" and dead.attempts == 2  # two runs, not three
@@ -159,7 +160,7 @@ async def test_a_job_given_up_is_dead_even_when_its_worker_and_the_advisory_are_
                 await js.consumer_info(s.streams.jobs, "pool-standard-echo")
             ).num_ack_pending == 0
 
-        await kit.until(settled, timeout=10)
+        await until(settled, timeout=10)
     finally:
         agent.stop()
         await asyncio.wait_for(task, 20)
@@ -170,8 +171,8 @@ async def lost_keepalives(msg: Msg, period_s: float) -> None:
     await asyncio.Event().wait()
 
 
-async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outcomes, tmp_path):
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
+async def test_a_job_run_twice_counts_once(streams, nc, start_worker, outcomes, tmp_path):
+    s = streams.replace(pools_file=write_pools(tmp_path / "p.toml", ack_wait_s=1.0))
     slow = Worker(
         s,
         WorkerOptions(pool="standard", models=("echo",), worker_id="slow", dead_letters=False),
@@ -180,23 +181,23 @@ async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outco
     )
     slow_task = asyncio.create_task(slow.run())
     await slow.ready.wait()
-    j = kit.job(1, prompt=None, input={"sleep": 2.5})
-    await kit.submit(nc.jetstream(), s, j)
+    j = job(1, prompt=None, input={"sleep": 2.5})
+    await submit(nc.jetstream(), s, j)
     await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
     await start_worker(settings=s, worker_id="fast")  # takes the redelivery after AckWait
     await outcomes.wait_for(
         lambda: len([e for e in outcomes.events["j1"] if e.type == "jetgrid.job.started"]) == 2,
         timeout=20,
     )
-    await kit.until(lambda: slow.counters.completed == 1, timeout=20)  # the slow one reports too
+    await until(lambda: slow.counters.completed == 1, timeout=20)  # the slow one reports too
     await outcomes.wait_terminal("j1")
     js = nc.jetstream()
     subject = s.subjects.job_event("j1", "completed") + ".*"  # said by either worker
-    await kit.until(lambda: kit.count_subjects(js, s.streams.job_events, subject))
-    assert sum((await kit.count_subjects(js, s.streams.job_events, subject)).values()) == 1
+    await until(lambda: count_subjects(js, s.streams.job_events, subject))
+    assert sum((await count_subjects(js, s.streams.job_events, subject)).values()) == 1
     workers = {e.event.worker_id for e in outcomes.events["j1"] if e.type.endswith("started")}
     assert workers == {"slow", "fast"}
-    view = (await kit.job_views(js, s))["j1"]
+    view = (await job_views(js, s))["j1"]
     assert view.status == "completed" and view.output == expected_output(j)
     assert view.attempts == 2
     slow.stop()
@@ -204,19 +205,19 @@ async def test_a_job_run_twice_counts_once(kit, streams, nc, start_worker, outco
 
 
 async def test_a_job_past_its_timeout_is_stopped_and_failed(
-    kit, streams, nc, start_worker, outcomes, tmp_path
+    streams, nc, start_worker, outcomes, tmp_path
 ) -> None:
-    s = streams.replace(pools_file=kit.write_pools(tmp_path / "p.toml", job_timeout_cap_s=0.5))
+    s = streams.replace(pools_file=write_pools(tmp_path / "p.toml", job_timeout_cap_s=0.5))
     agent = await start_worker(settings=s)
     js = nc.jetstream()
-    await kit.submit(js, s, kit.job(1, prompt=None, input={"sleep": 30}, timeout_s=0.2))
-    await kit.submit(js, s, kit.job(2, prompt=None, input={"sleep": 30}, timeout_s=100))  # capped
-    await kit.submit(js, s, kit.job(3))
+    await submit(js, s, job(1, prompt=None, input={"sleep": 30}, timeout_s=0.2))
+    await submit(js, s, job(2, prompt=None, input={"sleep": 30}, timeout_s=100))  # capped
+    await submit(js, s, job(3))
     await outcomes.wait_terminal("j1", "j2", "j3")
     for jid, limit in (("j1", "0.2 s"), ("j2", "0.5 s")):
         failed = outcomes.terminal(jid)[0].event
         assert failed.type == "jetgrid.job.failed" and failed.error_type == "timeout"
         assert limit in failed.reason
     assert outcomes.terminal("j3")[0].type == "jetgrid.job.completed"
-    await kit.until(lambda: agent.counters.completed == 1)
+    await until(lambda: agent.counters.completed == 1)
     assert agent.counters.timed_out == 2 and not agent.held.runs

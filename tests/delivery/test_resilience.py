@@ -14,6 +14,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, stream_specs
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend, expected_output
+from tests.helpers import job, job_views, patiently, run_gateway, submit, until, write_pools
 
 pytestmark = pytest.mark.integration
 _n = itertools.count(1)
@@ -41,33 +42,16 @@ async def provision(s: Settings) -> None:
     await nc.close()
 
 
-async def publish_retrying(js, subject: str, body: bytes, msg_id: str) -> int:  # type: ignore[no-untyped-def]
-    """Publish until acknowledged; the same Nats-Msg-Id makes every retry safe."""
-    while True:
-        try:
-            ack = await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=1)
-            return ack.seq
-        except Exception:
-            await asyncio.sleep(0.1)
-
-
-async def submit(kit, js, s, j) -> int:  # type: ignore[no-untyped-def]
-    from jetgrid.events import encode
-
-    subject = s.subjects.submit(j.pool, j.model, j.priority)
-    return await publish_retrying(js, subject, encode(j, source="test", id=j.job_id), j.job_id)
-
-
-async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp_path) -> None:
+async def test_every_component_resumes_after_a_nats_restart(own_server, tmp_path) -> None:
     s = own_settings(own_server.url, tmp_path).replace(
-        pools_file=kit.write_pools(tmp_path / "p.toml", max_deliver=2, backoff_s=[0.1])
+        pools_file=write_pools(tmp_path / "p.toml", max_deliver=2, backoff_s=[0.1])
     )
     await provision(s)
     agent = Worker(s, WorkerOptions(pool="standard", models=("echo",), concurrency=2),
                    EchoBackend())  # fmt: skip
     worker_task = asyncio.create_task(agent.run())
     await agent.ready.wait()
-    gw, gw_task, base = await kit.run_gateway(s)
+    gw, gw_task, base = await run_gateway(s)
     nc = (await Bus.connect(s, name="test-client")).nc
     js = nc.jetstream()
     try:
@@ -75,24 +59,24 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
             r = await http.post("/v1/jobs?wait=10", json={"model": "echo", "prompt": "before"})
             assert r.json()["status"] == "completed"
             # a job in flight across the restart
-            await submit(kit, js, s, kit.job("inflight", prompt=None, input={"sleep": 1}))
-            await kit.until(lambda: agent.held.contexts)
+            await patiently(lambda: submit(js, s, job("inflight", prompt=None, input={"sleep": 1})))
+            await until(lambda: agent.held.contexts)
             await asyncio.to_thread(own_server.stop)
             await asyncio.to_thread(own_server.start)
-            jobs = [kit.job(i) for i in range(5)]
-            jobs.append(kit.job("doomed", prompt=None, input={"fail": "transient"}))
+            jobs = [job(i) for i in range(5)]
+            jobs.append(job("doomed", prompt=None, input={"fail": "transient"}))
             for j in jobs:
-                await submit(kit, js, s, j)
+                await patiently(lambda j=j: submit(js, s, j))
 
             async def all_done() -> bool:
-                views = await kit.job_views(js, s)
+                views = await job_views(js, s)
                 return all(
                     views.get(j.job_id) and views[j.job_id].terminal
-                    for j in [*jobs, kit.job("inflight")]
+                    for j in [*jobs, job("inflight")]
                 )
 
-            await kit.until(all_done, timeout=60, every=0.25)
-            views = await kit.job_views(js, s)
+            await until(all_done, timeout=60, every=0.25)
+            views = await job_views(js, s)
             for j in jobs[:-1]:
                 assert views[j.job_id].status == "completed"
                 assert views[j.job_id].output == expected_output(j)
@@ -103,7 +87,7 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
                 r = await http.get("/v1/jobs/jdoomed")
                 return r.status_code == 200 and r.json()["status"] == "dead"
 
-            await kit.until(gateway_knows, timeout=30, every=0.25)
+            await until(gateway_knows, timeout=30, every=0.25)
             r = await http.post("/v1/jobs?wait=10", json={"model": "echo", "prompt": "after"})
             assert r.json()["status"] == "completed" and r.json()["output"]["response"] == "after"
     finally:
@@ -114,13 +98,13 @@ async def test_every_component_resumes_after_a_nats_restart(kit, own_server, tmp
         await nc.close()
 
 
-async def test_acknowledged_jobs_survive_kill_9_of_nats(kit, own_server, tmp_path) -> None:
+async def test_acknowledged_jobs_survive_kill_9_of_nats(own_server, tmp_path) -> None:
     s = own_settings(own_server.url, tmp_path)
     await provision(s)
     nc = (await Bus.connect(s, name="submitter")).nc
     js = nc.jetstream()
-    jobs = [kit.job(i) for i in range(200)]
-    acks = await asyncio.gather(*(kit.submit(js, s, j) for j in jobs))
+    jobs = [job(i) for i in range(200)]
+    acks = await asyncio.gather(*(submit(js, s, j) for j in jobs))
     assert sorted(acks) == list(range(1, 201))  # every one acknowledged by the stream
     await nc.close()
     await asyncio.to_thread(own_server.kill)  # SIGKILL: no shutdown, no flush
@@ -133,7 +117,7 @@ async def test_acknowledged_jobs_survive_kill_9_of_nats(kit, own_server, tmp_pat
         agent = Worker(s, WorkerOptions(pool="standard", models=("echo",), concurrency=4,
                                          burst=True), EchoBackend())  # fmt: skip
         await asyncio.wait_for(agent.run(), 60)
-        views = await kit.job_views(js, s)
+        views = await job_views(js, s)
         assert all(views[j.job_id].status == "completed" for j in jobs)
         assert all(views[j.job_id].output == expected_output(j) for j in jobs)
     finally:

@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from jetgrid.natsserver import free_port, port_free
+from tests.helpers import JETGRID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,11 +24,11 @@ def three_free_ports() -> int:
     raise RuntimeError("no three consecutive free ports")
 
 
-async def test_up_cluster_runs_a_replicated_jetstream_cluster(kit, tmp_path) -> None:
+async def test_up_cluster_runs_a_replicated_jetstream_cluster(tmp_path) -> None:
     base, gw = three_free_ports(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JETGRID_")}
     proc = await asyncio.create_subprocess_exec(
-        kit.JETGRID, "up", "--cluster", "3", "--data-dir", str(tmp_path / "d"),
+        JETGRID, "up", "--cluster", "3", "--data-dir", str(tmp_path / "d"),
         "--nats-port", str(base), "--gateway-port", str(gw), "--workers", "1", "--no-auth",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -3,15 +3,13 @@ recovers: real worker, real projector, real KV bucket."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.events import JobSubmitted, encode
 from jetgrid.projections.fold import fold_config
 from jetgrid.projections.runner import open_projector
+from tests.helpers import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,14 +35,6 @@ factor = 0.0
 """
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float) -> None:
-    async def loop() -> None:
-        while not cond():  # noqa: ASYNC110 -- polls state that no event announces
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
-
-
 async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
     streams, nc, start_worker, outcomes, tmp_path
 ) -> None:
@@ -59,7 +49,7 @@ async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
     try:
         w = await start_worker(settings=s, worker_id="flaky", simulate_uptime=0.8)
         seen: list[str] = []
-        await wait_until(lambda: w.tier_watch is not None, timeout=5)
+        await until(lambda: w.tier_watch is not None, timeout=5)
         assert w.tier_watch is not None
         on_tier = w.tier_watch.on_update
 
@@ -69,17 +59,17 @@ async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
                 seen.append(w.gate.tier)
 
         w.tier_watch.on_update = record
-        await wait_until(lambda: w.gate.tier == "none", timeout=20)
+        await until(lambda: w.gate.tier == "none", timeout=20)
         job = JobSubmitted(job_id="waits", model="echo", pool="standard", prompt="later")
         await nc.jetstream().publish(
             s.subjects.submit("standard", "echo"), encode(job, source="test", id="waits")
         )
         pings = w.pinger.counters.sent
-        await wait_until(lambda: w.pinger.counters.sent >= pings + 10, timeout=10)
+        await until(lambda: w.pinger.counters.sent >= pings + 10, timeout=10)
         assert not outcomes.events["waits"]  # factor 0: not taken, while it pings on
 
         w.pinger.schedule = None  # the machine is fixed: every ping healthy from now on
-        await wait_until(lambda: w.gate.tier == "full", timeout=30)
+        await until(lambda: w.gate.tier == "full", timeout=30)
         await outcomes.wait_terminal("waits")
     finally:
         await projector.close()

@@ -4,27 +4,17 @@ queue the share of jobs each completes follows the tier factors (1.0 : 0.5 : 0.1
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.demo import Fleet, FleetOptions, expected_shares
 from jetgrid.projections.fold import fold_config
 from jetgrid.projections.runner import open_projector
+from tests.helpers import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TIERS = ["full", "half", "tenth", "none"]
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float) -> None:
-    async def loop() -> None:
-        while not cond():  # noqa: ASYNC110 -- polls counters that no event announces
-            await asyncio.sleep(0.1)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 async def test_job_shares_follow_the_tier_factors(streams, nc, capsys) -> None:
@@ -37,10 +27,10 @@ async def test_job_shares_follow_the_tier_factors(streams, nc, capsys) -> None:
                                   fail_share=0.0, transient_share=0.0))  # fmt: skip
     try:
         await fleet.start()
-        await wait_until(lambda: [w.gate.tier for w in fleet.workers] == TIERS, timeout=45)
+        await until(lambda: [w.gate.tier for w in fleet.workers] == TIERS, timeout=45)
         base = {w.id: fleet.stats[w.id].succeeded for w in fleet.workers}
         done = lambda: sum(fleet.stats[w].succeeded - n for w, n in base.items())  # noqa: E731
-        await wait_until(lambda: done() >= 160, timeout=40)
+        await until(lambda: done() >= 160, timeout=40)
         tiers = [w.gate.tier for w in fleet.workers]
         factors = [w.gate.factor for w in fleet.workers]
         counts = [fleet.stats[w.id].succeeded - base[w.id] for w in fleet.workers]

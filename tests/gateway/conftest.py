@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from jetgrid.coordinator.settings import Settings
+from tests.helpers import until
 
 
 def serve(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
@@ -25,19 +25,6 @@ def serve_gateway() -> Callable[[Settings], Any]:
     return serve
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy (a condition, not a timed assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {check}")
-        await asyncio.sleep(0.05)
-
-
 async def wait_model(base: str, model: str = "echo", headers: dict[str, str] | None = None) -> None:
     """Wait until the gateway's fleet lists `model` as served by a live worker."""
     async with httpx.AsyncClient(base_url=base, headers=headers) as http:
@@ -46,12 +33,7 @@ async def wait_model(base: str, model: str = "echo", headers: dict[str, str] | N
             tags = (await http.get("/api/tags")).json()
             return any(m["name"] == model for m in tags["models"])
 
-        await eventually(listed)
-
-
-@pytest.fixture(name="eventually")
-def eventually_fixture() -> Callable[..., Awaitable[Any]]:
-    return eventually
+        await until(listed, timeout=15)
 
 
 @pytest.fixture

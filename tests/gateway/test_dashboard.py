@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import until
+
 pytestmark = pytest.mark.integration
 
 
@@ -45,7 +47,7 @@ async def _chromium_run(exe: str, profile: Path, *args: str) -> str:
     return out.decode(errors="replace")
 
 
-async def test_dashboard_shows_workers_and_jobs(gateway, start_worker, tmp_path, eventually):  # type: ignore[no-untyped-def]
+async def test_dashboard_shows_workers_and_jobs(gateway, start_worker, tmp_path):  # type: ignore[no-untyped-def]
     exe = _chromium()
     await start_worker(worker_id="gpu-box-1", concurrency=2)
     async with httpx.AsyncClient(base_url=gateway) as http:
@@ -55,7 +57,7 @@ async def test_dashboard_shows_workers_and_jobs(gateway, start_worker, tmp_path,
             workers = (await http.get("/dashboard/workers")).json()["workers"]
             return any(w["id"] == "gpu-box-1" for w in workers)
 
-        await eventually(listed)
+        await until(listed, timeout=15)
     dom = await _chromium_run(exe, tmp_path / "profile", "--dump-dom", f"{gateway}/")
     assert 'data-worker="gpu-box-1"' in dom, dom[-3000:]
     assert f'data-job="{job["id"]}"' in dom

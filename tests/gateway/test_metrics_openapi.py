@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jetgrid.gateway.openapi import document
 from jetgrid.gateway.schemas import SubmitJob
+from tests.helpers import until
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-async def test_metrics_count_jobs_from_the_log(gateway, start_worker, eventually) -> None:
+async def test_metrics_count_jobs_from_the_log(gateway, start_worker) -> None:
     await start_worker()
     async with httpx.AsyncClient(base_url=gateway) as http:
         for body in ({"prompt": "a"}, {"prompt": "b"}, {"input": {"fail": "permanent"}}):
@@ -32,7 +33,7 @@ async def test_metrics_count_jobs_from_the_log(gateway, start_worker, eventually
             s = samples(r.text)
             return s if s.get(("jetgrid_jobs_failed_total", lbl)) == 1 else None
 
-        s = await eventually(scraped)
+        s = await until(scraped, timeout=15)
     assert s[("jetgrid_jobs_submitted_total", lbl)] == 3
     assert s[("jetgrid_jobs_started_total", lbl)] == 3
     assert s[("jetgrid_jobs_completed_total", lbl)] == 2
@@ -44,7 +45,7 @@ async def test_metrics_count_jobs_from_the_log(gateway, start_worker, eventually
 
 
 async def test_a_second_gateway_reports_the_same_totals(
-    gateway, streams, start_worker, serve_gateway, eventually
+    gateway, streams, start_worker, serve_gateway
 ) -> None:
     await start_worker()
     async with httpx.AsyncClient(base_url=gateway) as http:
@@ -56,7 +57,7 @@ async def test_a_second_gateway_reports_the_same_totals(
             s = samples((await http.get("/metrics")).text)
             return s.get(("jetgrid_jobs_completed_total", lbl)) == 1
 
-        await eventually(counted)
+        await until(counted, timeout=15)
 
 
 def test_openapi_schemas_are_the_validating_models() -> None:
@@ -97,7 +98,7 @@ async def test_readyz_fails_when_a_stream_is_missing(gateway, streams, nc) -> No
 
 
 async def test_workers_are_counted_by_their_projected_tier(
-    gateway, streams, nc, start_worker, eventually
+    gateway, streams, nc, start_worker
 ) -> None:
     from jetgrid.coordinator.provision import ensure_tiers_bucket
     from jetgrid.projections.runner import open_projector
@@ -113,6 +114,6 @@ async def test_workers_are_counted_by_their_projected_tier(
                 key = ("jetgrid_workers", (("availability", "online"), ("tier", "probation")))
                 return s.get(key) == 1
 
-            await eventually(tiered)
+            await until(tiered, timeout=15)
     finally:
         await projector.close()

@@ -3,17 +3,16 @@ worker following its key in the tiers bucket of a real nats-server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig
 
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, WorkerHeartbeat, decode, encode
+from jetgrid.events import WorkerHeartbeat, decode
 from jetgrid.worker.tiers import PullGate, TierUpdate, parse_tier_value
+from tests.helpers import job, submit, until
 
 
 @pytest.mark.parametrize(
@@ -99,28 +98,6 @@ def test_an_unrated_gate_fills_its_slots_at_any_factor_but_0() -> None:
 # -- against a real nats-server ----------------------------------------------------------------
 
 
-def job(i: int) -> JobSubmitted:
-    return JobSubmitted(job_id=f"j{i}", model="echo", pool="standard", prompt=f"p{i}")
-
-
-async def submit(nc: NATS, s: Settings, *jobs: JobSubmitted) -> None:
-    js = nc.jetstream()
-    for j in jobs:
-        await js.publish(
-            s.subjects.submit(j.pool, j.model),
-            encode(j, source="test", id=j.job_id),
-            headers={"Nats-Msg-Id": j.job_id},
-        )
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async def loop() -> None:
-        while not cond():  # noqa: ASYNC110 -- polls state that no event announces
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
-
-
 async def put_tier(nc: NATS, s: Settings, worker_id: str, tier: str, factor: float) -> None:
     kv = await nc.jetstream().key_value(s.tiers_bucket)
     await kv.put(
@@ -142,14 +119,14 @@ async def test_a_worker_follows_its_key_stops_at_factor_0_and_keeps_pinging(
 
     await nc.subscribe(s.subjects.worker_event("w1", "heartbeat"), cb=on_ping)
     w = await start_worker(settings=s, concurrency=2)
-    await wait_until(lambda: w.tier_watch is not None and w.tier_watch.attached.is_set())
+    await until(lambda: w.tier_watch is not None and w.tier_watch.attached.is_set())
     assert (w.gate.tier, w.gate.factor) == ("probation", 0.5)  # no key yet
 
     await put_tier(nc, s, "w1", "none", 0.0)
-    await wait_until(lambda: w.pulls_withdrawn == 1)
+    await until(lambda: w.pulls_withdrawn == 1)
     await submit(nc, s, *(job(i) for i in range(5)))
     seen = len(pings)
-    await wait_until(lambda: len(pings) >= seen + 10)  # a while of pings, and no job taken
+    await until(lambda: len(pings) >= seen + 10)  # a while of pings, and no job taken
     assert w.counters.claimed == 0 and not outcomes.events
     assert pings[-1].tier_factor == 0.0 and pings[-1].healthy
 
@@ -159,14 +136,14 @@ async def test_a_worker_follows_its_key_stops_at_factor_0_and_keeps_pinging(
         e.event for j in range(5) for e in outcomes.events[f"j{j}"] if e.type.endswith("claimed")
     ]
     assert {c.tier_factor for c in claims} == {1.0}
-    await wait_until(lambda: pings[-1].tier_factor == 1.0)
+    await until(lambda: pings[-1].tier_factor == 1.0)
     assert w.gate.tier == "full"
 
     kv = await js.key_value(s.tiers_bucket)
     await kv.delete("w1")  # gone from the bucket: back to the factor of a new worker
-    await wait_until(lambda: w.gate.factor == 0.5)
+    await until(lambda: w.gate.factor == 0.5)
     await kv.put("w1", b"not json")  # a broken writer changes nothing
-    await wait_until(lambda: w.tier_watch is not None and w.tier_watch.bad_values == 1)
+    await until(lambda: w.tier_watch is not None and w.tier_watch.bad_values == 1)
     assert w.gate.factor == 0.5
 
 
@@ -184,5 +161,5 @@ async def test_without_a_bucket_a_worker_works_at_the_probation_factor_and_attac
 
     await nc.jetstream().create_key_value(KeyValueConfig(bucket=s.tiers_bucket, history=5))
     await put_tier(nc, s, "w1", "tenth", 0.1)
-    await wait_until(lambda: w.gate.tier == "tenth", timeout=15)
+    await until(lambda: w.gate.tier == "tenth", timeout=15)
     assert w.gate.factor == 0.1

@@ -6,29 +6,13 @@ import asyncio
 import json
 
 import pytest
-from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from jetgrid.coordinator.settings import Settings
-from jetgrid.events import InvalidMessage, JobSubmitted, decode, encode
+from jetgrid.events import InvalidMessage, JobSubmitted, decode
 from jetgrid.worker.backends import EchoBackend, Result, RunContext, expected_output
+from tests.helpers import job, submit
 
 pytestmark = pytest.mark.integration
-
-
-async def submit(nc: NATS, s: Settings, job: JobSubmitted) -> int:
-    ack = await nc.jetstream().publish(
-        s.subjects.submit(job.pool, job.model),
-        encode(job, source="test", id=job.job_id),
-        headers={"Nats-Msg-Id": job.job_id},
-    )
-    return ack.seq
-
-
-def job(i: int | str, **kw: object) -> JobSubmitted:
-    fields: dict[str, object] = dict(job_id=f"j{i}", model="echo", pool="standard", prompt=f"p{i}")
-    fields.update(kw)
-    return JobSubmitted(**fields)  # type: ignore[arg-type]
 
 
 async def test_a_job_runs_and_reports_its_lifecycle(streams, nc, start_worker, outcomes) -> None:
