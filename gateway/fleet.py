@@ -4,7 +4,7 @@
 as the projector does (projections.fold.check_worker_message: undecodable events, subjects that
 name another worker, event times far ahead of the stream's are skipped) and folds the rest with
 the worker read model's reducer, projections.workers.apply, under the configured tier policy and
-uptime windows (projections.runner.fold_config).
+uptime windows (projections.fold.fold_config).
 
 Availability is the read model's one rule (projections.workers.availability) judged at the wall
 clock, so a worker, or a whole fleet, that went silent drops out of the listings although the
