@@ -18,8 +18,6 @@ from typing import Any
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.events.subjects import PRIORITIES
 
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-
 
 # -- transient failures ------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
+from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY
 from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
 # The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
@@ -50,7 +51,6 @@ SERVICE_USERS = (ADMIN, GATEWAY, PROJECTOR, CLIENT)
 WORKER_JOB_EVENTS = tuple(n for n in JOB_EVENT_NAMES if n not in ("cancel_requested", "dead"))
 PYTHON_MODEL_TOKEN = "python"
 API = "$JS.API"
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 _ENV_SAFE = re.compile(r"[^A-Z0-9]")
 

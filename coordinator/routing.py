@@ -33,6 +33,12 @@ class RouteError(ValueError):
         return self.message
 
 
+def full_model_name(model: str) -> str:
+    """Ollama's tag rule: a name without a tag means ``:latest``, so ``llama3`` and
+    ``llama3:latest`` are one model (a registry's port, ``host:5000/m``, is not a tag)."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
 def serves(pools: Pools, pool: str, model: str) -> bool:
     """Whether `pool` takes jobs for `model` (see the module docstring)."""
     cfg = pools.get(pool)

@@ -15,6 +15,8 @@ JOB_EVENTS = "JOB_EVENTS"
 WORKERS = "WORKERS"
 INVALID = "INVALID"
 DEAD_LETTERS = "DEAD_LETTERS"
+# JetStream's advisory when a consumer gives up on a message: `.<stream>.<consumer>` follows.
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID)
 
 
@@ -100,7 +102,7 @@ def dead_letter_spec(
     return StreamSpec(
         DEAD_LETTERS,
         names(DEAD_LETTERS),
-        (f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{names.jobs}.*",),
+        (f"{MAX_DELIVERIES_ADVISORY}.{names.jobs}.*",),
         "jetgrid max-deliveries advisories of the job consumers",
         replicas=replicas,
         duplicate_window_s=duplicate_window_s,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.jobs import JobView
@@ -33,12 +34,8 @@ def resolve_model(name: str, live: dict[str, set[str]]) -> str | None:
     """The served model name `name` refers to (``m`` and ``m:latest`` are the same model)."""
     if name in live:
         return name
-    base, _, tag = name.partition(":")
-    if tag == "latest" and base in live:
-        return base
-    if not tag and f"{name}:latest" in live:
-        return f"{name}:latest"
-    return None
+    want = full_model_name(name)
+    return next((m for m in sorted(live) if full_model_name(m) == want), None)
 
 
 def pick_pool(gw: Gateway, model: str, pools: set[str]) -> str:

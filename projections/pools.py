@@ -40,6 +40,7 @@ from jetgrid.coordinator.affinity import AffinityPolicy
 from jetgrid.coordinator.backlog import Backlog, read_backlogs
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.pools import Pools
+from jetgrid.coordinator.routing import full_model_name
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Envelope
 from jetgrid.projections import workers as wr
@@ -49,7 +50,6 @@ from jetgrid.projections.workers import WorkerView
 __all__ = [
     "DEFAULT_JOBS_PER_WORKER",
     "PoolModelStatus",
-    "full_name",
     "pool_status",
     "pools_json",
     "read_pool_status",
@@ -62,14 +62,11 @@ __all__ = [
 DEFAULT_JOBS_PER_WORKER = 4.0
 
 
-def full_name(model: str) -> str:
-    """Ollama's tag rule, so `llama3` and `llama3:latest` count as one model."""
-    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
-
-
 def serves(view: WorkerView, pool: str, model: str) -> bool:
     """Whether the worker serves `model` in `pool` (by its registration, or its pings)."""
-    return pool in view.pools and full_name(model) in {full_name(m) for m in view.models}
+    return pool in view.pools and full_model_name(model) in {
+        full_model_name(m) for m in view.models
+    }
 
 
 def _accepting(view: WorkerView) -> bool:
@@ -82,7 +79,7 @@ def warm_for(view: WorkerView, model: str) -> bool:
     ping = view.last_ping
     if ping is None or not (ping.models_loaded or ping.models_available):
         return True
-    return full_name(model) in {full_name(m) for m in ping.models_loaded}
+    return full_model_name(model) in {full_model_name(m) for m in ping.models_loaded}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +147,12 @@ def pool_status(
     """One row per (pool, model) that has a consumer or a live worker, sorted."""
     live = [w for w in workers if wr.is_live(w, now)]
     keys: dict[tuple[str, str], Backlog | None] = {(b.pool, b.model): b for b in backlogs}
-    named = {(p, full_name(m)) for p, m in keys}
+    named = {(p, full_model_name(m)) for p, m in keys}
     for w in live:
         for p in w.pools:
             for m in w.models:
-                if (p, full_name(m)) not in named:  # `m` and `m:latest` make one row
-                    named.add((p, full_name(m)))
+                if (p, full_model_name(m)) not in named:  # `m` and `m:latest` make one row
+                    named.add((p, full_model_name(m)))
                     keys[(p, m)] = None
     at = now.timestamp()
     rows = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools
-from jetgrid.coordinator.routing import RouteError, route_job, serves
+from jetgrid.coordinator.routing import RouteError, full_model_name, route_job, serves
 
 POOLS = default_pools(("fast", "standard", "heavy"), "standard")
 STRICT = Pools(
@@ -60,3 +60,18 @@ def test_refusals_name_the_field(model, kind, pool, field, says) -> None:
     with pytest.raises(RouteError) as err:
         route_job(POOLS, model=model, kind=kind, pool=pool)
     assert err.value.field == field and says in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "full"),
+    [
+        ("llama3", "llama3:latest"),
+        ("llama3:latest", "llama3:latest"),
+        ("llama3.2:1b", "llama3.2:1b"),
+        ("library/llama3", "library/llama3:latest"),
+        ("registry:5000/team/m", "registry:5000/team/m:latest"),  # a port is not a tag
+        ("registry:5000/team/m:q4", "registry:5000/team/m:q4"),
+    ],
+)
+def test_a_model_without_a_tag_is_its_latest(name: str, full: str) -> None:
+    assert full_model_name(name) == full

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from jetgrid.coordinator.settings import Settings
+from jetgrid.gateway.llm import resolve_model
 
 pytestmark = pytest.mark.integration
 
@@ -47,3 +48,20 @@ async def test_python_jobs_go_to_their_own_subject_when_enabled(python_gateway) 
         bad = await http.post("/v1/jobs", json={**body, "model": "llama3.2:1b"})
     assert r.status_code == 202 and r.json()["subject"].endswith(".jobs.heavy.python")
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("asked", "live", "served"),
+    [
+        ("echo", {"echo"}, "echo"),
+        ("echo:latest", {"echo"}, "echo"),
+        ("llama3", {"llama3:latest"}, "llama3:latest"),
+        ("llama3:1b", {"llama3:latest"}, None),
+        ("registry:5000/m", {"registry:5000/m:latest"}, "registry:5000/m:latest"),
+        ("nope", {"echo"}, None),
+    ],
+)
+def test_the_gateway_resolves_a_model_by_the_same_rule(
+    asked: str, live: set[str], served: str | None
+) -> None:
+    assert resolve_model(asked, {m: {"standard"} for m in live}) == served

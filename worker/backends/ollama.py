@@ -49,6 +49,7 @@ from typing import Any, TypeVar, cast
 import httpx
 import ollama
 
+from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
 from jetgrid.worker.backends.base import Result, RunContext
@@ -75,11 +76,6 @@ NS_FIELDS = (
     "eval_count",
     "eval_duration",
 )
-
-
-def full_name(model: str) -> str:
-    """Ollama's rule: a model name without a tag means ``:latest``."""
-    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
 
 
 def classify(exc: BaseException) -> BackendError | None:
@@ -159,7 +155,9 @@ class OllamaBackend:
 
     # -- the worker's view ------------------------------------------------------------------
     def serves(self, model: str) -> bool:
-        return not self.models or full_name(model) in {full_name(m) for m in self.models}
+        return not self.models or full_model_name(model) in {
+            full_model_name(m) for m in self.models
+        }
 
     @property
     def accepting(self) -> bool:
@@ -168,13 +166,13 @@ class OllamaBackend:
 
     def is_warm(self, model: str) -> bool:
         """Whether `model` is loaded on the server (as of the last inventory)."""
-        name = full_name(model)
-        return any(full_name(m.name) == name for m in self.loaded)
+        name = full_model_name(model)
+        return any(full_model_name(m.name) == name for m in self.loaded)
 
     # -- lifecycle --------------------------------------------------------------------------
     def has(self, model: str) -> bool:
         """Whether the server has `model` on disk (a model it lacks is never pulled for)."""
-        return full_name(model) in {full_name(m.name) for m in self.available}
+        return full_model_name(model) in {full_model_name(m.name) for m in self.available}
 
     async def start(self) -> None:
         """Take the first inventory, then keep watching; missing models are pulled (if allowed)
