@@ -48,9 +48,11 @@ async def retrying(
     what: str,
     *,
     logger: logging.Logger = log,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run `op` (safe to repeat) until it succeeds, waiting after each failure as `policy`
-    decides; when it says stop, raise the last error. `what` completes "could not ... yet"."""
+    decides (with `sleep`: tests pass one that records the waits); when it says stop, raise
+    the last error. `what` completes "could not ... yet"."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     failures = 0
@@ -63,4 +65,4 @@ async def retrying(
             if isinstance(step, Stop):
                 raise
             logger.info("could not %s yet (%s); retrying", what, exc)
-        await asyncio.sleep(step.delay_s)
+        await sleep(step.delay_s)

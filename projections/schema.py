@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,11 +25,15 @@ from sqlalchemy import (
     bindparam,
 )
 
-from jetgrid.events import parse_time
 from jetgrid.projections import workers as wr
 from jetgrid.projections.fold import TierChange
 from jetgrid.projections.jobs import JobView
-from jetgrid.projections.view_json import format_time, to_dict
+from jetgrid.projections.view_json import (
+    format_optional_time,
+    format_time,
+    parse_optional_time,
+    to_dict,
+)
 
 SCHEMA_VERSION = "1"
 metadata = MetaData()
@@ -109,10 +112,6 @@ ORDER = {
 }
 
 
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else format_time(t)
-
-
 # One encoder each, built once: json.dumps with non-default options builds a new JSONEncoder
 # per call, which costs as much as encoding a small value. The output is the same text.
 _SORTED = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -133,13 +132,13 @@ def worker_row(
         "view": COMPACT.encode(to_dict(view)) if text is None else text,
         "tier": view.tier,
         "tier_factor": factor,
-        "tier_since": _iso(view.tier_since),
+        "tier_since": format_optional_time(view.tier_since),
         "pools": sorted_json(list(view.pools)),
         "registered": view.registered,
         "lifecycle": view.lifecycle,
         "first_seen": format_time(view.first_seen),
         "last_seen": format_time(view.last_seen),
-        "last_ping_at": _iso(view.last_ping_at),
+        "last_ping_at": format_optional_time(view.last_ping_at),
         "as_of": format_time(view.as_of),
     }
 
@@ -154,10 +153,10 @@ def job_row(v: JobView) -> dict[str, Any]:
         "priority": v.priority,
         "worker_id": v.worker_id,
         "attempts": v.attempts,
-        "submitted_at": _iso(v.submitted_at),
-        "claimed_at": _iso(v.claimed_at),
-        "started_at": _iso(v.started_at),
-        "finished_at": _iso(v.finished_at),
+        "submitted_at": format_optional_time(v.submitted_at),
+        "claimed_at": format_optional_time(v.claimed_at),
+        "started_at": format_optional_time(v.started_at),
+        "finished_at": format_optional_time(v.finished_at),
         "output": None if v.output is None else sorted_json(v.output),
         "usage": None if v.usage is None else sorted_json(v.usage),
         "error": v.error,
@@ -171,10 +170,6 @@ def job_row(v: JobView) -> dict[str, Any]:
     }
 
 
-def _time(v: str | None) -> datetime | None:
-    return None if v is None else parse_time(v)
-
-
 def job_from_row(r: Mapping[Any, Any]) -> JobView:
     return JobView(
         job_id=r["job_id"],
@@ -184,12 +179,12 @@ def job_from_row(r: Mapping[Any, Any]) -> JobView:
         kind=r["kind"],
         priority=r["priority"],
         jobs_seq=r["jobs_seq"],
-        submitted_at=_time(r["submitted_at"]),
+        submitted_at=parse_optional_time(r["submitted_at"]),
         worker_id=r["worker_id"],
         attempts=r["attempts"],
-        claimed_at=_time(r["claimed_at"]),
-        started_at=_time(r["started_at"]),
-        finished_at=_time(r["finished_at"]),
+        claimed_at=parse_optional_time(r["claimed_at"]),
+        started_at=parse_optional_time(r["started_at"]),
+        finished_at=parse_optional_time(r["finished_at"]),
         output=None if r["output"] is None else json.loads(r["output"]),
         usage=None if r["usage"] is None else json.loads(r["usage"]),
         error=r["error"],

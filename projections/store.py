@@ -78,7 +78,7 @@ from jetgrid.projections.schema import (
     worker_row,
     workers_t,
 )
-from jetgrid.projections.view_json import ViewEncoder, format_time, from_dict
+from jetgrid.projections.view_json import ViewEncoder, format_optional_time, from_dict
 
 __all__ = ["Loaded", "Store"]
 
@@ -294,7 +294,7 @@ class Store:
             row = job_row(j)
             (j_upd if j.job_id in self._known_jobs else j_new).append(row)
         hist = [history_row(c) for c in changes.tier_changes]
-        clock = None if changes.clock is None else format_time(changes.clock)
+        clock = format_optional_time(changes.clock)
         ckpt = [
             {"b_stream": s, "seq": seq, "clock": clock if s == "WORKERS" else None}
             for s, seq in changes.positions.items()

@@ -36,7 +36,15 @@ from jetgrid.projections.uptime import _FORMAT as _UPTIME_FORMAT
 from jetgrid.projections.uptime import UptimeTracker
 from jetgrid.projections.workers import LastPing, WorkerView
 
-__all__ = ["ViewEncoder", "format_time", "from_dict", "to_dict", "view_json"]
+__all__ = [
+    "ViewEncoder",
+    "format_optional_time",
+    "format_time",
+    "from_dict",
+    "parse_optional_time",
+    "to_dict",
+    "view_json",
+]
 
 _ENC = json.JSONEncoder(separators=(",", ":"))
 _encode = _ENC.encode
@@ -52,7 +60,8 @@ def format_time(t: datetime) -> str:
     return _format_time(t)
 
 
-def _iso(t: datetime | None) -> str | None:
+def format_optional_time(t: datetime | None) -> str | None:
+    """format_time, or None."""
     return None if t is None else format_time(t)
 
 
@@ -92,7 +101,7 @@ def to_dict(view: WorkerView) -> dict[str, Any]:
         "last_seen": format_time(view.last_seen),
         "as_of": format_time(view.as_of),
         "registered": view.registered,
-        "registered_at": _iso(view.registered_at),
+        "registered_at": format_optional_time(view.registered_at),
         "registrations": view.registrations,
         "pools": list(view.pools),
         "models": list(view.models),
@@ -102,9 +111,9 @@ def to_dict(view: WorkerView) -> dict[str, Any]:
         "jetgrid_version": view.jetgrid_version,
         "boot_id": view.boot_id,
         "heartbeat_interval_s": view.heartbeat_interval_s,
-        "draining_at": _iso(view.draining_at),
+        "draining_at": format_optional_time(view.draining_at),
         "drain_reason": view.drain_reason,
-        "deregistered_at": _iso(view.deregistered_at),
+        "deregistered_at": format_optional_time(view.deregistered_at),
         "deregister_reason": view.deregister_reason,
         "last_ping": None if view.last_ping is None else _ping_dict(view.last_ping),
         "pings": view.pings,
@@ -112,7 +121,7 @@ def to_dict(view: WorkerView) -> dict[str, Any]:
         "late_pings": view.late_pings,
         "uptime": None if view.uptime is None else view.uptime.to_json(),
         "tier": view.tier,
-        "tier_since": _iso(view.tier_since),
+        "tier_since": format_optional_time(view.tier_since),
         "tier_history": [[format_time(t), name] for t, name in view.tier_history],
         "recent": list(view.recent),
         "seen_boot": view.seen_boot,
@@ -122,7 +131,8 @@ def to_dict(view: WorkerView) -> dict[str, Any]:
     }
 
 
-def _time(value: str | None) -> datetime | None:
+def parse_optional_time(value: str | None) -> datetime | None:
+    """parse_time, or None."""
     return None if value is None else parse_time(value)
 
 
@@ -157,7 +167,7 @@ def from_dict(data: Mapping[str, Any]) -> WorkerView:
             last_seen=parse_time(data["last_seen"]),
             as_of=parse_time(data["as_of"]),
             registered=data["registered"],
-            registered_at=_time(data["registered_at"]),
+            registered_at=parse_optional_time(data["registered_at"]),
             registrations=data["registrations"],
             pools=tuple(data["pools"]),
             models=tuple(data["models"]),
@@ -167,9 +177,9 @@ def from_dict(data: Mapping[str, Any]) -> WorkerView:
             jetgrid_version=data["jetgrid_version"],
             boot_id=data["boot_id"],
             heartbeat_interval_s=data["heartbeat_interval_s"],
-            draining_at=_time(data["draining_at"]),
+            draining_at=parse_optional_time(data["draining_at"]),
             drain_reason=data["drain_reason"],
-            deregistered_at=_time(data["deregistered_at"]),
+            deregistered_at=parse_optional_time(data["deregistered_at"]),
             deregister_reason=data["deregister_reason"],
             last_ping=ping,
             pings=data["pings"],
@@ -177,7 +187,7 @@ def from_dict(data: Mapping[str, Any]) -> WorkerView:
             late_pings=data["late_pings"],
             uptime=None if data["uptime"] is None else UptimeTracker.from_json(data["uptime"]),
             tier=data["tier"],
-            tier_since=_time(data["tier_since"]),
+            tier_since=parse_optional_time(data["tier_since"]),
             tier_history=tuple((parse_time(t), n) for t, n in data["tier_history"]),
             recent=tuple(data["recent"]),
             seen_boot=data["seen_boot"],
@@ -225,7 +235,7 @@ class ViewEncoder:
         c = self._cache.get(view.worker_id)
         if c is None:
             c = self._cache[view.worker_id] = _Cached()
-        iso = _iso
+        iso = format_optional_time
         fmt = format_time
         # v, worker_id, first_seen
         key: Any = view.first_seen

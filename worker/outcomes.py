@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
 from jetgrid.coordinator.bus import Bus
@@ -62,7 +63,10 @@ class Outcomes:
         speaker: Speaker,
         worker_id: str,
         counters: Counters,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`sleep` waits between tries of the terminal store (tests record the waits)."""
+        self.sleep = sleep
         self.bus = bus
         self.settings = settings
         self.pool = pool
@@ -103,7 +107,7 @@ class Outcomes:
                 step = after_failure(TERMINAL_STORE, tries, error=exc)
                 if isinstance(step, Stop):
                     return False
-                await asyncio.sleep(step.delay_s)
+                await self.sleep(step.delay_s)
                 continue
             if stored.duplicate:
                 self.counters.duplicates += 1

@@ -63,8 +63,13 @@ class Delivery:
         self.log.append(f"nak {delay}")
 
 
-def make(bus: FlakyBus) -> tuple[Outcomes, Counters]:
+def make(bus: FlakyBus, waits: list[float] | None = None) -> tuple[Outcomes, Counters]:
     counters = Counters()
+
+    async def sleep(s: float) -> None:  # time is an input: the waits are recorded, not spent
+        if waits is not None:
+            waits.append(s)
+
     part = Outcomes(
         bus=cast(Bus, bus),  # a fake with the two methods Outcomes calls
         settings=Settings(),
@@ -72,6 +77,7 @@ def make(bus: FlakyBus) -> tuple[Outcomes, Counters]:
         speaker=Speaker.worker("w1", "boot"),
         worker_id="w1",
         counters=counters,
+        sleep=sleep,
     )
     return part, counters
 
@@ -85,11 +91,19 @@ async def test_the_terminal_event_is_stored_before_the_ack() -> None:
 
 async def test_a_failed_store_is_retried_after_the_policys_waits() -> None:
     bus = FlakyBus(failures=2)
-    part, _ = make(bus)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    waits: list[float] = []
+    part, _ = make(bus, waits)
     assert await part.store_terminal(DONE)
-    assert bus.tries == 3 and loop.time() - t0 >= 0.2 + 0.4 - 0.01
+    assert bus.tries == 3 and waits == [0.2, 0.4]
+
+
+async def test_a_store_that_keeps_failing_hands_the_job_back_after_five_tries() -> None:
+    bus = FlakyBus(failures=99)
+    waits: list[float] = []
+    part, _ = make(bus, waits)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.tries == 5 and waits == [0.2, 0.4, 0.8, 1.6]
+    assert bus.log == ["nak 1.0"]  # nothing stored, no ack: the job runs again
 
 
 async def test_an_output_too_large_to_store_is_recorded_as_failed_and_acked() -> None:
