@@ -14,13 +14,15 @@ whose permissions allow only what its component does. The roles:
                event except `cancel_requested`
     worker     one user per worker id (`worker-<id>`): its own registration and pings, job
                lifecycle events under its own id (`<prefix>.job.<job>.<event>.<id>`),
-               pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks;
-               reads the tiers bucket and cancel requests
+               pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks
+               under its own id (`<prefix>.tokens.<job>.<id>`); reads the tiers bucket and
+               cancel requests
 
 Every user gets a private inbox prefix, ``_INBOX_<user>`` (a user may subscribe only under its
 own), so no one can read another's request replies, pull deliveries or acks. A worker's job
-events end in its own id, so it cannot speak for another worker; the projector checks that the
-payload's `worker_id` matches that token (see `README.md`, "Roles and credentials").
+events and token chunks end in its own id, so it cannot speak for another worker; the projector
+checks that the payload's `worker_id` matches that token (see `README.md`, "Roles and
+credentials").
 
 Pure: strings in, strings out. `coordinator.natsconf` renders these into nats-server config.
 """
@@ -225,7 +227,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             ),
             subscribe=(
                 inbox,
-                f"{p}.tokens.*",
+                f"{p}.tokens.*.*",
                 f"{p}.job.>",  # every job's events, whoever said them (`job.<id>.>`)
                 f"{p}.worker.*.*",
                 advisory,
@@ -261,7 +263,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(jobs),
                 *_read_stream(events),
             ),
-            subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*"),
+            subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*.*"),
             publish_deny=python_deny,
         )
     # A worker: only its own worker subjects.
@@ -273,7 +275,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             *(f"{p}.job.*.{name}.{wid}" for name in WORKER_JOB_EVENTS),
             f"{p}.job.*.dead.{wid}",  # the dead-letter watcher every worker runs
             f"{p}.invalid.{JOBS}",
-            f"{p}.tokens.*",
+            f"{p}.tokens.*.{wid}",  # token chunks only under its own id
             f"{API}.INFO",
             *_pool_consumers(d, user),
             *_direct_get(jobs),  # a dead letter's submission, by sequence

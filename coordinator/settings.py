@@ -71,6 +71,13 @@ class Settings(BaseModel):
     rate_limit_per_s: float = Field(default=20.0, ge=0)
     rate_limit_burst: float = Field(default=40.0, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Concurrent open streams (job event streams, streaming LLM responses) and open waits
+    # (`?wait=`, non-streaming LLM requests), per API key (per client address on an open
+    # gateway) and per gateway; beyond them a request is answered 429 with Retry-After.
+    max_streams_per_key: int = Field(default=100, ge=1)
+    max_streams: int = Field(default=10000, ge=1)
+    max_waits_per_key: int = Field(default=100, ge=1)
+    max_waits: int = Field(default=10000, ge=1)
 
     # Workers.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)

@@ -25,6 +25,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JetgridError, JobCancelRequested, JobSubmitted
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
+from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
@@ -306,9 +307,9 @@ async def list_jobs(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/jobs", submit_job, methods=["POST"]),
+    Route("/v1/jobs", holds_wait(submit_job), methods=["POST"]),
     Route("/v1/jobs", list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
-    Route("/v1/jobs/{job_id}/result", get_result, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/result", holds_wait(get_result), methods=["GET"]),
 ]

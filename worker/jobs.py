@@ -138,7 +138,12 @@ class JobRunner:
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
-            emit=TokenPublisher(self.bus, self.settings.subjects.tokens(job.job_id), job.job_id),
+            emit=TokenPublisher(
+                self.bus,
+                self.settings.subjects.tokens(job.job_id, self.worker_id),
+                job.job_id,
+                attempt,
+            ),
         )
         self.held.contexts[job.job_id] = ctx
         self.counters.claimed += 1

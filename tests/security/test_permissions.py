@@ -82,6 +82,17 @@ async def _subscribe(c: Ctx, subject: str) -> None:
             await asyncio.sleep(0)
 
 
+async def _publish(c: Ctx, subject: str) -> None:
+    """Publish on core NATS; a refused publish arrives as an -ERR before the flush's PONG."""
+    await c.nc.publish(subject, b'{"job_id": "j1", "attempt": 1, "i": 0, "text": "x"}')
+    for _ in range(3):
+        await c.nc.flush()
+        for _ in range(20):
+            if c.bus.errors.last_permission:
+                raise NatsTimeout
+            await asyncio.sleep(0)
+
+
 async def _kv_read(c: Ctx) -> None:
     kv = await c.js.key_value(BUCKET)
     await kv.get("w1")
@@ -168,6 +179,14 @@ ACTIONS: dict[str, tuple[str, Callable[[Ctx], Awaitable[Any]]]] = {
         lambda c: _subscribe(c, "_INBOX_gateway.>"),
     ),
     "subscribe to job events": (f"{P}.job.*.*", lambda c: _subscribe(c, f"{P}.job.*.*")),
+    # Token chunks end in the worker's id too: no worker writes into another's stream.
+    "publish tokens as w1": (f"{P}.tokens.j1.w1", lambda c: _publish(c, f"{P}.tokens.j1.w1")),
+    "publish tokens as w2": (f"{P}.tokens.j1.w2", lambda c: _publish(c, f"{P}.tokens.j1.w2")),
+    "publish tokens as nobody": (f"{P}.tokens.j1", lambda c: _publish(c, f"{P}.tokens.j1")),
+    "subscribe to token streams": (
+        f"{P}.tokens.*.*",
+        lambda c: _subscribe(c, f"{P}.tokens.*.*"),
+    ),
     "subscribe to one job's events": (f"{P}.job.j1.>", lambda c: _subscribe(c, f"{P}.job.j1.>")),
 }
 
@@ -175,17 +194,20 @@ ALLOWED: dict[str, set[str]] = {
     "admin": set(ACTIONS),
     "gateway": {"submit a job", "submit a python job", "request a cancel", "publish dead",
                 "read job events", "read the tiers bucket", "subscribe to job events",
-                "subscribe to one job's events", "subscribe to the gateway's inbox"},
+                "subscribe to one job's events", "subscribe to the gateway's inbox",
+                "subscribe to token streams"},
     "projector": {"publish dead", "read job events", "read the tiers bucket",
                   "write the tiers bucket"},
     "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events",
-               "subscribe to one job's events"},
+               "subscribe to one job's events", "subscribe to token streams"},
     # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping, or say a job
     # event, as the other. Workers publish `dead` (each runs a dead-letter watcher; Msg-Id
     # dedupe makes it one), under their own id too.
     "worker-w1": {"publish completed as w1", "publish dead as w1", "ping as w1",
+                  "publish tokens as w1",
                   "pull and ack standard/echo", "pull and ack fast/echo", "read the tiers bucket"},
-    "worker-w2": {"publish completed as w2", "ping as w2", "pull and ack standard/echo",
+    "worker-w2": {"publish completed as w2", "ping as w2", "publish tokens as w2",
+                  "pull and ack standard/echo",
                   "read the tiers bucket"},
 }  # fmt: skip
 # The admin's right to delete is shown on a scratch stream; the module's streams stay.
