@@ -71,8 +71,8 @@ class Settings(BaseModel):
     # comma-separated `sha256:<hex>` hashes), per-key rate limit, request-size limit.
     api_keys_file: Path | None = None
     api_keys: str | None = None
-    rate_limit_per_s: float = Field(default=20.0, ge=0)
-    rate_limit_burst: float = Field(default=40.0, ge=1)
+    rate_limit_per_s: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    rate_limit_burst: float = Field(default=40.0, ge=1, allow_inf_nan=False)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1)
 
     # Workers.
