@@ -140,9 +140,10 @@ def key_line(key: ApiKey) -> str:
 def without_key(text: str, name: str, where: str = "keys file") -> tuple[str, int]:
     """The keys file `text` without the lines of the key called `name` (comments and other
     lines kept as they are), and how many lines were removed."""
+    parse_keys(text, where)  # a bad line is named as it is in the file
     kept, removed = [], 0
-    for n, raw in enumerate(text.splitlines(keepends=True), 1):
-        parsed = parse_keys(raw, f"{where} line {n}")
+    for raw in text.splitlines(keepends=True):
+        parsed = parse_keys(raw)
         if parsed and parsed[0].name == name:
             removed += 1
         else:
