@@ -62,7 +62,7 @@ def test_without_key_removes_only_that_key() -> None:
     rest, removed = without_key(text, "a")
     assert removed == 1 and rest == f"# keys\n{b}\n"
     assert without_key(text, "nobody") == (text, 0)
-    with pytest.raises(KeysFileError, match=r"^api-keys line 3: 'sha256:x' is not"):
+    with pytest.raises(KeysFileError, match=r"^api-keys line 4: 'sha256:x' is not"):
         without_key(f"{text}sha256:x\n", "a", "api-keys")
 
 
