@@ -14,7 +14,9 @@ pure parts (`live_workers`, `live_models`, `workers_out`) take the views and the
 
 Used by /api/tags, /api/ps, /api/show, /v1/models and the drop-in APIs' model resolution (the
 models live workers serve), GET /v1/pools (projections.pools.pool_status over these views),
-/dashboard/workers, and the metrics' worker gauge when no projector database is readable. Tiers
+/dashboard/workers, the metrics' worker gauge when no projector database is readable, and
+POST /v1/jobs's unserved-model check (`Fleet.served`: projections.pools.served_within, after
+`Fleet.sync` has folded WORKERS up to its end when the model looked unserved). Tiers
 are the projector's to judge and publish (it re-judges silent workers at its log ticks; this
 fold does not), so the WorkerOut here has ``tier`` None and the ``tier_factor`` the worker's
 last ping reported, and its job counts are the worker's own ping counters.
