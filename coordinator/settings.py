@@ -63,13 +63,16 @@ class Settings(BaseModel):
     workers: int = Field(default=2, ge=0)
     # Remote Python functions over HTTP (POST /v1/jobs with kind "python"): off by default.
     gateway_allow_python: bool = False
+    # POST /v1/jobs answers 422 for a (pool, model) no worker has served within this many
+    # seconds (live workers always count), unless the caller asks ?queue_unserved=true.
+    unserved_model_window_s: float = Field(default=600.0, ge=0, allow_inf_nan=False)
 
     # Gateway access: API key hashes (keys file, default <data_dir>/api-keys, and/or
     # comma-separated `sha256:<hex>` hashes), per-key rate limit, request-size limit.
     api_keys_file: Path | None = None
     api_keys: str | None = None
-    rate_limit_per_s: float = Field(default=20.0, ge=0)
-    rate_limit_burst: float = Field(default=40.0, ge=1)
+    rate_limit_per_s: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    rate_limit_burst: float = Field(default=40.0, ge=1, allow_inf_nan=False)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1)
     # Concurrent open streams (job event streams, streaming LLM responses) and open waits
     # (`?wait=`, non-streaming LLM requests), per API key (per client address on an open

@@ -159,13 +159,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    keys = auth.load_keys(auth.keys_path(settings), settings.api_keys)
-    if keys:
-        log.info("gateway: %d API key(s) configured; every route but health needs one", len(keys))
+    # A keys file that cannot be used raises auth.KeysFileError here: never start open.
+    keys = auth.KeyRing(auth.keys_path(settings), settings.api_keys)
+    if keys.keys():
+        log.info(
+            "gateway: %d API key(s) configured; every route but health needs one", len(keys.keys())
+        )
     else:
         log.warning(
             "gateway: no API keys configured; the HTTP API on %s:%s is open to anyone who can "
-            "reach it (add one with `jetgrid keys add NAME`)",
+            "reach it (add one with `jetgrid keys add NAME`; it takes effect within seconds)",
             settings.gateway_host,
             settings.gateway_port,
         )

@@ -1,5 +1,10 @@
 """jetgrid's own jobs API: submit, status, result, cancel, list.
 
+POST /v1/jobs answers 422 for a model no worker has served in the job's pool within the
+`unserved_model_window_s` setting (live workers always count; gateway.fleet.Fleet.served), as
+such a job would wait with nothing to run it, unless the caller asks ``?queue_unserved=true``;
+queued unserved jobs show in /v1/pools, `jetgrid pools` and /metrics (projections.pools).
+
 GET /v1/jobs/{id}/result answers 200 with the output once the job completed, 202 (with the job
 and Retry-After) while it is queued or running, and 409 naming the outcome when it failed, was
 cancelled or is dead: a result that will never come is a conflict, not a wait.
@@ -94,6 +99,39 @@ def wait_param(request: Request) -> float | None:
     return value
 
 
+def flag_param(request: Request, name: str) -> bool:
+    """A true/false query parameter (absent: false)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise HTTPError(
+        422, f"Query parameter {name!r} must be true or false, got {raw!r}.", field=name
+    )
+
+
+async def check_served(gw: Gateway, pool: str, model: str) -> None:
+    """422 when no worker has served `model` in `pool` within the configured window."""
+    window = gw.settings.unserved_model_window_s
+    if gw.fleet.served(pool, model, window):
+        return
+    with contextlib.suppress(Exception):  # a worker registered a moment ago: fold up to it
+        await gw.fleet.sync()
+    if gw.fleet.served(pool, model, window):
+        return
+    raise HTTPError(
+        422,
+        f"No worker has served model {model!r} in pool {pool!r} in the last {window:g} s, so "
+        "the job would wait with nothing to run it; start a worker that serves it, or submit "
+        "with ?queue_unserved=true to queue it anyway.",
+        field="model",
+    )
+
+
 def idempotent_id(key: str) -> str:
     """The job id an Idempotency-Key maps to (stable, so a retried submit finds its job)."""
     if not 1 <= len(key) <= 256:
@@ -111,6 +149,7 @@ async def submit_job(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation(exc) from None
     wait = wait_param(request)
+    queue_unserved = flag_param(request, "queue_unserved")
     if req.kind == "python" and not settings.gateway_allow_python:
         raise HTTPError(
             403,
@@ -130,6 +169,8 @@ async def submit_job(request: Request) -> Response:
     existing = gw.board.get(job_id)
     if existing is not None and existing.jobs_seq is not None:
         return await _respond(gw, existing, wait, replayed=True)
+    if not queue_unserved:
+        await check_served(gw, pool, req.model)
     job = JobSubmitted(
         job_id=job_id,
         model=req.model,

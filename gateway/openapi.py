@@ -92,6 +92,12 @@ def paths() -> dict[str, Any]:
                 "summary": "Submit a job (async, or wait for its result)",
                 "parameters": [
                     _WAIT,
+                    _query(
+                        "queue_unserved",
+                        {"type": "boolean"},
+                        "queue the job even if no worker has served its model in its pool "
+                        "recently (otherwise 422)",
+                    ),
                     {
                         "name": "Idempotency-Key",
                         "in": "header",

@@ -28,7 +28,9 @@ def _names(ids: list[str], limit: int = 3) -> str:
 
 def render(rows: list[Any]) -> str:
     """The table `jetgrid pools` prints."""
-    header = ("POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED")
+    header = (
+        "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED", "UNSERVED"
+    )  # fmt: skip
     body = [
         (
             r.pool,
@@ -39,6 +41,7 @@ def render(rows: list[Any]) -> str:
             _names(r.warm_workers),
             _names(r.cold_workers),
             str(r.suggested_workers),
+            str(r.unserved),
         )
         for r in rows
     ]
@@ -60,7 +63,9 @@ async def pools(as_json: bool, **flags: Any) -> None:
     how long the oldest waiting job has waited, workers with the model loaded (WARM) or able
     to load it (COLD), and SUGGESTED, how many workers the model wants now (an autoscaling
     signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
-    than the pool's cold_wait_s). Read straight from JetStream; needs no gateway.
+    than the pool's cold_wait_s), and UNSERVED, the waiting jobs no live worker serves (jobs
+    queued with ?queue_unserved=true for a model no worker has taken yet included). Read
+    straight from JetStream; needs no gateway.
     """
     from jetgrid.coordinator.bus import Bus
     from jetgrid.projections.pools import read_pool_status

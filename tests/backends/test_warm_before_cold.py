@@ -142,7 +142,8 @@ async def test_pool_status_shows_backlog_and_warm_and_cold_workers(
         else:
             lines = out.decode().splitlines()
             assert lines[0].split() == [
-                "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED"
+                "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED",
+                "UNSERVED",
             ]  # fmt: skip
             assert any(ln.startswith("standard") and "m2:1b" in ln for ln in lines[1:])
     await a.close()
