@@ -27,7 +27,7 @@ from nats.js.errors import APIError, NotFoundError
 from jetgrid.coordinator.consumers import ConsumerSpec
 from jetgrid.coordinator.errors import ProvisioningError
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import StreamSpec, dead_letter_spec, stream_specs
+from jetgrid.events import DEAD_LETTERS, StreamSpec, dead_letter_spec, stream_specs
 
 log = logging.getLogger("jetgrid.provision")
 
@@ -230,11 +230,21 @@ async def ensure_tiers_bucket(
 def deployment_specs(settings: Settings) -> list[StreamSpec]:
     """Every stream one deployment needs: the four of the log, and DEAD_LETTERS."""
     replicas, window = settings.stream_replicas, settings.duplicate_window_s
+    retention = settings.retention
     return [
         *stream_specs(
-            settings.subjects, settings.streams, replicas=replicas, duplicate_window_s=window
+            settings.subjects,
+            settings.streams,
+            replicas=replicas,
+            duplicate_window_s=window,
+            retention=retention,
         ),
-        dead_letter_spec(settings.streams, replicas=replicas, duplicate_window_s=window),
+        dead_letter_spec(
+            settings.streams,
+            replicas=replicas,
+            duplicate_window_s=window,
+            retention=retention[DEAD_LETTERS],
+        ),
     ]
 
 
