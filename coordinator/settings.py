@@ -110,6 +110,10 @@ class Settings(BaseModel):
 
     # Read models (projections): SQLAlchemy async URL; default SQLite in the data dir.
     db_url: str | None = None
+    # The projector snapshots its read models (projections.snapshot) after this many messages
+    # or this much event time (seconds of stream time) since the last one; 0 turns a rule off.
+    snapshot_every: int = Field(default=100_000, ge=0)
+    snapshot_every_s: float = Field(default=6 * 3600.0, ge=0)
 
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
@@ -195,6 +199,11 @@ class Settings(BaseModel):
     def tiers_bucket(self) -> str:
         """KV bucket where the projector publishes each worker's current tier (key: worker id)."""
         return f"{self.stream_prefix}TIERS"
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """Object store bucket of the projector's read-model snapshots (projections.snapshot)."""
+        return f"{self.stream_prefix}SNAPSHOTS"
 
     @property
     def database_url(self) -> str:
