@@ -119,11 +119,12 @@ def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
 
 
 @pytest.mark.integration
-async def test_provision_deployment_adds_the_tiers_bucket_once(settings: Settings, nc: NATS):
+async def test_provision_deployment_adds_the_buckets_once(settings: Settings, nc: NATS):
     from jetgrid.coordinator.provision import provision_deployment
 
     first = await provision_deployment(nc.jetstream(), settings)
     assert f"KV_{settings.tiers_bucket}" in first.created
+    assert f"OBJ_{settings.snapshot_bucket}" in first.created
     again = await provision_deployment(nc.jetstream(), settings)
     assert again.created == [] and len(again.unchanged) == 5
 
