@@ -121,8 +121,8 @@ async def feed(
             done, n = batch[-1].seq, n + len(batch)
             if progress:
                 progress(logical, done, target)
-        if until_time is not None and done and done < min(target, archive.last(logical)):
-            return n  # the time limit fell inside the archive
+        if done < target and done < archive.last(logical):
+            return n  # the time limit fell inside the archive: the stream holds only later ones
         info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
         first = int(info.state.first_seq)
         if done < target and int(info.state.messages) and first > done + 1:

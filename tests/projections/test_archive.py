@@ -63,6 +63,8 @@ async def test_replay_with_the_archive_after_a_purge_gives_the_full_log_digest(
     await _history(log, 100)  # the log moves on after the archive
     full = await replay(s, make_store(), bus)
     part = await replay(s, make_store(), bus, until_seq={WORKERS: 40, JOBS: 3})
+    mid = next(archive.batches(WORKERS, 50, None, 100))[-1].time  # a stream time in the archive
+    at_mid = await replay(s, make_store(), bus, until_time=mid)
     audit_full = await gather(s, bus, fold_config(s))
 
     # WORKERS loses half of what was archived (archive and stream overlap), JOBS and JOB_EVENTS
@@ -80,6 +82,11 @@ async def test_replay_with_the_archive_after_a_purge_gives_the_full_log_digest(
     assert audit.timelines == audit_full.timelines and audit.claims == audit_full.claims
     assert audit.terminal == audit_full.terminal
 
+    before_all = datetime(2000, 1, 1, tzinfo=UTC)  # the time limit ends inside the archive
+    early = await replay(s, make_store(), bus, archive=archive, until_time=before_all)
+    assert early.positions == {WORKERS: 0, JOBS: 0, JOB_EVENTS: 0}
+    mid_again = await replay(s, make_store(), bus, archive=archive, until_time=mid)
+    assert (mid_again.positions, mid_again.digest) == (at_mid.positions, at_mid.digest)
     half = await replay(s, make_store(), bus, archive=archive, until_seq={WORKERS: 40, JOBS: 3})
     assert (half.positions, half.digest) == (part.positions, part.digest)
 
