@@ -7,8 +7,9 @@ whose permissions allow only what its component does. The roles:
                create, update or delete streams and durable consumers other than pool consumers
     gateway    submits jobs and cancel requests; reads the log (ordered consumers), the tiers
                bucket and token streams; may publish `dead` (the dead-letter watcher)
-    projector  reads the log; writes the tiers KV bucket (and may create it); publishes `dead`
-               (the dead-letter watcher) and invalid-event records
+    projector  reads the log; writes the tiers KV bucket (and may create it) and the
+               read-model snapshot object store; publishes `dead` (the dead-letter watcher)
+               and invalid-event records
     client     a person or SDK with the `nats` CLI: submits jobs (not `python` jobs unless
                allowed), requests cancels, reads job events and tokens; no worker or lifecycle
                event except `cancel_requested`
@@ -89,6 +90,11 @@ class Deployment:
     @property
     def tiers_stream(self) -> str:
         return f"KV_{self.bucket}"
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """The object store of read-model snapshots (as Settings.snapshot_bucket)."""
+        return f"{self.stream_prefix}SNAPSHOTS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +242,18 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         )
     if user.role == PROJECTOR:
         t = d.tiers_stream
+        snaps = f"OBJ_{d.snapshot_bucket}"
         return Permissions(
             publish=(
                 f"{p}.job.*.dead",
                 f"{p}.invalid.*",
                 f"$KV.{d.bucket}.>",
+                # Read-model snapshots: write chunks and meta, purge the replaced ones, read.
+                f"$O.{d.snapshot_bucket}.>",
+                f"{API}.STREAM.PURGE.{snaps}",
+                # nats-py's object store get finds the stream of the chunks by subject.
+                f"{API}.STREAM.NAMES",
+                *_read_stream(snaps),
                 f"{API}.INFO",
                 f"{API}.STREAM.CREATE.{t}",
                 f"{API}.STREAM.UPDATE.{t}",

@@ -29,6 +29,7 @@ from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend
 
 BUCKET = "SEC_TIERS"  # the tiers bucket of the deployment in conftest.py (stream prefix SEC_)
+SNAPSHOTS = "SEC_SNAPSHOTS"  # its read-model snapshot object store
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,14 @@ async def _pull_ack(c: Ctx, consumer: str, subject: str) -> None:
     await msg.in_progress()
     await msg.in_progress()  # twice: allow_responses would allow only one reply
     await msg.ack_sync()
+
+
+async def _snapshot_rw(c: Ctx) -> None:
+    """What the projector does with snapshots: replace the object, then read it back."""
+    obs = await c.js.object_store(SNAPSHOTS)
+    await obs.put("read-models", b"snapshot")
+    await obs.put("read-models", b"newer snapshot")  # replacing purges the old chunks
+    assert (await obs.get("read-models")).data == b"newer snapshot"
 
 
 async def _subscribe(c: Ctx, subject: str) -> None:
@@ -174,6 +183,7 @@ ACTIONS: dict[str, tuple[str, Callable[[Ctx], Awaitable[Any]]]] = {
     "read the tiers bucket": (f"$JS.API.STREAM.INFO.KV_{BUCKET}", _kv_read),
     # Refused at the put, or (for a role that may not even read the bucket) at its lookup.
     "write the tiers bucket": (f"$KV.{BUCKET}.w1|$JS.API.STREAM.INFO.KV_{BUCKET}", _kv_write),
+    "write and read snapshots": (f"$JS.API.STREAM.INFO.OBJ_{SNAPSHOTS}", _snapshot_rw),
     "subscribe to the gateway's inbox": (
         "_INBOX_gateway.>",
         lambda c: _subscribe(c, "_INBOX_gateway.>"),
@@ -197,7 +207,7 @@ ALLOWED: dict[str, set[str]] = {
                 "subscribe to one job's events", "subscribe to the gateway's inbox",
                 "subscribe to token streams"},
     "projector": {"publish dead", "read job events", "read the tiers bucket",
-                  "write the tiers bucket"},
+                  "write the tiers bucket", "write and read snapshots"},
     "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events",
                "subscribe to one job's events", "subscribe to token streams"},
     # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping, or say a job
