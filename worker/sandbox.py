@@ -1,0 +1,127 @@
+"""The bubblewrap sandbox remote Python functions run in: its command line, as plain data.
+
+`sandbox_command` builds the ``bwrap`` argv for one call. What the child gets:
+
+- a new user, PID, network, IPC, UTS and cgroup namespace (``--unshare-all``), so it has no
+  network and sees no process of the host: it cannot signal its worker; inside it is uid/gid
+  65534 (nobody);
+- ``--die-with-parent`` and ``--new-session``: killing bwrap kills the namespace's init, and the
+  kernel then ends every process left in the namespace, detached grandchildren included;
+- read-only binds of only what Python needs: /usr (and the /lib, /lib64, /bin, /sbin links or
+  folders beside it), /etc/ld.so.cache, the interpreter's installation (``sys.base_prefix``),
+  the venv it runs in (``sys.prefix``), the runner script and the job's dependency directory;
+  a private tmpfs /tmp (its working directory), a fresh /proc and a minimal /dev. Nothing else
+  of the host exists inside: not the data dir, not credentials.json, not $HOME;
+- an explicit environment (``--clearenv``, then `child_env`): no variable of the worker's.
+
+`find_bwrap` says where bwrap is, or None. Nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+__all__ = [
+    "NO_SANDBOX_ENV",
+    "SANDBOX_UID",
+    "child_env",
+    "find_bwrap",
+    "missing_bwrap_message",
+    "sandbox_command",
+]
+
+SANDBOX_UID = 65534  # nobody
+# The operator's explicit, loudly named opt-out (also `jetgrid worker --unsafe-python-no-sandbox`).
+NO_SANDBOX_ENV = "JETGRID_UNSAFE_PYTHON_NO_SANDBOX"
+RUNNER_INSIDE = "/jetgrid/pyrunner.py"
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+
+
+def find_bwrap() -> str | None:
+    """The path of the bwrap executable, or None when bubblewrap is not installed."""
+    return shutil.which("bwrap")
+
+
+def missing_bwrap_message() -> str:
+    return (
+        "bubblewrap (bwrap) is not installed, so this worker will not run remote Python "
+        "functions; install the Debian package bubblewrap (apt-get install bubblewrap), or set "
+        f"{NO_SANDBOX_ENV}=1 to run them unsandboxed as the worker's own user."
+    )
+
+
+def child_env() -> dict[str, str]:
+    """The whole environment of a function's process: nothing inherited from the worker."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _system_binds() -> list[str]:
+    args: list[str] = []
+    for path in _SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in _SYSTEM_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    return args
+
+
+def sandbox_command(
+    bwrap: str,
+    runner: Path,
+    python_args: Iterable[str],
+    *,
+    extra_ro: Iterable[Path] = (),
+    prefixes: Iterable[str] = (sys.base_prefix, sys.prefix),
+    executable: str = sys.executable,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The argv that runs ``executable -I <runner> *python_args`` inside the sandbox.
+
+    `extra_ro` are further directories bound read-only at their own path (the job's
+    dependency directory); `prefixes` the interpreter's and the venv's installation, bound
+    read-only likewise (skipped when under /usr, which is bound already).
+    """
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
+        *_system_binds(),
+        "--tmpfs", "/tmp",  # first, so that binds below /tmp (a dependency dir) stay visible
+    ]  # fmt: skip
+    seen: set[str] = set()
+    for prefix in [*prefixes, *(str(p) for p in extra_ro)]:
+        real = os.path.realpath(prefix)
+        if real in seen or real == "/usr" or real.startswith("/usr/"):
+            continue
+        seen.add(real)
+        args += ["--ro-bind", real, real]
+        if real != prefix and not prefix.startswith("/usr/"):
+            args += ["--ro-bind", real, prefix]
+    args += [
+        "--ro-bind", str(runner), RUNNER_INSIDE,
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--chdir", "/tmp",
+        "--clearenv",
+    ]  # fmt: skip
+    for key, value in (env if env is not None else child_env()).items():
+        args += ["--setenv", key, value]
+    return [*args, "--", executable, "-I", RUNNER_INSIDE, *python_args]
