@@ -10,8 +10,10 @@
 - read-only binds of only what Python needs: /usr (and the /lib, /lib64, /bin, /sbin links or
   folders beside it), /etc/ld.so.cache, the interpreter's installation (``sys.base_prefix``),
   the venv it runs in (``sys.prefix``), the runner script and the job's dependency directory;
-  a private tmpfs /tmp (its working directory), a fresh /proc and a minimal /dev. Nothing else
-  of the host exists inside: not the data dir, not credentials.json, not $HOME;
+  a private tmpfs /tmp (its working directory; `scratch_bytes` at most) and /dev/shm
+  (SHM_BYTES at most), a fresh /proc and a minimal /dev; the root and /dev are then remounted
+  read-only, so nothing else is writable. Nothing else of the host exists inside: not the data
+  dir, not credentials.json, not $HOME;
 - an explicit environment (``--clearenv``, then `child_env`): no variable of the worker's.
 
 `find_bwrap` says where bwrap is, or None. Nothing here starts a process.
@@ -38,6 +40,7 @@ SANDBOX_UID = 65534  # nobody
 # The operator's explicit, loudly named opt-out (also `jetgrid worker --unsafe-python-no-sandbox`).
 NO_SANDBOX_ENV = "JETGRID_UNSAFE_PYTHON_NO_SANDBOX"
 RUNNER_INSIDE = "/jetgrid/pyrunner.py"
+SHM_BYTES = 64 * 2**20
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
 
@@ -89,12 +92,14 @@ def sandbox_command(
     prefixes: Iterable[str] = (sys.base_prefix, sys.prefix),
     executable: str = sys.executable,
     env: Mapping[str, str] | None = None,
+    scratch_bytes: int = 256 * 2**20,
 ) -> list[str]:
     """The argv that runs ``executable -I <runner> *python_args`` inside the sandbox.
 
     `extra_ro` are further directories bound read-only at their own path (the job's
     dependency directory); `prefixes` the interpreter's and the venv's installation, bound
-    read-only likewise (skipped when under /usr, which is bound already).
+    read-only likewise (skipped when under /usr, which is bound already); `scratch_bytes` the
+    size of the writable /tmp.
     """
     args = [
         bwrap,
@@ -104,7 +109,8 @@ def sandbox_command(
         "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID),
         *_system_binds(),
-        "--tmpfs", "/tmp",  # first, so that binds below /tmp (a dependency dir) stay visible
+        # first, so that binds below /tmp (a dependency dir) stay visible
+        "--size", str(scratch_bytes), "--tmpfs", "/tmp",
     ]  # fmt: skip
     seen: set[str] = set()
     for prefix in [*prefixes, *(str(p) for p in extra_ro)]:
@@ -119,6 +125,9 @@ def sandbox_command(
         "--ro-bind", str(runner), RUNNER_INSIDE,
         "--proc", "/proc",
         "--dev", "/dev",
+        "--size", str(min(SHM_BYTES, scratch_bytes)), "--tmpfs", "/dev/shm",
+        "--remount-ro", "/dev",
+        "--remount-ro", "/",
         "--chdir", "/tmp",
         "--clearenv",
     ]  # fmt: skip

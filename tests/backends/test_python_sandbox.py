@@ -81,6 +81,44 @@ async def test_the_child_sees_neither_the_data_dir_nor_the_credentials(
     assert await whoami() == (65534, 65534, "no network")
 
 
+async def test_only_a_bounded_scratch_space_is_writable(
+    streams: Settings, start_worker, tmp_path
+) -> None:
+    @jetgrid.remote(settings=streams, memory_mb=64)
+    def scribble():
+        import errno
+        import os
+
+        def write(path, size):
+            try:
+                with open(path, "wb") as f:
+                    for _ in range(size // 2**20):
+                        f.write(b"z" * 2**20)
+                return "written"
+            except OSError as exc:
+                return errno.errorcode[exc.errno]
+            finally:
+                if os.path.exists(path):
+                    os.remove(path)
+
+        return {
+            "small /tmp": write("/tmp/jetgrid-probe-small", 2**20),
+            "big /tmp": write("/tmp/jetgrid-probe-big", 96 * 2**20),
+            "big /dev/shm": write("/dev/shm/jetgrid-probe", 96 * 2**20),
+            "/": write("/jetgrid-probe", 2**20),
+            "/dev": write("/dev/jetgrid-probe", 2**20),
+        }
+
+    await start_worker("python", backend=python_backend(tmp_path / "data"))
+    assert await scribble() == {
+        "small /tmp": "written",
+        "big /tmp": "ENOSPC",  # /tmp holds the call's memory_mb at most
+        "big /dev/shm": "ENOSPC",
+        "/": "EROFS",
+        "/dev": "EROFS",
+    }
+
+
 def _processes_with(marker: str) -> list[int]:
     """Host pids whose command line holds `marker`."""
     pids = []

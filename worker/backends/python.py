@@ -192,7 +192,11 @@ class PythonBackend:
         timeout = min(job.timeout_s or self.timeout_s, self.timeout_s)
         try:
             out, err, raw, status = await self._call(
-                json.dumps(request).encode(), [env] if env else [], timeout, ctx
+                json.dumps(request).encode(),
+                [env] if env else [],
+                request["memory_mb"],
+                timeout,
+                ctx,
             )
         except _TooMuch as exc:
             raise PermanentError(
@@ -220,22 +224,30 @@ class PythonBackend:
         result.update(stdout=stdout, stderr=stderr)
         return Result(output=result, usage={"duration_limit_s": timeout})
 
-    def _argv(self, result_fd: int, dependencies: list[Path]) -> list[str]:
+    def _argv(self, result_fd: int, dependencies: list[Path], memory_mb: int) -> list[str]:
         if self.bwrap is None:
             return [sys.executable, "-I", str(RUNNER), str(result_fd)]
         if not os.path.exists(self.bwrap):
             raise PermanentError(missing_bwrap_message(), error_type="sandbox")
-        return sandbox_command(self.bwrap, RUNNER, [str(result_fd)], extra_ro=dependencies)
+        return sandbox_command(
+            self.bwrap, RUNNER, [str(result_fd)], extra_ro=dependencies,
+            scratch_bytes=memory_mb * 2**20,
+        )  # fmt: skip
 
     async def _call(
-        self, request: bytes, dependencies: list[Path], limit_s: float, ctx: RunContext
+        self,
+        request: bytes,
+        dependencies: list[Path],
+        memory_mb: int,
+        limit_s: float,
+        ctx: RunContext,
     ) -> tuple[bytes, bytes, bytes, int]:
         """Run the runner on `request`: its stdout, stderr, result and exit status, each
         stream read up to its limit. The process tree is killed when this returns or raises."""
         r, w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._argv(w, dependencies), stdin=asyncio.subprocess.PIPE,
+                *self._argv(w, dependencies, memory_mb), stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 cwd="/" if self.bwrap else tempfile.gettempdir(), env=child_env(),
                 start_new_session=True, pass_fds=(w,),
