@@ -16,7 +16,9 @@
   dir, not credentials.json, not $HOME;
 - an explicit environment (``--clearenv``, then `child_env`): no variable of the worker's.
 
-`find_bwrap` says where bwrap is, or None. Nothing here starts a process.
+Dependency installs (``pip install --target``, which may run a package's build code) run in
+the same sandbox with the host's network shared and only their target directory writable, and
+with `pip_env`. `find_bwrap` says where bwrap is, or None. Nothing here starts a process.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "child_env",
     "find_bwrap",
     "missing_bwrap_message",
+    "pip_env",
     "sandbox_command",
 ]
 
@@ -43,6 +46,8 @@ RUNNER_INSIDE = "/jetgrid/pyrunner.py"
 SHM_BYTES = 64 * 2**20
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+_NETWORK_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl",
+                  "/etc/ca-certificates", "/etc/pki")  # fmt: skip
 
 
 def find_bwrap() -> str | None:
@@ -83,27 +88,41 @@ def _system_binds() -> list[str]:
     return args
 
 
+def pip_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a dependency install: `child_env`, plus the operator's pip and proxy
+    settings (PIP_*, HTTP(S)_PROXY, NO_PROXY and CA bundles) from `environ`, nothing else."""
+    keep = {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}
+    passed = {k: v for k, v in environ.items() if k.startswith("PIP_") or k.upper() in keep}
+    return {**child_env(), **passed}
+
+
 def sandbox_command(
     bwrap: str,
-    runner: Path,
+    runner: Path | None,
     python_args: Iterable[str],
     *,
     extra_ro: Iterable[Path] = (),
+    writable: Iterable[Path] = (),
+    network: bool = False,
     prefixes: Iterable[str] = (sys.base_prefix, sys.prefix),
     executable: str = sys.executable,
     env: Mapping[str, str] | None = None,
     scratch_bytes: int = 256 * 2**20,
 ) -> list[str]:
-    """The argv that runs ``executable -I <runner> *python_args`` inside the sandbox.
+    """The argv that runs ``executable -I <runner> *python_args`` inside the sandbox (without a
+    `runner`: ``executable -I *python_args``).
 
-    `extra_ro` are further directories bound read-only at their own path (the job's
-    dependency directory); `prefixes` the interpreter's and the venv's installation, bound
+    `extra_ro` are further paths bound read-only at their own path (the job's dependency
+    directory); `writable` directories bound read-write (a dependency install's target);
+    `network` shares the host's network and binds its resolver and CA files (installs only);
+    `prefixes` the interpreter's and the venv's installation, bound
     read-only likewise (skipped when under /usr, which is bound already); `scratch_bytes` the
     size of the writable /tmp.
     """
     args = [
         bwrap,
         "--unshare-all",
+        *(["--share-net"] if network else []),
         "--die-with-parent",
         "--new-session",
         "--uid", str(SANDBOX_UID),
@@ -121,8 +140,15 @@ def sandbox_command(
         args += ["--ro-bind", real, real]
         if real != prefix and not prefix.startswith("/usr/"):
             args += ["--ro-bind", real, prefix]
+    for folder in writable:
+        args += ["--bind", str(folder), str(folder)]
+    if network:
+        for name in _NETWORK_FILES:
+            if os.path.exists(name):
+                args += ["--ro-bind", name, name]
+    if runner is not None:
+        args += ["--ro-bind", str(runner), RUNNER_INSIDE]
     args += [
-        "--ro-bind", str(runner), RUNNER_INSIDE,
         "--proc", "/proc",
         "--dev", "/dev",
         "--size", str(min(SHM_BYTES, scratch_bytes)), "--tmpfs", "/dev/shm",
@@ -133,4 +159,5 @@ def sandbox_command(
     ]  # fmt: skip
     for key, value in (env if env is not None else child_env()).items():
         args += ["--setenv", key, value]
-    return [*args, "--", executable, "-I", RUNNER_INSIDE, *python_args]
+    inside = [RUNNER_INSIDE] if runner is not None else []
+    return [*args, "--", executable, "-I", *inside, *python_args]

@@ -279,3 +279,53 @@ def test_a_worker_without_bwrap_refuses_to_start_with_one_sentence(tmp_path) -> 
         "functions; install the Debian package bubblewrap (apt-get install bubblewrap), or set "
         f"{NO_SANDBOX_ENV}=1 to run them unsandboxed as the worker's own user."
     ]
+
+
+def spying_sdist(where: Path, creds: Path) -> None:
+    """An sdist whose build code records what it could see into the module it installs."""
+    import io
+    import tarfile
+
+    setup = f"""
+import os
+from setuptools import setup
+
+try:
+    with open({str(creds)!r}) as f:
+        creds = f.read()
+except OSError as exc:
+    creds = type(exc).__name__
+with open("jgspy.py", "w") as f:
+    f.write("FOUND = " + repr({{"env": os.environ.get("JETGRID_NATS_PASSWORD"), "creds": creds}}))
+setup(name="jgspy", version="1.0", py_modules=["jgspy"])
+"""
+    pkg_info = "Metadata-Version: 2.1\nName: jgspy\nVersion: 1.0\n"
+    with tarfile.open(where / "jgspy-1.0.tar.gz", "w:gz") as tar:
+        for name, text in (("setup.py", setup), ("PKG-INFO", pkg_info)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"jgspy-1.0/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+async def test_a_dependency_build_sees_no_secret_either(
+    streams: Settings, start_worker, tmp_path, monkeypatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    creds = data / "credentials.json"
+    creds.write_text('{"admin": {"password": "admin-secret"}}')
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    spying_sdist(wheels, creds)
+    monkeypatch.setenv("JETGRID_NATS_PASSWORD", "hunter2-worker-secret")
+
+    @jetgrid.remote(settings=streams, dependencies=["jgspy==1.0"])
+    def found():
+        import jgspy
+
+        return jgspy.FOUND
+
+    pip_args = ("--no-index", "--no-deps", "--no-build-isolation", "--find-links", str(wheels))
+    await start_worker("python", backend=python_backend(data, pip_args=pip_args))
+    assert await found() == {"env": None, "creds": "FileNotFoundError"}

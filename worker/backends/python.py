@@ -59,6 +59,7 @@ from jetgrid.worker.sandbox import (
     child_env,
     find_bwrap,
     missing_bwrap_message,
+    pip_env,
     sandbox_command,
 )
 
@@ -117,6 +118,9 @@ class PythonBackend:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.pip_args = pip_args
+        # Local folders the operator's pip_args name (--find-links DIR) are visible to installs;
+        # nothing a job names is.
+        self.pip_paths = [Path(a) for a in pip_args if os.path.isabs(a) and os.path.exists(a)]
         self._locks: dict[str, asyncio.Lock] = {}
 
     def serves(self, model: str) -> bool:
@@ -137,15 +141,34 @@ class PythonBackend:
                 return target
             self.envs_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.envs_dir))
-            cmd = [
-                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--no-input", "--target", str(tmp), *self.pip_args, *dependencies,
+            pip = [
+                "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+                "--no-cache-dir", "--target", str(tmp), *self.pip_args, *dependencies,
             ]  # fmt: skip
             log.warning("installing %s into %s", dependencies, target)
+            env = pip_env(os.environ)
+            if self.bwrap is None:
+                cmd = [sys.executable, "-I", *pip]
+            else:
+                cmd = sandbox_command(
+                    self.bwrap, None, pip, extra_ro=self.pip_paths, writable=[tmp],
+                    network=True, env=env,
+                )  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-            out, _ = await proc.communicate()
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True,
+                cwd="/" if self.bwrap else tempfile.gettempdir(),
+            )  # fmt: skip
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+            except TimeoutError:
+                _kill(proc)
+                await proc.wait()
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise PermanentError(
+                    f"installing dependencies {dependencies} took over {self.timeout_s:g} s",
+                    error_type="dependencies",
+                ) from None
             if proc.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise PermanentError(
