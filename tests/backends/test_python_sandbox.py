@@ -15,7 +15,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import ConfigError
 from jetgrid.worker.backends import EchoBackend
 from jetgrid.worker.backends.python import PythonBackend, WithPython
-from jetgrid.worker.sandbox import NO_SANDBOX_ENV, sandbox_command
+from jetgrid.worker.sandbox import NO_SANDBOX_ENV, pip_env, sandbox_command
 from tests.helpers import spawn_worker, until
 
 pytestmark = pytest.mark.integration
@@ -329,3 +329,35 @@ async def test_a_dependency_build_sees_no_secret_either(
     pip_args = ("--no-index", "--no-deps", "--no-build-isolation", "--find-links", str(wheels))
     await start_worker("python", backend=python_backend(data, pip_args=pip_args))
     assert await found() == {"env": None, "creds": "FileNotFoundError"}
+
+
+def test_an_install_gets_the_network_its_target_and_the_operators_pip_settings(tmp_path) -> None:
+    target = tmp_path / "data" / "python-envs" / ".abc-x"
+    argv = sandbox_command(
+        "/usr/bin/bwrap", None, ["-m", "pip", "install", "x"], writable=[target], network=True,
+        prefixes=["/opt/py"], executable="/opt/py/bin/python",
+    )  # fmt: skip
+    assert "--share-net" in argv
+    assert argv[argv.index("--") :] == [
+        "--",
+        "/opt/py/bin/python",
+        "-I",
+        "-m",
+        "pip",
+        "install",
+        "x",
+    ]
+    writable = [argv[i + 1] for i, a in enumerate(argv) if a == "--bind"]
+    assert writable == [str(target)] and "/jetgrid/pyrunner.py" not in argv
+    env = pip_env(
+        {
+            "PIP_INDEX_URL": "https://pypi.example/simple",
+            "https_proxy": "http://p:3128",
+            "JETGRID_NATS_PASSWORD": "s",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "HOME": "/root",
+        }
+    )
+    assert env["PIP_INDEX_URL"] == "https://pypi.example/simple"
+    assert env["https_proxy"] == "http://p:3128" and env["HOME"] == "/tmp"
+    assert not {"JETGRID_NATS_PASSWORD", "AWS_SECRET_ACCESS_KEY"} & set(env)
