@@ -371,6 +371,9 @@ async def _read(
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group of a child not yet reaped (once reaped, its id may be reused)."""
+    if proc.returncode is not None:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
