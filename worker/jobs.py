@@ -1,14 +1,15 @@
 """Running one job: a delivery in; its lifecycle events, outcome and ack out.
 
 Per delivery (`JobRunner.handle`): decode the submission (a bad one is rejected onto the invalid
-stream); on the delivery after the last run, only record `dead`; otherwise publish `claimed`,
-skip the job if a cancel was requested (worker.cancels), publish `started`, and run the backend
-under the job's timeout (its own, capped by the pool) while a `KeepAlive` sends an in-progress
-ack every ack_wait/3. The result decides the outcome: `completed`; `failed` for a BackendError,
-a timeout or a backend bug; `retrying` (or `dead`) for a TransientError; `cancelled` when a
-cancel request arrived. worker.outcomes publishes each and acks or naks. A delivery that arrives
-while the worker drains is handed straight back; one still running when the drain grace runs out
-is stopped and handed back too.
+stream); on the delivery after the last run, only record `dead`; a job whose earlier runs too
+often ended with no outcome (its worker died) is quarantined, `dead`; otherwise publish
+`claimed`, skip the job if a cancel was requested (worker.cancels), publish `started`, and run
+the backend under the job's timeout (its own, capped by the pool) while a `KeepAlive` sends an
+in-progress ack every ack_wait/3. The result decides the outcome: `completed`; `failed` for a
+BackendError, a timeout or a backend bug; `retrying` (or `dead`) for a TransientError;
+`cancelled` when a cancel request arrived. worker.outcomes publishes each and acks or naks. A
+delivery that arrives while the worker drains is handed straight back; one still running when
+the drain grace runs out is stopped and handed back too.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ class JobRunner:
         log.debug("job %s: delivery %d of JOBS seq %d", job.job_id, attempt, seq)
         if is_recording_delivery(attempt, self.pool):
             await self.outcomes.record_dead(msg, job, seq)
+            return
+        if await self.outcomes.quarantine(msg, job, seq, attempt):
             return
         ctx = RunContext(
             worker_id=self.worker_id,

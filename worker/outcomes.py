@@ -9,7 +9,9 @@ runs again. A completed job whose output is too big to store is recorded as fail
 
 A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
-last run only records `dead` (`record_dead`). An undecodable submission goes to the invalid
+last run only records `dead` (`record_dead`). A redelivered job whose earlier runs ended with no
+outcome too often is quarantined: `dead` with the reason, and terminated (`quarantine`). An
+undecodable submission goes to the invalid
 stream and is terminated (`reject`). Tests and benchmarks inject a subclass through
 ``Worker(outcomes=...)`` to change what one of these does.
 """
@@ -23,7 +25,13 @@ from collections.abc import Awaitable, Callable
 
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.delivery import GiveUp, after_transient, dead_reason
+from jetgrid.coordinator.delivery import (
+    GiveUp,
+    after_transient,
+    dead_reason,
+    may_quarantine,
+    quarantine_reason,
+)
 from jetgrid.coordinator.errors import PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
@@ -45,6 +53,7 @@ from jetgrid.events.addressing import Speaker
 from jetgrid.worker.deadletter import last_retry_reason
 from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.options import Counters
+from jetgrid.worker.quarantine import run_history
 
 __all__ = ["Outcomes"]
 
@@ -205,6 +214,31 @@ class Outcomes:
                  "" if stored else " (not stored; the advisory will say so)")  # fmt: skip
         with contextlib.suppress(Exception):
             await msg.nak()
+
+    async def quarantine(self, msg: Delivery, job: JobSubmitted, seq: int, attempt: int) -> bool:
+        """Before running a redelivered job: if enough earlier runs ended with no outcome
+        (coordinator.delivery.quarantine_reason), store `dead` with the reason, terminate the
+        delivery and return True. If the history cannot be read the job runs (the next
+        delivery checks again); if `dead` cannot be stored, the delivery is handed back."""
+        if not may_quarantine(attempt, self.pool):
+            return False
+        try:
+            started, retried = await run_history(self.bus, self.settings, job.job_id)
+        except JetgridError as exc:
+            log.warning("job %s: run history unreadable (%s); running it", job.job_id, exc)
+            return False
+        reason = quarantine_reason(attempt, started, retried, self.pool)
+        if reason is None:
+            return False
+        dead = JobDead(job_id=job.job_id, attempts=attempt - 1, jobs_seq=seq, reason=reason)
+        if await self.store_terminal(dead):
+            with contextlib.suppress(Exception):
+                await msg.term()
+            log.warning("job %s %s", job.job_id, reason)
+        else:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=NOT_STORED_NAK_S)
+        return True
 
     async def reject(self, msg: Delivery, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""
