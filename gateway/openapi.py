@@ -125,6 +125,7 @@ def paths() -> dict[str, Any]:
                                 "failed",
                                 "cancelled",
                                 "dead",
+                                "rejected",
                             ],
                         },
                         "only jobs in this status",
