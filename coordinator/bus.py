@@ -405,9 +405,9 @@ class JobFollower:
             await self._sub.unsubscribe()
 
     async def outcome(self, within_s: float | None) -> Envelope | None:
-        """The job's terminal event (completed, failed, cancelled or dead) as it is published,
-        or None if none comes within `within_s` (None: wait for ever). Messages on the job's
-        subjects that are not valid events are skipped."""
+        """The job's terminal event (completed, failed, cancelled, dead or rejected) as it is
+        published, or None if none comes within `within_s` (None: wait for ever). Messages on
+        the job's subjects that are not valid events are skipped."""
         loop = asyncio.get_running_loop()
         deadline = math.inf if within_s is None else loop.time() + within_s
         while (left := deadline - loop.time()) > 0:

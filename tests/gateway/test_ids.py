@@ -148,3 +148,14 @@ async def test_a_submission_refused_after_its_ack_is_rejected_where_its_submitte
         result = await http.get("/v1/jobs/typo/result")
     assert body["status"] == "rejected" and "promt" in str(body["error"])
     assert result.status_code == 409 and "rejected" in result.json()["error"]["message"]
+
+
+def test_jetgrid_submit_refuses_a_derived_id_before_connecting() -> None:
+    from click.testing import CliRunner
+
+    from jetgrid.cli import main
+
+    args = ["submit", "--model", "echo", "--prompt", "x", "--id", "seq-7"]
+    result = CliRunner().invoke(main, args, env={"JETGRID_NATS_URL": "nats://127.0.0.1:1"})
+    assert result.exit_code == 2 and "--id" in result.output
+    assert "reserved prefix 'seq-'" in result.output
