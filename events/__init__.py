@@ -18,6 +18,7 @@ from jetgrid.events.codec import (
     now,
     parse_time,
     refused_job_id,
+    unique_by_construction,
 )
 from jetgrid.events.errors import ConfigError, InvalidEvent, InvalidSubject, JetgridError
 from jetgrid.events.invalid import InvalidMessage
@@ -114,5 +115,6 @@ __all__ = [
     "parse_time",
     "refused_job_id",
     "stream_specs",
+    "unique_by_construction",
     "upcast",
 ]

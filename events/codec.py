@@ -195,6 +195,14 @@ def derived_job_id(seq: int) -> str:
     return f"{DERIVED_PREFIX}{seq}"
 
 
+def unique_by_construction(job_id: str, seq: int, msg_id: str | None) -> bool:
+    """Whether no other submission can hold `job_id`: it is the derived id of its own sequence,
+    or it was published with ``Nats-Msg-Id: <job_id>`` (as the gateway and `jetgrid submit` do),
+    so JetStream dropped any other publish of it within the duplicate window. Otherwise a
+    consumer must check that no earlier submission took the id."""
+    return job_id == derived_job_id(seq) or msg_id == job_id
+
+
 def check_chosen_id(job_id: str) -> None:
     """Refuse a submitter-chosen id that could be a derived one (``seq-<N>``), which would take
     the id of a later bare job; InvalidEvent names the rule."""

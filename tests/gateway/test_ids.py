@@ -159,3 +159,23 @@ def test_jetgrid_submit_refuses_a_derived_id_before_connecting() -> None:
     result = CliRunner().invoke(main, args, env={"JETGRID_NATS_URL": "nats://127.0.0.1:1"})
     assert result.exit_code == 2 and "--id" in result.output
     assert "reserved prefix 'seq-'" in result.output
+
+
+async def test_a_bare_job_cannot_take_the_id_of_a_job_already_claimed(
+    gateway, streams, nc, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    await start_worker()
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        victim = await http.post(
+            "/v1/jobs?wait=10", json={"model": "echo", "prompt": "the secret", "id": "report"}
+        )
+        assert victim.json()["status"] == "completed"
+        rejected = await nc.subscribe(streams.subjects.job_event("report", "rejected") + ".*")
+        ack = await nc.jetstream().publish(  # no Nats-Msg-Id: JetStream cannot see the clash
+            streams.subjects.submit("standard", "echo"),
+            b'{"model": "echo", "prompt": "evil", "id": "report"}',
+        )
+        refusal = decode((await rejected.next_msg(timeout=20)).data).event
+        assert refusal.jobs_seq == ack.seq and f"JOBS seq {victim.json()['seq']}" in refusal.reason
+        after = (await http.get("/v1/jobs/report")).json()
+    assert after["status"] == "completed" and after["output"]["response"] == "the secret"
