@@ -48,6 +48,7 @@ JOB_EVENT_NAMES = (
     "cancel_requested",
     "cancelled",
     "dead",
+    "rejected",
 )
 WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
 # Priorities, highest first. `normal` has no subject token: the four-token submission subject

@@ -27,7 +27,13 @@ from starlette.routing import Route
 
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError, JobCancelRequested, JobSubmitted
+from jetgrid.events import (
+    InvalidEvent,
+    JetgridError,
+    JobCancelRequested,
+    JobSubmitted,
+    check_chosen_id,
+)
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.limits import holds_wait
@@ -132,13 +138,39 @@ async def check_served(gw: Gateway, pool: str, model: str) -> None:
     )
 
 
-def idempotent_id(key: str) -> str:
-    """The job id an Idempotency-Key maps to (stable, so a retried submit finds its job)."""
+def _principal(request: Request) -> str:
+    """What scopes the caller's ids: its API key's stored hash (a secret of the gateway's, so no
+    one else can compute its ids), or "" on a gateway without keys (one principal)."""
+    key: auth.ApiKey | None = request.scope.get(auth.SCOPE_KEY)
+    return key.hash if key is not None else ""
+
+
+def idempotent_id(key: str, principal: str = "") -> str:
+    """The job id an Idempotency-Key maps to for `principal` (stable, so a retried submit finds
+    its job; another principal's same key maps elsewhere)."""
     if not 1 <= len(key) <= 256:
         raise HTTPError(
             422, "Header 'Idempotency-Key' must be 1-256 characters.", field="Idempotency-Key"
         )
-    return "idem-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    material = f"{principal}\0{key}" if principal else key
+    return "idem-" + hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+def scoped_id(chosen: str, principal: str) -> str:
+    """The stored id of a client-chosen id: itself on a gateway without keys, else one derived
+    from the key and the id (``key-<40 hex>``), so no other key or NATS user can take it."""
+    if not principal:
+        return chosen
+    return "key-" + hashlib.sha256(f"{principal}\0id\0{chosen}".encode()).hexdigest()[:40]
+
+
+def chosen_id(chosen: str) -> str:
+    """422 for an id no submitter may choose (events.check_chosen_id: ``seq-<N>`` ids)."""
+    try:
+        check_chosen_id(chosen)
+    except InvalidEvent as exc:
+        raise HTTPError(422, exc.reason, field="id") from None
+    return chosen
 
 
 async def submit_job(request: Request) -> Response:
@@ -165,7 +197,11 @@ async def submit_job(request: Request) -> Response:
         raise HTTPError(422, str(exc), field=exc.field) from None
     auth.check_scope(request, pool=pool, model=None)
     key = request.headers.get("idempotency-key")
-    job_id = req.id or (idempotent_id(key) if key else uuid.uuid4().hex)
+    principal = _principal(request)
+    if req.id:
+        job_id = scoped_id(chosen_id(req.id), principal)
+    else:
+        job_id = idempotent_id(key, principal) if key else uuid.uuid4().hex
     existing = gw.board.get(job_id)
     if existing is not None and existing.jobs_seq is not None:
         return await _respond(gw, existing, wait, replayed=True)
@@ -218,16 +254,24 @@ async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: 
 
 
 async def find_job(request: Request) -> JobView:
-    """The job named in the path, once the board has caught up with the log; 404 if unknown."""
+    """The job named in the path, once the board has caught up with the log; 404 if unknown.
+
+    The path may name the job's id, or the id the caller chose for it (scoped_id)."""
     gw: Gateway = request.app.state.gateway
     job_id = request.path_params["job_id"]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
-    view = gw.board.get(job_id)
+    principal = _principal(request)
+
+    def look() -> JobView | None:
+        mine = gw.board.get(scoped_id(job_id, principal)) if principal else None
+        return mine or gw.board.get(job_id)
+
+    view = look()
     if view is None:  # perhaps submitted a moment ago: fold up to the log's end, then look
         with contextlib.suppress(Exception):
             await gw.board.sync()
-        view = gw.board.get(job_id)
+        view = look()
     # A key scoped to other pools or models is told no more than about a job that never was.
     if view is None or not auth.may_see(request, pool=view.pool, model=view.model):
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")

@@ -131,6 +131,7 @@ def paths() -> dict[str, Any]:
                                 "failed",
                                 "cancelled",
                                 "dead",
+                                "rejected",
                             ],
                         },
                         "only jobs in this status",

@@ -11,8 +11,9 @@ A transient failure publishes `retrying` and naks with the pool's backoff; on th
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
 last run only records `dead` (`record_dead`). A redelivered job whose earlier runs ended with no
 outcome too often is quarantined: `dead` with the reason, and terminated (`quarantine`). An
-undecodable submission goes to the invalid
-stream and is terminated (`reject`). Tests and benchmarks inject a subclass through
+undecodable submission goes to the invalid stream, gets a `rejected` event on its job's subject
+(so whoever submitted it sees why), and is terminated (`reject`). Tests and benchmarks inject a
+subclass through
 ``Worker(outcomes=...)`` to change what one of these does.
 """
 
@@ -44,10 +45,12 @@ from jetgrid.events import (
     JobCompleted,
     JobDead,
     JobFailed,
+    JobRejected,
     JobRetrying,
     JobSubmitted,
     TerminalEvent,
     encode,
+    refused_job_id,
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.deadletter import last_retry_reason
@@ -58,6 +61,9 @@ from jetgrid.worker.quarantine import run_history
 __all__ = ["Outcomes"]
 
 log = logging.getLogger("jetgrid.worker")
+
+# A `rejected` event's reason is cut to this many characters (the invalid record keeps it all).
+MAX_REASON = 2000
 
 
 class Outcomes:
@@ -241,7 +247,8 @@ class Outcomes:
         return True
 
     async def reject(self, msg: Delivery, seq: int, reason: str) -> None:
-        """Record an undecodable submission on the invalid stream, then never redeliver it."""
+        """Record an undecodable submission on the invalid stream and as `rejected` on its job's
+        subject (events.refused_job_id), then never redeliver it."""
         self.counters.invalid += 1
         record = InvalidMessage.of(
             msg.data,
@@ -253,5 +260,14 @@ class Outcomes:
             headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
         )
         await self.bus.store(record, self.speaker)
+        rejected = JobRejected(
+            job_id=refused_job_id(msg.data, seq),
+            jobs_seq=seq,
+            reason=reason[:MAX_REASON],
+            worker_id=self.worker_id,
+        )
+        if not await self.store_terminal(rejected):
+            await msg.nak(delay=NOT_STORED_NAK_S)  # both records are idempotent: try again later
+            return
         await msg.term()
         log.info("rejected JOBS seq %s: %s", seq, reason)
