@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import ssl
@@ -35,6 +36,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
+from nats.js.manager import JetStreamManager
 
 from jetgrid.coordinator.errors import (
     NatsError,
@@ -63,6 +65,7 @@ T = TypeVar("T")
 
 INITIAL_CONNECT_ATTEMPTS = 3
 CLOSE_TIMEOUT_S = 3.0
+BATCH_GET = 256  # messages per batched direct get
 
 
 @dataclass
@@ -374,6 +377,70 @@ class Bus:
         except NotFound:
             return None
         return _stored_message(raw)
+
+    async def messages(
+        self,
+        stream: str,
+        *,
+        seq: int = 1,
+        subject: str | None = None,
+        limit: int = BATCH_GET,
+        up_to_seq: int | None = None,
+    ) -> list[StoredMessage]:
+        """At most `limit` messages from `seq` on (only those on `subject`, wildcards allowed;
+        none after `up_to_seq`), oldest first, by batched direct gets (ADR-31): no consumer."""
+        out: list[StoredMessage] = []
+        while len(out) < limit:
+            got, more = await self._batch(
+                stream, seq, subject, min(BATCH_GET, limit - len(out)), up_to_seq
+            )
+            out.extend(got)
+            if not got or not more:
+                break
+            seq = got[-1].seq + 1
+        return out
+
+    async def _batch(
+        self, stream: str, seq: int, subject: str | None, batch: int, up_to_seq: int | None
+    ) -> tuple[list[StoredMessage], bool]:
+        """One batched direct get: the messages, and whether more match after them."""
+        req: dict[str, Any] = {"seq": max(1, seq), "batch": batch}
+        if subject:
+            req["next_by_subj"] = subject
+        if up_to_seq is not None:
+            req["up_to_seq"] = up_to_seq
+        action = f"read {stream} from seq {seq}"
+        inbox = self.nc.new_inbox()
+        sub = await self.call(self.nc.subscribe(inbox), action)
+        got: list[StoredMessage] = []
+        more = False
+        try:
+            await self._now(
+                self.nc.publish(
+                    f"{self.js._prefix}.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox
+                ),
+                action,
+            )
+            while True:
+                msg = await self.call(sub.next_msg(timeout=self.settings.nats_js_timeout_s), action)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status == "204" or status == "404":  # end of batch, or nothing at all
+                    break
+                if status or (not msg.data and "Nats-Subject" not in headers):
+                    raise NatsError(
+                        f"NATS refused to {action}: {headers.get('Description', status)}."
+                    )
+                raw = JetStreamManager._lift_msg_to_raw_msg(msg)
+                got.append(_stored_message(raw))
+                pending = headers.get("Nats-Num-Pending")
+                more = int(pending) > 0 if pending and pending.isdigit() else len(got) >= batch
+                if len(got) >= batch:
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return got, more
 
     async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         """The newest message on `subject` in `stream`, or None."""

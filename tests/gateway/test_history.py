@@ -1,0 +1,165 @@
+"""Serving is independent of history (issue 12): the gateway follows the log from its end, keeps
+a bounded cache, and reads any retained job back from the log by id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JobClaimed, JobCompleted, JobStarted, encode
+from jetgrid.gateway.board import JobBoard
+from tests.helpers import job, submit, until
+
+pytestmark = pytest.mark.integration
+
+
+async def _lifecycle(
+    nc: NATS, s: Settings, job_id: str, jobs_seq: int, *, end: bool = True
+) -> None:
+    js = nc.jetstream()
+    events: list[tuple[str, Any]] = [
+        ("claimed", JobClaimed(job_id=job_id, worker_id="w1", attempt=1, jobs_seq=jobs_seq)),
+        ("started", JobStarted(job_id=job_id, worker_id="w1", attempt=1)),
+    ]
+    if end:
+        done = JobCompleted(
+            job_id=job_id, worker_id="w1", attempt=1, output={"text": job_id}, duration_s=0
+        )
+        events.append(("completed", done))
+    for name, ev in events:
+        await js.publish(s.subjects.job_event(job_id, name, "w1"), encode(ev, source="test"))
+
+
+async def _history(nc: NATS, s: Settings, n: int, prefix: str = "old") -> None:
+    for i in range(n):
+        seq = await submit(nc, s, job(f"{prefix}{i}"))
+        await _lifecycle(nc, s, f"j{prefix}{i}", seq)
+
+
+def _sse(text: str) -> list[tuple[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in fields:
+            out.append((fields["event"], fields.get("id", "")))
+    return out
+
+
+async def test_the_board_starts_empty_and_stays_bounded(streams: Settings, nc: NATS) -> None:
+    await _history(nc, streams, 30)
+    board = JobBoard(Bus(nc, streams), streams, capacity=5)
+    await board.start()
+    try:
+        await asyncio.wait_for(board.caught_up.wait(), 10)
+        assert board.jobs == {}  # nothing of the finished history is folded or kept
+        for i in range(20):
+            seq = await submit(nc, streams, job(f"new{i}"))
+            await _lifecycle(nc, streams, f"jnew{i}", seq)
+            await board.sync()
+            assert len(board.jobs) <= 5
+        for i in (0, 17, 29):  # any old job is read back, and the cache stays bounded
+            view = await board.find(f"jold{i}")
+            assert view is not None and view.status == "completed"
+            assert view.output == {"text": f"jold{i}"} and view.model == "echo"
+            assert len(board.seqs(f"jold{i}")) == 3
+            assert len(board.jobs) <= 5
+        assert await board.find("jnever") is None
+    finally:
+        await board.stop()
+
+
+async def test_an_old_finished_job_is_read_by_id(
+    streams: Settings, nc: NATS, serve_gateway: Any
+) -> None:
+    await _history(nc, streams, 40)
+    async with serve_gateway(streams) as base, httpx.AsyncClient(base_url=base) as http:
+        r = await http.get("/v1/jobs/jold7")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "completed" and body["output"] == {"text": "jold7"}
+        assert body["model"] == "echo" and body["seq"] is not None
+        r = await http.get("/v1/jobs/jold8/result")
+        assert r.status_code == 200 and r.json()["output"] == {"text": "jold8"}
+        r = await http.get("/v1/jobs/jold9/result?wait=5")
+        assert r.status_code == 200 and r.json()["output"] == {"text": "jold9"}
+        r = await http.get("/v1/jobs/jold10/events")
+        events = _sse(r.text)
+        assert [name for name, _ in events] == ["claimed", "started", "completed"]
+        ids = [int(i) for _, i in events]
+        assert ids == sorted(ids)
+        r = await http.get("/v1/jobs/jold10/events", headers={"Last-Event-ID": str(ids[0])})
+        assert [name for name, _ in _sse(r.text)] == ["started", "completed"]
+        assert (await http.get("/v1/jobs/jnope")).status_code == 404
+
+
+async def test_jobs_older_than_the_gateway_queued_or_running_are_found(
+    streams: Settings, nc: NATS, serve_gateway: Any
+) -> None:
+    queued_seq = await submit(nc, streams, job("queued", model="nobody-serves-this"))
+    running_seq = await submit(nc, streams, job("running"))
+    await _lifecycle(nc, streams, "jrunning", running_seq, end=False)
+    await _history(nc, streams, 10)
+    async with serve_gateway(streams) as base, httpx.AsyncClient(base_url=base) as http:
+        r = await http.get("/v1/jobs/jqueued")
+        assert r.status_code == 200
+        assert r.json()["status"] == "queued" and r.json()["seq"] == queued_seq
+        r = await http.get("/v1/jobs/jrunning")
+        assert r.status_code == 200 and r.json()["status"] == "running"
+        waiting = asyncio.ensure_future(http.get("/v1/jobs/jrunning/result?wait=20"))
+        # The wait is taken before the outcome is stored, or after it:
+        done = JobCompleted(
+            job_id="jrunning", worker_id="w1", attempt=1, output={"text": "ok"}, duration_s=0
+        )
+        subject = streams.subjects.job_event("jrunning", "completed", "w1")
+        await nc.jetstream().publish(subject, encode(done, source="test"))
+        r = await waiting  # either way it resolves on the terminal event in the log
+        assert r.status_code == 200 and r.json()["output"] == {"text": "ok"}
+
+
+async def test_the_job_list_pages_through_the_stream(
+    streams: Settings, nc: NATS, serve_gateway: Any
+) -> None:
+    await _history(nc, streams, 23)
+    await submit(nc, streams, job("q", model="nobody-serves-this"))
+    async with serve_gateway(streams) as base, httpx.AsyncClient(base_url=base) as http:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            url = "/v1/jobs?limit=7" + (f"&cursor={cursor}" if cursor else "")
+            page = (await http.get(url)).json()
+            seen += [j["id"] for j in page["jobs"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen[0] == "jq" and len(seen) == 24 and len(set(seen)) == 24
+        assert seen[1:] == [f"jold{i}" for i in reversed(range(23))]
+        done = (await http.get("/v1/jobs?status=completed&limit=500")).json()
+        assert len(done["jobs"]) == 23 and done["next_cursor"] is None
+        queued = (await http.get("/v1/jobs?status=queued")).json()
+        assert [j["id"] for j in queued["jobs"]] == ["jq"]
+
+
+async def test_two_gateways_agree_without_talking(
+    streams: Settings, nc: NATS, serve_gateway: Any
+) -> None:
+    await _history(nc, streams, 5)
+    async with serve_gateway(streams) as one, serve_gateway(streams) as two:
+        seq = await submit(nc, streams, job("fresh"))
+        await _lifecycle(nc, streams, "jfresh", seq)
+        for job_id in ("jold2", "jfresh"):
+            bodies = []
+            for base in (one, two):
+                async with httpx.AsyncClient(base_url=base) as http:
+
+                    async def done(http: httpx.AsyncClient = http, job_id: str = job_id) -> Any:
+                        r = await http.get(f"/v1/jobs/{job_id}")
+                        return r.json() if r.json().get("status") == "completed" else None
+
+                    bodies.append(await until(done, timeout=10))
+            assert bodies[0] == bodies[1]
