@@ -386,34 +386,39 @@ class Bus:
         subject: str | None = None,
         limit: int = BATCH_GET,
         up_to_seq: int | None = None,
+        since: datetime | None = None,
+        last_of: str | None = None,
     ) -> list[StoredMessage]:
-        """At most `limit` messages from `seq` on (only those on `subject`, wildcards allowed;
-        none after `up_to_seq`), oldest first, by batched direct gets (ADR-31): no consumer."""
+        """At most `limit` messages from `seq` on (or from the first stored at or after `since`),
+        only those on `subject` (wildcards allowed), none after `up_to_seq`, oldest first; with
+        `last_of` (a wildcard subject): the newest message of each subject it matches instead.
+        By batched direct gets (ADR-31): no consumer."""
         out: list[StoredMessage] = []
+        when = since.isoformat().replace("+00:00", "Z") if since is not None else None
+        wanted = dict(next_by_subj=subject, up_to_seq=up_to_seq, start_time=when)
+        req: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
+        if last_of:
+            req["multi_last"] = [last_of]
         while len(out) < limit:
-            got, more = await self._batch(
-                stream, seq, subject, min(BATCH_GET, limit - len(out)), up_to_seq
-            )
+            got, more = await self._batch(stream, seq, req, min(BATCH_GET, limit - len(out)))
             out.extend(got)
             if not got or not more:
                 break
             seq = got[-1].seq + 1
+            req.pop("start_time", None)
         return out
 
     async def _batch(
-        self, stream: str, seq: int, subject: str | None, batch: int, up_to_seq: int | None
+        self, stream: str, seq: int, params: dict[str, Any], batch: int
     ) -> tuple[list[StoredMessage], bool]:
-        """One batched direct get: the messages, and whether more match after them."""
-        req: dict[str, Any] = {"seq": max(1, seq), "batch": batch}
-        if subject:
-            req["next_by_subj"] = subject
-        if up_to_seq is not None:
-            req["up_to_seq"] = up_to_seq
+        req: dict[str, Any] = {**params, "batch": batch}
+        if "start_time" not in req:
+            req["seq"] = max(1, seq)
         action = f"read {stream} from seq {seq}"
         inbox = self.nc.new_inbox()
         sub = await self.call(self.nc.subscribe(inbox), action)
         got: list[StoredMessage] = []
-        more = False
+        more = False  # whether more match after `got`
         try:
             await self._now(
                 self.nc.publish(
@@ -428,11 +433,8 @@ class Bus:
                 if status == "204" or status == "404":  # end of batch, or nothing at all
                     break
                 if status or (not msg.data and "Nats-Subject" not in headers):
-                    raise NatsError(
-                        f"NATS refused to {action}: {headers.get('Description', status)}."
-                    )
-                raw = JetStreamManager._lift_msg_to_raw_msg(msg)
-                got.append(_stored_message(raw))
+                    raise NatsError(f"NATS refused to {action}: {headers.get('Description')}.")
+                got.append(_stored_message(JetStreamManager._lift_msg_to_raw_msg(msg)))
                 pending = headers.get("Nats-Num-Pending")
                 more = int(pending) > 0 if pending and pending.isdigit() else len(got) >= batch
                 if len(got) >= batch:

@@ -73,7 +73,7 @@ class Gateway:
         self.live = LiveFeed(self.bus, self.board, self.settings)  # taps the fold from its start
         await self.live.start()
         await self.board.start()
-        self.fleet = Fleet(self.bus.js, self.settings)
+        self.fleet = Fleet(self.bus, self.settings)
         await self.fleet.start()
         self._started = True
 

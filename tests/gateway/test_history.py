@@ -4,6 +4,7 @@ a bounded cache, and reads any retained job back from the log by id."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,8 +13,16 @@ from nats.aio.client import Client as NATS
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobClaimed, JobCompleted, JobStarted, encode
+from jetgrid.events import (
+    JobClaimed,
+    JobCompleted,
+    JobStarted,
+    WorkerHeartbeat,
+    WorkerRegistered,
+    encode,
+)
 from jetgrid.gateway.board import JobBoard
+from jetgrid.gateway.fleet import Fleet
 from tests.helpers import job, submit, until
 
 pytestmark = pytest.mark.integration
@@ -163,3 +172,45 @@ async def test_two_gateways_agree_without_talking(
 
                     bodies.append(await until(done, timeout=10))
             assert bodies[0] == bodies[1]
+
+
+async def test_the_fleet_starts_from_each_workers_newest_events(
+    streams: Settings, nc: NATS
+) -> None:
+    """Pings before the recent window are not folded one by one: the fleet starts from each
+    worker subject's newest message (registration, last ping), then follows the window."""
+    js = nc.jetstream()
+    now = datetime.now(UTC)
+    reg = WorkerRegistered(
+        worker_id="w1",
+        pools=["standard"],
+        models=["echo"],
+        backend="echo",
+        concurrency=2,
+        heartbeat_interval_s=1.0,
+    )
+    events: list[Any] = [reg] + [
+        WorkerHeartbeat(worker_id="w1", n=n, healthy=True, interval_s=1.0, in_flight=0)
+        for n in range(1, 40)
+    ]
+    for i, ev in enumerate(events):
+        name = "registered" if ev is reg else "heartbeat"
+        body = encode(ev, source="jetgrid/worker/w1", id=f"e{i}", time=now)
+        await js.publish(streams.subjects.worker_event("w1", name), body)
+    # Its clock reads an hour later: every message is older than the window.
+    fleet = Fleet(Bus(nc, streams), streams, clock=lambda: now + timedelta(hours=1))
+    folded: list[str] = []
+    fold = fleet.fold
+    fleet.fold = lambda subject, data, t: (folded.append(subject), fold(subject, data, t))[1]  # type: ignore[method-assign]
+    await fleet.start()
+    try:
+        view = fleet.views["w1"]
+        assert view.registered and view.models == ("echo",)
+        assert view.last_ping is not None and view.last_ping.n == 39
+        assert len(folded) == 2  # the registration and the newest ping, not all 40 messages
+        ping = WorkerHeartbeat(worker_id="w1", n=40, healthy=True, interval_s=1.0, in_flight=0)
+        body = encode(ping, source="jetgrid/worker/w1", id="e40", time=now)
+        await js.publish(streams.subjects.worker_event("w1", "heartbeat"), body)
+        await until(lambda: fleet.views["w1"].last_ping.n == 40)  # type: ignore[union-attr]
+    finally:
+        await fleet.stop()
