@@ -386,16 +386,14 @@ class Bus:
         subject: str | None = None,
         limit: int = BATCH_GET,
         up_to_seq: int | None = None,
-        since: datetime | None = None,
         last_of: str | None = None,
     ) -> list[StoredMessage]:
-        """At most `limit` messages from `seq` on (or from the first stored at or after `since`),
-        only those on `subject` (wildcards allowed), none after `up_to_seq`, oldest first; with
+        """At most `limit` messages from `seq` on, only those on `subject` (wildcards allowed),
+        none after `up_to_seq`, oldest first; with
         `last_of` (a wildcard subject): the newest message of each subject it matches instead.
         By batched direct gets (ADR-31): no consumer."""
         out: list[StoredMessage] = []
-        when = since.isoformat().replace("+00:00", "Z") if since is not None else None
-        wanted = dict(next_by_subj=subject, up_to_seq=up_to_seq, start_time=when)
+        wanted = dict(next_by_subj=subject, up_to_seq=up_to_seq)
         req: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
         if last_of:
             req["multi_last"] = [last_of]
@@ -405,15 +403,12 @@ class Bus:
             if not got or not more:
                 break
             seq = got[-1].seq + 1
-            req.pop("start_time", None)
         return out
 
     async def _batch(
         self, stream: str, seq: int, params: dict[str, Any], batch: int
     ) -> tuple[list[StoredMessage], bool]:
-        req: dict[str, Any] = {**params, "batch": batch}
-        if "start_time" not in req:
-            req["seq"] = max(1, seq)
+        req: dict[str, Any] = {**params, "batch": batch, "seq": max(1, seq)}
         action = f"read {stream} from seq {seq}"
         inbox = self.nc.new_inbox()
         sub = await self.call(self.nc.subscribe(inbox), action)

@@ -2,10 +2,10 @@
 
 `Fleet` does not read WORKERS' history (mostly pings): at start it folds the newest message of
 each worker subject (its last registration, ping, draining and deregistration, by one batched
-direct get with a ``multi_last`` filter) stored before a recent window of `RECENT_S` (at least
-the `unserved_model_window_s` setting), then follows WORKERS with an ordered consumer from the
-window's first message. So its start time and memory depend on the number of workers and the
-window, not on how long the log is (a worker's `first_seen` and uptime are the projector's to
+direct get with a ``multi_last`` filter) stored before its last `RECENT` messages, then follows
+WORKERS with an ordered consumer from the first of those. Availability and `served` need only
+each worker's newest events, so its start time and memory depend on the number of workers, not
+on how long the log is (a worker's `first_seen` and uptime are the projector's to
 tell). It checks each message as the projector does (projections.fold.check_worker_message:
 undecodable events, subjects that name another worker, event times far ahead of the stream's
 are skipped) and folds the rest with the worker read model's reducer, projections.workers.apply,
@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from jetgrid.coordinator.settings import Settings
@@ -48,7 +48,7 @@ __all__ = ["Fleet", "live_models", "live_workers", "workers_out"]
 
 log = logging.getLogger("jetgrid.gateway.fleet")
 
-RECENT_S = 600.0  # seconds of WORKERS read whole at start (pings, for recent availability)
+RECENT = 10_000  # WORKERS messages read whole at start; before them, each subject's newest
 MAX_SUBJECTS = 100_000  # worker subjects read by their newest message at start
 
 
@@ -88,7 +88,9 @@ class Fleet:
         config: FoldConfig | None = None,
         *,
         clock: Callable[[], datetime] = wall_clock,
+        recent: int = RECENT,
     ) -> None:
+        self.recent = recent
         self.bus = bus
         self.js: Any = bus.js if bus is not None else None
         self.settings = settings
@@ -103,12 +105,7 @@ class Fleet:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         stream, subjects = self.settings.streams.workers, self.settings.subjects.worker_events()
-        window = max(RECENT_S, self.settings.unserved_model_window_s)
-        end = await self.bus.last_seq(stream)
-        first = await self.bus.messages(
-            stream, since=self.clock() - timedelta(seconds=window), limit=1
-        )
-        start = first[0].seq if first else end + 1
+        start = max(1, await self.bus.last_seq(stream) + 1 - self.recent)
         if start > 1:
             newest = await self.bus.messages(
                 stream, last_of=subjects, up_to_seq=start - 1, limit=MAX_SUBJECTS

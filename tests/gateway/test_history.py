@@ -4,7 +4,7 @@ a bounded cache, and reads any retained job back from the log by id."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -178,7 +178,7 @@ async def test_the_fleet_starts_from_each_workers_newest_events(
     streams: Settings, nc: NATS
 ) -> None:
     """Pings before the recent window are not folded one by one: the fleet starts from each
-    worker subject's newest message (registration, last ping), then follows the window."""
+    worker subject's newest message before it (registration, last ping), then folds the window."""
     js = nc.jetstream()
     now = datetime.now(UTC)
     reg = WorkerRegistered(
@@ -197,17 +197,18 @@ async def test_the_fleet_starts_from_each_workers_newest_events(
         name = "registered" if ev is reg else "heartbeat"
         body = encode(ev, source="jetgrid/worker/w1", id=f"e{i}", time=now)
         await js.publish(streams.subjects.worker_event("w1", name), body)
-    # Its clock reads an hour later: every message is older than the window.
-    fleet = Fleet(Bus(nc, streams), streams, clock=lambda: now + timedelta(hours=1))
+    fleet = Fleet(Bus(nc, streams), streams, recent=5)
     folded: list[str] = []
     fold = fleet.fold
     fleet.fold = lambda subject, data, t: (folded.append(subject), fold(subject, data, t))[1]  # type: ignore[method-assign]
     await fleet.start()
     try:
+        await fleet.sync()
         view = fleet.views["w1"]
         assert view.registered and view.models == ("echo",)
         assert view.last_ping is not None and view.last_ping.n == 39
-        assert len(folded) == 2  # the registration and the newest ping, not all 40 messages
+        # The registration and the newest ping before the last 5, then those: not all 40.
+        assert len(folded) == 2 + 5
         ping = WorkerHeartbeat(worker_id="w1", n=40, healthy=True, interval_s=1.0, in_flight=0)
         body = encode(ping, source="jetgrid/worker/w1", id="e40", time=now)
         await js.publish(streams.subjects.worker_event("w1", "heartbeat"), body)
