@@ -399,6 +399,8 @@ class Bus:
             req["multi_last"] = [last_of]
         while len(out) < limit:
             got, more = await self._batch(stream, seq, req, min(BATCH_GET, limit - len(out)))
+            if up_to_seq is not None and got and got[-1].seq > up_to_seq:  # only multi_last
+                got, more = [m for m in got if m.seq <= up_to_seq], False  # honours up_to_seq
             out.extend(got)
             if not got or not more:
                 break
