@@ -38,7 +38,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus, StoredMessage
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import Envelope, InvalidEvent, JetgridError, decode, decode_submission
+from jetgrid.events import (
+    Envelope,
+    InvalidEvent,
+    JetgridError,
+    check_id,
+    decode,
+    decode_submission,
+)
 from jetgrid.events.codec import DERIVED_PREFIX
 from jetgrid.projections.fold import check_job_event_speaker
 from jetgrid.projections.jobs import JobView, apply
@@ -308,6 +315,10 @@ class JobBoard:
 
     async def _load(self, job_id: str, known_seq: int | None = None) -> JobView | None:
         subjects, names = self.settings.subjects, self.settings.streams
+        try:
+            check_id(job_id, "job id")  # one subject token: no wildcard reads many jobs
+        except JetgridError:
+            return None
         view: JobView | None = None
         seqs: list[int] = []
         for _ in range(8):  # read until the fold did not pass what was read meanwhile

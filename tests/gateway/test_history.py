@@ -79,6 +79,8 @@ async def test_the_board_starts_empty_and_stays_bounded(streams: Settings, nc: N
             assert len(board.seqs(f"jold{i}")) == 3
             assert len(board.jobs) <= 5
         assert await board.find("jnever") is None
+        for wild in ("*", "jold1.>", ">", "a b"):  # never a filter over other jobs' events
+            assert await board.find(wild) is None
     finally:
         await board.stop()
 
