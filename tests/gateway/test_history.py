@@ -217,3 +217,24 @@ async def test_the_fleet_starts_from_each_workers_newest_events(
         await until(lambda: fleet.views["w1"].last_ping.n == 40)  # type: ignore[union-attr]
     finally:
         await fleet.stop()
+
+
+async def test_a_waiter_on_a_job_the_board_never_saw_resolves_from_the_log(
+    streams: Settings, nc: NATS
+) -> None:
+    seq = await submit(nc, streams, job("before"))
+    await _lifecycle(nc, streams, "jbefore", seq, end=False)
+    board = JobBoard(Bus(nc, streams), streams, capacity=1)
+    await board.start()
+    try:
+        waiter = board.waiter("jbefore")  # not cached: claimed and started before the board
+        done = JobCompleted(
+            job_id="jbefore", worker_id="w1", attempt=1, output={"text": "ok"}, duration_s=0
+        )
+        subject = streams.subjects.job_event("jbefore", "completed", "w1")
+        await nc.jetstream().publish(subject, encode(done, source="test"))
+        view = await asyncio.wait_for(waiter, 10)
+        assert view.status == "completed" and view.model == "echo" and view.jobs_seq == seq
+        assert board.seqs("jbefore") and len(board.seqs("jbefore")) == 3
+    finally:
+        await board.stop()
