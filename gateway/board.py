@@ -72,8 +72,11 @@ class Entry:
 class JobBoard:
     """Job views by id: recent ones cached, any retained one read back from the log."""
 
-    def __init__(self, bus: Bus, settings: Settings, *, capacity: int = CAPACITY) -> None:
+    def __init__(
+        self, bus: Bus, settings: Settings, *, capacity: int = CAPACITY, look_back: int = LOOK_BACK
+    ) -> None:
         self.bus = bus
+        self.look_back = look_back
         self.js = bus.js
         self.settings = settings
         self.capacity = capacity
@@ -139,7 +142,7 @@ class JobBoard:
             for c in await self.bus.consumers_info(jobs)
             if c.num_pending or c.num_ack_pending  # one with nothing left claims nothing old
         ]
-        return max(1, min([*floors, jobs_end + 1 - LOOK_BACK]))
+        return max(1, min([*floors, jobs_end + 1 - self.look_back]))
 
     async def stop(self) -> None:
         for sub in self._subs:

@@ -238,3 +238,34 @@ async def test_a_waiter_on_a_job_the_board_never_saw_resolves_from_the_log(
         assert board.seqs("jbefore") and len(board.seqs("jbefore")) == 3
     finally:
         await board.stop()
+
+
+async def test_jobs_is_read_from_the_oldest_submission_a_consumer_has_not_acked(
+    streams: Settings, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    for i in range(10):
+        await submit(nc, streams, job(f"q{i}"))
+    sub = await js.pull_subscribe(
+        streams.subjects.submit("standard", "echo"), "pool", stream=streams.streams.jobs
+    )
+    for msg in await sub.fetch(3, timeout=5):
+        await msg.ack_sync()  # jq0..jq2 claimed: jq3..jq9 may still be unclaimed
+    board = JobBoard(Bus(nc, streams), streams, look_back=2)
+    await board.start()
+    try:
+        await asyncio.wait_for(board.caught_up.wait(), 10)
+        assert sorted(board.pending) == [f"jq{i}" for i in range(3, 10)]
+        view = await board.find("jq3")
+        assert view is not None and view.status == "queued"
+    finally:
+        await board.stop()
+    for msg in await sub.fetch(7, timeout=5):
+        await msg.ack_sync()  # every consumer done: only the last `look_back` are read
+    board = JobBoard(Bus(nc, streams), streams, look_back=2)
+    await board.start()
+    try:
+        await asyncio.wait_for(board.caught_up.wait(), 10)
+        assert sorted(board.pending) == ["jq8", "jq9"]
+    finally:
+        await board.stop()
