@@ -269,3 +269,28 @@ async def test_jobs_is_read_from_the_oldest_submission_a_consumer_has_not_acked(
         assert sorted(board.pending) == ["jq8", "jq9"]
     finally:
         await board.stop()
+
+
+async def test_a_filtered_list_stops_short_with_a_cursor_and_misses_nothing(
+    streams: Settings, nc: NATS, serve_gateway: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jetgrid.gateway import jobs_api
+
+    monkeypatch.setattr(jobs_api, "LIST_SCAN", 5)
+    monkeypatch.setattr(jobs_api, "LIST_CHUNK", 3)
+    await submit(nc, streams, job("q1", model="nobody-serves-this"))
+    await _history(nc, streams, 12)
+    await submit(nc, streams, job("q2", model="nobody-serves-this"))
+    await _history(nc, streams, 12, prefix="mid")
+    async with serve_gateway(streams) as base, httpx.AsyncClient(base_url=base) as http:
+        seen: list[str] = []
+        cursor, pages = None, 0
+        while pages < 50:
+            url = "/v1/jobs?status=queued&limit=1" + (f"&cursor={cursor}" if cursor else "")
+            page = (await http.get(url)).json()
+            pages += 1
+            seen += [j["id"] for j in page["jobs"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ["jq2", "jq1"] and pages > 2
