@@ -133,14 +133,16 @@ class JobBoard:
             self._subs.append(sub)
 
     async def _oldest_unclaimed(self, jobs_end: int) -> int:
-        """The JOBS sequence to read submissions from: the oldest one a consumer of JOBS with
-        work left has not acknowledged (its ack floor + 1), and at least the last LOOK_BACK
+        """The JOBS sequence to read submissions from: the oldest one a pool consumer with work
+        left has not acknowledged (its ack floor + 1), and at least the last LOOK_BACK
         submissions (jobs no consumer's subjects cover)."""
         jobs = self.settings.streams.jobs
         floors = [
             (c.ack_floor.stream_seq if c.ack_floor and c.ack_floor.stream_seq else 0) + 1
             for c in await self.bus.consumers_info(jobs)
-            if c.num_pending or c.num_ack_pending  # one with nothing left claims nothing old
+            # Pool consumers only (coordinator.consumers; not a reader's, such as a projector
+            # replaying from sequence 1); one with nothing left claims nothing old.
+            if c.name.startswith("pool-") and (c.num_pending or c.num_ack_pending)
         ]
         return max(1, min([*floors, jobs_end + 1 - self.look_back]))
 

@@ -247,8 +247,14 @@ async def test_jobs_is_read_from_the_oldest_submission_a_consumer_has_not_acked(
     for i in range(10):
         await submit(nc, streams, job(f"q{i}"))
     sub = await js.pull_subscribe(
-        streams.subjects.submit("standard", "echo"), "pool", stream=streams.streams.jobs
+        streams.subjects.submit("standard", "echo"),
+        "pool-standard-echo",
+        stream=streams.streams.jobs,
     )
+    reader = await js.pull_subscribe(  # a reader far behind, not a pool: does not count
+        streams.subjects.submissions(), "replayer", stream=streams.streams.jobs
+    )
+    await reader.fetch(1, timeout=5)
     for msg in await sub.fetch(3, timeout=5):
         await msg.ack_sync()  # jq0..jq2 claimed: jq3..jq9 may still be unclaimed
     board = JobBoard(Bus(nc, streams), streams, look_back=2)
