@@ -326,7 +326,8 @@ class JobBoard:
             return None
         view: JobView | None = None
         seqs: list[int] = []
-        for _ in range(8):  # read until the fold did not pass what was read meanwhile
+        submission_read = False
+        for _ in range(8):  # read until the fold did not pass anything while this read
             seen = self._seen.get(names.job_events, 0)
             msgs = await self.bus.messages(
                 names.job_events,
@@ -339,17 +340,16 @@ class JobBoard:
                 if got is not None and got[0] == job_id:
                     view = apply(view, got[1])
                     seqs.append(m.seq)
-            if self._seen.get(names.job_events, 0) == seen:
-                break
-        jobs_seq = view.jobs_seq if view is not None else None
-        if jobs_seq is None:
-            jobs_seq = known_seq or self.pending.get(job_id) or _derived_seq(job_id)
-        if jobs_seq is not None and (view is None or view.submitted_at is None):
-            msg = await self.bus.message(names.jobs, jobs_seq)
-            if msg is not None:
-                env = self.submission(msg)
+            jobs_seq = view.jobs_seq if view is not None else None
+            jobs_seq = jobs_seq or known_seq or self.pending.get(job_id) or _derived_seq(job_id)
+            if jobs_seq is not None and not submission_read:
+                submission_read = True
+                msg = await self.bus.message(names.jobs, jobs_seq)
+                env = self.submission(msg) if msg is not None else None
                 if env is not None and env.event.job_id == job_id:
                     view = apply(view, env)
+            if self._seen.get(names.job_events, 0) == seen:
+                break
         entry = self.jobs.get(job_id)
         if entry is not None:  # cached meanwhile (its submission arrived): that one is whole
             return entry.view
