@@ -14,6 +14,7 @@ from jetgrid.events.codec import (
     encode,
     explain,
     format_time,
+    load_json,
     now,
     parse_time,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "encode_model",
     "explain",
     "format_time",
+    "load_json",
     "now",
     "parse_time",
     "stream_specs",
