@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from jetgrid.coordinator.routing import full_model_name
-from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.events import InvalidEvent, JetgridError, JobKind, JobSubmitted, load_json
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.jobs import JobView
 
@@ -94,8 +94,8 @@ class LLMRun:
         settings = gw.settings
 
         async def on_token(msg: Any) -> None:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.queue.put_nowait(("token", json.loads(msg.data)["text"]))
+            with contextlib.suppress(InvalidEvent, KeyError, TypeError):
+                self.queue.put_nowait(("token", load_json(msg.data)["text"]))
 
         if self.tokens:
             self._sub = await gw.bus.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from jetgrid.events import TERMINAL_NAMES, InvalidEvent, decode, format_time
+from jetgrid.events import TERMINAL_NAMES, InvalidEvent, decode, format_time, load_json
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import find_job
 
@@ -95,8 +95,8 @@ async def job_events(request: Request) -> Response:
                     yield b": keep-alive\n\n"
                     continue
                 if kind == "token":
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        yield frame({"text": json.loads(item)["text"]}, event="token")
+                    with contextlib.suppress(InvalidEvent, KeyError, TypeError):
+                        yield frame({"text": load_json(item)["text"]}, event="token")
                     continue
                 seq = item.metadata.sequence.stream
                 try:

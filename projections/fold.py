@@ -31,8 +31,10 @@ Duplicates, out-of-order events and unknown workers are handled by `projections.
 **Rules for JOB_EVENTS messages** (`check_job_event_speaker`): an event whose payload is about
 another job than its subject, or names another worker than the worker token its subject ends in
 (the worker that published it: NATS permissions allow nothing else), is recorded on
-``<prefix>.invalid.JOB_EVENTS`` and changes no view. An undecodable one only advances the
-position.
+``<prefix>.invalid.JOB_EVENTS`` and changes no view, as is one that does not decode or is not
+a job event. An invalid JOBS message (one decode_submission refuses) is recorded on
+``<prefix>.invalid.JOBS`` too: no message stops the fold, and each is recorded once (the
+record's id is ``invalid:<stream>:<seq>``, whoever records it).
 """
 
 from __future__ import annotations
@@ -308,29 +310,32 @@ class Fold:
         data: bytes,
         stream_time: datetime,
         *,
-        decoded: Envelope | bool | None = False,
+        decoded: Envelope | str | None = None,
     ) -> bool:
-        """Fold one JOBS message; an invalid one only moves the position (workers record it).
+        """Fold one JOBS message; an invalid one is recorded in `invalid` and only moves the
+        position (a worker that pulls it records the same record: both use its stable id).
 
-        `decoded`: the envelope if the caller already decoded it (None: it was invalid).
+        `decoded`: the envelope if the caller already decoded it, or the reason it is invalid.
         """
         if seq <= self.positions[JOBS]:
             self.counts["skipped"] += 1
             return False
         self.positions[JOBS] = seq
-        env: Envelope | None
-        if decoded is False:
+        got: Envelope | str
+        if decoded is None:
             try:
-                env = decode_submission(
+                got = decode_submission(
                     data, subject=subject, subjects=self.subjects, seq=seq, stream_time=stream_time
                 )
-            except InvalidEvent:
-                env = None
+            except InvalidEvent as exc:
+                got = exc.reason
         else:
-            env = decoded if isinstance(decoded, Envelope) else None
-        if env is None:
+            got = decoded
+        if isinstance(got, str):
+            self.invalid.append(Invalid(seq, subject, data, got, stream=JOBS))
             self.counts["invalid"] += 1
             return True
+        env = got
         self._apply_job(env.event.job_id, env)
         return True
 
@@ -342,19 +347,20 @@ class Fold:
         self.positions[JOB_EVENTS] = seq
         try:
             env = decode(data).at(seq, subject)
-        except InvalidEvent:
-            self.counts["invalid"] += 1
-            return True
-        job_id = getattr(env.event, "job_id", None)
-        if not job_id:
-            self.counts["invalid"] += 1
-            return True
-        reason = check_job_event_speaker(self.subjects, subject, env)
+        except InvalidEvent as exc:
+            reason: str | None = exc.reason
+        else:
+            job_id = getattr(env.event, "job_id", None)
+            reason = (
+                check_job_event_speaker(self.subjects, subject, env)
+                if job_id
+                else f"Event type {env.type!r} does not belong on the JOB_EVENTS stream."
+            )
         if reason is not None:
             self.invalid.append(Invalid(seq, subject, data, reason, stream=JOB_EVENTS))
             self.counts["invalid"] += 1
             return True
-        self._apply_job(job_id, env)
+        self._apply_job(str(env.event.job_id), env)
         return True
 
     def _apply_job(self, job_id: str, env: Envelope) -> None:

@@ -30,7 +30,6 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     JOBS,
     Event,
-    InvalidMessage,
     JetgridError,
     JobCancelled,
     JobCompleted,
@@ -209,15 +208,14 @@ class Outcomes:
     async def reject(self, msg: Delivery, seq: int, reason: str) -> None:
         """Record an undecodable submission on the invalid stream, then never redeliver it."""
         self.counters.invalid += 1
-        record = InvalidMessage.of(
+        await self.bus.record_invalid(
             msg.data,
+            self.speaker,
             stream=JOBS,
             subject=msg.subject,
             seq=seq,
             reason=reason,
-            detected_by=self.speaker.source,
-            headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
+            headers=msg.headers,
         )
-        await self.bus.store(record, self.speaker)
         await msg.term()
         log.info("rejected JOBS seq %s: %s", seq, reason)
