@@ -144,12 +144,15 @@ def ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]
 def check_job_event_speaker(subjects: Subjects, subject: str, env: Envelope) -> str | None:
     """Why a lifecycle event must not count, or None. A worker publishes under its own id,
     the subject's last token (NATS permissions enforce that), so an event whose payload names
-    another worker, or another job, is a forgery or a bug: it changes no view."""
+    another worker, or another job, is a forgery or a bug: it changes no view; so is an event
+    that is about no job (a worker event published on a job's subject)."""
     try:
         job_id, _, speaker = subjects.parse_job_event_by(subject)
     except InvalidSubject as exc:
         return str(exc)
-    said = str(env.event.job_id)
+    said = getattr(env.event, "job_id", None)
+    if not said:
+        return f"Event type {env.type!r} does not belong on the JOB_EVENTS stream."
     if said != job_id:
         return f"the event is about job {said!r} but was published on job {job_id!r}'s subject"
     named = getattr(env.event, "worker_id", None)
@@ -350,12 +353,7 @@ class Fold:
         except InvalidEvent as exc:
             reason: str | None = exc.reason
         else:
-            job_id = getattr(env.event, "job_id", None)
-            reason = (
-                check_job_event_speaker(self.subjects, subject, env)
-                if job_id
-                else f"Event type {env.type!r} does not belong on the JOB_EVENTS stream."
-            )
+            reason = check_job_event_speaker(self.subjects, subject, env)
         if reason is not None:
             self.invalid.append(Invalid(seq, subject, data, reason, stream=JOB_EVENTS))
             self.counts["invalid"] += 1

@@ -145,7 +145,10 @@ class Outcomes:
             env = decode(msg.data).at(None, msg.subject)
         except InvalidEvent:  # a hostile message published by the test itself
             return
-        self.events[env.event.job_id].append(env)
+        job_id = getattr(env.event, "job_id", None)
+        if job_id is None:  # a worker event published on a job's subject, by the test itself
+            return
+        self.events[job_id].append(env)
         self._changed.set()
 
     def terminal(self, job_id: str) -> list[Envelope]:

@@ -73,13 +73,30 @@ async def rows(store: Store) -> dict[str, list[Any]]:
     return out
 
 
-async def clean_replay(s: Settings, bus: Bus, store: Store, hostile: dict[str, set[int]]) -> None:
+async def clean_replay(
+    s: Settings, bus: Bus, store: Store, hostile: dict[str, set[int]], ends: dict[str, int]
+) -> None:
+    """Replay into `store` up to `ends`, leaving out the hostile messages."""
     config = fold_config(s)
     await store.open(config)
     folder = Skipping(Folder(s, store, Fold(s.subjects, config)), hostile)
     for logical, (stream, subject) in stream_filters(s).items():
-        last = await bus.last_seq(stream)
-        await read_stream(bus.js, folder, logical, stream, subject, last, None, 20_000, None)
+        end = ends[logical]
+        await read_stream(bus.js, folder, logical, stream, subject, end, None, 20_000, None)
+
+
+async def equal_to_clean(
+    s: Settings, bus: Bus, store: Store, hostile: dict[str, set[int]], path: Path
+) -> None:
+    """Raise unless `store` holds the read models of the log without the hostile messages, up
+    to the positions `store` has reached (workers keep heart-beating meanwhile)."""
+    ends = dict((await store.load()).positions)
+    clean = Store(f"sqlite+aiosqlite:///{path}")
+    try:
+        await clean_replay(s, bus, clean, hostile, ends)
+        assert await rows(store) == await rows(clean), f"read models differ at {ends}"
+    finally:
+        await clean.close()
 
 
 async def run_consumers(
@@ -104,10 +121,10 @@ async def run_consumers(
 
     replay_store = Store(f"sqlite+aiosqlite:///{tmp / 'replay.db'}")
     replayed = await replay(s, replay_store, bus)
-    got.consumers["replay"] = replayed.positions == got.ends
+    got.consumers["replay"] = all(replayed.positions[k] >= n for k, n in got.ends.items())
 
     audit = await gather(s, bus, fold_config(s))
-    got.consumers["audit"] = dict(audit.fold.positions) == got.ends
+    got.consumers["audit"] = all(audit.fold.positions[k] >= n for k, n in got.ends.items())
 
     board, fleet = JobBoard(js, s), SeenFleet(js, s)
     await board.start()
@@ -143,12 +160,10 @@ async def run_consumers(
     keys = [(r.stream, r.seq) for r in per_message]
     assert len(keys) == len(set(keys)), f"recorded more than once: {keys}"
 
-    clean = Store(f"sqlite+aiosqlite:///{tmp / 'clean.db'}")
-    await clean_replay(s, bus, clean, hostile)
-    assert await rows(replay_store) == await rows(clean)
-    assert await rows(live_store) == await rows(clean)
+    await equal_to_clean(s, bus, replay_store, hostile, tmp / "clean-replay.db")
+    await equal_to_clean(s, bus, live_store, hostile, tmp / "clean-live.db")
     got.consumers["read models equal the clean log's"] = True
-    for store in (live_store, replay_store, clean):
+    for store in (live_store, replay_store):
         await store.close()
     return got
 
