@@ -47,6 +47,7 @@ class ReplayResult:
     messages: int
     seconds: float
     digest: str
+    invalid: int = 0  # messages the fold could not use: skipped and counted, never recorded
 
     @property
     def rate(self) -> float:
@@ -92,7 +93,9 @@ async def replay(
             progress,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
-    return ReplayResult(dict(folder.fold.positions), total, seconds, await store.digest())
+    digest = await store.digest()
+    invalid = folder.fold.counts["invalid"]
+    return ReplayResult(dict(folder.fold.positions), total, seconds, digest, invalid)
 
 
 async def read_stream(

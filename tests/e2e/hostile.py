@@ -122,6 +122,7 @@ async def run_consumers(
     replay_store = Store(f"sqlite+aiosqlite:///{tmp / 'replay.db'}")
     replayed = await replay(s, replay_store, bus)
     got.consumers["replay"] = all(replayed.positions[k] >= n for k, n in got.ends.items())
+    assert replayed.invalid >= sum(len(seqs) for seqs in hostile.values())  # skipped, counted
 
     audit = await gather(s, bus, fold_config(s))
     got.consumers["audit"] = all(audit.fold.positions[k] >= n for k, n in got.ends.items())
