@@ -126,6 +126,7 @@ async def run_consumers(
 
     audit = await gather(s, bus, fold_config(s))
     got.consumers["audit"] = all(audit.fold.positions[k] >= n for k, n in got.ends.items())
+    assert audit.fold.counts["invalid"] >= sum(len(seqs) for seqs in hostile.values())
 
     board, fleet = JobBoard(js, s), SeenFleet(js, s)
     await board.start()
