@@ -24,7 +24,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -45,7 +45,15 @@ from jetgrid.coordinator.errors import (
     PermissionDenied,
 )
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import TERMINAL_NAMES, Envelope, Event, JetgridError, decode, encode
+from jetgrid.events import (
+    TERMINAL_NAMES,
+    Envelope,
+    Event,
+    InvalidMessage,
+    JetgridError,
+    decode,
+    encode,
+)
 from jetgrid.events.addressing import Speaker, address
 
 __all__ = [
@@ -318,6 +326,33 @@ class Bus:
             f"publish to {addr.subject}",
         )
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def record_invalid(
+        self,
+        data: bytes,
+        speaker: Speaker,
+        *,
+        stream: str,
+        subject: str,
+        seq: int | None,
+        reason: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Stored:
+        """Record a message that cannot be used on ``<prefix>.invalid.<stream>``.
+
+        Its id is ``invalid:<stream>:<seq>``, so every consumer that meets the same message
+        may record it: the stream keeps the first record.
+        """
+        record = InvalidMessage.of(
+            data,
+            stream=stream,
+            subject=subject,
+            seq=seq,
+            reason=reason,
+            detected_by=speaker.source,
+            headers={k: v for k, v in (headers or {}).items() if isinstance(v, str)},
+        )
+        return await self.store(record, speaker)
 
     async def send(self, event: Event, speaker: Speaker, *, time: datetime | None = None) -> None:
         """Publish `event` as `speaker` without waiting for the stream's ack: it is stored all

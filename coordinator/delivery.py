@@ -10,12 +10,12 @@ an operation again is coordinator/backoff.py's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.events import InvalidEvent, load_json
 from jetgrid.events.subjects import PRIORITIES
 
 
@@ -149,8 +149,8 @@ class MaxDeliveries:
 def parse_max_deliveries(data: bytes) -> MaxDeliveries | None:
     """The advisory's facts, or None if the bytes are not a max-deliveries advisory."""
     try:
-        obj: Any = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+        obj: Any = load_json(data)
+    except InvalidEvent:
         return None
     if not isinstance(obj, dict) or "max_deliver" not in str(obj.get("type", "")):
         return None

@@ -31,6 +31,9 @@ class JobBoard:
         self.js = js
         self.settings = settings
         self.jobs: dict[str, JobView] = {}
+        # Messages skipped because they cannot be used (the gateway records nothing: the
+        # workers and the projector record them on the invalid stream).
+        self.invalid = 0
         self.caught_up = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[JobView]]] = defaultdict(list)
         self._targets: dict[str, int] = {}
@@ -116,7 +119,7 @@ class JobBoard:
                 stream_time=md.timestamp,
             )
         except InvalidEvent:
-            pass  # the worker that pulls it records it on the invalid stream
+            self.invalid += 1  # the projector and the worker that pulls it record it
         else:
             self._apply(env.event.job_id, env)
         self._mark(self.settings.streams.jobs, md.sequence.stream)
@@ -125,14 +128,16 @@ class JobBoard:
         md = msg.metadata
         try:
             env = decode(msg.data).at(md.sequence.stream, msg.subject)
-        except InvalidEvent as exc:
-            log.warning("undecodable job event at seq %s: %s", md.sequence.stream, exc.reason)
+        except InvalidEvent as exc:  # the projector records it on the invalid stream
+            self.invalid += 1
+            log.debug("undecodable job event at seq %s: %s", md.sequence.stream, exc.reason)
         else:
             job_id = getattr(env.event, "job_id", None)
             forged = check_job_event_speaker(self.settings.subjects, msg.subject, env)
-            if forged is not None:  # the projector records it on the invalid stream
-                log.warning("job event at seq %s does not count: %s", md.sequence.stream, forged)
-            elif job_id:
+            if forged is not None or not job_id:  # the projector records it too
+                self.invalid += 1
+                log.debug("job event at seq %s does not count: %s", md.sequence.stream, forged)
+            else:
                 self._apply(job_id, env)
                 for tap in self.taps:
                     try:

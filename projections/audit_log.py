@@ -19,7 +19,7 @@ from jetgrid.events.codec import decode_submission
 from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, Span, WorkerInput
-from jetgrid.projections.fold import Fold, FoldConfig
+from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
 from jetgrid.projections.folder import Item, stream_filters
 from jetgrid.projections.replay import feed
 
@@ -49,13 +49,18 @@ class AuditLog:
                         stream_time=it.time,
                     )  # fmt: skip
                 except InvalidEvent:
+                    fold.counts["invalid"] += 1  # skipped and counted: an audit publishes nothing
                     continue
                 self.submitted.setdefault(env.event.job_id, env.time.timestamp())
             else:
                 fold.positions[JOB_EVENTS] = it.seq
                 try:
-                    env = decode(it.data)
+                    env = decode(it.data).at(it.seq, it.subject)
                 except InvalidEvent:
+                    fold.counts["invalid"] += 1
+                    continue
+                if check_job_event_speaker(fold.subjects, it.subject, env) is not None:
+                    fold.counts["invalid"] += 1  # the fold's rule: it changes no view
                     continue
                 ev, t = env.event, env.time.timestamp()
                 if isinstance(ev, JobClaimed):

@@ -31,8 +31,10 @@ Duplicates, out-of-order events and unknown workers are handled by `projections.
 **Rules for JOB_EVENTS messages** (`check_job_event_speaker`): an event whose payload is about
 another job than its subject, or names another worker than the worker token its subject ends in
 (the worker that published it: NATS permissions allow nothing else), is recorded on
-``<prefix>.invalid.JOB_EVENTS`` and changes no view. An undecodable one only advances the
-position.
+``<prefix>.invalid.JOB_EVENTS`` and changes no view, as is one that does not decode or is not
+a job event. An invalid JOBS message (one decode_submission refuses) is recorded on
+``<prefix>.invalid.JOBS`` too: no message stops the fold, and each is recorded once (the
+record's id is ``invalid:<stream>:<seq>``, whoever records it).
 """
 
 from __future__ import annotations
@@ -142,12 +144,15 @@ def ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]
 def check_job_event_speaker(subjects: Subjects, subject: str, env: Envelope) -> str | None:
     """Why a lifecycle event must not count, or None. A worker publishes under its own id,
     the subject's last token (NATS permissions enforce that), so an event whose payload names
-    another worker, or another job, is a forgery or a bug: it changes no view."""
+    another worker, or another job, is a forgery or a bug: it changes no view; so is an event
+    that is about no job (a worker event published on a job's subject)."""
     try:
         job_id, _, speaker = subjects.parse_job_event_by(subject)
     except InvalidSubject as exc:
         return str(exc)
-    said = str(env.event.job_id)
+    said = getattr(env.event, "job_id", None)
+    if not said:
+        return f"Event type {env.type!r} does not belong on the JOB_EVENTS stream."
     if said != job_id:
         return f"the event is about job {said!r} but was published on job {job_id!r}'s subject"
     named = getattr(env.event, "worker_id", None)
@@ -308,29 +313,32 @@ class Fold:
         data: bytes,
         stream_time: datetime,
         *,
-        decoded: Envelope | bool | None = False,
+        decoded: Envelope | str | None = None,
     ) -> bool:
-        """Fold one JOBS message; an invalid one only moves the position (workers record it).
+        """Fold one JOBS message; an invalid one is recorded in `invalid` and only moves the
+        position (a worker that pulls it records the same record: both use its stable id).
 
-        `decoded`: the envelope if the caller already decoded it (None: it was invalid).
+        `decoded`: the envelope if the caller already decoded it, or the reason it is invalid.
         """
         if seq <= self.positions[JOBS]:
             self.counts["skipped"] += 1
             return False
         self.positions[JOBS] = seq
-        env: Envelope | None
-        if decoded is False:
+        got: Envelope | str
+        if decoded is None:
             try:
-                env = decode_submission(
+                got = decode_submission(
                     data, subject=subject, subjects=self.subjects, seq=seq, stream_time=stream_time
                 )
-            except InvalidEvent:
-                env = None
+            except InvalidEvent as exc:
+                got = exc.reason
         else:
-            env = decoded if isinstance(decoded, Envelope) else None
-        if env is None:
+            got = decoded
+        if isinstance(got, str):
+            self.invalid.append(Invalid(seq, subject, data, got, stream=JOBS))
             self.counts["invalid"] += 1
             return True
+        env = got
         self._apply_job(env.event.job_id, env)
         return True
 
@@ -342,19 +350,15 @@ class Fold:
         self.positions[JOB_EVENTS] = seq
         try:
             env = decode(data).at(seq, subject)
-        except InvalidEvent:
-            self.counts["invalid"] += 1
-            return True
-        job_id = getattr(env.event, "job_id", None)
-        if not job_id:
-            self.counts["invalid"] += 1
-            return True
-        reason = check_job_event_speaker(self.subjects, subject, env)
+        except InvalidEvent as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = check_job_event_speaker(self.subjects, subject, env)
         if reason is not None:
             self.invalid.append(Invalid(seq, subject, data, reason, stream=JOB_EVENTS))
             self.counts["invalid"] += 1
             return True
-        self._apply_job(job_id, env)
+        self._apply_job(str(env.event.job_id), env)
         return True
 
     def _apply_job(self, job_id: str, env: Envelope) -> None:

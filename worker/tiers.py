@@ -20,7 +20,6 @@ it takes time as an argument-free injected clock, so it is tested without a serv
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -35,6 +34,7 @@ from jetgrid.coordinator.allowance import pull_allowance
 from jetgrid.coordinator.backoff import TIER_WATCH_RETRY_S
 from jetgrid.coordinator.budget import Budget, new_budget, take, wait_time, with_factor
 from jetgrid.coordinator.tiers import PROBATION
+from jetgrid.events import InvalidEvent, load_json
 
 __all__ = ["PullGate", "TierUpdate", "TierWatch", "parse_tier_value"]
 
@@ -53,9 +53,9 @@ class TierUpdate:
 def parse_tier_value(data: bytes) -> TierUpdate:
     """A KV value -> TierUpdate; ValueError quoting the value when it is not a valid one."""
     try:
-        doc: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Tier value {data[:80]!r} is not JSON ({exc}).") from None
+        doc: Any = load_json(data)
+    except InvalidEvent as exc:
+        raise ValueError(f"Tier value {data[:80]!r} is not JSON ({exc.reason})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"Tier value {data[:80]!r} is not a JSON object.")
     factor, tier = doc.get("factor"), doc.get("tier")

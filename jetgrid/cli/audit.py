@@ -32,6 +32,8 @@ def render(report: dict[str, Any]) -> str:
         f"audit of {report['stream_prefix'] or ''}WORKERS/JOBS/JOB_EVENTS from {report['from'] or 'the start'} to {report['to'] or 'the end'}",
         f"budget: base rate {report['rule']['rate'] or 'unlimited'} jobs/s, burst {report['rule']['capacity']}, grace {report['rule']['grace_s']} s",
     ]
+    if report.get("skipped_invalid"):
+        lines.append(f"skipped {report['skipped_invalid']} messages that are not valid events")
     for w in report["workers"]:
         up = ", ".join(f"{k} {_pct(v)}" for k, v in w["uptime"].items())
         lines.append("")
@@ -168,6 +170,7 @@ async def audit(
         "to": to,
         "rule": {"rate": rule.rate, "capacity": rule.capacity, "grace_s": rule.grace_s},
         "positions": log.fold.positions,
+        "skipped_invalid": log.fold.counts["invalid"],
         "workers": workers,
     }
     click.echo(json.dumps(report, indent=2) if as_json else render(report))

@@ -172,6 +172,8 @@ async def replay(
             click.echo(
                 f"replayed {result.messages} messages in {result.seconds:.2f} s ({result.rate:,.0f}/s) to {pos}"
             )
+            if result.invalid:
+                click.echo(f"skipped {result.invalid} messages that are not valid events")
             click.echo(f"database {url}")
         click.echo(f"digest sha256:{result.digest}")
     except InvalidEvent as exc:

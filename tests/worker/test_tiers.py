@@ -40,7 +40,8 @@ def test_parse_tier_value(raw: bytes, expected: TierUpdate) -> None:
         (b'{"tier": "full", "factor": "1"}', "Not a number"),
         (b'{"tier": "full", "factor": true}', "Not a number"),
         (b'{"tier": "full", "factor": 1.5}', "Must be 0..1"),
-        (b'{"tier": "full", "factor": NaN}', "Must be 0..1"),
+        (b'{"tier": "full", "factor": NaN}', "not a JSON number"),
+        (b'{"tier": "full", "factor": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nests deeper"),
         (b'{"factor": 0.5}', "'tier' has value None"),
     ],
 )
