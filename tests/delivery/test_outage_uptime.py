@@ -144,3 +144,49 @@ async def test_jetgrid_up_restarts_its_nats_server_when_it_is_killed(tmp_path) -
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+async def test_a_worker_back_under_its_id_is_judged_for_unplanned_absence_only(
+    stop: str, streams, nc, start_worker, procs, tmp_path
+) -> None:
+    """Stopped cleanly (SIGTERM: `deregistered`) for twice the uptime window, a worker comes
+    back in the tier it left in; SIGKILLed for as long, it comes back judged for the silence."""
+    from tests.helpers import spawn_worker
+
+    policy = tmp_path / "tiers.toml"
+    policy.write_text(POLICY)
+    s = streams.replace(heartbeat_interval_s=0.05, uptime_windows="4s", tier_policy_file=policy)
+    await ensure_tiers_bucket(nc.jetstream(), s.tiers_bucket)
+    projector = await open_projector(s, fold_config(s, tick_s=0.25))
+    try:
+        steady = await start_worker(settings=s, worker_id="steady")  # the log clock moves on
+        views = projector.fold.workers
+        proc = await spawn_worker(s, "vm", JETGRID_HEARTBEAT_INTERVAL_S="0.05")
+        procs.append(proc)
+        await until(lambda: "vm" in views and views["vm"].tier == "full", timeout=30)
+        left = views["vm"].tier_history
+
+        proc.send_signal(getattr(signal, stop))
+        await asyncio.wait_for(proc.wait(), 20)
+        if stop == "SIGTERM":
+            await until(lambda: views["vm"].lifecycle == "deregistered")
+        # twice the window passes on the log clock ("an hour" at 1 s pings over a 1 h window)
+        gone = views["steady"].last_seen
+        await until(lambda: (views["steady"].last_seen - gone).total_seconds() > 8, timeout=30)
+        assert steady.pinger.counters.sent > 0
+
+        proc = await spawn_worker(s, "vm", JETGRID_HEARTBEAT_INTERVAL_S="0.05")
+        procs.append(proc)
+        await until(lambda: views["vm"].registrations == 2 and views["vm"].pings > 0)
+        back = views["vm"].pings
+        await until(lambda: views["vm"].pings >= back + 5)
+        if stop == "SIGTERM":
+            assert views["vm"].tier == "full"
+            assert views["vm"].tier_history == left  # not one change while it was away
+        else:
+            assert views["vm"].tier == "none"
+            up = views["vm"].uptime
+            assert up is not None and up.away is None
+    finally:
+        await projector.close()
