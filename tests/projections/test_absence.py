@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from jetgrid.coordinator.settings import Settings
@@ -113,6 +113,7 @@ def _ref_and_paused(n, bad, gap, after, during):
 )
 def test_a_pause_cuts_its_slots_out_exactly(n, bad, gap, after, during) -> None:
     """Paused for `gap` seconds, a tracker equals one that never saw the gap, at every time."""
+    assume(any(k not in bad[0] for k in range(n)))  # pinged before: a pause needs a grid
     ref, paused = _ref_and_paused(n, bad, gap, after, during)
     assert (paused.top, paused.mask, paused.first_slot) == (ref.top, ref.mask, ref.first_slot)
     assert [r.counts.tolist() for r in paused.rings] == [r.counts.tolist() for r in ref.rings]
