@@ -266,3 +266,34 @@ def test_silence_is_a_no_op_for_short_gaps_and_absent_workers() -> None:
     gone = fold([env(WorkerDeregistered(worker_id="w1", reason="x"), 7205.0)], v)
     assert silence(gone, at(7205), at(7900)) is gone
     assert silence(v, at(9000), at(9900)) is v  # not heard from since long before
+
+
+def test_a_goodbye_after_a_fleet_silence_excuses_the_silence_then_pauses() -> None:
+    f = _fold()
+    for wid in ("a", "b"):
+        f.apply_worker(reg(0.0, wid))
+    _fleet(f, 10.0, 7200.0, {"a": "b1", "b": "b1"})
+    f.apply_worker(env(WorkerDeregistered(worker_id="a", reason="stopped"), 7800.0))
+    up = f.workers["a"].uptime
+    assert up is not None and up.away is not None and not up.provisional
+    assert up.uptime(at(9000).timestamp(), 3600.0) == 1.0
+
+
+def test_a_projector_restarted_mid_outage_agrees_with_one_that_was_not() -> None:
+    """Views persisted while a silence is undecided, loaded into a new fold, end equal."""
+    envs = [reg(0.0, w) for w in ("a", "b")]
+    envs += [ping(float(t), t // 10, w) for t in range(10, 7200, 10) for w in ("a", "b")]
+    envs += [ping(float(t), t // 10, w) for t in range(7800, 9000, 10) for w in ("a", "b")]
+    one = _fold()
+    for e in envs:
+        one.apply_worker(e)
+    cut = next(i for i, e in enumerate(envs) if e.time >= at(7800)) + 1  # a resumed, b not yet
+    first = _fold()
+    for e in envs[:cut]:
+        first.apply_worker(e)
+    assert first.workers["b"].uptime.provisional
+    saved = {w: from_dict(to_dict(v)) for w, v in first.workers.items()}
+    second = Fold(Settings().subjects, FoldConfig(windows=HOUR), workers=saved, clock=first.clock)
+    for e in envs[cut:]:
+        second.apply_worker(e)
+    assert second.workers == one.workers
