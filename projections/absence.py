@@ -13,10 +13,13 @@
   WORKERS log (every worker) was silent for longer than ``ONLINE_INTERVALS`` of a live worker's
   heartbeats, the projector pauses that worker's tracker provisionally at the last event before
   the silence: the broker, or everyone's connection to it, was down. The worker's next event
-  decides: the same boot (it lived through the outage) resumes at that event's time, and the
-  silence is cut out; a new boot or a registration (it was restarted) cancels the pause, and the
-  silence counts. A single worker's own network trouble never pauses anything while others keep
-  pinging.
+  decides: if it is of the same boot (it lived through the outage) the tracker resumes where the
+  silence ended, so the silence is cut out; its own lag after that is excused up to
+  ``RECONNECT_GRACE_S`` or two heartbeat intervals, whichever is longer (clients reconnect on a
+  0.5 s back-off), and counts beyond. If it is a new boot or a registration (it was restarted)
+  the pause is cancelled, and the silence counts. A single worker's own network trouble never
+  pauses anything while others keep pinging. (Workers do not hold pings for a reconnect, so
+  the log shows an outage as a silence: see worker.heartbeats.)
 
 Replays give the same tiers: pauses are decided by the log alone (its events, their times and
 their order), like everything the reducer does.
@@ -29,7 +32,10 @@ from typing import Any, Literal, Protocol
 
 from jetgrid.projections.uptime import UptimeTracker
 
-__all__ = ["Lifecycle", "lifecycle_of", "moved", "on_event"]
+__all__ = ["RECONNECT_GRACE_S", "Lifecycle", "lifecycle_of", "moved", "on_event"]
+
+# After a fleet silence, how late a surviving worker may be heard from again without it counting.
+RECONNECT_GRACE_S = 2.0
 
 Lifecycle = Literal["active", "draining", "deregistered"]
 
@@ -61,8 +67,10 @@ def moved(
     `restarted`: the event shows a new process (a registration, a ping of a new boot), which
     decides a provisional pause (a fleet silence) against the worker.
     """
-    if tracker.provisional:  # the first word after a fleet silence: did it live through it?
-        tracker = tracker.cancel() if restarted else tracker.resume(t)
+    held = tracker.provisional
+    if held is not None:  # the first word after a fleet silence: did it live through it?
+        grace = max(RECONNECT_GRACE_S, 2 * tracker.interval)
+        tracker = tracker.cancel() if restarted else tracker.resume(min(held + grace, t))
     if before == "active" and after != "active":
         return tracker.pause(t)
     if before != "active" and after == "active":

@@ -221,7 +221,8 @@ class UptimeTracker:
     top: int = 0  # newest slot seen; bit i of `mask` is slot top - i
     mask: int = 0
     away: int | None = None  # paused at this slot (module docstring), None while counting
-    provisional: bool = False  # the pause is a fleet silence not yet decided (the reducer's)
+    # A fleet silence not yet decided (the reducer's): the event time the silence ended.
+    provisional: float | None = None
     resumed: float | None = None  # event time of the last resume: older pings are ignored
 
     # -- construction ---------------------------------------------------------------------------
@@ -308,10 +309,11 @@ class UptimeTracker:
         )
 
     # -- pauses ---------------------------------------------------------------------------------
-    def pause(self, t: float, *, provisional: bool = False) -> UptimeTracker:
+    def pause(self, t: float, *, until: float | None = None) -> UptimeTracker:
         """The tracker with its slot clock stopped at event time `t` (module docstring).
 
-        Self if already paused or never pinged (nothing to judge yet).
+        `until`: a provisional pause for a silence that ended then (kept as `provisional`, for
+        the reducer to `resume` at or `cancel`). Self if already paused or never pinged.
         """
         if self.first_slot is None or self.away is not None:
             return self
@@ -325,7 +327,7 @@ class UptimeTracker:
             self.top,
             self.mask,
             away,
-            provisional,
+            until,
             self.resumed,
         )
 
@@ -344,7 +346,7 @@ class UptimeTracker:
             self.top,
             self.mask,
             None,
-            False,
+            None,
             t,
         )
 
@@ -361,7 +363,7 @@ class UptimeTracker:
             self.top,
             self.mask,
             None,
-            False,
+            None,
             self.resumed,
         )
 
@@ -447,7 +449,7 @@ class UptimeTracker:
                 for r in data["windows"]
             )
             first = data["first_slot"]
-            away, resumed = data.get("away"), data.get("resumed")
+            away, resumed, held = data.get("away"), data.get("resumed"), data.get("provisional")
             return cls(
                 interval=float(data["interval"]),
                 horizon=int(data["horizon"]),
@@ -457,7 +459,7 @@ class UptimeTracker:
                 top=int(data["top"]),
                 mask=int(data["mask"], 16),
                 away=None if away is None else int(away),
-                provisional=bool(data.get("provisional", False)),
+                provisional=None if held is None else float(held),
                 resumed=None if resumed is None else float(resumed),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:

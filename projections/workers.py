@@ -434,7 +434,7 @@ def silence(view: WorkerView, since: datetime, until: datetime) -> WorkerView:
         or (since - view.last_seen).total_seconds() > STALE_INTERVALS * interval  # gone before
     ):
         return view
-    paused = tracker.pause(_ts(since), provisional=True)
+    paused = tracker.pause(_ts(since), until=_ts(until))
     return view if paused is tracker else _replace(view, {"uptime": paused})
 
 

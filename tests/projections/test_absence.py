@@ -138,7 +138,7 @@ def test_cancel_counts_the_paused_slots_as_missed() -> None:
     tr = UptimeTracker.start(1.0, W100)
     for k in range(150):
         tr = tr.ping(E0 + k, True)
-    cancelled = tr.pause(E0 + 150, provisional=True).cancel()
+    cancelled = tr.pause(E0 + 150, until=E0 + 160).cancel()
     assert cancelled.windows(E0 + 200) == tr.windows(E0 + 200)
     assert cancelled.uptime(E0 + 200, 100.0) == 0.5
 
@@ -262,7 +262,7 @@ def test_a_worker_restarted_during_a_fleet_silence_is_judged_for_it() -> None:
 def test_silence_is_a_no_op_for_short_gaps_and_absent_workers() -> None:
     v = fold(two_hours())
     assert silence(v, at(7200), at(7215)) is v  # 1.5 intervals: a late ping, not an outage
-    assert silence(v, at(7200), at(7300)).uptime.provisional
+    assert silence(v, at(7200), at(7300)).uptime.provisional == at(7300).timestamp()
     gone = fold([env(WorkerDeregistered(worker_id="w1", reason="x"), 7205.0)], v)
     assert silence(gone, at(7205), at(7900)) is gone
     assert silence(v, at(9000), at(9900)) is v  # not heard from since long before
@@ -275,7 +275,7 @@ def test_a_goodbye_after_a_fleet_silence_excuses_the_silence_then_pauses() -> No
     _fleet(f, 10.0, 7200.0, {"a": "b1", "b": "b1"})
     f.apply_worker(env(WorkerDeregistered(worker_id="a", reason="stopped"), 7800.0))
     up = f.workers["a"].uptime
-    assert up is not None and up.away is not None and not up.provisional
+    assert up is not None and up.away is not None and up.provisional is None
     assert up.uptime(at(9000).timestamp(), 3600.0) == 1.0
 
 
@@ -291,9 +291,23 @@ def test_a_projector_restarted_mid_outage_agrees_with_one_that_was_not() -> None
     first = _fold()
     for e in envs[:cut]:
         first.apply_worker(e)
-    assert first.workers["b"].uptime.provisional
+    assert first.workers["b"].uptime.provisional is not None
     saved = {w: from_dict(to_dict(v)) for w, v in first.workers.items()}
     second = Fold(Settings().subjects, FoldConfig(windows=HOUR), workers=saved, clock=first.clock)
     for e in envs[cut:]:
         second.apply_worker(e)
     assert second.workers == one.workers
+
+
+def test_a_survivor_heard_from_long_after_the_silence_ended_is_judged_for_the_delay() -> None:
+    f = _fold()
+    for wid in ("a", "b"):
+        f.apply_worker(reg(0.0, wid))
+    _fleet(f, 10.0, 7200.0, {"a": "b1", "b": "b1"})
+    # the broker is back at 7800: a reconnects at once, b only 600 s later (its own trouble)
+    _fleet(f, 7800.0, 8400.0, {"a": "b1", "b": "b1"}, skip={"b"})
+    _fleet(f, 8400.0, 9000.0, {"a": "b1", "b": "b1"})
+    assert f.workers["a"].tier == "full" and f.workers["b"].tier == "none"
+    w = f.workers["b"].uptime.window(at(9000).timestamp(), 3600.0)
+    # its 600 s after the broker came back, less the grace (two 10 s intervals); not the outage
+    assert w.slots - w.healthy == 58
