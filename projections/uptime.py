@@ -25,7 +25,7 @@ Definitions (all times are event times, in seconds; nothing here reads a clock):
   ping yet, else the next one. `cancel` ends a pause without moving the grid: the paused slots
   count, as missed unless pinged. The reducer pauses for planned absences (``draining`` or
   ``deregistered`` until the next registration) and, provisionally, for a silence of the whole
-  fleet (see projections.workers); unplanned silence while registered is never paused.
+  fleet (rules in projections.absence); unplanned silence while registered is never paused.
 - **Interval change.** Slots of different lengths cannot be compared: a tracker has one interval
   for life, and the reducer starts a new tracker (and probation) when a worker's pings change it.
 
