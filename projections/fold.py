@@ -11,7 +11,9 @@ sequence applied from each stream), not of how the three streams were interleave
   time seen on WORKERS (never the wall clock, never a job event's time). Before a WORKERS event
   that moves the clock from ``prev`` to ``now``, every view is re-judged at each tick of
   ``clock_ticks(prev, now, tick_s)`` (whole multiples of ``tick_s`` since the epoch), so batch
-  boundaries do not matter.
+  boundaries do not matter. Before those ticks, a jump of the clock is a silence of the whole
+  fleet, and every view goes through `workers.silence` (a broker outage is not the workers'
+  fault; the rule is in projections.workers).
 - Job views read JOBS and JOB_EVENTS, each in sequence order. The job reducer commutes across the
   two streams (a submission only fills in fields and never moves a status backwards; lifecycle
   events never read submission fields), so any interleaving of the two gives the same views.
@@ -39,6 +41,7 @@ record's id is ``invalid:<stream>:<seq>``, whoever records it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -225,6 +228,11 @@ class Fold:
         self.tier_changes: list[TierChange] = []
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
+        # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
+        self._quiet_s = min(
+            (wr.ONLINE_INTERVALS * v.interval_s for v in self.workers.values()),
+            default=math.inf,
+        )
 
     # -- WORKERS ------------------------------------------------------------------------------
     def worker_message(
@@ -256,6 +264,8 @@ class Fold:
         cfg = self.config
         t = env.time
         if self.clock is None or t > self.clock:
+            if self.clock is not None and (t - self.clock).total_seconds() > self._quiet_s:
+                self.silence_all(self.clock, t)
             for tick in ticks(self.clock, t, cfg.tick_s):
                 self.refresh_all(tick)
             self.clock = t
@@ -267,6 +277,17 @@ class Fold:
             return
         self.counts["applied"] += 1
         self._changed(old, new)
+
+    def silence_all(self, since: datetime, until: datetime) -> None:
+        """The WORKERS log was silent from `since` to `until`: `workers.silence` every view.
+
+        Called before the ticks of the silence are judged, so a fleet-wide outage (the broker
+        down) moves no tier while the log catches up.
+        """
+        for view in list(self.workers.values()):
+            new = wr.silence(view, since, until)
+            if new is not view:
+                self._changed(view, new)
 
     def refresh_all(self, now: datetime) -> None:
         """Re-judge, at log time `now` (a tick), every view not heard from in the last
@@ -289,6 +310,7 @@ class Fold:
 
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id
+        self._quiet_s = min(self._quiet_s, wr.ONLINE_INTERVALS * new.interval_s)
         self.workers[wid] = new
         self.dirty_workers.add(wid)
         if old is None or old.tier != new.tier or old.tier_since != new.tier_since:
