@@ -104,8 +104,8 @@ class JobRunner:
             # A pull request sent before draining began can still deliver.
             task = asyncio.create_task(_hand_back(msg))
         else:
-            self.gate.charge()
-            task = asyncio.create_task(self.handle(msg))
+            within = self.gate.charge()
+            task = asyncio.create_task(self.handle(msg, fallback=not within))
         self.held.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -115,7 +115,7 @@ class JobRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("job handler crashed: %r", task.exception())
 
-    async def handle(self, msg: Delivery) -> None:
+    async def handle(self, msg: Delivery, *, fallback: bool = False) -> None:
         """Everything one delivery does, up to its ack, nak or term (see the module doc)."""
         md = msg.metadata
         seq, attempt = md.sequence.stream, md.num_delivered
@@ -151,6 +151,7 @@ class JobRunner:
                     attempt=attempt,
                     jobs_seq=seq,
                     tier_factor=self.gate.factor,
+                    fallback=fallback,
                 )
             )
             if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):

@@ -1,0 +1,99 @@
+"""Work-conserving tiers: when a worker held back by its tier budget takes a job anyway. Pure.
+
+Tiers shape shares; they must not strand jobs. A worker whose tier budget allows no pull now
+(coordinator.allowance gives 0: a factor-0 tier, or a fractional tier out of tokens) may still
+take jobs from one of its consumers when nobody else has taken anything from it for the
+**fallback wait** of the worker's tier:
+
+- The wait grows down the tiers: ``fallback_wait_s * (rank + 1)``, where rank 0 is the highest
+  tier of the policy (probation ranks with the highest tier whose factor is at most the
+  probation factor). With the default policy and ``fallback_wait_s`` 5 s: full 5 s, half and
+  probation 10 s, tenth 15 s, none 20 s, so tier ``none`` comes last. ``fallback_wait_s`` 0
+  turns the fallback off (tiers are then strict, as before).
+- **Stalled** (`observe`): the consumer holds jobs (``pending > 0``) and its delivered count,
+  less what this worker itself took from it, has not grown for that wait, measured on the
+  worker's own clock from the first time it saw the consumer in that state, in readings no more
+  than ``gap_s`` apart (a longer gap starts afresh: the consumer may have emptied unseen).
+  While any other
+  worker (of a higher tier, or any tier with a budget) takes jobs from the consumer, it is not
+  stalled, so at saturation the budgets hold exactly as without the fallback.
+- A stalled consumer gives the worker its free slots (`fallback_allowance`); the worker's own
+  takes do not end the stall, so once it starts it keeps taking until another worker takes
+  something or the consumer is empty.
+
+A job taken this way is recorded as such (``fallback: true`` on its ``claimed`` event) and the
+audit (projections.audit) counts it as "taken for want of better", not as a budget violation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jetgrid.coordinator.tiers import PROBATION, TierPolicy
+
+__all__ = [
+    "DEFAULT_FALLBACK_WAIT_S",
+    "DEFAULT_GAP_S",
+    "Stall",
+    "fallback_allowance",
+    "fallback_wait",
+    "observe",
+]
+
+DEFAULT_FALLBACK_WAIT_S = 5.0
+DEFAULT_GAP_S = 2.0
+
+
+def fallback_wait(policy: TierPolicy, tier: str, base_s: float) -> float | None:
+    """Seconds a consumer must be stalled before a worker in `tier` takes from it; None: never
+    (``base_s`` 0). A tier the policy does not name (the worker knows a newer policy) ranks
+    last."""
+    if base_s <= 0:
+        return None
+    names = [t.name for t in policy.tiers]
+    if tier == PROBATION:
+        rank = next(
+            (i for i, t in enumerate(policy.tiers) if t.factor <= policy.probation_factor),
+            len(names) - 1,
+        )
+    else:
+        rank = names.index(tier) if tier in names else len(names) - 1
+    return base_s * (rank + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """One consumer as a held-back worker last saw it: `since` (its clock) no one else took a
+    job from it while jobs waited; `others` the deliveries to other workers seen so far;
+    `seen` when it was last read."""
+
+    since: float
+    others: int
+    seen: float
+
+
+def observe(
+    prev: Stall | None,
+    *,
+    now: float,
+    pending: int,
+    delivered: int,
+    own: int,
+    gap_s: float = DEFAULT_GAP_S,
+) -> Stall:
+    """The stall after reading the consumer at `now`: `pending` jobs waiting, `delivered` its
+    delivery count (every worker, redeliveries included), `own` how many of those reached this
+    worker. Progress by anyone else, an empty consumer, or a reading more than `gap_s` after
+    the previous one restarts the stall at `now`."""
+    others = delivered - own
+    if prev is None or pending <= 0 or others > prev.others or now - prev.seen > gap_s:
+        return Stall(now, others if prev is None else max(others, prev.others), now)
+    return Stall(prev.since, prev.others, now)
+
+
+def fallback_allowance(stall: Stall | None, *, now: float, wait_s: float | None, free: int) -> int:
+    """Jobs a held-back worker may take from the consumer now: its `free` slots once the
+    consumer has been stalled for `wait_s`, else 0."""
+    if stall is None or wait_s is None or free <= 0:
+        return 0
+    return free if now - stall.since >= wait_s else 0

@@ -1,0 +1,97 @@
+"""The work-conserving fallback rule (coordinator.fallback), exhaustively, without a server."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from jetgrid.coordinator.fallback import (
+    DEFAULT_FALLBACK_WAIT_S,
+    Stall,
+    fallback_allowance,
+    fallback_wait,
+    observe,
+)
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
+
+
+def test_the_wait_grows_down_the_tiers_and_none_comes_last() -> None:
+    waits = {t: fallback_wait(DEFAULT_POLICY, t, 5.0) for t in DEFAULT_POLICY.names}
+    assert waits == {"full": 5.0, "half": 10.0, "tenth": 15.0, "none": 20.0, PROBATION: 10.0}
+    assert DEFAULT_FALLBACK_WAIT_S == 5.0
+    ordered = [waits[t.name] for t in DEFAULT_POLICY.tiers]
+    assert ordered == sorted(ordered) and waits["none"] == max(waits.values())
+
+
+def test_zero_turns_the_fallback_off_and_unknown_tiers_rank_last() -> None:
+    for tier in (*DEFAULT_POLICY.names, "mystery"):
+        assert fallback_wait(DEFAULT_POLICY, tier, 0.0) is None
+    assert fallback_wait(DEFAULT_POLICY, "mystery", 1.0) == 4.0
+
+
+def test_probation_ranks_with_the_first_tier_at_or_below_its_factor() -> None:
+    p = TierPolicy.from_string("a=0.99:1,b=0.9:0.3,c=0:0", probation_factor=0.5)
+    assert fallback_wait(p, PROBATION, 1.0) == 2.0
+    p = TierPolicy.from_string("a=0.99:1,b=0.9:0.3,c=0:0", probation_factor=1.0)
+    assert fallback_wait(p, PROBATION, 1.0) == 1.0
+    p = TierPolicy.from_string("a=0.99:1,b=0.9:0.3,c=0:0.2", probation_factor=0.0)
+    assert fallback_wait(p, PROBATION, 1.0) == 3.0  # no tier that low: last
+
+
+def test_a_consumer_others_take_from_never_stalls() -> None:
+    s = None
+    for t in range(100):  # another worker takes one job a second, a backlog remains
+        s = observe(s, now=float(t), pending=50, delivered=2 * t, own=t)  # and it took one
+        assert fallback_allowance(s, now=float(t), wait_s=1.0, free=4) == 0
+
+
+def test_a_stalled_consumer_gives_free_slots_after_the_wait_and_own_takes_keep_it() -> None:
+    s = observe(None, now=0.0, pending=3, delivered=7, own=0)
+    assert fallback_allowance(s, now=0.0, wait_s=2.0, free=4) == 0
+    s = observe(s, now=1.9, pending=3, delivered=7, own=0)
+    assert fallback_allowance(s, now=1.9, wait_s=2.0, free=4) == 0
+    s = observe(s, now=2.0, pending=3, delivered=7, own=0)
+    assert fallback_allowance(s, now=2.0, wait_s=2.0, free=4) == 4
+    s = observe(s, now=2.5, pending=1, delivered=9, own=2)  # this worker took two
+    assert fallback_allowance(s, now=2.5, wait_s=2.0, free=2) == 2
+    s = observe(s, now=3.0, pending=1, delivered=10, own=2)  # someone else took one
+    assert s.since == 3.0 and fallback_allowance(s, now=3.0, wait_s=2.0, free=2) == 0
+
+
+def test_an_empty_consumer_restarts_the_wait() -> None:
+    s = observe(None, now=0.0, pending=1, delivered=0, own=0)
+    s = observe(s, now=1.5, pending=1, delivered=0, own=0)
+    s = observe(s, now=3.0, pending=0, delivered=0, own=0)
+    assert s.since == 3.0
+    s = observe(s, now=4.0, pending=1, delivered=0, own=0)  # a new job: waits from 3
+    assert fallback_allowance(s, now=4.0, wait_s=2.0, free=1) == 0
+    assert fallback_allowance(s, now=5.0, wait_s=2.0, free=1) == 1
+
+
+def test_a_race_between_own_count_and_server_count_only_delays() -> None:
+    # The server counted a delivery the worker has not received yet: reads as others' progress
+    # once (the wait restarts), never as a stall that is not one; then own catches up.
+    s = Stall(since=0.0, others=5, seen=9.5)
+    s = observe(s, now=10.0, pending=2, delivered=6, own=0)
+    assert s == Stall(10.0, 6, 10.0)
+    s = observe(s, now=11.0, pending=2, delivered=6, own=1)
+    assert s == Stall(10.0, 6, 11.0)
+
+
+def test_a_long_gap_between_readings_starts_afresh() -> None:
+    s = observe(None, now=0.0, pending=1, delivered=0, own=0)
+    s = observe(s, now=1.0, pending=1, delivered=0, own=0, gap_s=2.0)
+    assert s.since == 0.0
+    s = observe(s, now=4.0, pending=1, delivered=0, own=0, gap_s=2.0)  # unseen for 3 s
+    assert s.since == 4.0 and fallback_allowance(s, now=4.0, wait_s=1.0, free=1) == 0
+
+
+@pytest.mark.parametrize("free", [-1, 0, 1, 3])
+def test_allowance_is_free_slots_or_nothing(free: int) -> None:
+    grid = itertools.product([None, Stall(0.0, 0, 0.0), Stall(5.0, 0, 5.0)], [None, 0.0, 1.0, 5.0])
+    for stall, wait in grid:
+        for now in (0.0, 1.0, 5.0, 6.0, 10.0):
+            got = fallback_allowance(stall, now=now, wait_s=wait, free=free)
+            stalled = stall is not None and wait is not None and now - stall.since >= wait
+            assert got == (max(free, 0) if stalled else 0)
