@@ -11,6 +11,9 @@ import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.coordinator.settings import Settings
+from jetgrid.projections.audit import BudgetRule, report_worker
+from jetgrid.projections.audit_log import gather
+from jetgrid.projections.fold import fold_config
 from jetgrid.worker.backends.echo import EchoBackend
 from tests.helpers import until
 from tests.helpers.jobs import job, submit
@@ -33,7 +36,7 @@ def _claims(outcomes, job_ids):
 
 
 async def test_a_model_served_only_by_a_tier_none_worker_completes_its_jobs(
-    streams, nc, start_worker, outcomes
+    streams, nc, bus, start_worker, outcomes
 ) -> None:
     s = streams.replace(fallback_wait_s=0.1)  # tier none waits 4 x 0.1 s
     await _tiers(nc, s, lonely="none")
@@ -45,6 +48,11 @@ async def test_a_model_served_only_by_a_tier_none_worker_completes_its_jobs(
     assert all(outcomes.names(j)[-1] == "completed" for j in ids)
     claims = _claims(outcomes, ids)
     assert claims and all(c.fallback and c.tier_factor == 0 for c in claims)
+    # The audit, replaying the log, counts them apart and not as budget violations.
+    audit = await gather(s, bus, fold_config(s))
+    report = {w.worker_id: report_worker(w, BudgetRule()) for w in audit.workers()}["lonely"]
+    assert report["taken_for_want_of_better"] == len(claims) >= 6
+    assert report["over_budget"] == 0
 
 
 async def test_with_the_fallback_off_a_tier_none_worker_takes_nothing(
