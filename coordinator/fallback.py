@@ -21,6 +21,9 @@ take jobs from one of its consumers when nobody else has taken anything from it 
   takes do not end the stall, so once it starts it keeps taking until another worker takes
   something or the consumer is empty.
 
+`share` says in one sentence why a worker takes little or no work (its tier and the uptime
+behind it), for ``GET /v1/workers`` and the dashboard.
+
 A job taken this way is recorded as such (``fallback: true`` on its ``claimed`` event) and the
 audit (projections.audit) counts it as "taken for want of better", not as a budget violation.
 """
@@ -28,6 +31,7 @@ audit (projections.audit) counts it as "taken for want of better", not as a budg
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jetgrid.coordinator.tiers import PROBATION, TierPolicy
 
@@ -38,6 +42,7 @@ __all__ = [
     "fallback_allowance",
     "fallback_wait",
     "observe",
+    "share",
 ]
 
 DEFAULT_FALLBACK_WAIT_S = 5.0
@@ -97,3 +102,42 @@ def fallback_allowance(stall: Stall | None, *, now: float, wait_s: float | None,
     if stall is None or wait_s is None or free <= 0:
         return 0
     return free if now - stall.since >= wait_s else 0
+
+
+def share(
+    policy: TierPolicy,
+    *,
+    tier: str | None,
+    factor: float | None,
+    uptime: float | None,
+    window: str,
+    base_s: float,
+) -> dict[str, Any]:
+    """Why a worker in `tier` takes the share it does: ``held_back`` (its factor is below 1),
+    ``reason`` (one sentence: the tier, its factor and the `window` uptime behind it; None when
+    the tier is unknown) and ``fallback_wait_s`` (how long a job waits before it takes it
+    anyway; None when it is not held back or the fallback is off)."""
+    if tier is None or factor is None:
+        return {"held_back": False, "reason": None, "fallback_wait_s": None}
+    if factor >= 1:
+        return {"held_back": False, "reason": f"tier {tier}: full share", "fallback_wait_s": None}
+    wait = fallback_wait(policy, tier, base_s)
+    if tier == PROBATION:
+        why = (
+            f"tier {PROBATION} (factor {factor:g}): a new worker, until it has "
+            f"{policy.probation_slots} complete heartbeat slots"
+        )
+    else:
+        names = [t.name for t in policy.tiers]
+        above = policy.tiers[names.index(tier) - 1] if tier in names[1:] else None
+        up = "unknown" if uptime is None else f"{uptime:.1%}"
+        why = f"tier {tier} (factor {factor:g}): {window} uptime {up}"
+        if above is not None:
+            why += f", below the {above.min_uptime:.0%} of tier {above.name}"
+    if factor > 0:
+        why += f"; pulls at {factor:g} of its base rate"
+    elif wait is None:
+        why += "; takes no jobs until its uptime recovers"
+    else:
+        why += f"; takes only jobs no other worker took within {wait:g} s"
+    return {"held_back": True, "reason": why, "fallback_wait_s": wait}

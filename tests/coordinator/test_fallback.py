@@ -12,6 +12,7 @@ from jetgrid.coordinator.fallback import (
     fallback_allowance,
     fallback_wait,
     observe,
+    share,
 )
 from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
 
@@ -95,3 +96,40 @@ def test_allowance_is_free_slots_or_nothing(free: int) -> None:
             got = fallback_allowance(stall, now=now, wait_s=wait, free=free)
             stalled = stall is not None and wait is not None and now - stall.since >= wait
             assert got == (max(free, 0) if stalled else 0)
+
+
+def _share(tier, factor, uptime=None, base_s=5.0):
+    return share(
+        DEFAULT_POLICY, tier=tier, factor=factor, uptime=uptime, window="1h", base_s=base_s
+    )
+
+
+def test_share_says_why_a_worker_takes_little_or_no_work() -> None:
+    assert _share(None, None) == {"held_back": False, "reason": None, "fallback_wait_s": None}
+    assert _share("full", 1.0, 0.995)["held_back"] is False
+    half = _share("half", 0.5, 0.97)
+    assert half["held_back"] and half["fallback_wait_s"] == 10.0
+    assert half["reason"] == (
+        "tier half (factor 0.5): 1h uptime 97.0%, below the 99% of tier full; "
+        "pulls at 0.5 of its base rate"
+    )
+    none = _share("none", 0.0, 0.85)
+    assert none["reason"] == (
+        "tier none (factor 0): 1h uptime 85.0%, below the 90% of tier tenth; "
+        "takes only jobs no other worker took within 20 s"
+    )
+    assert none["fallback_wait_s"] == 20.0
+    off = _share("none", 0.0, None, base_s=0.0)
+    assert off["reason"].endswith("1h uptime unknown, below the 90% of tier tenth; takes no "
+                                  "jobs until its uptime recovers")  # fmt: skip
+    assert off["fallback_wait_s"] is None
+    new = _share(PROBATION, 0.5)
+    assert new["reason"].startswith("tier probation (factor 0.5): a new worker, until it has 100")
+
+
+def test_share_covers_every_tier_of_the_policy() -> None:
+    for t in DEFAULT_POLICY.names:
+        for uptime in (None, 0.0, 0.5, 0.9, 0.95, 0.99, 1.0):
+            s = _share(t, DEFAULT_POLICY.factor(t), uptime)
+            assert s["held_back"] == (DEFAULT_POLICY.factor(t) < 1)
+            assert s["reason"].startswith(f"tier {t}") and "\n" not in s["reason"]
