@@ -114,11 +114,20 @@ def share(
     base_s: float,
 ) -> dict[str, Any]:
     """Why a worker in `tier` takes the share it does: ``held_back`` (its factor is below 1),
-    ``reason`` (one sentence: the tier, its factor and the `window` uptime behind it; None when
-    the tier is unknown) and ``fallback_wait_s`` (how long a job waits before it takes it
-    anyway; None when it is not held back or the fallback is off)."""
-    if tier is None or factor is None:
+    ``reason`` (one sentence: the tier, its factor and the `window` uptime behind it; with no
+    tier, only the factor; None when the factor is unknown too) and ``fallback_wait_s`` (how
+    long a job waits before it takes it anyway; None when it is not held back or the fallback
+    is off)."""
+    if factor is None:
         return {"held_back": False, "reason": None, "fallback_wait_s": None}
+    if tier is None:  # only the worker's own word for its factor (no projector read)
+        if factor >= 1:
+            return {"held_back": False, "reason": None, "fallback_wait_s": None}
+        wait = fallback_wait(policy, "", base_s)
+        why = f"tier factor {factor:g}, by its last ping (the projector's views say which tier)"
+        if factor == 0:
+            why += "; takes only jobs no other worker took in time"
+        return {"held_back": True, "reason": why, "fallback_wait_s": wait}
     if factor >= 1:
         return {"held_back": False, "reason": f"tier {tier}: full share", "fallback_wait_s": None}
     wait = fallback_wait(policy, tier, base_s)

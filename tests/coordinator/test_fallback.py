@@ -106,6 +106,10 @@ def _share(tier, factor, uptime=None, base_s=5.0):
 
 def test_share_says_why_a_worker_takes_little_or_no_work() -> None:
     assert _share(None, None) == {"held_back": False, "reason": None, "fallback_wait_s": None}
+    assert _share(None, 1.0) == {"held_back": False, "reason": None, "fallback_wait_s": None}
+    pinged = _share(None, 0.0)  # the gateway's own fleet: the worker's word, no tier
+    assert pinged["held_back"] and pinged["fallback_wait_s"] == 20.0
+    assert pinged["reason"].startswith("tier factor 0, by its last ping")
     assert _share("full", 1.0, 0.995)["held_back"] is False
     half = _share("half", 0.5, 0.97)
     assert half["held_back"] and half["fallback_wait_s"] == 10.0

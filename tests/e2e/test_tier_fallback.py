@@ -6,14 +6,19 @@ put there), so the tests need no uptime history; the fallback wait is a setting,
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import pytest
 
+from jetgrid.cli.pools import render
 from jetgrid.coordinator.provision import ensure_tiers_bucket
 from jetgrid.coordinator.settings import Settings
+from jetgrid.gateway.server import serving
 from jetgrid.projections.audit import BudgetRule, report_worker
 from jetgrid.projections.audit_log import gather
 from jetgrid.projections.fold import fold_config
+from jetgrid.projections.pools import read_pool_status
 from jetgrid.worker.backends.echo import EchoBackend
 from tests.helpers import until
 from tests.helpers.jobs import job, submit
@@ -84,3 +89,33 @@ async def test_at_saturation_a_tier_none_worker_leaves_the_jobs_to_a_full_one(
     claims = _claims(outcomes, ids)
     assert {c.worker_id for c in claims} == {"good"}
     assert not any(c.fallback for c in claims)
+
+
+async def test_pools_show_the_jobs_that_wait_on_a_held_back_worker(
+    streams, nc, bus, start_worker, outcomes
+) -> None:
+    # The fallback is off, so the jobs stay where they are while the views are read.
+    s = streams.replace(fallback_wait_s=0.0, heartbeat_interval_s=0.1)
+    await _tiers(nc, s, lonely="none")
+    w = await start_worker(settings=s, worker_id="lonely")
+    await until(lambda: w.gate.tier == "none", timeout=10)
+    await submit(nc, s, *(job(i) for i in range(3)))
+    pings = w.pinger.counters.sent
+    await until(lambda: w.pinger.counters.sent >= pings + 2, timeout=10)  # pinged factor 0
+
+    rows = await read_pool_status(bus, s, time.time())  # what `jetgrid pools` shows
+    (row,) = [r for r in rows if r.model == "echo"]
+    assert (row.backlog, row.held_back_workers, row.held_back_jobs) == (3, ["lonely"], 3)
+    assert "3 job(s) wait on workers held back by their tier" in render(rows)
+
+    async with serving(s.replace(gateway_port=0)) as url, httpx.AsyncClient(base_url=url) as http:
+
+        async def held() -> dict | None:
+            doc = (await http.get("/v1/pools")).json()
+            pool = next(p for p in doc["pools"] if p["name"] == "standard")
+            return pool if pool["held_back_jobs"] == 3 else None
+
+        pool = await until(held, timeout=10)
+    (c,) = [c for c in pool["consumers"] if c["model"] == "echo"]
+    assert c["held_back_workers"] == ["lonely"] and c["held_back_jobs"] == 3
+    assert not outcomes.events["j0"]
