@@ -11,12 +11,12 @@ take jobs from one of its consumers when nobody else has taken anything from it 
   probation 10 s, tenth 15 s, none 20 s, so tier ``none`` comes last. ``fallback_wait_s`` 0
   turns the fallback off (tiers are then strict, as before).
 - **Stalled** (`observe`): the consumer holds jobs (``pending > 0``) and its delivered count,
-  less what this worker itself took from it, has not grown for that wait, measured on the
+  less what this worker itself took from it, has not changed for that wait, measured on the
   worker's own clock from the first time it saw the consumer in that state, in readings no more
   than ``gap_s`` apart (a longer gap starts afresh: the consumer may have emptied unseen).
-  While any other
-  worker (of a higher tier, or any tier with a budget) takes jobs from the consumer, it is not
-  stalled, so at saturation the budgets hold exactly as without the fallback.
+  While any other worker (of a higher tier, or any tier with a budget) takes jobs from the
+  consumer, it is not stalled, so at saturation the budgets hold exactly as without the
+  fallback.
 - A stalled consumer gives the worker its free slots (`fallback_allowance`); the worker's own
   takes do not end the stall, so once it starts it keeps taking until another worker takes
   something or the consumer is empty.
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 DEFAULT_FALLBACK_WAIT_S = 5.0
-DEFAULT_GAP_S = 2.0
+DEFAULT_GAP_S = 3.0
 
 
 def fallback_wait(policy: TierPolicy, tier: str, base_s: float) -> float | None:
@@ -88,11 +88,12 @@ def observe(
 ) -> Stall:
     """The stall after reading the consumer at `now`: `pending` jobs waiting, `delivered` its
     delivery count (every worker, redeliveries included), `own` how many of those reached this
-    worker. Progress by anyone else, an empty consumer, or a reading more than `gap_s` after
-    the previous one restarts the stall at `now`."""
+    worker (read when none of its requests is open, so both counts are complete). Progress by
+    anyone else, a count that went back (the consumer was made anew), an empty consumer, or a
+    reading more than `gap_s` after the previous one restarts the stall at `now`."""
     others = delivered - own
-    if prev is None or pending <= 0 or others > prev.others or now - prev.seen > gap_s:
-        return Stall(now, others if prev is None else max(others, prev.others), now)
+    if prev is None or pending <= 0 or others != prev.others or now - prev.seen > gap_s:
+        return Stall(now, others, now)
     return Stall(prev.since, prev.others, now)
 
 

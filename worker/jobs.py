@@ -1,7 +1,8 @@
 """Running one job: a delivery in; its lifecycle events, outcome and ack out.
 
 Per delivery (`JobRunner.handle`): decode the submission (a bad one is rejected onto the invalid
-stream); on the delivery after the last run, only record `dead`; otherwise publish `claimed`,
+stream); on the delivery after the last run, only record `dead`; otherwise publish `claimed`
+(``fallback: true`` when the tier budget did not cover the delivery: coordinator.fallback),
 skip the job if a cancel was requested (worker.cancels), publish `started`, and run the backend
 under the job's timeout (its own, capped by the pool) while a `KeepAlive` sends an in-progress
 ack every ack_wait/3. The result decides the outcome: `completed`; `failed` for a BackendError,

@@ -8,11 +8,11 @@ decides), and only when a whole sweep found nothing parks a long poll, spread ro
 the models' normal consumers. Free slots are the tier gate's allowance (worker.tiers.PullGate:
 concurrency, tier factor, pull budget) less what the worker holds and what open requests may
 still deliver; each consumer is capped by the backend's model affinity (worker.pullgate).
-When the tier budget allows nothing, the round checks every consumer for a stall
-(coordinator.fallback: jobs wait and no other worker has taken one for the tier's fallback
-wait) and takes from a stalled one with its free slots, so a model whose only workers are held
-back by their tier is still served.
-Between rounds the loop waits for a job or a request to end or the tier to change, at most
+When the tier budget allows nothing, the round reads every consumer's info (at most once per
+FALLBACK_READ_S each) for a stall (coordinator.fallback: jobs wait and no other worker has
+taken one for the tier's fallback wait) and takes from a stalled one with its free slots, so a
+model whose only workers are held back by their tier is still served. Between rounds the
+loop waits for a job or a request to end or the tier to change, at most
 coordinator.backoff.PULL_ROUND_WAIT_S (a failed round is retried by the next). In burst mode it
 returns once the worker holds nothing and every consumer was found empty twice in a row.
 """
@@ -57,7 +57,7 @@ class PullScheduler:
     """A worker's consumers, pullers and pull loop; `bind`, then `run` until stopped."""
 
     LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
-    FALLBACK_READ_S = 0.25  # a held-back worker reads each consumer's info at most this often
+    FALLBACK_READ_S = 1.0  # a held-back worker reads each consumer's info at most this often
 
     def __init__(
         self,
@@ -179,19 +179,21 @@ class PullScheduler:
                 break
             if p.outstanding:  # deliveries may be on their way: the counts would not match
                 continue
-            last = self._stalls.get(p.consumer)
-            if last is not None and self.gate.clock() - last.seen < self.FALLBACK_READ_S:
-                continue
-            info = await self._bus.consumer_info(p.stream, p.consumer)
+            stall = self._stalls.get(p.consumer)
             now = self.gate.clock()
-            stall = observe(
-                last,
-                now=now,
-                pending=info.num_pending or 0,
-                delivered=(info.delivered.consumer_seq or 0) if info.delivered else 0,
-                own=p.delivered,
-            )
-            self._stalls[p.consumer] = stall
+            if stall is None or now - stall.seen >= self.FALLBACK_READ_S:
+                info = await self._bus.consumer_info(p.stream, p.consumer)
+                now = self.gate.clock()
+                stall = observe(
+                    stall,
+                    now=now,
+                    pending=info.num_pending or 0,
+                    delivered=(info.delivered.consumer_seq or 0) if info.delivered else 0,
+                    own=p.delivered,
+                )
+                self._stalls[p.consumer] = stall
+            # Between reads, a stall already past the wait goes on being served (an empty
+            # consumer answers the no-wait request at once; the next read sees any other taker).
             n = fallback_allowance(stall, now=now, wait_s=wait, free=free)
             if n and (cap := await self._cap(p)) != 0:
                 got += await p.take_now(n if cap is None else min(n, cap))

@@ -70,14 +70,13 @@ def test_an_empty_consumer_restarts_the_wait() -> None:
     assert fallback_allowance(s, now=5.0, wait_s=2.0, free=1) == 1
 
 
-def test_a_race_between_own_count_and_server_count_only_delays() -> None:
-    # The server counted a delivery the worker has not received yet: reads as others' progress
-    # once (the wait restarts), never as a stall that is not one; then own catches up.
+def test_a_consumer_made_anew_restarts_the_wait() -> None:
+    # Its delivery count went back (deleted and created again): the old baseline means nothing.
     s = Stall(since=0.0, others=5, seen=9.5)
-    s = observe(s, now=10.0, pending=2, delivered=6, own=0)
-    assert s == Stall(10.0, 6, 10.0)
-    s = observe(s, now=11.0, pending=2, delivered=6, own=1)
-    assert s == Stall(10.0, 6, 11.0)
+    s = observe(s, now=10.0, pending=2, delivered=1, own=0)
+    assert s == Stall(10.0, 1, 10.0)
+    s = observe(s, now=11.0, pending=2, delivered=2, own=1)  # only its own take since
+    assert s == Stall(10.0, 1, 11.0)
 
 
 def test_a_long_gap_between_readings_starts_afresh() -> None:
