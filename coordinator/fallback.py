@@ -18,8 +18,9 @@ take jobs from one of its consumers when nobody else has taken anything from it 
   consumer, it is not stalled, so at saturation the budgets hold exactly as without the
   fallback.
 - A stalled consumer gives the worker its free slots (`fallback_allowance`); the worker's own
-  takes do not end the stall, so once it starts it keeps taking until another worker takes
-  something or the consumer is empty.
+  takes do not end the stall, so once it starts it keeps taking until the consumer is empty or
+  other workers have taken from it at every reading for a whole wait (a better worker came
+  back: the shares hold again within one wait).
 
 `share` says in one sentence why a worker takes little or no work (its tier and the uptime
 behind it), for ``GET /v1/workers`` and the dashboard.
@@ -70,11 +71,14 @@ def fallback_wait(policy: TierPolicy, tier: str, base_s: float) -> float | None:
 class Stall:
     """One consumer as a held-back worker last saw it: `since` (its clock) no one else took a
     job from it while jobs waited; `others` the deliveries to other workers seen so far;
-    `seen` when it was last read."""
+    `seen` when it was last read; `taking` whether the worker takes from it (the stall lasted
+    the wait); `contested` since when other workers have taken from it too while it takes."""
 
     since: float
     others: int
     seen: float
+    taking: bool = False
+    contested: float | None = None
 
 
 def observe(
@@ -84,25 +88,41 @@ def observe(
     pending: int,
     delivered: int,
     own: int,
+    wait_s: float | None,
     gap_s: float = DEFAULT_GAP_S,
 ) -> Stall:
     """The stall after reading the consumer at `now`: `pending` jobs waiting, `delivered` its
     delivery count (every worker, redeliveries included), `own` how many of those reached this
-    worker (read when none of its requests is open, so both counts are complete). Progress by
-    anyone else, a count that went back (the consumer was made anew), an empty consumer, or a
-    reading more than `gap_s` after the previous one restarts the stall at `now`."""
+    worker (read when none of its requests is open, so both counts are complete).
+
+    An empty consumer, a count that went back (the consumer was made anew), a reading more than
+    `gap_s` after the previous one, or (while not yet taking) progress by anyone else restarts
+    the stall at `now`. Once stalled for `wait_s` the worker takes from it, and goes on until
+    the consumer is empty or other workers have taken from it at every reading for a whole
+    `wait_s` (a better worker is back; peers of its own tier that take beside it in turns
+    also stop it, then each waits again). `wait_s` None: never takes."""
     others = delivered - own
-    if prev is None or pending <= 0 or others != prev.others or now - prev.seen > gap_s:
+    if prev is None or others < prev.others or now - prev.seen > gap_s:
         return Stall(now, others, now)
-    return Stall(prev.since, prev.others, now)
+    if pending <= 0 or wait_s is None:
+        return Stall(now, others, now)
+    moved = others > prev.others
+    if prev.taking:
+        if not moved:
+            return Stall(prev.since, others, now, True, None)
+        contested = now if prev.contested is None else prev.contested
+        if now - contested >= wait_s:
+            return Stall(now, others, now)
+        return Stall(prev.since, others, now, True, contested)
+    if moved:
+        return Stall(now, others, now)
+    return Stall(prev.since, others, now, now - prev.since >= wait_s)
 
 
-def fallback_allowance(stall: Stall | None, *, now: float, wait_s: float | None, free: int) -> int:
-    """Jobs a held-back worker may take from the consumer now: its `free` slots once the
-    consumer has been stalled for `wait_s`, else 0."""
-    if stall is None or wait_s is None or free <= 0:
-        return 0
-    return free if now - stall.since >= wait_s else 0
+def fallback_allowance(stall: Stall | None, free: int) -> int:
+    """Jobs a held-back worker may take from the consumer now: its `free` slots while it is
+    taking from it (see `observe`), else 0."""
+    return max(free, 0) if stall is not None and stall.taking else 0
 
 
 def share(

@@ -190,11 +190,12 @@ class PullScheduler:
                     pending=info.num_pending or 0,
                     delivered=(info.delivered.consumer_seq or 0) if info.delivered else 0,
                     own=p.delivered,
+                    wait_s=wait,
                 )
                 self._stalls[p.consumer] = stall
             # Between reads, a stall already past the wait goes on being served (an empty
             # consumer answers the no-wait request at once; the next read sees any other taker).
-            n = fallback_allowance(stall, now=now, wait_s=wait, free=free)
+            n = fallback_allowance(stall, free)
             if n and (cap := await self._cap(p)) != 0:
                 got += await p.take_now(n if cap is None else min(n, cap))
         return got

@@ -40,61 +40,113 @@ def test_probation_ranks_with_the_first_tier_at_or_below_its_factor() -> None:
     assert fallback_wait(p, PROBATION, 1.0) == 3.0  # no tier that low: last
 
 
+def _read(s, now, pending, delivered, own=0, wait=2.0, gap=3.0):
+    return observe(
+        s, now=now, pending=pending, delivered=delivered, own=own, wait_s=wait, gap_s=gap
+    )
+
+
 def test_a_consumer_others_take_from_never_stalls() -> None:
     s = None
     for t in range(100):  # another worker takes one job a second, a backlog remains
-        s = observe(s, now=float(t), pending=50, delivered=2 * t, own=t)  # and it took one
-        assert fallback_allowance(s, now=float(t), wait_s=1.0, free=4) == 0
+        s = _read(s, float(t), 50, 2 * t, own=t, wait=1.0)  # (this one took one too)
+        assert fallback_allowance(s, 4) == 0
 
 
 def test_a_stalled_consumer_gives_free_slots_after_the_wait_and_own_takes_keep_it() -> None:
-    s = observe(None, now=0.0, pending=3, delivered=7, own=0)
-    assert fallback_allowance(s, now=0.0, wait_s=2.0, free=4) == 0
-    s = observe(s, now=1.9, pending=3, delivered=7, own=0)
-    assert fallback_allowance(s, now=1.9, wait_s=2.0, free=4) == 0
-    s = observe(s, now=2.0, pending=3, delivered=7, own=0)
-    assert fallback_allowance(s, now=2.0, wait_s=2.0, free=4) == 4
-    s = observe(s, now=2.5, pending=1, delivered=9, own=2)  # this worker took two
-    assert fallback_allowance(s, now=2.5, wait_s=2.0, free=2) == 2
-    s = observe(s, now=3.0, pending=1, delivered=10, own=2)  # someone else took one
-    assert s.since == 3.0 and fallback_allowance(s, now=3.0, wait_s=2.0, free=2) == 0
+    s = _read(None, 0.0, 3, 7)
+    assert fallback_allowance(s, 4) == 0
+    s = _read(s, 1.9, 3, 7)
+    assert fallback_allowance(s, 4) == 0
+    s = _read(s, 2.0, 3, 7)
+    assert fallback_allowance(s, 4) == 4 and s.taking
+    s = _read(s, 2.5, 1, 9, own=2)  # this worker took two
+    assert fallback_allowance(s, 2) == 2
+    assert fallback_allowance(s, 0) == 0 and fallback_allowance(s, -1) == 0
+    assert fallback_allowance(None, 3) == 0
+
+
+def test_a_better_worker_back_ends_the_taking_after_one_wait() -> None:
+    s = _read(_read(None, 0.0, 9, 0), 2.0, 9, 0)
+    assert s.taking
+    # Another worker takes at every reading from t=3: the worker keeps taking for one wait...
+    s = _read(s, 3.0, 9, 1)
+    assert s.taking and s.contested == 3.0
+    s = _read(s, 4.0, 9, 2)
+    assert s.taking
+    # ...then stops, and must see the consumer stalled for a whole wait again.
+    s = _read(s, 5.0, 9, 3)
+    assert not s.taking and s.since == 5.0 and fallback_allowance(s, 4) == 0
+    s = _read(s, 6.0, 9, 4)
+    assert not s.taking and s.since == 6.0
+
+
+def test_a_reading_without_others_taking_clears_the_contest() -> None:
+    s = _read(_read(None, 0.0, 9, 0), 2.0, 9, 0)
+    s = _read(s, 3.0, 9, 1)
+    s = _read(s, 4.0, 9, 1)  # nobody else this time
+    assert s.taking and s.contested is None
+    s = _read(s, 5.0, 9, 2)
+    s = _read(s, 6.5, 9, 3)
+    assert s.taking and s.contested == 5.0
 
 
 def test_an_empty_consumer_restarts_the_wait() -> None:
-    s = observe(None, now=0.0, pending=1, delivered=0, own=0)
-    s = observe(s, now=1.5, pending=1, delivered=0, own=0)
-    s = observe(s, now=3.0, pending=0, delivered=0, own=0)
-    assert s.since == 3.0
-    s = observe(s, now=4.0, pending=1, delivered=0, own=0)  # a new job: waits from 3
-    assert fallback_allowance(s, now=4.0, wait_s=2.0, free=1) == 0
-    assert fallback_allowance(s, now=5.0, wait_s=2.0, free=1) == 1
+    s = _read(None, 0.0, 1, 0)
+    s = _read(s, 1.5, 1, 0)
+    s = _read(s, 2.0, 1, 0)
+    assert s.taking
+    s = _read(s, 3.0, 0, 0)
+    assert s.since == 3.0 and not s.taking
+    s = _read(s, 4.0, 1, 0)  # a new job: waits from 3
+    assert fallback_allowance(s, 1) == 0
+    assert fallback_allowance(_read(s, 5.0, 1, 0), 1) == 1
 
 
 def test_a_consumer_made_anew_restarts_the_wait() -> None:
     # Its delivery count went back (deleted and created again): the old baseline means nothing.
-    s = Stall(since=0.0, others=5, seen=9.5)
-    s = observe(s, now=10.0, pending=2, delivered=1, own=0)
+    s = Stall(since=0.0, others=5, seen=9.5, taking=True)
+    s = _read(s, 10.0, 2, 1)
     assert s == Stall(10.0, 1, 10.0)
-    s = observe(s, now=11.0, pending=2, delivered=2, own=1)  # only its own take since
+    s = _read(s, 11.0, 2, 2, own=1)  # only its own take since
     assert s == Stall(10.0, 1, 11.0)
 
 
 def test_a_long_gap_between_readings_starts_afresh() -> None:
-    s = observe(None, now=0.0, pending=1, delivered=0, own=0)
-    s = observe(s, now=1.0, pending=1, delivered=0, own=0, gap_s=2.0)
+    s = _read(None, 0.0, 1, 0)
+    s = _read(s, 1.0, 1, 0, gap=2.0)
     assert s.since == 0.0
-    s = observe(s, now=4.0, pending=1, delivered=0, own=0, gap_s=2.0)  # unseen for 3 s
-    assert s.since == 4.0 and fallback_allowance(s, now=4.0, wait_s=1.0, free=1) == 0
+    s = _read(s, 4.0, 1, 0, gap=2.0)  # unseen for 3 s
+    assert s.since == 4.0 and fallback_allowance(s, 1) == 0
 
 
-@pytest.mark.parametrize("free", [-1, 0, 1, 3])
-def test_allowance_is_free_slots_or_nothing(free: int) -> None:
-    grid = itertools.product([None, Stall(0.0, 0, 0.0), Stall(5.0, 0, 5.0)], [None, 0.0, 1.0, 5.0])
-    for stall, wait in grid:
-        for now in (0.0, 1.0, 5.0, 6.0, 10.0):
-            got = fallback_allowance(stall, now=now, wait_s=wait, free=free)
-            stalled = stall is not None and wait is not None and now - stall.since >= wait
-            assert got == (max(free, 0) if stalled else 0)
+def test_with_the_fallback_off_nothing_is_ever_taken() -> None:
+    s = None
+    for t in range(50):
+        s = _read(s, float(t), 5, 0, wait=None)
+        assert fallback_allowance(s, 4) == 0
+
+
+@pytest.mark.parametrize("seq", list(itertools.product([(0, 0), (2, 0), (2, 1)], repeat=7)))
+def test_every_sequence_of_readings(seq: tuple[tuple[int, int], ...]) -> None:
+    # Readings 1 s apart, wait 2 s; each reading: jobs pending (0 or 2), others took (0 or 1).
+    s, delivered, taking = None, 0, []
+    for i, (pending, more) in enumerate(seq):
+        delivered += more
+        s = _read(s, float(i), pending, delivered)
+        taking.append(s.taking)
+        if pending == 0:
+            assert not s.taking  # an empty consumer: nothing to take, the wait restarts
+        if s.taking and (i == 0 or not taking[i - 1]):
+            # It starts only 2 s after a reading that found the consumer empty or saw someone
+            # else take, with jobs waiting and nobody else taking at every reading since.
+            assert i >= 2 and all(p > 0 and m == 0 for p, m in seq[i - 1 : i + 1])
+        if i >= 1 and taking[i - 1] and not s.taking and pending > 0:
+            # Once taking, it stops (jobs still waiting) only after others took at every
+            # reading for 2 s, while it was taking.
+            assert i >= 3 and all(taking[i - 3 : i]) and all(m for _, m in seq[i - 2 : i + 1])
+        if i >= 1 and taking[i - 1] and pending > 0 and not more:
+            assert s.taking  # a quiet reading never stops it
 
 
 def _share(tier, factor, uptime=None, base_s=5.0):

@@ -60,6 +60,23 @@ async def test_a_model_served_only_by_a_tier_none_worker_completes_its_jobs(
     assert report["over_budget"] == 0
 
 
+async def test_two_tier_none_workers_of_one_model_both_serve_it(
+    streams, nc, start_worker, outcomes
+) -> None:
+    s = streams.replace(fallback_wait_s=0.1)
+    await _tiers(nc, s, a="none", b="none")
+    slow = EchoBackend(latency_s=0.05)
+    wa = await start_worker(settings=s, worker_id="a", concurrency=2, backend=slow)
+    wb = await start_worker(settings=s, worker_id="b", concurrency=2, backend=slow)
+    await until(lambda: (wa.gate.tier, wb.gate.tier) == ("none", "none"), timeout=10)
+    ids = [f"j{i}" for i in range(30)]
+    await submit(nc, s, *(job(i) for i in range(30)))
+    await outcomes.wait_terminal(*ids, timeout=60)
+    claims = _claims(outcomes, ids)
+    assert all(outcomes.names(j)[-1] == "completed" for j in ids)
+    assert all(c.fallback for c in claims)
+
+
 async def test_with_the_fallback_off_a_tier_none_worker_takes_nothing(
     streams, nc, start_worker, outcomes
 ) -> None:
