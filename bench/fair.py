@@ -13,6 +13,10 @@ written into the tiers KV bucket, as the projector would; the fallback wait is t
              one every --gap s. Every job must complete; the wait (claimed - submitted) is
              reported. The same with the fallback off (fallback_wait_s 0, tiers as strict as
              before) completes nothing within --strict-timeout s.
+  recovery   a none worker (0.1 s a job, 4 slots) serves a backlog alone, by fallback; then a
+             full worker (base rate --rate) starts. How long until the none worker stops taking
+             (one none wait, 20 s, of the full worker taking at every reading), and who takes
+             what after that.
 
     .venv/bin/python bench/fair.py [--rate 20 --seconds 30 --burst 20 --trickle 5 --gap 5]
 """
@@ -85,10 +89,12 @@ async def _tier(nc: Any, s: Settings, worker_id: str, tier: str) -> None:
     await kv.put(worker_id, json.dumps(value).encode())
 
 
-async def _start(s: Settings, worker_id: str, model: str, tier: str) -> tuple[Worker, Any]:
+async def _start(
+    s: Settings, worker_id: str, model: str, tier: str, latency_s: float = 0.0
+) -> tuple[Worker, Any]:
     w = Worker(
         s, WorkerOptions(pool="standard", models=(model,), worker_id=worker_id, concurrency=4),
-        EchoBackend(),
+        EchoBackend(latency_s=latency_s),
     )  # fmt: skip
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.ready.wait(), 15)
@@ -176,6 +182,40 @@ async def none_only(url: str, n: int, args: argparse.Namespace, wait_s: float) -
     }
 
 
+async def recovery(url: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A none worker serves a backlog alone (fallback); then a full worker comes back: how long
+    until the none worker stops taking, and what each takes in the --seconds after that."""
+    s, nc, log = await _setup(url, n, pull_rate=args.rate, pull_burst=1.0)
+    await _tier(nc, s, "w-none", "none")
+    await _tier(nc, s, "w-full", "full")
+    for i in range(int(args.rate * (args.seconds + 60))):
+        await _submit(nc, s, f"r{i}", "echo")
+    # 0.1 s a job, 4 slots: the none worker alone takes ~40 jobs/s, the full one 20/s.
+    workers = [await _start(s, "w-none", "echo", "none", latency_s=0.1)]
+    await _until(
+        lambda: any(c[1:] == ("w-none", True) for cs in log.claimed.values() for c in cs), 120
+    )
+    await asyncio.sleep(5)  # the none worker serves alone for a while
+    workers.append(await _start(s, "w-full", "echo", "full"))
+    back = time.time()
+    wait = fallback_wait(DEFAULT_POLICY, "none", s.fallback_wait_s) or 0.0
+    await asyncio.sleep(wait + 2 + args.seconds)
+    await _stop(workers)
+    await nc.close()
+    claims = [c for cs in log.claimed.values() for c in cs]
+    last_none = max(t for t, wid, _ in claims if wid == "w-none")
+    after = [c for c in claims if c[0] > last_none]
+    return {
+        "none_wait_s": wait,
+        "none_stopped_after_full_back_s": last_none - back,
+        "none_fallback_takes": sum(1 for t, wid, f in claims if wid == "w-none" and f),
+        "after_seconds": max(c[0] for c in claims) - last_none if after else 0.0,
+        "after_full": sum(1 for c in after if c[1] == "w-full"),
+        "after_full_fallback": sum(1 for c in after if c[1] == "w-full" and c[2]),
+        "after_none": sum(1 for c in after if c[1] == "w-none"),
+    }
+
+
 def _s(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}s"
 
@@ -198,9 +238,10 @@ async def main() -> None:
             sat = await shares(server.url, args)
             served = await none_only(server.url, 1, args, args.fallback_wait)
             strict = await none_only(server.url, 2, args, 0.0)
+            back = await recovery(server.url, 3, args)
         finally:
             server.stop()
-    result = {"shares": sat, "none_only": served, "none_only_strict": strict}
+    result = {"shares": sat, "none_only": served, "none_only_strict": strict, "recovery": back}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -222,6 +263,15 @@ async def main() -> None:
         waits = f"{_s(r['wait_min_s']):>9} {_s(r['wait_p50_s']):>8} {_s(r['wait_max_s']):>8}"
         print(f"{r['fallback_wait_s']:>15g} {_s(r['none_wait_s']):>10} "
               f"{r['completed']:>4}/{r['jobs']:<5} {r['fallback_takes']:>8} {waits}")  # fmt: skip
+    print()
+    print(
+        f"a better worker comes back: a none worker served a backlog alone (fallback), then a "
+        f"full worker started; the none worker stopped taking "
+        f"{back['none_stopped_after_full_back_s']:.1f} s later (its wait: "
+        f"{back['none_wait_s']:g} s); in the {back['after_seconds']:.1f} s after, the full "
+        f"worker took {back['after_full']} jobs ({back['after_full_fallback']} of them beyond "
+        f"its base rate, alone with a backlog), the none worker {back['after_none']}"
+    )
 
 
 if __name__ == "__main__":
