@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt bench clean chromium
+.PHONY: up test lint fmt bench clean chromium bubblewrap
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/jetgrid up $(ARGS)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium bubblewrap
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -32,6 +32,16 @@ chromium:
 	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
 	      echo "could not install chromium; the dashboard test will be skipped"; \
 	  else echo "chromium not installed and not root with apt; the dashboard test will be skipped"; fi; }
+
+# Remote Python functions run in a bubblewrap sandbox; install Debian's package if missing and we can.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap for the remote Python sandbox..."; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
+	      echo "could not install bubblewrap; the remote Python tests will fail"; \
+	  else echo "bubblewrap not installed and not root with apt; the remote Python tests will fail"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,10 @@
 - oldest: the stream time of the first job not yet delivered (a direct get of the message after
   the consumer's delivered stream sequence, filtered to its subject).
 
+- stored submissions: how many messages JOBS holds on each (pool, model)'s submission subjects
+  (stream info's per-subject counts, priorities added up). For a (pool, model) that no pool
+  consumer takes, every one of them still waits: that is its backlog.
+
 `read_backlog` reads one consumer (worker.pullgate calls it for its warm/cold decision);
 `read_consumer_backlogs` reads every pool consumer (the gateway's per-consumer queue gauges),
 and `read_backlogs` adds each (pool, model)'s high, normal and low consumers up to one row
@@ -22,7 +26,14 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidSubject
 
-__all__ = ["Backlog", "merge_priorities", "read_backlog", "read_backlogs", "read_consumer_backlogs"]
+__all__ = [
+    "Backlog",
+    "merge_priorities",
+    "read_backlog",
+    "read_backlogs",
+    "read_consumer_backlogs",
+    "read_stored_submissions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +121,19 @@ def merge_priorities(backlogs: list[Backlog]) -> list[Backlog]:
             oldest_ts=min(oldest) if oldest else None,
         )
     return list(merged.values())
+
+
+async def read_stored_submissions(bus: Bus, settings: Settings) -> dict[tuple[str, str], int]:
+    """(pool, model) -> the submissions JOBS holds for it, every priority (module docstring)."""
+    info = await bus.call(
+        bus.js.stream_info(settings.streams.jobs, subjects_filter=settings.subjects.submissions()),
+        "read the submission counts of the JOBS stream",
+    )
+    out: dict[tuple[str, str], int] = {}
+    for subject, n in (info.state.subjects or {}).items():
+        try:
+            key = settings.subjects.parse_submit(subject)
+        except InvalidSubject:
+            continue
+        out[key] = out.get(key, 0) + int(n)
+    return out

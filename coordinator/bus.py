@@ -10,8 +10,10 @@ call goes through a `Bus` method or `Bus.call`.
 
 Errors: whatever nats-py raises inside the bus leaves it as one of coordinator.errors
 (`translate`). nats-py never raises on a permissions violation: the server's ``-ERR`` reaches the
-connection's error callback and the call that caused it times out. The bus keeps the latest
-such refusal (`ConnectionErrors`) and turns the timeout into `PermissionDenied` naming it.
+connection's error callback and the call that caused it would wait out its timeout. The bus keeps
+the latest such refusal (`ConnectionErrors`) and ends the call waiting on NATS at once with
+`PermissionDenied` naming it (`Bus.call`; with several calls in flight, the first to wake takes
+it, as the first to time out would).
 """
 
 from __future__ import annotations
@@ -70,11 +72,20 @@ class ConnectionErrors:
 
     last_permission: str | None = None
     seen: list[str] = field(default_factory=list)
+    # Calls waiting on NATS (Bus.call): each is woken when a refusal arrives.
+    waiting: set[asyncio.Future[None]] = field(default_factory=set)
 
-    def record(self, text: str) -> None:
+    def record(self, text: str) -> bool:
+        """Keep `text`; for a permissions violation, wake the waiting calls. Returns whether a
+        call was waiting (it will report the refusal)."""
         self.seen = [*self.seen[-49:], text]
-        if "permissions violation" in text.lower():
-            self.last_permission = text
+        if "permissions violation" not in text.lower():
+            return False
+        self.last_permission = text
+        for fut in self.waiting:
+            if not fut.done():
+                fut.set_result(None)
+        return bool(self.waiting)
 
     def take_permission(self) -> str | None:
         text, self.last_permission = self.last_permission, None
@@ -182,8 +193,9 @@ class Bus:
 
         async def on_error(exc: Exception) -> None:
             text = str(exc) or type(exc).__name__
-            errors.record(text)
-            if "permissions violation" in text.lower():
+            if errors.record(text):
+                log.debug("NATS refused a call in flight: %s", text)  # the call raises it
+            elif "permissions violation" in text.lower():
                 log.error("NATS refused an operation: %s", text)
             else:
                 log.debug("nats error: %s", text)
@@ -241,11 +253,37 @@ class Bus:
         return bool(self.nc.is_connected)
 
     async def call(self, op: Awaitable[T], action: str) -> T:
-        """Await a nats-py call; its errors leave as jetgrid's (see `translate`)."""
+        """Await a nats-py call that waits on the server; its errors leave as jetgrid's (see
+        `translate`), and a permissions violation that arrives meanwhile ends it at once with
+        PermissionDenied instead of its timeout."""
+        task = asyncio.ensure_future(op)
         try:
-            return await op
+            while True:
+                refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self.errors.waiting.add(refused)
+                either: set[asyncio.Future[Any]] = {task, refused}
+                try:
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self.errors.waiting.discard(refused)
+                if task.done():
+                    return task.result()
+                text = self.errors.take_permission()
+                if text:  # another call may have taken it first: then keep waiting
+                    raise PermissionDenied(f"NATS refused to {action}: {text}")
         except JetgridError:
             raise
+        except Exception as exc:
+            raise translate(exc, action, self.errors) from exc
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def _now(self, op: Awaitable[T], action: str) -> T:
+        """Await a nats-py call that does not wait on the server (a core publish), translating
+        its errors; a refusal of it arrives later, for the log or the next call."""
+        try:
+            return await op
         except Exception as exc:
             raise translate(exc, action, self.errors) from exc
 
@@ -286,14 +324,14 @@ class Bus:
         the same, after everything this connection published before it."""
         addr = address(event, self.subjects, speaker)
         data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
-        await self.call(
+        await self._now(
             self.nc.publish(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id}),
             f"publish to {addr.subject}",
         )
 
     async def chunk(self, subject: str, data: bytes) -> None:
         """Publish an ephemeral message on core NATS (token chunks): not stored anywhere."""
-        await self.call(self.nc.publish(subject, data), f"publish to {subject}")
+        await self._now(self.nc.publish(subject, data), f"publish to {subject}")
 
     async def put(self, bucket: str, key: str, value: bytes) -> int:
         """Put `value` under `key` in a key-value bucket; returns the revision."""
@@ -367,9 +405,9 @@ class JobFollower:
             await self._sub.unsubscribe()
 
     async def outcome(self, within_s: float | None) -> Envelope | None:
-        """The job's terminal event (completed, failed, cancelled or dead) as it is published,
-        or None if none comes within `within_s` (None: wait for ever). Messages on the job's
-        subjects that are not valid events are skipped."""
+        """The job's terminal event (completed, failed, cancelled, dead or rejected) as it is
+        published, or None if none comes within `within_s` (None: wait for ever). Messages on
+        the job's subjects that are not valid events are skipped."""
         loop = asyncio.get_running_loop()
         deadline = math.inf if within_s is None else loop.time() + within_s
         while (left := deadline - loop.time()) > 0:

@@ -11,7 +11,7 @@ an operation again is coordinator/backoff.py's.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,37 @@ def after_transient(attempt: int, pool: PoolConfig) -> Retry | GiveUp:
     if attempt >= pool.max_deliver:
         return GiveUp()
     return Retry(pool.retry_delay(attempt))
+
+
+# -- quarantine --------------------------------------------------------------------------------
+# A run that ends with no outcome (no `retrying`, no terminal event) is one whose worker died
+# while running it, or was stopped before it could say: JetStream redelivers it after AckWait.
+# A job that does that `pool.quarantine_after` times is ended `dead` instead of run again, so
+# one poisonous job cannot take down worker after worker until MaxDeliver.
+def may_quarantine(attempt: int, pool: PoolConfig) -> bool:
+    """Could delivery `attempt` find enough runs with no outcome before it to quarantine?"""
+    return attempt > pool.quarantine_after
+
+
+def runs_without_outcome(attempt: int, started: Iterable[int], ended: Iterable[int]) -> list[int]:
+    """The deliveries before `attempt` that started the job (a `started` event) and ended with
+    no outcome (no `retrying` of the same attempt), in order."""
+    done = set(ended)
+    return sorted({a for a in started if 1 <= a < attempt and a not in done})
+
+
+def quarantine_reason(
+    attempt: int, started: Iterable[int], ended: Iterable[int], pool: PoolConfig
+) -> str | None:
+    """The `dead` reason if delivery `attempt` must not run the job (see above), else None."""
+    lost = runs_without_outcome(attempt, started, ended)
+    if len(lost) < pool.quarantine_after:
+        return None
+    return (
+        f"quarantined: {len(lost)} runs (deliveries {', '.join(map(str, lost))}) ended with no "
+        f"outcome, as when the job kills the worker running it (pool {pool.name!r} allows "
+        f"{pool.quarantine_after}); it is not run again"
+    )
 
 
 # -- timeouts ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ A pools file (TOML, ``--pools-file`` / ``JETGRID_POOLS_FILE``) lists pools in ro
     models = ["*:0.5b", "*:1b", "*:1.5b", "*-mini*"]   # fnmatch patterns, first pool wins
     ack_wait_s = 15          # lease; workers extend it with in-progress acks
     max_deliver = 5          # runs before the job is dead (its consumer allows one more)
+    quarantine_after = 3     # runs that ended with no outcome (the worker died) before it is dead
     backoff_s = [1, 5, 15]   # waits after transient failures (the last one repeats)
     job_timeout_cap_s = 120  # a job's own timeout_s is capped at this
 
@@ -31,6 +32,7 @@ class PoolConfig:
     models: tuple[str, ...] = ()
     ack_wait_s: float = 30.0
     max_deliver: int = 5
+    quarantine_after: int = 3
     backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0)
     job_timeout_cap_s: float = 600.0
     max_ack_pending: int = 1000
@@ -135,12 +137,16 @@ def _pool_from(raw: Any, where: str) -> PoolConfig:
         for k in ("ack_wait_s", "job_timeout_cap_s"):
             if k in data:
                 fields[k] = float(data.pop(k))
-        for k in ("max_deliver", "max_ack_pending"):
+        for k in ("max_deliver", "max_ack_pending", "quarantine_after"):
             if k in data:
                 fields[k] = int(data.pop(k))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: pool {name!r} has a bad value: {exc}.") from None
     pool = replace(base, extra=extra, **fields)
+    if pool.quarantine_after < 1:
+        raise ConfigError(
+            f"{where}: pool {name!r} has quarantine_after {pool.quarantine_after}; give 1 or more."
+        )
     if pool.ack_wait_s <= 0 or pool.max_deliver < 1 or pool.job_timeout_cap_s <= 0:
         raise ConfigError(
             f"{where}: pool {name!r} needs ack_wait_s > 0, max_deliver >= 1 and "

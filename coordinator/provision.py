@@ -27,7 +27,7 @@ from nats.js.errors import APIError, NotFoundError
 from jetgrid.coordinator.consumers import ConsumerSpec
 from jetgrid.coordinator.errors import ProvisioningError
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import StreamSpec, dead_letter_spec, stream_specs
+from jetgrid.events import DEAD_LETTERS, StreamSpec, dead_letter_spec, stream_specs
 
 log = logging.getLogger("jetgrid.provision")
 
@@ -227,22 +227,59 @@ async def ensure_tiers_bucket(
     return True
 
 
+async def ensure_snapshot_bucket(js: JetStreamContext, bucket: str, *, replicas: int = 1) -> bool:
+    """Create the object store bucket of read-model snapshots if missing; True if created."""
+    from nats.js.api import ObjectStoreConfig
+
+    try:
+        await js.object_store(bucket)
+        return False
+    except NotFoundError:
+        pass
+    try:
+        await js.create_object_store(
+            bucket,
+            config=ObjectStoreConfig(
+                bucket=bucket,
+                replicas=replicas,
+                description="jetgrid read-model snapshots, published by the projector",
+            ),
+        )
+    except APIError as exc:
+        raise ProvisioningError(f"Creating object store {bucket} failed: {exc}.") from exc
+    return True
+
+
 def deployment_specs(settings: Settings) -> list[StreamSpec]:
     """Every stream one deployment needs: the four of the log, and DEAD_LETTERS."""
     replicas, window = settings.stream_replicas, settings.duplicate_window_s
+    retention = settings.retention
     return [
         *stream_specs(
-            settings.subjects, settings.streams, replicas=replicas, duplicate_window_s=window
+            settings.subjects,
+            settings.streams,
+            replicas=replicas,
+            duplicate_window_s=window,
+            retention=retention,
         ),
-        dead_letter_spec(settings.streams, replicas=replicas, duplicate_window_s=window),
+        dead_letter_spec(
+            settings.streams,
+            replicas=replicas,
+            duplicate_window_s=window,
+            retention=retention[DEAD_LETTERS],
+        ),
     ]
 
 
 async def provision_deployment(
     js: JetStreamContext, settings: Settings, *, update: bool = True
 ) -> ProvisionReport:
-    """Streams (created, updated or refused as provision_streams says) and the tiers bucket."""
+    """Streams (created, updated or refused as provision_streams says), the tiers bucket and
+    the snapshot bucket."""
     report = await provision_streams(js, deployment_specs(settings), update=update)
     if await ensure_tiers_bucket(js, settings.tiers_bucket, replicas=settings.stream_replicas):
         report.created.append(f"KV_{settings.tiers_bucket}")
+    bucket = settings.snapshot_bucket
+    if await ensure_snapshot_bucket(js, bucket, replicas=settings.stream_replicas):
+        report.created.append(f"OBJ_{bucket}")
     return report

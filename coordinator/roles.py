@@ -7,20 +7,23 @@ whose permissions allow only what its component does. The roles:
                create, update or delete streams and durable consumers other than pool consumers
     gateway    submits jobs and cancel requests; reads the log (ordered consumers), the tiers
                bucket and token streams; may publish `dead` (the dead-letter watcher)
-    projector  reads the log; writes the tiers KV bucket (and may create it); publishes `dead`
-               (the dead-letter watcher) and invalid-event records
+    projector  reads the log; writes the tiers KV bucket (and may create it) and the
+               read-model snapshot object store; publishes `dead` (the dead-letter watcher)
+               and invalid-event records
     client     a person or SDK with the `nats` CLI: submits jobs (not `python` jobs unless
                allowed), requests cancels, reads job events and tokens; no worker or lifecycle
                event except `cancel_requested`
     worker     one user per worker id (`worker-<id>`): its own registration and pings, job
                lifecycle events under its own id (`<prefix>.job.<job>.<event>.<id>`),
-               pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks;
-               reads the tiers bucket and cancel requests
+               pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks
+               under its own id (`<prefix>.tokens.<job>.<id>`); reads the tiers bucket and
+               cancel requests
 
 Every user gets a private inbox prefix, ``_INBOX_<user>`` (a user may subscribe only under its
 own), so no one can read another's request replies, pull deliveries or acks. A worker's job
-events end in its own id, so it cannot speak for another worker; the projector checks that the
-payload's `worker_id` matches that token (see `README.md`, "Roles and credentials").
+events and token chunks end in its own id, so it cannot speak for another worker; the projector
+checks that the payload's `worker_id` matches that token (see `README.md`, "Roles and
+credentials").
 
 Pure: strings in, strings out. `coordinator.natsconf` renders these into nats-server config.
 """
@@ -87,6 +90,11 @@ class Deployment:
     @property
     def tiers_stream(self) -> str:
         return f"KV_{self.bucket}"
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """The object store of read-model snapshots (as Settings.snapshot_bucket)."""
+        return f"{self.stream_prefix}SNAPSHOTS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +233,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             ),
             subscribe=(
                 inbox,
-                f"{p}.tokens.*",
+                f"{p}.tokens.*.*",
                 f"{p}.job.>",  # every job's events, whoever said them (`job.<id>.>`)
                 f"{p}.worker.*.*",
                 advisory,
@@ -234,11 +242,18 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         )
     if user.role == PROJECTOR:
         t = d.tiers_stream
+        snaps = f"OBJ_{d.snapshot_bucket}"
         return Permissions(
             publish=(
                 f"{p}.job.*.dead",
                 f"{p}.invalid.*",
                 f"$KV.{d.bucket}.>",
+                # Read-model snapshots: write chunks and meta, purge the replaced ones, read.
+                f"$O.{d.snapshot_bucket}.>",
+                f"{API}.STREAM.PURGE.{snaps}",
+                # nats-py's object store get finds the stream of the chunks by subject.
+                f"{API}.STREAM.NAMES",
+                *_read_stream(snaps),
                 f"{API}.INFO",
                 f"{API}.STREAM.CREATE.{t}",
                 f"{API}.STREAM.UPDATE.{t}",
@@ -261,7 +276,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(jobs),
                 *_read_stream(events),
             ),
-            subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*"),
+            subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*.*"),
             publish_deny=python_deny,
         )
     # A worker: only its own worker subjects.
@@ -273,7 +288,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             *(f"{p}.job.*.{name}.{wid}" for name in WORKER_JOB_EVENTS),
             f"{p}.job.*.dead.{wid}",  # the dead-letter watcher every worker runs
             f"{p}.invalid.{JOBS}",
-            f"{p}.tokens.*",
+            f"{p}.tokens.*.{wid}",  # token chunks only under its own id
             f"{API}.INFO",
             *_pool_consumers(d, user),
             *_direct_get(jobs),  # a dead letter's submission, by sequence

@@ -14,9 +14,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from jetgrid.coordinator.pools import Pools, load_pools
-from jetgrid.events import ConfigError, StreamNames, Subjects
+from jetgrid.events import (
+    DEAD_LETTERS,
+    INVALID,
+    JOB_EVENTS,
+    JOBS,
+    WORKERS,
+    ConfigError,
+    StreamNames,
+    Subjects,
+)
+from jetgrid.events.streams import Retention, check_retention, parse_retention
 
 ENV_PREFIX = "JETGRID_"
+_RETENTION_FIELDS = {
+    "workers": WORKERS,
+    "jobs": JOBS,
+    "job_events": JOB_EVENTS,
+    "invalid": INVALID,
+    "dead_letters": DEAD_LETTERS,
+}
 DEFAULT_POOLS = ("fast", "standard", "heavy")
 
 
@@ -47,6 +64,13 @@ class Settings(BaseModel):
     stream_prefix: str = ""
     stream_replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_s: float = Field(default=3600.0, gt=0)
+    # Retention per stream: an age, optionally a size ("7d", "30d,20GiB", "0" = forever);
+    # defaults and why in events.streams. `jetgrid provision` applies changes to live streams.
+    retention_workers: str = "7d"
+    retention_jobs: str = "30d"
+    retention_job_events: str = "30d"
+    retention_invalid: str = "30d"
+    retention_dead_letters: str = "30d"
 
     # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS
@@ -63,14 +87,24 @@ class Settings(BaseModel):
     workers: int = Field(default=2, ge=0)
     # Remote Python functions over HTTP (POST /v1/jobs with kind "python"): off by default.
     gateway_allow_python: bool = False
+    # POST /v1/jobs answers 422 for a (pool, model) no worker has served within this many
+    # seconds (live workers always count), unless the caller asks ?queue_unserved=true.
+    unserved_model_window_s: float = Field(default=600.0, ge=0, allow_inf_nan=False)
 
     # Gateway access: API key hashes (keys file, default <data_dir>/api-keys, and/or
     # comma-separated `sha256:<hex>` hashes), per-key rate limit, request-size limit.
     api_keys_file: Path | None = None
     api_keys: str | None = None
-    rate_limit_per_s: float = Field(default=20.0, ge=0)
-    rate_limit_burst: float = Field(default=40.0, ge=1)
+    rate_limit_per_s: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    rate_limit_burst: float = Field(default=40.0, ge=1, allow_inf_nan=False)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Concurrent open streams (job event streams, streaming LLM responses) and open waits
+    # (`?wait=`, non-streaming LLM requests), per API key (per client address on an open
+    # gateway) and per gateway; beyond them a request is answered 429 with Retry-After.
+    max_streams_per_key: int = Field(default=100, ge=1)
+    max_streams: int = Field(default=10000, ge=1)
+    max_waits_per_key: int = Field(default=100, ge=1)
+    max_waits: int = Field(default=10000, ge=1)
 
     # Workers.
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
@@ -89,6 +123,10 @@ class Settings(BaseModel):
 
     # Read models (projections): SQLAlchemy async URL; default SQLite in the data dir.
     db_url: str | None = None
+    # The projector snapshots its read models (projections.snapshot) after this many messages
+    # or this much event time (seconds of stream time) since the last one; 0 turns a rule off.
+    snapshot_every: int = Field(default=100_000, ge=0)
+    snapshot_every_s: float = Field(default=6 * 3600.0, ge=0)
 
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
@@ -99,6 +137,16 @@ class Settings(BaseModel):
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
             return tuple(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator(*(f"retention_{k}" for k in _RETENTION_FIELDS))
+    @classmethod
+    def _retention(cls, v: str, info: Any) -> str:
+        logical = _RETENTION_FIELDS[info.field_name.removeprefix("retention_")]
+        try:
+            check_retention(logical, parse_retention(v, info.field_name))
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
         return v
 
     @field_validator("log_level", mode="before")
@@ -153,9 +201,22 @@ class Settings(BaseModel):
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @property
+    def retention(self) -> dict[str, Retention]:
+        """Each stream's retention (logical name -> Retention), from the retention_* settings."""
+        return {
+            logical: parse_retention(getattr(self, f"retention_{key}"), f"retention_{key}")
+            for key, logical in _RETENTION_FIELDS.items()
+        }
+
+    @property
     def tiers_bucket(self) -> str:
         """KV bucket where the projector publishes each worker's current tier (key: worker id)."""
         return f"{self.stream_prefix}TIERS"
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """Object store bucket of the projector's read-model snapshots (projections.snapshot)."""
+        return f"{self.stream_prefix}SNAPSHOTS"
 
     @property
     def database_url(self) -> str:

@@ -8,6 +8,7 @@ from jetgrid.events.base import Event
 from jetgrid.events.catalogue import ANY_EVENT, BY_TYPE, EVENT_TYPES, UPCASTERS, AnyEvent, upcast
 from jetgrid.events.codec import (
     Envelope,
+    check_chosen_id,
     decode,
     decode_submission,
     derived_job_id,
@@ -16,6 +17,8 @@ from jetgrid.events.codec import (
     format_time,
     now,
     parse_time,
+    refused_job_id,
+    unique_by_construction,
 )
 from jetgrid.events.errors import ConfigError, InvalidEvent, InvalidSubject, JetgridError
 from jetgrid.events.invalid import InvalidMessage
@@ -30,6 +33,7 @@ from jetgrid.events.lifecycle import (
     JobDead,
     JobFailed,
     JobProgress,
+    JobRejected,
     JobRetrying,
     JobStarted,
     TerminalEvent,
@@ -83,6 +87,7 @@ __all__ = [
     "JobFailed",
     "JobKind",
     "JobProgress",
+    "JobRejected",
     "JobRetrying",
     "JobStarted",
     "JobSubmitted",
@@ -95,6 +100,7 @@ __all__ = [
     "WorkerDraining",
     "WorkerHeartbeat",
     "WorkerRegistered",
+    "check_chosen_id",
     "check_id",
     "dead_letter_spec",
     "decode",
@@ -107,6 +113,8 @@ __all__ = [
     "format_time",
     "now",
     "parse_time",
+    "refused_job_id",
     "stream_specs",
+    "unique_by_construction",
     "upcast",
 ]

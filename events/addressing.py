@@ -13,6 +13,7 @@ event                                       id
 ==========================================  ===========================================
 submitted                                   ``<job_id>``
 completed, failed, cancelled, dead          ``<job_id>:terminal`` (the first one counts)
+rejected                                    ``<job_id>:rejected:<jobs_seq>`` (per submission)
 claimed, started, retrying                  ``<job_id>:<event>:<attempt>``
 cancel_requested                            ``<job_id>:cancel_requested``
 heartbeat                                   ``<worker_id>:<boot_id>:hb:<n>``
@@ -36,6 +37,7 @@ from jetgrid.events.lifecycle import (
     TERMINAL_EVENTS,
     JobCancelRequested,
     JobClaimed,
+    JobRejected,
     JobRetrying,
     JobStarted,
 )
@@ -88,6 +90,10 @@ def message_id(event: Event, speaker: Speaker) -> str:
     """The event's ``Nats-Msg-Id`` (and envelope id), by the table in the module docstring."""
     if isinstance(event, JobSubmitted):
         return event.job_id
+    if isinstance(event, JobRejected):
+        # Per refused submission, not `:terminal`: a refused message naming another job's id
+        # must not take that job's outcome.
+        return f"{event.job_id}:rejected:{event.jobs_seq}"
     if isinstance(event, TERMINAL_EVENTS):
         return f"{event.job_id}:terminal"
     if isinstance(event, _PER_ATTEMPT):

@@ -18,6 +18,7 @@ from jetgrid.events.lifecycle import (
     JobDead,
     JobFailed,
     JobProgress,
+    JobRejected,
     JobRetrying,
     JobStarted,
 )
@@ -39,6 +40,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     JobCancelRequested,
     JobCancelled,
     JobDead,
+    JobRejected,
     WorkerRegistered,
     WorkerHeartbeat,
     WorkerDraining,
@@ -58,6 +60,7 @@ AnyEvent = Annotated[
         JobCancelRequested,
         JobCancelled,
         JobDead,
+        JobRejected,
         WorkerRegistered,
         WorkerHeartbeat,
         WorkerDraining,

@@ -26,7 +26,7 @@ from jetgrid.events.base import Event
 from jetgrid.events.catalogue import BY_TYPE, current_version, upcast
 from jetgrid.events.errors import InvalidEvent, InvalidSubject
 from jetgrid.events.jobs import JobSubmitted
-from jetgrid.events.subjects import Subjects
+from jetgrid.events.subjects import Subjects, check_id
 
 SPECVERSION = "1.0"
 _ENVELOPE_KEYS = frozenset(
@@ -186,9 +186,53 @@ def decode(data: bytes) -> Envelope:
     return Envelope(id=id_, source=source, time=time, event=event)
 
 
+DERIVED_PREFIX = "seq-"
+"""Ids starting with this are derived (derived_job_id); no submission may choose one."""
+
+
 def derived_job_id(seq: int) -> str:
     """The id of a job submitted without one: its JOBS stream sequence, e.g. ``seq-42``."""
-    return f"seq-{seq}"
+    return f"{DERIVED_PREFIX}{seq}"
+
+
+def unique_by_construction(job_id: str, seq: int, msg_id: str | None) -> bool:
+    """Whether no other submission can hold `job_id`: it is the derived id of its own sequence,
+    or it was published with ``Nats-Msg-Id: <job_id>`` (as the gateway and `jetgrid submit` do),
+    so JetStream dropped any other publish of it within the duplicate window. Otherwise a
+    consumer must check that no earlier submission took the id."""
+    return job_id == derived_job_id(seq) or msg_id == job_id
+
+
+def check_chosen_id(job_id: str) -> None:
+    """Refuse a submitter-chosen id that could be a derived one (``seq-<N>``), which would take
+    the id of a later bare job; InvalidEvent names the rule."""
+    if job_id.startswith(DERIVED_PREFIX):
+        raise InvalidEvent(
+            f"field 'id': {job_id!r} starts with the reserved prefix {DERIVED_PREFIX!r} "
+            "(ids of jobs submitted without one); choose another id."
+        )
+
+
+def _bare_id(obj: dict[str, Any]) -> Any:
+    """A bare job's own id: `id`, or `job_id` (its name in the envelope); both must agree."""
+    if "id" in obj and "job_id" in obj and obj["id"] != obj["job_id"]:
+        raise InvalidEvent(
+            f"fields 'id' ({obj['id']!r}) and 'job_id' ({obj['job_id']!r}) disagree; send one."
+        )
+    return obj.get("id", obj.get("job_id"))
+
+
+def refused_job_id(data: bytes, seq: int) -> str:
+    """The job a refused submission is about: the id it chose if that is a usable one (a valid,
+    non-reserved token), otherwise its derived id. Never raises."""
+    try:
+        obj = _load(data)
+        chosen = obj.get("data", {}).get("job_id") if "specversion" in obj else _bare_id(obj)
+        check_id(chosen)
+        check_chosen_id(chosen)
+    except Exception:  # anything unusable falls back to the derived id
+        return derived_job_id(seq)
+    return str(chosen)
 
 
 def decode_submission(
@@ -202,9 +246,11 @@ def decode_submission(
     """Decode what arrived on a submission subject, enveloped or bare.
 
     A bare body (``{"model": "m", "prompt": "hi"}``) gets its pool from the subject, its id from
-    the stream sequence (derived_job_id) and its time from the stream timestamp. The payload's
-    model must be the one the subject's token encodes, and a pool in the payload must match the
-    subject's pool: the subject routed the job, so a disagreement is an error, not a guess.
+    the stream sequence (derived_job_id) unless it sends ``id`` (or ``job_id``, the envelope's
+    name for it), and its time from the stream timestamp. No submission may choose an id with
+    the derived prefix (check_chosen_id). The payload's model must be the one the subject's
+    token encodes, and a pool in the payload must match the subject's pool: the subject routed
+    the job, so a disagreement is an error, not a guess.
     """
     try:
         pool, model, priority = subjects.parse_submit_priority(subject)
@@ -218,8 +264,15 @@ def decode_submission(
         if not isinstance(env.event, JobSubmitted):
             raise InvalidEvent(f"Only {JobSubmitted.__name__} belongs here, got {env.type!r}.")
         job = env.event
+        check_chosen_id(job.job_id)
     else:
         fields = dict(obj)
+        chosen = _bare_id(fields)
+        fields.pop("id", None)
+        if chosen is not None:
+            if isinstance(chosen, str):
+                check_chosen_id(chosen)
+            fields["job_id"] = chosen
         fields.setdefault("job_id", derived_job_id(seq))
         fields.setdefault("pool", pool)
         if priority != "normal":

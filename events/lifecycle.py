@@ -1,9 +1,10 @@
 """Job lifecycle events, on JOB_EVENTS as ``<prefix>.job.<job_id>.<name>``.
 
-Exactly one terminal event counts per job: the first of completed, failed, cancelled or dead in
-log order (`TERMINAL_EVENTS`, named `TERMINAL_NAMES`: the one definition every layer uses).
-Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream drops
-duplicates inside its duplicate window; the reducers apply the first-wins rule for the rest.
+Exactly one terminal event counts per job: the first of completed, failed, cancelled, dead or
+rejected in log order (`TERMINAL_EVENTS`, named `TERMINAL_NAMES`: the one definition every
+layer uses). Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream
+drops duplicates inside its duplicate window (`rejected`: one id per refused submission,
+events.addressing); the reducers apply the first-wins rule for the rest.
 """
 
 from __future__ import annotations
@@ -110,8 +111,28 @@ class JobDead(_JobEvent):
     reason: str = "max deliveries reached"
 
 
-TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead
-TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (JobCompleted, JobFailed, JobCancelled, JobDead)
+class JobRejected(_JobEvent):
+    """A submission was acknowledged by JOBS but refused when read (bad fields, a reserved or
+    conflicting id, a forbidden model...): the job never runs, and `reason` says why.
+
+    It is about the submission at `jobs_seq` only: a job that another submission under the same
+    id put in the log is not ended by it (projections.jobs)."""
+
+    type: Literal["jetgrid.job.rejected"] = "jetgrid.job.rejected"
+    version: Literal[1] = 1
+    jobs_seq: int = Field(ge=1, description="the refused submission's sequence in JOBS")
+    reason: str
+    worker_id: str | None = None
+
+
+TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected
+TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
+    JobDead,
+    JobRejected,
+)
 """The events that end a job; the first of them in log order is its outcome."""
 
 TERMINAL_NAMES: frozenset[str] = frozenset(

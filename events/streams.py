@@ -2,12 +2,28 @@
 
 Every stream keeps Limits retention: the log must stay replayable, so work is shared by durable
 pull consumers, never by WorkQueue retention.
+
+**How long each stream keeps messages** (`Retention`, `RETENTION_DEFAULTS`): an age and a size,
+whichever is reached first drops the oldest messages. Raw pings (WORKERS) for 7 days: the
+longest default uptime window is 24 h, so a week covers every window with room for an outage of
+the projector. Jobs and their lifecycle (JOBS, JOB_EVENTS), invalid records and dead letters for
+30 days: long enough to audit a month and to run `jetgrid archive` before anything ages out.
+No stream has a size cap by default: JetStream reserves a stream's max_bytes from the server's
+storage when the stream is created, so a default cap would make servers with small disks refuse
+the streams; a deployment sets one (``"7d,200GiB"``) where its disk is known. JOBS never gets a
+size cap (`check_retention`): a size cap drops the oldest messages whatever
+their age, so a queued job could vanish under a burst of new ones; by age, a job can only age
+out after waiting the whole retention (at least a day). `parse_retention` reads the settings'
+form, ``"7d"``, ``"30d,20GiB"`` or ``"0"`` (forever).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from jetgrid.events.errors import ConfigError
 from jetgrid.events.subjects import Subjects
 
 JOBS = "JOBS"
@@ -18,6 +34,67 @@ DEAD_LETTERS = "DEAD_LETTERS"
 # JetStream's advisory when a consumer gives up on a message: `.<stream>.<consumer>` follows.
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID)
+
+_DAY = 86400.0
+_GIB = 1024**3
+# The shortest age JOBS may keep a submission: a job waits for a worker at least this long.
+MIN_JOBS_AGE_S = _DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a stream keeps messages: `max_age_s` (0: no age limit) and `max_bytes` (-1: no
+    size limit); the first limit reached drops the oldest messages."""
+
+    max_age_s: float = 0.0
+    max_bytes: int = -1
+
+
+RETENTION_DEFAULTS: dict[str, Retention] = {
+    WORKERS: Retention(7 * _DAY),
+    JOBS: Retention(30 * _DAY),
+    JOB_EVENTS: Retention(30 * _DAY),
+    INVALID: Retention(30 * _DAY),
+    DEAD_LETTERS: Retention(30 * _DAY),
+}
+
+_AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
+_SIZE_RE = re.compile(r"^(\d+)(b|kib|mib|gib|tib|kb|mb|gb|tb)?$")
+_AGE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": _DAY, None: 1.0}
+_SIZE_UNITS = {
+    None: 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": _GIB, "tib": 1024**4,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+}  # fmt: skip
+
+
+def parse_retention(value: str, setting: str = "retention") -> Retention:
+    """``"7d"``, ``"12h,5GiB"``, ``"0"`` (forever), ``"0,10GiB"`` (size only) -> Retention."""
+    age_text, _, size_text = value.replace(" ", "").lower().partition(",")
+    age = _AGE_RE.match(age_text)
+    size = _SIZE_RE.match(size_text) if size_text else None
+    if not age or (size_text and not size):
+        raise ConfigError(
+            f"Setting {setting} has value {value!r}, which is not a retention such as '7d', "
+            "'30d,20GiB' or '0' (keep forever)."
+        )
+    max_bytes = int(size.group(1)) * _SIZE_UNITS[size.group(2)] if size else -1
+    return Retention(float(age.group(1)) * _AGE_UNITS[age.group(2)], max_bytes or -1)
+
+
+def check_retention(logical: str, retention: Retention) -> Retention:
+    """`retention` if JetStream may apply it to stream `logical`, else ConfigError: JOBS takes no
+    size cap and no age under MIN_JOBS_AGE_S, so no queued job is dropped early."""
+    if logical == JOBS and retention.max_bytes != -1:
+        raise ConfigError(
+            f"JOBS retention has a size cap of {retention.max_bytes} bytes, which would drop "
+            "queued jobs under a burst of submissions; give JOBS an age only, e.g. '30d'."
+        )
+    if logical == JOBS and 0 < retention.max_age_s < MIN_JOBS_AGE_S:
+        raise ConfigError(
+            f"JOBS retention of {retention.max_age_s:g} s is shorter than a day, so queued jobs "
+            "would age out before a worker could take them; give JOBS at least '1d'."
+        )
+    return retention
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +144,14 @@ def stream_specs(
     *,
     replicas: int = 1,
     duplicate_window_s: float = 3600.0,
-    max_age_s: float = 0.0,
+    retention: Mapping[str, Retention] | None = None,
 ) -> tuple[StreamSpec, ...]:
-    """The four streams of DESIGN section 2 for one deployment."""
+    """The four streams of DESIGN section 2 for one deployment, each with its retention
+    (`retention[logical]`, else RETENTION_DEFAULTS)."""
     p = subjects.prefix
 
     def spec(logical: str, subjects_: tuple[str, ...], description: str) -> StreamSpec:
+        keep = check_retention(logical, (retention or {}).get(logical, RETENTION_DEFAULTS[logical]))
         return StreamSpec(
             logical,
             names(logical),
@@ -80,7 +159,8 @@ def stream_specs(
             description,
             replicas=replicas,
             duplicate_window_s=duplicate_window_s,
-            max_age_s=max_age_s,
+            max_age_s=keep.max_age_s,
+            max_bytes=keep.max_bytes,
         )
 
     return (
@@ -92,7 +172,11 @@ def stream_specs(
 
 
 def dead_letter_spec(
-    names: StreamNames, *, replicas: int = 1, duplicate_window_s: float = 3600.0
+    names: StreamNames,
+    *,
+    replicas: int = 1,
+    duplicate_window_s: float = 3600.0,
+    retention: Retention | None = None,
 ) -> StreamSpec:
     """The stream that captures JetStream's max-deliveries advisories for the JOBS consumers.
 
@@ -106,4 +190,6 @@ def dead_letter_spec(
         "jetgrid max-deliveries advisories of the job consumers",
         replicas=replicas,
         duplicate_window_s=duplicate_window_s,
+        max_age_s=(retention or RETENTION_DEFAULTS[DEAD_LETTERS]).max_age_s,
+        max_bytes=(retention or RETENTION_DEFAULTS[DEAD_LETTERS]).max_bytes,
     )

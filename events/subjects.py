@@ -7,7 +7,8 @@
     <prefix>.job.<job_id>.<event>.<worker>  JOB_EVENTS  the same, said by worker <worker>
     <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
     <prefix>.invalid.<stream>               INVALID     a message that failed validation
-    <prefix>.tokens.<job_id>                core NATS   ephemeral token stream (not stored)
+    <prefix>.tokens.<job_id>.<worker>       core NATS   ephemeral token stream of the job's
+                                                        attempt run by <worker> (not stored)
 
 Model names such as ``llama3.2:1b`` or ``hf.co/org/m:q4`` hold characters that cannot appear in a
 subject token. They are encoded by one reversible rule: ASCII letters, digits and ``-`` stand for
@@ -19,6 +20,10 @@ A worker's lifecycle events carry its id as a fifth token, so NATS permissions h
 its own id (as for its pings): no worker can publish a result, a claim or a `dead` in another's
 name, and the projector records an event whose payload names a different worker than its subject
 as invalid. Subscribe to ``<prefix>.job.<job_id>.>`` for every event of a job.
+
+Token chunks carry the worker's id the same way, and a worker may publish only
+``<prefix>.tokens.*.<its id>``: a reader takes chunks only from the worker that the job's latest
+`claimed`/`started` event names (the gateway does), so no other worker can write into a stream.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ JOB_EVENT_NAMES = (
     "cancel_requested",
     "cancelled",
     "dead",
+    "rejected",
 )
 WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
 # Priorities, highest first. `normal` has no subject token: the four-token submission subject
@@ -152,9 +158,16 @@ class Subjects:
     def invalid(self, stream: str) -> str:
         return f"{self.prefix}.invalid.{stream}"
 
-    def tokens(self, job_id: str) -> str:
-        """Core-NATS subject of a job's ephemeral token stream (never stored)."""
-        return f"{self.prefix}.tokens.{check_id(job_id, 'job id')}"
+    def tokens(self, job_id: str, worker_id: str) -> str:
+        """Core-NATS subject of the token chunks `worker_id` publishes for `job_id` (never
+        stored)."""
+        return (
+            f"{self.prefix}.tokens.{check_id(job_id, 'job id')}.{check_id(worker_id, 'worker id')}"
+        )
+
+    def token_streams(self, job_id: str = "*") -> str:
+        """Filter for the token chunks of one job (or of all jobs), whichever worker sent them."""
+        return f"{self.prefix}.tokens.{job_id}.*"
 
     # -- parsers --------------------------------------------------------------------------
     def _rest(self, subject: str, kind: str, n: int) -> list[str]:
@@ -197,6 +210,11 @@ class Subjects:
         n = 3 if subject.startswith(head) and subject[len(head) :].count(".") == 2 else 2
         parts = self._rest(subject, "job", n)
         return parts[0], parts[1], parts[2] if n == 3 else None
+
+    def parse_tokens(self, subject: str) -> tuple[str, str]:
+        """(job_id, worker_id) of a token-chunk subject."""
+        job_id, worker_id = self._rest(subject, "tokens", 2)
+        return job_id, worker_id
 
     def parse_worker_event(self, subject: str) -> tuple[str, str]:
         """(worker_id, event name) of a worker subject."""

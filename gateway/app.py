@@ -6,7 +6,9 @@
 The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
 event stream), pools_api, openapi, ollama_api and openai_api (drop-in APIs, sharing llm),
 metrics, dashboard (+ static/), with auth.Guard as the one middleware (size limit, API keys,
-rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold) and the fleet (WORKERS).
+rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live feed that fans
+it and the token chunks out to streaming clients, and the fleet (WORKERS); limits counts open
+streams and waits.
 """
 
 from __future__ import annotations
@@ -41,16 +43,19 @@ from jetgrid.gateway import (
 from jetgrid.gateway.board import JobBoard
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.fleet import Fleet
+from jetgrid.gateway.limits import Limits
+from jetgrid.gateway.live import LiveFeed
 
 log = logging.getLogger("jetgrid.gateway")
 
 
 class Gateway:
-    """Lifespan state: the bus, the job board and the fleet (set by `start`, before any request
-    is served), the metrics and the pool configuration."""
+    """Lifespan state: the bus, the job board, the live feed and the fleet (set by `start`,
+    before any request is served), the metrics, the limits and the pool configuration."""
 
     bus: Bus
     board: JobBoard
+    live: LiveFeed
     fleet: Fleet
 
     def __init__(self, settings: Settings) -> None:
@@ -58,12 +63,15 @@ class Gateway:
         self.metrics = metrics.Metrics()
         self.pools = settings.pool_configs()
         self.speaker = Speaker.service("gateway")
+        self.limits = Limits(settings)
         self._started = False
 
     async def start(self) -> None:
         self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
         self.board = JobBoard(self.bus.js, self.settings)
         self.board.observers.append(self.metrics.observe)
+        self.live = LiveFeed(self.bus, self.board, self.settings)  # taps the fold from its start
+        await self.live.start()
         await self.board.start()
         self.fleet = Fleet(self.bus.js, self.settings)
         await self.fleet.start()
@@ -73,6 +81,7 @@ class Gateway:
         if not self._started:
             return
         await self.fleet.stop()
+        await self.live.stop()
         await self.board.stop()
         await self.bus.close()
 
@@ -150,13 +159,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    keys = auth.load_keys(auth.keys_path(settings), settings.api_keys)
-    if keys:
-        log.info("gateway: %d API key(s) configured; every route but health needs one", len(keys))
+    # A keys file that cannot be used raises auth.KeysFileError here: never start open.
+    keys = auth.KeyRing(auth.keys_path(settings), settings.api_keys)
+    if keys.keys():
+        log.info(
+            "gateway: %d API key(s) configured; every route but health needs one", len(keys.keys())
+        )
     else:
         log.warning(
             "gateway: no API keys configured; the HTTP API on %s:%s is open to anyone who can "
-            "reach it (add one with `jetgrid keys add NAME`)",
+            "reach it (add one with `jetgrid keys add NAME`; it takes effect within seconds)",
             settings.gateway_host,
             settings.gateway_port,
         )

@@ -11,6 +11,14 @@ line, with optional scopes::
 every route but /healthz, /readyz and the dashboard's static page needs
 ``Authorization: Bearer <key>``; without keys the gateway is open and says so in its log.
 Errors come in the shape of the API the path belongs to (gateway.errors).
+
+Keys take effect without a restart: `KeyRing` looks at the keys file's identity (inode, size,
+modification and change times) at most once every `KEYS_POLL_S` seconds of the injectable
+clock, on the next request, and reloads it when it changed. Adding the first key closes an open
+gateway, removing a line (`jetgrid keys revoke`) revokes that key. A keys file that cannot be
+used fails closed: at start it is a one-line `KeysFileError`; while running, every guarded route
+answers 503 naming the file's fault until it is fixed. A rate must be a positive, finite number
+of requests per second (`check_rate`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import logging
 import math
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,12 +39,20 @@ from typing import Any
 from starlette.requests import Request
 
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events import ConfigError
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.ratelimit import Bucket, take
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 SCOPE_KEY = "jetgrid.key"
+KEYS_POLL_S = 1.0
+
+log = logging.getLogger("jetgrid.gateway.auth")
+
+
+class KeysFileError(ConfigError, ValueError):
+    """A keys file, key hash or rate that cannot be used; the message names it and the fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +75,26 @@ def new_key() -> str:
 def _check_hash(value: str, where: str) -> str:
     algo, _, hexd = value.partition(":")
     if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
-        raise ValueError(f"{where}: {value!r} is not a 'sha256:<64 lower-case hex>' key hash.")
+        raise KeysFileError(
+            f"{where}: {value!r} is not a 'sha256:<64 lower-case hex>' key hash; "
+            "fix or remove it (`jetgrid keys add` writes valid ones)."
+        )
+    return value
+
+
+def check_rate(value: float, where: str = "rate") -> float:
+    """`value` if it is a usable per-key rate (requests/s: positive and finite), else
+    KeysFileError naming it (0 would mean unlimited: leave the rate out for the gateway's)."""
+    if not (math.isfinite(value) and value > 0):
+        raise KeysFileError(
+            f"{where} {value!r} is not a positive, finite number of requests per second; "
+            "give one such as 5, or leave the rate out for the gateway's default."
+        )
     return value
 
 
 def parse_keys(text: str, where: str = "keys file") -> list[ApiKey]:
-    """Parse the keys file format (module docstring); raises ValueError naming the line."""
+    """Parse the keys file format (module docstring); raises KeysFileError naming the line."""
     keys = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
@@ -73,16 +105,21 @@ def parse_keys(text: str, where: str = "keys file") -> list[ApiKey]:
         for item in rest:
             k, sep, v = item.partition("=")
             if not sep or k not in ("name", "pools", "models", "rate"):
-                raise ValueError(
-                    f"{where} line {n}: {item!r} is not name=, pools=, models= or rate=."
+                raise KeysFileError(
+                    f"{where} line {n}: {item!r} is not name=, pools=, models= or rate=; "
+                    "fix or remove that line."
                 )
             if k in ("pools", "models"):
                 fields[k] = tuple(p for p in v.split(",") if p)
             elif k == "rate":
                 try:
-                    fields[k] = float(v)
+                    rate = float(v)
                 except ValueError:
-                    raise ValueError(f"{where} line {n}: rate {v!r} is not a number.") from None
+                    raise KeysFileError(
+                        f"{where} line {n}: rate {v!r} is not a number; give requests per "
+                        "second, such as rate=5."
+                    ) from None
+                fields[k] = check_rate(rate, f"{where} line {n}: rate")
             else:
                 fields[k] = v
         keys.append(ApiKey(**fields))
@@ -100,8 +137,40 @@ def key_line(key: ApiKey) -> str:
     return "  ".join(parts)
 
 
+def without_key(text: str, name: str, where: str = "keys file") -> tuple[str, int]:
+    """The keys file `text` without the lines of the key called `name` (comments and other
+    lines kept as they are), and how many lines were removed."""
+    parse_keys(text, where)  # a bad line is named as it is in the file
+    kept, removed = [], 0
+    for raw in text.splitlines(keepends=True):
+        parsed = parse_keys(raw)
+        if parsed and parsed[0].name == name:
+            removed += 1
+        else:
+            kept.append(raw)
+    return "".join(kept), removed
+
+
 def load_keys(path: Path | None, env_hashes: str | None) -> list[ApiKey]:
-    keys = parse_keys(path.read_text(), str(path)) if path and path.exists() else []
+    """The keys of the keys file (none if it does not exist) and of `env_hashes`; a file that
+    cannot be read or parsed raises KeysFileError, one line naming the fault and the fix."""
+    keys: list[ApiKey] = []
+    if path is not None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            raise KeysFileError(
+                f"Cannot use {str(path)!r}: {exc.strerror or exc}; check the path and its "
+                "permissions."
+            ) from None
+        except UnicodeDecodeError:
+            raise KeysFileError(
+                f"The keys file {str(path)!r} is not UTF-8 text; rewrite it with "
+                "`jetgrid keys add`."
+            ) from None
+        keys = parse_keys(text, str(path))
     for i, h in enumerate(p.strip() for p in (env_hashes or "").split(",")):
         if h:
             keys.append(ApiKey(hash=_check_hash(h, "JETGRID_API_KEYS"), name=f"env-{i + 1}"))
@@ -111,6 +180,73 @@ def load_keys(path: Path | None, env_hashes: str | None) -> list[ApiKey]:
 def keys_path(settings: Settings) -> Path:
     """The keys file: `api_keys_file`, else ``<data_dir>/api-keys``."""
     return settings.api_keys_file or settings.data_dir / "api-keys"
+
+
+def _identity(path: Path | None) -> tuple[int, ...] | None:
+    """What tells a changed keys file apart: inode, size, mtime and ctime (None: no file)."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return (-1,)  # unreadable: load_keys names the fault
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class KeyRing:
+    """The keys in force: the keys file and `env_hashes`, reloaded when the file changes.
+
+    `current(now)` looks at the file at most once every `poll_s` (of the caller's clock) and
+    returns the keys by hash, or a KeysFileError when the file cannot be used (fail closed).
+    """
+
+    def __init__(
+        self, path: Path | None, env_hashes: str | None, *, poll_s: float = KEYS_POLL_S
+    ) -> None:
+        self.path = path
+        self.env_hashes = env_hashes
+        self.poll_s = poll_s
+        self._seen: tuple[int, ...] | None = _identity(path)
+        self._checked: float | None = None
+        # At start a bad file is raised, so that the gateway does not start open.
+        self._keys: dict[str, ApiKey] | KeysFileError = self._load()
+        if isinstance(self._keys, KeysFileError):
+            raise self._keys
+
+    def _load(self) -> dict[str, ApiKey] | KeysFileError:
+        try:
+            return {k.hash: k for k in load_keys(self.path, self.env_hashes)}
+        except KeysFileError as exc:
+            return exc
+
+    def keys(self) -> list[ApiKey]:
+        """The keys loaded last (none while the file is broken)."""
+        return [] if isinstance(self._keys, KeysFileError) else list(self._keys.values())
+
+    def current(self, now: float) -> dict[str, ApiKey] | KeysFileError:
+        """The keys in force at `now`, reloading the file if it changed since last looked."""
+        if self._checked is not None and now - self._checked < self.poll_s:
+            return self._keys
+        self._checked = now
+        seen = _identity(self.path)
+        if seen != self._seen or seen == (-1,):
+            self._seen = seen
+            before = self._keys
+            self._keys = self._load()
+            self._log_change(before)
+        return self._keys
+
+    def _log_change(self, before: dict[str, ApiKey] | KeysFileError) -> None:
+        now = self._keys
+        if isinstance(now, KeysFileError):
+            if str(now) != str(before):
+                log.error("gateway: refusing every guarded request: %s", now)
+        elif not now:
+            log.warning("gateway: the keys file now holds no keys; the HTTP API is open")
+        elif isinstance(before, KeysFileError) or set(now) != set(before):
+            log.info("gateway: reloaded the keys file: %d API key(s) in force", len(now))
 
 
 def access_line(settings: Any) -> str:
@@ -175,13 +311,17 @@ def check_scope(request: Request, *, pool: str | None, model: str | None) -> Non
 ASGIApp = Callable[..., Awaitable[None]]
 
 
+def _open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class Guard:
     """ASGI middleware: request-size limit, then API key, then the key's rate limit."""
 
     def __init__(
         self,
         app: ASGIApp,
-        keys: list[ApiKey],
+        keys: KeyRing,
         *,
         max_body: int,
         rate: float,
@@ -189,7 +329,7 @@ class Guard:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        self.by_hash = {k.hash: k for k in keys}
+        self.ring = keys
         self.max_body = max_body
         self.rate = rate
         self.burst = burst
@@ -203,8 +343,15 @@ class Guard:
         path: str = scope["path"]
         try:
             receive = self._limit_size(scope, receive)
-            if self.by_hash and not (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)):
-                key = self._authenticate(scope)
+            by_hash = self.ring.current(self.clock())
+            if not _open_path(path) and isinstance(by_hash, KeysFileError):
+                raise HTTPError(
+                    503,
+                    f"This gateway refuses requests until its keys file is fixed: {by_hash}",
+                    headers={"Retry-After": "5"},
+                )
+            if isinstance(by_hash, dict) and by_hash and not _open_path(path):
+                key = self._authenticate(scope, by_hash)
                 scope[SCOPE_KEY] = key
                 self._rate_limit(key)
         except HTTPError as exc:
@@ -233,7 +380,7 @@ class Guard:
     def _too_big(self, n: int) -> str:
         return f"Request body is {n} bytes; this gateway accepts at most {self.max_body}."
 
-    def _authenticate(self, scope: dict[str, Any]) -> ApiKey:
+    def _authenticate(self, scope: dict[str, Any], by_hash: dict[str, ApiKey]) -> ApiKey:
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = raw.partition(" ")
@@ -246,7 +393,7 @@ class Guard:
                 headers=hdr,
             )
         digest = hash_key(token.strip())
-        for h, key in self.by_hash.items():
+        for h, key in by_hash.items():
             if hmac.compare_digest(h, digest):
                 return key
         raise HTTPError(401, "The API key is not valid.", field="Authorization", headers=hdr)

@@ -39,6 +39,9 @@ class JobBoard:
         self._subs: list[JetStreamContext.PushSubscription] = []
         # Called with (job view before, after) for every folded event (metrics, the dashboard).
         self.observers: list[Callable[[JobView | None, JobView], None]] = []
+        # Called with (job id, JOB_EVENTS sequence, subject, envelope) after every job event
+        # is folded (live streams, gateway.live).
+        self.taps: list[Callable[[str, int, str, Envelope], None]] = []
 
     async def start(self) -> None:
         names, subj = self.settings.streams, self.settings.subjects
@@ -131,6 +134,11 @@ class JobBoard:
                 log.warning("job event at seq %s does not count: %s", md.sequence.stream, forged)
             elif job_id:
                 self._apply(job_id, env)
+                for tap in self.taps:
+                    try:
+                        tap(job_id, md.sequence.stream, msg.subject, env)
+                    except Exception:  # a tap's bug must not stop the fold
+                        log.exception("job board tap failed")
         self._mark(self.settings.streams.job_events, md.sequence.stream)
 
     def _apply(self, job_id: str, env: Envelope) -> None:

@@ -14,7 +14,9 @@ pure parts (`live_workers`, `live_models`, `workers_out`) take the views and the
 
 Used by /api/tags, /api/ps, /api/show, /v1/models and the drop-in APIs' model resolution (the
 models live workers serve), GET /v1/pools (projections.pools.pool_status over these views),
-/dashboard/workers, and the metrics' worker gauge when no projector database is readable. Tiers
+/dashboard/workers, the metrics' worker gauge when no projector database is readable, and
+POST /v1/jobs's unserved-model check (`Fleet.served`: projections.pools.served_within, after
+`Fleet.sync` has folded WORKERS up to its end when the model looked unserved). Tiers
 are the projector's to judge and publish (it re-judges silent workers at its log ticks; this
 fold does not), so the WorkerOut here has ``tier`` None and the ``tier_factor`` the worker's
 last ping reported, and its job counts are the worker's own ping counters.
@@ -22,6 +24,8 @@ last ping reported, and its job counts are the worker's own ping counters.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -31,6 +35,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import now as wall_clock
 from jetgrid.projections import workers as wr
 from jetgrid.projections.fold import FoldConfig, check_worker_message, fold_config
+from jetgrid.projections.pools import served_within
 from jetgrid.projections.views import worker_out
 from jetgrid.projections.workers import WorkerView
 
@@ -80,6 +85,8 @@ class Fleet:
         self.config = config or fold_config(settings)
         self.clock = clock
         self.views: dict[str, WorkerView] = {}
+        self.seq = 0  # the last WORKERS sequence folded
+        self._syncs: list[tuple[int, asyncio.Future[None]]] = []
         self._sub: Any = None
 
     async def start(self) -> None:
@@ -101,7 +108,33 @@ class Fleet:
                 pass
 
     async def _on_msg(self, msg: Any) -> None:
-        self.fold(msg.subject, msg.data, msg.metadata.timestamp)
+        md = msg.metadata
+        self.fold(msg.subject, msg.data, md.timestamp)
+        self.seq = max(self.seq, md.sequence.stream)
+        for target, fut in list(self._syncs):
+            if self.seq >= target and not fut.done():
+                fut.set_result(None)
+
+    async def sync(self, limit_s: float = 5.0) -> None:
+        """Wait (at most `limit_s`) until the fold has reached WORKERS' current end, so that a
+        worker registered before this call is in `views` (read-your-writes)."""
+        info = await self.js.stream_info(self.settings.streams.workers)
+        target = info.state.last_seq
+        if self.seq >= target:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (target, fut)
+        self._syncs.append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, limit_s)
+        finally:
+            self._syncs.remove(entry)
+
+    def served(self, pool: str, model: str, window_s: float) -> bool:
+        """Whether a worker serves `model` in `pool`, live now or heard from within `window_s`
+        (projections.pools.served_within at the wall clock)."""
+        return served_within(self.views.values(), pool, model, self.clock(), window_s)
 
     def fold(self, subject: str, data: bytes, stream_time: datetime) -> None:
         """Fold one WORKERS message (skipped, with a warning, if the projector would reject it)."""

@@ -1,5 +1,10 @@
 """jetgrid's own jobs API: submit, status, result, cancel, list.
 
+POST /v1/jobs answers 422 for a model no worker has served in the job's pool within the
+`unserved_model_window_s` setting (live workers always count; gateway.fleet.Fleet.served), as
+such a job would wait with nothing to run it, unless the caller asks ``?queue_unserved=true``;
+queued unserved jobs show in /v1/pools, `jetgrid pools` and /metrics (projections.pools).
+
 GET /v1/jobs/{id}/result answers 200 with the output once the job completed, 202 (with the job
 and Retry-After) while it is queued or running, and 409 naming the outcome when it failed, was
 cancelled or is dead: a result that will never come is a conflict, not a wait.
@@ -22,9 +27,16 @@ from starlette.routing import Route
 
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JetgridError, JobCancelRequested, JobSubmitted
+from jetgrid.events import (
+    InvalidEvent,
+    JetgridError,
+    JobCancelRequested,
+    JobSubmitted,
+    check_chosen_id,
+)
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
+from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
@@ -93,13 +105,72 @@ def wait_param(request: Request) -> float | None:
     return value
 
 
-def idempotent_id(key: str) -> str:
-    """The job id an Idempotency-Key maps to (stable, so a retried submit finds its job)."""
+def flag_param(request: Request, name: str) -> bool:
+    """A true/false query parameter (absent: false)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise HTTPError(
+        422, f"Query parameter {name!r} must be true or false, got {raw!r}.", field=name
+    )
+
+
+async def check_served(gw: Gateway, pool: str, model: str) -> None:
+    """422 when no worker has served `model` in `pool` within the configured window."""
+    window = gw.settings.unserved_model_window_s
+    if gw.fleet.served(pool, model, window):
+        return
+    with contextlib.suppress(Exception):  # a worker registered a moment ago: fold up to it
+        await gw.fleet.sync()
+    if gw.fleet.served(pool, model, window):
+        return
+    raise HTTPError(
+        422,
+        f"No worker has served model {model!r} in pool {pool!r} in the last {window:g} s, so "
+        "the job would wait with nothing to run it; start a worker that serves it, or submit "
+        "with ?queue_unserved=true to queue it anyway.",
+        field="model",
+    )
+
+
+def _principal(request: Request) -> str:
+    """What scopes the caller's ids: its API key's stored hash (a secret of the gateway's, so no
+    one else can compute its ids), or "" on a gateway without keys (one principal)."""
+    key: auth.ApiKey | None = request.scope.get(auth.SCOPE_KEY)
+    return key.hash if key is not None else ""
+
+
+def idempotent_id(key: str, principal: str = "") -> str:
+    """The job id an Idempotency-Key maps to for `principal` (stable, so a retried submit finds
+    its job; another principal's same key maps elsewhere)."""
     if not 1 <= len(key) <= 256:
         raise HTTPError(
             422, "Header 'Idempotency-Key' must be 1-256 characters.", field="Idempotency-Key"
         )
-    return "idem-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    material = f"{principal}\0{key}" if principal else key
+    return "idem-" + hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+def scoped_id(chosen: str, principal: str) -> str:
+    """The stored id of a client-chosen id: itself on a gateway without keys, else one derived
+    from the key and the id (``key-<40 hex>``), so no other key or NATS user can take it."""
+    if not principal:
+        return chosen
+    return "key-" + hashlib.sha256(f"{principal}\0id\0{chosen}".encode()).hexdigest()[:40]
+
+
+def chosen_id(chosen: str) -> str:
+    """422 for an id no submitter may choose (events.check_chosen_id: ``seq-<N>`` ids)."""
+    try:
+        check_chosen_id(chosen)
+    except InvalidEvent as exc:
+        raise HTTPError(422, exc.reason, field="id") from None
+    return chosen
 
 
 async def submit_job(request: Request) -> Response:
@@ -110,6 +181,7 @@ async def submit_job(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation(exc) from None
     wait = wait_param(request)
+    queue_unserved = flag_param(request, "queue_unserved")
     if req.kind == "python" and not settings.gateway_allow_python:
         raise HTTPError(
             403,
@@ -125,10 +197,16 @@ async def submit_job(request: Request) -> Response:
         raise HTTPError(422, str(exc), field=exc.field) from None
     auth.check_scope(request, pool=pool, model=None)
     key = request.headers.get("idempotency-key")
-    job_id = req.id or (idempotent_id(key) if key else uuid.uuid4().hex)
+    principal = _principal(request)
+    if req.id:
+        job_id = scoped_id(chosen_id(req.id), principal)
+    else:
+        job_id = idempotent_id(key, principal) if key else uuid.uuid4().hex
     existing = gw.board.get(job_id)
     if existing is not None and existing.jobs_seq is not None:
         return await _respond(gw, existing, wait, replayed=True)
+    if not queue_unserved:
+        await check_served(gw, pool, req.model)
     job = JobSubmitted(
         job_id=job_id,
         model=req.model,
@@ -176,16 +254,24 @@ async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: 
 
 
 async def find_job(request: Request) -> JobView:
-    """The job named in the path, once the board has caught up with the log; 404 if unknown."""
+    """The job named in the path, once the board has caught up with the log; 404 if unknown.
+
+    The path may name the job's id, or the id the caller chose for it (scoped_id)."""
     gw: Gateway = request.app.state.gateway
     job_id = request.path_params["job_id"]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
-    view = gw.board.get(job_id)
+    principal = _principal(request)
+
+    def look() -> JobView | None:
+        mine = gw.board.get(scoped_id(job_id, principal)) if principal else None
+        return mine or gw.board.get(job_id)
+
+    view = look()
     if view is None:  # perhaps submitted a moment ago: fold up to the log's end, then look
         with contextlib.suppress(Exception):
             await gw.board.sync()
-        view = gw.board.get(job_id)
+        view = look()
     # A key scoped to other pools or models is told no more than about a job that never was.
     if view is None or not auth.may_see(request, pool=view.pool, model=view.model):
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")
@@ -306,9 +392,9 @@ async def list_jobs(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/jobs", submit_job, methods=["POST"]),
+    Route("/v1/jobs", holds_wait(submit_job), methods=["POST"]),
     Route("/v1/jobs", list_jobs, methods=["GET"]),
     Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
     Route("/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
-    Route("/v1/jobs/{job_id}/result", get_result, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/result", holds_wait(get_result), methods=["GET"]),
 ]

@@ -1,25 +1,30 @@
 """What the Ollama- and OpenAI-compatible APIs share: model resolution, submission, streaming.
 
-A request becomes one JobSubmitted (kind generate, chat or embed). While it runs, the worker's
-token chunks arrive on core NATS (`<prefix>.tokens.<job_id>`) and are relayed as they come; the
-terminal event closes the stream. Chunks are ephemeral, so when the job completes, whatever part
-of the final output the chunks did not cover is sent as one last chunk: the client always ends
-up with the whole output.
+A request becomes one JobSubmitted (kind generate, chat or embed). While it runs, the token
+chunks of the worker holding it (`<prefix>.tokens.<job_id>.<worker>`) come through the
+gateway's shared feed (gateway.live, which drops any other worker's) and are relayed as they
+come; the terminal event closes the stream. A streaming request takes one of the caller's stream
+slots, any other one a wait slot (gateway.limits), for as long as it runs. Chunks are
+ephemeral, so when the job completes, whatever part of the final output the chunks did not cover
+is sent as one last chunk: the client always ends up with the whole output.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import Request
+
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.limits import Lease
+from jetgrid.gateway.live import Listener
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -85,20 +90,17 @@ class LLMRun:
         self.tokens = tokens  # relay chunks (streaming responses) or only wait for the outcome
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sent = ""
-        self._sub: Any = None
+        self._listener: Listener | None = None
+        self._lease: Lease | None = None
         self._waiter: asyncio.Future[JobView] | None = None
 
-    async def start(self) -> None:
-        """Subscribe to the job's tokens, then publish it (so no chunk is missed)."""
+    async def start(self, request: Request) -> None:
+        """Take the caller's stream (or wait) slot, follow the job's tokens, then publish it (so
+        no chunk is missed). Raises 429 when the caller is at its limit, before submitting."""
         gw, job = self.gw, self.job
-        settings = gw.settings
-
-        async def on_token(msg: Any) -> None:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.queue.put_nowait(("token", json.loads(msg.data)["text"]))
-
+        self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
         if self.tokens:
-            self._sub = await gw.bus.nc.subscribe(settings.subjects.tokens(job.job_id), cb=on_token)
+            self._listener = gw.live.listen(job.job_id, events=False, queue=self.queue)
         self._waiter = gw.board.waiter(job.job_id)
         self._waiter.add_done_callback(self._on_done)
         try:
@@ -130,6 +132,8 @@ class LLMRun:
                     self.sent += value
                     yield "token", value
                     continue
+                if kind == "gone":  # dropped as too slow: the outcome fills in the rest
+                    continue
                 view: JobView = value
                 if view.status == "completed":
                     text = output_text(view.output)
@@ -151,13 +155,16 @@ class LLMRun:
         return None
 
     async def close(self) -> None:
+        """Stop following the job and give the slot back (idempotent)."""
         if self._waiter is not None and self.gw.board is not None:
             self.gw.board.forget_waiter(self.job.job_id, self._waiter)
             self._waiter = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        if self._listener is not None:
+            self.gw.live.close(self._listener)
+            self._listener = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
 
 def new_job(

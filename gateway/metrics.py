@@ -5,7 +5,9 @@ log, from sequence 1), not from the requests it served: every gateway reports th
 totals, and a restarted gateway recounts them from the log. Counters are taken when a fact is
 known together with the job's pool and model (a lifecycle event may be folded before its
 submission), each fact once per job. Queue depth and workers are gauges refreshed at scrape time
-from JetStream consumer info (one series per pool consumer, priorities apart) and the workers:
+from JetStream consumer info (one series per pool consumer, priorities apart), the unserved
+jobs per pool and model (projections.pools.pool_status's `unserved`, as /v1/pools shows them)
+and the workers:
 the projector's views (tiers included) when its database is readable, else the gateway's own
 fleet fold (gateway.fleet), whose `tier` is "none". Both judge availability by the one rule,
 projections.workers.availability, at the wall clock.
@@ -21,9 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jetgrid.coordinator.backlog import read_consumer_backlogs
+from jetgrid.coordinator.backlog import (
+    merge_priorities,
+    read_consumer_backlogs,
+    read_stored_submissions,
+)
 from jetgrid.events import TERMINAL_NAMES, JetgridError
 from jetgrid.projections.jobs import JobView
+from jetgrid.projections.pools import pool_status
 
 if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
@@ -93,6 +100,12 @@ class Metrics:
             labels,
             registry=r,
         )
+        self.unserved = Gauge(
+            "jetgrid_queue_unserved",
+            "Jobs waiting for a pool and model that no live worker serves (as in /v1/pools).",
+            ["pool", "model"],
+            registry=r,
+        )
         self.workers = Gauge(
             "jetgrid_workers",
             "Workers by availability and tier.",
@@ -126,10 +139,17 @@ class Metrics:
         self.backlog.clear()
         self.ack_pending.clear()
         self.waiting.clear()
+        self.unserved.clear()
         try:
             backlogs = await read_consumer_backlogs(gw.bus, gw.settings, oldest_job=False)
+            stored = await read_stored_submissions(gw.bus, gw.settings)
         except JetgridError:
-            backlogs = []  # NATS unreachable: no queue series rather than a failed scrape
+            backlogs, stored = [], {}  # NATS unreachable: no queue series, not a failed scrape
+        rows = pool_status(
+            gw.pools, merge_priorities(backlogs), gw.fleet.views.values(), gw.fleet.clock(), stored
+        )
+        for row in rows:
+            self.unserved.labels(row.pool, row.model).set(row.unserved)
         for b in backlogs:
             labels = (b.pool, b.model, b.consumer)
             self.backlog.labels(*labels).set(b.pending)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.events import JobKind
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
+from jetgrid.gateway.live import LiveResponse
 from jetgrid.gateway.llm import LLMRun, new_job, output_text, pick_pool, resolve_model, token_counts
 from jetgrid.projections.jobs import JobView
 
@@ -129,7 +130,7 @@ async def _run(request: Request, req: _Req, kind: JobKind, chat: bool, **work: A
     model, pool = _served(request, req.model)
     job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, **work)
     run = LLMRun(gw, job, tokens=bool(req.stream))
-    await run.start()
+    await run.start(request)
 
     def piece(text: str) -> dict[str, Any]:
         base: dict[str, Any] = {"model": req.model, "created_at": _ts(), "done": False}
@@ -162,7 +163,7 @@ async def _run(request: Request, req: _Req, kind: JobKind, chat: bool, **work: A
             else:
                 yield (json.dumps({"error": _failure(value)}) + "\n").encode()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return LiveResponse(lines(), run.close, media_type="application/x-ndjson")
 
 
 def _load(req: _Req, chat: bool) -> Response:
@@ -215,7 +216,7 @@ async def embed(request: Request) -> Response:
     job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts})
     job = job.model_copy(update={"options": req.options or {}})
     run = LLMRun(gw, job, tokens=False)
-    await run.start()
+    await run.start(request)
     view = await run.result()
     if view is None or view.status != "completed":
         raise HTTPError(504 if view is None else 500, _failure(view))

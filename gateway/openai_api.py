@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
+from jetgrid.gateway.live import LiveResponse
 from jetgrid.gateway.llm import LLMRun, new_job, output_text, pick_pool, resolve_model, token_counts
 from jetgrid.projections.jobs import JobView
 
@@ -101,7 +102,7 @@ async def chat_completions(request: Request) -> Response:
         inp["tools"] = req.tools
     job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
     run = LLMRun(gw, job, tokens=bool(req.stream))
-    await run.start()
+    await run.start(request)
     cid = f"chatcmpl-{job.job_id}"
     created = int(datetime.now(UTC).timestamp())
 
@@ -163,8 +164,8 @@ async def chat_completions(request: Request) -> Response:
                 yield b"data: " + json.dumps(err).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    return LiveResponse(
+        events(), run.close, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
 
 

@@ -52,7 +52,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "the job is finished",
         413: "the body is too large",
         422: "a field or parameter is wrong (named in `error.field`)",
-        429: "over the key's rate limit (see Retry-After)",
+        429: "over the key's rate limit or an open-stream or open-wait limit (see Retry-After)",
         503: "NATS could not store it",
     }
     return {str(c): _json(ErrorOut, words[c]) for c in codes}
@@ -92,6 +92,12 @@ def paths() -> dict[str, Any]:
                 "summary": "Submit a job (async, or wait for its result)",
                 "parameters": [
                     _WAIT,
+                    _query(
+                        "queue_unserved",
+                        {"type": "boolean"},
+                        "queue the job even if no worker has served its model in its pool "
+                        "recently (otherwise 422)",
+                    ),
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
@@ -125,6 +131,7 @@ def paths() -> dict[str, Any]:
                                 "failed",
                                 "cancelled",
                                 "dead",
+                                "rejected",
                             ],
                         },
                         "only jobs in this status",

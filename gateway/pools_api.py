@@ -8,7 +8,9 @@ at the wall clock. The shape is projections.pools.pools_json: per pool its `mode
 name), `backlog` (num_pending: submitted, not yet delivered), `ack_pending` and `running`
 (delivered, not acked: running or about to be redelivered), `waiting_pulls` (pull requests
 parked on it: idle worker slots), `workers` (live workers accepting its jobs: warm + cold),
-`oldest_wait_s`, `warm_workers`, `cold_workers` and `suggested_workers`.
+`oldest_wait_s`, `warm_workers`, `cold_workers`, `suggested_workers` and `unserved` (jobs
+waiting that no live worker serves, among them those queued with ``?queue_unserved=true`` for a
+model no consumer takes yet).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.coordinator.backlog import read_backlogs
+from jetgrid.coordinator.backlog import read_backlogs, read_stored_submissions
 from jetgrid.events import JetgridError
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.pools import PoolModelStatus, pool_status, pools_json
@@ -32,9 +34,10 @@ async def pool_rows(gw: Gateway) -> list[PoolModelStatus]:
     """projections.pools.pool_status over JetStream's backlogs and the live fleet, now."""
     try:
         backlogs = await read_backlogs(gw.bus, gw.settings)
+        stored = await read_stored_submissions(gw.bus, gw.settings)
     except JetgridError as exc:
         raise HTTPError(503, f"Could not read the pool consumers from JetStream: {exc}") from exc
-    return pool_status(gw.pools, backlogs, gw.fleet.views.values(), gw.fleet.clock())
+    return pool_status(gw.pools, backlogs, gw.fleet.views.values(), gw.fleet.clock(), stored)
 
 
 async def list_pools(request: Request) -> Response:

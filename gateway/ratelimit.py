@@ -1,8 +1,9 @@
-"""Token-bucket rate limiting as a pure function over plain data (time is an input)."""
+"""Rate and concurrency limits over plain data: a token bucket (time is an input) and counted
+slots."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,3 +28,36 @@ def take(
     if tokens >= cost:
         return Bucket(tokens - cost, now), 0.0
     return Bucket(tokens, now), (cost - tokens) / rate
+
+
+@dataclass(slots=True)
+class Slots:
+    """Concurrent leases (open streams, open waits), at most `per_owner` per owner and `total`
+    in all, as plain counters: `acquire` says which limit refuses, `release` gives one back."""
+
+    per_owner: int
+    total: int
+    held: dict[str, int] = field(default_factory=dict)
+    in_use: int = 0
+
+    def acquire(self, owner: str) -> str | None:
+        """Take a slot for `owner`; None when granted, else "owner" or "total": the limit that
+        refuses (nothing is taken then)."""
+        if self.held.get(owner, 0) >= self.per_owner:
+            return "owner"
+        if self.in_use >= self.total:
+            return "total"
+        self.held[owner] = self.held.get(owner, 0) + 1
+        self.in_use += 1
+        return None
+
+    def release(self, owner: str) -> None:
+        """Give back one slot of `owner` (one it does not hold is ignored)."""
+        n = self.held.get(owner, 0)
+        if n <= 0:
+            return
+        if n == 1:
+            del self.held[owner]
+        else:
+            self.held[owner] = n - 1
+        self.in_use -= 1

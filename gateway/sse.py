@@ -6,41 +6,32 @@ Every lifecycle event is sent as ``event: <name>`` (claimed, started, completed,
 runs, its token chunks are relayed as ``event: token`` (no id: they are ephemeral, the
 `completed` event carries the whole output). The stream ends after the terminal event. A comment
 line every 15 s keeps proxies from closing an idle stream.
+
+Streams hold no NATS subscription or consumer of their own: history is read by direct get and
+live events and chunks come from the gateway's shared feed (gateway.live), which relays only the
+chunks of the worker holding the job. Each open stream takes one of the caller's stream slots
+(gateway.limits): past the limit the answer is 429 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
-from jetgrid.events import TERMINAL_NAMES, InvalidEvent, decode, format_time
+from jetgrid.events import TERMINAL_NAMES
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import find_job
+from jetgrid.gateway.live import LiveResponse, frame
 
 if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 KEEPALIVE_S = 15.0
-
-
-def frame(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:
-    """One SSE event; `data` is JSON-encoded unless it is already a string."""
-    lines = []
-    if id is not None:
-        lines.append(f"id: {id}")
-    if event:
-        lines.append(f"event: {event}")
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    lines.extend(f"data: {line}" for line in text.split("\n"))
-    return ("\n".join(lines) + "\n\n").encode()
 
 
 def last_event_id(request: Request) -> int:
@@ -62,60 +53,45 @@ async def job_events(request: Request) -> Response:
     after = last_event_id(request)
     if view.terminal and view.terminal_seq is not None and after >= view.terminal_seq:
         return Response(b"retry: 1000\n\n", media_type="text/event-stream")  # nothing left
-    subjects, job_id = gw.settings.subjects, view.job_id
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    lease = gw.limits.lease(request, "stream")
+    listener = gw.live.listen(view.job_id, after=after)
 
-    async def on_event(msg: Any) -> None:
-        queue.put_nowait(("event", msg))
-
-    async def on_token(msg: Any) -> None:
-        queue.put_nowait(("token", msg.data))
-
-    token_sub = await gw.bus.nc.subscribe(subjects.tokens(job_id), cb=on_token)
-    config = (
-        ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1)
-        if after
-        else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    )
-    event_sub = await gw.bus.js.subscribe(
-        subjects.job_events(job_id),
-        stream=gw.settings.streams.job_events,
-        cb=on_event,
-        ordered_consumer=True,
-        config=config,
-    )
+    def cleanup() -> None:
+        gw.live.close(listener)
+        lease.release()
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 1000\n\n"
+            for seq in listener.history:
+                got = await gw.live.frame_at(seq)
+                if got is None:
+                    continue
+                name, data = got
+                yield data
+                if name in TERMINAL_NAMES:
+                    return
             while True:
                 try:
-                    kind, item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    kind, item = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
                 if kind == "token":
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        yield frame({"text": json.loads(item)["text"]}, event="token")
-                    continue
-                seq = item.metadata.sequence.stream
-                try:
-                    env = decode(item.data)
-                except InvalidEvent:
-                    continue
-                _, name = subjects.parse_job_event(item.subject)
-                data = env.event.model_dump(mode="json", exclude={"type", "version"})
-                data.update(time=format_time(env.time), seq=seq)
-                yield frame(data, event=name, id=seq)
-                if name in TERMINAL_NAMES:
+                    yield frame({"text": item}, event="token")
+                elif kind == "event":
+                    _, name, data = item
+                    yield data
+                    if name in TERMINAL_NAMES:
+                        return
+                else:  # "gone": dropped as too slow; the client resumes with Last-Event-ID
                     return
         finally:
-            for sub in (event_sub, token_sub):
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            cleanup()
 
-    return StreamingResponse(
+    return LiveResponse(
         stream(),
+        cleanup,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

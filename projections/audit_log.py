@@ -17,10 +17,11 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
 from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
+from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.replay import read_stream
+from jetgrid.projections.replay import feed
 
 __all__ = ["AuditLog", "gather"]
 
@@ -101,11 +102,16 @@ class AuditLog:
 
 
 async def gather(
-    settings: Settings, bus: Bus, config: FoldConfig, until: datetime | None = None
+    settings: Settings,
+    bus: Bus,
+    config: FoldConfig,
+    until: datetime | None = None,
+    archive: ArchiveDir | None = None,
 ) -> AuditLog:
-    """Read the three streams (to `until`, if given) into an AuditLog."""
+    """Read the three streams (to `until`, if given; from `archive` first, if given) into an
+    AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
     for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
-        await read_stream(bus.js, audit, logical, stream, subject, last, until, 20_000, None)
+        await feed(bus, audit, logical, stream, subject, last, until, 20_000, None, archive)
     return audit

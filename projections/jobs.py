@@ -1,8 +1,11 @@
 """The job read model: a pure reducer from lifecycle events to one job's view.
 
 Rules (each one tested in tests/projections/test_jobs_reducer.py):
-- The first terminal event in log order counts (completed, failed, cancelled, dead); any later
-  terminal event only increments `duplicates`. This is what makes outcomes effectively-once.
+- The first terminal event in log order counts (completed, failed, cancelled, dead, rejected);
+  any later terminal event only increments `duplicates`. This is what makes outcomes
+  effectively-once.
+- `rejected` ends only the submission it names (`jobs_seq`): a job another submission under the
+  same id put in the log is not ended by it, and replaces it when folded after it.
 - JOBS and JOB_EVENTS are separate streams, so a fold may see a job's lifecycle before its
   submission: a view can start from either, and the submission fills in its fields without
   moving the status backwards.
@@ -26,13 +29,22 @@ from jetgrid.events import (
     JobDead,
     JobFailed,
     JobProgress,
+    JobRejected,
     JobRetrying,
     JobStarted,
     JobSubmitted,
 )
 
 Status = Literal[
-    "unknown", "queued", "claimed", "running", "completed", "failed", "cancelled", "dead"
+    "unknown",
+    "queued",
+    "claimed",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "dead",
+    "rejected",
 ]
 _RANK = {"unknown": 0, "queued": 1, "claimed": 2, "running": 3}
 
@@ -90,6 +102,8 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
             # fold then gives the same view whichever of JOBS and JOB_EVENTS is read first.)
             if view.submitted_at is not None:
                 return view
+            if view.status == "rejected" and view.jobs_seq != env.seq:
+                view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
             return replace(
                 view,
                 status=_advance(view, "queued"),
@@ -101,6 +115,8 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 submitted_at=env.time,
             )
         case JobClaimed():
+            if view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
+                view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
             if view.terminal:
                 return view
             return replace(
@@ -159,6 +175,17 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
             )
         case JobCancelled():
             return _terminal(view, env, "cancelled", error=ev.reason, error_type="cancelled")
+        case JobRejected():
+            if view.jobs_seq is not None and view.jobs_seq != ev.jobs_seq:
+                return view  # refused a different submission under this id: not this job's end
+            return _terminal(
+                view,
+                env,
+                "rejected",
+                error=ev.reason,
+                error_type="rejected",
+                jobs_seq=ev.jobs_seq,
+            )
         case JobDead():
             return _terminal(
                 view,

@@ -26,14 +26,21 @@ Definitions:
   ``held_back_jobs`` is the backlog when every worker of the (pool, model) is held back (those
   jobs wait on the fallback), else 0. ``GET /v1/workers`` says why each one is held back.
 
-Rows exist for every (pool, model) with a pool consumer or a live worker, sorted.
+- unserved: the jobs of the backlog that no live, accepting worker serves (the whole backlog
+  when the row has no warm or cold worker, else 0). A (pool, model) that no pool consumer takes
+  (no worker ever served it) gets its backlog from the submissions JOBS holds for it
+  (coordinator.backlog.read_stored_submissions: jobs cancelled while waiting there still count).
+  ``POST /v1/jobs?queue_unserved=true`` is how such jobs are queued on purpose.
+
+Rows exist for every (pool, model) with a pool consumer, a live worker or stored submissions,
+sorted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +48,7 @@ from typing import Any
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.affinity import AffinityPolicy
-from jetgrid.coordinator.backlog import Backlog, read_backlogs
+from jetgrid.coordinator.backlog import Backlog, read_backlogs, read_stored_submissions
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.pools import Pools
 from jetgrid.coordinator.routing import full_model_name
@@ -59,6 +66,7 @@ __all__ = [
     "pools_json",
     "read_pool_status",
     "read_workers",
+    "served_within",
     "serves",
     "suggested_workers",
     "warm_for",
@@ -72,6 +80,20 @@ def serves(view: WorkerView, pool: str, model: str) -> bool:
     return pool in view.pools and full_model_name(model) in {
         full_model_name(m) for m in view.models
     }
+
+
+def served_within(
+    views: Iterable[WorkerView], pool: str, model: str, now: datetime, window_s: float
+) -> bool:
+    """Whether a worker takes jobs for exactly `model` in `pool` (its pool consumer's subject
+    names the model as spelled: ``m`` does not take ``m:latest``'s jobs) and is live at `now` or
+    was last heard from within `window_s` seconds of it (restarting or briefly away)."""
+    return any(
+        pool in v.pools
+        and model in v.models
+        and (wr.is_live(v, now) or (now - v.last_seen).total_seconds() <= window_s)
+        for v in views
+    )
 
 
 def _accepting(view: WorkerView) -> bool:
@@ -108,6 +130,7 @@ class PoolModelStatus:
     waiting_pulls: int = 0
     held_back_workers: list[str] = field(default_factory=list)
     held_back_jobs: int = 0
+    unserved: int = 0  # backlog that no live, accepting worker serves
 
     def to_json(self) -> dict[str, Any]:
         """The row as ``jetgrid pools --json`` prints it."""
@@ -130,6 +153,7 @@ class PoolModelStatus:
             "suggested_workers": self.suggested_workers,
             "held_back_workers": list(self.held_back_workers),
             "held_back_jobs": self.held_back_jobs,
+            "unserved": self.unserved,
         }
 
 
@@ -156,12 +180,25 @@ def suggested_workers(
 
 
 def pool_status(
-    pools: Pools, backlogs: Iterable[Backlog], workers: Iterable[WorkerView], now: datetime
+    pools: Pools,
+    backlogs: Iterable[Backlog],
+    workers: Iterable[WorkerView],
+    now: datetime,
+    stored: Mapping[tuple[str, str], int] | None = None,
 ) -> list[PoolModelStatus]:
-    """One row per (pool, model) that has a consumer or a live worker, sorted."""
+    """One row per (pool, model) that has a consumer, a live worker or (in `stored`, the
+    submissions JOBS holds per pool and model) waiting jobs, sorted."""
     live = [w for w in workers if wr.is_live(w, now)]
     keys: dict[tuple[str, str], Backlog | None] = {(b.pool, b.model): b for b in backlogs}
     named = {(p, full_model_name(m)) for p, m in keys}
+    waiting: dict[tuple[str, str], int] = {}  # (pool, full model), no consumer -> stored
+    for (p, m), n in (stored or {}).items():
+        full = (p, full_model_name(m))
+        if n > 0 and full not in named:
+            if full not in waiting:
+                keys[(p, m)] = None
+            waiting[full] = waiting.get(full, 0) + n
+    named |= set(waiting)
     for w in live:
         for p in w.pools:
             for m in w.models:
@@ -174,7 +211,7 @@ def pool_status(
         serving = [w for w in live if serves(w, pool, model) and _accepting(w)]
         warm = sorted(w.worker_id for w in serving if warm_for(w, model))
         cold = sorted(w.worker_id for w in serving if not warm_for(w, model))
-        pending = b.pending if b else 0
+        pending = b.pending if b else waiting.get((pool, full_model_name(model)), 0)
         running = b.running if b else 0
         held = sorted(w.worker_id for w in serving if held_back(w))
         oldest = None
@@ -196,6 +233,7 @@ def pool_status(
                 waiting_pulls=b.waiting_pulls if b else 0,
                 held_back_workers=held,
                 held_back_jobs=pending if serving and len(held) == len(serving) else 0,
+                unserved=0 if serving else pending,
             )
         )
     return rows
@@ -203,7 +241,8 @@ def pool_status(
 
 def pools_json(pools: Pools, rows: Iterable[PoolModelStatus]) -> dict[str, Any]:
     """``GET /v1/pools``: every configured pool (then any other pool a row names), each with
-    its models, its total backlog and its rows (`PoolModelStatus.consumer_json`)."""
+    its models, its total backlog and unserved jobs, and its rows
+    (`PoolModelStatus.consumer_json`)."""
     rows = list(rows)
     names = list(pools.names) + sorted({r.pool for r in rows} - set(pools.names))
     out = []
@@ -215,6 +254,7 @@ def pools_json(pools: Pools, rows: Iterable[PoolModelStatus]) -> dict[str, Any]:
                 "models": [r["model"] for r in mine],
                 "backlog": sum(r["backlog"] for r in mine),
                 "held_back_jobs": sum(r["held_back_jobs"] for r in mine),
+                "unserved": sum(r["unserved"] for r in mine),
                 "consumers": mine,
             }
         )
@@ -271,6 +311,7 @@ async def read_workers(
 async def read_pool_status(bus: Bus, settings: Settings, now: float) -> list[PoolModelStatus]:
     """`pool_status` over what JetStream holds; `now`: the wall clock in epoch seconds."""
     backlogs = await read_backlogs(bus, settings)
+    stored = await read_stored_submissions(bus, settings)
     workers = await read_workers(bus, settings)
     at = datetime.fromtimestamp(now, UTC)
-    return pool_status(settings.pool_configs(), backlogs, workers, at)
+    return pool_status(settings.pool_configs(), backlogs, workers, at, stored)

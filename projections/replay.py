@@ -4,7 +4,10 @@
 reading the streams one after another (the fold does not depend on how they interleave: see
 projections.fold), each up to the smallest of its last sequence when the replay starts, a
 per-stream cap and a time. `read_stream` feeds one stream, in batches, into anything with the
-`Folder.apply` method (the audit's gatherer too), through an ordered consumer.
+`Folder.apply` method (the audit's gatherer too), through an ordered consumer. `feed` does the
+same for a stream whose oldest messages may live in an archive (projections.archive): the
+archived messages first, then the stream from the sequence after them, so the overlap is read
+once; a gap between the two is an ArchiveError.
 """
 
 from __future__ import annotations
@@ -21,22 +24,22 @@ from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events.errors import InvalidEvent
+from jetgrid.projections.archive import ArchiveDir
+from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.store import Store
 
-__all__ = ["Batches", "ReplayResult", "read_stream", "replay"]
+__all__ = ["Batches", "ReplayResult", "feed", "read_stream", "replay"]
 
 
 class Batches(Protocol):
-    """What a replay feeds: a Folder, or the audit's gatherer (both fold with a Fold)."""
-
-    fold: Fold
+    """What a replay feeds: a Folder, the audit's gatherer, or the archiver's collector."""
 
     def apply(self, items: list[Item]) -> Awaitable[Any]: ...
 
@@ -63,8 +66,10 @@ async def replay(
     until_time: datetime | None = None,
     batch_max: int = 20_000,
     progress: Callable[[str, int, int], None] | None = None,
+    archive: ArchiveDir | None = None,
 ) -> ReplayResult:
-    """Rebuild the read models into `store` (which must be empty) from sequence 1.
+    """Rebuild the read models into `store` (which must be empty) from sequence 1 (from the
+    `archive`, then the streams, when an archive is given).
 
     Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
@@ -87,12 +92,50 @@ async def replay(
     t0 = time.perf_counter()
     total = 0
     for logical, (stream, subject) in stream_filters(settings).items():
-        total += await read_stream(
-            bus.js, folder, logical, stream, subject, targets[logical], until_time, batch_max,
-            progress,
+        total += await feed(
+            bus, folder, logical, stream, subject, targets[logical], until_time, batch_max,
+            progress, archive,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
     return ReplayResult(dict(folder.fold.positions), total, seconds, await store.digest())
+
+
+async def feed(
+    bus: Bus,
+    folder: Batches,
+    logical: str,
+    stream: str,
+    subject: str,
+    target: int,
+    until_time: datetime | None,
+    batch_max: int,
+    progress: Callable[[str, int, int], None] | None,
+    archive: ArchiveDir | None,
+) -> int:
+    """Feed `stream` up to `target` into `folder`: from `archive` first when given, then the
+    stream from the sequence after the archive's. Returns how many messages were fed."""
+    done = n = 0
+    if archive is not None:
+        for batch in archive.batches(logical, target, until_time, batch_max):
+            await folder.apply(batch)
+            done, n = batch[-1].seq, n + len(batch)
+            if progress:
+                progress(logical, done, target)
+        if done < target and done < archive.last(logical):
+            return n  # the time limit fell inside the archive: the stream holds only later ones
+        info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
+        first = int(info.state.first_seq)
+        if done < target and int(info.state.messages) and first > done + 1:
+            raise ArchiveError(
+                f"{stream} now starts at sequence {first} but the archive ends at {done}: "
+                f"sequences {done + 1}..{first - 1} are in neither; replay from an archive "
+                "that holds them."
+            )
+    fed = await read_stream(
+        bus.js, folder, logical, stream, subject, target, until_time, batch_max, progress,
+        start=done + 1,
+    )  # fmt: skip
+    return n + fed
 
 
 async def read_stream(
@@ -105,10 +148,14 @@ async def read_stream(
     until_time: datetime | None,
     batch_max: int,
     progress: Callable[[str, int, int], None] | None,
+    *,
+    start: int = 1,
 ) -> int:
-    if target <= 0:
+    """Feed `stream` from sequence `start` to `target` (or `until_time`) into `folder`, in
+    batches of at most `batch_max`; returns how many messages were fed."""
+    if target < start:
         if progress:
-            progress(logical, 0, 0)
+            progress(logical, target, target)
         return 0
     buffer: deque[Item] = deque()
     wake = asyncio.Event()
@@ -135,11 +182,13 @@ async def read_stream(
         stream=stream,
         cb=cb,
         ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        config=ConsumerConfig(opt_start_seq=start),
         pending_msgs_limit=-1,
         pending_bytes_limit=-1,
     )
     done = 0
+    fed = 0
     try:
         while True:
             if not buffer and not state["end"]:
@@ -149,6 +198,7 @@ async def read_stream(
             if buffer:
                 items = [buffer.popleft() for _ in range(min(len(buffer), batch_max))]
                 await folder.apply(items)
+                fed += len(items)
                 done = items[-1].seq
                 if progress:
                     progress(logical, done, target)
@@ -159,4 +209,4 @@ async def read_stream(
             await sub.unsubscribe()
     if progress:
         progress(logical, target, target)
-    return folder.fold.positions[logical]
+    return fed

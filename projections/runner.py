@@ -14,6 +14,13 @@ batch commits.
 
 A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
 does.
+
+Snapshots (projections.snapshot): after a commit that brings the messages folded since the last
+snapshot to Settings.snapshot_every, or the stream time since then to snapshot_every_s, it
+publishes its tables and positions to the snapshot bucket. Started on an empty database, it
+first restores the newest snapshot and follows the streams from its positions; a snapshot it
+cannot use (foreign, another config, damaged) is logged with the reason and it replays from
+sequence 1 instead.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidMessage
 from jetgrid.events.addressing import Speaker
-from jetgrid.events.errors import ConfigError
+from jetgrid.events.errors import ConfigError, JetgridError
+from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.store import Store
@@ -63,6 +71,9 @@ class ProjectorStats:
     last_time: datetime | None = None  # stream timestamp of the newest applied message
     last_batch_s: float = 0.0
     positions: dict[str, int] = field(default_factory=dict)
+    snapshots: int = 0  # published
+    restored: dict[str, int] | None = None  # the positions of the snapshot it started from
+    refused: str | None = None  # why the snapshot found at start was not used
 
 
 class Projector(Folder):
@@ -81,12 +92,16 @@ class Projector(Folder):
         *,
         publish: bool = True,
         batch_max: int = BATCH_MAX,
+        snapshots: bool | None = None,
     ) -> None:
         self.config = config or fold_config(settings)
         super().__init__(settings, store, Fold(settings.subjects, self.config))
         self.bus = bus
         self.js: JetStreamContext = bus.js
         self.publish = publish
+        self.snapshots = publish if snapshots is None else snapshots
+        self._since_snapshot = 0
+        self._snapshot_time: datetime | None = None
         self.batch_max = batch_max
         self.stats = ProjectorStats()
         self._buffer: deque[Item] = deque()
@@ -112,6 +127,8 @@ class Projector(Folder):
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open(self.config)
+        if self.snapshots and not any((await self.store.positions()).values()):
+            await self._restore_snapshot()
         await self._resume()
         self._task = asyncio.create_task(self._loop(), name="projector")
         self.ready.set()
@@ -235,6 +252,8 @@ class Projector(Folder):
             s.last_batch_s = time.perf_counter() - t0
             s.last_time = max((it.time for it in items), default=s.last_time)
             s.positions = dict(changes.positions)
+            if self.snapshots:
+                await self._maybe_snapshot(n, s.last_time)
             async with self._committed:
                 self._committed.notify_all()
 
@@ -257,6 +276,36 @@ class Projector(Folder):
             targets[logical] = await self.bus.last_seq(stream)
         await self.wait_for(targets, within)
         return targets
+
+    # -- snapshots ----------------------------------------------------------------------------
+    async def _restore_snapshot(self) -> None:
+        try:
+            snap = await snapshot.load(self.bus, self.store, self.settings, self.config)
+        except JetgridError as exc:
+            self.stats.refused = str(exc)
+            log.warning("not starting from the snapshot: %s Replaying from sequence 1.", exc)
+            return
+        if snap is not None:
+            self.stats.restored = dict(snap.positions)
+            log.info("restored the read models from a snapshot at %s", snap.positions)
+
+    async def _maybe_snapshot(self, n: int, now: datetime | None) -> None:
+        self._since_snapshot += n
+        if self._snapshot_time is None:
+            self._snapshot_time = now
+        cfg = self.settings
+        if not snapshot.due(
+            self._since_snapshot, now, self._snapshot_time, cfg.snapshot_every,
+            cfg.snapshot_every_s,
+        ):  # fmt: skip
+            return
+        self._since_snapshot, self._snapshot_time = 0, now
+        try:
+            await snapshot.publish(self.bus, self.store, self.settings, self.config)
+            self.stats.snapshots += 1
+        except JetgridError as exc:
+            self.stats.errors += 1
+            log.warning("publishing a read-model snapshot failed: %s", exc)
 
     # -- side effects -------------------------------------------------------------------------
     async def before_commit(self, changes: Changes) -> None:

@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     bindparam,
     event,
     func,
@@ -376,14 +377,64 @@ class Store:
     @_translated("computing the digest")
     async def digest(self) -> str:
         """sha256 over a canonical dump of every read-model row (all tables, ordered by key)."""
-        h = hashlib.sha256()
         async with self.engine.connect() as conn:
+            return await _digest(conn)
+
+    # -- snapshots (projections.snapshot) ------------------------------------------------------
+    @_translated("dumping the read models")
+    async def dump(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """Every row of every table (``{table: {"columns": [...], "rows": [[...]]}}``, rows in
+        key order, booleans as 0/1) and the digest of exactly those rows, read in one
+        transaction."""
+        out: dict[str, dict[str, Any]] = {}
+        async with self.engine.begin() as conn:
             for table in TABLES:
-                h.update(f"table {table.name}\n".encode())
-                cols = [c.name for c in table.columns]
                 order = [table.c[k] for k in ORDER[table.name]]
                 res = await conn.execute(select(table).order_by(*order))
-                for row in res:
-                    h.update(sorted_json(dict(zip(cols, canonical_row(row), strict=True))).encode())
-                    h.update(b"\n")
-        return h.hexdigest()
+                out[table.name] = {
+                    "columns": [c.name for c in table.columns],
+                    "rows": [canonical_row(r) for r in res],
+                }
+            digest = await _digest(conn)
+        return out, digest
+
+    @_translated("restoring the read models from a snapshot")
+    async def restore(self, tables: dict[str, dict[str, Any]], digest: str) -> bool:
+        """Replace this (empty) store's rows by `tables` (Store.dump's form) in one transaction,
+        committed only if the digest of the result is `digest`; False (nothing kept) if not."""
+        async with self.engine.connect() as conn:
+            trans = await conn.begin()
+            for table in TABLES:
+                await conn.execute(table.delete())
+                got = tables[table.name]
+                cols = [c.name for c in table.columns]
+                if got["columns"] != cols:
+                    await trans.rollback()
+                    return False
+                rows = [dict(zip(cols, r, strict=True)) for r in got["rows"]]
+                for c in table.columns:
+                    if isinstance(c.type, Boolean):
+                        for r in rows:
+                            r[c.name] = None if r[c.name] is None else bool(r[c.name])
+                if rows:
+                    await conn.execute(table.insert(), rows)
+            if await _digest(conn) != digest:
+                await trans.rollback()
+                return False
+            await trans.commit()
+        self._known_workers.clear()
+        self._known_jobs.clear()
+        return True
+
+
+async def _digest(conn: Any) -> str:
+    h = hashlib.sha256()
+    for table in TABLES:
+        h.update(f"table {table.name}\n".encode())
+        cols = [c.name for c in table.columns]
+        order = [table.c[k] for k in ORDER[table.name]]
+        res = await conn.execute(select(table).order_by(*order))
+        for row in res:
+            h.update(sorted_json(dict(zip(cols, canonical_row(row), strict=True))).encode())
+            h.update(b"\n")
+    return h.hexdigest()

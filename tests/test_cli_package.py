@@ -123,7 +123,7 @@ ERRORS = [
     (["cancel", "bad id"], "job id 'bad id' must be"),
     (["replay", "--db", "{tmp}/missing/replay.db"], "its directory does not exist; create it"),
     (["keys", "add", "k", "--data-dir", "{tmp}/file/sub"], "Cannot use '{tmp}/file/sub"),
-    (["keys", "list", "--keys-file", "{tmp}/file"], "Fix or remove that line"),
+    (["keys", "list", "--keys-file", "{tmp}/file"], "fix or remove it"),
     (["worker-credentials", "add", "bad.id", "--data-dir", "{tmp}"], "worker id 'bad.id'"),
     (["credentials", "client", "--data-dir", "{tmp}"], "No credentials in"),
 ]

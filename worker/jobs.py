@@ -1,15 +1,17 @@
 """Running one job: a delivery in; its lifecycle events, outcome and ack out.
 
-Per delivery (`JobRunner.handle`): decode the submission (a bad one is rejected onto the invalid
-stream); on the delivery after the last run, only record `dead`; otherwise publish `claimed`
-(``fallback: true`` when the tier budget did not cover the delivery: coordinator.fallback),
-skip the job if a cancel was requested (worker.cancels), publish `started`, and run the backend
-under the job's timeout (its own, capped by the pool) while a `KeepAlive` sends an in-progress
-ack every ack_wait/3. The result decides the outcome: `completed`; `failed` for a BackendError,
-a timeout or a backend bug; `retrying` (or `dead`) for a TransientError; `cancelled` when a
-cancel request arrived. worker.outcomes publishes each and acks or naks. A delivery that arrives
-while the worker drains is handed straight back; one still running when the drain grace runs out
-is stopped and handed back too.
+Per delivery (`JobRunner.handle`): decode the submission (a bad one, or one whose chosen id an
+earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery after the last
+run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
+died) is quarantined, `dead`; otherwise publish `claimed` (``fallback: true`` when the tier
+budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
+requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
+own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
+result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
+`retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
+worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
+is handed straight back; one still running when the drain grace runs out is stopped and handed
+back too.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     InvalidEvent,
+    JetgridError,
     JobClaimed,
     JobCompleted,
     JobStarted,
     JobSubmitted,
+    decode,
     decode_submission,
+    unique_by_construction,
 )
 from jetgrid.worker.backends.base import Backend, RunContext
 from jetgrid.worker.cancels import Cancels
@@ -132,14 +137,25 @@ class JobRunner:
             await self.outcomes.reject(msg, seq, exc.reason)
             return
         job: JobSubmitted = env.event
+        taken = await self.id_taken(job.job_id, seq, (msg.headers or {}).get("Nats-Msg-Id"))
+        if taken is not None:
+            await self.outcomes.reject(msg, seq, taken)
+            return
         log.debug("job %s: delivery %d of JOBS seq %d", job.job_id, attempt, seq)
         if is_recording_delivery(attempt, self.pool):
             await self.outcomes.record_dead(msg, job, seq)
             return
+        if await self.outcomes.quarantine(msg, job, seq, attempt):
+            return
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
-            emit=TokenPublisher(self.bus, self.settings.subjects.tokens(job.job_id), job.job_id),
+            emit=TokenPublisher(
+                self.bus,
+                self.settings.subjects.tokens(job.job_id, self.worker_id),
+                job.job_id,
+                attempt,
+            ),
         )
         self.held.contexts[job.job_id] = ctx
         self.counters.claimed += 1
@@ -170,6 +186,29 @@ class JobRunner:
         finally:
             keepalive.cancel()
             self.held.contexts.pop(job.job_id, None)
+
+    async def id_taken(self, job_id: str, seq: int, msg_id: str | None) -> str | None:
+        """Why this submission may not use `job_id` (an earlier one was claimed under it), or
+        None. Looked up only when JetStream has not already made the id unique
+        (events.unique_by_construction): a bare NATS job that chose its id without sending it as
+        its Nats-Msg-Id. Unknown when NATS does not answer: then the job runs."""
+        if unique_by_construction(job_id, seq, msg_id):
+            return None
+        claims = f"{self.settings.subjects.job_event(job_id, 'claimed')}.*"
+        try:
+            first = await self.bus.message(
+                self.settings.streams.job_events, 1, subject=claims, next=True
+            )
+            event = decode(first.data).event if first is not None else None
+        except (JetgridError, InvalidEvent) as exc:
+            log.info("could not check whether job id %s is taken: %s", job_id, exc)
+            return None
+        if isinstance(event, JobClaimed) and event.jobs_seq != seq:
+            return (
+                f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
+                f"{event.jobs_seq}; choose another id."
+            )
+        return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""

@@ -9,8 +9,11 @@ runs again. A completed job whose output is too big to store is recorded as fail
 
 A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
-last run only records `dead` (`record_dead`). An undecodable submission goes to the invalid
-stream and is terminated (`reject`). Tests and benchmarks inject a subclass through
+last run only records `dead` (`record_dead`). A redelivered job whose earlier runs ended with no
+outcome too often is quarantined: `dead` with the reason, and terminated (`quarantine`). An
+undecodable submission goes to the invalid stream, gets a `rejected` event on its job's subject
+(so whoever submitted it sees why), and is terminated (`reject`). Tests and benchmarks inject a
+subclass through
 ``Worker(outcomes=...)`` to change what one of these does.
 """
 
@@ -23,7 +26,13 @@ from collections.abc import Awaitable, Callable
 
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.delivery import GiveUp, after_transient, dead_reason
+from jetgrid.coordinator.delivery import (
+    GiveUp,
+    after_transient,
+    dead_reason,
+    may_quarantine,
+    quarantine_reason,
+)
 from jetgrid.coordinator.errors import PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
@@ -36,19 +45,25 @@ from jetgrid.events import (
     JobCompleted,
     JobDead,
     JobFailed,
+    JobRejected,
     JobRetrying,
     JobSubmitted,
     TerminalEvent,
     encode,
+    refused_job_id,
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.deadletter import last_retry_reason
 from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.options import Counters
+from jetgrid.worker.quarantine import run_history
 
 __all__ = ["Outcomes"]
 
 log = logging.getLogger("jetgrid.worker")
+
+# A `rejected` event's reason is cut to this many characters (the invalid record keeps it all).
+MAX_REASON = 2000
 
 
 class Outcomes:
@@ -206,8 +221,34 @@ class Outcomes:
         with contextlib.suppress(Exception):
             await msg.nak()
 
+    async def quarantine(self, msg: Delivery, job: JobSubmitted, seq: int, attempt: int) -> bool:
+        """Before running a redelivered job: if enough earlier runs ended with no outcome
+        (coordinator.delivery.quarantine_reason), store `dead` with the reason, terminate the
+        delivery and return True. If the history cannot be read the job runs (the next
+        delivery checks again); if `dead` cannot be stored, the delivery is handed back."""
+        if not may_quarantine(attempt, self.pool):
+            return False
+        try:
+            started, retried = await run_history(self.bus, self.settings, job.job_id)
+        except JetgridError as exc:
+            log.warning("job %s: run history unreadable (%s); running it", job.job_id, exc)
+            return False
+        reason = quarantine_reason(attempt, started, retried, self.pool)
+        if reason is None:
+            return False
+        dead = JobDead(job_id=job.job_id, attempts=attempt - 1, jobs_seq=seq, reason=reason)
+        if await self.store_terminal(dead):
+            with contextlib.suppress(Exception):
+                await msg.term()
+            log.warning("job %s %s", job.job_id, reason)
+        else:
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=NOT_STORED_NAK_S)
+        return True
+
     async def reject(self, msg: Delivery, seq: int, reason: str) -> None:
-        """Record an undecodable submission on the invalid stream, then never redeliver it."""
+        """Record an undecodable submission on the invalid stream and as `rejected` on its job's
+        subject (events.refused_job_id), then never redeliver it."""
         self.counters.invalid += 1
         record = InvalidMessage.of(
             msg.data,
@@ -219,5 +260,14 @@ class Outcomes:
             headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
         )
         await self.bus.store(record, self.speaker)
+        rejected = JobRejected(
+            job_id=refused_job_id(msg.data, seq),
+            jobs_seq=seq,
+            reason=reason[:MAX_REASON],
+            worker_id=self.worker_id,
+        )
+        if not await self.store_terminal(rejected):
+            await msg.nak(delay=NOT_STORED_NAK_S)  # both records are idempotent: try again later
+            return
         await msg.term()
         log.info("rejected JOBS seq %s: %s", seq, reason)

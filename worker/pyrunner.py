@@ -1,7 +1,9 @@
 """The child process of the python backend: runs one remote function and writes its result.
 
-Run as ``python -I pyrunner.py REQUEST.json RESULT.json``, in a fresh process per job, by
-worker/backends/python.py. It imports nothing of jetgrid (only the standard library and
+Run as ``python -I pyrunner.py RESULT_FD``, in a fresh process per job, by
+worker/backends/python.py (inside the sandbox of worker/sandbox.py). It reads the request (JSON)
+from stdin and writes the result (JSON) to the inherited file descriptor RESULT_FD, so it needs
+no writable file of the host. It imports nothing of jetgrid (only the standard library and
 cloudpickle), limits its own address space (RLIMIT_AS) before touching the job, puts the job's
 dependency directory first on sys.path, defines the function from its source, calls it with the
 unpickled arguments (awaiting it if it is a coroutine function) and writes::
@@ -45,7 +47,13 @@ def _pickle(obj: Any) -> str:
     return base64.b64encode(cloudpickle.dumps(obj)).decode()
 
 
-def _error(exc: BaseException) -> dict[str, Any]:
+def _error(exc: BaseException, memory_mb: int | None = None) -> dict[str, Any]:
+    message = str(exc)
+    if isinstance(exc, MemoryError) and memory_mb:
+        message = (
+            f"the function ran out of its memory limit of {memory_mb} MiB; ask for more with "
+            "memory_mb (at most the worker's --python-memory-mb) or use less"
+        )
     try:
         pickled: str | None = _pickle(exc)
     except Exception:  # an exception that does not pickle still reports its text
@@ -53,7 +61,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": str(exc),
+        "message": message,
         # The runner's own frame is noise: start at the function.
         "traceback": "".join(
             traceback.format_exception(
@@ -85,16 +93,17 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             value = asyncio.run(_awaited(value))
         return {"ok": True, "result": _pickle(value)}
     except BaseException as exc:  # the function's own failure is the result
-        return {"ok": False, "error": _error(exc)}
+        return {"ok": False, "error": _error(exc, request.get("memory_mb"))}
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[1]) as f:
-        request = json.load(f)
+    result_fd = int(argv[1])
+    request = json.load(sys.stdin)
+    sys.stdin.close()
     result = run(request)
     sys.stdout.flush()
     sys.stderr.flush()
-    with open(argv[2], "w") as f:
+    with open(result_fd, "w") as f:
         json.dump(result, f)
     return 0
 

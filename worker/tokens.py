@@ -1,8 +1,10 @@
 """Ephemeral token streaming: a running job's output, chunk by chunk, on core NATS.
 
-Subject ``<prefix>.tokens.<job_id>``; each message is ``{"job_id", "i", "text"}`` with `i`
-counting messages from 0. Nothing is stored: a client that missed chunks reads the whole output
-from the job's `completed` event.
+Subject ``<prefix>.tokens.<job_id>.<worker_id>`` (a worker may publish only under its own id);
+each message is ``{"job_id", "attempt", "i", "text"}`` with `i` counting the attempt's messages
+from 0. Readers take chunks only from the worker and attempt that the job's latest
+`claimed`/`started` event names. Nothing is stored: a client that missed chunks reads the whole
+output from the job's `completed` event.
 
 Chunks are coalesced: the first goes out at once, later ones are buffered and flushed at most
 every `flush_s` (30 ms), so a backend producing hundreds of tokens per second costs tens of
@@ -24,10 +26,13 @@ FLUSH_S = 0.03
 class TokenPublisher:
     """Publishes one job's output chunks in order, coalesced to one message per `flush_s`."""
 
-    def __init__(self, bus: Bus, subject: str, job_id: str, flush_s: float = FLUSH_S) -> None:
+    def __init__(
+        self, bus: Bus, subject: str, job_id: str, attempt: int, flush_s: float = FLUSH_S
+    ) -> None:
         self.bus = bus
         self.subject = subject
         self.job_id = job_id
+        self.attempt = attempt
         self.flush_s = flush_s
         self.i = 0
         self._buf: list[str] = []
@@ -57,6 +62,8 @@ class TokenPublisher:
             return
         text, self._buf = "".join(self._buf), []
         self._last = asyncio.get_running_loop().time()
-        body = json.dumps({"job_id": self.job_id, "i": self.i, "text": text})
+        body = json.dumps(
+            {"job_id": self.job_id, "attempt": self.attempt, "i": self.i, "text": text}
+        )
         self.i += 1
         await self.bus.chunk(self.subject, body.encode())

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from jetgrid.cli import (
+    archive,
     audit,
     cancel,
     credentials,
@@ -68,6 +69,7 @@ main.add_command(pools.pools)
 main.add_command(projector.projector)
 main.add_command(replay.replay)
 main.add_command(audit.audit)
+main.add_command(archive.archive)
 main.add_command(demo.demo)
 main.add_command(credentials.nats_config)
 main.add_command(credentials.worker_credentials)

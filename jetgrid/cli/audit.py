@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -102,6 +103,13 @@ def render(report: dict[str, Any]) -> str:
 @click.option(
     "--fail-on-violation", is_flag=True, help="Exit with status 2 if any claim is above budget."
 )
+@click.option(
+    "--archive",
+    "archive_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
+)
 @run_async
 async def audit(
     from_: str | None,
@@ -112,6 +120,7 @@ async def audit(
     grace: float,
     only: tuple[str, ...],
     fail_on_violation: bool,
+    archive_dir: Path | None,
     **flags: Any,
 ) -> None:
     """Replay the log and report per worker: uptime per window, tier timeline, jobs taken in
@@ -125,6 +134,7 @@ async def audit(
     from jetgrid.coordinator.bus import Bus
     from jetgrid.events import parse_time
     from jetgrid.events.errors import InvalidEvent
+    from jetgrid.projections.archive import ArchiveDir
     from jetgrid.projections.audit import BudgetRule, report_worker
     from jetgrid.projections.audit_log import gather
     from jetgrid.projections.fold import fold_config
@@ -143,9 +153,10 @@ async def audit(
         grace_s=grace,
         default_factor=config.policy.probation_factor,
     )
+    archive = ArchiveDir(archive_dir, settings) if archive_dir else None
     bus = await Bus.connect(settings, name="jetgrid-audit")
     try:
-        log = await gather(settings, bus, config, until=end)
+        log = await gather(settings, bus, config, until=end, archive=archive)
     finally:
         await bus.close()
     workers = [

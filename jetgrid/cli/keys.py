@@ -1,15 +1,30 @@
-"""`jetgrid keys`: create and list the gateway's API keys (only their hashes are stored)."""
+"""`jetgrid keys`: create, list and revoke the gateway's API keys (only their hashes are stored).
+
+A running gateway reloads the keys file within seconds of a change (gateway.auth.KeyRing), so
+`add` and `revoke` take effect without a restart.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import click
 
 from jetgrid.cli.shared import data_dir_option, one_line_errors, settings_from
-from jetgrid.gateway.auth import ApiKey, hash_key, key_line, keys_path, load_keys, new_key
+from jetgrid.gateway.auth import (
+    ApiKey,
+    KeysFileError,
+    check_rate,
+    hash_key,
+    key_line,
+    keys_path,
+    load_keys,
+    new_key,
+    without_key,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -23,10 +38,30 @@ def _split(value: str | None) -> tuple[str, ...] | None:
 def _load(path: Path) -> list[ApiKey]:
     try:
         return load_keys(path, None)
-    except ValueError as exc:  # a line that is no key hash: say which, and what to do
-        raise click.ClickException(
-            f"{exc} Fix or remove that line; `jetgrid keys add` writes valid ones."
-        ) from None
+    except KeysFileError as exc:  # the message names the line and what to do
+        raise click.ClickException(str(exc)) from None
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return check_rate(value, "--rate")
+    except KeysFileError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace the keys file at once (a gateway never reads half of it), mode 0600."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _path(keys_file: Path | None, data_dir: Path | None) -> Path:
@@ -49,6 +84,7 @@ def keys() -> None:
 
     Keys are stored as SHA-256 hashes, one a line, in the keys file; once a key exists, the
     gateway asks for `Authorization: Bearer <key>` on every route but /healthz and /readyz.
+    A running gateway picks up added and revoked keys within seconds, without a restart.
     """
 
 
@@ -57,7 +93,10 @@ def keys() -> None:
 @click.option("--pools", help="Comma-separated pools the key may submit to (default: all).")
 @click.option("--models", help="Comma-separated model patterns, e.g. 'llama*,echo' (default: all).")
 @click.option(
-    "--rate", type=float, help="Requests per second for this key (default: the gateway's)."
+    "--rate",
+    type=float,
+    callback=_rate,
+    help="Requests per second for this key, positive (default: the gateway's).",
 )
 @_file_opt
 @data_dir_option(_DATA_DIR_HELP)
@@ -99,3 +138,26 @@ def list_keys(keys_file: Path | None, data_dir: Path | None) -> None:
         scope += f"models={','.join(k.models) if k.models else '*'}"
         rate = f" rate={k.rate:g}/s" if k.rate is not None else ""
         click.echo(f"{k.name}  {scope}{rate}  {k.hash[:19]}…")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@_file_opt
+@data_dir_option(_DATA_DIR_HELP)
+def revoke(name: str, keys_file: Path | None, data_dir: Path | None) -> None:
+    """Remove the key called NAME; running gateways refuse it within seconds."""
+    path = _path(keys_file, data_dir)
+    _load(path)  # a broken file is named, not half-rewritten
+    text = path.read_text() if path.exists() else ""
+    try:
+        rest, removed = without_key(text, name, str(path))
+    except KeysFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(
+            f"No key named {name!r} in {path}; `jetgrid keys list` shows the names."
+        )
+    _write(path, rest)
+    left = len(load_keys(path, None))
+    tail = "" if left else " No keys are left: the gateway is open again."
+    click.echo(f"Revoked key {name!r} in {path}.{tail}", err=True)

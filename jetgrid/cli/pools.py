@@ -30,8 +30,8 @@ def _names(ids: list[str], limit: int = 3) -> str:
 def render(rows: list[Any]) -> str:
     """The table `jetgrid pools` prints."""
     header = (
-        "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED", "HELD-BACK",
-        "WAIT-ON-TIER",
+        "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED", "UNSERVED",
+        "HELD-BACK", "WAIT-ON-TIER",
     )  # fmt: skip
     body = [
         (
@@ -43,6 +43,7 @@ def render(rows: list[Any]) -> str:
             _names(r.warm_workers),
             _names(r.cold_workers),
             str(r.suggested_workers),
+            str(r.unserved),
             _names(r.held_back_workers),
             str(r.held_back_jobs),
         )
@@ -73,10 +74,11 @@ async def pools(as_json: bool, **flags: Any) -> None:
     how long the oldest waiting job has waited, workers with the model loaded (WARM) or able
     to load it (COLD), and SUGGESTED, how many workers the model wants now (an autoscaling
     signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
-    than the pool's cold_wait_s), HELD-BACK, the workers whose tier factor is 0, and
-    WAIT-ON-TIER, the jobs that wait because every worker of the model is held back (they are
-    taken after the tier's fallback wait, JETGRID_FALLBACK_WAIT_S). Read straight from
-    JetStream; needs no gateway.
+    than the pool's cold_wait_s), UNSERVED, the waiting jobs no live worker serves (jobs
+    queued with ?queue_unserved=true for a model no worker has taken yet included), HELD-BACK,
+    the workers whose tier factor is 0, and WAIT-ON-TIER, the jobs that wait because every
+    worker of the model is held back (they are taken after the tier's fallback wait,
+    JETGRID_FALLBACK_WAIT_S). Read straight from JetStream; needs no gateway.
     """
     from jetgrid.coordinator.bus import Bus
     from jetgrid.projections.pools import read_pool_status

@@ -34,7 +34,9 @@ async def projector(batch_max: int, **flags: Any) -> None:
     Resumes from the checkpoints stored with the read models (each batch and its checkpoint
     commit in one transaction, so a kill at any point loses nothing and repeats nothing), and
     puts each worker's tier into the tiers KV bucket whenever it changes. Run one per database;
-    Ctrl-C or SIGTERM stops it cleanly.
+    Ctrl-C or SIGTERM stops it cleanly. It publishes snapshots of its read models
+    (JETGRID_SNAPSHOT_EVERY messages, JETGRID_SNAPSHOT_EVERY_S of stream time); started on an
+    empty database it begins from the newest snapshot instead of sequence 1.
     """
     from jetgrid.projections.runner import open_projector
 
@@ -45,6 +47,8 @@ async def projector(batch_max: int, **flags: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if proj.stats.restored is not None:
+        click.echo(f"projector started from the snapshot at {proj.stats.restored}", err=True)
     click.echo(
         f"projector following {settings.nats_url} into {settings.database_url} "
         f"(positions {proj.stats.positions})",

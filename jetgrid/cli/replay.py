@@ -82,10 +82,22 @@ def _check_fresh(db: str) -> None:
     default=None,
     help="Stop at these stream sequences: N (WORKERS up to N; JOBS and JOB_EVENTS to their end) or STREAM=N pairs, e.g. WORKERS=1200,JOBS=80,JOB_EVENTS=400.",
 )
+@click.option(
+    "--archive",
+    "archive_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar; print only the digest line.")
 @run_async
 async def replay(
-    db: str, until: str | None, until_seq: str | None, quiet: bool, **flags: Any
+    db: str,
+    until: str | None,
+    until_seq: str | None,
+    archive_dir: Path | None,
+    quiet: bool,
+    **flags: Any,
 ) -> None:
     """Rebuild every read model from sequence 1 into a fresh database and print its digest.
 
@@ -93,11 +105,14 @@ async def replay(
     starts (or --until / --until-seq), folding with the same reducers as the live projector, and
     prints `digest sha256:<hex>` over a canonical dump of every row. The same log replayed to the
     same positions always gives the same digest, and so does the live projector's database at
-    those positions. Nothing is published (no KV puts, no invalid records).
+    those positions. Nothing is published (no KV puts, no invalid records). With --archive, each
+    stream is read from the archive first and from the stream after it, with the same digest as
+    a replay of the whole log.
     """
     from jetgrid.coordinator.bus import Bus
     from jetgrid.events import parse_time
     from jetgrid.events.errors import InvalidEvent
+    from jetgrid.projections.archive import ArchiveDir
     from jetgrid.projections.fold import fold_config
     from jetgrid.projections.replay import replay as run_replay
     from jetgrid.projections.store import Store
@@ -114,13 +129,15 @@ async def replay(
     settings = settings_from(**flags)
     setup_logging(settings)
     config = fold_config(settings)
+    archive = ArchiveDir(archive_dir, settings) if archive_dir else None
     store = Store(url)
     bus = await Bus.connect(settings, name="jetgrid-replay")
     try:
         if quiet:
             result = await run_replay(
-                settings, store, bus, config, until_seq=caps, until_time=until_time
-            )
+                settings, store, bus, config, until_seq=caps, until_time=until_time,
+                archive=archive,
+            )  # fmt: skip
         else:
             from rich.progress import (
                 BarColumn,
@@ -149,6 +166,7 @@ async def replay(
                     until_seq=caps,
                     until_time=until_time,
                     progress=progress,
+                    archive=archive,
                 )
             pos = ", ".join(f"{k}={v}" for k, v in result.positions.items())
             click.echo(

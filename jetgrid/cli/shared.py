@@ -48,9 +48,17 @@ def setup_logging(settings: Settings) -> None:
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn a JetgridError (a sentence naming the value and the fix), or a file the system
-    refused, into click's one-line `Error: ...` and exit status 1, never a traceback."""
+    refused, into click's one-line `Error: ...` and exit status 1, never a traceback. A refusal
+    by NATS permissions names the refused subject and says which user to run as."""
+    from jetgrid.coordinator.errors import PermissionDenied
+
     try:
         yield
+    except PermissionDenied as exc:
+        raise click.ClickException(
+            f"{str(exc).rstrip('.')}; run this as a NATS user whose role allows it (see "
+            "README.md, Roles and credentials)."
+        ) from exc
     except JetgridError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

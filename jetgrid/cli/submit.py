@@ -74,6 +74,7 @@ async def submit(
     if prompt is None and data is None:
         raise click.UsageError("Give --prompt or --input.")
     from jetgrid.coordinator.routing import RouteError, route_job
+    from jetgrid.events import InvalidEvent, check_chosen_id
 
     try:
         pool = route_job(settings.pool_configs(), model=model, pool=pool)
@@ -92,6 +93,10 @@ async def submit(
         )
     except ValidationError as exc:
         raise refused(exc) from None
+    try:
+        check_chosen_id(job.job_id)  # the worker would reject it: say so now
+    except InvalidEvent as exc:
+        raise click.BadParameter(exc.reason, param_hint="--id") from None
     bus = await Bus.connect(settings, name="jetgrid-submit")
     try:
         async with bus.follow_job(job.job_id) as follower:

@@ -44,7 +44,13 @@ from jetgrid.events import JetgridError
 @click.option(
     "--allow-python",
     is_flag=True,
-    help="Also run remote Python functions (@jetgrid.remote) of this pool: arbitrary code, each call in a fresh subprocess with time and memory limits. Off by default.",
+    help="Also run remote Python functions (@jetgrid.remote) of this pool: arbitrary code, each call in a fresh bubblewrap sandbox (no network, no host files, no environment) with time, memory and output limits. Needs bwrap (Debian package bubblewrap). Off by default.",
+)
+@click.option(
+    "--unsafe-python-no-sandbox",
+    is_flag=True,
+    envvar="JETGRID_UNSAFE_PYTHON_NO_SANDBOX",
+    help="With --allow-python: run functions WITHOUT the bubblewrap sandbox, as this worker's user (they can read its files and reach its network). Only where every submitter is trusted.",
 )
 @click.option(
     "--python-timeout",
@@ -150,6 +156,7 @@ async def worker(
     allow_python: bool,
     python_timeout: float,
     python_memory_mb: int,
+    unsafe_python_no_sandbox: bool,
     simulate_uptime: str | None,
     simulate_seed: int,
     dead_letters: bool,
@@ -203,6 +210,7 @@ async def worker(
             data_dir=settings.data_dir,
             python_timeout=python_timeout,
             python_memory_mb=python_memory_mb,
+            python_unsandboxed=unsafe_python_no_sandbox,
         ),
     )
     loop = asyncio.get_running_loop()

@@ -62,7 +62,7 @@ async def backend(fake_ollama) -> Any:
 async def test_a_streamed_generate_emits_tokens_and_reports_counts(
     fake_ollama, streams, nc, start_worker, outcomes, backend
 ) -> None:
-    tokens = await collect(nc, streams.subjects.tokens("j1"), json.loads)
+    tokens = await collect(nc, streams.subjects.token_streams("j1"), json.loads)
     await start_worker("tiny:1b", backend=backend)
     await submit(nc, streams, job(1, prompt="the quick brown fox", options={"temperature": 0}))
     await outcomes.wait_terminal("j1")
@@ -181,7 +181,7 @@ async def test_cancel_closes_the_stream_to_ollama(
     fake_ollama, streams, nc, start_worker, outcomes, backend
 ) -> None:
     fake_ollama.token_delay_s = 0.05
-    tokens = await collect(nc, streams.subjects.tokens("j1"), json.loads)
+    tokens = await collect(nc, streams.subjects.token_streams("j1"), json.loads)
     agent = await start_worker("tiny:1b", backend=backend)
     await submit(nc, streams, job(1, prompt=" ".join(["word"] * 400)))
     await tokens.wait_for(lambda: len(tokens) >= 2)

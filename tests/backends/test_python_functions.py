@@ -151,18 +151,22 @@ def tiny_wheel(where: Path) -> Path:
 async def test_dependencies_install_once_into_a_cached_environment(
     streams: Settings, start_worker, tmp_path
 ) -> None:
-    wheel = str(tiny_wheel(tmp_path))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny_wheel(wheels)
 
-    @jetgrid.remote(settings=streams, dependencies=[wheel])
+    @jetgrid.remote(settings=streams, dependencies=["jgtiny==1.0"])
     def answer():
         import jgtiny
 
         return jgtiny.ANSWER
 
-    backend = python_worker_backend(tmp_path, pip_args=("--no-index", "--no-deps"))
+    # The install runs sandboxed too: it sees the operator's --find-links folder, nothing else.
+    pip_args = ("--no-index", "--no-deps", "--find-links", str(wheels))
+    backend = python_worker_backend(tmp_path, pip_args=pip_args)
     await start_worker("python", backend=backend)
     assert await answer() == 42
-    env = tmp_path / "worker-data" / "python-envs" / env_hash([wheel])
+    env = tmp_path / "worker-data" / "python-envs" / env_hash(["jgtiny==1.0"])
     marker = env / ".jetgrid-ready"
     first = marker.stat().st_mtime_ns
     assert await answer() == 42

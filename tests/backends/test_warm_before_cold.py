@@ -141,8 +141,9 @@ async def test_pool_status_shows_backlog_and_warm_and_cold_workers(
             assert by["m2:1b"]["backlog"] == 3 and by["m2:1b"]["cold_workers"] == ["a"]
         else:
             lines = out.decode().splitlines()
-            assert lines[0].split()[:8] == [
-                "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED"
+            assert lines[0].split()[:9] == [
+                "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED",
+                "UNSERVED",
             ]  # fmt: skip
             assert any(ln.startswith("standard") and "m2:1b" in ln for ln in lines[1:])
     await a.close()

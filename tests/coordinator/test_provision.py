@@ -10,12 +10,14 @@ from jetgrid.coordinator.provision import (
     consumer_config,
     consumer_drift,
     ensure_consumer,
+    provision_deployment,
     provision_streams,
     stream_config,
     stream_drift,
 )
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import StreamNames, Subjects, stream_specs
+from jetgrid.events import ConfigError, StreamNames, Subjects, stream_specs
+from jetgrid.events.streams import LOGICAL_NAMES, Retention, parse_retention
 
 SPECS = stream_specs(Subjects("jetgrid"), StreamNames(""))
 
@@ -117,10 +119,63 @@ def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
 
 
 @pytest.mark.integration
-async def test_provision_deployment_adds_the_tiers_bucket_once(settings: Settings, nc: NATS):
+async def test_provision_deployment_adds_the_buckets_once(settings: Settings, nc: NATS):
     from jetgrid.coordinator.provision import provision_deployment
 
     first = await provision_deployment(nc.jetstream(), settings)
     assert f"KV_{settings.tiers_bucket}" in first.created
+    assert f"OBJ_{settings.snapshot_bucket}" in first.created
     again = await provision_deployment(nc.jetstream(), settings)
     assert again.created == [] and len(again.unchanged) == 5
+
+
+def test_every_stream_has_an_age_limit_by_default() -> None:
+    ages = {s.logical: s.max_age_s for s in SPECS}
+    assert ages == {"JOBS": 30 * 86400.0, "JOB_EVENTS": 30 * 86400.0,
+                    "WORKERS": 7 * 86400.0, "INVALID": 30 * 86400.0}  # fmt: skip
+    assert Settings().retention["DEAD_LETTERS"].max_age_s == 30 * 86400.0
+    assert stream_config(SPECS[2]).max_age == 7 * 86400.0
+
+
+@pytest.mark.parametrize(
+    ("text", "age", "size"),
+    [("7d", 7 * 86400.0, -1), ("12h,5GiB", 43200.0, 5 * 1024**3), ("0", 0.0, -1),
+     ("0,10MB", 0.0, 10_000_000), ("90m", 5400.0, -1), ("30 d, 1 TiB", 30 * 86400.0, 1024**4)],
+)  # fmt: skip
+def test_retention_settings_parse(text: str, age: float, size: int) -> None:
+    assert parse_retention(text) == Retention(age, size)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [({"JETGRID_RETENTION_JOBS": "30d,1GiB"}, "size cap"),
+     ({"JETGRID_RETENTION_JOBS": "2h"}, "shorter than a day"),
+     ({"JETGRID_RETENTION_WORKERS": "a week"}, "not a retention")],
+)  # fmt: skip
+def test_retention_that_could_drop_queued_jobs_or_does_not_parse_is_refused(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_env(env)
+
+
+@pytest.mark.integration
+async def test_provision_applies_retention_to_new_and_existing_streams(
+    settings: Settings, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    forever = stream_specs(
+        settings.subjects, settings.streams, retention={k: Retention() for k in LOGICAL_NAMES}
+    )
+    await provision_streams(js, forever)  # a deployment from before retention
+    assert (await js.stream_info(settings.streams.workers)).config.max_age == 0
+    custom = settings.replace(retention_workers="2d,1GiB")
+    report = await provision_deployment(js, custom)
+    assert report.updated[settings.streams.workers] == {
+        "max_age": (0.0, 2 * 86400.0),
+        "max_bytes": (-1, 1024**3),
+    }
+    cfg = (await js.stream_info(settings.streams.workers)).config
+    assert (cfg.max_age, cfg.max_bytes) == (2 * 86400.0, 1024**3)
+    assert (await js.stream_info(settings.streams.jobs)).config.max_age == 30 * 86400.0
+    assert (await provision_deployment(js, custom)).updated == {}

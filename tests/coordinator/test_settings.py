@@ -52,3 +52,24 @@ def test_derived_names() -> None:
     s = Settings(subject_prefix="t9", stream_prefix="T9_")
     assert s.subjects.submit("fast", "m") == "t9.jobs.fast.m"
     assert s.streams.jobs == "T9_JOBS"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RATE_LIMIT_PER_S", "inf"),
+        ("RATE_LIMIT_PER_S", "nan"),
+        ("RATE_LIMIT_BURST", "inf"),
+        ("UNSERVED_MODEL_WINDOW_S", "-1"),
+        ("UNSERVED_MODEL_WINDOW_S", "nan"),
+    ],
+)
+def test_rates_and_windows_must_be_finite(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"JETGRID_{name}\\) has value '{value}'"):
+        Settings.from_env({f"JETGRID_{name}": value})
+
+
+def test_the_unserved_model_window_is_a_setting() -> None:
+    assert Settings().unserved_model_window_s == 600.0
+    env = {"JETGRID_UNSERVED_MODEL_WINDOW_S": "30"}
+    assert Settings.from_env(env).unserved_model_window_s == 30.0

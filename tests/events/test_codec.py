@@ -29,6 +29,7 @@ S = Subjects("jetgrid")
 SAMPLES: dict[str, dict[str, Any]] = {
     "jetgrid.job.submitted": dict(job_id="j1", model="m", pool="fast", prompt="hi"),
     "jetgrid.job.claimed": dict(job_id="j1", worker_id="w1", attempt=1, jobs_seq=3),
+    "jetgrid.job.rejected": dict(job_id="j1", jobs_seq=3, reason="bad field", worker_id="w1"),
     "jetgrid.job.started": dict(job_id="j1", worker_id="w1", attempt=1),
     "jetgrid.job.progress": dict(job_id="j1", worker_id="w1", attempt=1, fraction=0.5),
     "jetgrid.job.completed": dict(
@@ -256,3 +257,55 @@ def test_bodies_that_are_not_json_keep_json_loads_reason(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as got:
         decode(raw)
     assert got.value.reason == f"Body is not JSON: {want.value}."
+
+
+# -- submitter-chosen ids (issue 11, finding 2) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "prompt": "x", "id": "mine"}',
+        b'{"model": "m", "prompt": "x", "job_id": "mine"}',
+        b'{"model": "m", "prompt": "x", "id": "mine", "job_id": "mine"}',
+    ],
+)
+def test_a_bare_job_names_its_id_with_id_as_documented_or_job_id(body: bytes) -> None:
+    env = decode_submission(body, subject=S.submit("fast", "m"), subjects=S, seq=5, stream_time=T0)
+    assert env.event.job_id == "mine" and env.id == "mine"
+
+
+def test_id_and_job_id_that_disagree_are_refused() -> None:
+    body = b'{"model": "m", "prompt": "x", "id": "a", "job_id": "b"}'
+    with pytest.raises(InvalidEvent, match="disagree"):
+        decode_submission(body, subject=S.submit("fast", "m"), subjects=S, seq=5, stream_time=T0)
+
+
+@pytest.mark.parametrize("field", ["id", "job_id"])
+def test_a_bare_job_cannot_claim_a_derived_id_in_advance(field: str) -> None:
+    body = json.dumps({"model": "m", "prompt": "x", field: "seq-2099"}).encode()
+    with pytest.raises(InvalidEvent, match="reserved prefix 'seq-'"):
+        decode_submission(body, subject=S.submit("fast", "m"), subjects=S, seq=3, stream_time=T0)
+
+
+def test_an_enveloped_job_cannot_claim_a_derived_id_either() -> None:
+    raw = encode(JobSubmitted(job_id="seq-2099", model="m", pool="fast", prompt="x"), source="t")
+    with pytest.raises(InvalidEvent, match="reserved prefix"):
+        decode_submission(raw, subject=S.submit("fast", "m"), subjects=S, seq=3, stream_time=T0)
+
+
+@pytest.mark.parametrize(
+    ("body", "job_id"),
+    [
+        (b'{"model": "m", "id": "mine"}', "mine"),  # bad fields, usable id: its own subject
+        (b'{"model": "m", "job_id": "mine"}', "mine"),
+        (b'{"model": "m", "id": "seq-2099"}', "seq-3"),  # reserved: never the victim's
+        (b'{"model": "m", "id": "a.b"}', "seq-3"),  # not a token
+        (b'{"model": "m", "id": 5}', "seq-3"),
+        (b"[1, 2]", "seq-3"),
+        (b"\xff", "seq-3"),
+        (encode(JobSubmitted(job_id="env", model="m", pool="p", prompt="x"), source="t"), "env"),
+    ],
+)
+def test_a_refused_submission_is_reported_on_its_own_job(body: bytes, job_id: str) -> None:
+    assert events.refused_job_id(body, 3) == job_id

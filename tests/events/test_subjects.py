@@ -62,7 +62,9 @@ def test_subject_builders_and_parsers_agree() -> None:
     assert s.worker_event("w-1", "heartbeat") == "jetgrid.worker.w-1.heartbeat"
     assert s.parse_worker_event("jetgrid.worker.w-1.heartbeat") == ("w-1", "heartbeat")
     assert s.invalid("JOBS") == "jetgrid.invalid.JOBS"
-    assert s.tokens("j1") == "jetgrid.tokens.j1"
+    assert s.tokens("j1", "w-1") == "jetgrid.tokens.j1.w-1"
+    assert s.parse_tokens("jetgrid.tokens.j1.w-1") == ("j1", "w-1")
+    assert s.token_streams() == "jetgrid.tokens.*.*"
     assert s.submit_filter() == "jetgrid.jobs.*.*"
     assert s.job_events() == "jetgrid.job.*.>"
     assert s.job_events("j1") == "jetgrid.job.j1.>"

@@ -150,7 +150,10 @@ async def test_scoped_key_gets_403_naming_the_scope(keyed, wait_model) -> None: 
         r = await http.post("/v1/jobs", json={"model": "echo", "prompt": "p", "pool": "fast"})
         assert r.status_code == 403 and "models ['x*']" in r.json()["error"]["message"]
         assert (
-            await http.post("/v1/jobs", json={"model": "x:1b", "prompt": "p", "pool": "fast"})
+            await http.post(
+                "/v1/jobs?queue_unserved=true",
+                json={"model": "x:1b", "prompt": "p", "pool": "fast"},
+            )
         ).status_code == 202
         r = await http.post("/api/generate", json={"model": "echo", "prompt": "p"})
         assert r.status_code == 403 and "scoped to" in r.json()["error"]
@@ -164,7 +167,8 @@ async def test_a_scoped_key_sees_only_its_own_pools_and_models(keyed, wait_model
         full, fast = bearer(keys["full"]), bearer(keys["fast"])
         other = (await http.post("/v1/jobs?wait=10", json={"model": "echo", "prompt": "p"},
                                  headers=full)).json()["id"]  # fmt: skip
-        mine = (await http.post("/v1/jobs", json={"model": "x:1b", "prompt": "p", "pool": "fast"},
+        mine = (await http.post("/v1/jobs?queue_unserved=true",
+                                json={"model": "x:1b", "prompt": "p", "pool": "fast"},
                                 headers=fast)).json()["id"]  # fmt: skip
         # Another tenant's job is as unknown as one that never was, on every read and cancel.
         for method, path in [

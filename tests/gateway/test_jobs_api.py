@@ -50,7 +50,9 @@ async def test_wait_returns_the_result_when_it_completes_in_time(gateway, start_
 
 async def test_wait_that_runs_out_returns_202_queued(gateway) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:  # no worker: it stays queued
-        r = await http.post("/v1/jobs?wait=0.3", json={"model": "echo", "prompt": "x"})
+        r = await http.post(
+            "/v1/jobs?wait=0.3&queue_unserved=true", json={"model": "echo", "prompt": "x"}
+        )
         assert r.status_code == 202 and r.json()["status"] == "queued"
         status = (await http.get(f"/v1/jobs/{r.json()['id']}")).json()
     assert status["status"] == "queued"
@@ -58,12 +60,9 @@ async def test_wait_that_runs_out_returns_202_queued(gateway) -> None:
 
 async def test_idempotency_key_returns_the_same_job(gateway, streams, nc, start_worker) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        first = await http.post(
-            "/v1/jobs", json={"model": "echo", "prompt": "once"}, headers={"Idempotency-Key": "k1"}
-        )
-        second = await http.post(
-            "/v1/jobs", json={"model": "echo", "prompt": "once"}, headers={"Idempotency-Key": "k1"}
-        )
+        unserved, key = "/v1/jobs?queue_unserved=true", {"Idempotency-Key": "k1"}
+        first = await http.post(unserved, json={"model": "echo", "prompt": "once"}, headers=key)
+        second = await http.post(unserved, json={"model": "echo", "prompt": "once"}, headers=key)
         assert first.json()["id"] == second.json()["id"]
         info = await nc.jetstream().stream_info(streams.streams.jobs)
         assert info.state.messages == 1  # never a second job

@@ -27,7 +27,9 @@ async def test_a_pool_that_does_not_serve_the_model_is_refused(gateway) -> None:
         r = await http.post(
             "/v1/jobs", json={"model": "llama3.1:8b", "prompt": "x", "pool": "fast"}
         )
-        ok = await http.post("/v1/jobs", json={"model": "llama3.2:1b", "prompt": "x"})
+        ok = await http.post(
+            "/v1/jobs?queue_unserved=true", json={"model": "llama3.2:1b", "prompt": "x"}
+        )
     assert r.status_code == 422, r.text
     err = r.json()["error"]
     assert err["field"] == "pool" and "does not serve model 'llama3.1:8b'" in err["message"]
@@ -44,7 +46,7 @@ async def test_python_jobs_are_refused_over_http_by_default(gateway) -> None:
 async def test_python_jobs_go_to_their_own_subject_when_enabled(python_gateway) -> None:
     body = {"model": "python", "kind": "python", "input": {"source": "def f(): pass"}}
     async with httpx.AsyncClient(base_url=python_gateway) as http:
-        r = await http.post("/v1/jobs", json={**body, "pool": "heavy"})
+        r = await http.post("/v1/jobs?queue_unserved=true", json={**body, "pool": "heavy"})
         bad = await http.post("/v1/jobs", json={**body, "model": "llama3.2:1b"})
     assert r.status_code == 202 and r.json()["subject"].endswith(".jobs.heavy.python")
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "model"

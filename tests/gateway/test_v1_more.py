@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 async def test_result_is_202_then_200_and_409_when_there_is_none(gateway, start_worker) -> None:
     async with httpx.AsyncClient(base_url=gateway) as http:
-        job = (await http.post("/v1/jobs", json={"model": "echo", "prompt": "hi"})).json()
+        job = (
+            await http.post("/v1/jobs?queue_unserved=true", json={"model": "echo", "prompt": "hi"})
+        ).json()
         pending = await http.get(f"/v1/jobs/{job['id']}/result")
         assert pending.status_code == 202 and pending.headers["retry-after"] == "1"
         assert pending.json()["status"] == "queued"
@@ -40,7 +42,9 @@ async def test_result_is_202_then_200_and_409_when_there_is_none(gateway, start_
 async def test_cancel_publishes_cancel_requested_once(gateway, streams, nc) -> None:
     js = nc.jetstream()
     async with httpx.AsyncClient(base_url=gateway) as http:
-        job = (await http.post("/v1/jobs", json={"model": "echo", "prompt": "x"})).json()
+        job = (
+            await http.post("/v1/jobs?queue_unserved=1", json={"model": "echo", "prompt": "x"})
+        ).json()
         r = await http.delete(f"/v1/jobs/{job['id']}?reason=changed+my+mind")
         assert r.status_code == 202 and r.json()["cancel_requested"] is True
         again = await http.delete(f"/v1/jobs/{job['id']}")
@@ -155,7 +159,9 @@ async def test_pools_report_backlog_from_consumer_info(gateway, streams, nc) -> 
     await ensure_consumer(nc.jetstream(), spec)
     async with httpx.AsyncClient(base_url=gateway) as http:
         for i in range(3):
-            await http.post("/v1/jobs", json={"model": "tiny:1b", "prompt": f"{i}"})
+            await http.post(
+                "/v1/jobs?queue_unserved=true", json={"model": "tiny:1b", "prompt": f"{i}"}
+            )
         pools = {p["name"]: p for p in (await http.get("/v1/pools")).json()["pools"]}
     assert set(pools) == {"fast", "standard", "heavy"}
     fast = pools["fast"]

@@ -14,6 +14,7 @@ from jetgrid.events import (
     JobClaimed,
     JobCompleted,
     JobDead,
+    JobRejected,
     JobStarted,
     JobSubmitted,
     Subjects,
@@ -209,3 +210,25 @@ def test_a_silent_worker_decays_at_ticks_and_a_pinging_one_is_judged_at_its_ping
     assert busy.tier == "full"
     assert quiet.tier != "full" and quiet.tier_since is not None
     assert quiet.tier_since.timestamp() == int(quiet.tier_since.timestamp())  # at a whole tick
+
+
+def test_a_rejection_shows_on_its_job_and_never_ends_another_submission_of_that_id() -> None:
+    jobs, events = _job_messages()
+    refused = JobRejected(job_id="j1", jobs_seq=2, reason="field 'prompt': missing", worker_id="w1")
+    jobs.append((JOBS, 2, SUBJ.submit("standard", "echo"), b'{"model": "echo", "id": "j1"}'))
+    said = (JOB_EVENTS, 0, SUBJ.job_event("j1", "rejected", "w1"),
+            encode(refused, source="t", time=at(0.5)))  # fmt: skip
+    # The refusal comes first in JOB_EVENTS: sequences 1-4.
+    events = [(st, n, subj, data) for n, (st, _, subj, data) in enumerate([said, *events], 1)]
+    for order in _interleavings(jobs, events):
+        fold = Fold(SUBJ)
+        for stream, seq, subject, data in order:
+            if stream == JOBS:
+                fold.submission(seq, subject, data, at(0))
+            else:
+                fold.job_event(seq, subject, data)
+        assert (fold.jobs["j1"].status, fold.jobs["j1"].jobs_seq) == ("completed", 1)
+    alone = Fold(SUBJ)
+    alone.job_event(1, SUBJ.job_event("j2", "rejected", "w1"),
+                    encode(refused.model_copy(update={"job_id": "j2"}), source="t"))  # fmt: skip
+    assert (alone.jobs["j2"].status, alone.jobs["j2"].error) == ("rejected", refused.reason)

@@ -14,6 +14,7 @@ from jetgrid.events import (
     JobDead,
     JobFailed,
     JobProgress,
+    JobRejected,
     JobRetrying,
     JobStarted,
     JobSubmitted,
@@ -107,3 +108,24 @@ def test_cancel_request_and_progress() -> None:
 def test_replaying_the_same_events_gives_equal_views() -> None:
     log = [env(SUB, 1), env(CLAIM, 2), env(START, 3), env(DONE, 4), env(DONE2, 5)]
     assert fold(*log) == fold(*log)
+
+
+# -- rejected: the end of one refused submission (issue 11, finding 8) ------------------------
+
+REJ = JobRejected(job_id="j", jobs_seq=5, reason="field 'prompt': missing", worker_id="w1")
+
+
+def test_a_refused_submission_is_rejected_with_its_reason() -> None:
+    v = fold(env(REJ, 9))
+    assert (v.status, v.error, v.error_type, v.jobs_seq, v.terminal) == (
+        "rejected", REJ.reason, "rejected", 5, True
+    )  # fmt: skip
+
+
+def test_a_refusal_of_another_submission_does_not_end_an_accepted_job() -> None:
+    sub = env(SUB, 1)  # the accepted job j is JOBS seq 1; the refused one was seq 5
+    for order in ([sub, env(REJ, 9)], [env(REJ, 9), sub]):
+        v = fold(*order, env(CLAIM, 10), env(DONE, 11))
+        assert v.status == "completed" and v.jobs_seq == 1, order
+    v = fold(env(REJ, 9), env(CLAIM, 10), env(DONE, 11))  # claim of seq 1 seen first
+    assert v.status == "completed" and v.jobs_seq == 1

@@ -11,7 +11,7 @@ from jetgrid.coordinator.backlog import Backlog
 from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools
 from jetgrid.events import Envelope, WorkerDeregistered, WorkerHeartbeat, WorkerRegistered
 from jetgrid.events.workers import ModelInfo
-from jetgrid.projections.pools import pool_status, pools_json
+from jetgrid.projections.pools import pool_status, pools_json, served_within
 from jetgrid.projections.workers import WorkerView, apply
 
 POOLS = default_pools(("fast", "standard", "heavy"), "standard")
@@ -129,7 +129,7 @@ def test_pools_json_lists_every_pool_with_its_rows() -> None:
             "pool": "fast", "model": "tiny:1b", "consumer": "pool-fast-tiny_1b", "backlog": 3,
             "ack_pending": 1, "waiting_pulls": 2, "workers": 1, "running": 1,
             "oldest_wait_s": None, "warm_workers": ["a"], "cold_workers": [],
-            "suggested_workers": 1, "held_back_workers": [], "held_back_jobs": 0,
+            "suggested_workers": 1, "unserved": 0, "held_back_workers": [], "held_back_jobs": 0,
         }
     ]  # fmt: skip
     assert doc["pools"][1]["consumers"] == [] and doc["pools"][1]["backlog"] == 0
@@ -177,3 +177,51 @@ def test_the_cli_table_shows_held_back_workers_and_the_jobs_that_wait_on_them() 
     assert line.split()[-3:] == ["1", "(lone)", "5"]
     assert "5 job(s) wait on workers held back by their tier" in text
     assert "held back" not in render(pool_status(POOLS, [], [worker("a")], NOW))
+
+
+def test_jobs_for_a_model_no_consumer_takes_are_rows_of_unserved_backlog() -> None:
+    stored = {("fast", "ghost:1b"): 2, ("fast", "tiny:1b"): 9, ("standard", "m"): 1}
+    stored |= {("standard", "m:latest"): 2, ("heavy", "none"): 0}
+    rows = pool_status(
+        POOLS,
+        [Backlog("fast", "tiny:1b", "c", pending=4)],  # a consumer: its own backlog counts
+        [worker("a", models=("m",), loaded=("m",))],
+        NOW,
+        stored,
+    )
+    got = {(r.pool, r.model): (r.backlog, r.unserved, r.consumer) for r in rows}
+    assert got == {
+        ("fast", "ghost:1b"): (2, 2, None),  # nobody serves it: all of it is unserved
+        ("fast", "tiny:1b"): (4, 4, "c"),  # a consumer but no live worker
+        ("standard", "m"): (3, 0, None),  # `m` and `m:latest` are one row; a live worker
+    }
+    doc = pools_json(POOLS, rows)
+    assert [(p["name"], p["unserved"]) for p in doc["pools"]] == [
+        ("fast", 6), ("standard", 0), ("heavy", 0)
+    ]  # fmt: skip
+    ghost = pool_status(POOLS, [], [], NOW, {("fast", "ghost:1b"): 2})[0]
+    assert ghost.suggested_workers == 1  # the autoscaling signal asks for a worker
+
+
+@pytest.mark.parametrize(
+    ("view", "pool", "model", "window_s", "served"),
+    [
+        (worker("a", models=("m",)), "standard", "m", 0.0, True),  # live
+        (worker("a", models=("m",)), "standard", "m:latest", 0.0, False),  # another subject
+        (worker("a", models=("m",)), "fast", "m", 600.0, False),  # another pool
+        (worker("a", models=("m",)), "standard", "n", 600.0, False),  # another model
+        (worker("a", models=("m",), age=300), "standard", "m", 600.0, True),  # gone a while
+        (worker("a", models=("m",), age=300), "standard", "m", 0.0, False),
+        (worker("a", models=("m",), age=900), "standard", "m", 600.0, False),
+        (worker("a", models=("m",), age=10, gone=True), "standard", "m", 600.0, True),
+        (worker("a", models=("m",), age=10, gone=True), "standard", "m", 5.0, False),
+    ],
+)
+def test_a_model_is_served_by_a_live_worker_or_one_heard_within_the_window(
+    view: WorkerView, pool: str, model: str, window_s: float, served: bool
+) -> None:
+    assert served_within([view], pool, model, NOW, window_s) is served
+
+
+def test_no_workers_serve_nothing() -> None:
+    assert served_within([], "standard", "m", NOW, 1e9) is False

@@ -19,7 +19,11 @@ from nats.js.api import KeyValueConfig
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import pool_consumer
 from jetgrid.coordinator.natsconf import NatsConfig, Secret, render_nats_config
-from jetgrid.coordinator.provision import ensure_consumer, provision_streams
+from jetgrid.coordinator.provision import (
+    ensure_consumer,
+    ensure_snapshot_bucket,
+    provision_streams,
+)
 from jetgrid.coordinator.roles import SERVICE_USERS, Deployment, User, service_user, worker_user
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import dead_letter_spec, stream_specs
@@ -90,6 +94,7 @@ async def provisioned(secured: Secured) -> AsyncIterator[Secured]:
         await ensure_consumer(js, spec)
     kv = await js.create_key_value(KeyValueConfig(bucket=DEPLOYMENT.bucket))
     await kv.put("w1", b'{"tier": "full"}')
+    await ensure_snapshot_bucket(js, DEPLOYMENT.snapshot_bucket)
     await nc.close()
     yield secured
 

@@ -29,6 +29,7 @@ from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import EchoBackend
 
 BUCKET = "SEC_TIERS"  # the tiers bucket of the deployment in conftest.py (stream prefix SEC_)
+SNAPSHOTS = "SEC_SNAPSHOTS"  # its read-model snapshot object store
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +72,29 @@ async def _pull_ack(c: Ctx, consumer: str, subject: str) -> None:
     await msg.ack_sync()
 
 
+async def _snapshot_rw(c: Ctx) -> None:
+    """What the projector does with snapshots: replace the object, then read it back."""
+    obs = await c.js.object_store(SNAPSHOTS)
+    await obs.put("read-models", b"snapshot")
+    await obs.put("read-models", b"newer snapshot")  # replacing purges the old chunks
+    assert (await obs.get("read-models")).data == b"newer snapshot"
+
+
 async def _subscribe(c: Ctx, subject: str) -> None:
     """Subscribe; a refused subscription arrives as an -ERR before the flush's PONG."""
     await c.nc.subscribe(subject)
     for _ in range(3):  # round trips to the server; the error callback runs in between
+        await c.nc.flush()
+        for _ in range(20):
+            if c.bus.errors.last_permission:
+                raise NatsTimeout
+            await asyncio.sleep(0)
+
+
+async def _publish(c: Ctx, subject: str) -> None:
+    """Publish on core NATS; a refused publish arrives as an -ERR before the flush's PONG."""
+    await c.nc.publish(subject, b'{"job_id": "j1", "attempt": 1, "i": 0, "text": "x"}')
+    for _ in range(3):
         await c.nc.flush()
         for _ in range(20):
             if c.bus.errors.last_permission:
@@ -163,11 +183,20 @@ ACTIONS: dict[str, tuple[str, Callable[[Ctx], Awaitable[Any]]]] = {
     "read the tiers bucket": (f"$JS.API.STREAM.INFO.KV_{BUCKET}", _kv_read),
     # Refused at the put, or (for a role that may not even read the bucket) at its lookup.
     "write the tiers bucket": (f"$KV.{BUCKET}.w1|$JS.API.STREAM.INFO.KV_{BUCKET}", _kv_write),
+    "write and read snapshots": (f"$JS.API.STREAM.INFO.OBJ_{SNAPSHOTS}", _snapshot_rw),
     "subscribe to the gateway's inbox": (
         "_INBOX_gateway.>",
         lambda c: _subscribe(c, "_INBOX_gateway.>"),
     ),
     "subscribe to job events": (f"{P}.job.*.*", lambda c: _subscribe(c, f"{P}.job.*.*")),
+    # Token chunks end in the worker's id too: no worker writes into another's stream.
+    "publish tokens as w1": (f"{P}.tokens.j1.w1", lambda c: _publish(c, f"{P}.tokens.j1.w1")),
+    "publish tokens as w2": (f"{P}.tokens.j1.w2", lambda c: _publish(c, f"{P}.tokens.j1.w2")),
+    "publish tokens as nobody": (f"{P}.tokens.j1", lambda c: _publish(c, f"{P}.tokens.j1")),
+    "subscribe to token streams": (
+        f"{P}.tokens.*.*",
+        lambda c: _subscribe(c, f"{P}.tokens.*.*"),
+    ),
     "subscribe to one job's events": (f"{P}.job.j1.>", lambda c: _subscribe(c, f"{P}.job.j1.>")),
 }
 
@@ -175,17 +204,20 @@ ALLOWED: dict[str, set[str]] = {
     "admin": set(ACTIONS),
     "gateway": {"submit a job", "submit a python job", "request a cancel", "publish dead",
                 "read job events", "read the tiers bucket", "subscribe to job events",
-                "subscribe to one job's events", "subscribe to the gateway's inbox"},
+                "subscribe to one job's events", "subscribe to the gateway's inbox",
+                "subscribe to token streams"},
     "projector": {"publish dead", "read job events", "read the tiers bucket",
-                  "write the tiers bucket"},
+                  "write the tiers bucket", "write and read snapshots"},
     "client": {"submit a job", "request a cancel", "read job events", "subscribe to job events",
-               "subscribe to one job's events"},
+               "subscribe to one job's events", "subscribe to token streams"},
     # w1 may use any pool consumer; w2 only (standard, echo). Neither may ping, or say a job
     # event, as the other. Workers publish `dead` (each runs a dead-letter watcher; Msg-Id
     # dedupe makes it one), under their own id too.
     "worker-w1": {"publish completed as w1", "publish dead as w1", "ping as w1",
+                  "publish tokens as w1",
                   "pull and ack standard/echo", "pull and ack fast/echo", "read the tiers bucket"},
-    "worker-w2": {"publish completed as w2", "ping as w2", "pull and ack standard/echo",
+    "worker-w2": {"publish completed as w2", "ping as w2", "publish tokens as w2",
+                  "pull and ack standard/echo",
                   "read the tiers bucket"},
 }  # fmt: skip
 # The admin's right to delete is shown on a scratch stream; the module's streams stay.

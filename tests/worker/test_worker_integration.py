@@ -236,12 +236,14 @@ async def test_tokens_stream_on_core_nats_while_the_job_runs(streams, nc, start_
     chunks: list[dict[str, object]] = []
 
     async def on_token(msg) -> None:  # type: ignore[no-untyped-def]
+        assert streams.subjects.parse_tokens(msg.subject) == ("j1", "w1")  # under its own id
         chunks.append(json.loads(msg.data))
 
-    await nc.subscribe(streams.subjects.tokens("j1"), cb=on_token)
+    await nc.subscribe(streams.subjects.token_streams("j1"), cb=on_token)
     await submit(nc, streams, job(1, prompt="one two three four"))
     await outcomes.wait_terminal("j1")
     assert [c["i"] for c in chunks] == list(range(len(chunks)))  # in order, coalesced
+    assert {c["attempt"] for c in chunks} == {1}
     assert 1 <= len(chunks) <= 4
     assert "".join(str(c["text"]) for c in chunks) == "one two three four"
     assert outcomes.terminal("j1")[0].event.output["response"] == "one two three four"

@@ -20,6 +20,7 @@ def make_backend(
     data_dir: Path = Path(".jetgrid"),
     python_timeout: float = 600.0,
     python_memory_mb: int = 4096,
+    python_unsandboxed: bool = False,
 ) -> Backend:
     """`kind` is "echo" or "ollama"; `allow_python` adds the python backend for python jobs."""
     backend: Backend
@@ -36,6 +37,11 @@ def make_backend(
 
         return WithPython(
             backend,
-            PythonBackend(Path(data_dir), timeout_s=python_timeout, memory_mb=python_memory_mb),
+            PythonBackend(
+                Path(data_dir),
+                timeout_s=python_timeout,
+                memory_mb=python_memory_mb,
+                unsandboxed=python_unsandboxed,
+            ),
         )
     return backend

@@ -11,11 +11,16 @@ The job's input (written by jetgrid/functions.py, the ``jetgrid.remote`` SDK)::
      (args, kwargs)>, "dependencies": ["pkg==1.0", ...], "memory_mb": int?}
 
 Each job runs in a new ``python -I`` process (worker/pyrunner.py) with the worker's own
-interpreter, its address space capped (RLIMIT_AS, ``memory_mb`` or the worker's default) and its
-wall time capped (the job's ``timeout_s``, at most the worker's ``timeout_s``; the whole process
-group is killed at the deadline). Dependencies are installed once per distinct list into a cached
-directory ``<data_dir>/python-envs/<hash>`` (``pip install --target``; the hash covers the sorted
-list and the Python version) that goes first on the child's ``sys.path``.
+interpreter, inside the bubblewrap sandbox of worker/sandbox.py (no network, no environment, no
+host file but the interpreter, its venv and the dependency directory, read-only; its own PID
+namespace). The request goes in on stdin and the result comes back on an inherited pipe, so no
+host file is writable inside. Its address space is capped (RLIMIT_AS, ``memory_mb`` or the
+worker's default), its wall time too (the job's ``timeout_s``, at most the worker's
+``timeout_s``: at the deadline bwrap is killed, and with its namespace every process inside),
+and so are stdout and stderr (``output_limit`` each) and the result (``result_limit``): more
+kills the process and fails the job. Dependencies are installed once per distinct list into a
+cached directory ``<data_dir>/python-envs/<hash>`` (``pip install --target``; the hash covers the
+sorted list and the Python version) that goes first on the child's ``sys.path``.
 
 The `completed` event's output::
 
@@ -25,8 +30,9 @@ The `completed` event's output::
 
 A function that raises is a *completed* job with ``ok: false`` (the job ran; the function's
 exception is its result, as RunPod's FunctionResponse does); the SDK raises it. A job that runs
-out of time, dies by a signal, or whose dependencies do not install fails (error types
-``timeout``, ``crashed``, ``dependencies``). stdout and stderr keep their last 64 KiB each.
+out of time, dies by a signal, writes or returns too much, or whose dependencies do not install
+fails (error types ``timeout``, ``crashed``, ``output_limit``, ``dependencies``). stdout and
+stderr keep their last 64 KiB each in the event.
 """
 
 from __future__ import annotations
@@ -41,18 +47,30 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jetgrid.events import JobSubmitted
+from jetgrid.events import ConfigError, JobSubmitted
 from jetgrid.worker.backends.base import Backend, Result, RunContext
 from jetgrid.worker.errors import PermanentError
+from jetgrid.worker.sandbox import (
+    NO_SANDBOX_ENV,
+    child_env,
+    find_bwrap,
+    missing_bwrap_message,
+    pip_env,
+    sandbox_command,
+)
 
 log = logging.getLogger("jetgrid.worker.python")
 
 PYTHON_MODEL = "python"
 RUNNER = Path(__file__).resolve().parent.parent / "pyrunner.py"
-OUTPUT_CAP = 64 * 1024
+OUTPUT_CAP = 64 * 1024  # kept of stdout and of stderr in the `completed` event
+OUTPUT_LIMIT = 8 * 2**20  # more on stdout or on stderr fails the job
+PIPES_CLOSE_S = 5.0  # after the kill, the longest wait for the child's pipes to end
+RESULT_LIMIT = 768 * 2**10  # the result's JSON; the `completed` event must fit a NATS message
 
 
 def env_hash(dependencies: list[str]) -> str:
@@ -67,7 +85,8 @@ def _tail(data: bytes) -> str:
 
 
 class PythonBackend:
-    """Runs kind-``python`` jobs in fresh subprocesses with time and memory limits."""
+    """Runs kind-``python`` jobs in fresh sandboxed subprocesses with time, memory and output
+    limits."""
 
     name = "python"
 
@@ -78,11 +97,30 @@ class PythonBackend:
         timeout_s: float = 600.0,
         memory_mb: int = 4096,
         pip_args: tuple[str, ...] = (),
+        output_limit: int = OUTPUT_LIMIT,
+        result_limit: int = RESULT_LIMIT,
+        unsandboxed: bool = False,
     ) -> None:
+        """`unsandboxed` (the operator's explicit opt-out) runs functions without bubblewrap;
+        otherwise a missing bwrap is a ConfigError here, before any job is taken."""
+        self.bwrap = None if unsandboxed else find_bwrap()
+        if self.bwrap is None and not unsandboxed:
+            raise ConfigError(missing_bwrap_message())
+        if unsandboxed:
+            log.warning(
+                "remote Python functions run WITHOUT a sandbox (%s): any submitter can read "
+                "this worker's files and reach its network",
+                NO_SANDBOX_ENV,
+            )
+        self.output_limit = output_limit
+        self.result_limit = result_limit
         self.envs_dir = Path(data_dir) / "python-envs"
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.pip_args = pip_args
+        # Local folders the operator's pip_args name (--find-links DIR) are visible to installs;
+        # nothing a job names is.
+        self.pip_paths = [Path(a) for a in pip_args if os.path.isabs(a) and os.path.exists(a)]
         self._locks: dict[str, asyncio.Lock] = {}
 
     def serves(self, model: str) -> bool:
@@ -103,15 +141,34 @@ class PythonBackend:
                 return target
             self.envs_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.envs_dir))
-            cmd = [
-                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--no-input", "--target", str(tmp), *self.pip_args, *dependencies,
+            pip = [
+                "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+                "--no-cache-dir", "--target", str(tmp), *self.pip_args, *dependencies,
             ]  # fmt: skip
             log.warning("installing %s into %s", dependencies, target)
+            env = pip_env(os.environ)
+            if self.bwrap is None:
+                cmd = [sys.executable, "-I", *pip]
+            else:
+                cmd = sandbox_command(
+                    self.bwrap, None, pip, extra_ro=self.pip_paths, writable=[tmp],
+                    network=True, env=env,
+                )  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-            )
-            out, _ = await proc.communicate()
+                *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True,
+                cwd="/" if self.bwrap else tempfile.gettempdir(),
+            )  # fmt: skip
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), self.timeout_s)
+            except TimeoutError:
+                _kill(proc)
+                await proc.wait()
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise PermanentError(
+                    f"installing dependencies {dependencies} took over {self.timeout_s:g} s",
+                    error_type="dependencies",
+                ) from None
             if proc.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise PermanentError(
@@ -152,50 +209,171 @@ class PythonBackend:
                 error_type="bad_input",
             )
         request = self._request(job)
+        name = request["function"]
         env = await self.environment(request.pop("dependencies"))
         request["sys_path"] = [str(env)] if env else []
         timeout = min(job.timeout_s or self.timeout_s, self.timeout_s)
-        with tempfile.TemporaryDirectory(prefix="jetgrid-py-") as tmp:
-            req_path, res_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
-            req_path.write_text(json.dumps(request))
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", str(RUNNER), str(req_path), str(res_path),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=tmp, start_new_session=True,
-            )  # fmt: skip
-            communicate = asyncio.ensure_future(proc.communicate())
-            cancel = asyncio.ensure_future(ctx.cancelled.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {communicate, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                cancel.cancel()
-                if not communicate.done():
-                    _kill(proc)
-                    with contextlib.suppress(Exception):
-                        await communicate
-            if communicate not in done:
-                if ctx.cancelled.is_set():
-                    raise PermanentError("cancelled while running", error_type="cancelled")
-                raise PermanentError(
-                    f"remote function {request['function']!r} timed out after {timeout:g} s",
-                    error_type="timeout",
-                )
-            out, err = communicate.result()
-            stdout, stderr = _tail(out), _tail(err)
-            if proc.returncode != 0 or not res_path.exists():
-                raise PermanentError(
-                    f"remote function {request['function']!r} crashed (exit "
-                    f"{proc.returncode}): {stderr[-2000:]}",
-                    error_type="crashed",
-                )
-            result = json.loads(res_path.read_text())
+        try:
+            out, err, raw, status = await self._call(
+                json.dumps(request).encode(),
+                [env] if env else [],
+                request["memory_mb"],
+                timeout,
+                ctx,
+            )
+        except _TooMuch as exc:
+            raise PermanentError(
+                f"remote function {name!r} {exc.what} more than {_size(exc.limit)}, the "
+                f"worker's limit; {exc.fix}",
+                error_type="output_limit",
+            ) from None
+        except _TimedOut:
+            if ctx.cancelled.is_set():
+                raise PermanentError("cancelled while running", error_type="cancelled") from None
+            raise PermanentError(
+                f"remote function {name!r} timed out after {timeout:g} s",
+                error_type="timeout",
+            ) from None
+        stdout, stderr = _tail(out), _tail(err)
+        try:
+            result = json.loads(raw) if raw else None
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) or status != 0:
+            raise PermanentError(
+                f"remote function {name!r} crashed (exit {status}): {stderr[-2000:]}",
+                error_type="crashed",
+            )
         result.update(stdout=stdout, stderr=stderr)
         return Result(output=result, usage={"duration_limit_s": timeout})
 
+    def _argv(self, result_fd: int, dependencies: list[Path], memory_mb: int) -> list[str]:
+        if self.bwrap is None:
+            return [sys.executable, "-I", str(RUNNER), str(result_fd)]
+        if not os.path.exists(self.bwrap):
+            raise PermanentError(missing_bwrap_message(), error_type="sandbox")
+        return sandbox_command(
+            self.bwrap, RUNNER, [str(result_fd)], extra_ro=dependencies,
+            scratch_bytes=memory_mb * 2**20,
+        )  # fmt: skip
+
+    async def _call(
+        self,
+        request: bytes,
+        dependencies: list[Path],
+        memory_mb: int,
+        limit_s: float,
+        ctx: RunContext,
+    ) -> tuple[bytes, bytes, bytes, int]:
+        """Run the runner on `request`: its stdout, stderr, result and exit status, each
+        stream read up to its limit. The process tree is killed when this returns or raises."""
+        r, w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(w, dependencies, memory_mb), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                cwd="/" if self.bwrap else tempfile.gettempdir(), env=child_env(),
+                start_new_session=True, pass_fds=(w,),
+            )  # fmt: skip
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        results = asyncio.StreamReader(limit=2**16)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(results), os.fdopen(r, "rb", buffering=0)
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        stdout, stderr = proc.stdout, proc.stderr
+
+        def stop() -> None:
+            _kill(proc)
+
+        async def collect() -> tuple[bytes, bytes, bytes, int]:
+            feed = asyncio.ensure_future(_feed(proc, request))
+            try:
+                out, err, res = await asyncio.gather(
+                    _read(stdout, self.output_limit, "wrote to stdout", _PRINT_LESS, stop),
+                    _read(stderr, self.output_limit, "wrote to stderr", _PRINT_LESS, stop),
+                    _read(results, self.result_limit, "returned", _RETURN_LESS, stop),
+                )
+                status = await proc.wait()
+            finally:
+                feed.cancel()
+            return out, err, res, status
+
+        collecting = asyncio.ensure_future(collect())
+        cancel = asyncio.ensure_future(ctx.cancelled.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {collecting, cancel}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if collecting not in done:
+                raise _TimedOut()
+            return collecting.result()
+        finally:
+            cancel.cancel()
+            _kill(proc)  # the sandbox's init with it, and with that every process inside
+            # Once the namespace is gone its pipes end and the readers return; only an
+            # unsandboxed run's detached process can hold them open, and is left to hold them.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({collecting}, timeout=PIPES_CLOSE_S)
+            collecting.cancel()
+            transport.close()
+
+
+class _TimedOut(Exception):
+    pass
+
+
+class _TooMuch(Exception):
+    def __init__(self, what: str, limit: int, fix: str) -> None:
+        self.what, self.limit, self.fix = what, limit, fix
+
+
+_PRINT_LESS = "print less, or return the data as the result"
+_RETURN_LESS = "return less (put large data in shared storage and return its address)"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
+async def _feed(proc: asyncio.subprocess.Process, request: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(Exception):  # the child may exit without reading it all
+        proc.stdin.write(request)
+        await proc.stdin.drain()
+    with contextlib.suppress(Exception):
+        proc.stdin.close()
+
+
+async def _read(
+    stream: asyncio.StreamReader, limit: int, what: str, fix: str, stop: Callable[[], None]
+) -> bytes:
+    """Everything up to EOF. Past `limit` bytes: `stop()` the child, read on to EOF (a pipe
+    left unread never ends, and neither would the process's transport), then _TooMuch."""
+    data = bytearray()
+    over = False
+    while chunk := await stream.read(2**16):
+        if over:
+            continue
+        data += chunk
+        if len(data) > limit:
+            over = True
+            data.clear()
+            stop()
+    if over:
+        raise _TooMuch(what, limit, fix)
+    return bytes(data)
+
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group of a child not yet reaped (once reaped, its id may be reused)."""
+    if proc.returncode is not None:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
