@@ -64,7 +64,8 @@ class AuditLog:
                     continue
                 ev, t = env.event, env.time.timestamp()
                 if isinstance(ev, JobClaimed):
-                    self.claims.setdefault(ev.worker_id, []).append(Claim(t, ev.job_id, ev.attempt))
+                    claim = Claim(t, ev.job_id, ev.attempt, fallback=ev.fallback)
+                    self.claims.setdefault(ev.worker_id, []).append(claim)
                     self.last_claimer[ev.job_id] = ev.worker_id
                 elif isinstance(ev, TERMINAL_EVENTS) and ev.job_id not in self.terminal:
                     wid = getattr(ev, "worker_id", None) or self.last_claimer.get(ev.job_id)

@@ -132,10 +132,15 @@ class PullGate:
             tokens=tokens,
         )
 
-    def charge(self, n: int = 1) -> None:
-        """A delivered job spends a token (a late delivery after a cut spends what is left)."""
-        if self._budget is not None:
-            self._budget, _ = take(self._budget, n, self.clock())
+    def charge(self, n: int = 1) -> bool:
+        """A delivered job spends a token (a late delivery after a cut spends what is left).
+
+        True when the budget covered all `n`; False when it did not (a factor-0 tier, or no
+        whole token left): the jobs were taken for want of better (coordinator.fallback)."""
+        if self._budget is None:
+            return self._factor > 0
+        self._budget, granted = take(self._budget, n, self.clock())
+        return granted == n
 
     def wait_s(self, cap: float) -> float:
         """How long the pull loop may sleep before the budget can allow more (at most `cap`)."""

@@ -38,7 +38,8 @@ def render(report: dict[str, Any]) -> str:
         up = ", ".join(f"{k} {_pct(v)}" for k, v in w["uptime"].items())
         lines.append("")
         lines.append(
-            f"{w['worker_id']}: uptime {up}; claims {w['claims']}; over budget {w['over_budget']}"
+            f"{w['worker_id']}: uptime {up}; claims {w['claims']}; over budget {w['over_budget']}; "
+            f"taken for want of better {w.get('taken_for_want_of_better', 0)}"
         )
         timeline = " -> ".join(f"{e['tier']}@{e['since']}" for e in w["tier_timeline"]) or "-"
         lines.append(f"  tiers     {timeline}")
@@ -59,6 +60,9 @@ def render(report: dict[str, Any]) -> str:
     total = sum(w["over_budget"] for w in report["workers"])
     lines.append("")
     lines.append(f"{total} claim(s) above budget" if total else "no claims above budget")
+    spare = sum(w.get("taken_for_want_of_better", 0) for w in report["workers"])
+    if spare:
+        lines.append(f"{spare} claim(s) taken for want of better (no one else took them in time)")
     return "\n".join(lines)
 
 
