@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from jetgrid.cli.shared import (
+    archive_option,
     json_option,
     nats_options,
     read_model_options,
@@ -105,13 +106,7 @@ def render(report: dict[str, Any]) -> str:
 @click.option(
     "--fail-on-violation", is_flag=True, help="Exit with status 2 if any claim is above budget."
 )
-@click.option(
-    "--archive",
-    "archive_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
-)
+@archive_option
 @run_async
 async def audit(
     from_: str | None,
