@@ -16,6 +16,8 @@ FAILOVER           registering, binding consumers (worker)      0.5 s; a failure
                                                                 PermissionDenied at once
 GOODBYE            storing `draining` / `deregistered`          0.5 s; as FAILOVER, within 10 s
 DEAD_LETTER_SETUP  the DEAD_LETTERS stream and its consumer     0.5 s; the 30th failure
+NATS_RESTART       restarting `jetgrid up`'s nats-server when   0.5, 1, 2 ... 30 s; never
+                   it ends                                      (reset after 60 s up)
 ================== ============================================ ==============================
 
 A refusal (PermissionDenied) is not a failover: waiting will not change the answer. Every
@@ -24,6 +26,7 @@ operation retried here is idempotent (a ``Nats-Msg-Id``, or a create-if-missing)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from jetgrid.coordinator.errors import PermissionDenied
@@ -32,6 +35,8 @@ __all__ = [
     "DEAD_LETTER_SETUP",
     "FAILOVER",
     "GOODBYE",
+    "NATS_RESTART",
+    "NATS_STABLE_S",
     "NOT_STORED_NAK_S",
     "PULL_ROUND_WAIT_S",
     "TERMINAL_STORE",
@@ -59,19 +64,23 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Wait ``first_s * factor ** (n - 1)`` after the n-th failure. Give up at the `tries`-th
-    failure, at a failure more than `within_s` after the first try, or at once on an error of
-    a `never` type; None means no such limit."""
+    """Wait ``first_s * factor ** (n - 1)`` after the n-th failure, at most `max_s`. Give up at
+    the `tries`-th failure, at a failure more than `within_s` after the first try, or at once on
+    an error of a `never` type; None means no such limit."""
 
     first_s: float
     factor: float = 1.0
     tries: int | None = None
     within_s: float | None = None
     never: tuple[type[BaseException], ...] = ()
+    max_s: float | None = None
 
     def delay(self, failures: int) -> float:
         """The wait after the `failures`-th failure (1-based), limits aside."""
-        return self.first_s * self.factor ** (failures - 1)
+        if self.max_s is not None and self.factor > 1:
+            failures = min(failures, 2 + int(math.log(self.max_s / self.first_s, self.factor)))
+        wait = self.first_s * self.factor ** (failures - 1)
+        return wait if self.max_s is None else min(wait, self.max_s)
 
 
 def after_failure(
@@ -93,6 +102,9 @@ TERMINAL_STORE = Backoff(first_s=0.2, factor=2.0, tries=5)
 FAILOVER = Backoff(first_s=0.5, within_s=30.0, never=(PermissionDenied,))
 GOODBYE = Backoff(first_s=0.5, within_s=10.0, never=(PermissionDenied,))
 DEAD_LETTER_SETUP = Backoff(first_s=0.5, tries=30)
+NATS_RESTART = Backoff(first_s=0.5, factor=2.0, max_s=30.0)
+# A nats-server that stayed up this long before it ended starts its back-off afresh.
+NATS_STABLE_S = 60.0
 
 # A delivery whose outcome could not be recorded (the worker's terminal event, the watcher's
 # `dead`) is naked with this delay: it comes back once NATS may have recovered.

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,8 +35,8 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
-from nats.js.manager import JetStreamManager
 
+from jetgrid.coordinator.direct import batch_get
 from jetgrid.coordinator.errors import (
     NatsError,
     NatsTimeout,
@@ -47,7 +46,15 @@ from jetgrid.coordinator.errors import (
     PermissionDenied,
 )
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import TERMINAL_NAMES, Envelope, Event, JetgridError, decode, encode
+from jetgrid.events import (
+    TERMINAL_NAMES,
+    Envelope,
+    Event,
+    InvalidMessage,
+    JetgridError,
+    decode,
+    encode,
+)
 from jetgrid.events.addressing import Speaker, address
 
 __all__ = [
@@ -322,6 +329,33 @@ class Bus:
         )
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
 
+    async def record_invalid(
+        self,
+        data: bytes,
+        speaker: Speaker,
+        *,
+        stream: str,
+        subject: str,
+        seq: int | None,
+        reason: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Stored:
+        """Record a message that cannot be used on ``<prefix>.invalid.<stream>``.
+
+        Its id is ``invalid:<stream>:<seq>``, so every consumer that meets the same message
+        may record it: the stream keeps the first record.
+        """
+        record = InvalidMessage.of(
+            data,
+            stream=stream,
+            subject=subject,
+            seq=seq,
+            reason=reason,
+            detected_by=speaker.source,
+            headers={k: v for k, v in (headers or {}).items() if isinstance(v, str)},
+        )
+        return await self.store(record, speaker)
+
     async def send(self, event: Event, speaker: Speaker, *, time: datetime | None = None) -> None:
         """Publish `event` as `speaker` without waiting for the stream's ack: it is stored all
         the same, after everything this connection published before it."""
@@ -389,16 +423,20 @@ class Bus:
         last_of: str | None = None,
     ) -> list[StoredMessage]:
         """At most `limit` messages from `seq` on, only those on `subject` (wildcards allowed),
-        none after `up_to_seq`, oldest first; with
-        `last_of` (a wildcard subject): the newest message of each subject it matches instead.
-        By batched direct gets (ADR-31): no consumer."""
+        none after `up_to_seq`, oldest first; with `last_of` (a wildcard subject): the newest
+        message of each subject it matches instead. By batched direct gets (coordinator.direct)."""
         out: list[StoredMessage] = []
         wanted = dict(next_by_subj=subject, up_to_seq=up_to_seq)
         req: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
         if last_of:
             req["multi_last"] = [last_of]
         while len(out) < limit:
-            got, more = await self._batch(stream, seq, req, min(BATCH_GET, limit - len(out)))
+            ask = {**req, "batch": min(BATCH_GET, limit - len(out)), "seq": max(1, seq)}
+            raws, more = await self.call(
+                batch_get(self.nc, self.js._prefix, stream, ask, self.settings.nats_js_timeout_s),
+                f"read {stream} from seq {seq}",
+            )
+            got = [_stored_message(raw) for raw in raws]
             if up_to_seq is not None and got and got[-1].seq > up_to_seq:  # only multi_last
                 got, more = [m for m in got if m.seq <= up_to_seq], False  # honours up_to_seq
             out.extend(got)
@@ -406,40 +444,6 @@ class Bus:
                 break
             seq = got[-1].seq + 1
         return out
-
-    async def _batch(
-        self, stream: str, seq: int, params: dict[str, Any], batch: int
-    ) -> tuple[list[StoredMessage], bool]:
-        req: dict[str, Any] = {**params, "batch": batch, "seq": max(1, seq)}
-        action = f"read {stream} from seq {seq}"
-        inbox = self.nc.new_inbox()
-        sub = await self.call(self.nc.subscribe(inbox), action)
-        got: list[StoredMessage] = []
-        more = False  # whether more match after `got`
-        try:
-            await self._now(
-                self.nc.publish(
-                    f"{self.js._prefix}.DIRECT.GET.{stream}", json.dumps(req).encode(), reply=inbox
-                ),
-                action,
-            )
-            while True:
-                msg = await self.call(sub.next_msg(timeout=self.settings.nats_js_timeout_s), action)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status == "204" or status == "404":  # end of batch, or nothing at all
-                    break
-                if status or (not msg.data and "Nats-Subject" not in headers):
-                    raise NatsError(f"NATS refused to {action}: {headers.get('Description')}.")
-                got.append(_stored_message(JetStreamManager._lift_msg_to_raw_msg(msg)))
-                pending = headers.get("Nats-Num-Pending")
-                more = int(pending) > 0 if pending and pending.isdigit() else len(got) >= batch
-                if len(got) >= batch:
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        return got, more
 
     async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         """The newest message on `subject` in `stream`, or None."""

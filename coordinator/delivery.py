@@ -10,12 +10,12 @@ an operation again is coordinator/backoff.py's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jetgrid.coordinator.pools import PoolConfig
+from jetgrid.events import InvalidEvent, load_json
 from jetgrid.events.subjects import PRIORITIES
 
 
@@ -149,8 +149,8 @@ class MaxDeliveries:
 def parse_max_deliveries(data: bytes) -> MaxDeliveries | None:
     """The advisory's facts, or None if the bytes are not a max-deliveries advisory."""
     try:
-        obj: Any = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+        obj: Any = load_json(data)
+    except InvalidEvent:
         return None
     if not isinstance(obj, dict) or "max_deliver" not in str(obj.get("type", "")):
         return None
@@ -188,3 +188,14 @@ def cancel_heard_live(
     job, or one submitted around a reconnect, is looked up.
     """
     return submitted_s > listening_since_s + margin_s
+
+
+def cancel_is_for(requested_s: float, submitted_s: float, margin_s: float = CLOCK_MARGIN_S) -> bool:
+    """Is a cancel request, made at `requested_s`, about the submission made at `submitted_s`?
+
+    A request is for a submitted job, so one made before the submission (by more than the clock
+    margin) was placed in advance for an id someone else's job would later take (a derived
+    `seq-<N>` one, say): it must not cancel that job. Both times are in seconds; the request's is
+    the server's stream time when it was read back, or the worker's clock when heard live.
+    """
+    return requested_s >= submitted_s - margin_s

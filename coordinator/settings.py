@@ -111,6 +111,9 @@ class Settings(BaseModel):
     # Tier-aware pulling: a worker's base rate (jobs/s; 0 = unlimited) times its tier factor.
     pull_rate: float = Field(default=0.0, ge=0)
     pull_burst: float = Field(default=0.0, ge=0, description="bucket size; 0 = max(1, rate)")
+    # Work-conserving tiers (coordinator.fallback): a worker held back by its tier takes jobs no
+    # one else took for this many seconds times its tier's rank (none last); 0 = strict tiers.
+    fallback_wait_s: float = Field(default=5.0, ge=0)
 
     # Uptime and tiers (coordinator.tiers, projections.uptime).
     tier_policy: str | None = None  # e.g. "0.99:1.0,0.95:0.5,0.90:0.1,0:0"

@@ -8,7 +8,10 @@ the Livepeer runner's::
     uptime >= 0.90   tenth   factor 0.1
     below            none    factor 0.0   (still pings, and climbs back as its uptime recovers)
 
-Boundaries are inclusive at the bottom: exactly 0.99 is `full`, exactly 0.95 is `half`.
+Boundaries are inclusive at the bottom: exactly 0.99 is `full`, exactly 0.95 is `half`. Which
+slots the uptime counts is projections.absence's rule: planned absences (``draining`` or
+``deregistered`` until the next registration) and silences of the whole fleet (a broker outage)
+are cut out; unplanned silence while registered counts.
 
 **New workers: probation.** A worker with fewer than ``probation_slots`` (default 100) complete
 heartbeat slots since its first ping is in the ``probation`` tier, factor ``probation_factor``

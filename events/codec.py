@@ -14,6 +14,8 @@ versions are upcast at decode (events.catalogue.upcast). Submissions may also ar
 from __future__ import annotations
 
 import json
+import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,21 +122,113 @@ def encode(
     return f'{head[:-1]},"data":{data}}}'.encode()
 
 
-def _load(data: bytes) -> Any:
-    # pydantic-core's parser is about twice as fast as json.loads on an event, and gives the
-    # same objects for every document json.loads accepts that it accepts too (floats are
-    # correctly rounded by both; duplicate keys: the last wins in both). It refuses a few
-    # documents json.loads takes (a UTF-8 BOM, UTF-16, lone surrogates in escapes), so on any
-    # failure json.loads decides: it accepts those, and rejects the rest with the same reason
-    # as before.
+# Bounds on what the codec decodes. Every event jetgrid writes nests at most 8 deep (a chat
+# message's content part inside a submitted job's input, inside the envelope); a body that
+# nests deeper than MAX_DEPTH, or is larger than MAX_BYTES (NATS refuses payloads over its
+# max_payload, 1 MB by default, long before), is refused before it can cost more.
+MAX_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_KEYS = 4096
+# Integers must fit a signed 64-bit column (sequences, counts and sizes are stored in SQL).
+MAX_INT = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_DEEP = "recursion limit exceeded"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidEvent(f"Body holds {name}, which is not a JSON number; send a finite number.")
+
+
+def _check(obj: Any, strings: bool) -> None:
+    """Refuse a parsed document outside the bounds; `strings` also checks for lone surrogates.
+
+    Iterative, so no document can make it recurse; dispatches on exact types, as parsed JSON
+    holds nothing else, because this runs on every event.
+    """
+    if type(obj) is not dict and type(obj) is not list:
+        _check_scalar(obj, strings)
+        return
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        if depth > MAX_DEPTH:
+            raise InvalidEvent(f"Body nests deeper than {MAX_DEPTH} levels; flatten it.")
+        if type(value) is dict:
+            if len(value) > MAX_KEYS:
+                raise InvalidEvent(
+                    f"Body has an object with {len(value)} keys; at most {MAX_KEYS} are accepted."
+                )
+            if strings:
+                for key in value:
+                    _check_str(key)
+            items = value.values()
+        else:
+            items = value
+        for item in items:
+            t = type(item)
+            if t is str:
+                if strings:
+                    _check_str(item)
+            elif t is dict or t is list:
+                push((item, depth + 1))
+            elif t is float or t is int:
+                _check_scalar(item, strings)
+
+
+def _check_scalar(value: Any, strings: bool) -> None:
+    if isinstance(value, str):
+        if strings:
+            _check_str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEvent(
+                f"Body holds the number {value!r}, which is out of range; send a finite number."
+            )
+    elif isinstance(value, int) and not -MAX_INT - 1 <= value <= MAX_INT:
+        raise InvalidEvent(
+            f"Body holds an integer of {len(str(abs(value)))} digits; at most 64-bit integers "
+            "are accepted."
+        )
+
+
+def _check_str(value: str) -> None:
+    if _SURROGATE.search(value) is not None:
+        raise InvalidEvent(
+            f"Body holds a lone surrogate ({value[:40]!r}), which is not valid Unicode text."
+        )
+
+
+def load_json(data: bytes | str) -> Any:
+    """Bytes of one JSON document -> Python objects, within the codec's bounds.
+
+    Refuses, as InvalidEvent with a one-sentence reason, anything that is not JSON or exceeds
+    MAX_BYTES, MAX_DEPTH or MAX_KEYS, numbers that are not finite or do not fit 64 bits
+    (NaN, Infinity, 1e999, huge integers) and lone surrogates. Never raises anything else.
+    """
+    if len(data) > MAX_BYTES:
+        raise InvalidEvent(f"Body is {len(data)} bytes; at most {MAX_BYTES} are accepted.")
+    # pydantic-core's parser is about twice as fast as json.loads on an event, gives the same
+    # objects for every document both accept, and stops at a fixed depth instead of
+    # recursing. It refuses a few documents json.loads takes (a UTF-8 BOM, UTF-16, lone
+    # surrogates in escapes), so on any other failure json.loads decides, and its reason is
+    # the one given.
     try:
-        return from_json(data)
-    except ValueError:
-        pass
+        obj = from_json(data, allow_inf_nan=False)
+    except ValueError as exc:
+        if _DEEP in str(exc):
+            raise InvalidEvent(f"Body nests deeper than {MAX_DEPTH} levels; flatten it.") from None
+    else:
+        _check(obj, strings=False)
+        return obj
     try:
-        return json.loads(data)
+        obj = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidEvent(f"Body nests deeper than {MAX_DEPTH} levels; flatten it.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidEvent(f"Body is not JSON: {exc}.") from exc
+    _check(obj, strings=True)
+    return obj
 
 
 def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
@@ -170,6 +264,8 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
             data = upcast(type_, version, data, target)
         except LookupError as exc:
             raise InvalidEvent(str(exc)) from exc
+        except (TypeError, ValueError, AttributeError) as exc:  # an upcaster met a wrong shape
+            raise InvalidEvent(f"{type_} version {version} cannot be upcast: {exc}.") from exc
     try:
         event = cls.model_validate(data)
     except ValidationError as exc:
@@ -179,7 +275,7 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
 
 def decode(data: bytes) -> Envelope:
     """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong."""
-    obj = _load(data)
+    obj = load_json(data)
     if not isinstance(obj, dict):
         raise InvalidEvent("Body must be a JSON object (a CloudEvents envelope).")
     event, time, id_, source = _event_from(obj)
@@ -226,7 +322,7 @@ def refused_job_id(data: bytes, seq: int) -> str:
     """The job a refused submission is about: the id it chose if that is a usable one (a valid,
     non-reserved token), otherwise its derived id. Never raises."""
     try:
-        obj = _load(data)
+        obj = load_json(data)
         chosen = obj.get("data", {}).get("job_id") if "specversion" in obj else _bare_id(obj)
         check_id(chosen)
         check_chosen_id(chosen)
@@ -256,7 +352,7 @@ def decode_submission(
         pool, model, priority = subjects.parse_submit_priority(subject)
     except InvalidSubject as exc:
         raise InvalidEvent(str(exc)) from exc
-    obj = _load(data)
+    obj = load_json(data)
     if not isinstance(obj, dict):
         raise InvalidEvent("A job must be a JSON object with at least 'model' and 'prompt'.")
     if "specversion" in obj:

@@ -32,6 +32,8 @@ class JobClaimed(_AttemptEvent):
     version: Literal[1] = 1
     jobs_seq: int = Field(ge=1, description="the submission's sequence in the JOBS stream")
     tier_factor: float | None = None
+    # Taken beyond the tier budget because no one else took it (coordinator.fallback).
+    fallback: bool = False
 
 
 class JobStarted(_AttemptEvent):

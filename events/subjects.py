@@ -86,9 +86,17 @@ def decode_model(token: str) -> str:
             raw.append(ord(token[i]))
             i += 1
     try:
-        return raw.decode("utf-8")
+        model = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidSubject(f"Model token {token!r} does not decode to UTF-8.") from exc
+    # One model, one token: an escape of a byte that needs none (`_61` for `a`) would route a
+    # job to a subject no worker of that model reads.
+    if encode_model(model) != token:
+        raise InvalidSubject(
+            f"Model token {token!r} is not the encoded form of a model name; "
+            f"encode the name with encode_model."
+        )
+    return model
 
 
 def check_id(value: str, what: str = "id") -> str:

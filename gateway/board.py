@@ -83,6 +83,9 @@ class JobBoard:
         self.jobs: dict[str, Entry] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # ended jobs cached, LRU first
         self.pending: dict[str, int] = {}
+        # Messages the live fold skipped because they cannot be used (the gateway records
+        # nothing: the workers and the projector record them on the invalid stream).
+        self.invalid = 0
         self.caught_up = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[JobView]]] = defaultdict(list)
         self._holds: dict[str, int] = defaultdict(int)
@@ -198,13 +201,15 @@ class JobBoard:
                 stream_time=when,
             )
         except InvalidEvent:
-            return None  # the worker that pulls it records it on the invalid stream
+            return None  # the projector and the worker that pulls it record it
 
     async def _on_submission(self, msg: Msg) -> None:
         md = msg.metadata
         seq = md.sequence.stream
         env = self._submission(msg.data, msg.subject, seq, md.timestamp)
-        if env is not None:
+        if env is None:
+            self.invalid += 1
+        else:
             job_id = env.event.job_id
             if seq >= self._start[self.settings.streams.jobs]:
                 if job_id in self.jobs or job_id not in self.pending:
@@ -216,21 +221,23 @@ class JobBoard:
     def _job_event(self, data: bytes, subject: str, seq: int) -> tuple[str, Envelope] | None:
         try:
             env = decode(data).at(seq, subject)
-        except InvalidEvent as exc:
-            log.warning("undecodable job event at seq %s: %s", seq, exc.reason)
+        except InvalidEvent as exc:  # the projector records it on the invalid stream
+            log.debug("undecodable job event at seq %s: %s", seq, exc.reason)
             return None
         job_id = getattr(env.event, "job_id", None)
         forged = check_job_event_speaker(self.settings.subjects, subject, env)
-        if forged is not None:  # the projector records it on the invalid stream
-            log.warning("job event at seq %s does not count: %s", seq, forged)
+        if forged is not None or not job_id:  # the projector records it too
+            log.debug("job event at seq %s does not count: %s", seq, forged)
             return None
-        return (job_id, env) if job_id else None
+        return job_id, env
 
     async def _on_event(self, msg: Msg) -> None:
         md = msg.metadata
         seq = md.sequence.stream
         got = self._job_event(msg.data, msg.subject, seq)
-        if got is not None:
+        if got is None:
+            self.invalid += 1
+        else:
             job_id, env = got
             entry = self.jobs.get(job_id)
             if entry is not None and seq > entry.upto:

@@ -99,6 +99,7 @@ class Fleet:
         self.views: dict[str, WorkerView] = {}
         self.seq = 0  # the last WORKERS sequence folded
         self._syncs: list[tuple[int, asyncio.Future[None]]] = []
+        self.invalid = 0  # messages skipped; the projector records them on the invalid stream
         self._sub: Any = None
 
     async def start(self) -> None:
@@ -164,13 +165,14 @@ class Fleet:
         return served_within(self.views.values(), pool, model, self.clock(), window_s)
 
     def fold(self, subject: str, data: bytes, stream_time: datetime) -> None:
-        """Fold one WORKERS message (skipped, with a warning, if the projector would reject it)."""
+        """Fold one WORKERS message (skipped and counted if the projector would reject it)."""
         cfg = self.config
         got = check_worker_message(
             self.settings.subjects, subject, data, stream_time, cfg.max_future_s
         )
         if isinstance(got, str):
-            log.warning("skipping worker message on %s: %s", subject, got)
+            self.invalid += 1
+            log.debug("skipping worker message on %s: %s", subject, got)
             return
         wid = wr.worker_id_of(got)
         if wid is None:  # check_worker_message lets only worker events through

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from jetgrid.events import (
     JobCancelRequested,
     JobSubmitted,
     check_chosen_id,
+    load_json,
 )
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
@@ -81,9 +81,10 @@ async def read_json(request: Request) -> Any:
     if not body:
         raise HTTPError(400, "Request body is empty; send a JSON object.", field="body")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise HTTPError(400, f"Request body is not valid JSON: {exc}.", field="body") from exc
+        return load_json(body)
+    except InvalidEvent as exc:  # not JSON, or outside the codec's bounds (depth, numbers, text)
+        reason = exc.reason.removeprefix("Body ").replace("is not JSON", "is not valid JSON", 1)
+        raise HTTPError(400, f"Request body {reason}", field="body") from None
 
 
 def wait_param(request: Request) -> float | None:

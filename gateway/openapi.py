@@ -6,7 +6,7 @@ Schemas come from the same pydantic models the handlers validate with and answer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from jetgrid.gateway.schemas import (
     SubmitAccepted,
     SubmitJob,
 )
+from jetgrid.projections.jobs import Status
 
 MODELS: tuple[type[BaseModel], ...] = (
     SubmitJob,
@@ -123,16 +124,7 @@ def paths() -> dict[str, Any]:
                         "status",
                         {
                             "type": "string",
-                            "enum": [
-                                "queued",
-                                "claimed",
-                                "running",
-                                "completed",
-                                "failed",
-                                "cancelled",
-                                "dead",
-                                "rejected",
-                            ],
+                            "enum": [s for s in get_args(Status) if s != "unknown"],
                         },
                         "only jobs in this status",
                     ),

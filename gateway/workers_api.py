@@ -3,7 +3,9 @@
 Backed by the projector's read models, read by URL (Settings.database_url) through
 projections.store.Store.reader, because they carry what only the projector has: tiers (judged
 at its log ticks and published to KV) and job counts per worker (its jobs table). Each document
-is projections.views.worker_out, availability by the one rule (projections.workers.availability)
+is projections.views.worker_out (with ``share``: why the worker takes little or no work, its
+tier and the uptime behind it, judged with this gateway's ``fallback_wait_s``), availability
+by the one rule (projections.workers.availability)
 at the wall clock. When the database cannot be read (no projector deployed, or none has written
 yet) the store raises ReadModelUnavailable and these routes answer 503 naming the URL and the
 fix; the dashboard then falls back to /dashboard/workers, the same WorkerOut from the gateway's
@@ -47,10 +49,15 @@ async def _read(request: Request, fn: Any, *args: Any) -> Any:
         raise HTTPError(503, str(exc)) from None
 
 
+def _fallback_wait(request: Request) -> float:
+    """The fleet's fallback wait (coordinator.fallback), as this gateway is configured."""
+    return float(request.app.state.gateway.settings.fallback_wait_s)
+
+
 async def projected_workers(request: Request) -> list[dict[str, Any]] | None:
     """The projector's WorkerOut documents, or None when its database cannot be read."""
     try:
-        return list(await _read(request, workers_out))
+        return list(await _read(request, workers_out, None, _fallback_wait(request)))
     except HTTPError:
         return None
 
@@ -65,7 +72,7 @@ async def list_workers(request: Request) -> Response:
             f"{', '.join(_AVAILABILITY)}.",
             field="availability",
         )
-    workers = await _read(request, workers_out)
+    workers = await _read(request, workers_out, None, _fallback_wait(request))
     for key in ("pool", "model"):
         want = q.get(key)
         if want is not None:
@@ -79,7 +86,7 @@ async def list_workers(request: Request) -> Response:
 
 async def get_worker(request: Request) -> Response:
     worker_id = request.path_params["worker_id"]
-    found = await _read(request, workers_out, worker_id)
+    found = await _read(request, workers_out, worker_id, _fallback_wait(request))
     if not found:
         raise HTTPError(404, f"No worker {worker_id!r} in the read models.", field="worker_id")
     return JSONResponse(found[0])

@@ -1,4 +1,8 @@
-"""`jetgrid up`: a supervised nats-server plus a gateway and workers, in one foreground process."""
+"""`jetgrid up`: a supervised nats-server plus a gateway and workers, in one foreground process.
+
+The nats-server (each node of a --cluster) is started again whenever it ends, with back-off
+(`natsserver.keep_running`); clients reconnect on their own.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import ConfigError
 from jetgrid.gateway.auth import access_line
 from jetgrid.gateway.server import make_server, wait_started
-from jetgrid.natsserver import NatsCluster, NatsServer, port_free
+from jetgrid.natsserver import NatsCluster, NatsServer, keep_running, port_free
 from jetgrid.projections.runner import open_projector
 from jetgrid.worker.agent import Worker, WorkerOptions, default_worker_id
 from jetgrid.worker.backends import EchoBackend
@@ -102,6 +106,8 @@ async def run_up(
             )
         await asyncio.to_thread(server.start)
         settings = settings.replace(nats_url=server.url)
+    nodes = server.nodes if isinstance(server, NatsCluster) else [server] if server else []
+    keepers = [asyncio.create_task(keep_running(n), name=f"nats-{n.port}") for n in nodes]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -183,6 +189,9 @@ async def run_up(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        for keeper in keepers:  # before stopping the servers, or they are started again
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
         if server is not None:
             await asyncio.to_thread(server.stop)
     echo("stopped.")

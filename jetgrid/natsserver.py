@@ -8,6 +8,8 @@ a `conf`, the server runs jetgrid's rendered config with no users (open: for tes
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import shutil
@@ -18,13 +20,16 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from jetgrid.coordinator.backoff import NATS_RESTART, NATS_STABLE_S, Backoff
 from jetgrid.coordinator.natsconf import NatsConfig, render_nats_config
 from jetgrid.events import ConfigError, JetgridError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONF = REPO_ROOT / "nats.conf"
+log = logging.getLogger("jetgrid.nats")
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 
 
@@ -276,3 +281,47 @@ class NatsCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def keep_running(
+    server: NatsServer,
+    *,
+    policy: Backoff = NATS_RESTART,
+    stable_s: float = NATS_STABLE_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    poll_s: float = 0.2,
+) -> None:
+    """Restart `server` (already started) whenever its process ends, until cancelled.
+
+    Each restart is one warning line naming the exit code and the wait. The waits follow
+    `policy` over consecutive failures (a server that stayed up `stable_s` starts afresh) and
+    are waited with `sleep`; the process is checked every `poll_s`. A server that cannot start
+    is retried ever more slowly, never given up on. Cancel this before stopping the server on
+    purpose, or it is started again.
+    """
+    failures = 0
+    up_since = clock()
+    while True:
+        # Polled: no event says a Popen ended, and a thread blocked in wait() outlives a cancel.
+        while server.running():  # noqa: ASYNC110
+            await asyncio.sleep(poll_s)
+        code = None if server.proc is None else server.proc.returncode
+        failures = 1 if clock() - up_since >= stable_s else failures + 1
+        wait = policy.delay(failures)
+        log.warning(
+            "nats-server on port %s exited (code %s); starting it again in %.1f s",
+            server.port, code, wait,
+        )  # fmt: skip
+        await asyncio.to_thread(server.stop)  # reap it and close its log pipe
+        while True:
+            await sleep(wait)
+            try:
+                await asyncio.to_thread(server.start)
+                break
+            except (ServerStartError, OSError) as exc:
+                failures += 1
+                wait = policy.delay(failures)
+                first = str(exc).splitlines()[0]
+                log.warning("%s; trying again in %.1f s", first.rstrip(":"), wait)
+        up_since = clock()

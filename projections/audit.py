@@ -19,6 +19,11 @@ delivery, redeliveries included) and the jobs' submissions and first terminal ev
   takes one token. A claim that finds no whole token is over budget (and takes none).
 - With no base rate (``rate`` 0: unlimited pulling), only the zero-factor rule applies.
 
+**Taken for want of better**: a claim whose event says ``fallback: true`` was taken beyond the
+tier budget because no one else took the job within the tier's fallback wait
+(coordinator.fallback). It is counted apart (``taken_for_want_of_better``), never as a
+violation, and spends no token of the bucket above.
+
 A claim's **tier** (for "jobs taken per tier") is the worker's tier at the claim's event time
 exactly, without grace. Latency is from a job's submission to its first terminal event.
 """
@@ -62,6 +67,7 @@ class Claim:
     time: float
     job_id: str
     attempt: int = 1
+    fallback: bool = False  # taken for want of better (coordinator.fallback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +120,12 @@ def factor_in_force(timeline: Sequence[Span], t: float, rule: BudgetRule) -> tup
 def over_budget(
     timeline: Sequence[Span], claims: Iterable[Claim], rule: BudgetRule
 ) -> list[Violation]:
-    """The claims taken above the tier's budget (rules in the module docstring), in time order."""
+    """The claims taken above the tier's budget (rules in the module docstring), in time order;
+    fallback claims are never among them."""
     out: list[Violation] = []
-    claims = sorted(claims, key=lambda c: (c.time, c.job_id, c.attempt))
+    claims = sorted(
+        (c for c in claims if not c.fallback), key=lambda c: (c.time, c.job_id, c.attempt)
+    )
     bucket = None
     if rule.rate > 0 and claims:
         start = timeline[0].since if timeline else claims[0].time
@@ -217,6 +226,7 @@ def report_worker(
         ],
         "claims": len(claims),
         "claims_per_tier": dict(sorted(per_tier.items())),
+        "taken_for_want_of_better": sum(1 for c in claims if c.fallback),
         "over_budget": len(violations),
         "violations": [
             {"time": _iso(v.time), "job_id": v.job_id, "tier": v.tier, "reason": v.reason}

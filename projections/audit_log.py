@@ -19,7 +19,7 @@ from jetgrid.events.codec import decode_submission
 from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, Span, WorkerInput
-from jetgrid.projections.fold import Fold, FoldConfig
+from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
 from jetgrid.projections.folder import Item, stream_filters
 from jetgrid.projections.replay import feed
 
@@ -49,17 +49,23 @@ class AuditLog:
                         stream_time=it.time,
                     )  # fmt: skip
                 except InvalidEvent:
+                    fold.counts["invalid"] += 1  # skipped and counted: an audit publishes nothing
                     continue
                 self.submitted.setdefault(env.event.job_id, env.time.timestamp())
             else:
                 fold.positions[JOB_EVENTS] = it.seq
                 try:
-                    env = decode(it.data)
+                    env = decode(it.data).at(it.seq, it.subject)
                 except InvalidEvent:
+                    fold.counts["invalid"] += 1
+                    continue
+                if check_job_event_speaker(fold.subjects, it.subject, env) is not None:
+                    fold.counts["invalid"] += 1  # the fold's rule: it changes no view
                     continue
                 ev, t = env.event, env.time.timestamp()
                 if isinstance(ev, JobClaimed):
-                    self.claims.setdefault(ev.worker_id, []).append(Claim(t, ev.job_id, ev.attempt))
+                    claim = Claim(t, ev.job_id, ev.attempt, fallback=ev.fallback)
+                    self.claims.setdefault(ev.worker_id, []).append(claim)
                     self.last_claimer[ev.job_id] = ev.worker_id
                 elif isinstance(ev, TERMINAL_EVENTS) and ev.job_id not in self.terminal:
                     wid = getattr(ev, "worker_id", None) or self.last_claimer.get(ev.job_id)

@@ -11,7 +11,9 @@ sequence applied from each stream), not of how the three streams were interleave
   time seen on WORKERS (never the wall clock, never a job event's time). Before a WORKERS event
   that moves the clock from ``prev`` to ``now``, every view is re-judged at each tick of
   ``clock_ticks(prev, now, tick_s)`` (whole multiples of ``tick_s`` since the epoch), so batch
-  boundaries do not matter.
+  boundaries do not matter. Before those ticks, a jump of the clock is a silence of the whole
+  fleet, and every view goes through `workers.silence` (a broker outage is not the workers'
+  fault; the rule is in projections.workers).
 - Job views read JOBS and JOB_EVENTS, each in sequence order. The job reducer commutes across the
   two streams (a submission only fills in fields and never moves a status backwards; lifecycle
   events never read submission fields), so any interleaving of the two gives the same views.
@@ -31,12 +33,15 @@ Duplicates, out-of-order events and unknown workers are handled by `projections.
 **Rules for JOB_EVENTS messages** (`check_job_event_speaker`): an event whose payload is about
 another job than its subject, or names another worker than the worker token its subject ends in
 (the worker that published it: NATS permissions allow nothing else), is recorded on
-``<prefix>.invalid.JOB_EVENTS`` and changes no view. An undecodable one only advances the
-position.
+``<prefix>.invalid.JOB_EVENTS`` and changes no view, as is one that does not decode or is not
+a job event. An invalid JOBS message (one decode_submission refuses) is recorded on
+``<prefix>.invalid.JOBS`` too: no message stops the fold, and each is recorded once (the
+record's id is ``invalid:<stream>:<seq>``, whoever records it).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -142,12 +147,15 @@ def ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]
 def check_job_event_speaker(subjects: Subjects, subject: str, env: Envelope) -> str | None:
     """Why a lifecycle event must not count, or None. A worker publishes under its own id,
     the subject's last token (NATS permissions enforce that), so an event whose payload names
-    another worker, or another job, is a forgery or a bug: it changes no view."""
+    another worker, or another job, is a forgery or a bug: it changes no view; so is an event
+    that is about no job (a worker event published on a job's subject)."""
     try:
         job_id, _, speaker = subjects.parse_job_event_by(subject)
     except InvalidSubject as exc:
         return str(exc)
-    said = str(env.event.job_id)
+    said = getattr(env.event, "job_id", None)
+    if not said:
+        return f"Event type {env.type!r} does not belong on the JOB_EVENTS stream."
     if said != job_id:
         return f"the event is about job {said!r} but was published on job {job_id!r}'s subject"
     named = getattr(env.event, "worker_id", None)
@@ -220,6 +228,11 @@ class Fold:
         self.tier_changes: list[TierChange] = []
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
+        # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
+        self._quiet_s = min(
+            (wr.ONLINE_INTERVALS * v.interval_s for v in self.workers.values()),
+            default=math.inf,
+        )
 
     # -- WORKERS ------------------------------------------------------------------------------
     def worker_message(
@@ -251,6 +264,8 @@ class Fold:
         cfg = self.config
         t = env.time
         if self.clock is None or t > self.clock:
+            if self.clock is not None and (t - self.clock).total_seconds() > self._quiet_s:
+                self.silence_all(self.clock, t)
             for tick in ticks(self.clock, t, cfg.tick_s):
                 self.refresh_all(tick)
             self.clock = t
@@ -262,6 +277,17 @@ class Fold:
             return
         self.counts["applied"] += 1
         self._changed(old, new)
+
+    def silence_all(self, since: datetime, until: datetime) -> None:
+        """The WORKERS log was silent from `since` to `until`: `workers.silence` every view.
+
+        Called before the ticks of the silence are judged, so a fleet-wide outage (the broker
+        down) moves no tier while the log catches up.
+        """
+        for view in list(self.workers.values()):
+            new = wr.silence(view, since, until)
+            if new is not view:
+                self._changed(view, new)
 
     def refresh_all(self, now: datetime) -> None:
         """Re-judge, at log time `now` (a tick), every view not heard from in the last
@@ -284,6 +310,7 @@ class Fold:
 
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id
+        self._quiet_s = min(self._quiet_s, wr.ONLINE_INTERVALS * new.interval_s)
         self.workers[wid] = new
         self.dirty_workers.add(wid)
         if old is None or old.tier != new.tier or old.tier_since != new.tier_since:
@@ -308,29 +335,32 @@ class Fold:
         data: bytes,
         stream_time: datetime,
         *,
-        decoded: Envelope | bool | None = False,
+        decoded: Envelope | str | None = None,
     ) -> bool:
-        """Fold one JOBS message; an invalid one only moves the position (workers record it).
+        """Fold one JOBS message; an invalid one is recorded in `invalid` and only moves the
+        position (a worker that pulls it records the same record: both use its stable id).
 
-        `decoded`: the envelope if the caller already decoded it (None: it was invalid).
+        `decoded`: the envelope if the caller already decoded it, or the reason it is invalid.
         """
         if seq <= self.positions[JOBS]:
             self.counts["skipped"] += 1
             return False
         self.positions[JOBS] = seq
-        env: Envelope | None
-        if decoded is False:
+        got: Envelope | str
+        if decoded is None:
             try:
-                env = decode_submission(
+                got = decode_submission(
                     data, subject=subject, subjects=self.subjects, seq=seq, stream_time=stream_time
                 )
-            except InvalidEvent:
-                env = None
+            except InvalidEvent as exc:
+                got = exc.reason
         else:
-            env = decoded if isinstance(decoded, Envelope) else None
-        if env is None:
+            got = decoded
+        if isinstance(got, str):
+            self.invalid.append(Invalid(seq, subject, data, got, stream=JOBS))
             self.counts["invalid"] += 1
             return True
+        env = got
         self._apply_job(env.event.job_id, env)
         return True
 
@@ -342,19 +372,15 @@ class Fold:
         self.positions[JOB_EVENTS] = seq
         try:
             env = decode(data).at(seq, subject)
-        except InvalidEvent:
-            self.counts["invalid"] += 1
-            return True
-        job_id = getattr(env.event, "job_id", None)
-        if not job_id:
-            self.counts["invalid"] += 1
-            return True
-        reason = check_job_event_speaker(self.subjects, subject, env)
+        except InvalidEvent as exc:
+            reason: str | None = exc.reason
+        else:
+            reason = check_job_event_speaker(self.subjects, subject, env)
         if reason is not None:
             self.invalid.append(Invalid(seq, subject, data, reason, stream=JOB_EVENTS))
             self.counts["invalid"] += 1
             return True
-        self._apply_job(job_id, env)
+        self._apply_job(str(env.event.job_id), env)
         return True
 
     def _apply_job(self, job_id: str, env: Envelope) -> None:

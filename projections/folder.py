@@ -70,10 +70,10 @@ class Folder:
                         it.data, subject=it.subject, subjects=subjects, seq=it.seq,
                         stream_time=it.time,
                     )  # fmt: skip
-                except InvalidEvent:
-                    env = None
-                decoded[it.seq] = env
-                if env is not None:
+                except InvalidEvent as exc:
+                    decoded[it.seq] = exc.reason
+                else:
+                    decoded[it.seq] = env
                     wanted.add(env.event.job_id)
             elif it.stream == JOB_EVENTS:
                 # <prefix>.job.<job_id>.<event>[.<worker>]: the token after the head

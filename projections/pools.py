@@ -21,6 +21,10 @@ Definitions:
   ``min_workers`` (default 0), and at least one more than the pool and model has workers when
   the oldest job has waited longer than the pool's ``cold_wait_s``. A scaler reads it as "how
   many workers this model wants now"; it is a signal, not a command.
+- held back: workers of the (pool, model) whose last ping says their tier factor is 0 (they
+  take only jobs no one else took within their tier's fallback wait, coordinator.fallback);
+  ``held_back_jobs`` is the backlog when every worker of the (pool, model) is held back (those
+  jobs wait on the fallback), else 0. ``GET /v1/workers`` says why each one is held back.
 
 - unserved: the jobs of the backlog that no live, accepting worker serves (the whole backlog
   when the row has no warm or cold worker, else 0). A (pool, model) that no pool consumer takes
@@ -57,6 +61,7 @@ from jetgrid.projections.workers import WorkerView
 __all__ = [
     "DEFAULT_JOBS_PER_WORKER",
     "PoolModelStatus",
+    "held_back",
     "pool_status",
     "pools_json",
     "read_pool_status",
@@ -95,6 +100,11 @@ def _accepting(view: WorkerView) -> bool:
     return view.last_ping is None or view.last_ping.accepting
 
 
+def held_back(view: WorkerView) -> bool:
+    """Whether the worker's last ping says its tier factor is 0 (it pulls only by fallback)."""
+    return view.last_ping is not None and view.last_ping.tier_factor == 0
+
+
 def warm_for(view: WorkerView, model: str) -> bool:
     """Whether the worker's last ping lists `model` as loaded (always, for a backend that
     reports no models: it has nothing to load)."""
@@ -118,6 +128,8 @@ class PoolModelStatus:
     suggested_workers: int = 0
     consumer: str | None = None  # the (normal-priority) pool consumer; None if none exists yet
     waiting_pulls: int = 0
+    held_back_workers: list[str] = field(default_factory=list)
+    held_back_jobs: int = 0
     unserved: int = 0  # backlog that no live, accepting worker serves
 
     def to_json(self) -> dict[str, Any]:
@@ -139,6 +151,8 @@ class PoolModelStatus:
             "warm_workers": list(self.warm_workers),
             "cold_workers": list(self.cold_workers),
             "suggested_workers": self.suggested_workers,
+            "held_back_workers": list(self.held_back_workers),
+            "held_back_jobs": self.held_back_jobs,
             "unserved": self.unserved,
         }
 
@@ -199,6 +213,7 @@ def pool_status(
         cold = sorted(w.worker_id for w in serving if not warm_for(w, model))
         pending = b.pending if b else waiting.get((pool, full_model_name(model)), 0)
         running = b.running if b else 0
+        held = sorted(w.worker_id for w in serving if held_back(w))
         oldest = None
         if b is not None and b.oldest_ts is not None and pending > 0:
             oldest = max(0.0, at - b.oldest_ts)
@@ -216,6 +231,8 @@ def pool_status(
                 ),
                 consumer=b.consumer if b else None,
                 waiting_pulls=b.waiting_pulls if b else 0,
+                held_back_workers=held,
+                held_back_jobs=pending if serving and len(held) == len(serving) else 0,
                 unserved=0 if serving else pending,
             )
         )
@@ -236,6 +253,7 @@ def pools_json(pools: Pools, rows: Iterable[PoolModelStatus]) -> dict[str, Any]:
                 "name": name,
                 "models": [r["model"] for r in mine],
                 "backlog": sum(r["backlog"] for r in mine),
+                "held_back_jobs": sum(r["held_back_jobs"] for r in mine),
                 "unserved": sum(r["unserved"] for r in mine),
                 "consumers": mine,
             }

@@ -50,6 +50,7 @@ class ReplayResult:
     messages: int
     seconds: float
     digest: str
+    invalid: int = 0  # messages the fold could not use: skipped and counted, never recorded
 
     @property
     def rate(self) -> float:
@@ -97,7 +98,9 @@ async def replay(
             progress, archive,
         )  # fmt: skip
     seconds = time.perf_counter() - t0
-    return ReplayResult(dict(folder.fold.positions), total, seconds, await store.digest())
+    digest = await store.digest()
+    invalid = folder.fold.counts["invalid"]
+    return ReplayResult(dict(folder.fold.positions), total, seconds, digest, invalid)
 
 
 async def feed(

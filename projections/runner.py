@@ -44,7 +44,6 @@ from jetgrid.coordinator.aio import cancel_and_wait
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import InvalidMessage
 from jetgrid.events.addressing import Speaker
 from jetgrid.events.errors import ConfigError, JetgridError
 from jetgrid.projections import snapshot
@@ -315,16 +314,15 @@ class Projector(Folder):
         if not self.publish:
             return
         for inv in changes.invalid:
-            record = InvalidMessage.of(
+            await self.bus.record_invalid(
                 inv.data,
+                SPEAKER,
                 stream=inv.stream,
                 subject=inv.subject,
                 seq=inv.seq,
                 reason=inv.reason,
-                detected_by=SPEAKER.source,
-                headers={k: v for k, v in inv.headers.items() if isinstance(v, str)},
+                headers=inv.headers,
             )
-            await self.bus.store(record, SPEAKER)
             log.info("invalid %s message at seq %s: %s", inv.stream, inv.seq, inv.reason)
 
     async def _bucket(self) -> Any:

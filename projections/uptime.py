@@ -15,8 +15,17 @@ Definitions (all times are event times, in seconds; nothing here reads a clock):
   complete slots before the slot holding ``now`` (the slot in progress is not judged yet), or at
   fewer if the worker's first ping is more recent: a new worker is judged over the slots since
   its first ping. ``now`` is the projection's log clock, so a worker that stops pinging decays as
-  the log moves on, and a replay computes the same numbers. Time spent deregistered counts as
-  not up: a clean leave is still an absence.
+  the log moves on, and a replay computes the same numbers.
+- **Pauses.** `pause` at event time t stops the slot clock: from the slot holding t (or the
+  newest slot seen, if later) nothing is judged and pings are ignored, and while paused the
+  window ends at that slot, so the uptime and the tier stand still. `resume` at t restarts it
+  there: the grid is moved so that the slots in between vanish (they count neither for nor
+  against), the window reaches back over the pause to the slots before it, and a ping older than
+  the resume is ignored. The first slot after a resume is the paused slot itself if it holds no
+  ping yet, else the next one. `cancel` ends a pause without moving the grid: the paused slots
+  count, as missed unless pinged. The reducer pauses for planned absences (``draining`` or
+  ``deregistered`` until the next registration) and, provisionally, for a silence of the whole
+  fleet (rules in projections.absence); unplanned silence while registered is never paused.
 - **Interval change.** Slots of different lengths cannot be compared: a tracker has one interval
   for life, and the reducer starts a new tracker (and probation) when a worker's pings change it.
 
@@ -54,7 +63,7 @@ __all__ = [
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_FORMAT = 1
+_FORMAT = 2  # 2 added the pause fields; 1 is still read
 
 
 def window_label(seconds: float) -> str:
@@ -211,6 +220,10 @@ class UptimeTracker:
     first_slot: int | None = None  # None until the first ping
     top: int = 0  # newest slot seen; bit i of `mask` is slot top - i
     mask: int = 0
+    away: int | None = None  # paused at this slot (module docstring), None while counting
+    # A fleet silence not yet decided (the reducer's): the event time the silence ended.
+    provisional: float | None = None
+    resumed: float | None = None  # event time of the last resume: older pings are ignored
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -234,6 +247,12 @@ class UptimeTracker:
         """The tracker after a ping at event time `t` (self when nothing changes)."""
         if self.first_slot is None:
             return self._with(t - self.interval / 2, 0, 0, int(healthy), self.rings)
+        if self.resumed is not None and t < self.resumed:
+            return self  # from before a pause: its slot is gone (module docstring)
+        if self.away is not None:
+            if self.slot_of(t) >= self.away:
+                return self  # paused: neither for nor against
+            reanchor = False
         tracker = self._reanchored(t) if reanchor else self
         s = tracker.slot_of(t)
         if s > tracker.top:
@@ -276,21 +295,96 @@ class UptimeTracker:
         self, origin: float, first: int | None, top: int, mask: int, rings: tuple[_Ring, ...]
     ) -> UptimeTracker:
         # Positional construction: dataclasses.replace costs several times more, once per ping.
-        return UptimeTracker(self.interval, self.horizon, rings, origin, first, top, mask)
+        return UptimeTracker(
+            self.interval,
+            self.horizon,
+            rings,
+            origin,
+            first,
+            top,
+            mask,
+            self.away,
+            self.provisional,
+            self.resumed,
+        )
+
+    # -- pauses ---------------------------------------------------------------------------------
+    def pause(self, t: float, *, until: float | None = None) -> UptimeTracker:
+        """The tracker with its slot clock stopped at event time `t` (module docstring).
+
+        `until`: a provisional pause for a silence that ended then (kept as `provisional`, for
+        the reducer to `resume` at or `cancel`). Self if already paused or never pinged.
+        """
+        if self.first_slot is None or self.away is not None:
+            return self
+        away = max(self.slot_of(t), self.top)
+        return UptimeTracker(
+            self.interval,
+            self.horizon,
+            self.rings,
+            self.origin,
+            self.first_slot,
+            self.top,
+            self.mask,
+            away,
+            until,
+            self.resumed,
+        )
+
+    def resume(self, t: float) -> UptimeTracker:
+        """The tracker counting again from event time `t`, the paused slots cut out."""
+        if self.away is None:
+            return self
+        start = self.away + 1 if self.away == self.top and self.mask & 1 else self.away
+        origin = t - self.interval / 2 - start * self.interval
+        return UptimeTracker(
+            self.interval,
+            self.horizon,
+            self.rings,
+            origin,
+            self.first_slot,
+            self.top,
+            self.mask,
+            None,
+            None,
+            t,
+        )
+
+    def cancel(self) -> UptimeTracker:
+        """The tracker unpaused without moving its grid: the paused slots count."""
+        if self.away is None:
+            return self
+        return UptimeTracker(
+            self.interval,
+            self.horizon,
+            self.rings,
+            self.origin,
+            self.first_slot,
+            self.top,
+            self.mask,
+            None,
+            None,
+            self.resumed,
+        )
+
+    def _judged_slot(self, now: float) -> int:
+        """The slot in progress at `now`: the window ends before it (at the pause if paused)."""
+        hi = self.slot_of(now)
+        return hi if self.away is None else min(hi, self.away)
 
     # -- reading --------------------------------------------------------------------------------
     def observed_slots(self, now: float) -> int:
         """Complete slots since the first ping, as of log time `now`."""
         if self.first_slot is None:
             return 0
-        return max(0, self.slot_of(now) - self.first_slot)
+        return max(0, self._judged_slot(now) - self.first_slot)
 
     def window(self, now: float, window_s: float) -> WindowUptime:
         """Uptime over the configured window `window_s` as of log time `now`."""
         ring = self._ring(window_s)
         if self.first_slot is None:
             return WindowUptime(window_s, 0, 0.0, None)
-        hi = self.slot_of(now)
+        hi = self._judged_slot(now)
         lo = max(hi - ring.slots, self.first_slot)
         if hi <= lo:
             return WindowUptime(window_s, 0, 0.0, None)
@@ -329,6 +423,9 @@ class UptimeTracker:
             "horizon": self.horizon,
             "origin": self.origin,
             "first_slot": self.first_slot,
+            "away": self.away,
+            "provisional": self.provisional,
+            "resumed": self.resumed,
             "top": self.top,
             "mask": format(self.mask, "x"),
             "windows": [r.to_json() for r in self.rings],
@@ -338,7 +435,7 @@ class UptimeTracker:
     def from_json(cls, data: dict[str, Any]) -> UptimeTracker:
         """Inverse of to_json; ValueError if `data` is not a tracker this code wrote."""
         try:
-            if data["v"] != _FORMAT:
+            if data["v"] not in (1, _FORMAT):
                 raise ValueError(f"Uptime tracker format {data['v']!r} is not {_FORMAT}.")
             rings = tuple(
                 _Ring(
@@ -352,6 +449,7 @@ class UptimeTracker:
                 for r in data["windows"]
             )
             first = data["first_slot"]
+            away, resumed, held = data.get("away"), data.get("resumed"), data.get("provisional")
             return cls(
                 interval=float(data["interval"]),
                 horizon=int(data["horizon"]),
@@ -360,6 +458,9 @@ class UptimeTracker:
                 first_slot=None if first is None else int(first),
                 top=int(data["top"]),
                 mask=int(data["mask"], 16),
+                away=None if away is None else int(away),
+                provisional=None if held is None else float(held),
+                resumed=None if resumed is None else float(resumed),
             )
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"Not a serialised uptime tracker: {exc!r}.") from exc

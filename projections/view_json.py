@@ -318,7 +318,8 @@ class ViewEncoder:
     @staticmethod
     def _uptime(c: _Cached, tracker: UptimeTracker) -> str:
         # UptimeTracker.to_json, encoded: everything but top, mask and the rings' base and
-        # counts is fixed for a tracker's life (origin moves only on a reboot).
+        # counts is fixed for a tracker's life (origin moves only on a reboot or a resume, the
+        # pause fields only at a pause or a resume).
         key = (
             type(tracker.interval),
             type(tracker.origin),
@@ -326,6 +327,10 @@ class ViewEncoder:
             tracker.horizon,
             tracker.origin,
             tracker.first_slot,
+            tracker.away,
+            tracker.provisional,
+            tracker.resumed,
+            type(tracker.resumed),
             tuple((r.window_s, r.slots, r.bucket, r.keep) for r in tracker.rings),
         )
         if c.up != key or not c.up_text:
@@ -337,6 +342,9 @@ class ViewEncoder:
                     "horizon": tracker.horizon,
                     "origin": tracker.origin,
                     "first_slot": tracker.first_slot,
+                    "away": tracker.away,
+                    "provisional": tracker.provisional,
+                    "resumed": tracker.resumed,
                     "top": 0,
                 }
             )[: -len("0}")]

@@ -32,7 +32,9 @@ Rules:
   arrives. It is judged like any worker (its pings are facts), and it shows as unregistered so
   an operator can see a worker whose registration was lost or rejected.
 - **Back from deregistration.** A ping newer than a deregistration makes the worker active
-  again: it is evidently alive. Its slots while gone count as missed.
+  again: it is evidently alive.
+- **Absences** (planned ones, and a silence of the whole fleet) pause the uptime tracker instead
+  of counting as missed slots: the rules are in projections.absence.
 - **Interval change.** Pings that change ``interval_s`` start a new uptime tracker, so the
   worker is back on probation (slots of different lengths cannot be compared).
 - **Availability** at time ``now`` (`availability`; the one rule every reader uses: projector,
@@ -74,6 +76,8 @@ from jetgrid.events.workers import (
     WorkerHeartbeat,
     WorkerRegistered,
 )
+from jetgrid.projections import absence
+from jetgrid.projections.absence import Lifecycle, lifecycle_of
 from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows
 
 __all__ = [
@@ -90,11 +94,11 @@ __all__ = [
     "clock_ticks",
     "is_live",
     "refresh",
+    "silence",
     "worker_id_of",
 ]
 
 Availability = Literal["online", "stale", "offline", "draining"]
-Lifecycle = Literal["active", "draining", "deregistered"]
 
 LIVE: frozenset[Availability] = frozenset({"online", "stale"})
 
@@ -176,18 +180,9 @@ class WorkerView:
     @property
     def lifecycle(self) -> Lifecycle:
         """active, draining or deregistered: a function of the newest time of each event kind."""
-        alive = max((t for t in (self.registered_at, self.last_ping_at) if t), default=None)
-        dereg = self.deregistered_at
-        if dereg is not None and (alive is None or dereg >= alive):
-            return "deregistered"
-        drain = self.draining_at
-        if (
-            drain is not None
-            and (self.registered_at is None or drain >= self.registered_at)
-            and (dereg is None or drain > dereg)
-        ):
-            return "draining"
-        return "active"
+        return lifecycle_of(
+            self.registered_at, self.last_ping_at, self.draining_at, self.deregistered_at
+        )
 
     @property
     def reason(self) -> str | None:
@@ -273,8 +268,10 @@ def apply(
         changes.update(seen)
     elif isinstance(ev, WorkerRegistered):
         changes = _registered(state, ev, t)
+        absence.on_event(state, changes, _ts(t), restarted=True)
     else:
         changes = _left(state, ev, t)
+        absence.on_event(state, changes, _ts(t), restarted=False)
     changes["recent"] = (*state.recent[1 - RECENT_KEYS :], env.id)
     if t < state.first_seen:
         changes["first_seen"] = t
@@ -348,9 +345,15 @@ def _ping(
             changes["uptime"] = tracker.ping(_ts(t), ev.healthy)
         return changes
     new_boot = last is not None and ev.boot_id is not None and ev.boot_id != last.boot_id
+    after = lifecycle_of(state.registered_at, t, state.draining_at, state.deregistered_at)
     if tracker is None or tracker.interval != ev.interval_s:
         tracker = UptimeTracker.start(ev.interval_s, windows)
-    changes["uptime"] = tracker.ping(_ts(t), ev.healthy, reanchor=state.reanchor or new_boot)
+    else:
+        restarted = new_boot or state.reanchor
+        tracker = absence.moved(tracker, state.lifecycle, after, _ts(t), restarted=restarted)
+    if after == "active":  # pings while away count neither for nor against (absence)
+        tracker = tracker.ping(_ts(t), ev.healthy, reanchor=state.reanchor or new_boot)
+    changes["uptime"] = tracker
     if state.reanchor:
         changes["reanchor"] = False
     changes["last_ping"] = LastPing(
@@ -419,6 +422,20 @@ def refresh(
         return view
     changes = _judged(view, view.uptime, now, policy, windows)
     return _replace(view, {**changes, "as_of": now}) if changes else view
+
+
+def silence(view: WorkerView, since: datetime, until: datetime) -> WorkerView:
+    """The view after the WORKERS log was silent from `since` to `until` (projections.absence)."""
+    tracker, interval = view.uptime, view.interval_s
+    if (
+        tracker is None
+        or view.lifecycle != "active"
+        or (until - since).total_seconds() <= ONLINE_INTERVALS * interval  # a late ping at most
+        or (since - view.last_seen).total_seconds() > STALE_INTERVALS * interval  # gone before
+    ):
+        return view
+    paused = tracker.pause(_ts(since), until=_ts(until))
+    return view if paused is tracker else _replace(view, {"uptime": paused})
 
 
 def clock_ticks(prev: datetime | None, now: datetime, step_s: float) -> list[datetime]:

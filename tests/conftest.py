@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import Envelope, decode, stream_specs
+from jetgrid.events import Envelope, InvalidEvent, decode, stream_specs
 from jetgrid.natsserver import NatsServer
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import Backend, EchoBackend
@@ -141,8 +141,14 @@ class Outcomes:
         self._changed = asyncio.Event()
 
     async def on_msg(self, msg: Msg) -> None:
-        env = decode(msg.data).at(None, msg.subject)
-        self.events[env.event.job_id].append(env)
+        try:
+            env = decode(msg.data).at(None, msg.subject)
+        except InvalidEvent:  # a hostile message published by the test itself
+            return
+        job_id = getattr(env.event, "job_id", None)
+        if job_id is None:  # a worker event published on a job's subject, by the test itself
+            return
+        self.events[job_id].append(env)
         self._changed.set()
 
     def terminal(self, job_id: str) -> list[Envelope]:

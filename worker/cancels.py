@@ -5,8 +5,9 @@ in JOB_EVENTS too). A request for a job it holds sets the job's cancel signal an
 backend task (worker.held.Held.abort), and the job ends `cancelled`. Requests for jobs it has
 not seen are remembered (the last KEPT of them), so a job about to start is skipped. A job that
 the listener may have missed a request for (submitted before the listener went live, or around
-a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. A bad
-message never stops the listener.
+a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. A request
+made before the job's submission was placed in advance for an id another job later took, and
+cancels nothing (coordinator.delivery.cancel_is_for). A bad message never stops the listener.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from datetime import datetime
 
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.delivery import CLOCK_MARGIN_S, cancel_heard_live
+from jetgrid.coordinator.delivery import CLOCK_MARGIN_S, cancel_heard_live, cancel_is_for
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidEvent, JetgridError, JobCancelRequested, decode
 from jetgrid.worker.backends.base import RunContext
@@ -50,7 +51,8 @@ class Cancels:
         self.held = held
         # How far this worker's clock may be behind the server's (coordinator.delivery).
         self.clock_margin_s = clock_margin_s
-        self._requests: dict[str, str | None] = {}  # job id -> reason, most recent last
+        # job id -> (reason, when it was heard: worker clock), most recent last
+        self._requests: dict[str, tuple[str | None, float]] = {}
         # Since when (worker clock) the listener has heard every request: set once it is
         # subscribed, moved on when it forgets one (KEPT); inf before.
         self.heard_since = math.inf
@@ -71,7 +73,7 @@ class Cancels:
             return
         if job_id is None:
             return
-        self._requests[job_id] = "cancel requested"
+        self._requests[job_id] = ("cancel requested", time.time())
         while len(self._requests) > self.KEPT:
             self._requests.pop(next(iter(self._requests)))
             self.heard_since = time.time()  # what it forgot, a lookup must find
@@ -92,17 +94,24 @@ class Cancels:
 
     def reason(self, job_id: str) -> str | None:
         """Why the job was cancelled, if a request for it was heard."""
-        return self._requests.get(job_id)
+        heard = self._requests.get(job_id)
+        return heard[0] if heard else None
 
     async def requested_before_start(
         self, job_id: str, ctx: RunContext, submitted: datetime | None
     ) -> bool:
         """Was the job cancelled before it started? Seen live, or stored in JOB_EVENTS (looked
         up only when the live listener may have missed it: coordinator.delivery)."""
-        if ctx.cancelled.is_set() or job_id in self._requests:
+        if ctx.cancelled.is_set():
             return True
-        listening = max(self.heard_since, self.bus.continuity.since)
         margin = self.clock_margin_s
+        heard = self._requests.get(job_id)
+        if heard is not None:
+            if submitted is None or cancel_is_for(heard[1], submitted.timestamp(), margin):
+                return True
+            del self._requests[job_id]  # placed before this job existed: not about it
+            log.info("ignored a cancel request for %s made before its submission", job_id)
+        listening = max(self.heard_since, self.bus.continuity.since)
         if submitted is not None and cancel_heard_live(submitted.timestamp(), listening, margin):
             return False
         self.counters.cancel_lookups += 1
@@ -113,6 +122,13 @@ class Cancels:
             log.info("could not check job %s for a cancel request: %s", job_id, exc)
             return False
         if stored is None:
+            return False
+        if (
+            stored.time
+            and submitted
+            and not cancel_is_for(stored.time.timestamp(), submitted.timestamp(), margin)
+        ):
+            log.info("ignored a cancel request for %s stored before its submission", job_id)
             return False
         try:
             return self.target(subject, stored.data) is not None

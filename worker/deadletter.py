@@ -34,7 +34,9 @@ from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.roles import DEAD_LETTER_CONSUMER
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
+    JOBS,
     InvalidEvent,
+    JetgridError,
     JobDead,
     dead_letter_spec,
     decode,
@@ -143,8 +145,20 @@ class DeadLetterWatcher:
                 seq=adv.stream_seq,
                 stream_time=now(),  # only the job id matters here
             )
-        except InvalidEvent as exc:  # recorded on the invalid stream by the worker that saw it
+        except InvalidEvent as exc:  # the worker that saw it recorded it too: the same record
             log.info("JOBS seq %d gave up and is not a valid job: %s", adv.stream_seq, exc.reason)
+            try:
+                await self.bus.record_invalid(
+                    stored.data,
+                    self.speaker,
+                    stream=JOBS,
+                    subject=stored.subject,
+                    seq=adv.stream_seq,
+                    reason=exc.reason,
+                    headers=stored.headers,
+                )
+            except JetgridError as err:  # not permitted, or NATS away: never retry forever
+                log.warning("JOBS seq %d not recorded as invalid: %s", adv.stream_seq, err)
             return None
         job_id: str = env.event.job_id
         runs = runs_before(adv.deliveries)  # the last delivery only records the outcome

@@ -19,6 +19,7 @@ from typing import Any
 
 from jetgrid.coordinator.backoff import tier_watch_retry_s
 from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.errors import NatsUnavailable
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.tiers import PROBATION, load_policy
 from jetgrid.events import WorkerHeartbeat
@@ -124,6 +125,8 @@ class Heartbeats:
         bus = self._bus
         if bus is None:  # the pinger runs only inside run(); a stray tick is a failed ping
             raise RuntimeError(f"Ping {n} was not sent: the worker is not connected.")
+        if not bus.is_connected:  # held for the reconnect, it would be stored late, out of time
+            raise NatsUnavailable(f"Ping {n} was not sent: NATS is not connected.")
         when = None if at is None else datetime.fromtimestamp(at, UTC)
         await bus.store(event, self.speaker, time=when)
         self.counters.pings += 1

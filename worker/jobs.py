@@ -3,7 +3,8 @@
 Per delivery (`JobRunner.handle`): decode the submission (a bad one, or one whose chosen id an
 earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery after the last
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
-died) is quarantined, `dead`; otherwise publish `claimed`, skip the job if a cancel was
+died) is quarantined, `dead`; otherwise publish `claimed` (``fallback: true`` when the tier
+budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
 requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
 own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
 result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
@@ -109,8 +110,8 @@ class JobRunner:
             # A pull request sent before draining began can still deliver.
             task = asyncio.create_task(_hand_back(msg))
         else:
-            self.gate.charge()
-            task = asyncio.create_task(self.handle(msg))
+            within = self.gate.charge()
+            task = asyncio.create_task(self.handle(msg, fallback=not within))
         self.held.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -120,7 +121,7 @@ class JobRunner:
         if not task.cancelled() and task.exception() is not None:
             log.error("job handler crashed: %r", task.exception())
 
-    async def handle(self, msg: Delivery) -> None:
+    async def handle(self, msg: Delivery, *, fallback: bool = False) -> None:
         """Everything one delivery does, up to its ack, nak or term (see the module doc)."""
         md = msg.metadata
         seq, attempt = md.sequence.stream, md.num_delivered
@@ -167,6 +168,7 @@ class JobRunner:
                     attempt=attempt,
                     jobs_seq=seq,
                     tier_factor=self.gate.factor,
+                    fallback=fallback,
                 )
             )
             if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):

@@ -39,7 +39,6 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     JOBS,
     Event,
-    InvalidMessage,
     JetgridError,
     JobCancelled,
     JobCompleted,
@@ -250,16 +249,15 @@ class Outcomes:
         """Record an undecodable submission on the invalid stream and as `rejected` on its job's
         subject (events.refused_job_id), then never redeliver it."""
         self.counters.invalid += 1
-        record = InvalidMessage.of(
+        await self.bus.record_invalid(
             msg.data,
+            self.speaker,
             stream=JOBS,
             subject=msg.subject,
             seq=seq,
             reason=reason,
-            detected_by=self.speaker.source,
-            headers={k: v for k, v in (msg.headers or {}).items() if isinstance(v, str)},
+            headers=msg.headers,
         )
-        await self.bus.store(record, self.speaker)
         rejected = JobRejected(
             job_id=refused_job_id(msg.data, seq),
             jobs_seq=seq,

@@ -62,6 +62,7 @@ class Puller:
         self._requests: dict[str, _Request] = {}
         self._sub: Subscription | None = None
         self.last_status: str | None = None
+        self.delivered = 0  # messages received, ever (coordinator.fallback tells own takes apart)
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
@@ -173,6 +174,7 @@ class Puller:
                     msg.headers.get("Description", "") if msg.headers else "",
                 )
             return
+        self.delivered += 1
         # A delivered message keeps its original subject, so it cannot name its request. The
         # server fills waiting requests first come, first served: charge the oldest open one.
         for rid, req in self._requests.items():

@@ -8,7 +8,11 @@ decides), and only when a whole sweep found nothing parks a long poll, spread ro
 the models' normal consumers. Free slots are the tier gate's allowance (worker.tiers.PullGate:
 concurrency, tier factor, pull budget) less what the worker holds and what open requests may
 still deliver; each consumer is capped by the backend's model affinity (worker.pullgate).
-Between rounds the loop waits for a job or a request to end or the tier to change, at most
+When the tier budget allows nothing, the round reads every consumer's info (at most once per
+FALLBACK_READ_S each) for a stall (coordinator.fallback: jobs wait and no other worker has
+taken one for the tier's fallback wait) and takes from a stalled one with its free slots, so a
+model whose only workers are held back by their tier is still served. Between rounds the
+loop waits for a job or a request to end or the tier to change, at most
 coordinator.backoff.PULL_ROUND_WAIT_S (a failed round is retried by the next). In burst mode it
 returns once the worker holds nothing and every consumer was found empty twice in a row.
 """
@@ -27,9 +31,11 @@ from jetgrid.coordinator.backoff import FAILOVER, PULL_ROUND_WAIT_S
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
 from jetgrid.coordinator.delivery import consumer_max_deliver, next_pull
+from jetgrid.coordinator.fallback import Stall, fallback_allowance, fallback_wait, observe
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.tiers import load_policy
 from jetgrid.events.subjects import PRIORITIES
 from jetgrid.worker.backends.base import Backend
 from jetgrid.worker.delivery import Delivery
@@ -51,6 +57,7 @@ class PullScheduler:
     """A worker's consumers, pullers and pull loop; `bind`, then `run` until stopped."""
 
     LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+    FALLBACK_READ_S = 1.0  # a held-back worker reads each consumer's info at most this often
 
     def __init__(
         self,
@@ -88,6 +95,10 @@ class PullScheduler:
         self._models: dict[str, str] = {}  # consumer name -> model
         self._affinity: AffinityGate | None = None
         self._rr = 0
+        self.policy = load_policy(settings.tier_policy_file, settings.tier_policy)
+        self.fallback_wait_s = settings.fallback_wait_s
+        self._stalls: dict[str, Stall] = {}  # consumer name -> its stall (coordinator.fallback)
+        self._bus: Bus | None = None
 
     def allowance(self) -> int:
         """How many jobs to ask for now: free slots, within the tier's budget."""
@@ -114,6 +125,7 @@ class PullScheduler:
             self._by_priority[spec.priority].append(puller)
             self._models[spec.name] = model
         self._affinity = AffinityGate(bus, backend, AffinityPolicy.for_pool(self.pool))
+        self._bus = bus
 
     async def run(self, bus: Bus, *, burst: bool) -> None:
         """Pull until the worker stops (in burst mode: until every consumer is empty)."""
@@ -145,6 +157,48 @@ class PullScheduler:
                 return
             got_any = await self._take_now(pull.priority) > 0 or got_any
             swept.append(pull.priority)
+        if self.allowance() == 0:
+            await self._fallback()
+        else:
+            self._stalls.clear()  # the budget allows pulls again: stalls are measured afresh
+
+    def _free(self) -> int:
+        """Free slots, whatever the tier budget says."""
+        outstanding = sum(p.outstanding for p in self.pullers)
+        return self.gate.concurrency - len(self.held.tasks) - outstanding
+
+    async def _fallback(self) -> int:
+        """Held back by the tier budget: take from each consumer that has been stalled for the
+        tier's fallback wait (coordinator.fallback); returns how many jobs came."""
+        wait = fallback_wait(self.policy, self.gate.tier, self.fallback_wait_s)
+        if wait is None or self._bus is None or self._free() <= 0:
+            return 0
+        got = 0
+        for p in self.pullers:
+            if self.stopping.is_set() or (free := self._free()) <= 0:
+                break
+            if p.outstanding:  # deliveries may be on their way: the counts would not match
+                continue
+            stall = self._stalls.get(p.consumer)
+            now = self.gate.clock()
+            if stall is None or now - stall.seen >= self.FALLBACK_READ_S:
+                info = await self._bus.consumer_info(p.stream, p.consumer)
+                now = self.gate.clock()
+                stall = observe(
+                    stall,
+                    now=now,
+                    pending=info.num_pending or 0,
+                    delivered=(info.delivered.consumer_seq or 0) if info.delivered else 0,
+                    own=p.delivered,
+                    wait_s=wait,
+                )
+                self._stalls[p.consumer] = stall
+            # Between reads, a stall already past the wait goes on being served (an empty
+            # consumer answers the no-wait request at once; the next read sees any other taker).
+            n = fallback_allowance(stall, free)
+            if n and (cap := await self._cap(p)) != 0:
+                got += await p.take_now(n if cap is None else min(n, cap))
+        return got
 
     async def _take_now(self, priority: str) -> int:
         """No-wait requests to this priority's consumers (one per model), while slots are free."""

@@ -20,7 +20,6 @@ it takes time as an argument-free injected clock, so it is tested without a serv
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -35,6 +34,7 @@ from jetgrid.coordinator.allowance import pull_allowance
 from jetgrid.coordinator.backoff import TIER_WATCH_RETRY_S
 from jetgrid.coordinator.budget import Budget, new_budget, take, wait_time, with_factor
 from jetgrid.coordinator.tiers import PROBATION
+from jetgrid.events import InvalidEvent, load_json
 
 __all__ = ["PullGate", "TierUpdate", "TierWatch", "parse_tier_value"]
 
@@ -53,9 +53,9 @@ class TierUpdate:
 def parse_tier_value(data: bytes) -> TierUpdate:
     """A KV value -> TierUpdate; ValueError quoting the value when it is not a valid one."""
     try:
-        doc: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"Tier value {data[:80]!r} is not JSON ({exc}).") from None
+        doc: Any = load_json(data)
+    except InvalidEvent as exc:
+        raise ValueError(f"Tier value {data[:80]!r} is not JSON ({exc.reason})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"Tier value {data[:80]!r} is not a JSON object.")
     factor, tier = doc.get("factor"), doc.get("tier")
@@ -132,10 +132,15 @@ class PullGate:
             tokens=tokens,
         )
 
-    def charge(self, n: int = 1) -> None:
-        """A delivered job spends a token (a late delivery after a cut spends what is left)."""
-        if self._budget is not None:
-            self._budget, _ = take(self._budget, n, self.clock())
+    def charge(self, n: int = 1) -> bool:
+        """A delivered job spends a token (a late delivery after a cut spends what is left).
+
+        True when the budget covered all `n`; False when it did not (a factor-0 tier, or no
+        whole token left): the jobs were taken for want of better (coordinator.fallback)."""
+        if self._budget is None:
+            return self._factor > 0
+        self._budget, granted = take(self._budget, n, self.clock())
+        return granted == n
 
     def wait_s(self, cap: float) -> float:
         """How long the pull loop may sleep before the budget can allow more (at most `cap`)."""

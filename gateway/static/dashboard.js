@@ -49,6 +49,7 @@ function renderWorkers(workers, jobs) {
     el("div", { class: "kv" },
       el("span", {}, "tier"), el("span", {}, (w.tier || "–") + (w.tier_factor !== null && w.tier_factor !== undefined ? " (×" + w.tier_factor + ")" : "")),
       el("span", {}, "uptime"), el("span", {}, "1h " + pct(w.uptime && w.uptime["1h"]) + " · 24h " + pct(w.uptime && w.uptime["24h"])),
+      ...(w.share && w.share.held_back ? [el("span", {}, "held back"), el("span", { class: "held-back" }, w.share.reason || "")] : []),
       el("span", {}, "serves"), el("span", {}, (w.pools || []).join(", ") + " / " + (w.models || []).join(", ")),
       el("span", {}, "backend"), el("span", {}, (w.backend || "?") + " × " + w.concurrency),
       el("span", {}, "in flight"), el("span", {}, String(w.in_flight) + ((running[w.id] || []).length ? " (" + running[w.id].slice(0, 3).join(", ") + ")" : "")),
@@ -59,12 +60,21 @@ function renderWorkers(workers, jobs) {
   document.getElementById("worker-count").textContent = "(" + workers.filter((w) => w.availability === "online").length + " online of " + workers.length + ")";
 }
 
+function heldText(c) {
+  // Jobs that wait because every worker of the model is held back by its tier (factor 0).
+  const names = c.held_back_workers || [];
+  if (!names.length) return "–";
+  const n = c.held_back_jobs || 0;
+  return n + (n === 1 ? " job waits on " : " jobs wait on ") + names.slice(0, 3).join(", ") + (names.length > 3 ? ", …" : "");
+}
+
 function renderPools(pools) {
   const rows = [];
   for (const p of pools) {
-    if (!p.consumers.length) rows.push(el("tr", {}, el("td", {}, p.name), el("td", { class: "muted" }, "no consumers yet"), el("td", {}, "0"), el("td", {}), el("td", {}), el("td", {})));
+    if (!p.consumers.length) rows.push(el("tr", {}, el("td", {}, p.name), el("td", { class: "muted" }, "no consumers yet"), el("td", {}, "0"), el("td", {}), el("td", {}), el("td", {}), el("td", {})));
     for (const c of p.consumers) rows.push(el("tr", {}, el("td", {}, p.name), el("td", {}, c.model), el("td", {}, String(c.backlog)),
-      el("td", {}, String(c.ack_pending)), el("td", {}, String(c.waiting_pulls)), el("td", {}, String(c.workers))));
+      el("td", {}, String(c.ack_pending)), el("td", {}, String(c.waiting_pulls)), el("td", {}, String(c.workers)),
+      el("td", { class: c.held_back_jobs ? "held-back" : "" }, heldText(c))));
   }
   document.querySelector("#pools tbody").replaceChildren(...rows);
 }

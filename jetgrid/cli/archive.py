@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli.shared import nats_options, run_async, settings_from, setup_logging
+from jetgrid.cli.shared import (
+    nats_options,
+    run_async,
+    settings_from,
+    setup_logging,
+    stream_progress,
+)
 
 
 @click.command()
@@ -67,28 +73,10 @@ async def archive(
     bus = await Bus.connect(settings, name="jetgrid-archive")
     try:
         now = datetime.now(UTC)
-        if quiet:
+        with stream_progress(quiet) as progress:
             report = await archive_streams(
-                settings, bus, store, now=now, margin_s=margin_s, before=cut
+                settings, bus, store, now=now, margin_s=margin_s, before=cut, progress=progress
             )
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            with Progress(
-                TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-                transient=False,
-            ) as bar:  # fmt: skip
-                tasks: dict[str, Any] = {}
-
-                def progress(stream: str, done: int, total: int) -> None:
-                    if stream not in tasks:
-                        tasks[stream] = bar.add_task(stream, total=total or 1)
-                    bar.update(tasks[stream], completed=done if total else 1, total=total or 1)
-
-                report = await archive_streams(
-                    settings, bus, store, now=now, margin_s=margin_s, before=cut,
-                    progress=progress,
-                )  # fmt: skip
     finally:
         await bus.close()
     for line in report.lines():

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from jetgrid.cli.shared import (
+    archive_option,
     json_option,
     nats_options,
     read_model_options,
@@ -32,11 +33,14 @@ def render(report: dict[str, Any]) -> str:
         f"audit of {report['stream_prefix'] or ''}WORKERS/JOBS/JOB_EVENTS from {report['from'] or 'the start'} to {report['to'] or 'the end'}",
         f"budget: base rate {report['rule']['rate'] or 'unlimited'} jobs/s, burst {report['rule']['capacity']}, grace {report['rule']['grace_s']} s",
     ]
+    if report.get("skipped_invalid"):
+        lines.append(f"skipped {report['skipped_invalid']} messages that are not valid events")
     for w in report["workers"]:
         up = ", ".join(f"{k} {_pct(v)}" for k, v in w["uptime"].items())
         lines.append("")
         lines.append(
-            f"{w['worker_id']}: uptime {up}; claims {w['claims']}; over budget {w['over_budget']}"
+            f"{w['worker_id']}: uptime {up}; claims {w['claims']}; over budget {w['over_budget']}; "
+            f"taken for want of better {w.get('taken_for_want_of_better', 0)}"
         )
         timeline = " -> ".join(f"{e['tier']}@{e['since']}" for e in w["tier_timeline"]) or "-"
         lines.append(f"  tiers     {timeline}")
@@ -57,6 +61,9 @@ def render(report: dict[str, Any]) -> str:
     total = sum(w["over_budget"] for w in report["workers"])
     lines.append("")
     lines.append(f"{total} claim(s) above budget" if total else "no claims above budget")
+    spare = sum(w.get("taken_for_want_of_better", 0) for w in report["workers"])
+    if spare:
+        lines.append(f"{spare} claim(s) taken for want of better (no one else took them in time)")
     return "\n".join(lines)
 
 
@@ -99,13 +106,7 @@ def render(report: dict[str, Any]) -> str:
 @click.option(
     "--fail-on-violation", is_flag=True, help="Exit with status 2 if any claim is above budget."
 )
-@click.option(
-    "--archive",
-    "archive_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
-)
+@archive_option
 @run_async
 async def audit(
     from_: str | None,
@@ -168,6 +169,7 @@ async def audit(
         "to": to,
         "rule": {"rate": rule.rate, "capacity": rule.capacity, "grace_s": rule.grace_s},
         "positions": log.fold.positions,
+        "skipped_invalid": log.fold.counts["invalid"],
         "workers": workers,
     }
     click.echo(json.dumps(report, indent=2) if as_json else render(report))

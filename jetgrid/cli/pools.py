@@ -1,4 +1,5 @@
-"""`jetgrid pools`: per pool and model, the backlog, the oldest wait, warm and cold workers."""
+"""`jetgrid pools`: per pool and model, the backlog, the oldest wait, warm and cold workers, and
+the workers and jobs held back by their tier."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def _names(ids: list[str], limit: int = 3) -> str:
 def render(rows: list[Any]) -> str:
     """The table `jetgrid pools` prints."""
     header = (
-        "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED", "UNSERVED"
+        "POOL", "MODEL", "BACKLOG", "RUNNING", "OLDEST", "WARM", "COLD", "SUGGESTED", "UNSERVED",
+        "HELD-BACK", "WAIT-ON-TIER",
     )  # fmt: skip
     body = [
         (
@@ -42,16 +44,25 @@ def render(rows: list[Any]) -> str:
             _names(r.cold_workers),
             str(r.suggested_workers),
             str(r.unserved),
+            _names(r.held_back_workers),
+            str(r.held_back_jobs),
         )
         for r in rows
     ]
     if not body:
         return "no pool consumers and no online workers yet"
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *body]
     )
+    held = sum(r.held_back_jobs for r in rows)
+    if held:
+        table += (
+            f"\n{held} job(s) wait on workers held back by their tier (factor 0); they take "
+            "them after their fallback wait. GET /v1/workers says why each is held back."
+        )
+    return table
 
 
 @click.command()
@@ -63,9 +74,11 @@ async def pools(as_json: bool, **flags: Any) -> None:
     how long the oldest waiting job has waited, workers with the model loaded (WARM) or able
     to load it (COLD), and SUGGESTED, how many workers the model wants now (an autoscaling
     signal: ceil((backlog + running) / scale_jobs_per_worker), raised when jobs wait longer
-    than the pool's cold_wait_s), and UNSERVED, the waiting jobs no live worker serves (jobs
-    queued with ?queue_unserved=true for a model no worker has taken yet included). Read
-    straight from JetStream; needs no gateway.
+    than the pool's cold_wait_s), UNSERVED, the waiting jobs no live worker serves (jobs
+    queued with ?queue_unserved=true for a model no worker has taken yet included), HELD-BACK,
+    the workers whose tier factor is 0, and WAIT-ON-TIER, the jobs that wait because every
+    worker of the model is held back (they are taken after the tier's fallback wait,
+    JETGRID_FALLBACK_WAIT_S). Read straight from JetStream; needs no gateway.
     """
     from jetgrid.coordinator.bus import Bus
     from jetgrid.projections.pools import read_pool_status

@@ -8,11 +8,13 @@ from typing import Any
 import click
 
 from jetgrid.cli.shared import (
+    archive_option,
     nats_options,
     read_model_options,
     run_async,
     settings_from,
     setup_logging,
+    stream_progress,
 )
 
 STREAM_NAMES = ("WORKERS", "JOBS", "JOB_EVENTS")
@@ -82,13 +84,7 @@ def _check_fresh(db: str) -> None:
     default=None,
     help="Stop at these stream sequences: N (WORKERS up to N; JOBS and JOB_EVENTS to their end) or STREAM=N pairs, e.g. WORKERS=1200,JOBS=80,JOB_EVENTS=400.",
 )
-@click.option(
-    "--archive",
-    "archive_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
-)
+@archive_option
 @click.option("--quiet", is_flag=True, help="No progress bar; print only the digest line.")
 @run_async
 async def replay(
@@ -133,45 +129,18 @@ async def replay(
     store = Store(url)
     bus = await Bus.connect(settings, name="jetgrid-replay")
     try:
-        if quiet:
+        with stream_progress(quiet) as progress:
             result = await run_replay(
                 settings, store, bus, config, until_seq=caps, until_time=until_time,
-                archive=archive,
+                progress=progress, archive=archive,
             )  # fmt: skip
-        else:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            with Progress(
-                TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                transient=False,
-            ) as bar:  # fmt: skip
-                tasks: dict[str, Any] = {}
-
-                def progress(stream: str, done: int, total: int) -> None:
-                    if stream not in tasks:
-                        tasks[stream] = bar.add_task(stream, total=total or 1)
-                    bar.update(tasks[stream], completed=done if total else 1, total=total or 1)
-
-                result = await run_replay(
-                    settings,
-                    store,
-                    bus,
-                    config,
-                    until_seq=caps,
-                    until_time=until_time,
-                    progress=progress,
-                    archive=archive,
-                )
+        if not quiet:
             pos = ", ".join(f"{k}={v}" for k, v in result.positions.items())
             click.echo(
                 f"replayed {result.messages} messages in {result.seconds:.2f} s ({result.rate:,.0f}/s) to {pos}"
             )
+            if result.invalid:
+                click.echo(f"skipped {result.invalid} messages that are not valid events")
             click.echo(f"database {url}")
         click.echo(f"digest sha256:{result.digest}")
     except InvalidEvent as exc:

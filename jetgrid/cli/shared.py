@@ -27,6 +27,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # -- settings, logging, errors --------------------------------------------------------------
 
+StreamProgress = Callable[[str, int, int], None]
+
+
+@contextlib.contextmanager
+def stream_progress(quiet: bool) -> Iterator[StreamProgress | None]:
+    """One progress bar per stream for a long read (replay, audit, archive): yields the
+    `progress(stream, done, total)` callback the readers take, or None when `quiet`."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stream: str, done: int, total: int) -> None:
+            if stream not in tasks:
+                tasks[stream] = bar.add_task(stream, total=total or 1)
+            bar.update(tasks[stream], completed=done if total else 1, total=total or 1)
+
+        yield progress
+
 
 def settings_from(**flags: Any) -> Settings:
     """Settings from JETGRID_* variables, then the flags given (None means not given)."""
@@ -127,6 +150,13 @@ def data_dir_option(holds: str) -> Callable[[F], F]:
 
 # -- read models --------------------------------------------------------------------------------
 
+archive_option = click.option(
+    "--archive",
+    "archive_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read what `jetgrid archive` wrote to this directory first, then the streams from where it ends.",
+)
 db_url_option = click.option("--db-url", help="SQLAlchemy async URL of the read-model database, e.g. postgresql+asyncpg://u:p@host/jetgrid. [env JETGRID_DB_URL; default sqlite+aiosqlite:///<data-dir>/jetgrid.db]")  # fmt: skip
 
 _READ_MODEL_OPTIONS: list[Callable[[Any], Any]] = [

@@ -103,6 +103,14 @@ from jetgrid.events import JetgridError
     help="Jobs the budget may grant at once after idling. [env JETGRID_PULL_BURST; default max(1, rate)]",
 )
 @click.option(
+    "--fallback-wait",
+    "fallback_wait_s",
+    type=float,
+    help="While its tier holds it back, take jobs no other worker took for this many seconds "
+    "times the tier's rank (full 1x ... none 4x); 0 = strict tiers. "
+    "[env JETGRID_FALLBACK_WAIT_S; default 5]",
+)
+@click.option(
     "--simulate-uptime",
     help="Pretend to be an unreliable machine: miss or fail pings so that this share of them "
     "is healthy, e.g. 0.92 or 92%. Reproducible (see --simulate-seed).",

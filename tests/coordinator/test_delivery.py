@@ -14,6 +14,7 @@ from jetgrid.coordinator.delivery import (
     Retry,
     after_transient,
     cancel_heard_live,
+    cancel_is_for,
     consumer_max_deliver,
     dead_reason,
     is_recording_delivery,
@@ -169,3 +170,19 @@ def test_a_pool_consumer_allows_one_recording_delivery_after_the_last_run() -> N
 def test_a_stored_cancel_is_looked_up_unless_the_listener_heard_it(submitted, since, heard) -> None:
     assert cancel_heard_live(submitted, since) is heard
     assert cancel_heard_live(100.0, 99.5, margin_s=0.0)
+
+
+@pytest.mark.parametrize(
+    ("requested", "submitted", "margin", "applies"),
+    [
+        (101.0, 100.0, 0.0, True),  # after the submission: about this job
+        (100.0, 100.0, 0.0, True),
+        (99.0, 100.0, 0.0, False),  # placed before the job existed
+        (99.0, 100.0, 2.0, True),  # within the clock margin: taken as meant
+        (97.9, 100.0, 2.0, False),
+    ],
+)
+def test_a_cancel_made_before_the_submission_is_not_about_it(
+    requested, submitted, margin, applies
+) -> None:
+    assert cancel_is_for(requested, submitted, margin) is applies

@@ -113,6 +113,36 @@ async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
     assert agent.counters.cancel_lookups == 1
 
 
+async def test_a_cancel_placed_before_its_job_existed_cancels_nothing(
+    streams, nc, start_worker, outcomes
+) -> None:
+    """A client may request a cancel for any id, also for the `seq-<N>` a later bare job will
+    derive; that request is not about the job, stored (looked up) or heard live."""
+    js = nc.jetstream()
+    model = job(1)
+    subject = streams.subjects.submit(model.pool, model.model)
+    bare = json.dumps({"model": model.model, "prompt": "mine"}).encode()
+
+    async def next_derived_id() -> str:
+        return f"seq-{(await js.stream_info(streams.streams.jobs)).state.last_seq + 1}"
+
+    stored_early = await next_derived_id()
+    await cancel(nc, streams, stored_early, "placed in advance")
+    assert (await js.publish(subject, bare)).seq == int(stored_early.removeprefix("seq-"))
+    agent = await start_worker(backend=Watchful())  # a backlog: only the lookup can find it
+    agent.cancels.clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
+    await outcomes.wait_terminal(stored_early)
+    assert agent.counters.cancel_lookups == 1  # submitted before the listener was live
+
+    heard_early = await next_derived_id()
+    await cancel(nc, streams, heard_early, "placed in advance")  # heard live by the listener
+    await until(lambda: agent.cancels.reason(heard_early) is not None, timeout=5)
+    await js.publish(subject, bare)
+    await outcomes.wait_terminal(heard_early)
+    for victim in (stored_early, heard_early):
+        assert outcomes.terminal(victim)[0].type == "jetgrid.job.completed", victim
+
+
 async def test_bad_cancel_messages_do_not_stop_the_listener(
     streams, nc, start_worker, outcomes
 ) -> None:

@@ -68,13 +68,14 @@ async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
         await until(lambda: w.pinger.counters.sent >= pings + 10, timeout=10)
         assert not outcomes.events["waits"]  # factor 0: not taken, while it pings on
 
+        fixed_at = len(seen) - 1  # while flaky, the tier may bounce between none and tenth
         w.pinger.schedule = None  # the machine is fixed: every ping healthy from now on
         await until(lambda: w.gate.tier == "full", timeout=30)
         await outcomes.wait_terminal("waits")
     finally:
         await projector.close()
-    assert seen[seen.index("none") :][-1] == "full"
-    climb = seen[seen.index("none") :]
+    climb = seen[fixed_at:]
+    assert climb[-1] == "full"
     assert climb == sorted(climb, key=["none", "tenth", "half", "full"].index)
     claimed = next(e.event for e in outcomes.events["waits"] if e.type.endswith("claimed"))
     assert claimed.tier_factor and claimed.tier_factor > 0

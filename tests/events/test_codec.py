@@ -19,6 +19,7 @@ from jetgrid.events import (
     decode,
     decode_submission,
     encode,
+    load_json,
     upcast,
 )
 from jetgrid.events.catalogue import BY_TYPE, type_name
@@ -241,7 +242,6 @@ def test_a_payload_priority_must_agree_with_the_subject_token() -> None:
     [
         b"\xef\xbb\xbf" + _envelope(),  # a UTF-8 byte order mark
         _envelope().decode().encode("utf-16"),
-        _envelope(source="w\ud800"),  # a lone surrogate, escaped as \ud800 by json.dumps
         _envelope(source="caf\u00e9 \U0001f600"),
     ],
 )
@@ -309,3 +309,96 @@ def test_an_enveloped_job_cannot_claim_a_derived_id_either() -> None:
 )
 def test_a_refused_submission_is_reported_on_its_own_job(body: bytes, job_id: str) -> None:
     assert events.refused_job_id(body, 3) == job_id
+
+
+# -- bounds: no body makes the codec raise anything but InvalidEvent ------------------------------
+
+DEEP = [
+    b"[" * 1000 + b"]" * 1000,
+    b'{"a":' * 1000 + b"1" + b"}" * 1000,
+    b"[" * 100_000,
+    # a job's options nested 1,000 deep: 2 KB that used to raise RecursionError
+    _envelope().replace(b'"options": {}', b'"options": {"x": ' + b"[" * 1000 + b"]" * 1000 + b"}"),
+]
+
+
+@pytest.mark.parametrize("raw", DEEP)
+def test_deep_nesting_is_a_clear_rejection(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent, match="nests deeper than 32 levels"):
+        decode(raw)
+    with pytest.raises(InvalidEvent, match="nests deeper than 32 levels"):
+        decode_submission(raw, subject="jetgrid.jobs.fast.m", subjects=S, seq=1, stream_time=T0)
+
+
+def test_nesting_up_to_the_limit_is_taken() -> None:
+    assert load_json(b"[" * 32 + b"]" * 32) is not None
+    with pytest.raises(InvalidEvent):
+        load_json(b"[" * 33 + b"]" * 33)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"[NaN]", "not a JSON number|finite number"),
+        (b"[Infinity]", "finite number"),
+        (b"[-Infinity]", "finite number"),
+        (b"[1e999]", "finite number"),
+        (b"[1E99999999999999999999]", "finite number"),
+        (b"[" + b"9" * 30 + b"]", "64-bit"),
+        (b"[" + b"9" * 5000 + b"]", "not JSON|64-bit"),
+        (b'["\\ud800"]', "lone surrogate"),  # escaped, as json.dumps writes it
+        (b'{"\\udc00": 1}', "lone surrogate"),
+        (b'["\xed\xa0\x80"]', "lone surrogate"),  # a surrogate encoded as UTF-8 bytes
+        (b'"\xff"', "not JSON"),
+        (b"{" + b",".join(b'"k%d":1' % i for i in range(5000)) + b"}", "keys"),
+    ],
+)
+def test_odd_numbers_strings_and_shapes_are_clear_rejections(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        load_json(raw)
+
+
+def test_a_lone_surrogate_in_an_envelope_is_refused() -> None:
+    with pytest.raises(InvalidEvent, match="lone surrogate"):
+        decode(_envelope(source="w\ud800"))
+
+
+def test_a_body_over_the_size_bound_is_refused_before_parsing() -> None:
+    from jetgrid.events.codec import MAX_BYTES
+
+    with pytest.raises(InvalidEvent, match="bytes; at most"):
+        load_json(b" " * (MAX_BYTES + 1))
+
+
+def test_real_events_nest_well_inside_the_bound() -> None:
+    def depth(v: Any) -> int:
+        if isinstance(v, dict):
+            return 1 + max((depth(x) for x in v.values()), default=0)
+        if isinstance(v, list):
+            return 1 + max((depth(x) for x in v), default=0)
+        return 0
+
+    chat = JobSubmitted(
+        job_id="j1",
+        model="m",
+        pool="fast",
+        kind="chat",
+        input={"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+    )
+    deepest = max(
+        depth(json.loads(encode(e, source="t")))
+        for e in [chat, *(BY_TYPE[t].model_validate(d) for t, d in SAMPLES.items())]
+    )
+    assert deepest <= 8
+
+
+@pytest.mark.parametrize("token", ["_ZZ", "a_4", "_e9", "a_C3", "_61", "m_2D"])
+def test_a_model_token_no_model_encodes_to_is_a_clear_rejection(token: str) -> None:
+    with pytest.raises(InvalidEvent, match="Model token"):
+        decode_submission(
+            b'{"model": "a", "prompt": "x"}',
+            subject=f"jetgrid.jobs.fast.{token}",
+            subjects=S,
+            seq=1,
+            stream_time=T0,
+        )

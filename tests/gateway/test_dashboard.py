@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium on a running stack: a worker card and a submitted job show.
+"""The dashboard in headless Chromium on a running stack: a worker card and a submitted job show,
+and a worker held back by its tier says so.
 
 Needs Debian's `chromium` (`make test` installs it when running as root with apt); skipped,
 saying why, only where it is not installed.
@@ -7,13 +8,16 @@ saying why, only where it is not installed.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
+from jetgrid.coordinator.provision import ensure_tiers_bucket
 from tests.helpers import until
+from tests.helpers.jobs import job, submit
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +70,29 @@ async def test_dashboard_shows_workers_and_jobs(gateway, start_worker, tmp_path)
     await _chromium_run(exe, tmp_path / "profile", f"--screenshot={shot}", f"{gateway}/")
     assert shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
+
+
+async def test_dashboard_says_why_a_worker_is_held_back_and_what_waits_on_it(
+    streams, nc, gateway, start_worker, tmp_path
+):  # type: ignore[no-untyped-def]
+    exe = _chromium()
+    s = streams.replace(fallback_wait_s=0.0, heartbeat_interval_s=0.2)  # strict: the job waits
+    js = nc.jetstream()
+    await ensure_tiers_bucket(js, s.tiers_bucket)
+    await (await js.key_value(s.tiers_bucket)).put(
+        "lonely", json.dumps({"tier": "none", "factor": 0.0}).encode()
+    )
+    w = await start_worker(settings=s, worker_id="lonely")
+    await until(lambda: w.gate.tier == "none", timeout=10)
+    await submit(nc, s, job(1))
+    async with httpx.AsyncClient(base_url=gateway) as http:
+
+        async def held() -> bool:
+            pools = (await http.get("/v1/pools")).json()["pools"]
+            return any(p["held_back_jobs"] == 1 for p in pools)
+
+        await until(held, timeout=15)
+    dom = await _chromium_run(exe, tmp_path / "profile", "--dump-dom", f"{gateway}/")
+    assert 'data-worker="lonely"' in dom, dom[-3000:]
+    assert "tier factor 0, by its last ping" in dom
+    assert "1 job waits on lonely" in dom

@@ -109,7 +109,7 @@ def test_worker_out_has_the_shared_shape() -> None:
     assert set(out) == {
         "id", "availability", "pools", "models", "backend", "concurrency", "in_flight",
         "last_ping", "healthy", "nvml", "gpus", "tier", "tier_factor", "tier_since", "uptime",
-        "jobs", "registered", "lifecycle",
+        "share", "jobs", "registered", "lifecycle",
     }  # fmt: skip
     assert out["jobs"] == {"completed": 3, "failed": 1} and out["in_flight"] == 1
     assert set(out["uptime"]) == {"1h", "24h"} and out["tier"] is None

@@ -109,3 +109,23 @@ def test_report_restricts_to_the_range_and_counts_per_tier() -> None:
     assert [e["tier"] for e in r["tier_timeline"]] == ["full", "none"]
     assert r["outcomes"] == {"completed": 1, "failed": 1}
     assert r["latency_s"]["max"] == 1.5
+
+
+def test_fallback_claims_count_as_taken_for_want_of_better_not_as_violations() -> None:
+    # In tier none (factor 0) from 200 s: a plain claim there is a violation, a claim flagged
+    # as a fallback take is counted apart and spends no token.
+    claims = [
+        Claim(250.0, "plain"),
+        Claim(260.0, "spare1", fallback=True),
+        Claim(270.0, "spare2", fallback=True),
+    ]
+    r = report_worker(WorkerInput("w1", TL, claims), BudgetRule())
+    assert r["claims"] == 3 and r["claims_per_tier"] == {"none": 3}
+    assert r["over_budget"] == 1 and r["violations"][0]["job_id"] == "plain"
+    assert r["taken_for_want_of_better"] == 2
+    # With a base rate: fallback takes do not drain the bucket the budgeted claims use.
+    rule = BudgetRule(rate=1.0, burst=1.0, slack=0.0)
+    full = [Span(0.0, "full", 1.0)]
+    spare = [Claim(10.0 + i / 100, f"s{i}", fallback=True) for i in range(5)]
+    assert over_budget(full, [*spare, Claim(10.5, "budgeted")], rule) == []
+    assert report_worker(WorkerInput("w1", full, spare), rule)["taken_for_want_of_better"] == 5

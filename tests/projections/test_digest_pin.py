@@ -38,7 +38,7 @@ from jetgrid.projections.fold import Fold, fold_config
 from jetgrid.projections.folder import Folder, Item
 from jetgrid.projections.store import Store
 
-EXPECTED = "2f1c3f0de5dfa094cdb5cb9e1a4c74fcb086ad54d9a0c225e450e1a88f3fb96e"
+EXPECTED = "3aa91c52f8b828780327e2db863e815ff707cd40068b456165dbe938b30c7e01"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 GPU = GpuTelemetry(
     index=0, uuid="GPU-0", name="NVIDIA H100", memory_used_mb=1000.5, memory_total_mb=81559.0,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 WORKER_OUT_KEYS = {
     "id", "availability", "pools", "models", "backend", "concurrency", "in_flight", "last_ping",
-    "healthy", "nvml", "gpus", "tier", "tier_factor", "uptime", "jobs",
+    "healthy", "nvml", "gpus", "tier", "tier_factor", "uptime", "share", "jobs",
 }  # fmt: skip
 
 
@@ -36,6 +36,9 @@ async def test_workers_and_tiers_views(log, nc, gateway, start_worker) -> None:
     await log.job("j1", "w1", 3500, pool="fast")
     await log.job("j2", "w1", 3501, outcome="failed", pool="fast")
     await log.ping("ghost", 1, 3590)
+    # Answered every other ping for five minutes an hour ago, then silent: tier none.
+    await log.register("flaky", t=1)
+    await log.pings("flaky", 1, 300, miss=set(range(0, 300, 2)))
     projector = await open_projector(s)
     try:
         await start_worker("echo", worker_id="live1")
@@ -50,7 +53,7 @@ async def test_workers_and_tiers_views(log, nc, gateway, start_worker) -> None:
     finally:
         await projector.close()
     by_id = {w["id"]: w for w in listed}
-    assert set(by_id) == {"w1", "ghost", "live1"}
+    assert set(by_id) == {"w1", "ghost", "live1", "flaky"}
     assert all(WORKER_OUT_KEYS <= set(w) for w in listed)
     assert w1 == by_id["w1"] | {"availability": w1["availability"], "uptime": w1["uptime"]}
     assert (w1["tier"], w1["tier_factor"]) == ("full", 1.0)
@@ -62,6 +65,19 @@ async def test_workers_and_tiers_views(log, nc, gateway, start_worker) -> None:
     assert live["availability"] == "online" and live["tier"] == "probation"
     assert live["tier_factor"] == 0.5 and live["registered"] is True
     assert by_id["ghost"]["registered"] is False
+    # Why each takes the share it does: its tier and the uptime behind it.
+    assert w1["share"] == {"held_back": False, "reason": "tier full: full share",
+                           "fallback_wait_s": None}  # fmt: skip
+    assert live["share"]["held_back"] and live["share"]["fallback_wait_s"] == 10.0
+    assert live["share"]["reason"].startswith("tier probation (factor 0.5): a new worker")
+    flaky = by_id["flaky"]
+    assert (flaky["tier"], flaky["tier_factor"]) == ("none", 0.0)
+    assert flaky["share"]["held_back"] and flaky["share"]["fallback_wait_s"] == 20.0
+    up = f"{flaky['uptime']['1h']:.1%}"
+    assert flaky["share"]["reason"] == (
+        f"tier none (factor 0): 1h uptime {up}, below the 90% of tier tenth; "
+        "takes only jobs no other worker took within 20 s"
+    )
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "worker_id"
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "availability"
     assert fast == []

@@ -35,6 +35,7 @@ def worker(
     pools: tuple[str, ...] = ("standard",),
     accepting: bool = True,
     gone: bool = False,
+    tier_factor: float | None = None,
 ) -> WorkerView:
     """A worker registered before its one ping, `age` seconds before NOW (interval 5 s)."""
     reg = WorkerRegistered(
@@ -43,6 +44,7 @@ def worker(
     )  # fmt: skip
     ping = WorkerHeartbeat(
         worker_id=wid, n=1, healthy=True, interval_s=5.0, in_flight=0, accepting=accepting,
+        tier_factor=tier_factor,
         models_loaded=[ModelInfo(name=m) for m in loaded],
         models_available=[ModelInfo(name=m) for m in (models if available is None else available)],
     )  # fmt: skip
@@ -127,7 +129,7 @@ def test_pools_json_lists_every_pool_with_its_rows() -> None:
             "pool": "fast", "model": "tiny:1b", "consumer": "pool-fast-tiny_1b", "backlog": 3,
             "ack_pending": 1, "waiting_pulls": 2, "workers": 1, "running": 1,
             "oldest_wait_s": None, "warm_workers": ["a"], "cold_workers": [],
-            "suggested_workers": 1, "unserved": 0,
+            "suggested_workers": 1, "unserved": 0, "held_back_workers": [], "held_back_jobs": 0,
         }
     ]  # fmt: skip
     assert doc["pools"][1]["consumers"] == [] and doc["pools"][1]["backlog"] == 0
@@ -139,6 +141,42 @@ def test_cli_rows_keep_their_fields() -> None:
         "pool", "model", "backlog", "running", "oldest_wait_s", "warm_workers", "cold_workers",
         "suggested_workers",
     } <= set(row.to_json())  # fmt: skip
+
+
+def test_jobs_that_wait_on_workers_held_back_by_their_tier_are_counted() -> None:
+    backlogs = [
+        Backlog("standard", "llama3:8b", "c1", pending=5, oldest_ts=OLDEST),
+        Backlog("standard", "qwen:7b", "c2", pending=3, oldest_ts=OLDEST),
+    ]
+    lone = worker("lone", models=("llama3:8b",), tier_factor=0.0)
+    rows = pool_status(POOLS, backlogs, [lone], NOW)
+    llama = next(r for r in rows if r.model == "llama3:8b")
+    assert (llama.held_back_workers, llama.held_back_jobs) == (["lone"], 5)
+    qwen = next(r for r in rows if r.model == "qwen:7b")  # no worker at all: not held back
+    assert (qwen.held_back_workers, qwen.held_back_jobs) == ([], 0)
+    # A worker that may pull (factor above 0, or not said yet) serves too: nothing held back.
+    for other in (worker("ok", tier_factor=0.1), worker("new")):
+        rows = pool_status(POOLS, backlogs, [lone, other], NOW)
+        llama = next(r for r in rows if r.model == "llama3:8b")
+        assert (llama.held_back_workers, llama.held_back_jobs) == (["lone"], 0)
+    doc = pools_json(POOLS, pool_status(POOLS, backlogs, [lone], NOW))
+    (standard,) = [p for p in doc["pools"] if p["name"] == "standard"]
+    assert standard["held_back_jobs"] == 5
+    row = next(c for c in standard["consumers"] if c["model"] == "llama3:8b")
+    assert (row["held_back_workers"], row["held_back_jobs"]) == (["lone"], 5)
+
+
+def test_the_cli_table_shows_held_back_workers_and_the_jobs_that_wait_on_them() -> None:
+    from jetgrid.cli.pools import render
+
+    lone = worker("lone", models=("llama3:8b",), tier_factor=0.0)
+    rows = pool_status(POOLS, [Backlog("standard", "llama3:8b", "c1", pending=5)], [lone], NOW)
+    text = render(rows)
+    header, line = text.splitlines()[:2]
+    assert header.split()[-2:] == ["HELD-BACK", "WAIT-ON-TIER"]
+    assert line.split()[-3:] == ["1", "(lone)", "5"]
+    assert "5 job(s) wait on workers held back by their tier" in text
+    assert "held back" not in render(pool_status(POOLS, [], [worker("a")], NOW))
 
 
 def test_jobs_for_a_model_no_consumer_takes_are_rows_of_unserved_backlog() -> None:

@@ -40,7 +40,8 @@ def test_parse_tier_value(raw: bytes, expected: TierUpdate) -> None:
         (b'{"tier": "full", "factor": "1"}', "Not a number"),
         (b'{"tier": "full", "factor": true}', "Not a number"),
         (b'{"tier": "full", "factor": 1.5}', "Must be 0..1"),
-        (b'{"tier": "full", "factor": NaN}', "Must be 0..1"),
+        (b'{"tier": "full", "factor": NaN}', "not a JSON number"),
+        (b'{"tier": "full", "factor": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nests deeper"),
         (b'{"factor": 0.5}', "'tier' has value None"),
     ],
 )
@@ -93,6 +94,22 @@ def test_an_unrated_gate_fills_its_slots_at_any_factor_but_0() -> None:
     gate.set_factor(0.0, "none")
     assert gate.allowance(busy=0, outstanding=0) == 0
     assert gate.effective_rate is None
+
+
+def test_charge_says_whether_the_budget_covered_the_delivery() -> None:
+    clock = Clock()
+    gate = PullGate(concurrency=4, rate=1, burst=1, factor=1.0, clock=clock)
+    assert gate.charge() is True  # the full bucket's one token
+    assert gate.charge() is False  # none left: a take for want of better
+    clock.t += 1.0
+    assert gate.charge() is True
+    gate.set_factor(0.0, "none")
+    clock.t += 10.0
+    assert gate.charge() is False
+    unrated = PullGate(concurrency=1, factor=0.1)
+    assert unrated.charge() is True
+    unrated.set_factor(0.0, "none")
+    assert unrated.charge() is False
 
 
 # -- against a real nats-server ----------------------------------------------------------------
