@@ -5,8 +5,9 @@ For each size (1x, then `--factor` times it) a fresh nats-server is filled with 
 registrations and pings on WORKERS, `--pings-per-job` per job), by raw publishes in batches of
 `BATCH` whose acks arrive asynchronously on one inbox (each batch's acks awaited before the
 next). Then a real `jetgrid gateway`
-process is started and timed to its first 200 on /readyz; its RSS is read then, and an old job
-(the first one filled) is read by id to check it is still served. With `--baseline-src DIR` (a
+process is started and timed to its first 200 on /readyz (`--repeat` times: the median); its
+RSS is read then, and an old job (the first one filled) is read by id to check it is still
+served. With `--baseline-src DIR` (a
 checkout of another version, e.g. `git archive main | tar -x -C DIR`) its gateway is measured
 on the same log too. A fresh projector's catch-up is not measured here (column left as "-").
 
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,6 +221,7 @@ async def main() -> None:
     ap.add_argument("--pings-per-job", type=int, default=6)
     ap.add_argument("--baseline-src", help="another version's source tree to measure as well")
     ap.add_argument("--baseline-max", type=int, default=10**9, help="skip the baseline above this")
+    ap.add_argument("--repeat", type=int, default=3, help="gateway starts per size (median)")
     args = ap.parse_args()
     rows = []
     for mult in (1, args.factor):
@@ -235,7 +238,10 @@ async def main() -> None:
                 f"{mult}x: {total:,} messages filled in {filled:.0f} s, store {store:.0f} MiB",
                 flush=True,
             )
-            ready, rss, status = await gateway(server.url, None)
+            runs = [await gateway(server.url, None) for _ in range(args.repeat)]
+            ready = statistics.median(r[0] for r in runs)
+            rss = statistics.median(r[1] for r in runs)
+            status = runs[0][2]
             row = {
                 "size": f"{mult}x",
                 "messages": total,
