@@ -36,6 +36,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from jetgrid.coordinator.direct import batch_get
 from jetgrid.coordinator.errors import (
     NatsError,
     NatsTimeout,
@@ -71,6 +72,7 @@ T = TypeVar("T")
 
 INITIAL_CONNECT_ATTEMPTS = 3
 CLOSE_TIMEOUT_S = 3.0
+BATCH_GET = 256  # messages per batched direct get
 
 
 @dataclass
@@ -409,6 +411,39 @@ class Bus:
         except NotFound:
             return None
         return _stored_message(raw)
+
+    async def messages(
+        self,
+        stream: str,
+        *,
+        seq: int = 1,
+        subject: str | None = None,
+        limit: int = BATCH_GET,
+        up_to_seq: int | None = None,
+        last_of: str | None = None,
+    ) -> list[StoredMessage]:
+        """At most `limit` messages from `seq` on, only those on `subject` (wildcards allowed),
+        none after `up_to_seq`, oldest first; with `last_of` (a wildcard subject): the newest
+        message of each subject it matches instead. By batched direct gets (coordinator.direct)."""
+        out: list[StoredMessage] = []
+        wanted = dict(next_by_subj=subject, up_to_seq=up_to_seq)
+        req: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
+        if last_of:
+            req["multi_last"] = [last_of]
+        while len(out) < limit:
+            ask = {**req, "batch": min(BATCH_GET, limit - len(out)), "seq": max(1, seq)}
+            raws, more = await self.call(
+                batch_get(self.nc, self.js._prefix, stream, ask, self.settings.nats_js_timeout_s),
+                f"read {stream} from seq {seq}",
+            )
+            got = [_stored_message(raw) for raw in raws]
+            if up_to_seq is not None and got and got[-1].seq > up_to_seq:  # only multi_last
+                got, more = [m for m in got if m.seq <= up_to_seq], False  # honours up_to_seq
+            out.extend(got)
+            if not got or not more:
+                break
+            seq = got[-1].seq + 1
+        return out
 
     async def last_message(self, stream: str, subject: str) -> StoredMessage | None:
         """The newest message on `subject` in `stream`, or None."""

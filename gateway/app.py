@@ -68,12 +68,12 @@ class Gateway:
 
     async def start(self) -> None:
         self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
-        self.board = JobBoard(self.bus.js, self.settings)
+        self.board = JobBoard(self.bus, self.settings)
         self.board.observers.append(self.metrics.observe)
         self.live = LiveFeed(self.bus, self.board, self.settings)  # taps the fold from its start
         await self.live.start()
         await self.board.start()
-        self.fleet = Fleet(self.bus.js, self.settings)
+        self.fleet = Fleet(self.bus, self.settings)
         await self.fleet.start()
         self._started = True
 

@@ -1,10 +1,15 @@
 """The gateway's live fleet: every worker's view, folded from WORKERS as the projector folds it.
 
-`Fleet` follows the WORKERS stream from the start with an ordered consumer, checks each message
-as the projector does (projections.fold.check_worker_message: undecodable events, subjects that
-name another worker, event times far ahead of the stream's are skipped) and folds the rest with
-the worker read model's reducer, projections.workers.apply, under the configured tier policy and
-uptime windows (projections.fold.fold_config).
+`Fleet` does not read WORKERS' history (mostly pings): at start it folds the newest message of
+each worker subject (its last registration, ping, draining and deregistration, by one batched
+direct get with a ``multi_last`` filter) stored before its last `RECENT` messages, then follows
+WORKERS with an ordered consumer from the first of those. Availability and `served` need only
+each worker's newest events, so its start time and memory depend on the number of workers, not
+on how long the log is (a worker's `first_seen` and uptime are the projector's to
+tell). It checks each message as the projector does (projections.fold.check_worker_message:
+undecodable events, subjects that name another worker, event times far ahead of the stream's
+are skipped) and folds the rest with the worker read model's reducer, projections.workers.apply,
+under the configured tier policy and uptime windows (projections.fold.fold_config).
 
 Availability is the read model's one rule (projections.workers.availability) judged at the wall
 clock, so a worker, or a whole fleet, that went silent drops out of the listings although the
@@ -43,6 +48,9 @@ __all__ = ["Fleet", "live_models", "live_workers", "workers_out"]
 
 log = logging.getLogger("jetgrid.gateway.fleet")
 
+RECENT = 10_000  # WORKERS messages read whole at start; before them, each subject's newest
+MAX_SUBJECTS = 100_000  # worker subjects read by their newest message at start
+
 
 def live_workers(views: Iterable[WorkerView], now: datetime) -> list[WorkerView]:
     """The workers live at `now` (online or stale), in the order given."""
@@ -70,17 +78,21 @@ def workers_out(views: Iterable[WorkerView], now: datetime) -> list[dict[str, An
 
 
 class Fleet:
-    """Follows WORKERS from the start with an ordered consumer; `views` by worker id."""
+    """Each worker's newest events, then WORKERS followed from a recent window; `views` by
+    worker id."""
 
     def __init__(
         self,
-        js: Any,
+        bus: Any,
         settings: Settings,
         config: FoldConfig | None = None,
         *,
         clock: Callable[[], datetime] = wall_clock,
+        recent: int = RECENT,
     ) -> None:
-        self.js = js
+        self.recent = recent
+        self.bus = bus
+        self.js: Any = bus.js if bus is not None else None
         self.settings = settings
         self.config = config or fold_config(settings)
         self.clock = clock
@@ -91,15 +103,30 @@ class Fleet:
         self._sub: Any = None
 
     async def start(self) -> None:
-        from nats.js.api import DeliverPolicy
+        from nats.js.api import ConsumerConfig, DeliverPolicy
 
+        stream, subjects = self.settings.streams.workers, self.settings.subjects.worker_events()
+        start = max(1, await self.bus.last_seq(stream) + 1 - self.recent)
+        if start > 1:
+            newest = await self.bus.messages(
+                stream, last_of=subjects, up_to_seq=start - 1, limit=MAX_SUBJECTS
+            )
+            for m in sorted(newest, key=lambda m: m.seq):
+                if m.time is not None:
+                    self.fold(m.subject, m.data, m.time)
+        self.seq = start - 1
         self._sub = await self.js.subscribe(
-            self.settings.subjects.worker_events(),
-            stream=self.settings.streams.workers,
+            subjects,
+            stream=stream,
             cb=self._on_msg,
             ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            ),
         )
+        jsi = getattr(self._sub, "_jsi", None)
+        if jsi is not None:  # a recreated consumer resumes here, not at sequence 1
+            jsi._sseq = start - 1
 
     async def stop(self) -> None:
         if self._sub is not None:

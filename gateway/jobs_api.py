@@ -203,7 +203,7 @@ async def submit_job(request: Request) -> Response:
         job_id = scoped_id(chosen_id(req.id), principal)
     else:
         job_id = idempotent_id(key, principal) if key else uuid.uuid4().hex
-    existing = gw.board.get(job_id)
+    existing = await _existing(gw, job_id) if (req.id or key) else None
     if existing is not None and existing.jobs_seq is not None:
         return await _respond(gw, existing, wait, replayed=True)
     if not queue_unserved:
@@ -243,6 +243,14 @@ async def submit_job(request: Request) -> Response:
     return JSONResponse(job_out(view, settings), status_code=200)
 
 
+async def _existing(gw: Gateway, job_id: str) -> JobView | None:
+    """The job already stored under a chosen or idempotent id, read back from the log."""
+    try:
+        return await gw.board.find(job_id)
+    except JetgridError as exc:
+        raise HTTPError(503, f"Could not read job {job_id!r} from NATS: {exc}") from exc
+
+
 async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: bool) -> Response:
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if wait and not view.terminal:
@@ -255,7 +263,8 @@ async def _respond(gw: Gateway, view: JobView, wait: float | None, *, replayed: 
 
 
 async def find_job(request: Request) -> JobView:
-    """The job named in the path, once the board has caught up with the log; 404 if unknown.
+    """The job named in the path (from the board's cache, or read back from the log: any
+    retained job is found); 404 if unknown.
 
     The path may name the job's id, or the id the caller chose for it (scoped_id)."""
     gw: Gateway = request.app.state.gateway
@@ -264,15 +273,18 @@ async def find_job(request: Request) -> JobView:
         await asyncio.wait_for(gw.board.caught_up.wait(), timeout=10)
     principal = _principal(request)
 
-    def look() -> JobView | None:
-        mine = gw.board.get(scoped_id(job_id, principal)) if principal else None
-        return mine or gw.board.get(job_id)
+    async def look() -> JobView | None:
+        try:
+            mine = await gw.board.find(scoped_id(job_id, principal)) if principal else None
+            return mine or await gw.board.find(job_id)
+        except JetgridError as exc:
+            raise HTTPError(503, f"Could not read job {job_id!r} from NATS: {exc}") from exc
 
-    view = look()
+    view = await look()
     if view is None:  # perhaps submitted a moment ago: fold up to the log's end, then look
         with contextlib.suppress(Exception):
             await gw.board.sync()
-        view = look()
+        view = await look()
     # A key scoped to other pools or models is told no more than about a job that never was.
     if view is None or not auth.may_see(request, pool=view.pool, model=view.model):
         raise HTTPError(404, f"No job with id {job_id!r}.", field="job_id")
@@ -354,36 +366,56 @@ def list_params(request: Request) -> tuple[dict[str, str], int, int | None]:
     return filters, int(raw_limit), int(raw_cursor) if raw_cursor is not None else None
 
 
-def select_jobs(
-    views: list[JobView], filters: dict[str, str], limit: int, cursor: int | None
-) -> tuple[list[JobView], int | None]:
-    """Newest first (by JOBS sequence), filtered, after `cursor`; and the next cursor."""
+def matches(view: JobView, filters: dict[str, str]) -> bool:
     attr = {"worker": "worker_id"}
-    picked = [
-        v
-        for v in views
-        if v.jobs_seq is not None
-        and (cursor is None or v.jobs_seq < cursor)
-        and all(
-            (v.status if k == "status" else getattr(v, attr.get(k, k))) == want
-            for k, want in filters.items()
-        )
-    ]
-    picked.sort(key=lambda v: v.jobs_seq or 0, reverse=True)
-    page = picked[:limit]
-    more = len(picked) > limit
-    return page, (page[-1].jobs_seq if more and page else None)
+    return all(
+        (view.status if k == "status" else getattr(view, attr.get(k, k))) == want
+        for k, want in filters.items()
+    )
+
+
+LIST_SCAN = 2048  # JOBS messages one page reads at most
+LIST_CHUNK = 256  # JOBS messages read (and jobs looked up together) at a time
 
 
 async def list_jobs(request: Request) -> Response:
+    """Newest first by JOBS sequence, read from the stream (batched direct gets backwards from
+    `cursor`), each job's state from the board. A page holds up to `limit` jobs; one that
+    filters out most jobs may stop short after LIST_SCAN submissions, with a next_cursor."""
     gw: Gateway = request.app.state.gateway
     filters, limit, cursor = list_params(request)
-    views = [
-        v
-        for v in gw.board.jobs.values()
-        if auth.may_see(request, pool=v.pool, model=v.model)  # only the key's pools and models
-    ]
-    page, nxt = select_jobs(views, filters, limit, cursor)
+    stream = gw.settings.streams.jobs
+    try:
+        info = await gw.bus.call(gw.bus.js.stream_info(stream), f"read stream {stream}")
+        first = max(1, int(info.state.first_seq or 1))
+        hi = int(info.state.last_seq) if cursor is None else min(cursor - 1, info.state.last_seq)
+        page: list[JobView] = []
+        more, scanned, resume = False, 0, None
+        while hi >= first and not more:
+            if scanned >= LIST_SCAN:
+                more, resume = True, hi + 1
+                break
+            lo = max(first, hi - LIST_CHUNK + 1)
+            msgs = await gw.bus.messages(stream, seq=lo, up_to_seq=hi, limit=hi - lo + 1)
+            scanned += hi - lo + 1
+            subs = [env for m in reversed(msgs) if (env := gw.board.submission(m)) is not None]
+            subs = [
+                e for e in subs if auth.may_see(request, pool=e.event.pool, model=e.event.model)
+            ]
+            views = await asyncio.gather(
+                *(gw.board.find(e.event.job_id, jobs_seq=e.seq) for e in subs)
+            )
+            for env, view in zip(subs, views, strict=True):
+                if view is None or view.jobs_seq != env.seq or not matches(view, filters):
+                    continue  # a later submission under a taken id is not a job of its own
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append(view)
+            hi = lo - 1
+    except JetgridError as exc:
+        raise HTTPError(503, f"Could not read the jobs from NATS: {exc}") from exc
+    nxt = (resume or page[-1].jobs_seq) if more else None
     return JSONResponse(
         {
             "jobs": [job_out(v, gw.settings) for v in page],

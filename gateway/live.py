@@ -7,7 +7,8 @@ JetStream consumers and NATS subscriptions does not grow with clients:
 - lifecycle events come from the job board's fold (its ordered consumer on JOB_EVENTS, one per
   gateway); each event is rendered to its SSE frame once and queued to every listener of the job;
 - a listener's history (events before it connected, after its ``Last-Event-ID``) is read by
-  direct get of the sequences the fold recorded for the job, never through a consumer;
+  direct get of the sequences the board recorded for the job (folded live, or read back from
+  the log by `JobBoard.find`), never through a consumer; the board keeps a followed job cached;
 - token chunks come from one core-NATS subscription to ``<prefix>.tokens.*.*``. A chunk counts
   only if the worker in its subject and the attempt in its body are the ones the job's latest
   `claimed`/`started` event names; chunks that arrive before the fold has seen that event wait
@@ -109,7 +110,6 @@ class LiveFeed:
         self.board = board
         self.settings = settings
         self.listeners: dict[str, list[Listener]] = defaultdict(list)
-        self.seqs: dict[str, list[int]] = defaultdict(list)
         self._pending: dict[str, list[tuple[str, int, str]]] = {}
         self._frames: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
         self._sub: Any = None
@@ -147,10 +147,11 @@ class LiveFeed:
         items are those after it (no gap, no repeat: nothing awaits in between)."""
         lst = Listener(job_id, queue or asyncio.Queue(), events, tokens, after)
         if events:
-            lst.history = [s for s in self.seqs.get(job_id, ()) if s > after]
+            lst.history = [s for s in self.board.seqs(job_id) if s > after]
             if lst.history:
                 lst.after = lst.history[-1]
         self.listeners[job_id].append(lst)
+        self.board.hold(job_id)
         return lst
 
     def close(self, lst: Listener) -> None:
@@ -158,6 +159,7 @@ class LiveFeed:
         listeners = self.listeners.get(lst.job_id)
         if listeners and lst in listeners:
             listeners.remove(lst)
+            self.board.release(lst.job_id)
             if not listeners:
                 del self.listeners[lst.job_id]
                 self._pending.pop(lst.job_id, None)
@@ -203,7 +205,6 @@ class LiveFeed:
     # -- the fold's events ------------------------------------------------------------------
     def _on_event(self, job_id: str, seq: int, subject: str, env: Envelope) -> None:
         """A tap of the job board: called for every job event it folds, after folding it."""
-        self.seqs[job_id].append(seq)
         listeners = self.listeners.get(job_id)
         if not listeners:
             return

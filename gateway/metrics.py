@@ -1,10 +1,11 @@
 """GET /metrics in the Prometheus text format.
 
-Job counters and the two histograms are counted from the events this gateway folds (the whole
-log, from sequence 1), not from the requests it served: every gateway reports the same fleet-wide
-totals, and a restarted gateway recounts them from the log. Counters are taken when a fact is
-known together with the job's pool and model (a lifecycle event may be folded before its
-submission), each fact once per job. Queue depth and workers are gauges refreshed at scrape time
+Job counters and the two histograms are counted from the events this gateway folds since it
+started (the board follows the log from its end: gateway.board), not from the requests it
+served: gateways that ran over the same period count the same fleet-wide facts, and a restarted
+gateway starts its counters at zero, as Prometheus counters do (use rate() or increase()).
+Counters are taken when a fact is known together with the job's pool and model, each fact once
+per job. Queue depth and workers are gauges refreshed at scrape time
 from JetStream consumer info (one series per pool consumer, priorities apart), the unserved
 jobs per pool and model (projections.pools.pool_status's `unserved`, as /v1/pools shows them)
 and the workers:
@@ -15,6 +16,7 @@ projections.workers.availability, at the wall clock.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _FACTS = ("submitted", "started", *sorted(TERMINAL_NAMES))
+COUNTED = 100_000  # jobs whose counted facts are remembered (a duplicate comes soon after)
 _BIT = {name: 1 << i for i, name in enumerate(_FACTS)}
 
 
@@ -61,7 +64,7 @@ class Metrics:
         self.jobs = {
             name: Counter(
                 f"jetgrid_jobs_{name}",
-                f"Jobs {name}, counted from the log, by pool and model.",
+                f"Jobs {name}, counted from the log since the gateway started, by pool and model.",
                 ["pool", "model"],
                 registry=r,
             )
@@ -112,7 +115,7 @@ class Metrics:
             ["availability", "tier"],
             registry=r,
         )
-        self._counted: dict[str, int] = {}
+        self._counted: OrderedDict[str, int] = OrderedDict()  # the last COUNTED jobs' facts
 
     def observe(self, before: JobView | None, view: JobView) -> None:
         if view.pool is None or view.model is None:
@@ -132,6 +135,9 @@ class Metrics:
                 ran = (view.finished_at - view.started_at).total_seconds()
                 self.run_time.labels(*labels).observe(max(0.0, ran))
         self._counted[view.job_id] = done
+        self._counted.move_to_end(view.job_id)
+        while len(self._counted) > COUNTED:
+            self._counted.popitem(last=False)
 
     async def refresh(self, gw: Gateway, workers: list[dict[str, Any]] | None = None) -> None:
         """Set the gauges from consumer info and the workers: the projector's views (with

@@ -67,7 +67,8 @@ class SubmitAccepted(BaseModel):
 
 
 class JobList(BaseModel):
-    """GET /v1/jobs: newest first; pass `next_cursor` as `cursor` for the next page."""
+    """GET /v1/jobs: newest first; pass `next_cursor` as `cursor` for the next page (a page
+    may hold fewer than `limit` jobs and still have one: it ends when `next_cursor` is null)."""
 
     jobs: list[JobOut]
     next_cursor: str | None = None

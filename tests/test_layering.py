@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 # consumers, key-value watches). Everything else talks to NATS through coordinator.bus.Bus.
 MAY_IMPORT_NATS = {
     "jetgrid.coordinator.bus",
+    "jetgrid.coordinator.direct",  # the bus's batched direct gets (bus.py is at 500 lines)
     "jetgrid.coordinator.provision",
     "jetgrid.worker.puller",  # pull requests and their deliveries
     "jetgrid.worker.tiers",  # the worker's watch on its tier key

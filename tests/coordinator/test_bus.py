@@ -88,3 +88,25 @@ async def test_follow_job_returns_the_terminal_event_or_none(bus: Bus, streams: 
         got = await follower.outcome(5)
     assert got is not None and isinstance(got.event, JobCancelled)
     assert got.subject == streams.subjects.job_event("j1", "cancelled", "w1")
+
+
+@pytest.mark.integration
+async def test_batched_reads_page_past_one_batch(bus: Bus, streams: Settings) -> None:
+    stream = streams.streams.workers
+    for i in range(600):  # 300 subjects, two messages each
+        await bus.js.publish(streams.subjects.worker_event(f"w{i % 300}", "heartbeat"), b"%d" % i)
+    got = await bus.messages(stream, limit=1000)
+    assert [m.data for m in got] == [b"%d" % i for i in range(600)]
+    assert [m.seq for m in got] == list(range(1, 601))
+    some = await bus.messages(stream, seq=10, up_to_seq=20, limit=1000)
+    assert [m.seq for m in some] == list(range(10, 21))
+    one = await bus.messages(stream, subject=streams.subjects.worker_event("w7", "heartbeat"))
+    assert [m.data for m in one] == [b"7", b"307"]
+    newest = await bus.messages(stream, last_of=streams.subjects.worker_events(), limit=1000)
+    assert sorted(m.data for m in newest) == sorted(b"%d" % i for i in range(300, 600))
+    before = await bus.messages(
+        stream, last_of=streams.subjects.worker_events(), up_to_seq=300, limit=1000
+    )
+    assert sorted(m.seq for m in before) == list(range(1, 301))
+    assert await bus.messages(stream, seq=601) == []
+    assert await bus.messages(stream, subject="nothing.here") == []

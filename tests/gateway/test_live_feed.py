@@ -32,14 +32,26 @@ class Board:
 
     jobs: dict[str, JobView] = field(default_factory=dict)
     taps: list[Any] = field(default_factory=list)
+    folded: dict[str, list[int]] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
 
     def get(self, job_id: str) -> JobView | None:
         return self.jobs.get(job_id)
+
+    def seqs(self, job_id: str) -> list[int]:
+        return list(self.folded.get(job_id, ()))
+
+    def hold(self, job_id: str) -> None:
+        self.held[job_id] = self.held.get(job_id, 0) + 1
+
+    def release(self, job_id: str) -> None:
+        self.held[job_id] -= 1
 
     def fold(self, seq: int, name: str, event: Any, worker: str | None = None) -> None:
         subject = SUBJ.job_event(event.job_id, name, worker)
         env: Envelope = decode(encode(event, source="t")).at(seq, subject)
         self.jobs[event.job_id] = apply(self.jobs.get(event.job_id), env)
+        self.folded.setdefault(event.job_id, []).append(seq)
         for tap in self.taps:
             tap(event.job_id, seq, subject, env)
 

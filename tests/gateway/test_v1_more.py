@@ -10,8 +10,6 @@ import pytest
 from jetgrid.coordinator.consumers import pool_consumer
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.events import decode
-from jetgrid.gateway.jobs_api import select_jobs
-from jetgrid.projections.jobs import JobView
 from jetgrid.worker.backends import EchoBackend
 
 pytestmark = pytest.mark.integration
@@ -89,14 +87,6 @@ async def test_list_filters_and_pages_newest_first(gateway, start_worker) -> Non
         for bad in ("limit=0", "limit=x", "cursor=abc"):
             r = await http.get(f"/v1/jobs?{bad}")
             assert r.status_code == 422 and r.json()["error"]["field"] == bad.split("=")[0]
-
-
-def test_select_jobs_skips_jobs_without_a_submission() -> None:
-    views = [JobView("a", jobs_seq=1), JobView("b"), JobView("c", jobs_seq=3)]
-    page, nxt = select_jobs(views, {}, 1, None)
-    assert [v.job_id for v in page] == ["c"] and nxt == 3
-    page, nxt = select_jobs(views, {}, 1, nxt)
-    assert [v.job_id for v in page] == ["a"] and nxt is None
 
 
 def _parse_sse(text: str) -> list[dict[str, str]]:
