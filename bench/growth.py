@@ -9,7 +9,9 @@ process is started and timed to its first 200 on /readyz (`--repeat` times: the 
 RSS is read then, and an old job (the first one filled) is read by id to check it is still
 served. With `--baseline-src DIR` (a
 checkout of another version, e.g. `git archive main | tar -x -C DIR`) its gateway is measured
-on the same log too. A fresh projector's catch-up is not measured here (column left as "-").
+on the same log too. Then a fresh projector (empty SQLite read model) catches up from sequence 1,
+publishes a snapshot of its read models, and another fresh projector catches up from that
+snapshot; both are timed (`--no-projector` skips this).
 
     .venv/bin/python bench/growth.py [--messages 200000] [--factor 10] [--baseline-src DIR]
 """
@@ -31,7 +33,8 @@ from pathlib import Path
 import httpx
 import nats
 
-from jetgrid.coordinator.provision import provision_streams
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.provision import ensure_snapshot_bucket, provision_streams
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     JobClaimed,
@@ -44,6 +47,10 @@ from jetgrid.events import (
     stream_specs,
 )
 from jetgrid.natsserver import NatsServer, free_port
+from jetgrid.projections import snapshot
+from jetgrid.projections.fold import fold_config
+from jetgrid.projections.runner import Projector
+from jetgrid.projections.store import Store
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
 PREFIX = "growth"
@@ -210,6 +217,36 @@ async def gateway(url: str, src: str | None) -> tuple[float, float, str]:
         proc.wait(10)
 
 
+async def projector_catch_up(s: Settings, tmp: Path) -> tuple[float, float]:
+    """(seconds for a fresh projector to catch up from sequence 1, seconds for another fresh one
+    to catch up from the snapshot the first published); their read models' digests must agree."""
+    bus = await Bus.connect(s, name="growth-bench")
+    try:
+        await ensure_snapshot_bucket(bus.js, s.snapshot_bucket)
+        config = fold_config(s)
+        times, digests = [], []
+        for name, snapshots in (("replay", False), ("snapshot", True)):
+            store = Store(f"sqlite+aiosqlite:///{tmp / name}.db")
+            projector = Projector(s, store, bus, config, publish=False, snapshots=snapshots)
+            t0 = time.perf_counter()
+            try:
+                await projector.start()
+                await projector.wait_caught_up(within=3600)
+                times.append(time.perf_counter() - t0)
+                if not snapshots:
+                    await snapshot.publish(bus, store, s, config)
+                elif projector.stats.restored is None:
+                    raise SystemExit(f"the snapshot was not used: {projector.stats.refused}")
+                digests.append(await store.digest())
+            finally:
+                await projector.close()
+        if digests[0] != digests[1]:
+            raise SystemExit("the projector from the snapshot disagrees with the one from seq 1")
+        return times[0], times[1]
+    finally:
+        await bus.close()
+
+
 def du_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -222,6 +259,7 @@ async def main() -> None:
     ap.add_argument("--baseline-src", help="another version's source tree to measure as well")
     ap.add_argument("--baseline-max", type=int, default=10**9, help="skip the baseline above this")
     ap.add_argument("--repeat", type=int, default=3, help="gateway starts per size (median)")
+    ap.add_argument("--no-projector", action="store_true", help="skip the projector catch-up")
     args = ap.parse_args()
     rows = []
     for mult in (1, args.factor):
@@ -253,6 +291,8 @@ async def main() -> None:
             if args.baseline_src and total <= args.baseline_max:
                 b_ready, b_rss, b_status = await gateway(server.url, args.baseline_src)
                 row.update(base_ready_s=b_ready, base_rss_mib=b_rss, base_old_job=b_status)
+            if not args.no_projector:
+                row["proj_replay_s"], row["proj_snapshot_s"] = await projector_catch_up(s, tmp)
             rows.append(row)
             print(json.dumps(row), flush=True)
         finally:
@@ -262,18 +302,23 @@ async def main() -> None:
     print()
     print(
         "| size | messages | store MiB | ready s | RSS MiB | old job | baseline ready s "
-        "| baseline RSS MiB | projector catch-up |"
+        "| baseline RSS MiB | projector from seq 1 s | projector from snapshot s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = f" ({r['ready_s'] / one['ready_s']:.2f}x)" if r is not one else ""
         rss_ratio = f" ({r['rss_mib'] / one['rss_mib']:.2f}x)" if r is not one else ""
         base = (
             f"{r['base_ready_s']:.2f} | {r['base_rss_mib']:.0f}" if "base_ready_s" in r else "- | -"
         )
+        proj = (
+            f"{r['proj_replay_s']:.1f} | {r['proj_snapshot_s']:.1f}"
+            if "proj_replay_s" in r
+            else "- | -"
+        )
         print(
             f"| {r['size']} | {r['messages']:,} | {r['store_mib']:.0f} | {r['ready_s']:.2f}{ratio} "
-            f"| {r['rss_mib']:.0f}{rss_ratio} | {r['old_job']} | {base} | - |"
+            f"| {r['rss_mib']:.0f}{rss_ratio} | {r['old_job']} | {base} | {proj} |"
         )
     big = rows[-1]
     ok = big["ready_s"] <= 1.2 * one["ready_s"] and big["rss_mib"] <= 1.2 * one["rss_mib"]
