@@ -3,7 +3,8 @@
 `/v1/embeddings` runs one `embed` job for the input (a string or a list of strings) and answers
 each vector as floats or, with `encoding_format: "base64"` (what the `openai` client asks for
 unless told otherwise), as base64 of little-endian float32. `/v1/completions` (legacy text
-completions) runs one `generate` job per prompt; with `stream: true` (one prompt only) it answers
+completions) runs one `generate` job per prompt (at most MAX_PROMPTS, sharing one of the
+caller's wait slots); with `stream: true` (one prompt only) it answers
 Server-Sent Events, one `text_completion` chunk per token chunk, a finishing chunk, a usage chunk
 with `stream_options.include_usage`, then `data: [DONE]`. Token-array inputs are refused with
 400: the gateway has no tokenizer. Errors are in OpenAI's shape (see gateway.openai_api).
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 _TOKENS = list[int] | list[list[int]]
 M = TypeVar("M", bound=BaseModel)
+MAX_PROMPTS = 32  # prompts one /v1/completions request may hold
 
 
 class EmbeddingReq(BaseModel):
@@ -143,6 +145,20 @@ async def embeddings(request: Request) -> Response:
     )
 
 
+def _generate(
+    gw: Gateway,
+    model: str,
+    pool: str,
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    stream: bool,
+    slot: bool = False,
+) -> LLMRun:
+    job = new_job(gw, model=model, pool=pool, kind="generate", prompt=prompt, options=options)
+    return LLMRun(gw, job, tokens=stream, slot=slot)
+
+
 async def completions(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     req = _parse(CompletionReq, await read_json(request))
@@ -155,24 +171,32 @@ async def completions(request: Request) -> Response:
             type="invalid_request_error",
             code=None,
         )
+    if len(prompts) > MAX_PROMPTS:
+        raise HTTPError(
+            400,
+            f"field 'prompt' holds {len(prompts)} prompts, more than {MAX_PROMPTS}; "
+            "split them over several requests.",
+            field="prompt",
+            type="invalid_request_error",
+            code=None,
+        )
     model, pool = served(request, req.model)
     body = req.model_dump(exclude_none=True)
     options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
-    runs = [
-        LLMRun(
-            gw,
-            new_job(gw, model=model, pool=pool, kind="generate", prompt=p, options=options),
-            tokens=bool(req.stream),
-        )
-        for p in prompts
-    ]
-    try:
-        for run in runs:
-            await run.start(request)
-    except BaseException:
-        for run in runs:
-            await run.close()
-        raise
+    if req.stream:
+        runs = [_generate(gw, model, pool, prompts[0], options, stream=True, slot=True)]
+        await runs[0].start(request)
+    else:  # the prompts share one wait slot: 429 before any job is submitted, or none at all
+        lease = gw.limits.lease(request, "wait")
+        try:
+            runs = [_generate(gw, model, pool, p, options, stream=False) for p in prompts]
+            for run in runs:
+                await run.start(request)
+            views = [_finished(v) for v in await asyncio.gather(*(r.result() for r in runs))]
+        finally:
+            for run in runs:
+                await run.close()
+            lease.release()
     cid = f"cmpl-{runs[0].job.job_id}"
     created = int(datetime.now(UTC).timestamp())
 
@@ -191,7 +215,6 @@ async def completions(request: Request) -> Response:
         }
 
     if not req.stream:
-        views = [_finished(v) for v in await asyncio.gather(*(r.result() for r in runs))]
         counts = [usage(v) for v in views]
         total = {k: sum(c[k] for c in counts) for k in counts[0]}
         choices = [choice(i, output_text(v.output), "stop") for i, v in enumerate(views)]

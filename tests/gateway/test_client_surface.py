@@ -10,6 +10,7 @@ import ollama
 import openai
 import pytest
 
+from jetgrid.gateway.openai_more import MAX_PROMPTS
 from jetgrid.worker.backends import EchoBackend
 from jetgrid.worker.backends.echo import EMBED_DIM, embedding
 
@@ -157,3 +158,17 @@ async def test_ollama_legacy_embeddings(echo_gateway) -> None:
     async with httpx.AsyncClient(base_url=echo_gateway) as http:  # the client checks `model`
         r = await http.post("/api/embeddings", json={"prompt": 3})
     assert r.status_code == 400 and set(r.json()) == {"error"} and "model" in r.json()["error"]
+
+
+async def test_many_prompts_share_one_wait_slot(
+    streams, serve_gateway, start_worker, wait_model
+) -> None:
+    await start_worker(concurrency=4)
+    async with serve_gateway(streams.replace(max_waits_per_key=1)) as base:
+        await wait_model(base)
+        async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="x", max_retries=0) as c:
+            done = await c.completions.create(model="echo", prompt=["a", "b", "c"])
+            assert [ch.text for ch in done.choices] == ["a", "b", "c"]
+            with pytest.raises(openai.BadRequestError) as err:
+                await c.completions.create(model="echo", prompt=["p"] * (MAX_PROMPTS + 1))
+            assert f"more than {MAX_PROMPTS}" in err.value.message
