@@ -4,11 +4,11 @@
 `gateway.server.serve` runs it under uvicorn. Tests drive it in-process or under uvicorn.
 
 The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
-event stream), pools_api, openapi, ollama_api and openai_api (drop-in APIs, sharing llm),
-metrics, dashboard (+ static/), with auth.Guard as the one middleware (size limit, API keys,
-rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live feed that fans
-it and the token chunks out to streaming clients, and the fleet (WORKERS); limits counts open
-streams and waits.
+event stream), pools_api, openapi, ollama_api, openai_api and openai_more (drop-in APIs,
+sharing llm), metrics, dashboard (+ static/), with auth.Guard as the one middleware (size
+limit, API keys, rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live
+feed that fans it and the token chunks out to streaming clients, and the fleet (WORKERS); limits
+counts open streams and waits.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from jetgrid.gateway import (
     metrics,
     ollama_api,
     openai_api,
+    openai_more,
     openapi,
     pools_api,
     sse,
@@ -152,6 +153,7 @@ def create_app(settings: Settings) -> Starlette:
         *sse.routes,
         *pools_api.routes,
         *openai_api.routes,
+        *openai_more.routes,
         *ollama_api.routes,
         *openapi.routes,
         *metrics.routes,

@@ -84,10 +84,13 @@ def token_counts(view: JobView) -> tuple[int, int]:
 class LLMRun:
     """One submitted job whose token chunks and outcome the caller iterates over."""
 
-    def __init__(self, gw: Gateway, job: JobSubmitted, *, tokens: bool = True) -> None:
+    def __init__(
+        self, gw: Gateway, job: JobSubmitted, *, tokens: bool = True, slot: bool = True
+    ) -> None:
         self.gw = gw
         self.job = job
         self.tokens = tokens  # relay chunks (streaming responses) or only wait for the outcome
+        self.slot = slot  # take the caller's slot; False when the caller holds one for a group
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sent = ""
         self._listener: Listener | None = None
@@ -95,10 +98,12 @@ class LLMRun:
         self._waiter: asyncio.Future[JobView] | None = None
 
     async def start(self, request: Request) -> None:
-        """Take the caller's stream (or wait) slot, follow the job's tokens, then publish it (so
-        no chunk is missed). Raises 429 when the caller is at its limit, before submitting."""
+        """Take the caller's stream (or wait) slot (unless `slot` is False), follow the job's
+        tokens, then publish it (so no chunk is missed). Raises 429 when the caller is at its
+        limit, before submitting."""
         gw, job = self.gw, self.job
-        self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
+        if self.slot:
+            self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
         if self.tokens:
             self._listener = gw.live.listen(job.job_id, events=False, queue=self.queue)
         self._waiter = gw.board.waiter(job.job_id)

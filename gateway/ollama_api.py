@@ -68,6 +68,14 @@ class EmbedReq(BaseModel):
     options: dict[str, Any] | None = None
 
 
+class EmbeddingsReq(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: Any = None
+
+
 class ShowReq(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str | None = Field(default=None, min_length=1)
@@ -208,13 +216,13 @@ async def chat(request: Request) -> Response:
     return await _run(request, req, "chat", chat=True, input=inp)
 
 
-async def embed(request: Request) -> Response:
-    req: EmbedReq = _parse(EmbedReq, await read_json(request))
-    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+async def _embed(
+    request: Request, name: str, texts: list[str], options: dict[str, Any] | None
+) -> tuple[list[Any], JobView]:
+    """The vectors of one `embed` job over `texts`, and its terminal view."""
     gw: Gateway = request.app.state.gateway
-    model, pool = _served(request, req.model)
-    job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts})
-    job = job.model_copy(update={"options": req.options or {}})
+    model, pool = _served(request, name)
+    job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts}, options=options)
     run = LLMRun(gw, job, tokens=False)
     await run.start(request)
     view = await run.result()
@@ -223,7 +231,14 @@ async def embed(request: Request) -> Response:
     out = view.output if isinstance(view.output, dict) else {}
     embeddings = out.get("embeddings")
     if not isinstance(embeddings, list):
-        raise HTTPError(400, f"model '{req.model}' does not produce embeddings", field="model")
+        raise HTTPError(400, f"model '{name}' does not produce embeddings", field="model")
+    return embeddings, view
+
+
+async def embed(request: Request) -> Response:
+    req: EmbedReq = _parse(EmbedReq, await read_json(request))
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    embeddings, view = await _embed(request, req.model, texts, req.options)
     prompt_n, _ = token_counts(view)
     return JSONResponse(
         {
@@ -234,6 +249,17 @@ async def embed(request: Request) -> Response:
             "prompt_eval_count": prompt_n,
         }
     )
+
+
+async def embeddings(request: Request) -> Response:
+    """The legacy single-text route: `{"model", "prompt"}` -> `{"embedding": [...]}`; an empty
+    prompt answers an empty vector without running a job, as Ollama does."""
+    req: EmbeddingsReq = _parse(EmbeddingsReq, await read_json(request))
+    if not req.prompt:
+        _served(request, req.model)
+        return JSONResponse({"embedding": []})
+    embeddings, _ = await _embed(request, req.model, [req.prompt], req.options)
+    return JSONResponse({"embedding": embeddings[0] if embeddings else []})
 
 
 def _details() -> dict[str, Any]:
@@ -315,6 +341,7 @@ routes = [
     Route("/api/generate", generate, methods=["POST"]),
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings, methods=["POST"]),
     Route("/api/tags", tags, methods=["GET"]),
     Route("/api/ps", ps, methods=["GET"]),
     Route("/api/version", version, methods=["GET"]),

@@ -49,7 +49,8 @@ class ChatCompletionReq(BaseModel):
     tools: list[dict[str, Any]] | None = None
 
 
-def _bad(exc: ValidationError) -> HTTPError:
+def bad_request(exc: ValidationError) -> HTTPError:
+    """400 in OpenAI's error shape naming the first field at fault."""
     err = exc.errors(include_url=False)[0]
     loc = ".".join(str(p) for p in err["loc"]) or "body"
     return HTTPError(
@@ -63,15 +64,38 @@ def _text(content: Any) -> str:
     return content or ""
 
 
-def _usage(view: JobView) -> dict[str, int]:
+def usage(view: JobView) -> dict[str, int]:
     p, c = token_counts(view)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def _failure(view: JobView | None) -> str:
+def failure(view: JobView | None) -> str:
     if view is None:
         return "the job did not finish in time"
     return f"job {view.job_id} {view.status}: {view.error or 'no reason given'}"
+
+
+def not_found(name: str) -> HTTPError:
+    """404 `model_not_found`, which the client raises as NotFoundError."""
+    return HTTPError(
+        404,
+        f"The model '{name}' does not exist or no live worker serves it.",
+        field="model",
+        type="invalid_request_error",
+        code="model_not_found",
+    )
+
+
+def served(request: Request, name: str) -> tuple[str, str]:
+    """(model, pool) a live worker serves `name` in, within the caller's key scope, or 404."""
+    gw: Gateway = request.app.state.gateway
+    live = gw.fleet.live_models()
+    model = resolve_model(name, live)
+    if model is None:
+        raise not_found(name)
+    pool = pick_pool(gw, model, live[model])
+    auth.check_scope(request, pool=pool, model=model)
+    return model, pool
 
 
 async def chat_completions(request: Request) -> Response:
@@ -79,19 +103,8 @@ async def chat_completions(request: Request) -> Response:
     try:
         req = ChatCompletionReq.model_validate(await read_json(request))
     except ValidationError as exc:
-        raise _bad(exc) from None
-    live = gw.fleet.live_models()
-    model = resolve_model(req.model, live)
-    if model is None:
-        raise HTTPError(
-            404,
-            f"The model '{req.model}' does not exist or no live worker serves it.",
-            field="model",
-            type="invalid_request_error",
-            code="model_not_found",
-        )
-    pool = pick_pool(gw, model, live[model])
-    auth.check_scope(request, pool=pool, model=model)
+        raise bad_request(exc) from None
+    model, pool = served(request, req.model)
     body = req.model_dump(exclude_none=True)
     options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
     messages = [
@@ -109,7 +122,7 @@ async def chat_completions(request: Request) -> Response:
     if not req.stream:
         view = await run.result()
         if view is None or view.status != "completed":
-            raise HTTPError(504 if view is None else 500, _failure(view), type="server_error")
+            raise HTTPError(504 if view is None else 500, failure(view), type="server_error")
         return JSONResponse(
             {
                 "id": cid,
@@ -124,7 +137,7 @@ async def chat_completions(request: Request) -> Response:
                         "logprobs": None,
                     }
                 ],
-                "usage": _usage(view),
+                "usage": usage(view),
                 "system_fingerprint": "jetgrid",
             }
         )
@@ -156,11 +169,11 @@ async def chat_completions(request: Request) -> Response:
                         "created": created,
                         "model": req.model,
                         "choices": [],
-                        "usage": _usage(value),
+                        "usage": usage(value),
                     }
                     yield b"data: " + json.dumps(last).encode() + b"\n\n"
             else:
-                err = {"error": {"message": _failure(value), "type": "server_error", "code": None}}
+                err = {"error": {"message": failure(value), "type": "server_error", "code": None}}
                 yield b"data: " + json.dumps(err).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 

@@ -220,3 +220,25 @@ async def test_too_large_bodies_get_413(keyed) -> None:  # type: ignore[no-untyp
 
         r = await http.post("/v1/jobs", content=chunks())
         assert r.status_code == 413
+
+
+@integration
+async def test_embeddings_completions_and_model_retrieve_keep_to_the_keys_scope(  # type: ignore[no-untyped-def]
+    keyed, wait_model
+) -> None:
+    base, keys = keyed
+    await wait_model(base, headers=bearer(keys["full"]))
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys["full"]) as o:
+        assert (await o.models.retrieve("echo")).id == "echo"
+        assert len((await o.embeddings.create(model="echo", input="e")).data) == 1
+    async with openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys["fast"], max_retries=0) as o:
+        with pytest.raises(openai.NotFoundError):  # a model the key may not use is not listed
+            await o.models.retrieve("echo")
+        with pytest.raises(openai.PermissionDeniedError):
+            await o.embeddings.create(model="echo", input="e")
+        with pytest.raises(openai.PermissionDeniedError):
+            await o.completions.create(model="echo", prompt="p")
+    async with ollama.AsyncClient(host=base, headers=bearer(keys["fast"])) as c:
+        with pytest.raises(ollama.ResponseError) as err:
+            await c.embeddings(model="echo", prompt="e")
+        assert err.value.status_code == 403

@@ -30,6 +30,9 @@ ROUTES = {
     "/api/embed": {"model": "echo", "input": "hi"},
     "/api/show": {"model": "echo"},
     "/v1/chat/completions": {"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"model": "echo", "prompt": "hi"},
+    "/v1/embeddings": {"model": "echo", "input": "hi"},
+    "/api/embeddings": {"model": "echo", "prompt": "hi"},
 }
 FIELDS = {  # the field of each route's body that carries text, for the lone surrogate
     "/v1/jobs": "prompt",
@@ -38,6 +41,9 @@ FIELDS = {  # the field of each route's body that carries text, for the lone sur
     "/api/embed": "input",
     "/api/show": "model",
     "/v1/chat/completions": "messages",
+    "/v1/completions": "prompt",
+    "/v1/embeddings": "input",
+    "/api/embeddings": "prompt",
 }
 
 
