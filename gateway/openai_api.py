@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 # Every other request field (temperature, max_tokens, seed, stop, ...) goes to the backend as
 # job options, as Ollama's own OpenAI layer does.
 _NOT_OPTIONS = frozenset({"model", "messages", "stream", "stream_options", "tools"})
+# OpenAI fields whose backend option has another name (Ollama's OpenAI layer renames them too).
+_RENAMED = {"max_tokens": "num_predict", "max_completion_tokens": "num_predict"}
+
+
+def job_options(body: dict[str, Any], not_options: frozenset[str]) -> dict[str, Any]:
+    """The job options of an OpenAI request: every field but `not_options`, under the name the
+    backends take (`max_tokens` -> `num_predict`; the other sampling fields keep theirs)."""
+    return {_RENAMED.get(k, k): v for k, v in body.items() if k not in not_options}
 
 
 class Message(BaseModel):
@@ -106,7 +114,7 @@ async def chat_completions(request: Request) -> Response:
         raise bad_request(exc) from None
     model, pool = served(request, req.model)
     body = req.model_dump(exclude_none=True)
-    options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
+    options = job_options(body, _NOT_OPTIONS)
     messages = [
         {**m.model_dump(exclude_none=True), "content": _text(m.content)} for m in req.messages
     ]

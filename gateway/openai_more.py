@@ -30,7 +30,14 @@ from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
 from jetgrid.gateway.live import LiveResponse
 from jetgrid.gateway.llm import LLMRun, new_job, output_text, resolve_model, token_counts
-from jetgrid.gateway.openai_api import bad_request, failure, not_found, served, usage
+from jetgrid.gateway.openai_api import (
+    bad_request,
+    failure,
+    job_options,
+    not_found,
+    served,
+    usage,
+)
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -182,7 +189,7 @@ async def completions(request: Request) -> Response:
         )
     model, pool = served(request, req.model)
     body = req.model_dump(exclude_none=True)
-    options = {k: v for k, v in body.items() if k not in _NOT_OPTIONS}
+    options = job_options(body, _NOT_OPTIONS)
     if req.stream:
         runs = [_generate(gw, model, pool, prompts[0], options, stream=True, slot=True)]
         await runs[0].start(request)

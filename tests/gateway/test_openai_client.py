@@ -102,3 +102,15 @@ async def test_a_failing_job_raises_mid_stream(client) -> None:
         async for _ in stream:
             pass
     assert "permanently" in err.value.message
+
+
+def test_openai_fields_become_the_backends_options() -> None:
+    from jetgrid.gateway.openai_api import job_options
+
+    body = {"model": "m", "messages": [], "max_tokens": 7, "temperature": 0.2, "stop": ["x"]}
+    assert job_options(body, frozenset({"model", "messages"})) == {
+        "num_predict": 7,
+        "temperature": 0.2,
+        "stop": ["x"],
+    }
+    assert job_options({"max_completion_tokens": 3}, frozenset()) == {"num_predict": 3}
