@@ -27,10 +27,28 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+from jetgrid.coordinator.tiers import DEFAULT_POLICY, TierPolicy
+from jetgrid.events.workers import WorkerRollup
+from jetgrid.projections import workers as wr
 from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeTracker, UptimeWindows
+from jetgrid.projections.workers import WorkerView
 
-__all__ = ["HourLog", "HourRollup", "decode_bits", "encode_bits", "fold_rollup"]
+__all__ = [
+    "HOUR_S",
+    "HourLog",
+    "HourRollup",
+    "apply_rollup",
+    "decode_bits",
+    "encode_bits",
+    "fold_rollup",
+    "rollup_event",
+    "rollup_of",
+]
+
+HOUR_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +81,10 @@ def decode_bits(text: str, max_bits: int = 1 << 20) -> int:
     """Inverse of encode_bits; ValueError if it is not one, or longer than `max_bits`."""
     try:
         d = zlib.decompressobj()
-        raw = d.decompress(base64.b64decode(text, validate=True), max_bits // 8 + 1)
+        raw = d.decompress(base64.b64decode(text, validate=True), (max_bits + 7) // 8 + 1)
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"Not an encoded slot bitmap: {exc}.") from exc
-    if d.unconsumed_tail or len(raw) > max_bits // 8:
+    if d.unconsumed_tail or len(raw) > (max_bits + 7) // 8:
         raise ValueError(f"A slot bitmap is longer than {max_bits} bits.")
     return int.from_bytes(raw, "little")
 
@@ -152,3 +170,96 @@ def fold_rollup(
         rollup.provisional,
         rollup.resumed,
     )
+
+
+# -- as events, and in a worker view ---------------------------------------------------------
+def rollup_event(
+    worker_id: str,
+    hour: int,
+    rollup: HourRollup,
+    tracker: UptimeTracker,
+    tier: str,
+    jobs_taken: int = 0,
+    windows: UptimeWindows = DEFAULT_WINDOWS,
+) -> WorkerRollup:
+    """The event for `rollup`, the hour starting at `hour` (epoch seconds) of `worker_id`,
+    with the hour's summary: healthy and judged slots of the hour as `tracker` (the tracker at
+    the hour's end) counts them, the tier then, and the jobs it took."""
+    end = float(hour + HOUR_S)
+    w = tracker.window(end, HOUR_S) if HOUR_S in tracker.windows_s else None
+    healthy = int(w.healthy) if w is not None else rollup.healthy
+    total = w.slots if w is not None else rollup.top - rollup.lo + 1
+    return WorkerRollup(
+        worker_id=worker_id,
+        hour=hour,
+        interval_s=rollup.interval,
+        origin=rollup.origin,
+        first_slot=rollup.first_slot,
+        lo=rollup.lo,
+        top=rollup.top,
+        bits=encode_bits(rollup.bits),
+        away=rollup.away,
+        provisional=rollup.provisional,
+        resumed=rollup.resumed,
+        healthy_slots=healthy,
+        total_slots=total,
+        tier=tier,
+        jobs_taken=jobs_taken,
+    )
+
+
+def rollup_of(ev: WorkerRollup) -> HourRollup:
+    """The HourRollup an event carries; ValueError if its bitmap is not one."""
+    return HourRollup(
+        ev.interval_s,
+        ev.origin,
+        ev.first_slot,
+        ev.lo,
+        ev.top,
+        decode_bits(ev.bits, max_bits=min(max(0, ev.top - ev.lo + 1), 1 << 20)),
+        ev.away,
+        ev.provisional,
+        ev.resumed,
+    )
+
+
+def apply_rollup(
+    view: WorkerView | None,
+    ev: WorkerRollup,
+    policy: TierPolicy = DEFAULT_POLICY,
+    windows: UptimeWindows = DEFAULT_WINDOWS,
+) -> WorkerView:
+    """The worker view after an hour rollup: its tracker folded as the raw pings of the hour
+    would have, and the tier judged at the hour's end. The same view when its tracker already
+    holds that hour (raw pings or the rollup itself folded: its newest slot is at or past the
+    rollup's), so a log with both raw pings and rollups gives the same answer as without.
+    The tier is the one the rollup names (the raw pings' tier at the hour's end: hysteresis
+    makes it depend on the path, which the bitmap alone does not give); a tier the policy does
+    not know is judged from the folded tracker instead. Tier changes inside the hour are not
+    carried: the history shows the hour's end."""
+    end = datetime.fromtimestamp(ev.hour + HOUR_S, UTC)
+    start = datetime.fromtimestamp(ev.hour, UTC)
+    if view is None:
+        view = WorkerView(worker_id=ev.worker_id, first_seen=start, last_seen=start, as_of=start)
+    elif view.worker_id != ev.worker_id:
+        raise ValueError(f"Rollup for worker {ev.worker_id!r} applied to {view.worker_id!r}.")
+    tracker = view.uptime
+    if tracker is not None and tracker.interval == ev.interval_s and tracker.top >= ev.top:
+        return view
+    folded = fold_rollup(tracker, rollup_of(ev), windows)
+    last = datetime.fromtimestamp(folded.origin + (folded.top + 0.5) * folded.interval, UTC)
+    changes: dict[str, Any] = {"uptime": folded, "as_of": max(view.as_of, end)}
+    if view.heartbeat_interval_s is None:
+        changes["heartbeat_interval_s"] = ev.interval_s
+    if last > view.last_seen:
+        changes["last_seen"] = last
+    if ev.tier in policy.names:  # the tier the raw pings gave (hysteresis depends on the path)
+        if ev.tier != view.tier or view.tier_since is None:
+            changes.update(
+                tier=ev.tier,
+                tier_since=end,
+                tier_history=(*view.tier_history, (end, ev.tier))[-wr.TIER_HISTORY :],
+            )
+    else:
+        changes.update(wr._judged(view, folded, changes["as_of"], policy, windows))
+    return wr._replace(view, changes)

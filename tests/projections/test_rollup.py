@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jetgrid.events import Envelope
+from jetgrid.events.workers import (
+    WorkerDeregistered,
+    WorkerDraining,
+    WorkerHeartbeat,
+    WorkerRegistered,
+    WorkerRollup,
+)
+from jetgrid.projections import workers as wr
 from jetgrid.projections.rollup import (
+    HOUR_S,
     HourLog,
     HourRollup,
+    apply_rollup,
     decode_bits,
     encode_bits,
     fold_rollup,
+    rollup_event,
 )
 from jetgrid.projections.uptime import UptimeTracker, UptimeWindows
+from jetgrid.projections.workers import WorkerView
 
 HOUR = 3600.0
 INTERVAL = 60.0  # 60 slots an hour: small enough to explore, large enough for rings to fold
@@ -141,3 +159,92 @@ def test_bits_encode_compactly_and_refuse_garbage() -> None:
         pass
     else:
         raise AssertionError("a bitmap over the cap was decoded")
+
+
+# -- worker views: raw pings vs rollups -----------------------------------------------------
+T0 = 1_800_000_000.0  # an hour boundary
+_n = itertools.count()
+
+
+def _env(event: Any, t: float) -> Envelope:
+    return Envelope(
+        id=f"e{next(_n)}", source="test", time=datetime.fromtimestamp(t, UTC), event=event
+    )
+
+
+def _worker_log(seed: int, hours: int = 5, interval: float = 30.0) -> list[Envelope]:
+    """Random pings of one worker with outages, unhealthy spells, a drain and restarts."""
+    rng = random.Random(seed)
+    out, boot, n, t = [], 0, 0, T0 + rng.uniform(0, 600)
+    bad = rng.choice([0.001, 0.01, 0.05, 0.3])  # how often a ping is unhealthy in a bad spell
+    gaps = rng.choice([0.0, 0.005, 0.02])
+
+    def reg() -> Envelope:
+        return _env(
+            WorkerRegistered(worker_id="w1", pools=["p"], models=["m"], backend="echo",
+                             concurrency=1, heartbeat_interval_s=interval, boot_id=f"b{boot}"),
+            t,
+        )  # fmt: skip
+
+    out.append(reg())
+    while t < T0 + hours * 3600:
+        r = rng.random()
+        if r < 0.01:  # restart: new boot
+            boot, n = boot + 1, 0
+            t += rng.uniform(0, 900)
+            out.append(reg())
+        elif r < 0.015:  # planned absence
+            out.append(_env(WorkerDraining(worker_id="w1", reason="upgrade"), t))
+            t += rng.uniform(60, 1800)
+            out.append(_env(WorkerDeregistered(worker_id="w1"), t))
+            boot, n = boot + 1, 0
+            t += rng.uniform(60, 1800)
+            out.append(reg())
+        elif r < 0.015 + gaps:  # silence
+            t += rng.uniform(60, 1200)
+        n += 1
+        t += interval + rng.uniform(-3, 3)
+        healthy = rng.random() > (bad if (t // 1800) % 3 == 1 else 0.001)
+        out.append(
+            _env(WorkerHeartbeat(worker_id="w1", n=n, healthy=healthy, interval_s=interval,
+                                 in_flight=0, boot_id=f"b{boot}"), t)
+        )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_worker_views_from_rollups_match_the_raw_pings(seed: int) -> None:
+    """Folding the raw log, with a rollup taken at each hour's end, vs folding only rollups:
+    the same uptime tracker, windows, observed slots and tier at every hour's end."""
+    view: WorkerView | None = None
+    log, rollups, at_hour_end = HourLog(), [], []
+    hour_end = T0 + 3600
+    for e in _worker_log(seed):
+        while e.time.timestamp() >= hour_end and view is not None:
+            view = wr.refresh(view, datetime.fromtimestamp(hour_end, UTC))
+            assert view.uptime is not None
+            r = log.take(view.uptime)
+            assert r is not None
+            hour = int(hour_end) - HOUR_S
+            ev = rollup_event("w1", hour, r, view.uptime, view.tier)
+            rollups.append(_env(ev, hour_end + 5))
+            at_hour_end.append(view)
+            hour_end += 3600
+        view = wr.apply(view, e)
+        if view.uptime is not None:
+            log.observe(view.uptime)
+    assert len(rollups) >= 4
+    folded: WorkerView | None = None
+    for renv, raw in zip(rollups, at_hour_end, strict=True):
+        ev = renv.event
+        assert isinstance(ev, WorkerRollup)
+        assert len(ev.model_dump_json()) < 700
+        folded = apply_rollup(folded, ev)
+        assert folded.uptime == raw.uptime
+        end = float(ev.hour + HOUR_S)
+        assert folded.uptime is not None and raw.uptime is not None
+        assert folded.uptime.windows(end) == raw.uptime.windows(end)
+        assert folded.tier == raw.tier
+        # Applying it again, or after the raw pings of its hour, changes nothing.
+        assert apply_rollup(folded, ev) is folded
+        assert apply_rollup(raw, ev) is raw
