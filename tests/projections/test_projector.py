@@ -222,3 +222,31 @@ async def test_the_tiers_bucket_is_provisioned_once(streams, nc) -> None:
     assert await ensure_tiers_bucket(js, streams.tiers_bucket) is False
     status = await (await js.key_value(streams.tiers_bucket)).status()
     assert status.history == 5
+
+
+async def test_a_queued_job_that_ages_out_of_jobs_ends_dead(log, bus, make_store) -> None:
+    from datetime import timedelta
+
+    from jetgrid.events import JobSubmitted, encode
+    from jetgrid.projections.jobs import AGED_OUT
+
+    subj = log.settings.subjects
+    sub = JobSubmitted(job_id="waits", model="echo", pool="standard", prompt="hi")
+    await log.raw(subj.submit("standard", "echo"), encode(sub, source="t", id="waits",
+                                                          time=log.at(0)))  # fmt: skip
+    await log.job("done", "w1", 1)
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    try:
+        await proj.wait_caught_up()
+        max_age = log.settings.retention[JOBS].max_age_s
+        assert await proj.end_aged_out(log.at(max_age - 1)) == 0  # a worker may still take it
+        assert await proj.end_aged_out(log.at(max_age + 1)) == 0  # checked a minute ago
+        assert await proj.end_aged_out(log.at(max_age + 61)) == 1
+        await proj.wait_caught_up()
+        views = {v.job_id: v for v in await store.jobs()}
+        assert (views["waits"].status, views["waits"].error) == ("dead", AGED_OUT)
+        assert views["done"].status == "completed"
+        assert await proj.end_aged_out(log.at(max_age) + timedelta(days=1)) == 0  # ended
+    finally:
+        await proj.stop()
