@@ -14,7 +14,8 @@ batch commits.
 
 A job still queued when JOBS retention drops its submission would vanish unrecorded: once a
 minute of log time (the newest stream time applied) it publishes `dead` for each such job
-(projections.jobs.ages_out; id ``<job>:terminal``).
+(projections.jobs.ages_out; id ``<job>:terminal``). At each hour's end in log time it publishes
+an hour rollup of each worker's pings to ROLLUPS (projections.rollup) before the batch commits.
 
 A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
 does.
@@ -318,6 +319,9 @@ class Projector(Folder):
 
     # -- side effects -------------------------------------------------------------------------
     async def before_commit(self, changes: Changes) -> None:
+        if self.publish:  # <worker>:rollup:<hour>: a replay or restart sends the same ids
+            for rollup in changes.rollups:
+                await self.bus.store(rollup, SPEAKER)
         if not changes.invalid:
             return
         self.stats.invalid += len(changes.invalid)
