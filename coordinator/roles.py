@@ -8,8 +8,8 @@ whose permissions allow only what its component does. The roles:
     gateway    submits jobs and cancel requests; reads the log (ordered consumers), the tiers
                bucket and token streams; may publish `dead` (the dead-letter watcher)
     projector  reads the log; writes the tiers KV bucket (and may create it) and the
-               read-model snapshot object store; publishes `dead` (the dead-letter watcher)
-               and invalid-event records
+               read-model snapshot object store; publishes `dead` (the dead-letter watcher),
+               invalid-event records and hour rollups of pings (`<prefix>.rollup.<worker>`)
     client     a person or SDK with the `nats` CLI: submits jobs (not `python` jobs unless
                allowed), requests cancels, reads job events and tokens; no worker or lifecycle
                event except `cancel_requested`
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
-from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY
+from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS
 from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
 # The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
@@ -247,6 +247,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             publish=(
                 f"{p}.job.*.dead",
                 f"{p}.invalid.*",
+                f"{p}.rollup.*",
                 f"$KV.{d.bucket}.>",
                 # Read-model snapshots: write chunks and meta, purge the replaced ones, read.
                 f"$O.{d.snapshot_bucket}.>",
@@ -262,6 +263,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(events),
                 *_read_stream(workers),
                 *_read_stream(invalid),
+                *_read_stream(d.stream(ROLLUPS)),
                 *tiers_read,
                 *_dead_letters(d),  # `jetgrid up` without workers runs its watcher as projector
             ),

@@ -24,7 +24,7 @@ from jetgrid.events import (
     StreamNames,
     Subjects,
 )
-from jetgrid.events.streams import Retention, check_retention, parse_retention
+from jetgrid.events.streams import ROLLUPS, Retention, check_retention, parse_retention
 
 ENV_PREFIX = "JETGRID_"
 _RETENTION_FIELDS = {
@@ -33,6 +33,7 @@ _RETENTION_FIELDS = {
     "job_events": JOB_EVENTS,
     "invalid": INVALID,
     "dead_letters": DEAD_LETTERS,
+    "rollups": ROLLUPS,
 }
 DEFAULT_POOLS = ("fast", "standard", "heavy")
 
@@ -71,6 +72,7 @@ class Settings(BaseModel):
     retention_job_events: str = "30d"
     retention_invalid: str = "30d"
     retention_dead_letters: str = "30d"
+    retention_rollups: str = "0"  # forever: hour rollups keep uptime answerable (README)
 
     # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS

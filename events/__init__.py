@@ -57,6 +57,7 @@ from jetgrid.events.workers import (
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
+    WorkerRollup,
 )
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "WorkerDraining",
     "WorkerHeartbeat",
     "WorkerRegistered",
+    "WorkerRollup",
     "check_chosen_id",
     "check_id",
     "dead_letter_spec",

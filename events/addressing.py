@@ -18,6 +18,7 @@ claimed, started, retrying                  ``<job_id>:<event>:<attempt>``
 cancel_requested                            ``<job_id>:cancel_requested``
 heartbeat                                   ``<worker_id>:<boot_id>:hb:<n>``
 registered, draining, deregistered          ``<worker_id>:<boot_id>:<event>``
+rollup                                      ``<worker_id>:rollup:<hour>`` (epoch seconds)
 invalid message                             ``invalid:<stream>:<seq>``
 ==========================================  ===========================================
 
@@ -47,6 +48,7 @@ from jetgrid.events.workers import (
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
+    WorkerRollup,
 )
 
 __all__ = ["Address", "Speaker", "address", "event_name", "message_id"]
@@ -105,6 +107,8 @@ def message_id(event: Event, speaker: Speaker) -> str:
     if isinstance(event, _WORKER_LIFECYCLE):
         boot = getattr(event, "boot_id", None) or speaker.boot_id
         return f"{event.worker_id}:{boot}:{event_name(event)}"
+    if isinstance(event, WorkerRollup):
+        return f"{event.worker_id}:rollup:{event.hour}"
     if isinstance(event, InvalidMessage) and event.seq is not None:
         return f"invalid:{event.stream}:{event.seq}"
     return uuid.uuid4().hex
@@ -115,6 +119,8 @@ def _subject(event: Event, subjects: Subjects, speaker: Speaker) -> str:
         return subjects.submit(event.pool, event.model, event.priority)
     if isinstance(event, InvalidMessage):
         return subjects.invalid(event.stream)
+    if isinstance(event, WorkerRollup):
+        return subjects.rollup(event.worker_id)
     if isinstance(event, WorkerHeartbeat | WorkerRegistered | WorkerDraining | WorkerDeregistered):
         return subjects.worker_event(event.worker_id, event_name(event))
     job_id = getattr(event, "job_id", None)

@@ -27,6 +27,7 @@ from jetgrid.events.workers import (
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
+    WorkerRollup,
 )
 
 EVENT_TYPES: tuple[type[Event], ...] = (
@@ -45,6 +46,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     WorkerHeartbeat,
     WorkerDraining,
     WorkerDeregistered,
+    WorkerRollup,
     InvalidMessage,
 )
 
@@ -65,6 +67,7 @@ AnyEvent = Annotated[
         WorkerHeartbeat,
         WorkerDraining,
         WorkerDeregistered,
+        WorkerRollup,
         InvalidMessage,
     ],
     Field(discriminator="type"),

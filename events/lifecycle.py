@@ -102,11 +102,12 @@ class JobCancelled(_JobEvent):
 
 
 class JobDead(_JobEvent):
-    """JetStream gave up delivering the job after MaxDeliver attempts."""
+    """JetStream gave up delivering the job after MaxDeliver attempts, or the job aged out of JOBS
+    retention while still queued (projections.jobs.ages_out)."""
 
     type: Literal["jetgrid.job.dead"] = "jetgrid.job.dead"
     version: Literal[1] = 1
-    attempts: int = Field(ge=1)
+    attempts: int = Field(ge=0)  # 0: no worker took it (it aged out of JOBS)
     jobs_seq: int = Field(ge=1)
     reason: str = "max deliveries reached"
 

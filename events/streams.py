@@ -8,6 +8,9 @@ whichever is reached first drops the oldest messages. Raw pings (WORKERS) for 7 
 longest default uptime window is 24 h, so a week covers every window with room for an outage of
 the projector. Jobs and their lifecycle (JOBS, JOB_EVENTS), invalid records and dead letters for
 30 days: long enough to audit a month and to run `jetgrid archive` before anything ages out.
+Hour rollups of pings (ROLLUPS, projections.rollup) forever: a few hundred bytes per worker and
+hour, they are what keeps uptime, tiers and the audit answerable once raw pings are gone (a
+separate stream, since JetStream's age limit is per stream, not per subject).
 No stream has a size cap by default: JetStream reserves a stream's max_bytes from the server's
 storage when the stream is created, so a default cap would make servers with small disks refuse
 the streams; a deployment sets one (``"7d,200GiB"``) where its disk is known. JOBS never gets a
@@ -31,9 +34,10 @@ JOB_EVENTS = "JOB_EVENTS"
 WORKERS = "WORKERS"
 INVALID = "INVALID"
 DEAD_LETTERS = "DEAD_LETTERS"
+ROLLUPS = "ROLLUPS"
 # JetStream's advisory when a consumer gives up on a message: `.<stream>.<consumer>` follows.
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID)
+LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID, ROLLUPS)
 
 _DAY = 86400.0
 _GIB = 1024**3
@@ -56,6 +60,7 @@ RETENTION_DEFAULTS: dict[str, Retention] = {
     JOB_EVENTS: Retention(30 * _DAY),
     INVALID: Retention(30 * _DAY),
     DEAD_LETTERS: Retention(30 * _DAY),
+    ROLLUPS: Retention(),
 }
 
 _AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
@@ -137,6 +142,10 @@ class StreamNames:
     def invalid(self) -> str:
         return self(INVALID)
 
+    @property
+    def rollups(self) -> str:
+        return self(ROLLUPS)
+
 
 def stream_specs(
     subjects: Subjects,
@@ -146,7 +155,7 @@ def stream_specs(
     duplicate_window_s: float = 3600.0,
     retention: Mapping[str, Retention] | None = None,
 ) -> tuple[StreamSpec, ...]:
-    """The four streams of DESIGN section 2 for one deployment, each with its retention
+    """The streams of DESIGN section 2 (and ROLLUPS) for one deployment, each with its retention
     (`retention[logical]`, else RETENTION_DEFAULTS)."""
     p = subjects.prefix
 
@@ -168,6 +177,7 @@ def stream_specs(
         spec(JOB_EVENTS, subjects.job_event_stream_subjects(), "jetgrid job lifecycle"),
         spec(WORKERS, (f"{p}.worker.*.*",), "jetgrid worker registrations and pings"),
         spec(INVALID, (f"{p}.invalid.*",), "jetgrid messages that failed validation"),
+        spec(ROLLUPS, (subjects.rollups(),), "jetgrid hour rollups of worker pings"),
     )
 
 

@@ -6,6 +6,7 @@
                                                         dead-letter watchers of services)
     <prefix>.job.<job_id>.<event>.<worker>  JOB_EVENTS  the same, said by worker <worker>
     <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
+    <prefix>.rollup.<worker_id>             ROLLUPS     hour rollups of pings (projector)
     <prefix>.invalid.<stream>               INVALID     a message that failed validation
     <prefix>.tokens.<job_id>.<worker>       core NATS   ephemeral token stream of the job's
                                                         attempt run by <worker> (not stored)
@@ -162,6 +163,13 @@ class Subjects:
 
     def worker_events(self, worker_id: str = "*") -> str:
         return f"{self.prefix}.worker.{worker_id}.*"
+
+    def rollup(self, worker_id: str) -> str:
+        """Where the projector publishes a worker's hour rollups (the ROLLUPS stream)."""
+        return f"{self.prefix}.rollup.{check_id(worker_id, 'worker id')}"
+
+    def rollups(self) -> str:
+        return f"{self.prefix}.rollup.*"
 
     def invalid(self, stream: str) -> str:
         return f"{self.prefix}.invalid.{stream}"

@@ -100,3 +100,30 @@ class WorkerDeregistered(_WorkerEvent):
     type: Literal["jetgrid.worker.deregistered"] = "jetgrid.worker.deregistered"
     version: Literal[1] = 1
     reason: str | None = None
+
+
+class WorkerRollup(_WorkerEvent):
+    """One hour of a worker's pings, as its uptime tracker folded them (projections.rollup).
+
+    Published by the projector on ``<prefix>.rollup.<worker_id>`` (the ROLLUPS stream, kept far
+    longer than raw pings) once the hour is over in event time, under the Nats-Msg-Id
+    ``<worker_id>:rollup:<hour>``. The slot fields are the tracker's own (projections.rollup);
+    `healthy_slots`, `total_slots`, `tier` and `jobs_taken` are the hour's summary for people.
+    """
+
+    type: Literal["jetgrid.worker.rollup"] = "jetgrid.worker.rollup"
+    version: Literal[1] = 1
+    hour: int = Field(ge=0, multiple_of=3600, description="the hour's start, epoch seconds")
+    interval_s: float = Field(gt=0)
+    origin: float
+    first_slot: int
+    lo: int
+    top: int
+    bits: str = Field(max_length=200_000, description="slots lo..top, projections.rollup")
+    away: int | None = None
+    provisional: float | None = None
+    resumed: float | None = None
+    healthy_slots: int = Field(ge=0)
+    total_slots: int = Field(ge=0)
+    tier: str
+    jobs_taken: int = Field(default=0, ge=0)

@@ -62,6 +62,7 @@ from jetgrid.events.workers import (
 from jetgrid.projections import jobs as jobs_reducer
 from jetgrid.projections import workers as wr
 from jetgrid.projections.jobs import JobView
+from jetgrid.projections.rollup import HOUR_S, HourLog, rollup_event
 from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeWindows
 from jetgrid.projections.workers import WorkerView
 
@@ -228,6 +229,8 @@ class Fold:
         self.tier_changes: list[TierChange] = []
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
+        self.rollups: list[Event] = []  # hour rollups to publish (projections.rollup)
+        self._hours: dict[str, tuple[HourLog, Any]] = {}  # per worker: its log, last taken
         # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
         self._quiet_s = min(
             (wr.ONLINE_INTERVALS * v.interval_s for v in self.workers.values()),
@@ -268,6 +271,8 @@ class Fold:
                 self.silence_all(self.clock, t)
             for tick in ticks(self.clock, t, cfg.tick_s):
                 self.refresh_all(tick)
+                if tick.timestamp() % HOUR_S == 0:
+                    self.take_rollups(tick)
             self.clock = t
         wid = env.event.worker_id
         old = self.workers.get(wid)
@@ -308,8 +313,25 @@ class Fold:
             if new is not view:
                 self._changed(view, new)
 
+    def take_rollups(self, end: datetime) -> None:
+        """At the log tick `end` that closes an hour: a rollup of each worker whose tracker
+        changed since its last one (hour ends are ticks when tick_s divides an hour)."""
+        hour = int(end.timestamp()) - HOUR_S
+        for wid, (hours, last) in self._hours.items():
+            view = self.workers[wid]
+            if view.uptime is None or view.uptime is last:
+                continue
+            r = hours.take(view.uptime)
+            if r is not None:
+                ev = rollup_event(wid, hour, r, view.uptime, view.tier, 0, self.config.windows)
+                self.rollups.append(ev)
+            self._hours[wid] = (hours, view.uptime)
+
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id
+        if new.uptime is not None and (old is None or new.uptime is not old.uptime):
+            hours = self._hours.setdefault(wid, (HourLog(), None))[0]
+            hours.observe(new.uptime)
         self._quiet_s = min(self._quiet_s, wr.ONLINE_INTERVALS * new.interval_s)
         self.workers[wid] = new
         self.dirty_workers.add(wid)
@@ -401,7 +423,9 @@ class Fold:
             invalid=self.invalid,
             positions=dict(self.positions),
             clock=self.clock,
+            rollups=self.rollups,
         )
+        self.rollups = []
         self.dirty_workers = set()
         self.dirty_jobs = set()
         self.tier_changes = []
@@ -425,6 +449,7 @@ class Changes:
     invalid: list[Invalid]
     positions: dict[str, int]
     clock: datetime | None
+    rollups: list[Event] = field(default_factory=list)  # to publish (projections.rollup)
 
     @property
     def empty(self) -> bool:

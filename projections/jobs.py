@@ -196,3 +196,34 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 attempts=max(view.attempts, ev.attempts),
             )
     return view
+
+
+# -- the end of a job that retention drops -------------------------------------------------------
+AGED_OUT = "aged out of JOBS retention before any worker took it"
+AGED_OUT_RETRY = "aged out of JOBS retention while queued for a retry"
+
+
+def ages_out(view: JobView, now: datetime, max_age_s: float) -> bool:
+    """Whether JetStream has dropped the submission of this still-queued job by log time `now`:
+    it was submitted `max_age_s` or more before `now` (JOBS retention; 0 keeps forever).
+
+    The rule fires at the age limit, not before it: until then a worker may still take the job,
+    and a `dead` published earlier would take the `<job>:terminal` id from its result.
+    """
+    if max_age_s <= 0 or view.status != "queued" or view.submitted_at is None:
+        return False
+    if view.jobs_seq is None:
+        return False  # a view without its submission: nothing of it is in JOBS to age out
+    return (now - view.submitted_at).total_seconds() >= max_age_s
+
+
+def aged_out_dead(view: JobView) -> JobDead:
+    """The `dead` event that records a queued job dropped by JOBS retention (`ages_out`)."""
+    if view.jobs_seq is None:
+        raise ValueError(f"Job {view.job_id!r} has no submission in JOBS to age out.")
+    return JobDead(
+        job_id=view.job_id,
+        attempts=view.attempts,
+        jobs_seq=view.jobs_seq,
+        reason=AGED_OUT_RETRY if view.attempts else AGED_OUT,
+    )

@@ -12,6 +12,11 @@ README). Invalid WORKERS and JOB_EVENTS messages are recorded on ``<prefix>.inva
 (Nats-Msg-Id ``invalid:<stream>:<seq>``, so a restart does not record them twice) before the
 batch commits.
 
+A job still queued when JOBS retention drops its submission would vanish unrecorded: once a
+minute of log time (the newest stream time applied) it publishes `dead` for each such job
+(projections.jobs.ages_out; id ``<job>:terminal``). At each hour's end in log time it publishes
+an hour rollup of each worker's pings to ROLLUPS (projections.rollup) before the batch commits.
+
 A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
 does.
 
@@ -46,9 +51,11 @@ from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events.addressing import Speaker
 from jetgrid.events.errors import ConfigError, JetgridError
+from jetgrid.events.streams import JOBS
 from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
 from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.jobs import aged_out_dead, ages_out
 from jetgrid.projections.store import Store
 
 __all__ = ["Projector", "ProjectorStats", "open_projector"]
@@ -57,6 +64,7 @@ log = logging.getLogger("jetgrid.projector")
 
 BATCH_MAX = 2_000
 HIGH_WATER = 50_000
+AGED_OUT_CHECK_S = 60.0  # log time between two looks for queued jobs that aged out of JOBS
 SPEAKER = Speaker.service("projector")
 
 
@@ -115,6 +123,7 @@ class Projector(Folder):
         self._published: dict[str, tuple[str, float | None]] = {}
         self.ready = asyncio.Event()
         self._owned = False
+        self._aged_checked: datetime | None = None
 
     def __repr__(self) -> str:
         s = self.stats
@@ -253,6 +262,8 @@ class Projector(Folder):
             s.positions = dict(changes.positions)
             if self.snapshots:
                 await self._maybe_snapshot(n, s.last_time)
+            if self.publish:
+                await self.end_aged_out(s.last_time)
             async with self._committed:
                 self._committed.notify_all()
 
@@ -308,6 +319,9 @@ class Projector(Folder):
 
     # -- side effects -------------------------------------------------------------------------
     async def before_commit(self, changes: Changes) -> None:
+        if self.publish:  # <worker>:rollup:<hour>: a replay or restart sends the same ids
+            for rollup in changes.rollups:
+                await self.bus.store(rollup, SPEAKER)
         if not changes.invalid:
             return
         self.stats.invalid += len(changes.invalid)
@@ -324,6 +338,31 @@ class Projector(Folder):
                 headers=inv.headers,
             )
             log.info("invalid %s message at seq %s: %s", inv.stream, inv.seq, inv.reason)
+
+    async def end_aged_out(self, now: datetime | None) -> int:
+        """Publish `dead` for each queued job that JOBS retention dropped by log time `now`
+        (projections.jobs.ages_out), at most once per minute of log time; how many it sent."""
+        max_age = self.settings.retention[JOBS].max_age_s
+        if now is None or max_age <= 0:
+            return 0
+        last = self._aged_checked
+        if last is not None and (now - last).total_seconds() < AGED_OUT_CHECK_S:
+            return 0
+        self._aged_checked = now
+        sent = 0
+        for view in await self.store.queued_jobs():
+            if not ages_out(view, now, max_age):
+                continue
+            try:  # <job>:terminal: a second projector, or a retry, is the same message
+                await self.bus.store(aged_out_dead(view), SPEAKER)
+            except JetgridError as exc:
+                self.stats.errors += 1
+                log.warning("job %s aged out of JOBS but its dead event failed: %s",
+                            view.job_id, exc)  # fmt: skip
+                continue
+            sent += 1
+            log.info("job %s aged out of JOBS retention while queued: dead", view.job_id)
+        return sent
 
     async def _bucket(self) -> Any:
         if self._kv is None:

@@ -369,6 +369,13 @@ class Store:
             return [dict(r) for r in (await conn.execute(q)).mappings()]
 
     @_translated("reading the job views")
+    @_translated("loading queued jobs")
+    async def queued_jobs(self) -> list[JobView]:
+        """Every job whose stored status is ``queued``."""
+        async with self.engine.connect() as conn:
+            res = await conn.execute(select(jobs_t).where(jobs_t.c.status == "queued"))
+            return [job_from_row(r) for r in res.mappings()]
+
     async def jobs(self) -> list[JobView]:
         async with self.engine.connect() as conn:
             res = await conn.execute(select(jobs_t).order_by(jobs_t.c.job_id))

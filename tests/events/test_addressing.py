@@ -24,6 +24,7 @@ from jetgrid.events import (
     WorkerDraining,
     WorkerHeartbeat,
     WorkerRegistered,
+    WorkerRollup,
 )
 from jetgrid.events.addressing import Address, Speaker, address, event_name, message_id
 
@@ -63,6 +64,9 @@ ROWS: list[tuple[Event, Speaker, str, str | None]] = [
     (WorkerDraining(worker_id="w1"), W1, "jg.worker.w1.draining", "w1:boot1:draining"),
     (WorkerDeregistered(worker_id="w1"), W1, "jg.worker.w1.deregistered",
      "w1:boot1:deregistered"),
+    (WorkerRollup(worker_id="w1", hour=7200, interval_s=5, origin=1.5, first_slot=0, lo=0,
+                  top=719, bits="", healthy_slots=720, total_slots=720, tier="gold"),
+     Speaker.service("projector"), "jg.rollup.w1", "w1:rollup:7200"),
     (InvalidMessage.of(b"x", stream="JOBS", subject="jg.jobs.fast.m", seq=9, reason="r"),
      Speaker.service("projector"), "jg.invalid.JOBS", "invalid:JOBS:9"),
     (InvalidMessage.of(b"x", stream="JOBS", subject="jg.jobs.fast.m", reason="r"),

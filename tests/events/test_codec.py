@@ -52,6 +52,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "jetgrid.worker.heartbeat": dict(worker_id="w1", n=0, healthy=True, interval_s=5, in_flight=0),
     "jetgrid.worker.draining": dict(worker_id="w1"),
     "jetgrid.worker.deregistered": dict(worker_id="w1"),
+    "jetgrid.worker.rollup": dict(
+        worker_id="w1",
+        hour=3600,
+        interval_s=5.0,
+        origin=0.5,
+        first_slot=0,
+        lo=0,
+        top=719,
+        bits="",
+        healthy_slots=0,
+        total_slots=720,
+        tier="probation",
+    ),
     "jetgrid.invalid.message": dict(
         stream="JOBS", subject="jetgrid.jobs.fast.m", reason="r", original_b64="eA=="
     ),

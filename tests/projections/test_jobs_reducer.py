@@ -19,7 +19,15 @@ from jetgrid.events import (
     JobStarted,
     JobSubmitted,
 )
-from jetgrid.projections.jobs import JobView, apply
+from jetgrid.events.addressing import Speaker, message_id
+from jetgrid.projections.jobs import (
+    AGED_OUT,
+    AGED_OUT_RETRY,
+    JobView,
+    aged_out_dead,
+    ages_out,
+    apply,
+)
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -129,3 +137,36 @@ def test_a_refusal_of_another_submission_does_not_end_an_accepted_job() -> None:
         assert v.status == "completed" and v.jobs_seq == 1, order
     v = fold(env(REJ, 9), env(CLAIM, 10), env(DONE, 11))  # claim of seq 1 seen first
     assert v.status == "completed" and v.jobs_seq == 1
+
+
+DAY = 86400.0
+RETRY = JobRetrying(job_id="j", worker_id="w1", attempt=1, reason="oom", delay_s=0)
+
+
+@pytest.mark.parametrize(
+    ("events", "age_s", "max_age_s", "reason"),
+    [
+        ([SUB], 30 * DAY, 30 * DAY, AGED_OUT),  # at the limit: JetStream drops it now
+        ([SUB], 31 * DAY, 30 * DAY, AGED_OUT),  # a projector that was down catches up
+        ([SUB], 30 * DAY - 1, 30 * DAY, None),  # a worker may still take it
+        ([SUB], 365 * DAY, 0.0, None),  # kept forever
+        ([SUB, CLAIM], 31 * DAY, 30 * DAY, None),  # taken: its worker decides
+        ([SUB, CLAIM, START], 31 * DAY, 30 * DAY, None),
+        ([SUB, CLAIM, RETRY], 31 * DAY, 30 * DAY, AGED_OUT_RETRY),  # queued again, then dropped
+        ([SUB, DONE], 31 * DAY, 30 * DAY, None),  # ended
+        ([CLAIM, RETRY], 31 * DAY, 30 * DAY, None),  # no submission seen: nothing in JOBS
+    ],
+)
+def test_a_queued_job_ends_dead_when_it_ages_out_of_jobs(
+    events: list[Any], age_s: float, max_age_s: float, reason: str | None
+) -> None:
+    view = fold(*(env(e, i + 1) for i, e in enumerate(events)))
+    now = T0 + timedelta(seconds=age_s)
+    assert ages_out(view, now, max_age_s) is (reason is not None)
+    if reason is not None:
+        dead = aged_out_dead(view)
+        assert (dead.reason, dead.jobs_seq, dead.attempts) == (reason, 1, view.attempts)
+        assert message_id(dead, Speaker.service("projector")) == "j:terminal"
+        after = apply(view, env(dead, 99, age_s))
+        assert after.status == "dead" and after.error == reason
+        assert not ages_out(after, now, max_age_s)

@@ -222,3 +222,84 @@ async def test_the_tiers_bucket_is_provisioned_once(streams, nc) -> None:
     assert await ensure_tiers_bucket(js, streams.tiers_bucket) is False
     status = await (await js.key_value(streams.tiers_bucket)).status()
     assert status.history == 5
+
+
+async def test_a_queued_job_that_ages_out_of_jobs_ends_dead(log, bus, make_store) -> None:
+    from datetime import timedelta
+
+    from jetgrid.events import JobSubmitted, encode
+    from jetgrid.projections.jobs import AGED_OUT
+
+    subj = log.settings.subjects
+    sub = JobSubmitted(job_id="waits", model="echo", pool="standard", prompt="hi")
+    await log.raw(subj.submit("standard", "echo"), encode(sub, source="t", id="waits",
+                                                          time=log.at(0)))  # fmt: skip
+    await log.job("done", "w1", 1)
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    try:
+        await proj.wait_caught_up()
+        max_age = log.settings.retention[JOBS].max_age_s
+        assert await proj.end_aged_out(log.at(max_age - 1)) == 0  # a worker may still take it
+        assert await proj.end_aged_out(log.at(max_age + 1)) == 0  # checked a minute ago
+        assert await proj.end_aged_out(log.at(max_age + 61)) == 1
+        await proj.wait_caught_up()
+        views = {v.job_id: v for v in await store.jobs()}
+        assert (views["waits"].status, views["waits"].error) == ("dead", AGED_OUT)
+        assert views["done"].status == "completed"
+        assert await proj.end_aged_out(log.at(max_age) + timedelta(days=1)) == 0  # ended
+    finally:
+        await proj.stop()
+
+
+async def test_an_hour_rollup_is_published_once_and_folds_to_the_raw_tracker(
+    log, nc, bus, make_store
+) -> None:
+    from jetgrid.events import Envelope, WorkerHeartbeat, WorkerRegistered
+    from jetgrid.events.workers import WorkerRollup
+    from jetgrid.projections import workers as wr
+    from jetgrid.projections.fold import fold_config
+    from jetgrid.projections.rollup import apply_rollup
+
+    miss = set(range(100, 3500, 7))
+    await log.register("w1")
+    await log.pings("w1", 1, 3590, miss=miss)  # across the hour boundary inside the last hour
+    end = (int(log.at(0).timestamp()) // 3600 + 1) * 3600
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    try:
+        await proj.wait_caught_up()
+    finally:
+        await proj.stop()
+    stream = log.settings.streams.rollups
+    got = await bus.last_message(stream, log.settings.subjects.rollup("w1"))
+    assert got is not None and got.headers["Nats-Msg-Id"] == f"w1:rollup:{end - 3600}"
+    ev = decode(got.data).event
+    assert isinstance(ev, WorkerRollup) and ev.hour == end - 3600 and ev.total_slots > 0
+
+    # The raw pings of that hour, folded by the pure reducer, give the tracker the rollup gives.
+    windows = fold_config(log.settings).windows
+    reg = WorkerRegistered(worker_id="w1", pools=["standard"], models=["echo"], backend="echo",
+                           concurrency=2, heartbeat_interval_s=1.0, boot_id="b1")  # fmt: skip
+    view = wr.apply(None, Envelope(id="r", source="t", time=log.at(0), event=reg), windows=windows)
+    for i in range(3590):
+        t = log.at(1 + i)
+        if i in miss or t.timestamp() >= end:
+            continue
+        ping = WorkerHeartbeat(worker_id="w1", n=1 + i, healthy=True, interval_s=1.0,
+                               in_flight=0, boot_id="b1")  # fmt: skip
+        view = wr.apply(view, Envelope(id=f"p{i}", source="t", time=t, event=ping),
+                        windows=windows)  # fmt: skip
+    folded = apply_rollup(None, ev, windows=windows)
+    assert folded.uptime == view.uptime
+    assert folded.uptime is not None and view.uptime is not None
+    assert folded.uptime.windows(end) == view.uptime.windows(end)
+
+    # A second projector over the same log publishes the same id: still one rollup stored.
+    again = await _start(log.settings, bus, make_store())
+    try:
+        await again.wait_caught_up()
+    finally:
+        await again.stop()
+    info = await nc.jetstream().stream_info(stream)
+    assert info.state.messages == 1
