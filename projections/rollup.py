@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,17 +158,14 @@ def fold_rollup(
         fresh_bits ^= 1 << j
     if t.top < rollup.top:
         t = t._advance(rollup.top, False)
-    return UptimeTracker(
-        t.interval,
-        t.horizon,
-        t.rings,
-        rollup.origin,
-        min(rollup.first_slot, t.first_slot if t.first_slot is not None else rollup.first_slot),
-        t.top,
-        t.mask,
-        rollup.away,
-        rollup.provisional,
-        rollup.resumed,
+    first = rollup.first_slot if t.first_slot is None else min(rollup.first_slot, t.first_slot)
+    return replace(
+        t,
+        origin=rollup.origin,
+        first_slot=first,
+        away=rollup.away,
+        provisional=rollup.provisional,
+        resumed=rollup.resumed,
     )
 
 

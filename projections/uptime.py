@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jetgrid.events.errors import ConfigError
@@ -317,19 +317,7 @@ class UptimeTracker:
         """
         if self.first_slot is None or self.away is not None:
             return self
-        away = max(self.slot_of(t), self.top)
-        return UptimeTracker(
-            self.interval,
-            self.horizon,
-            self.rings,
-            self.origin,
-            self.first_slot,
-            self.top,
-            self.mask,
-            away,
-            until,
-            self.resumed,
-        )
+        return replace(self, away=max(self.slot_of(t), self.top), provisional=until)
 
     def resume(self, t: float) -> UptimeTracker:
         """The tracker counting again from event time `t`, the paused slots cut out."""
@@ -337,35 +325,13 @@ class UptimeTracker:
             return self
         start = self.away + 1 if self.away == self.top and self.mask & 1 else self.away
         origin = t - self.interval / 2 - start * self.interval
-        return UptimeTracker(
-            self.interval,
-            self.horizon,
-            self.rings,
-            origin,
-            self.first_slot,
-            self.top,
-            self.mask,
-            None,
-            None,
-            t,
-        )
+        return replace(self, origin=origin, away=None, provisional=None, resumed=t)
 
     def cancel(self) -> UptimeTracker:
         """The tracker unpaused without moving its grid: the paused slots count."""
         if self.away is None:
             return self
-        return UptimeTracker(
-            self.interval,
-            self.horizon,
-            self.rings,
-            self.origin,
-            self.first_slot,
-            self.top,
-            self.mask,
-            None,
-            None,
-            self.resumed,
-        )
+        return replace(self, away=None, provisional=None)
 
     def _judged_slot(self, now: float) -> int:
         """The slot in progress at `now`: the window ends before it (at the pause if paused)."""
