@@ -56,6 +56,8 @@ from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.jobs import aged_out_dead, ages_out
+from jetgrid.projections.prelude import fold_rollups
+from jetgrid.projections.replay import purged_rollups
 from jetgrid.projections.store import Store
 
 __all__ = ["Projector", "ProjectorStats", "open_projector"]
@@ -174,6 +176,8 @@ class Projector(Folder):
         )
         self.stats.positions = dict(self.fold.positions)
         self._buffer.clear()
+        if not loaded.workers and not any(loaded.positions.values()):
+            await self._fold_purged_hours()
         if self.publish:
             await self._reconcile_kv()
         for logical, (stream, subject) in stream_filters(self.settings).items():
@@ -195,6 +199,16 @@ class Projector(Folder):
                 pending_bytes_limit=-1,
             )
             self._subs.append(sub)
+
+    async def _fold_purged_hours(self) -> None:
+        """A fresh projector over a WORKERS stream whose oldest pings aged out folds the rollups
+        of those hours first (projections.prelude); a missing stream is reported just after."""
+        try:
+            rollups = await purged_rollups(self.bus, self.settings)
+        except NotFound:
+            return
+        if fold_rollups(self.fold, rollups):
+            await self.apply([])
 
     async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []
