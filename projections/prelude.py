@@ -1,17 +1,20 @@
 """The purged past from rollups: what a reader folds before a WORKERS stream whose oldest raw
 pings have aged out (or were purged). Pure.
 
-`before_cut` picks, from the ROLLUPS stream, the rollups of hours that end at or before the
-time of the first retained WORKERS message (they describe pings that are gone), in hour order;
-rollups of hours the retained log covers are ignored, since its raw pings say more.
+`before_cut` picks, from the ROLLUPS stream, the rollups of hours that start before the time
+of the first retained WORKERS message (the cut), in hour order: they describe pings that are
+gone; rollups of later hours are ignored, since the retained log's raw pings say more. When the
+cut falls inside an hour, that hour's rollup is folded too (else its purged part would be lost):
+the retained pings of that hour then arrive behind the tracker's newest slot and change nothing,
+as late duplicates would.
 `fold_rollups` applies them to a Fold before the retained log: each worker's tracker, pause
 state and tier at those hour ends (projections.rollup.apply_rollup), the tier changes recorded
 at the hour ends, and the fold's clock at the last of them.
 
-What rollups do not carry: a worker's registration (models, pools, backend), drains and job
-counts of the purged hours, and tier changes inside an hour (a tier change shows at the end of
-the hour it happened in). Tiers, uptime windows and the hysteresis that follows are exact when
-the cut is at an hour's end; the raw pings of the hour that holds a later cut are not replaced.
+What rollups do not carry: a worker's registration details (models, pools, backend), its ping
+and job counts over the purged hours, and tier changes inside an hour (one shows at the end of
+the hour it happened in, up to the end of the hour that holds the cut). The trackers, and so the
+uptime windows and the tiers after that hour's end, are those of the full log.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ __all__ = ["before_cut", "fold_rollups"]
 
 
 def before_cut(rollups: Iterable[WorkerRollup], cut: datetime | None) -> list[WorkerRollup]:
-    """The rollups of hours ending at or before `cut` (None: WORKERS holds nothing any more, so
+    """The rollups of hours starting before `cut` (None: WORKERS holds nothing any more, so
     every hour is gone), one per worker and hour, in (hour, worker) order."""
     limit = None if cut is None else cut.timestamp()
     chosen: dict[tuple[int, str], WorkerRollup] = {}
     for ev in rollups:
-        if limit is None or ev.hour + HOUR_S <= limit:
+        if limit is None or ev.hour < limit:
             chosen.setdefault((ev.hour, ev.worker_id), ev)
     return [chosen[k] for k in sorted(chosen)]
 

@@ -94,15 +94,19 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@pytest.mark.parametrize(
+    "cut_s", [3 * H, 3 * H + 1300], ids=["at-an-hour-end", "inside-a-sick-spell-after-a-return"]
+)
 async def test_a_log_whose_raw_pings_aged_out_replays_to_the_same_tiers_and_audit(
-    log, nc, bus, make_store
+    log, nc, bus, make_store, cut_s: int
 ) -> None:
     hour0 = (int(datetime.now(UTC).timestamp()) // H - 5) * H
     log.t0 = datetime.fromtimestamp(hour0, UTC)
     s = log.settings
     seqs = await _publish(log, _events())
     for i, (wid, t) in enumerate([("w1", 1800), ("w2", 2 * H + 900), ("w1", 3 * H + 600),
-                                  ("w2", 3 * H + 1300), ("w3", 3 * H + 2400)]):  # fmt: skip
+                                  ("w2", 3 * H + 1300), ("w3", 3 * H + 2400), ("w1", 4 * H + 100),
+                                  ("w2", 4 * H + 120)]):  # fmt: skip
         await log.job(f"j{i}", wid, t)
 
     proj = Projector(s, make_store(), bus)  # publishes the hour rollups
@@ -115,8 +119,10 @@ async def test_a_log_whose_raw_pings_aged_out_replays_to_the_same_tiers_and_audi
     await replay(s, full_store, bus)
     full_audit = await gather(s, bus, fold_config(s))
 
-    cut_at = hour0 + 3 * H  # the first retained ping is at the cut: retention at an hour's end
-    cut_seq = next(q for t, q in seqs if hour0 + t >= cut_at)
+    cut_seq = next(q for t, q in seqs if t >= cut_s)  # the first retained ping is at the cut
+    cut_at = hour0 + 4 * H  # known from rollups until the end of the hour that holds the cut
+    if cut_s == 3 * H:
+        cut_at = hour0 + 3 * H
     await nc.jetstream().purge_stream(s.streams.workers, seq=cut_seq)
     part_store = make_store()
     await replay(s, part_store, bus)
@@ -149,10 +155,10 @@ async def test_a_log_whose_raw_pings_aged_out_replays_to_the_same_tiers_and_audi
             assert a[wid].pop("from_rollups_until") is None
             assert b[wid].pop("from_rollups_until") == cut
             assert b[wid] == a[wid]
-        assert sum(r["claims"] for r in a.values()) == 3
+        assert sum(r["claims"] for r in a.values()) == (5 if cut_s == 3 * H else 2)
 
 
-def test_only_rollups_of_hours_that_end_by_the_cut_are_used_once_each_in_hour_order() -> None:
+def test_only_rollups_of_hours_that_start_before_the_cut_are_used_once_each_in_hour_order() -> None:
     def ev(wid: str, hour: int, tier: str = "full") -> WorkerRollup:
         return WorkerRollup(
             worker_id=wid, hour=hour, interval_s=5.0, origin=0.0, first_slot=0, lo=0, top=1,
@@ -166,4 +172,5 @@ def test_only_rollups_of_hours_that_end_by_the_cut_are_used_once_each_in_hour_or
         ("a", H, "full"), ("a", 2 * H, "full"), ("b", 2 * H, "full")
     ]  # fmt: skip
     assert len(before_cut([ev("a", 3 * H)], None)) == 1
-    assert before_cut([ev("a", 2 * H)], cut - timedelta(seconds=1)) == []
+    assert before_cut([ev("a", 3 * H)], cut) == []  # the retained log starts that hour
+    assert len(before_cut([ev("a", 2 * H)], cut - timedelta(seconds=1))) == 1  # its purged part
