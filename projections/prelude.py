@@ -42,12 +42,17 @@ def before_cut(rollups: Iterable[WorkerRollup], cut: datetime | None) -> list[Wo
 
 def fold_rollups(fold: Fold, rollups: Iterable[WorkerRollup]) -> dict[str, datetime]:
     """Apply `rollups` (from `before_cut`) to `fold`, whose WORKERS log is still unread; returns,
-    per worker, the end of the last hour known from rollups only."""
+    per worker, the end of the last hour known from rollups only. A rollup whose bitmap does not
+    decode is skipped and counted in ``fold.counts["invalid"]``."""
     cfg = fold.config
     until: dict[str, datetime] = {}
     for ev in rollups:
         old = fold.workers.get(ev.worker_id)
-        new = apply_rollup(old, ev, cfg.policy, cfg.windows)
+        try:
+            new = apply_rollup(old, ev, cfg.policy, cfg.windows)
+        except ValueError:  # its bitmap is not one: skipped and counted, like an invalid event
+            fold.counts["invalid"] += 1
+            continue
         end = datetime.fromtimestamp(ev.hour + HOUR_S, UTC)
         until[ev.worker_id] = end
         if fold.clock is None or end > fold.clock:

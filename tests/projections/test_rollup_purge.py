@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from jetgrid.events import WorkerDeregistered, WorkerDraining, WorkerHeartbeat, encode
+from jetgrid.events import Subjects, WorkerDeregistered, WorkerDraining, WorkerHeartbeat, encode
 from jetgrid.events.workers import WorkerRegistered, WorkerRollup
 from jetgrid.projections.audit import BudgetRule, report_worker
 from jetgrid.projections.audit_log import gather
-from jetgrid.projections.fold import fold_config
-from jetgrid.projections.prelude import before_cut
+from jetgrid.projections.fold import Fold, fold_config
+from jetgrid.projections.prelude import before_cut, fold_rollups
 from jetgrid.projections.replay import replay
+from jetgrid.projections.rollup import encode_bits
 from jetgrid.projections.runner import Projector
 
 pytestmark = pytest.mark.integration
@@ -174,3 +175,17 @@ def test_only_rollups_of_hours_that_start_before_the_cut_are_used_once_each_in_h
     assert len(before_cut([ev("a", 3 * H)], None)) == 1
     assert before_cut([ev("a", 3 * H)], cut) == []  # the retained log starts that hour
     assert len(before_cut([ev("a", 2 * H)], cut - timedelta(seconds=1))) == 1  # its purged part
+
+
+def test_a_rollup_whose_bitmap_does_not_decode_is_skipped_and_counted() -> None:
+    def ev(hour: int, bits: str) -> WorkerRollup:
+        return WorkerRollup(
+            worker_id="w1", hour=hour, interval_s=5.0, origin=0.0, first_slot=0, lo=0,
+            top=hour // 5 + 719, bits=bits, healthy_slots=0, total_slots=0, tier="full",
+        )  # fmt: skip
+
+    fold = Fold(Subjects())
+    until = fold_rollups(fold, [ev(0, "not a bitmap!"), ev(H, encode_bits((1 << 720) - 1))])
+    assert fold.counts["invalid"] == 1
+    assert until == {"w1": datetime.fromtimestamp(2 * H, UTC)}
+    assert fold.workers["w1"].tier == "full" and fold.clock == until["w1"]
