@@ -122,7 +122,7 @@ async def gather(
     AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
     if archive is None:  # an archive holds the raw pings themselves
-        audit.rollups_until = fold_rollups(audit.fold, await purged_rollups(bus, settings))
+        audit.rollups_until = fold_rollups(audit.fold, await purged_rollups(bus, settings, until))
         await audit.apply([])
     for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -36,6 +36,7 @@ from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.prelude import before_cut, fold_rollups
+from jetgrid.projections.rollup import HOUR_S
 from jetgrid.projections.store import Store
 
 __all__ = ["Batches", "ReplayResult", "feed", "purged_rollups", "read_stream", "replay"]
@@ -91,7 +92,7 @@ async def replay(
         )
     folder = Folder(settings, store, Fold(settings.subjects, config))
     if archive is None:  # an archive holds the raw pings themselves
-        if fold_rollups(folder.fold, await purged_rollups(bus, settings)):
+        if fold_rollups(folder.fold, await purged_rollups(bus, settings, until_time)):
             await folder.apply([])
     targets: dict[str, int] = {}
     for logical, (stream, _) in stream_filters(settings).items():
@@ -239,10 +240,12 @@ class _Rollups:
                 self.events.append(ev)
 
 
-async def purged_rollups(bus: Bus, settings: Settings) -> list[WorkerRollup]:
+async def purged_rollups(
+    bus: Bus, settings: Settings, until: datetime | None = None
+) -> list[WorkerRollup]:
     """The rollups of the hours before the first message WORKERS still holds (its event time,
     or its stream time if earlier or if it is not an event; projections.prelude.before_cut);
-    none when WORKERS still starts at sequence 1."""
+    none when WORKERS still starts at sequence 1. With `until`, only hours that end by then."""
     stream = settings.streams(WORKERS)
     info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
     first, count = int(info.state.first_seq), int(info.state.messages)
@@ -262,4 +265,6 @@ async def purged_rollups(bus: Bus, settings: Settings) -> list[WorkerRollup]:
     name = settings.streams.rollups
     last = await bus.last_seq(name)
     await read_stream(bus.js, rollups, "ROLLUPS", name, ">", last, None, 20_000, None)
+    if until is not None and (cut is None or until < cut):
+        cut = until - timedelta(seconds=HOUR_S, microseconds=-1)  # so each hour ends by `until`
     return before_cut(rollups.events, cut)
