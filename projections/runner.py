@@ -16,6 +16,8 @@ A job still queued when JOBS retention drops its submission would vanish unrecor
 minute of log time (the newest stream time applied) it publishes `dead` for each such job
 (projections.jobs.ages_out; id ``<job>:terminal``). At each hour's end in log time it publishes
 an hour rollup of each worker's pings to ROLLUPS (projections.rollup) before the batch commits.
+Started with nothing folded on a WORKERS stream whose oldest pings aged out, it first folds the
+rollups of those hours (projections.prelude).
 
 A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
 does.
