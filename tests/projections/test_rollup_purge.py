@@ -36,14 +36,15 @@ def _events() -> list[tuple[float, Any, str]]:
         out.append((t, ev, "registered"))
 
     def pings(wid: str, start: float, end: float, boot: str, sick: list[tuple[float, float]]):
-        t, n = start, 1
+        t = start
         while t < end:
             healthy = not any(a <= t < b for a, b in sick)
+            n = int(t / STEP)  # the ping counter of a boot only grows
             ev = WorkerHeartbeat(
                 worker_id=wid, n=n, healthy=healthy, interval_s=STEP, in_flight=0, boot_id=boot
             )
             out.append((t, ev, "heartbeat"))
-            t, n = t + STEP, n + 1
+            t += STEP
 
     for wid in ("w1", "w2", "w3"):
         reg(wid, 0.0, "b1")
