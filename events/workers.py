@@ -108,7 +108,8 @@ class WorkerRollup(_WorkerEvent):
     Published by the projector on ``<prefix>.rollup.<worker_id>`` (the ROLLUPS stream, kept far
     longer than raw pings) once the hour is over in event time, under the Nats-Msg-Id
     ``<worker_id>:rollup:<hour>``. The slot fields are the tracker's own (projections.rollup);
-    `healthy_slots`, `total_slots`, `tier` and `jobs_taken` are the hour's summary for people.
+    `healthy_slots`, `total_slots`, `tier` and `jobs_taken` are the hour's summary for people;
+    the lifecycle fields let a reader whose raw pings aged out go on exactly (projections.prelude).
     """
 
     type: Literal["jetgrid.worker.rollup"] = "jetgrid.worker.rollup"
@@ -127,3 +128,11 @@ class WorkerRollup(_WorkerEvent):
     total_slots: int = Field(ge=0)
     tier: str
     jobs_taken: int = Field(default=0, ge=0)
+    # The worker's lifecycle at the hour's end, epoch seconds (the absence rules of the tracker
+    # depend on it); absent in rollups published before these fields existed.
+    registered_at: float | None = None
+    draining_at: float | None = None
+    deregistered_at: float | None = None
+    last_ping_at: float | None = None
+    boot_id: str | None = Field(default=None, max_length=200)
+    reanchor: bool = False

@@ -25,7 +25,12 @@ tier budget because no one else took the job within the tier's fallback wait
 violation, and spends no token of the bucket above.
 
 A claim's **tier** (for "jobs taken per tier") is the worker's tier at the claim's event time
-exactly, without grace. Latency is from a job's submission to its first terminal event.
+exactly, without grace.
+
+**From rollups**: where a worker's raw pings aged out, its tiers up to ``from_rollups_until``
+come from hour rollups (projections.prelude): a tier change shows at the end of the hour it
+happened in, so claims in those hours are judged against that coarser timeline.
+Latency is from a job's submission to its first terminal event.
 """
 
 from __future__ import annotations
@@ -194,6 +199,8 @@ class WorkerInput:
     uptime: dict[str, float | None] = field(default_factory=dict)
     # (time of the first terminal event, status, seconds since submission or None)
     finished: list[tuple[float, str, float | None]] = field(default_factory=list)
+    # its raw pings before this (epoch seconds) aged out: tiers then are the rollups' hour ends
+    rollups_until: float | None = None
 
 
 def _iso(t: float) -> str:
@@ -221,6 +228,7 @@ def report_worker(
     return {
         "worker_id": w.worker_id,
         "uptime": w.uptime,
+        "from_rollups_until": None if w.rollups_until is None else _iso(w.rollups_until),
         "tier_timeline": [
             {"since": _iso(s.since), "tier": s.tier, "factor": s.factor} for s in shown
         ],

@@ -1,9 +1,11 @@
 """Gather the audit's input by replaying the log (no database): tier timelines, claims, outcomes.
 
 WORKERS is folded with the projector's own fold (projections.fold), so the tier timeline is
-exactly the one the projector published; JOBS and JOB_EVENTS give submissions, claims and the
-first terminal event of each job (log order). Streams are read up to their last sequence when the
-audit starts, or to the last message stored at or before `until` (the stream's timestamp).
+exactly the one the projector published (hours whose raw pings aged out come from their
+rollups, projections.prelude, and each worker says up to when); JOBS and JOB_EVENTS give
+submissions, claims and the first terminal event of each job (log order). Streams are read
+up to their last sequence when the audit starts, or to the last message stored at or before
+`until` (the stream's timestamp).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.replay import feed
+from jetgrid.projections.prelude import fold_rollups
+from jetgrid.projections.replay import feed, purged_rollups
 
 __all__ = ["AuditLog", "gather"]
 
@@ -34,6 +37,7 @@ class AuditLog:
     submitted: dict[str, float] = field(default_factory=dict)
     last_claimer: dict[str, str] = field(default_factory=dict)
     terminal: dict[str, tuple[float, str, str | None]] = field(default_factory=dict)
+    rollups_until: dict[str, datetime] = field(default_factory=dict)  # projections.prelude
 
     async def apply(self, items: list[Item]) -> None:
         """The Folder interface (projections.replay.Batches): fold one batch."""
@@ -101,6 +105,7 @@ class AuditLog:
                     self.claims.get(wid, []),
                     uptime,
                     finished.get(wid, []),
+                    until.timestamp() if (until := self.rollups_until.get(wid)) else None,
                 )
             )
         return out
@@ -116,6 +121,9 @@ async def gather(
     """Read the three streams (to `until`, if given; from `archive` first, if given) into an
     AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
+    if archive is None:  # an archive holds the raw pings themselves
+        audit.rollups_until = fold_rollups(audit.fold, await purged_rollups(bus, settings, until))
+        await audit.apply([])
     for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
         await feed(bus, audit, logical, stream, subject, last, until, 20_000, None, archive)

@@ -323,9 +323,14 @@ class Fold:
                 continue
             r = hours.take(view.uptime)
             if r is not None:
-                ev = rollup_event(wid, hour, r, view.uptime, view.tier, 0, self.config.windows)
+                windows = self.config.windows
+                ev = rollup_event(wid, hour, r, view.uptime, view.tier, 0, windows, view)
                 self.rollups.append(ev)
             self._hours[wid] = (hours, view.uptime)
+
+    def changed(self, old: WorkerView | None, new: WorkerView) -> None:
+        """Record a view change made outside the reducer (projections.prelude)."""
+        self._changed(old, new)
 
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id

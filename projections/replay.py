@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -28,14 +28,18 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events import WORKERS, decode
 from jetgrid.events.errors import InvalidEvent
+from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.prelude import before_cut, fold_rollups
+from jetgrid.projections.rollup import HOUR_S
 from jetgrid.projections.store import Store
 
-__all__ = ["Batches", "ReplayResult", "feed", "read_stream", "replay"]
+__all__ = ["Batches", "ReplayResult", "feed", "purged_rollups", "read_stream", "replay"]
 
 
 class Batches(Protocol):
@@ -72,6 +76,8 @@ async def replay(
     """Rebuild the read models into `store` (which must be empty) from sequence 1 (from the
     `archive`, then the streams, when an archive is given).
 
+    When WORKERS no longer starts at sequence 1 and no archive is given, the rollups of the
+    hours before its first message are folded first (projections.prelude).
     Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
@@ -85,6 +91,9 @@ async def replay(
             f"Replay needs a fresh database, but {store.display_url!r} already holds read models."
         )
     folder = Folder(settings, store, Fold(settings.subjects, config))
+    if archive is None:  # an archive holds the raw pings themselves
+        if fold_rollups(folder.fold, await purged_rollups(bus, settings, until_time)):
+            await folder.apply([])
     targets: dict[str, int] = {}
     for logical, (stream, _) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
@@ -213,3 +222,49 @@ async def read_stream(
     if progress:
         progress(logical, target, target)
     return fed
+
+
+class _Rollups:
+    """Collects the WorkerRollup events of a batch (the Batches interface); skips the rest."""
+
+    def __init__(self) -> None:
+        self.events: list[WorkerRollup] = []
+
+    async def apply(self, items: list[Item]) -> None:
+        for it in items:
+            try:
+                ev = decode(it.data).event
+            except InvalidEvent:
+                continue
+            if isinstance(ev, WorkerRollup) and it.subject.endswith(f".{ev.worker_id}"):
+                self.events.append(ev)
+
+
+async def purged_rollups(
+    bus: Bus, settings: Settings, until: datetime | None = None
+) -> list[WorkerRollup]:
+    """The rollups of the hours before the first message WORKERS still holds (its event time,
+    or its stream time if earlier or if it is not an event; projections.prelude.before_cut);
+    none when WORKERS still starts at sequence 1. With `until`, only hours that end by then."""
+    stream = settings.streams(WORKERS)
+    info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
+    first, count = int(info.state.first_seq), int(info.state.messages)
+    if int(info.state.last_seq) == 0 or (count and first <= 1):
+        return []
+    cut = None
+    if count:
+        msg = await bus.call(bus.js.get_msg(stream, seq=first), f"read stream {stream}")
+        cut = msg.time
+        try:
+            t = decode(msg.data or b"").time  # the fold's clock is event time
+        except InvalidEvent:
+            pass
+        else:
+            cut = t if cut is None else min(t, cut)
+    rollups = _Rollups()
+    name = settings.streams.rollups
+    last = await bus.last_seq(name)
+    await read_stream(bus.js, rollups, "ROLLUPS", name, ">", last, None, 20_000, None)
+    if until is not None and (cut is None or until < cut):
+        cut = until - timedelta(seconds=HOUR_S, microseconds=-1)  # so each hour ends by `until`
+    return before_cut(rollups.events, cut)

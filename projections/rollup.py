@@ -178,10 +178,12 @@ def rollup_event(
     tier: str,
     jobs_taken: int = 0,
     windows: UptimeWindows = DEFAULT_WINDOWS,
+    view: WorkerView | None = None,
 ) -> WorkerRollup:
     """The event for `rollup`, the hour starting at `hour` (epoch seconds) of `worker_id`,
     with the hour's summary: healthy and judged slots of the hour as `tracker` (the tracker at
-    the hour's end) counts them, the tier then, and the jobs it took."""
+    the hour's end) counts them, the tier then, and the jobs it took; with `view` (the worker
+    at the hour's end), its lifecycle too."""
     end = float(hour + HOUR_S)
     w = tracker.window(end, HOUR_S) if HOUR_S in tracker.windows_s else None
     healthy = int(w.healthy) if w is not None else rollup.healthy
@@ -202,7 +204,45 @@ def rollup_event(
         total_slots=total,
         tier=tier,
         jobs_taken=jobs_taken,
+        **(_lifecycle(view) if view is not None else {}),
     )
+
+
+def _lifecycle(view: WorkerView) -> dict[str, Any]:
+    def ts(t: datetime | None) -> float | None:
+        return None if t is None else t.timestamp()
+
+    return {
+        "registered_at": ts(view.registered_at),
+        "draining_at": ts(view.draining_at),
+        "deregistered_at": ts(view.deregistered_at),
+        "last_ping_at": ts(view.last_ping_at),
+        "boot_id": view.boot_id,
+        "reanchor": view.reanchor,
+    }
+
+
+def _with_lifecycle(view: WorkerView, ev: WorkerRollup, changes: dict[str, Any]) -> None:
+    """Add to `changes` the lifecycle the rollup carries where it is newer than the view's."""
+
+    def newer(name: str, value: float | None) -> None:
+        t = None if value is None else datetime.fromtimestamp(value, UTC)
+        if t is not None and (getattr(view, name) is None or t > getattr(view, name)):
+            changes[name] = t
+
+    newer("registered_at", ev.registered_at)
+    newer("draining_at", ev.draining_at)
+    newer("deregistered_at", ev.deregistered_at)
+    if ev.registered_at is not None:
+        changes["registered"] = True
+    if ev.boot_id is not None:
+        changes["boot_id"] = ev.boot_id
+    if ev.last_ping_at is not None and (
+        view.last_ping is None or view.last_ping.time.timestamp() < ev.last_ping_at
+    ):  # what the rollup knows of the last ping: its time and boot
+        t = datetime.fromtimestamp(ev.last_ping_at, UTC)
+        changes["last_ping"] = wr.LastPing(t, 0, True, ev.interval_s, 0, boot_id=ev.boot_id)
+        changes["reanchor"] = ev.reanchor
 
 
 def rollup_of(ev: WorkerRollup) -> HourRollup:
@@ -233,7 +273,10 @@ def apply_rollup(
     The tier is the one the rollup names (the raw pings' tier at the hour's end: hysteresis
     makes it depend on the path, which the bitmap alone does not give); a tier the policy does
     not know is judged from the folded tracker instead. Tier changes inside the hour are not
-    carried: the history shows the hour's end."""
+    carried: the history shows the hour's end. The lifecycle the rollup carries (registration,
+    drain, deregistration and last ping times, boot) replaces the view's where newer, so the
+    absence rules go on as after the raw events; registration details (pools, models) are not
+    carried."""
     end = datetime.fromtimestamp(ev.hour + HOUR_S, UTC)
     start = datetime.fromtimestamp(ev.hour, UTC)
     if view is None:
@@ -246,6 +289,7 @@ def apply_rollup(
     folded = fold_rollup(tracker, rollup_of(ev), windows)
     last = datetime.fromtimestamp(folded.origin + (folded.top + 0.5) * folded.interval, UTC)
     changes: dict[str, Any] = {"uptime": folded, "as_of": max(view.as_of, end)}
+    _with_lifecycle(view, ev, changes)
     if view.heartbeat_interval_s is None:
         changes["heartbeat_interval_s"] = ev.interval_s
     if last > view.last_seen:

@@ -16,6 +16,8 @@ A job still queued when JOBS retention drops its submission would vanish unrecor
 minute of log time (the newest stream time applied) it publishes `dead` for each such job
 (projections.jobs.ages_out; id ``<job>:terminal``). At each hour's end in log time it publishes
 an hour rollup of each worker's pings to ROLLUPS (projections.rollup) before the batch commits.
+Started with nothing folded on a WORKERS stream whose oldest pings aged out, it first folds the
+rollups of those hours (projections.prelude).
 
 A batch is folded and written by projections.folder.Folder, as a replay (projections.replay)
 does.
@@ -56,6 +58,8 @@ from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.jobs import aged_out_dead, ages_out
+from jetgrid.projections.prelude import fold_rollups
+from jetgrid.projections.replay import purged_rollups
 from jetgrid.projections.store import Store
 
 __all__ = ["Projector", "ProjectorStats", "open_projector"]
@@ -174,6 +178,8 @@ class Projector(Folder):
         )
         self.stats.positions = dict(self.fold.positions)
         self._buffer.clear()
+        if not loaded.workers and not any(loaded.positions.values()):
+            await self._fold_purged_hours()
         if self.publish:
             await self._reconcile_kv()
         for logical, (stream, subject) in stream_filters(self.settings).items():
@@ -195,6 +201,16 @@ class Projector(Folder):
                 pending_bytes_limit=-1,
             )
             self._subs.append(sub)
+
+    async def _fold_purged_hours(self) -> None:
+        """A fresh projector over a WORKERS stream whose oldest pings aged out folds the rollups
+        of those hours first (projections.prelude); a missing stream is reported just after."""
+        try:
+            rollups = await purged_rollups(self.bus, self.settings)
+        except NotFound:
+            return
+        if fold_rollups(self.fold, rollups):
+            await self.apply([])
 
     async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []

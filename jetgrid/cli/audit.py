@@ -44,6 +44,8 @@ def render(report: dict[str, Any]) -> str:
         )
         timeline = " -> ".join(f"{e['tier']}@{e['since']}" for e in w["tier_timeline"]) or "-"
         lines.append(f"  tiers     {timeline}")
+        if w.get("from_rollups_until"):
+            lines.append(f"  rollups   tiers to {w['from_rollups_until']} are from hour rollups")
         lines.append(
             f"  per tier  {', '.join(f'{k} {v}' for k, v in w['claims_per_tier'].items()) or '-'}"
         )
