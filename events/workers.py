@@ -108,7 +108,7 @@ class WorkerRollup(_WorkerEvent):
     Published by the projector on ``<prefix>.rollup.<worker_id>`` (the ROLLUPS stream, kept far
     longer than raw pings) once the hour is over in event time, under the Nats-Msg-Id
     ``<worker_id>:rollup:<hour>``. The slot fields are the tracker's own (projections.rollup);
-    `healthy_slots`, `total_slots`, `tier` and `jobs_taken` are the hour's summary for people;
+    `healthy_slots`, `total_slots` and `tier` are the hour's summary for people;
     the lifecycle fields let a reader whose raw pings aged out go on exactly (projections.prelude).
     """
 
@@ -127,7 +127,6 @@ class WorkerRollup(_WorkerEvent):
     healthy_slots: int = Field(ge=0)
     total_slots: int = Field(ge=0)
     tier: str
-    jobs_taken: int = Field(default=0, ge=0)
     # The worker's lifecycle at the hour's end, epoch seconds (the absence rules of the tracker
     # depend on it); absent in rollups published before these fields existed.
     registered_at: float | None = None

@@ -324,7 +324,7 @@ class Fold:
             r = hours.take(view.uptime)
             if r is not None:
                 windows = self.config.windows
-                ev = rollup_event(wid, hour, r, view.uptime, view.tier, 0, windows, view)
+                ev = rollup_event(wid, hour, r, view.uptime, view.tier, windows, view)
                 self.rollups.append(ev)
             self._hours[wid] = (hours, view.uptime)
 

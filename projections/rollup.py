@@ -176,13 +176,12 @@ def rollup_event(
     rollup: HourRollup,
     tracker: UptimeTracker,
     tier: str,
-    jobs_taken: int = 0,
     windows: UptimeWindows = DEFAULT_WINDOWS,
     view: WorkerView | None = None,
 ) -> WorkerRollup:
     """The event for `rollup`, the hour starting at `hour` (epoch seconds) of `worker_id`,
     with the hour's summary: healthy and judged slots of the hour as `tracker` (the tracker at
-    the hour's end) counts them, the tier then, and the jobs it took; with `view` (the worker
+    the hour's end) counts them, and the tier then; with `view` (the worker
     at the hour's end), its lifecycle too."""
     end = float(hour + HOUR_S)
     w = tracker.window(end, HOUR_S) if HOUR_S in tracker.windows_s else None
@@ -203,7 +202,6 @@ def rollup_event(
         healthy_slots=healthy,
         total_slots=total,
         tier=tier,
-        jobs_taken=jobs_taken,
         **(_lifecycle(view) if view is not None else {}),
     )
 
