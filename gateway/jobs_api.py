@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
@@ -48,7 +50,10 @@ log = logging.getLogger("jetgrid.gateway.jobs")
 MAX_WAIT_S = 300.0
 
 
-def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
+def job_out(
+    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
+) -> dict[str, Any]:
+    """The job as the API shows it; `place`: its (position, ETA) while queued (GET /v1/queue)."""
     out = JobOut(
         id=view.job_id,
         status=view.status if view.status != "unknown" else "queued",
@@ -72,6 +77,10 @@ def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
             else None
         ),
         cancel_requested=view.cancel_requested,
+        submitter=view.submitter,
+        deadline=view.deadline,
+        position=place[0] if place else None,
+        eta_s=round(place[1], 3) if place and place[1] is not None else None,
     )
     return out.model_dump(mode="json")
 
@@ -137,6 +146,18 @@ async def check_served(gw: Gateway, pool: str, model: str) -> None:
         "with ?queue_unserved=true to queue it anyway.",
         field="model",
     )
+
+
+def check_deadline(job: JobSubmitted, now: datetime) -> None:
+    """422 for a job whose deadline has already passed: it could only expire."""
+    deadline = deadline_of(job, now)
+    if late_start(deadline, now):
+        raise HTTPError(
+            422,
+            f"field 'start_by': {job.start_by.isoformat() if job.start_by else None!r} has "
+            f"already passed (now {now.isoformat()}); give a later time, or none.",
+            field="start_by",
+        )
 
 
 def _principal(request: Request) -> str:
@@ -220,7 +241,10 @@ async def submit_job(request: Request) -> Response:
         timeout_s=req.timeout_s,
         idempotency_key=key,
         submitter=request.headers.get("x-jetgrid-submitter"),
+        start_by=req.start_by,
+        ttl_s=req.ttl_s,
     )
+    check_deadline(job, gw.clock())
     waiter = gw.board.waiter(job_id) if wait else None
     try:
         stored = await gw.bus.store(job, gw.speaker)
@@ -292,8 +316,9 @@ async def find_job(request: Request) -> JobView:
 
 
 async def get_job(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
     view = await find_job(request)
-    return JSONResponse(job_out(view, request.app.state.gateway.settings))
+    return JSONResponse(job_out(view, gw.settings, gw.queue.place(view, gw.clock())))
 
 
 async def get_result(request: Request) -> Response:

@@ -19,6 +19,7 @@ from jetgrid.gateway.schemas import (
     JobOut,
     JobResult,
     PoolList,
+    QueueList,
     SubmitAccepted,
     SubmitJob,
 )
@@ -31,6 +32,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobList,
     JobResult,
     PoolList,
+    QueueList,
     ErrorOut,
 )
 REF = "#/components/schemas/{model}"
@@ -199,6 +201,14 @@ def paths() -> dict[str, Any]:
                 "operationId": "listPools",
                 "summary": "Pools with their queues, warm and cold workers and a suggested size",
                 "responses": {"200": _json(PoolList, "the pools"), **_errors(503, *common)},
+            },
+        },
+        "/v1/queue": {
+            "get": {
+                "operationId": "getQueue",
+                "summary": "The live queue per pool, model and tenant: queued, running, waits, "
+                "drain rate",
+                "responses": {"200": _json(QueueList, "the queues"), **_errors(*common)},
             },
         },
     }
