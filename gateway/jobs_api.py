@@ -39,6 +39,7 @@ from jetgrid.events import (
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.limits import holds_wait
+from jetgrid.gateway.queue_api import check_load
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
@@ -229,6 +230,7 @@ async def submit_job(request: Request) -> Response:
         return await _respond(gw, existing, wait, replayed=True)
     if not queue_unserved:
         await check_served(gw, pool, req.model)
+    check_load(gw, pool, req.model)
     job = JobSubmitted(
         job_id=job_id,
         model=req.model,

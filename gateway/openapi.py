@@ -55,7 +55,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "the job is finished",
         413: "the body is too large",
         422: "a field or parameter is wrong (named in `error.field`)",
-        429: "over the key's rate limit or an open-stream or open-wait limit (see Retry-After)",
+        429: "over the key's rate limit, an open-stream or open-wait limit, or the pool's "
+        "max_backlog or max_wait_s (see Retry-After)",
         503: "NATS could not store it",
     }
     return {str(c): _json(ErrorOut, words[c]) for c in codes}

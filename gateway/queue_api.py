@@ -7,6 +7,10 @@ by the board's fold: what is live, not history): per (pool, model) ``queued``, `
 running jobs. A queued job's own view (``GET /v1/jobs/{id}``) carries its ``position`` and
 ``eta_s``. A key scoped to some pools or models sees only those rows.
 
+`check_load` is the gateway's part in shedding (coordinator.shedding): a submit to a pool and
+model over the pool's ``max_backlog`` or ``max_wait_s``, on these figures, is answered 429 with
+``Retry-After`` in the caller's API's error shape, before anything is stored.
+
 `Expiry` is the gateway's part in deadlines (coordinator.deadlines): about once a second it
 publishes `expired` for every job it follows that is still queued past its deadline and the
 sweep's grace, under the terminal id, so gateways that sweep together publish one event.
@@ -28,9 +32,11 @@ from starlette.routing import Route
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.deadlines import expired_event
+from jetgrid.coordinator.shedding import refuse
 from jetgrid.events import JetgridError
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway import auth
+from jetgrid.gateway.errors import HTTPError
 from jetgrid.projections.queue import QueueIndex
 
 if TYPE_CHECKING:
@@ -49,6 +55,25 @@ async def get_queue(request: Request) -> Response:
         if auth.may_see(request, pool=r["pool"], model=r["model"])
     ]
     return JSONResponse({"window_s": gw.queue.window_s, "queues": rows})
+
+
+def check_load(gw: Gateway, pool: str, model: str) -> None:
+    """429 with Retry-After when (`pool`, `model`) is over the pool's max_backlog or
+    max_wait_s (coordinator.shedding), judged on the queue this gateway follows."""
+    cfg = gw.pools.get(pool)
+    if cfg is None or (cfg.max_backlog is None and cfg.max_wait_s is None):
+        return
+    now = gw.clock()
+    queued, oldest = gw.queue.backlog(pool, model, now)
+    refusal = refuse(cfg, model, queued, oldest, gw.queue.drain(pool, model, now))
+    if refusal is not None:
+        raise HTTPError(
+            429,
+            refusal.reason,
+            field="model",
+            code="pool_over_limit",
+            headers={"Retry-After": str(refusal.retry_after_s)},
+        )
 
 
 class QueueGauges:

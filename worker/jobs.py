@@ -4,8 +4,9 @@ Per delivery (`JobRunner.handle`): decode the submission (a bad one, or one whos
 earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery after the last
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
 died) is quarantined, `dead`; a job taken past its deadline is `expired` and acked, never run
-(`JobRunner.expired`); otherwise publish `claimed` (``fallback: true`` when the tier
-budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
+(`JobRunner.expired`), and one that waited past its pool's max_wait_s is `rejected`
+(`JobRunner.shed`, coordinator.shedding); otherwise publish `claimed` (``fallback: true``
+when the tier budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
 requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
 own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
 result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
@@ -30,11 +31,13 @@ from jetgrid.coordinator.deadlines import deadline_of, expired_event, late_start
 from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.shedding import shed_at_take
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
     JobClaimed,
     JobCompleted,
+    JobRejected,
     JobStarted,
     JobSubmitted,
     decode,
@@ -155,6 +158,8 @@ class JobRunner:
             return
         if await self.expired(msg, job, env.time, attempt):
             return
+        if await self.shed(msg, job, seq, md.timestamp, attempt):
+            return
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
@@ -206,6 +211,22 @@ class JobRunner:
         event = expired_event(job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt)
         await self.outcomes.finish(msg, event)
         log.info("job %s: %s", job.job_id, event.reason)
+        return True
+
+    async def shed(
+        self, msg: Delivery, job: JobSubmitted, seq: int, stored_at: datetime, attempt: int
+    ) -> bool:
+        """A job that waited past its pool's max_wait_s for its first delivery is not run
+        (coordinator.shedding): store `rejected` with the reason, ack it and return True."""
+        waited = (self.clock() - stored_at).total_seconds()
+        reason = shed_at_take(self.pool, waited, attempt)
+        if reason is None:
+            return False
+        event = JobRejected(
+            job_id=job.job_id, jobs_seq=seq, reason=reason, worker_id=self.worker_id
+        )
+        await self.outcomes.finish(msg, event)
+        log.info("job %s: %s", job.job_id, reason)
         return True
 
     async def id_taken(self, job_id: str, seq: int, msg_id: str | None) -> str | None:

@@ -14,9 +14,10 @@ from nats.aio.client import Client as NATS
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import now as wall_clock
-from jetgrid.gateway.app import Gateway, create_app
+from jetgrid.gateway.app import Gateway
 from jetgrid.gateway.queue_api import Expiry
 from jetgrid.gateway.schemas import QueueList
+from tests.gateway.conftest import in_process
 from tests.helpers import read_stream, until
 
 pytestmark = pytest.mark.integration
@@ -28,15 +29,8 @@ QUEUE_UNSERVED = "/v1/jobs?queue_unserved=true"
 @pytest.fixture
 async def inproc(streams: Settings) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
     """The gateway app in this process (its state at hand: the clock can be moved)."""
-    app = create_app(streams)
-    gw: Gateway = app.state.gateway
-    await gw.start()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-            yield gw, http
-    finally:
-        await gw.stop()
+    async with in_process(streams) as (gw, http):
+        yield gw, http
 
 
 async def submit(http: httpx.AsyncClient, tenant: str, **fields: Any) -> str:
