@@ -4,14 +4,18 @@ queued jobs `expired` through the gateway's sweep, with one event however many g
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from nats.aio.client import Client as NATS
 
+from jetgrid.cli import main
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import now as wall_clock
 from jetgrid.gateway.app import Gateway
@@ -143,3 +147,39 @@ async def test_a_start_by_already_past_is_422_naming_the_field(
     assert r.status_code == 422 and r.json()["error"]["field"] == "start_by"  # no offset
     r = await http.post(QUEUE_UNSERVED, json={**GHOST, "ttl_s": 0})
     assert r.status_code == 422 and r.json()["error"]["field"] == "ttl_s"
+
+
+async def test_jetgrid_pools_prints_the_gateways_queue_per_tenant(
+    gateway: str, streams: Settings
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        for tenant in ("acme", "acme", "beta"):
+            await submit(http, tenant)
+
+        async def queued() -> bool:
+            return bool(row_of((await http.get("/v1/queue")).json())["queued"] == 3)
+
+        await until(queued)
+    env = {
+        "JETGRID_NATS_URL": streams.nats_url,
+        "JETGRID_SUBJECT_PREFIX": streams.subject_prefix,
+        "JETGRID_STREAM_PREFIX": streams.stream_prefix,
+    }
+    args = ["pools", "--queue", gateway]
+    out = await asyncio.to_thread(CliRunner().invoke, main, args, env=env)
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.split("\n\n", 1)[1].splitlines()
+    assert lines[0].split() == [
+        "POOL", "MODEL", "TENANT", "QUEUED", "RUNNING", "OLDEST", "WAIT-P50", "WAIT-P95",
+        "DRAIN/S", "SHARE",
+    ]  # fmt: skip
+    rows = {tuple(line.split()[:3]): line.split()[3:] for line in lines[1:-1]}
+    assert rows[("standard", "ghost:1b", "(all)")][:2] == ["3", "0"]
+    assert rows[("standard", "ghost:1b", "acme")][:2] == ["2", "0"]
+    assert rows[("standard", "ghost:1b", "beta")][:2] == ["1", "0"]
+    assert lines[-1] == "(waits and drain over the last 300 s)"
+    as_json = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--json"], env=env)
+    assert row_of(json.loads(as_json.stdout)["queue"])["queued"] == 3
+    bad = ["pools", "--queue", "http://127.0.0.1:9"]
+    out = await asyncio.to_thread(CliRunner().invoke, main, bad, env=env)
+    assert out.exit_code == 1 and "Could not read http://127.0.0.1:9/v1/queue" in out.output
