@@ -64,7 +64,7 @@ def check_load(gw: Gateway, pool: str, model: str) -> None:
     if cfg is None or (cfg.max_backlog is None and cfg.max_wait_s is None):
         return
     now = gw.clock()
-    queued, oldest = gw.queue.backlog(pool, model, now)
+    queued, oldest = gw.queue.backlog(pool, model, now, oldest=cfg.max_wait_s is not None)
     refusal = refuse(cfg, model, queued, oldest, gw.queue.drain(pool, model, now))
     if refusal is not None:
         raise HTTPError(

@@ -28,6 +28,7 @@ Definitions (every time is an event time, never the wall clock, except `now`):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -150,6 +151,8 @@ class QueueIndex:
     queued: dict[tuple[str, str], dict[str, JobView]] = field(default_factory=dict)
     running: dict[tuple[str, str], dict[str, JobView]] = field(default_factory=dict)
     starts: deque[Start] = field(default_factory=deque)
+    # The same starts' times per (pool, model), sorted: the drain rate a submit needs in O(log n).
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def observe(self, before: JobView | None, view: JobView) -> None:
         """Track `view` (a job's view after a folded event; `before` is the one it replaced)."""
@@ -175,9 +178,17 @@ class QueueIndex:
         if at is None or view.submitted_at is None or view.pool is None or view.model is None:
             return
         wait = max(0.0, (at - view.submitted_at).total_seconds())
-        self.starts.append(Start(view.pool, view.model, _tenant(view), at.timestamp(), wait))
+        start = Start(view.pool, view.model, _tenant(view), at.timestamp(), wait)
+        self.starts.append(start)
+        times = self.times.setdefault((start.pool, start.model), [])
+        bisect.insort(times, start.at)
         while len(self.starts) > self.max_starts:
-            self.starts.popleft()
+            old = self.starts.popleft()
+            kept = self.times.get((old.pool, old.model))
+            if kept:
+                i = bisect.bisect_left(kept, old.at)
+                if i < len(kept) and kept[i] == old.at:
+                    del kept[i]
 
     def _recent(self, now: float) -> list[Start]:
         while self.starts and self.starts[0].at <= now - self.window_s:
@@ -188,16 +199,23 @@ class QueueIndex:
         """Every (pool, model) with a job queued or running, sorted."""
         return sorted(set(self.queued) | set(self.running))
 
-    def backlog(self, pool: str, model: str, now: datetime) -> tuple[int, float | None]:
-        """(queued jobs, the oldest one's wait in seconds at `now`) of one (pool, model)."""
+    def backlog(
+        self, pool: str, model: str, now: datetime, *, oldest: bool = True
+    ) -> tuple[int, float | None]:
+        """(queued jobs, the oldest one's wait in seconds at `now`, None when `oldest` is
+        False) of one (pool, model)."""
         jobs = self.queued.get((pool, model), {})
-        return len(jobs), _oldest(jobs.values(), now.timestamp())
+        return len(jobs), _oldest(jobs.values(), now.timestamp()) if oldest else None
 
     def drain(self, pool: str, model: str, now: datetime) -> float:
-        """The (pool, model)'s drain rate at `now`."""
+        """The (pool, model)'s drain rate at `now` (as `drain_rate` over its recent starts)."""
         at = now.timestamp()
-        recent = [s.at for s in self._recent(at) if (s.pool, s.model) == (pool, model)]
-        return drain_rate(recent, at, self.window_s, self.since)
+        times = self.times.get((pool, model), [])
+        del times[
+            : bisect.bisect_right(times, at - self.window_s)
+        ]  # no window ending now or later counts them
+        span = min(self.window_s, at - self.since)
+        return bisect.bisect_right(times, at) / span if span > 0 else 0.0
 
     def place(self, view: JobView, now: datetime) -> tuple[int, float | None] | None:
         """(position, ETA in seconds) of a queued job at `now`; None if it is not queued here."""
@@ -207,7 +225,7 @@ class QueueIndex:
         if view.job_id not in line:
             return None
         mine = line_key(line[view.job_id])
-        ahead = sum(1 for v in line.values() if (*line_key(v), v.job_id) < (*mine, view.job_id))
+        ahead = sum(1 for v in line.values() if line_key(v) < mine)  # JOBS seqs are unique
         position = ahead + 1
         return position, eta_s(position, self.drain(view.pool, view.model, now))
 

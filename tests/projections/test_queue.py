@@ -196,3 +196,16 @@ def test_overdue_lists_queued_jobs_past_their_deadline_and_grace() -> None:
     assert q.overdue(s(11), grace_s=2) == []
     assert [v.job_id for v in q.overdue(s(12.5), grace_s=2)] == ["a"]
     assert [v.job_id for v in q.overdue(s(40), grace_s=2)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("max_starts", [3, 10_000])
+def test_the_drain_a_submit_reads_is_the_drain_of_the_figures(max_starts: int) -> None:
+    q = QueueIndex(since=T0.timestamp(), window_s=60.0, max_starts=max_starts)
+    for i, at in enumerate([5.0, 1.0, 30.0, 62.0, 61.0, 90.0, 95.0]):  # out of order, as folded
+        v = view(f"j{i}", i + 1, submitted_at=s(0))
+        q.observe(None, v)
+        q.observe(v, replace(v, status="running", started_at=s(at)))
+    for now in (0.0, 10.0, 61.5, 65.0, 100.0, 200.0):
+        rows = q.figures(s(now))
+        want = rows[0]["drain_per_s"] if rows else 0.0
+        assert round(q.drain("p", "m", s(now)), 4) == want, now
