@@ -1,13 +1,16 @@
 """jetgrid's own jobs API: submit, status, result, cancel, list.
 
-POST /v1/jobs answers 422 for a model no worker has served in the job's pool within the
+POST /v1/jobs answers 422 for a `start_by` already past (coordinator.deadlines), 429 when the
+job's pool and model is over the pool's max_backlog or max_wait_s (gateway.queue_api.check_load),
+and 422 for a model no worker has served in the job's pool within the
 `unserved_model_window_s` setting (live workers always count; gateway.fleet.Fleet.served), as
 such a job would wait with nothing to run it, unless the caller asks ``?queue_unserved=true``;
 queued unserved jobs show in /v1/pools, `jetgrid pools` and /metrics (projections.pools).
 
 GET /v1/jobs/{id}/result answers 200 with the output once the job completed, 202 (with the job
 and Retry-After) while it is queued or running, and 409 naming the outcome when it failed, was
-cancelled or is dead: a result that will never come is a conflict, not a wait.
+cancelled, is dead, was rejected or expired: a result that will never come is a conflict, not a
+wait.
 """
 
 from __future__ import annotations
