@@ -475,7 +475,7 @@ class JobFollower:
             await self._sub.unsubscribe()
 
     async def outcome(self, within_s: float | None) -> Envelope | None:
-        """The job's terminal event (completed, failed, cancelled, dead or rejected) as it is
+        """The job's terminal event (one of events.TERMINAL_NAMES) as it is
         published, or None if none comes within `within_s` (None: wait for ever). Messages on
         the job's subjects that are not valid events are skipped."""
         loop = asyncio.get_running_loop()

@@ -10,6 +10,8 @@ A pools file (TOML, ``--pools-file`` / ``JETGRID_POOLS_FILE``) lists pools in ro
     quarantine_after = 3     # runs that ended with no outcome (the worker died) before it is dead
     backoff_s = [1, 5, 15]   # waits after transient failures (the last one repeats)
     job_timeout_cap_s = 120  # a job's own timeout_s is capped at this
+    max_backlog = 500        # shedding (coordinator.shedding): beyond it, submits get 429
+    max_wait_s = 60          # shedding: past it, submits get 429 and late jobs are rejected
 
 Without a file, the pools named in Settings.pools get the defaults below. A model that matches
 no pattern goes to the default pool (Settings.default_pool).
@@ -37,6 +39,8 @@ class PoolConfig:
     job_timeout_cap_s: float = 600.0
     max_ack_pending: int = 1000
     extra: dict[str, Any] = field(default_factory=dict)
+    max_backlog: int | None = None  # shedding (coordinator.shedding): queued jobs per model
+    max_wait_s: float | None = None  # shedding: the oldest queued job's wait
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before delivery attempt+1 after a transient failure of `attempt` (>= 1)."""
@@ -140,6 +144,10 @@ def _pool_from(raw: Any, where: str) -> PoolConfig:
         for k in ("max_deliver", "max_ack_pending", "quarantine_after"):
             if k in data:
                 fields[k] = int(data.pop(k))
+        if "max_backlog" in data:
+            fields["max_backlog"] = _whole(data.pop("max_backlog"))
+        if "max_wait_s" in data:
+            fields["max_wait_s"] = float(data.pop("max_wait_s"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: pool {name!r} has a bad value: {exc}.") from None
     pool = replace(base, extra=extra, **fields)
@@ -153,9 +161,22 @@ def _pool_from(raw: Any, where: str) -> PoolConfig:
             f"job_timeout_cap_s > 0 (got {pool.ack_wait_s}, {pool.max_deliver}, "
             f"{pool.job_timeout_cap_s})."
         )
+    if (pool.max_backlog is not None and pool.max_backlog < 1) or (
+        pool.max_wait_s is not None and not pool.max_wait_s > 0
+    ):
+        raise ConfigError(
+            f"{where}: pool {name!r} needs max_backlog >= 1 and max_wait_s > 0 when set "
+            f"(got {pool.max_backlog}, {pool.max_wait_s}); leave a key out for no limit."
+        )
     if any(b < 0 for b in pool.backoff_s):
         raise ConfigError(f"{where}: pool {name!r} has a negative backoff: {pool.backoff_s}.")
     return pool
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"max_backlog must be a whole number, got {value!r}")
+    return value
 
 
 def parse_pools(text: str, *, default: str, where: str = "pools file") -> Pools:

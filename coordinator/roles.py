@@ -6,7 +6,8 @@ whose permissions allow only what its component does. The roles:
     admin      provisioning (`jetgrid provision`): no restrictions; the only role that may
                create, update or delete streams and durable consumers other than pool consumers
     gateway    submits jobs and cancel requests; reads the log (ordered consumers), the tiers
-               bucket and token streams; may publish `dead` (the dead-letter watcher)
+               bucket and token streams; may publish `dead` (the dead-letter watcher) and
+               `expired` (its sweep of jobs queued past their deadline)
     projector  reads the log; writes the tiers KV bucket (and may create it) and the
                read-model snapshot object store; publishes `dead` (the dead-letter watcher),
                invalid-event records and hour rollups of pings (`<prefix>.rollup.<worker>`)
@@ -221,6 +222,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *submit,
                 f"{p}.job.*.cancel_requested",
                 f"{p}.job.*.dead",
+                f"{p}.job.*.expired",  # the expiry sweep (coordinator.deadlines)
                 f"{API}.INFO",
                 f"{API}.CONSUMER.INFO.{jobs}.*",  # pool backlogs
                 f"{API}.CONSUMER.NAMES.{jobs}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from jetgrid.events.base import Event
 from jetgrid.events.subjects import MAX_MODEL_LEN, check_id
@@ -29,6 +29,11 @@ class JobSubmitted(Event):
     timeout_s: float | None = Field(default=None, gt=0)
     idempotency_key: str | None = Field(default=None, max_length=256)
     submitter: str | None = None
+    # Deadline: no worker may start the job after `start_by` (an RFC 3339 time with an offset)
+    # or after `ttl_s` seconds from its submission, whichever comes first; then it ends
+    # `expired` (coordinator.deadlines).
+    start_by: AwareDatetime | None = None
+    ttl_s: float | None = Field(default=None, gt=0)
 
     @field_validator("job_id")
     @classmethod

@@ -1,14 +1,15 @@
 """Job lifecycle events, on JOB_EVENTS as ``<prefix>.job.<job_id>.<name>``.
 
-Exactly one terminal event counts per job: the first of completed, failed, cancelled, dead or
-rejected in log order (`TERMINAL_EVENTS`, named `TERMINAL_NAMES`: the one definition every
-layer uses). Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so JetStream
-drops duplicates inside its duplicate window (`rejected`: one id per refused submission,
-events.addressing); the reducers apply the first-wins rule for the rest.
+Exactly one terminal event counts per job: the first of completed, failed, cancelled, dead,
+rejected or expired in log order (`TERMINAL_EVENTS`, named `TERMINAL_NAMES`: the one definition
+every layer uses). Terminal events are published with ``Nats-Msg-Id: <job_id>:terminal`` so
+JetStream drops duplicates inside its duplicate window (`rejected`: one id per refused
+submission, events.addressing); the reducers apply the first-wins rule for the rest.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -126,18 +127,33 @@ class JobRejected(_JobEvent):
     worker_id: str | None = None
 
 
-TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected
+class JobExpired(_JobEvent):
+    """No worker started the job by its deadline (its `start_by`, or its submission time plus
+    its `ttl_s`): it never runs. Said by the worker that takes it too late, or by a gateway that
+    follows it queued past the deadline (coordinator.deadlines)."""
+
+    type: Literal["jetgrid.job.expired"] = "jetgrid.job.expired"
+    version: Literal[1] = 1
+    deadline: datetime
+    reason: str
+    worker_id: str | None = None
+    attempt: int | None = None
+
+
+TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected | JobExpired
 TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (
     JobCompleted,
     JobFailed,
     JobCancelled,
     JobDead,
     JobRejected,
+    JobExpired,
 )
 """The events that end a job; the first of them in log order is its outcome."""
 
 TERMINAL_NAMES: frozenset[str] = frozenset(
     cls.model_fields["type"].default.rsplit(".", 1)[-1] for cls in TERMINAL_EVENTS
 )
-"""Their event names (``completed``, ``failed``, ``cancelled``, ``dead``): the subjects' last
+"""Their event names (``completed``, ``failed``, ``cancelled``, ``dead``, ``rejected``,
+``expired``): the subjects' last
 token before the worker, and the terminal job statuses of the read models."""

@@ -50,6 +50,7 @@ JOB_EVENT_NAMES = (
     "cancelled",
     "dead",
     "rejected",
+    "expired",
 )
 WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
 # Priorities, highest first. `normal` has no subject token: the four-token submission subject

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JetgridError, StreamNames
+from jetgrid.events import now as wall_clock
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway import (
     auth,
@@ -38,6 +39,7 @@ from jetgrid.gateway import (
     openai_more,
     openapi,
     pools_api,
+    queue_api,
     sse,
     workers_api,
 )
@@ -46,6 +48,8 @@ from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.fleet import Fleet
 from jetgrid.gateway.limits import Limits
 from jetgrid.gateway.live import LiveFeed
+from jetgrid.gateway.queue_api import Expiry
+from jetgrid.projections.queue import QueueIndex
 
 log = logging.getLogger("jetgrid.gateway")
 
@@ -58,6 +62,7 @@ class Gateway:
     board: JobBoard
     live: LiveFeed
     fleet: Fleet
+    expiry: Expiry
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -65,22 +70,28 @@ class Gateway:
         self.pools = settings.pool_configs()
         self.speaker = Speaker.service("gateway")
         self.limits = Limits(settings)
+        self.clock = wall_clock  # the queue figures' and the expiry sweep's now
+        self.queue = QueueIndex(since=self.clock().timestamp())
         self._started = False
 
     async def start(self) -> None:
         self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
         self.board = JobBoard(self.bus, self.settings)
         self.board.observers.append(self.metrics.observe)
+        self.board.observers.append(self.queue.observe)
         self.live = LiveFeed(self.bus, self.board, self.settings)  # taps the fold from its start
         await self.live.start()
         await self.board.start()
         self.fleet = Fleet(self.bus, self.settings)
         await self.fleet.start()
+        self.expiry = Expiry(self.bus, self.speaker, self.queue, lambda: self.clock())
+        self.expiry.start()
         self._started = True
 
     async def stop(self) -> None:
         if not self._started:
             return
+        await self.expiry.stop()
         await self.fleet.stop()
         await self.live.stop()
         await self.board.stop()
@@ -152,6 +163,7 @@ def create_app(settings: Settings) -> Starlette:
         *workers_api.routes,
         *sse.routes,
         *pools_api.routes,
+        *queue_api.routes,
         *openai_api.routes,
         *openai_more.routes,
         *ollama_api.routes,

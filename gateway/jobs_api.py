@@ -1,13 +1,16 @@
 """jetgrid's own jobs API: submit, status, result, cancel, list.
 
-POST /v1/jobs answers 422 for a model no worker has served in the job's pool within the
+POST /v1/jobs answers 422 for a `start_by` already past (coordinator.deadlines), 429 when the
+job's pool and model is over the pool's max_backlog or max_wait_s (gateway.queue_api.check_load),
+and 422 for a model no worker has served in the job's pool within the
 `unserved_model_window_s` setting (live workers always count; gateway.fleet.Fleet.served), as
 such a job would wait with nothing to run it, unless the caller asks ``?queue_unserved=true``;
 queued unserved jobs show in /v1/pools, `jetgrid pools` and /metrics (projections.pools).
 
 GET /v1/jobs/{id}/result answers 200 with the output once the job completed, 202 (with the job
 and Retry-After) while it is queued or running, and 409 naming the outcome when it failed, was
-cancelled or is dead: a result that will never come is a conflict, not a wait.
+cancelled, is dead, was rejected or expired: a result that will never come is a conflict, not a
+wait.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -24,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
@@ -37,6 +42,7 @@ from jetgrid.events import (
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.limits import holds_wait
+from jetgrid.gateway.queue_api import check_load
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
@@ -48,7 +54,10 @@ log = logging.getLogger("jetgrid.gateway.jobs")
 MAX_WAIT_S = 300.0
 
 
-def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
+def job_out(
+    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
+) -> dict[str, Any]:
+    """The job as the API shows it; `place`: its (position, ETA) while queued (GET /v1/queue)."""
     out = JobOut(
         id=view.job_id,
         status=view.status if view.status != "unknown" else "queued",
@@ -72,6 +81,10 @@ def job_out(view: JobView, settings: Settings) -> dict[str, Any]:
             else None
         ),
         cancel_requested=view.cancel_requested,
+        submitter=view.submitter,
+        deadline=view.deadline,
+        position=place[0] if place else None,
+        eta_s=round(place[1], 3) if place and place[1] is not None else None,
     )
     return out.model_dump(mode="json")
 
@@ -137,6 +150,18 @@ async def check_served(gw: Gateway, pool: str, model: str) -> None:
         "with ?queue_unserved=true to queue it anyway.",
         field="model",
     )
+
+
+def check_deadline(job: JobSubmitted, now: datetime) -> None:
+    """422 for a job whose deadline has already passed: it could only expire."""
+    deadline = deadline_of(job, now)
+    if late_start(deadline, now):
+        raise HTTPError(
+            422,
+            f"field 'start_by': {job.start_by.isoformat() if job.start_by else None!r} has "
+            f"already passed (now {now.isoformat()}); give a later time, or none.",
+            field="start_by",
+        )
 
 
 def _principal(request: Request) -> str:
@@ -208,6 +233,7 @@ async def submit_job(request: Request) -> Response:
         return await _respond(gw, existing, wait, replayed=True)
     if not queue_unserved:
         await check_served(gw, pool, req.model)
+    check_load(gw, pool, req.model)
     job = JobSubmitted(
         job_id=job_id,
         model=req.model,
@@ -220,7 +246,10 @@ async def submit_job(request: Request) -> Response:
         timeout_s=req.timeout_s,
         idempotency_key=key,
         submitter=request.headers.get("x-jetgrid-submitter"),
+        start_by=req.start_by,
+        ttl_s=req.ttl_s,
     )
+    check_deadline(job, gw.clock())
     waiter = gw.board.waiter(job_id) if wait else None
     try:
         stored = await gw.bus.store(job, gw.speaker)
@@ -292,8 +321,9 @@ async def find_job(request: Request) -> JobView:
 
 
 async def get_job(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
     view = await find_job(request)
-    return JSONResponse(job_out(view, request.app.state.gateway.settings))
+    return JSONResponse(job_out(view, gw.settings, gw.queue.place(view, gw.clock())))
 
 
 async def get_result(request: Request) -> Response:

@@ -25,6 +25,7 @@ from jetgrid.events import JetgridError, JobKind, JobSubmitted
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
 from jetgrid.gateway.live import Listener
+from jetgrid.gateway.queue_api import check_load
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ def new_job(
     options: dict[str, Any] | None = None,
     submitter: str | None = None,
 ) -> JobSubmitted:
+    """A new job for an LLM route; 429 first when its pool sheds (gateway.queue_api)."""
+    check_load(gw, pool, model)
     return JobSubmitted(
         job_id=uuid.uuid4().hex,
         model=model,

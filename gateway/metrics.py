@@ -7,11 +7,11 @@ gateway starts its counters at zero, as Prometheus counters do (use rate() or in
 Counters are taken when a fact is known together with the job's pool and model, each fact once
 per job. Queue depth and workers are gauges refreshed at scrape time
 from JetStream consumer info (one series per pool consumer, priorities apart), the unserved
-jobs per pool and model (projections.pools.pool_status's `unserved`, as /v1/pools shows them)
-and the workers:
-the projector's views (tiers included) when its database is readable, else the gateway's own
-fleet fold (gateway.fleet), whose `tier` is "none". Both judge availability by the one rule,
-projections.workers.availability, at the wall clock.
+jobs per pool and model (projections.pools.pool_status's `unserved`, as /v1/pools shows them),
+the live queue per pool, model and tenant (gateway.queue_api, as /v1/queue shows it), and the
+workers: the projector's views (tiers included) when its database is readable, else the
+gateway's own fleet fold (gateway.fleet), whose `tier` is "none". Both judge availability by
+the one rule, projections.workers.availability, at the wall clock.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from jetgrid.coordinator.backlog import (
     read_stored_submissions,
 )
 from jetgrid.events import TERMINAL_NAMES, JetgridError
+from jetgrid.gateway.queue_api import QueueGauges
 from jetgrid.projections.jobs import JobView
 from jetgrid.projections.pools import pool_status
 
@@ -116,6 +117,7 @@ class Metrics:
             registry=r,
         )
         self._counted: OrderedDict[str, int] = OrderedDict()  # the last COUNTED jobs' facts
+        self.queue = QueueGauges(r)  # per pool, model and tenant (gateway.queue_api)
 
     def observe(self, before: JobView | None, view: JobView) -> None:
         if view.pool is None or view.model is None:
@@ -161,6 +163,7 @@ class Metrics:
             self.backlog.labels(*labels).set(b.pending)
             self.ack_pending.labels(*labels).set(b.running)
             self.waiting.labels(*labels).set(b.waiting_pulls)
+        self.queue.set(gw.queue.figures(gw.clock()))
         self.workers.clear()
         counts: dict[tuple[str, str], int] = {}
         if workers is None:

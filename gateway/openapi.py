@@ -19,6 +19,7 @@ from jetgrid.gateway.schemas import (
     JobOut,
     JobResult,
     PoolList,
+    QueueList,
     SubmitAccepted,
     SubmitJob,
 )
@@ -31,6 +32,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobList,
     JobResult,
     PoolList,
+    QueueList,
     ErrorOut,
 )
 REF = "#/components/schemas/{model}"
@@ -53,7 +55,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "the job is finished",
         413: "the body is too large",
         422: "a field or parameter is wrong (named in `error.field`)",
-        429: "over the key's rate limit or an open-stream or open-wait limit (see Retry-After)",
+        429: "over the key's rate limit, an open-stream or open-wait limit, or the pool's "
+        "max_backlog or max_wait_s (see Retry-After)",
         503: "NATS could not store it",
     }
     return {str(c): _json(ErrorOut, words[c]) for c in codes}
@@ -199,6 +202,14 @@ def paths() -> dict[str, Any]:
                 "operationId": "listPools",
                 "summary": "Pools with their queues, warm and cold workers and a suggested size",
                 "responses": {"200": _json(PoolList, "the pools"), **_errors(503, *common)},
+            },
+        },
+        "/v1/queue": {
+            "get": {
+                "operationId": "getQueue",
+                "summary": "The live queue per pool, model and tenant: queued, running, waits, "
+                "drain rate",
+                "responses": {"200": _json(QueueList, "the queues"), **_errors(*common)},
             },
         },
     }

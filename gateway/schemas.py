@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from jetgrid.events.subjects import MAX_MODEL_LEN
 
@@ -24,6 +24,14 @@ class SubmitJob(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$", description="client-chosen job id"
+    )
+    start_by: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 time (with an offset): if no worker starts the job by then, it "
+        "ends `expired`",
+    )
+    ttl_s: float | None = Field(
+        default=None, gt=0, description="seconds after submission the job may still start"
     )
 
     @model_validator(mode="after")
@@ -54,6 +62,17 @@ class JobOut(BaseModel):
     seq: int | None = None
     subject: str | None = None
     cancel_requested: bool = False
+    submitter: str | None = Field(default=None, description="the tenant that submitted the job")
+    deadline: datetime | None = Field(
+        default=None, description="no worker starts the job after it (start_by, ttl_s)"
+    )
+    position: int | None = Field(
+        default=None,
+        description="while queued: 1 + the queued jobs of its pool and model delivered before it",
+    )
+    eta_s: float | None = Field(
+        default=None, description="while queued: position / the drain rate (null: none drains)"
+    )
 
 
 class SubmitAccepted(BaseModel):
@@ -119,6 +138,35 @@ class PoolOut(BaseModel):
 
 class PoolList(BaseModel):
     pools: list[PoolOut]
+
+
+class QueueFigures(BaseModel):
+    """Live queue figures (projections.queue): jobs this gateway follows, waits by event time."""
+
+    queued: int = Field(description="jobs queued now")
+    running: int = Field(description="jobs claimed or running now")
+    oldest_wait_s: float | None = Field(description="how long the oldest queued job has waited")
+    wait_p50_s: float | None = Field(description="median submit-to-start of recent starts")
+    wait_p95_s: float | None = Field(description="95th percentile of the same")
+    drain_per_s: float = Field(description="jobs started per second over the window")
+
+
+class QueueTenantOut(QueueFigures):
+    tenant: str = Field(description="the submitter (API key name or NATS user); '-' for none")
+    share: float = Field(description="the tenant's fraction of the running jobs of its row")
+
+
+class QueueOut(QueueFigures):
+    pool: str
+    model: str
+    tenants: list[QueueTenantOut]
+
+
+class QueueList(BaseModel):
+    """GET /v1/queue: one row per (pool, model) with live jobs or starts in the window."""
+
+    window_s: float = Field(description="the window of the waits and the drain rate")
+    queues: list[QueueOut]
 
 
 class ErrorDetail(BaseModel):

@@ -1,7 +1,8 @@
 """The job read model: a pure reducer from lifecycle events to one job's view.
 
 Rules (each one tested in tests/projections/test_jobs_reducer.py):
-- The first terminal event in log order counts (completed, failed, cancelled, dead, rejected);
+- The first terminal event in log order counts (completed, failed, cancelled, dead, rejected,
+  expired);
   any later terminal event only increments `duplicates`. This is what makes outcomes
   effectively-once.
 - `rejected` ends only the submission it names (`jobs_seq`): a job another submission under the
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from jetgrid.coordinator.deadlines import deadline_of
 from jetgrid.events import (
     TERMINAL_NAMES,
     Envelope,
@@ -27,6 +29,7 @@ from jetgrid.events import (
     JobClaimed,
     JobCompleted,
     JobDead,
+    JobExpired,
     JobFailed,
     JobProgress,
     JobRejected,
@@ -45,6 +48,7 @@ Status = Literal[
     "cancelled",
     "dead",
     "rejected",
+    "expired",
 ]
 _RANK = {"unknown": 0, "queued": 1, "claimed": 2, "running": 3}
 
@@ -73,6 +77,8 @@ class JobView:
     retries: int = 0
     duplicates: int = 0
     terminal_seq: int | None = None
+    submitter: str | None = None  # the tenant: the API key name or NATS user that submitted it
+    deadline: datetime | None = None  # no start after it (coordinator.deadlines)
 
     @property
     def terminal(self) -> bool:
@@ -113,6 +119,8 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 priority=ev.priority,
                 jobs_seq=env.seq,
                 submitted_at=env.time,
+                submitter=ev.submitter,
+                deadline=deadline_of(ev, env.time),
             )
         case JobClaimed():
             if view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
@@ -185,6 +193,10 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 error=ev.reason,
                 error_type="rejected",
                 jobs_seq=ev.jobs_seq,
+            )
+        case JobExpired():
+            return _terminal(
+                view, env, "expired", error=ev.reason, error_type="expired", deadline=ev.deadline
             )
         case JobDead():
             return _terminal(

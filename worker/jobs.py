@@ -3,8 +3,10 @@
 Per delivery (`JobRunner.handle`): decode the submission (a bad one, or one whose chosen id an
 earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery after the last
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
-died) is quarantined, `dead`; otherwise publish `claimed` (``fallback: true`` when the tier
-budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
+died) is quarantined, `dead`; a job taken past its deadline is `expired` and acked, never run
+(`JobRunner.expired`), and one that waited past its pool's max_wait_s is `rejected`
+(`JobRunner.shed`, coordinator.shedding); otherwise publish `claimed` (``fallback: true``
+when the tier budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
 requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
 own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
 result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
@@ -21,23 +23,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.deadlines import deadline_of, expired_event, late_start
 from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.shedding import shed_at_take
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
     JobClaimed,
     JobCompleted,
+    JobRejected,
     JobStarted,
     JobSubmitted,
     decode,
     decode_submission,
     unique_by_construction,
 )
+from jetgrid.events import now as wall_clock
 from jetgrid.worker.backends.base import Backend, RunContext
 from jetgrid.worker.cancels import Cancels
 from jetgrid.worker.delivery import Delivery
@@ -88,7 +95,9 @@ class JobRunner:
         keep_alive: KeepAlive,
         stopping: asyncio.Event,
         wake: asyncio.Event,
+        clock: Callable[[], datetime] = wall_clock,
     ) -> None:
+        self.clock = clock  # judges deadlines (coordinator.deadlines)
         self.bus = bus
         self.settings = settings
         self.pool = pool
@@ -147,6 +156,10 @@ class JobRunner:
             return
         if await self.outcomes.quarantine(msg, job, seq, attempt):
             return
+        if await self.expired(msg, job, env.time, attempt):
+            return
+        if await self.shed(msg, job, seq, md.timestamp, attempt):
+            return
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
@@ -186,6 +199,35 @@ class JobRunner:
         finally:
             keepalive.cancel()
             self.held.contexts.pop(job.job_id, None)
+
+    async def expired(
+        self, msg: Delivery, job: JobSubmitted, submitted_at: datetime, attempt: int
+    ) -> bool:
+        """A job taken past its deadline (coordinator.deadlines) is not run: store `expired`,
+        ack it and return True."""
+        deadline, now = deadline_of(job, submitted_at), self.clock()
+        if deadline is None or not late_start(deadline, now):
+            return False
+        event = expired_event(job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt)
+        await self.outcomes.finish(msg, event)
+        log.info("job %s: %s", job.job_id, event.reason)
+        return True
+
+    async def shed(
+        self, msg: Delivery, job: JobSubmitted, seq: int, stored_at: datetime, attempt: int
+    ) -> bool:
+        """A job that waited past its pool's max_wait_s for its first delivery is not run
+        (coordinator.shedding): store `rejected` with the reason, ack it and return True."""
+        waited = (self.clock() - stored_at).total_seconds()
+        reason = shed_at_take(self.pool, waited, attempt)
+        if reason is None:
+            return False
+        event = JobRejected(
+            job_id=job.job_id, jobs_seq=seq, reason=reason, worker_id=self.worker_id
+        )
+        await self.outcomes.finish(msg, event)
+        log.info("job %s: %s", job.job_id, reason)
+        return True
 
     async def id_taken(self, job_id: str, seq: int, msg_id: str | None) -> str | None:
         """Why this submission may not use `job_id` (an earlier one was claimed under it), or

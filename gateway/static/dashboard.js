@@ -79,6 +79,25 @@ function renderPools(pools) {
   document.querySelector("#pools tbody").replaceChildren(...rows);
 }
 
+const secs = (v) => (v === null || v === undefined ? "–" : v < 120 ? v.toFixed(1) + " s" : (v / 60).toFixed(1) + " min");
+
+function renderQueue(q) {
+  // One row per pool and model (all tenants), then one per tenant with its share of running jobs.
+  const rows = [];
+  const cells = (r) => [el("td", {}, String(r.queued)), el("td", {}, String(r.running)),
+    el("td", {}, secs(r.oldest_wait_s)), el("td", {}, secs(r.wait_p50_s)), el("td", {}, secs(r.wait_p95_s)),
+    el("td", {}, r.drain_per_s.toFixed(2) + "/s")];
+  for (const r of q.queues) {
+    rows.push(el("tr", { class: "total", "data-queue": r.pool + "/" + r.model }, el("td", {}, r.pool), el("td", {}, r.model),
+      el("td", { class: "muted" }, "all"), ...cells(r), el("td", {}, "")));
+    for (const t of r.tenants) rows.push(el("tr", { "data-queue": r.pool + "/" + r.model + "/" + t.tenant },
+      el("td", {}, ""), el("td", {}, ""), el("td", {}, t.tenant), ...cells(t), el("td", { class: "share" }, pct(t.share))));
+  }
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "10" }, "nothing queued or running")));
+  document.querySelector("#queue tbody").replaceChildren(...rows);
+  document.getElementById("queue-window").textContent = "(waits and drain over the last " + q.window_s + " s)";
+}
+
 function renderJobs(jobs) {
   document.querySelector("#jobs tbody").replaceChildren(...jobs.map((j) => {
     const took = j.finished_at && j.submitted_at ? ((Date.parse(j.finished_at) - Date.parse(j.submitted_at)) / 1000).toFixed(2) + " s" : "";
@@ -101,9 +120,10 @@ async function workersList() {
 async function tick() {
   const status = document.getElementById("status");
   try {
-    const [workers, pools, jobs] = await Promise.all([workersList(), get("/v1/pools"), get("/v1/jobs?limit=25")]);
+    const [workers, pools, jobs, queue] = await Promise.all([workersList(), get("/v1/pools"), get("/v1/jobs?limit=25"), get("/v1/queue")]);
     renderWorkers(workers, jobs.jobs);
     renderPools(pools.pools);
+    renderQueue(queue);
     renderJobs(jobs.jobs);
     status.textContent = "live · updated " + new Date().toLocaleTimeString();
   } catch (e) {

@@ -24,7 +24,14 @@ from jetgrid.events import JobSubmitted, Priority
 from jetgrid.events.addressing import Speaker, event_name
 
 # The flag that sets each field of the job, to name it when the job refuses a value.
-FLAG_OF = {"job_id": "--id", "input": "--input", "timeout_s": "--timeout", "prompt": "--prompt"}
+FLAG_OF = {
+    "job_id": "--id",
+    "input": "--input",
+    "timeout_s": "--timeout",
+    "prompt": "--prompt",
+    "start_by": "--start-by",
+    "ttl_s": "--ttl",
+}
 
 
 @click.command()
@@ -45,6 +52,18 @@ FLAG_OF = {"job_id": "--id", "input": "--input", "timeout_s": "--timeout", "prom
     default=None,
     help="Seconds the job may run (capped by the pool).",
 )
+@click.option(
+    "--start-by",
+    default=None,
+    help="RFC 3339 time (with an offset): if no worker starts the job by then, it ends expired.",
+)
+@click.option(
+    "--ttl",
+    "ttl_s",
+    type=float,
+    default=None,
+    help="Seconds after submission the job may still start; then it ends expired.",
+)
 @run_async
 async def submit(
     model: str,
@@ -55,6 +74,8 @@ async def submit(
     wait: float | None,
     priority: Priority,
     timeout_s: float | None,
+    start_by: str | None,
+    ttl_s: float | None,
     **flags: Any,
 ) -> None:
     """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
@@ -80,6 +101,7 @@ async def submit(
         pool = route_job(settings.pool_configs(), model=model, pool=pool)
     except RouteError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
+    deadline: dict[str, Any] = {"start_by": start_by, "ttl_s": ttl_s}  # validated as the job is
     try:
         job = JobSubmitted(
             job_id=job_id or uuid.uuid4().hex,
@@ -90,6 +112,7 @@ async def submit(
             submitter="cli",
             priority=priority,
             timeout_s=timeout_s,
+            **deadline,
         )
     except ValidationError as exc:
         raise refused(exc) from None

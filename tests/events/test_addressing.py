@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from jetgrid.events import (
@@ -13,6 +15,7 @@ from jetgrid.events import (
     JobClaimed,
     JobCompleted,
     JobDead,
+    JobExpired,
     JobFailed,
     JobProgress,
     JobRejected,
@@ -54,6 +57,10 @@ ROWS: list[tuple[Event, Speaker, str, str | None]] = [
      "jg.job.j1.dead", "j1:terminal"),
     (JobRejected(job_id="j1", jobs_seq=4, reason="bad", worker_id="w1"), W1,
      "jg.job.j1.rejected.w1", "j1:rejected:4"),
+    (JobExpired(job_id="j1", deadline=datetime(2026, 1, 1, tzinfo=UTC), reason="late",
+                worker_id="w1", attempt=1), W1, "jg.job.j1.expired.w1", "j1:terminal"),
+    (JobExpired(job_id="j1", deadline=datetime(2026, 1, 1, tzinfo=UTC), reason="late"),
+     GATEWAY, "jg.job.j1.expired", "j1:terminal"),
     (JobCancelRequested(job_id="j1", requested_by="cli"), Speaker.service("cli"),
      "jg.job.j1.cancel_requested", "j1:cancel_requested"),
     (WorkerRegistered(worker_id="w1", pools=["fast"], models=["m"], backend="echo",

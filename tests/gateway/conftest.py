@@ -13,6 +13,23 @@ from jetgrid.coordinator.settings import Settings
 from tests.helpers import until
 
 
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The gateway app in this process, started, with a client bound to it: (its lifespan
+    state, jetgrid.gateway.app.Gateway, whose clock a test may move; the client)."""
+    from jetgrid.gateway.app import create_app
+
+    app = create_app(settings)
+    gw = app.state.gateway
+    await gw.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            yield gw, http
+    finally:
+        await gw.stop()
+
+
 def serve(settings: Settings) -> contextlib.AbstractAsyncContextManager[str]:
     """A gateway under uvicorn on a free port; yields its base URL."""
     from jetgrid.gateway.server import serving

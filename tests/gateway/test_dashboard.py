@@ -96,3 +96,55 @@ async def test_dashboard_says_why_a_worker_is_held_back_and_what_waits_on_it(
     assert 'data-worker="lonely"' in dom, dom[-3000:]
     assert "tier factor 0, by its last ping" in dom
     assert "1 job waits on lonely" in dom
+
+
+async def test_dashboard_queue_panel_shows_tenants_waits_and_shares(  # type: ignore[no-untyped-def]
+    gateway, start_worker, tmp_path
+):
+    from tests.gateway.test_shedding import Gate
+
+    exe = _chromium()
+    gate = Gate()
+    await start_worker(backend=gate, concurrency=3)
+    try:
+        async with httpx.AsyncClient(base_url=gateway) as http:
+            for tenant in ("acme", "acme", "beta"):  # held running by the gate
+                r = await http.post(
+                    "/v1/jobs",
+                    json={"model": "echo", "prompt": tenant},
+                    headers={"x-jetgrid-submitter": tenant},
+                )
+                assert r.status_code == 202, r.text
+            r = await http.post(
+                "/v1/jobs?queue_unserved=true",
+                json={"model": "ghost:1b", "prompt": "waits"},
+                headers={"x-jetgrid-submitter": "beta"},
+            )
+            assert r.status_code == 202, r.text
+
+            async def live() -> bool:
+                rows = {
+                    (q["pool"], q["model"]): q
+                    for q in (await http.get("/v1/queue")).json()["queues"]
+                }
+                echo, ghost = rows.get(("standard", "echo")), rows.get(("fast", "ghost:1b"))
+                return bool(echo and echo["running"] == 3 and ghost and ghost["queued"] == 1)
+
+            await until(live, timeout=15)
+        dom = await _chromium_run(exe, tmp_path / "profile", "--dump-dom", f"{gateway}/")
+        assert 'data-queue="standard/echo"' in dom, dom[-3000:]
+        assert 'data-queue="standard/echo/acme"' in dom and 'data-queue="standard/echo/beta"' in dom
+        assert 'data-queue="fast/ghost:1b/beta"' in dom
+        acme = dom.split('data-queue="standard/echo/acme"', 1)[1].split("</tr>", 1)[0]
+        beta = dom.split('data-queue="standard/echo/beta"', 1)[1].split("</tr>", 1)[0]
+        assert '<td class="share">66.7%</td>' in acme and '<td class="share">33.3%</td>' in beta
+        assert "<td>2</td>" in acme  # running
+        ghost = dom.split('data-queue="fast/ghost:1b/beta"', 1)[1].split("</tr>", 1)[0]
+        assert "<td>1</td>" in ghost  # queued
+        assert "waits and drain over the last 300" in dom
+        shot = tmp_path / "dashboard-queue.png"
+        await _chromium_run(exe, tmp_path / "profile", f"--screenshot={shot}", f"{gateway}/")
+        assert shot.stat().st_size > 10_000
+        print(f"dashboard screenshot: {shot}")
+    finally:
+        gate.release.set()

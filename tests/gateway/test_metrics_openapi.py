@@ -79,6 +79,7 @@ def test_openapi_schemas_are_the_validating_models() -> None:
         ("/v1/jobs/{job_id}/result", "get"),
         ("/v1/jobs/{job_id}/events", "get"),
         ("/v1/pools", "get"),
+        ("/v1/queue", "get"),
     }
 
 

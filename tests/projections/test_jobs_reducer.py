@@ -12,6 +12,7 @@ from jetgrid.events import (
     JobClaimed,
     JobCompleted,
     JobDead,
+    JobExpired,
     JobFailed,
     JobProgress,
     JobRejected,
@@ -170,3 +171,22 @@ def test_a_queued_job_ends_dead_when_it_ages_out_of_jobs(
         after = apply(view, env(dead, 99, age_s))
         assert after.status == "dead" and after.error == reason
         assert not ages_out(after, now, max_age_s)
+
+
+# -- deadlines: `expired` ------------------------------------------------------------------------
+def test_a_submission_carries_its_tenant_and_deadline() -> None:
+    sub = JobSubmitted(job_id="j", model="m", pool="fast", prompt="hi", submitter="acme", ttl_s=30)
+    v = fold(env(sub, 1, 5))
+    assert v.submitter == "acme"
+    assert v.deadline == T0 + timedelta(seconds=35)  # its submission's event time + ttl_s
+    assert fold(env(SUB, 1)).deadline is None
+
+
+def test_expired_is_terminal_and_the_first_terminal_event_counts() -> None:
+    late = JobExpired(job_id="j", deadline=T0, reason="no worker started it by its deadline")
+    v = fold(env(SUB, 1), env(late, 2, 9), env(CLAIM, 3, 10), env(DONE, 4, 11))
+    assert (v.status, v.error_type, v.terminal, v.duplicates) == ("expired", "expired", True, 1)
+    assert v.error == "no worker started it by its deadline" and v.output is None
+    assert v.finished_at == T0 + timedelta(seconds=9) and v.deadline == T0
+    v = fold(env(SUB, 1), env(CLAIM, 2, 1), env(DONE, 3, 2), env(late, 4, 9))
+    assert (v.status, v.duplicates) == ("completed", 1)  # ran in time: a late sweep loses
