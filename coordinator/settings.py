@@ -130,6 +130,23 @@ class Settings(BaseModel):
     snapshot_every: int = Field(default=100_000, ge=0)
     snapshot_every_s: float = Field(default=6 * 3600.0, ge=0)
 
+    # Webhooks (coordinator.webhooks, jetgrid.webhooks): the deployment secret that signs when
+    # no API keys are configured (``whsec_<base64>``), whether private and loopback targets may
+    # be called, how many attempts a delivery gets before it is recorded as given up, and the
+    # timeout of one attempt.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # The wait after a delivery's first failure; it doubles at each further one, up to 10 min.
+    webhook_retry_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # The Batch API (gateway.files, gateway.batches): the largest file one upload may hold, the
+    # most lines one batch may have, and how long files and batches are kept ("30d"; "0" keeps
+    # them forever).
+    files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    batch_max_lines: int = Field(default=10_000, ge=1)
+    retention_files: str = "30d"
+
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_json: bool = False
@@ -219,6 +236,21 @@ class Settings(BaseModel):
     def snapshot_bucket(self) -> str:
         """Object store bucket of the projector's read-model snapshots (projections.snapshot)."""
         return f"{self.stream_prefix}SNAPSHOTS"
+
+    @property
+    def files_bucket(self) -> str:
+        """Object store bucket of uploaded and batch output files (gateway.files)."""
+        return f"{self.stream_prefix}FILES"
+
+    @property
+    def batches_bucket(self) -> str:
+        """KV bucket of batch records and their lines' outcomes (gateway.batches)."""
+        return f"{self.stream_prefix}BATCHES"
+
+    @property
+    def files_retention(self) -> Retention:
+        """How long files and batch records are kept (retention_files)."""
+        return parse_retention(self.retention_files, "retention_files")
 
     @property
     def database_url(self) -> str:

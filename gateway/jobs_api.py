@@ -34,7 +34,7 @@ from jetgrid.events import (
     check_chosen_id,
     load_json,
 )
-from jetgrid.gateway import auth
+from jetgrid.gateway import auth, hooks
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
@@ -197,6 +197,8 @@ async def submit_job(request: Request) -> Response:
     except RouteError as exc:
         raise HTTPError(422, str(exc), field=exc.field) from None
     auth.check_scope(request, pool=pool, model=None)
+    if req.webhook is not None:
+        hooks.check_webhook(settings, request, req.webhook)
     key = request.headers.get("idempotency-key")
     principal = _principal(request)
     if req.id:
@@ -219,7 +221,8 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=request.headers.get("x-jetgrid-submitter"),
+        submitter=hooks.submitter(request),
+        webhook=req.webhook,
     )
     waiter = gw.board.waiter(job_id) if wait else None
     try:

@@ -25,6 +25,9 @@ class SubmitJob(BaseModel):
     id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$", description="client-chosen job id"
     )
+    webhook: str | None = Field(
+        default=None, max_length=2048, description="URL that gets the job's outcome, signed"
+    )
 
     @model_validator(mode="after")
     def _has_work(self) -> SubmitJob:

@@ -1,0 +1,144 @@
+"""Batch records in the batches KV bucket (settings.batches_bucket), shared by every gateway and
+webhook service.
+
+Keys: ``<batch_id>`` holds the record (`BatchRecord`: owner, endpoint, input file, number of
+lines, webhook, metadata, when it was created and when a cancel was asked); ``own.<owner>.<id>``
+indexes it under its owner for listing; ``<batch_id>.line.<n>`` marks line n done (its job's
+terminal status), written by the webhook service as each line's terminal event arrives. The
+record never changes but for its cancel time; a batch's progress and outcome come from its
+jobs' own events (gateway.batches), the line marks only tell the webhook service when the last
+line ended (their count, from an ephemeral consumer's pending count, no key listing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NoKeysError
+from pydantic import BaseModel, ConfigDict, Field
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.errors import NotFound
+from jetgrid.coordinator.settings import Settings
+
+__all__ = ["BatchRecord", "BatchStore", "line_of", "owner_token"]
+
+
+class BatchRecord(BaseModel):
+    """What a batch was asked to do; its state is derived from its jobs."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    owner: str  # owner_token of the key that created it ("open" on a gateway without keys)
+    key_name: str | None = None  # the API key's name: its webhook secret signs
+    endpoint: str
+    input_file_id: str
+    completion_window: str = "24h"
+    total: int = Field(ge=0)
+    created_at: int
+    webhook: str | None = None
+    metadata: dict[str, str] | None = None
+    cancelled_at: int | None = None
+
+    def job_id(self, line: int) -> str:
+        """The job that runs line `line` (0-based) of the input file."""
+        return f"{self.id}-{line}"
+
+    def summary(self) -> dict[str, Any]:
+        """What a batch webhook carries: the batch, its final status and size."""
+        status = "cancelled" if self.cancelled_at is not None else "completed"
+        return {"id": self.id, "object": "batch", "status": status, "total": self.total}
+
+
+def owner_token(principal: str) -> str:
+    """A KV-key-safe token for the owner `principal` (an API key's hash, "" when keys are off)."""
+    if not principal:
+        return "open"
+    return hashlib.sha256(principal.encode()).hexdigest()[:32]
+
+
+def line_of(batch_id: str, job_id: str) -> int | None:
+    """The line a batch job runs, from its id (None when the id is not one of the batch's)."""
+    tail = job_id.removeprefix(f"{batch_id}-")
+    return int(tail) if tail != job_id and tail.isdigit() else None
+
+
+class BatchStore:
+    """The batches bucket, through the bus."""
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.bucket = settings.batches_bucket
+
+    async def _kv(self) -> Any:
+        return await self.bus.call(self.bus.js.key_value(self.bucket), f"open {self.bucket}")
+
+    async def put(self, record: BatchRecord) -> None:
+        kv = await self._kv()
+        action = f"store batch {record.id} in {self.bucket}"
+        await self.bus.call(kv.put(record.id, record.model_dump_json().encode()), action)
+        await self.bus.call(kv.put(f"own.{record.owner}.{record.id}", b""), action)
+
+    async def get(self, batch_id: str) -> BatchRecord | None:
+        if not batch_id.replace("_", "").replace("-", "").isalnum():
+            return None
+        kv = await self._kv()
+        try:
+            entry = await self.bus.call(kv.get(batch_id), f"read batch {batch_id}")
+        except NotFound:
+            return None
+        return BatchRecord.model_validate_json(entry.value or b"{}")
+
+    async def owned(self, owner: str) -> list[str]:
+        """The ids of `owner`'s batches (oldest key first)."""
+        kv = await self._kv()
+
+        async def keys() -> list[str]:
+            try:
+                return list(await kv.keys(filters=[f"own.{owner}.*"]))
+            except NoKeysError:
+                return []
+
+        return [k.rsplit(".", 1)[-1] for k in await self.bus.call(keys(), "list batches")]
+
+    async def cancel(self, record: BatchRecord, when: datetime | None = None) -> BatchRecord:
+        """Mark the batch cancelled (once; the first time counts)."""
+        if record.cancelled_at is not None:
+            return record
+        stamp = int((when or datetime.now(UTC)).timestamp())
+        done = record.model_copy(update={"cancelled_at": stamp})
+        await self.put(done)
+        return done
+
+    async def line_done(self, batch_id: str, job_id: str, status: str) -> BatchRecord | None:
+        """Mark the line `job_id` runs as ended with `status`; the batch's record when this made
+        every line ended (else None)."""
+        record = await self.get(batch_id)
+        line = line_of(batch_id, job_id)
+        if record is None or line is None or line >= record.total:
+            return None
+        kv = await self._kv()
+        await self.bus.call(kv.put(f"{batch_id}.line.{line}", status.encode()), "mark a line")
+        return record if await self.lines_done(batch_id) >= record.total else None
+
+    async def lines_done(self, batch_id: str) -> int:
+        """How many lines of the batch are marked done (an ephemeral consumer's pending count:
+        each key holds one message, history 1)."""
+        stream = f"KV_{self.bucket}"
+        config = ConsumerConfig(
+            filter_subject=f"$KV.{self.bucket}.{batch_id}.line.*",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=10.0,
+            mem_storage=True,
+        )
+        js = self.bus.js
+        info = await self.bus.call(js.add_consumer(stream, config), f"count {batch_id}'s lines")
+        try:
+            await self.bus.call(js.delete_consumer(stream, info.name), "drop a counter")
+        except Exception:  # it goes away on its own after inactive_threshold
+            pass
+        return int(info.num_pending or 0)
