@@ -30,7 +30,9 @@ from jetgrid.events import JetgridError, StreamNames
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway import (
     auth,
+    batches,
     dashboard,
+    files,
     jobs_api,
     metrics,
     ollama_api,
@@ -158,6 +160,8 @@ def create_app(settings: Settings) -> Starlette:
         *openapi.routes,
         *metrics.routes,
         *dashboard.routes,
+        *files.routes,
+        *batches.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -180,6 +184,7 @@ def create_app(settings: Settings) -> Starlette:
         max_body=settings.max_request_bytes,
         rate=settings.rate_limit_per_s,
         burst=settings.rate_limit_burst,
+        uploads={"/v1/files": settings.files_max_bytes + files.MULTIPART_SLACK},
     )
     app = Starlette(
         routes=routes,

@@ -1,5 +1,9 @@
-"""Batch records in the batches KV bucket (settings.batches_bucket), shared by every gateway and
-webhook service.
+"""The Batch API's storage, shared by every gateway and webhook service: files in the files
+object store (`FileStore`, settings.files_bucket) and batch records in the batches KV bucket
+(`BatchStore`, settings.batches_bucket).
+
+A file is one object named by its id (``file-<hex>``); its description holds the file's
+attributes as JSON (`FileInfo`: owner, purpose, name, size, creation time).
 
 Keys: ``<batch_id>`` holds the record (`BatchRecord`: owner, endpoint, input file, number of
 lines, webhook, metadata, when it was created and when a cancel was asked); ``own.<owner>.<id>``
@@ -13,18 +17,26 @@ line ended (their count, from an ephemeral consumer's pending count, no key list
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NoKeysError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ObjectMeta
 from pydantic import BaseModel, ConfigDict, Field
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
 
-__all__ = ["BatchRecord", "BatchStore", "line_of", "owner_token"]
+__all__ = [
+    "BatchRecord",
+    "BatchStore",
+    "FileInfo",
+    "FileStore",
+    "batch_of",
+    "line_of",
+    "owner_token",
+]
 
 
 class BatchRecord(BaseModel):
@@ -58,6 +70,15 @@ def owner_token(principal: str) -> str:
     if not principal:
         return "open"
     return hashlib.sha256(principal.encode()).hexdigest()[:32]
+
+
+_BATCH_JOB = re.compile(r"^(batch_[0-9a-f]{32})-[0-9]+$")
+
+
+def batch_of(job_id: str) -> str | None:
+    """The batch a job id belongs to (``<batch_id>-<line>``), or None."""
+    m = _BATCH_JOB.match(job_id)
+    return m.group(1) if m else None
 
 
 def line_of(batch_id: str, job_id: str) -> int | None:
@@ -97,10 +118,17 @@ class BatchStore:
         kv = await self._kv()
 
         async def keys() -> list[str]:
+            # A watch on the owner's index keys only (kv.keys() would read every key).
+            watcher = await kv.watch(f"own.{owner}.*", meta_only=True, ignore_deletes=True)
+            found: list[str] = []
             try:
-                return list(await kv.keys(filters=[f"own.{owner}.*"]))
-            except NoKeysError:
-                return []
+                async for entry in watcher:
+                    if entry is None:  # the watch caught up
+                        break
+                    found.append(entry.key)
+            finally:
+                await watcher.stop()
+            return found
 
         return [k.rsplit(".", 1)[-1] for k in await self.bus.call(keys(), "list batches")]
 
@@ -142,3 +170,62 @@ class BatchStore:
         except Exception:  # it goes away on its own after inactive_threshold
             pass
         return int(info.num_pending or 0)
+
+
+class FileInfo(BaseModel):
+    """A stored file's attributes (the object's description)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    owner: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+
+    def public(self) -> dict[str, Any]:
+        """The file as OpenAI's API shows it."""
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+        }
+
+
+class FileStore:
+    """The files object store, through the bus."""
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.bucket = settings.files_bucket
+
+    async def _obs(self) -> Any:
+        return await self.bus.call(self.bus.js.object_store(self.bucket), f"open {self.bucket}")
+
+    async def put(self, info: FileInfo, data: bytes) -> None:
+        obs = await self._obs()
+        meta = ObjectMeta(name=info.id, description=info.model_dump_json())
+        await self.bus.call(obs.put(info.id, data, meta=meta), f"store file {info.id}")
+
+    async def info(self, file_id: str) -> FileInfo | None:
+        if not file_id.replace("-", "").replace("_", "").isalnum():
+            return None
+        obs = await self._obs()
+        try:
+            raw = await self.bus.call(obs.get_info(file_id), f"read file {file_id}")
+        except NotFound:
+            return None
+        return FileInfo.model_validate_json(raw.description or "{}")
+
+    async def content(self, file_id: str) -> bytes | None:
+        obs = await self._obs()
+        try:
+            result = await self.bus.call(obs.get(file_id), f"read file {file_id}")
+        except NotFound:
+            return None
+        return bytes(result.data or b"")

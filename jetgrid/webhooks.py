@@ -49,7 +49,7 @@ from jetgrid.events import (
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import KeyRing, keys_path
-from jetgrid.gateway.batchstore import BatchStore
+from jetgrid.gateway.batchstore import BatchStore, batch_of
 
 log = logging.getLogger("jetgrid.webhooks")
 
@@ -172,12 +172,10 @@ class WebhookService:
         except (InvalidEvent, JetgridError):
             return []  # not a valid event: the projector records it
         job = await self.submission(job_id, env.event)
-        if job is None:
-            return []
         stamp = self._stamp()
         out: list[Delivery] = []
         event = env.event
-        if job.webhook:
+        if job is not None and job.webhook:
             data_ = {
                 "id": job_id,
                 "status": name,
@@ -189,8 +187,11 @@ class WebhookService:
             body = wh.payload(f"job.{name}", data_, timestamp=stamp)
             secret = self.secret_for(job.submitter)
             out.append(Delivery(job.webhook, secret, f"job_{job_id}", body, f"job {job_id}"))
-        if job.batch_id:
-            batch = await self.batches.line_done(job.batch_id, job_id, name)
+        # A batch's job ids name the batch: a line cancelled before any worker took it counts
+        # even when no event of it says where its submission is.
+        batch_id = job.batch_id if job is not None else batch_of(job_id)
+        if batch_id:
+            batch = await self.batches.line_done(batch_id, job_id, name)
             if batch is not None and batch.webhook:
                 view = batch.summary()
                 body = wh.payload(f"batch.{view['status']}", view, timestamp=stamp)
