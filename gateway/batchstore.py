@@ -73,6 +73,7 @@ def owner_token(principal: str) -> str:
 
 
 _BATCH_JOB = re.compile(r"^(batch_[0-9a-f]{32})-[0-9]+$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what a file or batch id may be
 
 
 def batch_of(job_id: str) -> str | None:
@@ -104,7 +105,7 @@ class BatchStore:
         await self.bus.call(kv.put(f"own.{record.owner}.{record.id}", b""), action)
 
     async def get(self, batch_id: str) -> BatchRecord | None:
-        if not batch_id.replace("_", "").replace("-", "").isalnum():
+        if not _ID.match(batch_id):
             return None
         kv = await self._kv()
         try:
@@ -213,7 +214,7 @@ class FileStore:
         await self.bus.call(obs.put(info.id, data, meta=meta), f"store file {info.id}")
 
     async def info(self, file_id: str) -> FileInfo | None:
-        if not file_id.replace("-", "").replace("_", "").isalnum():
+        if not _ID.match(file_id):
             return None
         obs = await self._obs()
         try:
