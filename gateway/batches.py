@@ -2,7 +2,8 @@
 
 Create reads the input file (gateway.files), checks every line (gateway.batchlines), stores the
 batch's record (gateway.batchstore), then submits each line as one low-priority job with the
-id ``<batch_id>-<line>``, the batch id and the line's `custom_id`. There is no validating phase
+id ``<batch_id>-<line>``, the batch id and the line's `custom_id`, then marks the record
+submitted; a create that stopped half-way is finished by the next read (`resume`). There is no validating phase
 to wait for: a bad line refuses the whole batch at create with 400 naming the line.
 
 A batch's state is derived from the log: its record, and each line's job as the job board reads
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["routes"]
 
 CHUNK = 128  # jobs submitted, or looked up, at a time
+# A record this old and not yet marked submitted belongs to a create that stopped half-way.
+RESUME_AFTER_S = 60
 WINDOW_S = 24 * 3600
 _NOT_OPTIONS = frozenset(
     {"model", "messages", "prompt", "input", "stream", "stream_options", "tools", "user"}
@@ -69,15 +72,17 @@ def _gw(request: Request) -> Gateway:
 
 
 def line_job(
-    gw: Gateway, request: Request, record: BatchRecord, n: int, line: Line
+    gw: Gateway, request: Request | None, record: BatchRecord, n: int, line: Line
 ) -> JobSubmitted:
-    """The low-priority job that runs line `n` of the batch."""
+    """The low-priority job that runs line `n` of the batch (checked against the scope of the
+    caller's key when there is a `request`; a resumed create was checked when it began)."""
     body = line.body
     name = str(body["model"])
     live = gw.fleet.live_models()
     model = resolve_model(name, live) or name
     pool = pick_pool(gw, model, live.get(model, set()))
-    auth.check_scope(request, pool=pool, model=model)
+    if request is not None:
+        auth.check_scope(request, pool=pool, model=model)
     kind = ENDPOINTS[record.endpoint]
     prompt: str | None = None
     inp: dict[str, Any] | None = None
@@ -106,7 +111,7 @@ def line_job(
         input=inp,
         options=job_options(body, _NOT_OPTIONS),
         priority="low",
-        submitter=hooks.submitter(request),
+        submitter=record.key_name,
         batch_id=record.id,
         custom_id=line.custom_id,
     )
@@ -144,12 +149,47 @@ async def create_batch(request: Request) -> Response:
     )
     jobs = [line_job(gw, request, record, n, line) for n, line in enumerate(lines)]
     try:
-        await BatchStore(gw.bus, gw.settings).put(record)
-        for i in range(0, len(jobs), CHUNK):
-            await asyncio.gather(*(gw.bus.store(j, gw.speaker) for j in jobs[i : i + CHUNK]))
+        await submit_lines(gw, record, jobs)
     except JetgridError as exc:
         raise unavailable(f"store batch {record.id}", exc) from exc
     return JSONResponse(shown(record, tally([None] * record.total, cancel_asked=False)))
+
+
+async def submit_lines(gw: Gateway, record: BatchRecord, jobs: list[JobSubmitted]) -> BatchRecord:
+    """Store the record, then every line's job (each under its id as ``Nats-Msg-Id``, so a
+    repeat within the duplicate window stores nothing twice), then mark the record submitted."""
+    store = BatchStore(gw.bus, gw.settings)
+    await store.put(record)
+    for i in range(0, len(jobs), CHUNK):
+        await asyncio.gather(*(gw.bus.store(j, gw.speaker) for j in jobs[i : i + CHUNK]))
+    done = record.model_copy(update={"submitted": True})
+    await store.put(done)
+    return done
+
+
+async def resume(gw: Gateway, record: BatchRecord) -> BatchRecord:
+    """Finish a create that stopped before every line's job was stored (its gateway died):
+    once the record is RESUME_AFTER_S old, submit every line again; the duplicate window
+    drops the ones already stored."""
+    age = datetime.now(UTC).timestamp() - record.created_at
+    if record.submitted or age < RESUME_AFTER_S:
+        return record
+    lines = parse_lines(await _content(gw, await _input(gw, record)), record.endpoint,
+                        max(record.total, 1))  # fmt: skip
+    jobs = [line_job(gw, None, record, n, line) for n, line in enumerate(lines)]
+    return await submit_lines(gw, record, jobs)
+
+
+async def _input(gw: Gateway, record: BatchRecord) -> FileInfo:
+    info = await FileStore(gw.bus, gw.settings).info(record.input_file_id)
+    if info is None:
+        raise HTTPError(
+            409,
+            f"Batch {record.id}'s input file {record.input_file_id!r} is gone, so its unsent "
+            "lines cannot be sent; create the batch again.",
+            field="batch_id",
+        )
+    return info
 
 
 async def _content(gw: Gateway, info: FileInfo) -> bytes:
@@ -206,6 +246,7 @@ async def views_of(gw: Gateway, record: BatchRecord) -> list[JobView | None]:
 async def state(gw: Gateway, record: BatchRecord) -> dict[str, Any]:
     """The batch's state from its jobs; once it ended, its output and error files exist."""
     try:
+        record = await resume(gw, record)
         views = await views_of(gw, record)
     except JetgridError as exc:
         raise unavailable(f"read batch {record.id}'s jobs", exc) from exc

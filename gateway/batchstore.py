@@ -9,9 +9,10 @@ Keys: ``<batch_id>`` holds the record (`BatchRecord`: owner, endpoint, input fil
 lines, webhook, metadata, when it was created and when a cancel was asked); ``own.<owner>.<id>``
 indexes it under its owner for listing; ``<batch_id>.line.<n>`` marks line n done (its job's
 terminal status), written by the webhook service as each line's terminal event arrives. The
-record never changes but for its cancel time; a batch's progress and outcome come from its
-jobs' own events (gateway.batches), the line marks only tell the webhook service when the last
-line ended (their count, from an ephemeral consumer's pending count, no key listing).
+record changes only when every line's job is stored (`submitted`) and when a cancel is asked;
+a batch's progress and outcome come from its jobs' own events (gateway.batches), the line marks
+only tell the webhook service when the last line ended (their count, from an ephemeral
+consumer's pending count, no key listing).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class BatchRecord(BaseModel):
     webhook: str | None = None
     metadata: dict[str, str] | None = None
     cancelled_at: int | None = None
+    # False until every line's job is stored; a create that died half-way is finished by the
+    # next read (gateway.batches.resume).
+    submitted: bool = False
 
     def job_id(self, line: int) -> str:
         """The job that runs line `line` (0-based) of the input file."""

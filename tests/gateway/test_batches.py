@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,9 +17,11 @@ import pytest
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_batches
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import hash_key
+from jetgrid.gateway.batchstore import BatchRecord, BatchStore, FileInfo, FileStore
 from tests.gateway.test_webhooks import Receiver, receiving, webhook_service
-from tests.helpers import job_views, until
+from tests.helpers import job, job_views, until
 
 pytestmark = pytest.mark.integration
 
@@ -291,3 +294,33 @@ async def test_an_upload_may_be_larger_than_other_requests_up_to_files_max_bytes
                 model="echo", messages=[{"role": "user", "content": "x" * 2000}]
             )
     assert err.value.status_code == 413
+
+
+async def test_a_create_that_died_half_way_is_finished_by_the_next_read(
+    streams: Settings,
+    serve_gateway: Callable[[Settings], Any],
+    start_worker: Callable[..., Awaitable[Any]],
+    bus: Bus,
+) -> None:
+    """A gateway that stored the record and one line's job, then died: any gateway's next read
+    of the (minute-old) batch stores the other lines once, and the batch completes."""
+    await start_worker(concurrency=4)
+    data = jsonl(chat_line("a", "one"), chat_line("b", "two"))
+    async with batch_gateway(streams, serve_gateway, bus) as base, client(base) as c:
+        info = FileInfo(id="file-died", owner="open", purpose="batch", filename="in.jsonl",
+                        bytes=len(data), created_at=1)  # fmt: skip
+        await FileStore(bus, streams).put(info, data)
+        record = BatchRecord(id="batch_" + "d" * 32, owner="open", endpoint="/v1/chat/completions",
+                             input_file_id=info.id, total=2,
+                             created_at=int(time.time()) - 120)  # fmt: skip
+        await BatchStore(bus, streams).put(record)
+        first = job(0, job_id=record.job_id(0), kind="chat", prompt=None,
+                    input={"messages": [{"role": "user", "content": "one"}]})  # fmt: skip
+        await bus.store(first, Speaker.service("gateway"))  # line 0 made it, line 1 did not
+        done = await finished(c, record.id)
+        assert done.request_counts is not None and done.request_counts.completed == 2
+        rows = (await c.files.content(done.output_file_id or "")).content.decode().splitlines()
+    assert [json.loads(r)["custom_id"] for r in rows] == ["a", "b"]
+    stored = await bus.messages(streams.streams.jobs, subject=f"{streams.subject_prefix}.jobs.>")
+    ids = [json.loads(m.data)["data"]["job_id"] for m in stored]
+    assert sorted(ids) == [record.job_id(0), record.job_id(1)]  # line 0 not stored twice
