@@ -3,8 +3,9 @@
 Create reads the input file (gateway.files), checks every line (gateway.batchlines), stores the
 batch's record (gateway.batchstore), then submits each line as one low-priority job with the
 id ``<batch_id>-<line>``, the batch id and the line's `custom_id`, then marks the record
-submitted; a create that stopped half-way is finished by the next read (`resume`). There is no validating phase
-to wait for: a bad line refuses the whole batch at create with 400 naming the line.
+submitted; a create that stopped half-way is finished by the next read (`resume`). There is
+no validating phase to wait for: a bad line refuses the whole batch at create with 400 naming
+the line.
 
 A batch's state is derived from the log: its record, and each line's job as the job board reads
 it (any gateway answers the same; a restart loses nothing). It is ``in_progress`` until every

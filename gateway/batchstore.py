@@ -63,11 +63,6 @@ class BatchRecord(BaseModel):
         """The job that runs line `line` (0-based) of the input file."""
         return f"{self.id}-{line}"
 
-    def summary(self) -> dict[str, Any]:
-        """What a batch webhook carries: the batch, its final status and size."""
-        status = "cancelled" if self.cancelled_at is not None else "completed"
-        return {"id": self.id, "object": "batch", "status": status, "total": self.total}
-
 
 def owner_token(principal: str) -> str:
     """A KV-key-safe token for the owner `principal` (an API key's hash, "" when keys are off)."""
@@ -156,6 +151,24 @@ class BatchStore:
         kv = await self._kv()
         await self.bus.call(kv.put(f"{batch_id}.line.{line}", status.encode()), "mark a line")
         return record if await self.lines_done(batch_id) >= record.total else None
+
+    async def line_statuses(self, batch_id: str) -> list[str]:
+        """The terminal status each marked line of the batch ended with (a watch on its marks)."""
+        kv = await self._kv()
+
+        async def read() -> list[str]:
+            watcher = await kv.watch(f"{batch_id}.line.*", ignore_deletes=True)
+            found: list[str] = []
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the watch caught up
+                        break
+                    found.append((entry.value or b"").decode("utf-8", "replace"))
+            finally:
+                await watcher.stop()
+            return found
+
+        return await self.bus.call(read(), f"read {batch_id}'s lines")
 
     async def lines_done(self, batch_id: str) -> int:
         """How many lines of the batch are marked done (an ephemeral consumer's pending count:

@@ -49,6 +49,7 @@ from jetgrid.events import (
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import KeyRing, keys_path
+from jetgrid.gateway.batchlines import tally
 from jetgrid.gateway.batchstore import BatchStore, batch_of
 
 log = logging.getLogger("jetgrid.webhooks")
@@ -193,8 +194,11 @@ class WebhookService:
         if batch_id:
             batch = await self.batches.line_done(batch_id, job_id, name)
             if batch is not None and batch.webhook:
-                view = batch.summary()
-                body = wh.payload(f"batch.{view['status']}", view, timestamp=stamp)
+                statuses = await self.batches.line_statuses(batch.id)
+                t = tally(list(statuses), cancel_asked=batch.cancelled_at is not None)
+                view = {"id": batch.id, "object": "batch", "status": t.status,
+                        "request_counts": t.counts()}  # fmt: skip
+                body = wh.payload(f"batch.{t.status}", view, timestamp=stamp)
                 secret = self.secret_for(batch.key_name)
                 msg_id = f"batch_{batch.id}"
                 out.append(Delivery(batch.webhook, secret, msg_id, body, f"batch {batch.id}"))

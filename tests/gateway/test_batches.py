@@ -256,7 +256,8 @@ async def test_a_batch_fires_its_webhook_when_its_last_line_ends(
     )
     await start_worker(concurrency=4)
     receiver = Receiver(secret)
-    rows = [chat_line(f"l{i}", f"text {i}") for i in range(4)]
+    rows = [chat_line(f"l{i}", f"text {i}") for i in range(3)]
+    rows.append(chat_line("l3", "no", fail="permanent"))
     async with (
         receiving(receiver),
         webhook_service(settings),
@@ -278,7 +279,14 @@ async def test_a_batch_fires_its_webhook_when_its_last_line_ends(
     assert all(h["webhook-id"] == headers["webhook-id"] for h, _, _ in more)  # repeats dedupe
     sent = json.loads(body)
     assert sent["type"] == "batch.completed"
-    assert sent["data"] == {"id": batch.id, "object": "batch", "status": "completed", "total": 4}
+    counts = {"total": 4, "completed": 3, "failed": 1}
+    assert sent["data"] == {
+        "id": batch.id,
+        "object": "batch",
+        "status": "completed",
+        "request_counts": counts,
+    }
+    assert done.request_counts is not None and done.request_counts.model_dump() == counts
 
 
 async def test_an_upload_may_be_larger_than_other_requests_up_to_files_max_bytes(
