@@ -7,6 +7,7 @@ command-line flags, then passed down explicitly. This module is the only place t
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ _RETENTION_FIELDS = {
     "rollups": ROLLUPS,
 }
 DEFAULT_POOLS = ("fast", "standard", "heavy")
+_SECRETS = frozenset({"nats_password", "nats_token", "webhook_secret"})
 
 
 class Settings(BaseModel):
@@ -168,6 +170,28 @@ class Settings(BaseModel):
             raise ValueError(str(exc).rstrip(".")) from None
         return v
 
+    @field_validator("retention_files")
+    @classmethod
+    def _files_retention(cls, v: str) -> str:
+        try:
+            parse_retention(v, "retention_files")
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        return v
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            raw = v.get_secret_value().removeprefix("whsec_")
+            try:
+                ok = len(base64.b64decode(raw, validate=True)) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("it must be 'whsec_' followed by base64 bytes")
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
@@ -266,6 +290,8 @@ def _explain(exc: ValidationError, values: Mapping[str, Any]) -> str:
     for err in exc.errors(include_url=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
         shown = values.get(field, "<missing>")
+        if field in _SECRETS and field in values:
+            shown = "<hidden>"  # never repeat a secret in an error
         parts.append(
             f"Setting {field} (env {ENV_PREFIX}{field.upper()}) has value {shown!r}. {err['msg']}."
         )

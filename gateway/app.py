@@ -5,10 +5,10 @@
 
 The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
 event stream), pools_api, openapi, ollama_api, openai_api and openai_more (drop-in APIs,
-sharing llm), metrics, dashboard (+ static/), with auth.Guard as the one middleware (size
-limit, API keys, rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live
-feed that fans it and the token chunks out to streaming clients, and the fleet (WORKERS); limits
-counts open streams and waits.
+sharing llm), files and batches (OpenAI's Batch API), metrics, dashboard (+ static/), with
+auth.Guard as the one middleware (size limit, larger for file uploads; API keys, rate limits).
+Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live feed that fans it and the token
+chunks out to streaming clients, and the fleet (WORKERS); limits counts open streams and waits.
 """
 
 from __future__ import annotations

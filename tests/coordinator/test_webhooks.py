@@ -205,3 +205,21 @@ def test_keys_secret_prints_the_secret_the_service_signs_a_keys_webhooks_with(tm
     assert shown.exit_code == 0 and shown.stdout.strip() == wh.key_secret(hash_key(key))
     missing = CliRunner().invoke(main, ["keys", "secret", "nope", "--keys-file", str(keys)])
     assert missing.exit_code != 0 and "No key named 'nope'" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"JETGRID_WEBHOOK_SECRET": "not-a-secret!"}, "'whsec_' followed by base64"),
+        ({"JETGRID_RETENTION_FILES": "soon"}, "retention_files"),
+        ({"JETGRID_WEBHOOK_ATTEMPTS": "0"}, "webhook_attempts"),
+    ],
+)
+def test_bad_webhook_and_batch_settings_are_one_line_errors(
+    env: dict[str, str], words: str
+) -> None:
+    from jetgrid.coordinator.settings import Settings
+
+    with pytest.raises(ConfigError, match=words) as err:
+        Settings.from_env(env)
+    assert "not-a-secret" not in str(err.value)  # a secret is never repeated
