@@ -11,6 +11,7 @@ import pytest
 from jetgrid.gateway.batchlines import Line, parse_lines, result_line, tally
 from jetgrid.gateway.batchstore import batch_of, line_of, owner_token
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.files import parse_form
 from jetgrid.projections.jobs import JobView
 
 CHAT = "/v1/chat/completions"
@@ -117,3 +118,30 @@ def test_ids() -> None:
     assert batch_of("batch_x-1") is None and batch_of(bid) is None
     assert line_of(bid, "other-1") is None
     assert owner_token("") == "open" and owner_token("sha256:ab") != owner_token("sha256:cd")
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "words"),
+    [
+        ("multipart/form-data", b"garbage", "has no parts"),
+        ("multipart/form-data; boundary=x", b"garbage", "has no parts"),
+        ('multipart/form-data; boundary="', b"\x00\xff" * 100, "has no parts"),
+        ("text/plain", b"x", "takes multipart/form-data"),
+        ("", b"x", "no content type"),
+    ],
+)
+def test_a_hostile_upload_is_a_400(ctype: str, body: bytes, words: str) -> None:
+    with pytest.raises(HTTPError) as err:
+        parse_form(ctype, body)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_an_upload_keeps_its_bytes_exactly() -> None:
+    data = b"\x00\xff\r\nab\nc\r\n"
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n"
+    )
+    got = parse_form("multipart/form-data; boundary=x", body)
+    assert got == {"purpose": (None, b"batch"), "file": ("a.jsonl", data)}
