@@ -33,6 +33,7 @@ from jetgrid.gateway import (
     batches,
     dashboard,
     files,
+    hooks,
     jobs_api,
     metrics,
     ollama_api,
@@ -162,6 +163,7 @@ def create_app(settings: Settings) -> Starlette:
         *dashboard.routes,
         *files.routes,
         *batches.routes,
+        *hooks.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

@@ -16,7 +16,8 @@ deployment's secret, the same ``webhook-id`` on every attempt), with `webhook_ti
 target checked again against the addresses its host resolves to. A 2xx acks the event; anything
 else naks it with coordinator.webhooks.DELIVERY's back-off; at the `webhook_attempts`-th failure
 the delivery is recorded on the dead-letter path, a record on ``<prefix>.invalid.WEBHOOKS``
-holding the body and the reason (URL, attempts, last answer), and the event is acked.
+holding the body, the reason (URL, attempts, last answer) and its owner, which the owner reads
+with ``GET /v1/webhooks/failures`` (gateway.hooks), and the event is acked.
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ from jetgrid.events import (
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import KeyRing, keys_path
 from jetgrid.gateway.batchlines import tally
-from jetgrid.gateway.batchstore import BatchStore, batch_of
+from jetgrid.gateway.batchstore import BatchStore, batch_of, owner_token
+from jetgrid.gateway.hooks import DEAD_STREAM, OWNER_HEADER
 
 log = logging.getLogger("jetgrid.webhooks")
 
-DEAD_STREAM = "WEBHOOKS"  # the token of `<prefix>.invalid.WEBHOOKS` records
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -67,6 +68,7 @@ class Delivery:
     msg_id: str
     body: bytes
     about: str  # "job <id>" or "batch <id>", for records and logs
+    owner: str = "open"  # whose delivery it is (gateway.batchstore.owner_token), for records
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -186,8 +188,9 @@ class WebhookService:
                 "error": getattr(event, "reason", None),
             }
             body = wh.payload(f"job.{name}", data_, timestamp=stamp)
-            secret = self.secret_for(job.submitter)
-            out.append(Delivery(job.webhook, secret, f"job_{job_id}", body, f"job {job_id}"))
+            secret, owner = self.signer(job.submitter)
+            msg_id = f"job_{job_id}"
+            out.append(Delivery(job.webhook, secret, msg_id, body, f"job {job_id}", owner))
         # A batch's job ids name the batch: a line cancelled before any worker took it counts
         # even when no event of it says where its submission is.
         batch_id = job.batch_id if job is not None else batch_of(job_id)
@@ -199,9 +202,9 @@ class WebhookService:
                 view = {"id": batch.id, "object": "batch", "status": t.status,
                         "request_counts": t.counts()}  # fmt: skip
                 body = wh.payload(f"batch.{t.status}", view, timestamp=stamp)
-                secret = self.secret_for(batch.key_name)
-                msg_id = f"batch_{batch.id}"
-                out.append(Delivery(batch.webhook, secret, msg_id, body, f"batch {batch.id}"))
+                secret, _ = self.signer(batch.key_name)
+                msg_id, about = f"batch_{batch.id}", f"batch {batch.id}"
+                out.append(Delivery(batch.webhook, secret, msg_id, body, about, batch.owner))
         return out
 
     async def submission(self, job_id: str, event: Any) -> JobSubmitted | None:
@@ -237,15 +240,17 @@ class WebhookService:
         job = env.event
         return job if isinstance(job, JobSubmitted) and job.job_id == job_id else None
 
-    def secret_for(self, submitter: str | None) -> str | None:
-        """The secret that signs for `submitter`: its API key's, or with no keys configured the
-        deployment's (None when there is none to use)."""
+    def signer(self, submitter: str | None) -> tuple[str | None, str]:
+        """(the secret that signs for `submitter`, its owner token): its API key's, or with no
+        keys configured the deployment's (None when there is none to use) and "open"."""
         keys = self.keys.current(self.clock())
         if isinstance(keys, dict) and keys:
             found = next((k for k in keys.values() if k.name == submitter), None)
-            return wh.key_secret(found.hash) if found is not None else None
+            if found is None:
+                return None, "unknown"
+            return wh.key_secret(found.hash), owner_token(found.hash)
         secret = self.settings.webhook_secret
-        return secret.get_secret_value() if secret is not None else None
+        return (secret.get_secret_value() if secret is not None else None), owner_token("")
 
     async def post(self, d: Delivery) -> tuple[int | None, str]:
         """One attempt: (the HTTP status, or None when there was no answer; what happened)."""
@@ -290,7 +295,7 @@ class WebhookService:
                 subject=d.url[:256],
                 seq=seq,
                 reason=reason,
-                headers={"webhook-id": d.msg_id},
+                headers={"webhook-id": d.msg_id, OWNER_HEADER: d.owner},
             )
 
     def _stamp(self) -> str:

@@ -154,12 +154,23 @@ async def test_a_delivery_that_always_fails_ends_on_the_dead_letter_path(
 
         (record,) = await until(recorded, timeout=30)
         assert service.given_up == 1
+        async with serve_gateway(settings) as base, httpx.AsyncClient(base_url=base) as http:
+            listed = (await http.get("/v1/webhooks/failures")).json()["data"]
+        keyed = settings.replace(api_keys=hash_key("jg_someone_else"))
+        async with serve_gateway(keyed) as base, httpx.AsyncClient(base_url=base) as http:
+            auth = {"Authorization": "Bearer jg_someone_else"}
+            others = (await http.get("/v1/webhooks/failures", headers=auth)).json()["data"]
     assert len(receiver.got["/down"]) == 3  # webhook_attempts, then no more
     assert all(ok for _, _, ok in receiver.got["/down"])  # the deployment secret signs
     assert f"job {job_id}" in record.reason and f"{receiver.url}/down" in record.reason
     assert "3 attempt(s)" in record.reason and "HTTP 503" in record.reason
     assert record.headers["webhook-id"] == f"job_{job_id}"
     assert json.loads(base64.b64decode(record.original_b64))["data"]["id"] == job_id
+    # The sender reads it back over HTTP; another key does not see it.
+    (shown,) = listed
+    assert shown["webhook_id"] == f"job_{job_id}" and shown["url"] == f"{receiver.url}/down"
+    assert shown["reason"] == record.reason and shown["body"]["data"]["id"] == job_id
+    assert others == []
 
 
 @pytest.mark.parametrize(
