@@ -15,7 +15,8 @@ Targets: a webhook URL must be http(s) with a host; a host that is or resolves t
 loopback, link-local, multicast, reserved or unspecified address is refused unless the operator
 allows such targets (`JETGRID_WEBHOOK_ALLOW_PRIVATE=1`). The gateway checks the literal URL at
 submit (`check_url`), the webhook service checks the resolved addresses again at each delivery
-(`check_addresses`), as DNS may change in between.
+(`check_addresses`), as DNS may change in between, and POSTs to the address it checked
+(`pinned`; the Host header and, for https, the TLS server name stay the URL's host).
 
 Retries: `DELIVERY` is the back-off between attempts (coordinator.backoff; its first delay is
 the setting `webhook_retry_s`); `attempt_outcome` decides from the attempt number and the
@@ -32,7 +33,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from jetgrid.coordinator.backoff import Backoff, TryAgain, after_failure
 from jetgrid.events import ConfigError
@@ -50,6 +51,7 @@ __all__ = [
     "headers",
     "key_secret",
     "payload",
+    "pinned",
     "secret_bytes",
     "sign",
     "verify",
@@ -186,6 +188,19 @@ def check_addresses(url: str, addresses: Iterable[str], *, allow_private: bool) 
         addr = ipaddress.ip_address(text.split("%", 1)[0])
         if _host_refused(addr):
             raise _refused(url, f"a host that resolves to the non-public address {text}")
+
+
+def pinned(url: str, address: str) -> tuple[str, str]:
+    """(`url` with its host replaced by the checked `address`, the Host header that names the
+    original host): the POST goes to the address that was checked, even if the name would
+    resolve elsewhere a moment later (DNS rebinding)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    ip = address.split("%", 1)[0]
+    host = parts.hostname or ""
+    target = f"[{ip}]" if ":" in ip else ip
+    named = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=target + port)), named + port
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,13 @@ class WebhookService:
     ) -> None:
         self.settings = settings
         self.bus = bus
-        self.http = http or httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        # No redirects, no proxies from the environment, and no kept connections: each POST
+        # opens its own to the address it checked, with the TLS name of its own URL.
+        self.http = http or httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         self.resolver = resolver
         self.clock = clock
         self.keys = KeyRing(keys_path(settings), settings.api_keys)
@@ -264,17 +270,18 @@ class WebhookService:
             wh.check_url(d.url, allow_private=allow)
             parts = urlsplit(d.url)
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            wh.check_addresses(
-                d.url, await self.resolver(parts.hostname or "", port), allow_private=allow
-            )
+            addresses = await self.resolver(parts.hostname or "", port)
+            wh.check_addresses(d.url, addresses, allow_private=allow)
         except (wh.TargetRefused, OSError, ValueError) as exc:
             return None, f"refused: {exc}"
-        headers = wh.headers(d.secret, d.msg_id, int(self.clock()), d.body)
+        url, host = wh.pinned(d.url, addresses[0])  # to the address just checked
+        headers = {**wh.headers(d.secret, d.msg_id, int(self.clock()), d.body), "host": host}
+        tls = {"sni_hostname": parts.hostname or ""} if parts.scheme == "https" else {}
         timeout = self.settings.webhook_timeout_s
         try:
             # Only the status counts: the answer's body is never read (it may be huge).
             async with self.http.stream(
-                "POST", d.url, content=d.body, headers=headers, timeout=timeout
+                "POST", url, content=d.body, headers=headers, timeout=timeout, extensions=tls
             ) as resp:
                 status = resp.status_code
         except httpx.HTTPError as exc:

@@ -223,3 +223,20 @@ def test_bad_webhook_and_batch_settings_are_one_line_errors(
     with pytest.raises(ConfigError, match=words) as err:
         Settings.from_env(env)
     assert "not-a-secret" not in str(err.value)  # a secret is never repeated
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "target", "host"),
+    [
+        ("https://hooks.example.com/a?b=1", "93.184.216.34", "https://93.184.216.34/a?b=1",
+         "hooks.example.com"),
+        ("http://hooks.example.com:8080/x", "2606:2800::1", "http://[2606:2800::1]:8080/x",
+         "hooks.example.com:8080"),
+        ("http://[2001:db8::1]/x", "2001:db8::1", "http://[2001:db8::1]/x", "[2001:db8::1]"),
+        ("http://h.example/x", "fe80::1%eth0", "http://[fe80::1]/x", "h.example"),
+    ],
+)  # fmt: skip
+def test_pinned_posts_to_the_checked_address_under_the_urls_host(
+    url: str, address: str, target: str, host: str
+) -> None:
+    assert wh.pinned(url, address) == (target, host)

@@ -221,3 +221,23 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
     status, answer = await service.post(delivery)
     await service.http.aclose()
     assert status is None and "refused" in answer and "127.0.0.1" in answer
+
+
+async def test_a_delivery_goes_to_the_address_that_was_checked(streams: Settings, bus: Bus) -> None:
+    """The service POSTs to the resolved address it checked, naming the URL's host in Host: a
+    name that no DNS knows still reaches the receiver its resolver answered with."""
+    receiver = Receiver(SECRET)
+
+    async def pinned(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    settings = streams.replace(webhook_secret=SECRET, webhook_allow_private=True)
+    async with receiving(receiver):
+        port = receiver.url.rsplit(":", 1)[1]
+        service = WebhookService(settings, bus, resolver=pinned)
+        url = f"http://hooks.jetgrid.invalid:{port}/pin"
+        status, _ = await service.post(Delivery(url, SECRET, "job_j2", b"{}", "job j2"))
+        await service.http.aclose()
+    assert status == 204
+    ((headers, _, ok),) = receiver.got["/pin"]
+    assert ok and headers["host"] == f"hooks.jetgrid.invalid:{port}"
