@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 
 from jetgrid.coordinator import webhooks as wh
 from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.provision import ensure_webhook_consumer
 from jetgrid.coordinator.roles import WEBHOOK_CONSUMER
 from jetgrid.coordinator.settings import Settings
@@ -118,8 +119,15 @@ class WebhookService:
     async def run(self) -> None:
         js = self.bus.js
         stream = self.settings.streams.job_events
-        with contextlib.suppress(JetgridError, Exception):  # a role that may not create it
+        with contextlib.suppress(Exception):  # a role that may not create it: provision does
             await ensure_webhook_consumer(js, self.settings)
+        try:
+            await self.bus.consumer_info(stream, WEBHOOK_CONSUMER)
+        except NotFound:
+            raise NotFound(
+                f"The webhook consumer {stream}/{WEBHOOK_CONSUMER} does not exist and this user "
+                "may not create it; run `jetgrid provision` as the admin user."
+            ) from None
         sub = await js.pull_subscribe_bind(WEBHOOK_CONSUMER, stream=stream)
         self.ready.set()
         tasks: set[asyncio.Task[None]] = set()
@@ -148,10 +156,16 @@ class WebhookService:
         attempt = int(msg.metadata.num_delivered or 1)
         try:
             deliveries = await self.deliveries(msg.subject, msg.data)
-        except JetgridError as exc:  # NATS away: the event comes back
-            log.warning("webhooks of %s not looked up yet: %s", msg.subject, exc)
+        except Exception as exc:  # NATS away, or a record it cannot read: the event comes back
+            late = wh.attempt_outcome(
+                attempt, None, max_attempts=self.settings.webhook_attempts, policy=self.backoff
+            )
+            log.warning("webhooks of %s not looked up (%r): %s", msg.subject, exc, late.action)
             with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+                if late.action == "retry":
+                    await msg.nak(delay=late.delay_s)
+                else:  # it never could be: no end of retries for one event
+                    await msg.ack()
             return
         outcome = wh.Outcome("done")
         for d in deliveries:
