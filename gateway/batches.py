@@ -249,6 +249,8 @@ async def state(gw: Gateway, record: BatchRecord) -> dict[str, Any]:
     try:
         record = await resume(gw, record)
         views = await views_of(gw, record)
+    except HTTPError:
+        raise
     except JetgridError as exc:
         raise unavailable(f"read batch {record.id}'s jobs", exc) from exc
     t = tally(
@@ -267,6 +269,8 @@ async def state(gw: Gateway, record: BatchRecord) -> dict[str, Any]:
             err_id and await files.info(err_id) is None
         ):
             await _write_results(gw, record, ended, out_id, err_id, finished or 0)
+    except HTTPError:
+        raise
     except JetgridError as exc:
         raise unavailable(f"write batch {record.id}'s results", exc) from exc
     return shown(record, t, finished_at=finished, output_file_id=out_id, error_file_id=err_id)
@@ -331,8 +335,19 @@ async def cancel_batch(request: Request) -> Response:
     gw = _gw(request)
     record = await find_batch(request)
     try:
-        record = await BatchStore(gw.bus, gw.settings).cancel(record)
         views = await views_of(gw, record)
+    except JetgridError as exc:
+        raise unavailable(f"read batch {record.id}'s jobs", exc) from exc
+    statuses: list[str | None] = [v.status if v else None for v in views]
+    if record.cancelled_at is None and tally(statuses, cancel_asked=False).ended:
+        raise HTTPError(
+            409,
+            f"Batch {record.id} already completed; there is nothing to cancel.",
+            field="batch_id",
+            type="invalid_request_error",
+        )
+    try:
+        record = await BatchStore(gw.bus, gw.settings).cancel(record)
         asks = [
             JobCancelRequested(
                 job_id=record.job_id(n),

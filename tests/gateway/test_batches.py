@@ -88,6 +88,8 @@ async def test_a_chat_batch_runs_every_line_and_writes_output_and_error_files(
         errors = (await c.files.content(done.error_file_id)).content.decode().splitlines()
         again = await c.batches.retrieve(batch.id)  # the files are written once, then found
         assert again.output_file_id == done.output_file_id
+        with pytest.raises(openai.ConflictError, match="already completed"):
+            await c.batches.cancel(batch.id)
     results = [json.loads(line) for line in out]
     assert [r["custom_id"] for r in results] == ["first", "third"]  # input order
     first = results[0]["response"]
