@@ -26,6 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from jetgrid.coordinator.consumers import ConsumerSpec
 from jetgrid.coordinator.errors import ProvisioningError
+from jetgrid.coordinator.roles import WEBHOOK_CONSUMER
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import DEAD_LETTERS, StreamSpec, dead_letter_spec, stream_specs
 
@@ -250,6 +251,107 @@ async def ensure_snapshot_bucket(js: JetStreamContext, bucket: str, *, replicas:
     return True
 
 
+async def ensure_files_bucket(js: JetStreamContext, settings: Settings) -> bool:
+    """Create the object store of uploaded and batch output files if missing; True if created.
+    Its age limit is the files retention (retention_files)."""
+    from nats.js.api import ObjectStoreConfig
+
+    bucket = settings.files_bucket
+    try:
+        await js.object_store(bucket)
+        return False
+    except NotFoundError:
+        pass
+    keep = settings.files_retention
+    try:
+        await js.create_object_store(
+            bucket,
+            config=ObjectStoreConfig(
+                bucket=bucket,
+                replicas=settings.stream_replicas,
+                ttl=keep.max_age_s or None,
+                max_bytes=keep.max_bytes,
+                description="jetgrid files: batch inputs, outputs and errors (gateway.files)",
+            ),
+        )
+    except APIError as exc:
+        raise ProvisioningError(f"Creating object store {bucket} failed: {exc}.") from exc
+    return True
+
+
+async def ensure_batches_bucket(js: JetStreamContext, settings: Settings) -> bool:
+    """Create the KV bucket of batch records and their lines' outcomes if missing; True if
+    created. Kept as long as files (retention_files)."""
+    from nats.js.api import KeyValueConfig
+
+    bucket = settings.batches_bucket
+    try:
+        await js.key_value(bucket)
+        return False
+    except NotFoundError:
+        pass
+    keep = settings.files_retention
+    try:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                replicas=settings.stream_replicas,
+                ttl=keep.max_age_s or None,
+                description="jetgrid batches (gateway.batches) and their lines' outcomes",
+            )
+        )
+    except APIError as exc:
+        raise ProvisioningError(f"Creating KV bucket {bucket} failed: {exc}.") from exc
+    return True
+
+
+def webhook_consumer_config(settings: Settings) -> ConsumerConfig:
+    """The durable consumer every webhook service shares: the terminal events of JOB_EVENTS
+    from the moment it is created, acked explicitly, redelivered after a delivery's timeout."""
+    p = settings.subject_prefix
+    names = ("completed", "failed", "cancelled", "dead", "rejected")
+    return ConsumerConfig(
+        durable_name=WEBHOOK_CONSUMER,
+        description="jetgrid webhook deliveries of job outcomes (jetgrid.webhooks)",
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.webhook_timeout_s * 3 + 5,
+        max_deliver=-1,  # the service counts attempts and gives up itself (webhook_attempts)
+        max_ack_pending=1000,
+        filter_subjects=[f for n in names for f in (f"{p}.job.*.{n}", f"{p}.job.*.{n}.*")],
+    )
+
+
+async def ensure_webhook_consumer(js: JetStreamContext, settings: Settings) -> bool:
+    """Create the webhook services' shared consumer on JOB_EVENTS if missing; True if created."""
+    stream = settings.streams.job_events
+    try:
+        await js.consumer_info(stream, WEBHOOK_CONSUMER)
+        return False
+    except NotFoundError:
+        pass
+    try:
+        await js.add_consumer(stream, webhook_consumer_config(settings))
+    except APIError as exc:
+        raise ProvisioningError(
+            f"Creating consumer {stream}/{WEBHOOK_CONSUMER} failed: {exc}."
+        ) from exc
+    return True
+
+
+async def provision_batches(js: JetStreamContext, settings: Settings) -> list[str]:
+    """The files object store, the batches bucket and the webhook consumer; what was created."""
+    created = []
+    if await ensure_files_bucket(js, settings):
+        created.append(f"OBJ_{settings.files_bucket}")
+    if await ensure_batches_bucket(js, settings):
+        created.append(f"KV_{settings.batches_bucket}")
+    if await ensure_webhook_consumer(js, settings):
+        created.append(f"{settings.streams.job_events}/{WEBHOOK_CONSUMER}")
+    return created
+
+
 def deployment_specs(settings: Settings) -> list[StreamSpec]:
     """Every stream one deployment needs: the four of the log, and DEAD_LETTERS."""
     replicas, window = settings.stream_replicas, settings.duplicate_window_s
@@ -282,4 +384,5 @@ async def provision_deployment(
     bucket = settings.snapshot_bucket
     if await ensure_snapshot_bucket(js, bucket, replicas=settings.stream_replicas):
         report.created.append(f"OBJ_{bucket}")
+    report.created.extend(await provision_batches(js, settings))
     return report

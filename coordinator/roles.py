@@ -39,6 +39,8 @@ from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, Con
 from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS
 from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
+# The durable consumer on JOB_EVENTS that every webhook service shares (coordinator.provision).
+WEBHOOK_CONSUMER = "webhooks"
 # The durable consumer on DEAD_LETTERS that every dead-letter watcher shares.
 DEAD_LETTER_CONSUMER = "deadletter"
 
@@ -96,6 +98,16 @@ class Deployment:
     def snapshot_bucket(self) -> str:
         """The object store of read-model snapshots (as Settings.snapshot_bucket)."""
         return f"{self.stream_prefix}SNAPSHOTS"
+
+    @property
+    def files_bucket(self) -> str:
+        """The object store of Batch API files (as Settings.files_bucket)."""
+        return f"{self.stream_prefix}FILES"
+
+    @property
+    def batches_bucket(self) -> str:
+        """The KV bucket of batch records (as Settings.batches_bucket)."""
+        return f"{self.stream_prefix}BATCHES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +213,28 @@ def _dead_letters(d: Deployment) -> list[str]:
     ]
 
 
+def _batches_and_webhooks(d: Deployment) -> list[str]:
+    """The Batch API's files (object store) and records (KV, with the ephemeral consumers that
+    count a batch's ended lines), and the webhook services' shared consumer on JOB_EVENTS with
+    their dead-letter records (`<prefix>.invalid.WEBHOOKS`)."""
+    files, batches = d.files_bucket, d.batches_bucket
+    kv, events = f"KV_{batches}", d.stream(JOB_EVENTS)
+    hooks = WEBHOOK_CONSUMER
+    return [
+        f"$O.{files}.>",
+        f"{API}.STREAM.PURGE.OBJ_{files}",
+        f"{API}.STREAM.NAMES",
+        *_read_stream(f"OBJ_{files}"),
+        f"$KV.{batches}.>",
+        *_read_stream(kv),
+        f"{API}.CONSUMER.DELETE.{kv}.*",
+        f"{API}.CONSUMER.INFO.{events}.{hooks}",
+        f"{API}.CONSUMER.MSG.NEXT.{events}.{hooks}",
+        f"$JS.ACK.{events}.{hooks}.>",
+        f"{d.subject_prefix}.invalid.WEBHOOKS",
+    ]
+
+
 def permissions(user: User, d: Deployment) -> Permissions | None:
     """The permissions of `user` in deployment `d`; None means unrestricted (admin)."""
     p = d.subject_prefix
@@ -232,6 +266,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(workers),
                 *_read_stream(invalid),
                 *tiers_read,
+                *_batches_and_webhooks(d),  # the Batch API, and `jetgrid up`'s webhook service
             ),
             subscribe=(
                 inbox,

@@ -7,6 +7,7 @@ command-line flags, then passed down explicitly. This module is the only place t
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,7 @@ _RETENTION_FIELDS = {
     "rollups": ROLLUPS,
 }
 DEFAULT_POOLS = ("fast", "standard", "heavy")
+_SECRETS = frozenset({"nats_password", "nats_token", "webhook_secret"})
 
 
 class Settings(BaseModel):
@@ -130,6 +132,23 @@ class Settings(BaseModel):
     snapshot_every: int = Field(default=100_000, ge=0)
     snapshot_every_s: float = Field(default=6 * 3600.0, ge=0)
 
+    # Webhooks (coordinator.webhooks, jetgrid.webhooks): the deployment secret that signs when
+    # no API keys are configured (``whsec_<base64>``), whether private and loopback targets may
+    # be called, how many attempts a delivery gets before it is recorded as given up, and the
+    # timeout of one attempt.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # The wait after a delivery's first failure; it doubles at each further one, up to 10 min.
+    webhook_retry_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # The Batch API (gateway.files, gateway.batches): the largest file one upload may hold, the
+    # most lines one batch may have, and how long files and batches are kept ("30d"; "0" keeps
+    # them forever).
+    files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    batch_max_lines: int = Field(default=10_000, ge=1)
+    retention_files: str = "30d"
+
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_json: bool = False
@@ -149,6 +168,28 @@ class Settings(BaseModel):
             check_retention(logical, parse_retention(v, info.field_name))
         except ConfigError as exc:
             raise ValueError(str(exc).rstrip(".")) from None
+        return v
+
+    @field_validator("retention_files")
+    @classmethod
+    def _files_retention(cls, v: str) -> str:
+        try:
+            parse_retention(v, "retention_files")
+        except ConfigError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
+        return v
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            raw = v.get_secret_value().removeprefix("whsec_")
+            try:
+                ok = len(base64.b64decode(raw, validate=True)) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("it must be 'whsec_' followed by base64 bytes")
         return v
 
     @field_validator("log_level", mode="before")
@@ -221,6 +262,21 @@ class Settings(BaseModel):
         return f"{self.stream_prefix}SNAPSHOTS"
 
     @property
+    def files_bucket(self) -> str:
+        """Object store bucket of uploaded and batch output files (gateway.files)."""
+        return f"{self.stream_prefix}FILES"
+
+    @property
+    def batches_bucket(self) -> str:
+        """KV bucket of batch records and their lines' outcomes (gateway.batches)."""
+        return f"{self.stream_prefix}BATCHES"
+
+    @property
+    def files_retention(self) -> Retention:
+        """How long files and batch records are kept (retention_files)."""
+        return parse_retention(self.retention_files, "retention_files")
+
+    @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'jetgrid.db'}"
 
@@ -234,6 +290,8 @@ def _explain(exc: ValidationError, values: Mapping[str, Any]) -> str:
     for err in exc.errors(include_url=False):
         field = str(err["loc"][0]) if err["loc"] else "?"
         shown = values.get(field, "<missing>")
+        if field in _SECRETS and field in values:
+            shown = "<hidden>"  # never repeat a secret in an error
         parts.append(
             f"Setting {field} (env {ENV_PREFIX}{field.upper()}) has value {shown!r}. {err['msg']}."
         )

@@ -34,6 +34,11 @@ class JobSubmitted(Event):
     # `expired` (coordinator.deadlines).
     start_by: AwareDatetime | None = None
     ttl_s: float | None = Field(default=None, gt=0)
+    # Where jetgrid POSTs the job's terminal outcome (coordinator.webhooks); None: nowhere.
+    webhook: str | None = Field(default=None, max_length=2048)
+    # A job made from one line of a batch's input file (gateway.batches): the batch, the line.
+    batch_id: str | None = Field(default=None, max_length=64)
+    custom_id: str | None = Field(default=None, max_length=512)
 
     @field_validator("job_id")
     @classmethod

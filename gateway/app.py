@@ -5,10 +5,10 @@
 
 The app is assembled here from one module per API family: jobs_api and sse (/v1 jobs and their
 event stream), pools_api, openapi, ollama_api, openai_api and openai_more (drop-in APIs,
-sharing llm), metrics, dashboard (+ static/), with auth.Guard as the one middleware (size
-limit, API keys, rate limits). Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live
-feed that fans it and the token chunks out to streaming clients, and the fleet (WORKERS); limits
-counts open streams and waits.
+sharing llm), files and batches (OpenAI's Batch API), metrics, dashboard (+ static/), with
+auth.Guard as the one middleware (size limit, larger for file uploads; API keys, rate limits).
+Lifespan state: the job board (JOBS + JOB_EVENTS fold), the live feed that fans it and the token
+chunks out to streaming clients, and the fleet (WORKERS); limits counts open streams and waits.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from jetgrid.events import now as wall_clock
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway import (
     auth,
+    batches,
     dashboard,
+    files,
+    hooks,
     jobs_api,
     metrics,
     ollama_api,
@@ -170,6 +173,9 @@ def create_app(settings: Settings) -> Starlette:
         *openapi.routes,
         *metrics.routes,
         *dashboard.routes,
+        *files.routes,
+        *batches.routes,
+        *hooks.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -192,6 +198,7 @@ def create_app(settings: Settings) -> Starlette:
         max_body=settings.max_request_bytes,
         rate=settings.rate_limit_per_s,
         burst=settings.rate_limit_burst,
+        uploads={"/v1/files": settings.files_max_bytes + files.MULTIPART_SLACK},
     )
     app = Starlette(
         routes=routes,

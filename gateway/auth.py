@@ -327,10 +327,13 @@ class Guard:
         rate: float,
         burst: float,
         clock: Callable[[], float] = time.monotonic,
+        uploads: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.ring = keys
         self.max_body = max_body
+        # Paths that take larger bodies (file uploads: POST /v1/files), with their limit.
+        self.uploads = dict(uploads or {})
         self.rate = rate
         self.burst = burst
         self.clock = clock
@@ -362,8 +365,9 @@ class Guard:
     def _limit_size(self, scope: dict[str, Any], receive: Any) -> Any:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise HTTPError(413, self._too_big(int(length)), field="body")
+        limit = self.uploads.get(scope["path"], self.max_body)
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HTTPError(413, self._too_big(int(length), limit), field="body")
         seen = 0
 
         async def counted() -> Any:
@@ -371,14 +375,14 @@ class Guard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise HTTPError(413, self._too_big(seen), field="body")
+                if seen > limit:
+                    raise HTTPError(413, self._too_big(seen, limit), field="body")
             return message
 
         return counted
 
-    def _too_big(self, n: int) -> str:
-        return f"Request body is {n} bytes; this gateway accepts at most {self.max_body}."
+    def _too_big(self, n: int, limit: int) -> str:
+        return f"Request body is {n} bytes; this gateway accepts at most {limit}."
 
     def _authenticate(self, scope: dict[str, Any], by_hash: dict[str, ApiKey]) -> ApiKey:
         headers = dict(scope.get("headers") or [])

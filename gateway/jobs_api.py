@@ -39,7 +39,7 @@ from jetgrid.events import (
     check_chosen_id,
     load_json,
 )
-from jetgrid.gateway import auth
+from jetgrid.gateway import auth, hooks
 from jetgrid.gateway.errors import HTTPError, from_validation
 from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.queue_api import check_load
@@ -222,6 +222,8 @@ async def submit_job(request: Request) -> Response:
     except RouteError as exc:
         raise HTTPError(422, str(exc), field=exc.field) from None
     auth.check_scope(request, pool=pool, model=None)
+    if req.webhook is not None:
+        hooks.check_webhook(settings, request, req.webhook)
     key = request.headers.get("idempotency-key")
     principal = _principal(request)
     if req.id:
@@ -245,9 +247,10 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=request.headers.get("x-jetgrid-submitter"),
+        submitter=hooks.submitter(request),
         start_by=req.start_by,
         ttl_s=req.ttl_s,
+        webhook=req.webhook,
     )
     check_deadline(job, gw.clock())
     waiter = gw.board.waiter(job_id) if wait else None

@@ -33,6 +33,9 @@ class SubmitJob(BaseModel):
     ttl_s: float | None = Field(
         default=None, gt=0, description="seconds after submission the job may still start"
     )
+    webhook: str | None = Field(
+        default=None, max_length=2048, description="URL that gets the job's outcome, signed"
+    )
 
     @model_validator(mode="after")
     def _has_work(self) -> SubmitJob:

@@ -22,6 +22,7 @@ from jetgrid.gateway.auth import access_line
 from jetgrid.gateway.server import make_server, wait_started
 from jetgrid.natsserver import NatsCluster, NatsServer, keep_running, port_free
 from jetgrid.projections.runner import open_projector
+from jetgrid.webhooks import serve_webhooks
 from jetgrid.worker.agent import Worker, WorkerOptions, default_worker_id
 from jetgrid.worker.backends import EchoBackend
 from jetgrid.worker.deadletter import watch_dead_letters
@@ -147,13 +148,18 @@ async def run_up(
                 )
             )
 
+        hooks_stop = asyncio.Event()
+        hooks_task = asyncio.create_task(
+            serve_webhooks(_as(settings, creds, "gateway"), hooks_stop), name="webhooks"
+        )
+
         def _crashed(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.error("%s stopped with an error: %r", task.get_name(), task.exception())
                 echo(f"error: {task.get_name()} stopped: {task.exception()!r}; shutting down")
                 stop.set()
 
-        for task in [*worker_tasks, gateway_task]:
+        for task in [*worker_tasks, gateway_task, hooks_task]:
             task.add_done_callback(_crashed)
         await wait_started(http, gateway_task)  # raises what stopped it, if it did
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
@@ -182,6 +188,8 @@ async def run_up(
         for w in workers:
             w.stop()
         await asyncio.gather(*worker_tasks, return_exceptions=True)
+        hooks_stop.set()
+        await asyncio.gather(hooks_task, return_exceptions=True)
         http.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await gateway_task

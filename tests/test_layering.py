@@ -40,6 +40,8 @@ MAY_IMPORT_NATS = {
     "jetgrid.gateway.fleet",  # the fleet's ordered consumer
     "jetgrid.gateway.sse",  # a job's events, replayed then live
     "jetgrid.demo",  # every job event of the demo's fleet
+    "jetgrid.webhooks",  # the webhook services' shared pull consumer
+    "jetgrid.gateway.batchstore",  # counting a batch's ended lines (an ephemeral consumer)
 }
 SQL_LAYER = "projections"
 

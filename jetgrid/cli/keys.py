@@ -161,3 +161,24 @@ def revoke(name: str, keys_file: Path | None, data_dir: Path | None) -> None:
     left = len(load_keys(path, None))
     tail = "" if left else " No keys are left: the gateway is open again."
     click.echo(f"Revoked key {name!r} in {path}.{tail}", err=True)
+
+
+@keys.command("secret")
+@click.argument("name")
+@_file_opt
+@data_dir_option(_DATA_DIR_HELP)
+def secret(name: str, keys_file: Path | None, data_dir: Path | None) -> None:
+    """Print the webhook secret (whsec_...) that signs the webhooks of key NAME's jobs.
+
+    It is derived from the key, so it changes when the key is revoked and added again; give
+    it to the receiver of the key's webhooks to verify their webhook-signature header.
+    """
+    from jetgrid.coordinator.webhooks import key_secret
+
+    path = _path(keys_file, data_dir)
+    found = next((k for k in _load(path) if k.name == name), None)
+    if found is None:
+        raise click.ClickException(
+            f"No key named {name!r} in {path}; `jetgrid keys list` shows the names."
+        )
+    click.echo(key_secret(found.hash))

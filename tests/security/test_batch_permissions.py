@@ -1,0 +1,56 @@
+"""The gateway NATS user may run the Batch API (files, batch records, line counts) and the
+webhook service (the shared consumer, dead-letter records), as `jetgrid up` runs them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats.errors
+import pytest
+from nats.aio.client import Client as NATS
+
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.errors import NotFound
+from jetgrid.coordinator.provision import provision_batches
+from jetgrid.coordinator.roles import WEBHOOK_CONSUMER
+from jetgrid.coordinator.settings import Settings
+from jetgrid.events.addressing import Speaker
+from jetgrid.gateway.batchstore import BatchRecord, BatchStore, FileInfo, FileStore
+from jetgrid.webhooks import WebhookService
+
+
+async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
+    provisioned: Any, admin_nc: NATS
+) -> None:
+    s: Settings = provisioned.settings("gateway")
+    bus = await Bus.connect(s, name="test-gateway-batches")
+    try:
+        # Before provisioning, the gateway user may not create the consumer: a clear error.
+        with pytest.raises(NotFound, match="run `jetgrid provision` as the admin user"):
+            await WebhookService(s, bus).run()
+        await provision_batches(admin_nc.jetstream(), s)
+        files = FileStore(bus, s)
+        info = FileInfo(id="file-x1", owner="open", purpose="batch", filename="a.jsonl",
+                        bytes=3, created_at=1)  # fmt: skip
+        await files.put(info, b"abc")
+        await files.put(info, b"abc")  # replacing a file purges the old chunks
+        assert await files.info("file-x1") == info
+        assert await files.content("file-x1") == b"abc"
+        store = BatchStore(bus, s)
+        rec = BatchRecord(id="batch_" + "a" * 32, owner="open", endpoint="/v1/completions",
+                          input_file_id="file-x1", total=2, created_at=1)  # fmt: skip
+        await store.put(rec)
+        assert await store.get(rec.id) == rec
+        assert await store.owned("open") == [rec.id]
+        assert await store.line_done(rec.id, rec.job_id(0), "completed") is None
+        assert await store.line_done(rec.id, rec.job_id(1), "failed") == rec
+        sub = await bus.js.pull_subscribe_bind(WEBHOOK_CONSUMER, stream=s.streams.job_events)
+        with pytest.raises(nats.errors.TimeoutError):
+            await sub.fetch(1, timeout=0.3)
+        await sub.unsubscribe()
+        await bus.record_invalid(b"{}", Speaker.service("webhooks"), stream="WEBHOOKS",
+                                 subject="https://x", seq=1, reason="gave up")  # fmt: skip
+        refused = [e for e in bus.errors.seen if "permission" in e.lower()]
+        assert all("consumer.durable.create" in e.lower() for e in refused), refused
+    finally:
+        await bus.close()
