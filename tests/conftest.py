@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import Envelope, InvalidEvent, decode, stream_specs
+from jetgrid.events import TERMINAL_NAMES, Envelope, InvalidEvent, decode, stream_specs
 from jetgrid.natsserver import NatsServer
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import Backend, EchoBackend
@@ -152,8 +152,7 @@ class Outcomes:
         self._changed.set()
 
     def terminal(self, job_id: str) -> list[Envelope]:
-        names = {"completed", "failed", "cancelled", "dead"}
-        return [e for e in self.events[job_id] if e.type.rsplit(".", 1)[-1] in names]
+        return [e for e in self.events[job_id] if e.type.rsplit(".", 1)[-1] in TERMINAL_NAMES]
 
     def names(self, job_id: str) -> list[str]:
         return [e.type.rsplit(".", 1)[-1] for e in self.events[job_id]]
