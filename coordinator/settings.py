@@ -24,7 +24,7 @@ from jetgrid.events import (
     StreamNames,
     Subjects,
 )
-from jetgrid.events.streams import ROLLUPS, Retention, check_retention, parse_retention
+from jetgrid.events.streams import ROLLUPS, TOKENS, Retention, check_retention, parse_retention
 
 ENV_PREFIX = "JETGRID_"
 _RETENTION_FIELDS = {
@@ -34,6 +34,7 @@ _RETENTION_FIELDS = {
     "invalid": INVALID,
     "dead_letters": DEAD_LETTERS,
     "rollups": ROLLUPS,
+    "tokens": TOKENS,
 }
 DEFAULT_POOLS = ("fast", "standard", "heavy")
 
@@ -73,6 +74,7 @@ class Settings(BaseModel):
     retention_invalid: str = "30d"
     retention_dead_letters: str = "30d"
     retention_rollups: str = "0"  # forever: hour rollups keep uptime answerable (README)
+    retention_tokens: str = "1d"  # token chunks: long enough to resume any stream (README)
 
     # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS

@@ -11,6 +11,9 @@ the projector. Jobs and their lifecycle (JOBS, JOB_EVENTS), invalid records and 
 Hour rollups of pings (ROLLUPS, projections.rollup) forever: a few hundred bytes per worker and
 hour, they are what keeps uptime, tiers and the audit answerable once raw pings are gone (a
 separate stream, since JetStream's age limit is per stream, not per subject).
+Token chunks (TOKENS, ``<prefix>.tokens.<job>.<worker>``, worker.tokens) for 1 day: long enough
+for any client to resume a stream after a dropped connection or a gateway restart, short enough
+that the chunks of every generation of a day cost little disk.
 No stream has a size cap by default: JetStream reserves a stream's max_bytes from the server's
 storage when the stream is created, so a default cap would make servers with small disks refuse
 the streams; a deployment sets one (``"7d,200GiB"``) where its disk is known. JOBS never gets a
@@ -35,9 +38,10 @@ WORKERS = "WORKERS"
 INVALID = "INVALID"
 DEAD_LETTERS = "DEAD_LETTERS"
 ROLLUPS = "ROLLUPS"
+TOKENS = "TOKENS"
 # JetStream's advisory when a consumer gives up on a message: `.<stream>.<consumer>` follows.
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID, ROLLUPS)
+LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID, ROLLUPS, TOKENS)
 
 _DAY = 86400.0
 _GIB = 1024**3
@@ -61,6 +65,7 @@ RETENTION_DEFAULTS: dict[str, Retention] = {
     INVALID: Retention(30 * _DAY),
     DEAD_LETTERS: Retention(30 * _DAY),
     ROLLUPS: Retention(),
+    TOKENS: Retention(_DAY),
 }
 
 _AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
@@ -146,6 +151,10 @@ class StreamNames:
     def rollups(self) -> str:
         return self(ROLLUPS)
 
+    @property
+    def tokens(self) -> str:
+        return self(TOKENS)
+
 
 def stream_specs(
     subjects: Subjects,
@@ -155,8 +164,8 @@ def stream_specs(
     duplicate_window_s: float = 3600.0,
     retention: Mapping[str, Retention] | None = None,
 ) -> tuple[StreamSpec, ...]:
-    """The streams of DESIGN section 2 (and ROLLUPS) for one deployment, each with its retention
-    (`retention[logical]`, else RETENTION_DEFAULTS)."""
+    """The streams of DESIGN section 2 (and ROLLUPS, TOKENS) for one deployment, each with its
+    retention (`retention[logical]`, else RETENTION_DEFAULTS)."""
     p = subjects.prefix
 
     def spec(logical: str, subjects_: tuple[str, ...], description: str) -> StreamSpec:
@@ -178,6 +187,7 @@ def stream_specs(
         spec(WORKERS, (f"{p}.worker.*.*",), "jetgrid worker registrations and pings"),
         spec(INVALID, (f"{p}.invalid.*",), "jetgrid messages that failed validation"),
         spec(ROLLUPS, (subjects.rollups(),), "jetgrid hour rollups of worker pings"),
+        spec(TOKENS, (subjects.token_streams("*"),), "jetgrid token chunks of running jobs"),
     )
 
 

@@ -3,10 +3,11 @@
 A request becomes one JobSubmitted (kind generate, chat or embed). While it runs, the token
 chunks of the worker holding it (`<prefix>.tokens.<job_id>.<worker>`) come through the
 gateway's shared feed (gateway.live, which drops any other worker's) and are relayed as they
-come; the terminal event closes the stream. A streaming request takes one of the caller's stream
-slots, any other one a wait slot (gateway.limits), for as long as it runs. Chunks are
-ephemeral, so when the job completes, whatever part of the final output the chunks did not cover
-is sent as one last chunk: the client always ends up with the whole output.
+come, each once and in order (a chunk the live subscription missed is read back from the TOKENS
+stream: gateway.chunks); the terminal event closes the stream. A streaming request takes one of
+the caller's stream slots, any other one a wait slot (gateway.limits), for as long as it runs.
+When the job completes, whatever part of the final output the chunks did not cover is sent as
+one last chunk: the client always ends up with the whole output.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.requests import Request
 
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway.chunks import TokenCursor, TokenRelay
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
 from jetgrid.gateway.live import Listener
@@ -93,6 +95,7 @@ class LLMRun:
         self.slot = slot  # take the caller's slot; False when the caller holds one for a group
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sent = ""
+        self.relay = TokenRelay(gw.bus, gw.settings, job.job_id, TokenCursor())
         self._listener: Listener | None = None
         self._lease: Lease | None = None
         self._waiter: asyncio.Future[JobView] | None = None
@@ -134,18 +137,22 @@ class LLMRun:
                     yield "timeout", None
                     return
                 if kind == "token":
-                    self.sent += value
-                    yield "token", value
+                    text = await self.relay.live(value)
+                    if text:
+                        self.sent += text
+                        yield "token", text
                     continue
                 if kind == "gone":  # dropped as too slow: the outcome fills in the rest
                     continue
                 view: JobView = value
-                if view.status == "completed":
-                    text = output_text(view.output)
-                    rest = text[len(self.sent) :] if text.startswith(self.sent) else ""
-                    if rest:
-                        self.sent += rest
-                        yield "token", rest
+                done = output_text(view.output) if view.status == "completed" else None
+                if self.tokens:
+                    rest = await self.relay.finish(view.worker_id, view.attempts, done)
+                else:
+                    rest = done or ""
+                if rest:
+                    self.sent += rest
+                    yield "token", rest
                 yield "done", view
                 return
         finally:

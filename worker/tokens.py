@@ -1,10 +1,12 @@
-"""Ephemeral token streaming: a running job's output, chunk by chunk, on core NATS.
+"""Token streaming: a running job's output, chunk by chunk, kept for a day in TOKENS.
 
 Subject ``<prefix>.tokens.<job_id>.<worker_id>`` (a worker may publish only under its own id);
 each message is ``{"job_id", "attempt", "i", "text"}`` with `i` counting the attempt's messages
 from 0. Readers take chunks only from the worker and attempt that the job's latest
-`claimed`/`started` event names. Nothing is stored: a client that missed chunks reads the whole
-output from the job's `completed` event.
+`claimed`/`started` event names. Chunks are published without a reply subject, so no ack is
+awaited on the hot path; the TOKENS stream stores them all the same, so a client can resume a
+stream on any gateway (gateway.chunks). They may be stored after the job's terminal event; a
+reader fills in the rest from the `completed` output.
 
 Chunks are coalesced: the first goes out at once, later ones are buffered and flushed at most
 every `flush_s` (30 ms), so a backend producing hundreds of tokens per second costs tens of
