@@ -38,6 +38,7 @@ from jetgrid.gateway import (
     openai_more,
     openapi,
     pools_api,
+    responses,
     sse,
     workers_api,
 )
@@ -154,6 +155,7 @@ def create_app(settings: Settings) -> Starlette:
         *pools_api.routes,
         *openai_api.routes,
         *openai_more.routes,
+        *responses.routes,
         *ollama_api.routes,
         *openapi.routes,
         *metrics.routes,

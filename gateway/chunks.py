@@ -174,32 +174,36 @@ class TokenRelay:
         self.job_id = job_id
         self.cursor = cursor
 
-    async def _read(self, worker: str, attempt: int) -> str:
+    async def _read(self, worker: str, attempt: int) -> list[str]:
         cur = self.cursor
         found = await stored_chunks(
             self.bus, self.settings, self.job_id, worker, attempt, cur.next_i - 1
         )
-        return "".join(t for c in found if (t := cur.feed(c)) is not None)
+        return [t for c in found if (t := cur.feed(c))]
 
-    async def live(self, chunk: Chunk) -> str:
-        """The text to send for a live chunk of the job's holder (with any gap before it)."""
+    async def live(self, chunk: Chunk) -> list[str]:
+        """The texts to send for a live chunk of the job's holder (any gap before it first),
+        one per chunk."""
         cur = self.cursor
         cur.switch(chunk.worker, chunk.attempt)
-        text = await self._read(chunk.worker, chunk.attempt) if cur.gap(chunk) else ""
-        return text + (cur.feed(chunk) or "")
+        texts = await self._read(chunk.worker, chunk.attempt) if cur.gap(chunk) else []
+        text = cur.feed(chunk)
+        return [*texts, text] if text else texts
 
-    async def catch_up(self, worker: str, attempt: int) -> str:
+    async def catch_up(self, worker: str, attempt: int) -> list[str]:
         """The stored chunks of (worker, attempt) the client does not have yet."""
         self.cursor.switch(worker, attempt)
         return await self._read(worker, attempt)
 
-    async def finish(self, worker: str | None, attempt: int, output: str | None) -> str:
+    async def finish(self, worker: str | None, attempt: int, output: str | None) -> list[str]:
         """The rest of the final attempt: its stored chunks not yet sent, then the part of
         `output` (a completed job's text) they do not cover."""
         if worker is None:
-            return ""
+            return []
         cur = self.cursor
         if output is not None and cur.follows(worker, attempt) and output.startswith(cur.text):
-            return cur.tail(output)  # the output has the rest: no need to read TOKENS
-        text = await self.catch_up(worker, attempt)
-        return text + (self.cursor.tail(output) if output is not None else "")
+            tail = cur.tail(output)  # the output has the rest: no need to read TOKENS
+            return [tail] if tail else []
+        texts = await self.catch_up(worker, attempt)
+        tail = cur.tail(output) if output is not None else ""
+        return [*texts, tail] if tail else texts

@@ -73,7 +73,8 @@ async def job_events(request: Request) -> Response:
         gw.live.close(listener)
         lease.release()
 
-    def tokens(text: str) -> bytes:
+    def tokens(texts: list[str]) -> bytes:
+        text = "".join(texts)
         if not text:
             return b""
         cursor = relay.cursor
