@@ -74,7 +74,9 @@ class Settings(BaseModel):
     retention_invalid: str = "30d"
     retention_dead_letters: str = "30d"
     retention_rollups: str = "0"  # forever: hour rollups keep uptime answerable (README)
-    retention_tokens: str = "1d"  # token chunks: long enough to resume any stream (README)
+    retention_tokens: str = "1h"  # token chunks: long enough to resume a stream (README)
+    # Where TOKENS keeps chunks: memory (default; see events.streams) or file.
+    tokens_storage: Literal["memory", "file"] = "memory"
 
     # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS

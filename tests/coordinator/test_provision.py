@@ -26,7 +26,8 @@ def test_specs_cover_the_streams_with_limits_retention() -> None:
     assert [s.name for s in SPECS] == [
         "JOBS", "JOB_EVENTS", "WORKERS", "INVALID", "ROLLUPS", "TOKENS"
     ]  # fmt: skip
-    assert SPECS[5].subjects == ("jetgrid.tokens.*.*",) and SPECS[5].max_age_s == 86400.0
+    assert SPECS[5].subjects == ("jetgrid.tokens.*.*",) and SPECS[5].max_age_s == 3600.0
+    assert [s.storage for s in SPECS] == ["file"] * 5 + ["memory"]  # chunks skip the fsyncs
     assert SPECS[4].subjects == ("jetgrid.rollup.*",) and SPECS[4].max_age_s == 0  # forever
     assert SPECS[0].subjects == (
         "jetgrid.jobs.*.*",
@@ -120,6 +121,8 @@ def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
     assert [s.name for s in specs] == ["X_JOBS", "X_JOB_EVENTS", "X_WORKERS", "X_INVALID",
                                        "X_ROLLUPS", "X_TOKENS", "X_DEAD_LETTERS"]  # fmt: skip
     assert {s.replicas for s in specs} == {3}
+    on_disk = deployment_specs(Settings(tokens_storage="file"))
+    assert {s.storage for s in on_disk} == {"file"}
 
 
 @pytest.mark.integration
@@ -137,7 +140,7 @@ def test_every_raw_stream_has_an_age_limit_by_default() -> None:
     ages = {s.logical: s.max_age_s for s in SPECS}
     assert ages == {"JOBS": 30 * 86400.0, "JOB_EVENTS": 30 * 86400.0,
                     "WORKERS": 7 * 86400.0, "INVALID": 30 * 86400.0,
-                    "ROLLUPS": 0.0, "TOKENS": 86400.0}  # fmt: skip
+                    "ROLLUPS": 0.0, "TOKENS": 3600.0}  # fmt: skip
     assert Settings().retention["DEAD_LETTERS"].max_age_s == 30 * 86400.0
     assert stream_config(SPECS[2]).max_age == 7 * 86400.0
 
