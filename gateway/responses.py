@@ -130,7 +130,7 @@ def response_body(view: JobView, *, background: bool = False) -> dict[str, Any]:
         "incomplete_details": None,
         "usage": {
             "input_tokens": p,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": c,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": p + c,

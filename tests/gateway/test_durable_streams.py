@@ -74,12 +74,17 @@ async def test_a_stream_resumes_on_another_gateway_after_its_gateway_dies(
         async with http.stream("GET", f"/v1/jobs/{job['id']}/events", headers=headers) as r:
             rest = [e async for e in sse(r.aiter_lines())]
         stored = (await http.get(f"/v1/jobs/{job['id']}")).json()["output"]["response"]
+        # After the end, from the first chunk on: the rest of the output, then `completed`.
+        cut = tokens(seen)[0]["id"]
+        late = await http.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": cut})
+        tail = [e async for e in sse(late.aiter_lines())]
     assert status == "running"  # resumed while the job still ran
     assert rest[-1]["event"] == "completed"
     assert sum(e["event"] == "token" for e in rest) > 1  # chunks, not only the output's tail
     assert text_of(seen) + text_of(rest) == stored == TEXT  # nothing lost, nothing repeated
     ids = [e["id"] for e in seen + rest if e["event"] == "token"]
     assert len(set(ids)) == len(ids)
+    assert text_of(tail) == TEXT[int(cut.split(":")[2]) :] and tail[-1]["event"] == "completed"
 
 
 async def test_a_retried_job_streams_its_new_attempt_without_mixing(
