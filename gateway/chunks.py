@@ -12,11 +12,13 @@ sent before it, `offset` the number of characters of that attempt's output the c
 (`chunk_id`, `parse_cursor`). Offsets, not chunk numbers, so a resume is exact whichever
 gateway served the earlier part and however it split the text.
 
-**Exactness.** Chunks are published on core NATS, not awaited, so the last ones may be stored
-after the terminal event. `TokenCursor` takes chunks of one attempt strictly in order of `i`
-(a live chunk after a gap waits for the gap to be read back from TOKENS; a repeat is dropped);
-when the job completes, `tail` gives whatever part of the output the relayed chunks did not
-cover. Chunks of an attempt other than the job's holder never pass (gateway.live filters them).
+**Exactness.** Chunks are published without awaiting acks; the worker waits for the ack of the
+job's last one before storing the result (worker.tokens), so normally all are stored before the
+terminal event; when TOKENS did not answer, some may be missing. `TokenCursor` takes chunks of
+one attempt strictly in order of `i` (a live chunk after a gap waits for the gap to be read back
+from TOKENS; a repeat is dropped); when the job completes, `tail` gives whatever part of the
+output the relayed chunks did not cover. Chunks of an attempt other than the job's holder never
+pass (gateway.live filters them).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Durable token streams: a client resumes a job's token stream on another gateway after its
-gateway dies, and a retried job streams its new attempt without mixing attempts (issue 14)."""
+gateway dies, a retried job streams its new attempt without mixing attempts, and every chunk is
+stored before the job's terminal event (issue 14)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.client import Client as NATS
 
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events import stream_specs
+from jetgrid.gateway.chunks import stored_chunks
 from jetgrid.gateway.server import serving
 from jetgrid.worker.backends import EchoBackend
-from tests.helpers import run_gateway, spawn_worker, write_pools
+from tests.helpers import job, run_gateway, spawn_worker, submit, until, write_pools
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +135,34 @@ async def test_a_retried_job_streams_its_new_attempt_without_mixing(
         if e["event"] in ("claimed", "started") and json.loads(e["data"])["worker_id"] == "heir"
     )
     assert all(events.index(e) > handover for e in chunks if e["id"].split(":")[1] == "2")
+
+
+async def test_every_chunk_is_stored_before_the_terminal_event(
+    streams: Settings, nc: NATS, bus: Bus, start_worker: Any
+) -> None:
+    """Whoever sees a job's `completed` event can read all of its chunks back from TOKENS, even
+    from TOKENS on file, where storing lags the worker's publishes most."""
+    js = nc.jetstream()
+    await js.delete_stream(streams.streams.tokens)
+    specs = stream_specs(streams.subjects, streams.streams, tokens_storage="file")
+    await provision_streams(js, [s for s in specs if s.logical == "TOKENS"])
+    await start_worker(backend=EchoBackend(token_delay_s=0.001), concurrency=4)
+    seen: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+
+    async def on_completed(msg: Any) -> None:
+        event = json.loads(msg.data)["data"]
+        found = await stored_chunks(
+            bus, streams, event["job_id"], event["worker_id"], event["attempt"]
+        )
+        seen[event["job_id"]] = "".join(c.text for c in found)
+        outputs[event["job_id"]] = event["output"]["response"]
+
+    sub = await nc.subscribe(f"{streams.subject_prefix}.job.*.completed.*", cb=on_completed)
+    try:
+        jobs = [job(i, prompt=" ".join(f"t{i}x{k}" for k in range(80))) for i in range(8)]
+        await submit(nc.jetstream(), streams, *jobs)
+        await until(lambda: len(seen) == len(jobs))
+    finally:
+        await sub.unsubscribe()
+    assert seen == outputs
