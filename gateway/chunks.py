@@ -197,15 +197,22 @@ class TokenRelay:
         self.cursor.switch(worker, attempt)
         return await self._read(worker, attempt)
 
-    async def finish(self, worker: str | None, attempt: int, output: str | None) -> list[str]:
+    async def finish(
+        self, worker: str | None, attempt: int, output: str | None, *, streamed: bool = False
+    ) -> list[str]:
         """The rest of the final attempt: its stored chunks not yet sent, then the part of
-        `output` (a completed job's text) they do not cover."""
+        `output` (a completed job's text) they do not cover; with `streamed`, that part only
+        if the attempt streamed anything (a job that never did is not turned into chunks)."""
         if worker is None:
             return []
         cur = self.cursor
         if output is not None and cur.follows(worker, attempt) and output.startswith(cur.text):
+            if streamed and cur.next_i == 0 and cur.skip == 0:
+                return []
             tail = cur.tail(output)  # the output has the rest: no need to read TOKENS
             return [tail] if tail else []
         texts = await self.catch_up(worker, attempt)
-        tail = cur.tail(output) if output is not None else ""
+        if output is None or (streamed and cur.next_i == 0 and cur.skip == 0):
+            return texts
+        tail = cur.tail(output)
         return [*texts, tail] if tail else texts

@@ -9,7 +9,8 @@ then has: gateway.chunks). Reconnecting to any gateway with either kind of id as
 ``Last-Event-ID`` resumes right after it: later lifecycle events, then the attempt's text from
 that offset, read back from the TOKENS stream, no character lost or repeated. A retried job's
 new attempt follows its ``started``/``claimed`` event and starts at offset 0. Before the
-terminal event, a completed job's output not covered by chunks is sent as one last token. The
+terminal event, the output of a completed job that streamed, as far as chunks did not cover it,
+is sent as one last token (a job that never streamed sends none). The
 stream ends after the terminal event. A comment line every 15 s keeps proxies from closing an
 idle stream.
 
@@ -85,7 +86,7 @@ async def job_events(request: Request) -> Response:
     async def finish() -> bytes:
         now = gw.board.get(job_id) or view
         output = output_text(now.output) if now.status == "completed" else None
-        return tokens(await relay.finish(now.worker_id, now.attempts, output))
+        return tokens(await relay.finish(now.worker_id, now.attempts, output, streamed=True))
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal last

@@ -3,9 +3,12 @@ character offset, and the output's tail (gateway.chunks)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from jetgrid.gateway.chunks import Chunk, TokenCursor, chunk_id, parse_cursor
+from jetgrid.coordinator.settings import Settings
+from jetgrid.gateway.chunks import Chunk, TokenCursor, TokenRelay, chunk_id, parse_cursor
 
 
 def c(i: int, text: str, attempt: int = 1, worker: str = "w1") -> Chunk:
@@ -74,3 +77,23 @@ def test_the_tail_is_what_the_output_adds(
 )
 def test_cursor_ids(raw: str, parsed: object) -> None:
     assert parse_cursor(raw) == parsed
+
+
+class NoChunksBus:
+    """A bus whose TOKENS holds nothing."""
+
+    async def messages(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+async def test_only_a_streamed_attempt_gets_its_output_as_a_last_chunk() -> None:
+    def relay(at: tuple[int, int] | None = None) -> TokenRelay:
+        return TokenRelay(NoChunksBus(), Settings(), "j", TokenCursor.resume(at))  # type: ignore[arg-type]
+
+    assert await relay().finish("w1", 1, "out", streamed=True) == []  # never streamed
+    assert await relay().finish("w1", 1, "out") == ["out"]  # a chat stream wants it all
+    assert await relay((1, 1)).finish("w1", 1, "out", streamed=True) == ["ut"]  # resumed
+    streamed = relay()
+    assert await streamed.live(c(0, "o")) == ["o"]
+    assert await streamed.finish("w1", 1, "out", streamed=True) == ["ut"]
+    assert await relay().finish("w1", 1, None) == []  # failed: no output to add
