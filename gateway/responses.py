@@ -16,7 +16,9 @@ option (`max_output_tokens` as `num_predict`).
   ``response.failed``). ``GET /v1/responses/{id}?stream=true&starting_after=N`` replays the
   same events after N, from any gateway: the deltas are the attempt's chunks read back from
   the TOKENS stream (gateway.chunks), so every gateway numbers them alike, and the completed
-  output fills in chunks not yet stored.
+  output fills in chunks not yet stored. A job retried mid-stream goes on with the new
+  attempt's deltas (the protocol cannot take text back); the ``.done`` events and
+  ``response.completed`` carry the output of the attempt that completed.
 
 Job statuses map to response statuses: queued -> ``queued``; claimed, running ->
 ``in_progress``; completed -> ``completed``; cancelled -> ``cancelled``; failed, dead, rejected
@@ -199,6 +201,7 @@ async def stream_events(run: LLMRun, view: JobView, after: int) -> AsyncIterator
         final = value if isinstance(value, JobView) else view
         body = response_body(final)
         if final.status == "completed":
+            text = output_text(final.output)  # the deltas' sum, unless a retry changed course
             tail: list[dict[str, Any]] = [
                 {"type": "response.output_text.done", **at, "text": text, "logprobs": []},
                 {"type": "response.content_part.done", **at, "part": {**part, "text": text}},
