@@ -3,10 +3,12 @@ character offset, and the output's tail (gateway.chunks)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from jetgrid.coordinator.bus import StoredMessage
 from jetgrid.coordinator.settings import Settings
 from jetgrid.gateway.chunks import Chunk, TokenCursor, TokenRelay, chunk_id, parse_cursor
 
@@ -97,3 +99,38 @@ async def test_only_a_streamed_attempt_gets_its_output_as_a_last_chunk() -> None
     assert await streamed.live(c(0, "o")) == ["o"]
     assert await streamed.finish("w1", 1, "out", streamed=True) == ["ut"]
     assert await relay().finish("w1", 1, None) == []  # failed: no output to add
+
+
+class StoredBus:
+    """A bus whose TOKENS holds the given chunks of job j (any worker, any attempt)."""
+
+    def __init__(self, *chunks: Chunk) -> None:
+        self.chunks = chunks
+        self.reads = 0
+
+    async def messages(self, stream: str, *, subject: str, **kwargs: Any) -> list[StoredMessage]:
+        self.reads += 1
+        worker = subject.rsplit(".", 1)[1]
+        body = [
+            {"job_id": "j", "attempt": x.attempt, "i": x.i, "text": x.text}
+            for x in self.chunks
+            if x.worker == worker
+        ]
+        return [StoredMessage(subject, n + 1, json.dumps(b).encode()) for n, b in enumerate(body)]
+
+
+async def test_a_gap_in_the_live_chunks_is_read_back_from_tokens() -> None:
+    bus = StoredBus(c(0, "a"), c(1, "b"), c(2, "c"), c(0, "X", attempt=2), c(0, "Y", worker="w9"))
+    relay = TokenRelay(bus, Settings(), "j", TokenCursor())  # type: ignore[arg-type]
+    assert await relay.live(c(0, "a")) == ["a"]
+    assert bus.reads == 0  # in order: nothing to read
+    assert await relay.live(c(3, "d")) == ["b", "c", "d"]  # chunks 1 and 2 were missed live
+    assert await relay.live(c(2, "c")) == []  # a late repeat
+    assert relay.cursor.position == 4
+
+
+async def test_catch_up_skips_what_a_resuming_client_has() -> None:
+    bus = StoredBus(c(0, "ab"), c(1, "cd"), c(2, "ef"))
+    relay = TokenRelay(bus, Settings(), "j", TokenCursor.resume((1, 3)))  # type: ignore[arg-type]
+    assert await relay.catch_up("w1", 1) == ["d", "ef"]
+    assert await relay.finish("w1", 1, "abcdefgh", streamed=True) == ["gh"]
