@@ -26,7 +26,7 @@ from tests.helpers import job, run_gateway, spawn_worker, submit, until, write_p
 
 pytestmark = pytest.mark.integration
 
-TEXT = " ".join(f"w{i}" for i in range(60))
+TEXT = " ".join(f"w{i}" for i in range(100))  # 5 s at 50 ms a word: time to resume
 
 
 async def sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, str]]:
