@@ -367,7 +367,7 @@ class Bus:
         )
 
     async def chunk(self, subject: str, data: bytes) -> None:
-        """Publish an ephemeral message on core NATS (token chunks): not stored anywhere."""
+        """Publish a token chunk without waiting for an ack (the TOKENS stream stores it)."""
         await self._now(self.nc.publish(subject, data), f"publish to {subject}")
 
     async def put(self, bucket: str, key: str, value: bytes) -> int:

@@ -42,7 +42,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         subjects=list(spec.subjects),
         description=spec.description,
         retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
+        storage=StorageType(spec.storage),
         num_replicas=spec.replicas,
         duplicate_window=spec.duplicate_window_s,
         max_age=spec.max_age_s,
@@ -363,6 +363,7 @@ def deployment_specs(settings: Settings) -> list[StreamSpec]:
             replicas=replicas,
             duplicate_window_s=window,
             retention=retention,
+            tokens_storage=settings.tokens_storage,
         ),
         dead_letter_spec(
             settings.streams,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
-from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS
+from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS, TOKENS
 from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
 
 # The durable consumer on JOB_EVENTS that every webhook service shares (coordinator.provision).
@@ -265,6 +265,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 *_read_stream(events),
                 *_read_stream(workers),
                 *_read_stream(invalid),
+                *_read_stream(d.stream(TOKENS)),  # resume a job's token stream
                 *tiers_read,
                 *_batches_and_webhooks(d),  # the Batch API, and `jetgrid up`'s webhook service
             ),
@@ -314,6 +315,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 f"{API}.INFO",
                 *_read_stream(jobs),
                 *_read_stream(events),
+                *_read_stream(d.stream(TOKENS)),
             ),
             subscribe=(inbox, f"{p}.job.>", f"{p}.tokens.*.*"),
             publish_deny=python_deny,

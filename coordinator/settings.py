@@ -25,7 +25,7 @@ from jetgrid.events import (
     StreamNames,
     Subjects,
 )
-from jetgrid.events.streams import ROLLUPS, Retention, check_retention, parse_retention
+from jetgrid.events.streams import ROLLUPS, TOKENS, Retention, check_retention, parse_retention
 
 ENV_PREFIX = "JETGRID_"
 _RETENTION_FIELDS = {
@@ -35,6 +35,7 @@ _RETENTION_FIELDS = {
     "invalid": INVALID,
     "dead_letters": DEAD_LETTERS,
     "rollups": ROLLUPS,
+    "tokens": TOKENS,
 }
 DEFAULT_POOLS = ("fast", "standard", "heavy")
 _SECRETS = frozenset({"nats_password", "nats_token", "webhook_secret"})
@@ -75,6 +76,9 @@ class Settings(BaseModel):
     retention_invalid: str = "30d"
     retention_dead_letters: str = "30d"
     retention_rollups: str = "0"  # forever: hour rollups keep uptime answerable (README)
+    retention_tokens: str = "1h"  # token chunks: long enough to resume a stream (README)
+    # Where TOKENS keeps chunks: memory (default; see events.streams) or file.
+    tokens_storage: Literal["memory", "file"] = "memory"
 
     # Pools: names (each gets coordinator.pools defaults) or a pools file with full config.
     pools: tuple[str, ...] = DEFAULT_POOLS

@@ -11,6 +11,11 @@ the projector. Jobs and their lifecycle (JOBS, JOB_EVENTS), invalid records and 
 Hour rollups of pings (ROLLUPS, projections.rollup) forever: a few hundred bytes per worker and
 hour, they are what keeps uptime, tiers and the audit answerable once raw pings are gone (a
 separate stream, since JetStream's age limit is per stream, not per subject).
+Token chunks (TOKENS, ``<prefix>.tokens.<job>.<worker>``, worker.tokens) for 1 hour, in memory
+(`TOKENS_STORAGE`): long enough to resume a stream after a dropped connection or a gateway
+restart; kept off disk because the servers sync every write (``sync_interval: always``), which
+holds a file stream to a few thousand chunks per second, and a chunk lost with a restarted
+server only makes a resumed stream take the rest from the job's `completed` output.
 No stream has a size cap by default: JetStream reserves a stream's max_bytes from the server's
 storage when the stream is created, so a default cap would make servers with small disks refuse
 the streams; a deployment sets one (``"7d,200GiB"``) where its disk is known. JOBS never gets a
@@ -35,9 +40,10 @@ WORKERS = "WORKERS"
 INVALID = "INVALID"
 DEAD_LETTERS = "DEAD_LETTERS"
 ROLLUPS = "ROLLUPS"
+TOKENS = "TOKENS"
 # JetStream's advisory when a consumer gives up on a message: `.<stream>.<consumer>` follows.
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID, ROLLUPS)
+LOGICAL_NAMES = (JOBS, JOB_EVENTS, WORKERS, INVALID, ROLLUPS, TOKENS)
 
 _DAY = 86400.0
 _GIB = 1024**3
@@ -61,7 +67,10 @@ RETENTION_DEFAULTS: dict[str, Retention] = {
     INVALID: Retention(30 * _DAY),
     DEAD_LETTERS: Retention(30 * _DAY),
     ROLLUPS: Retention(),
+    TOKENS: Retention(3600.0),
 }
+# Storage of each stream: "file" unless named here (settings.tokens_storage overrides TOKENS).
+TOKENS_STORAGE = "memory"
 
 _AGE_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
 _SIZE_RE = re.compile(r"^(\d+)(b|kib|mib|gib|tib|kb|mb|gb|tb)?$")
@@ -115,6 +124,7 @@ class StreamSpec:
     max_age_s: float = 0.0  # 0 = keep forever
     max_bytes: int = -1
     max_msg_size: int = -1
+    storage: str = "file"  # or "memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +156,10 @@ class StreamNames:
     def rollups(self) -> str:
         return self(ROLLUPS)
 
+    @property
+    def tokens(self) -> str:
+        return self(TOKENS)
+
 
 def stream_specs(
     subjects: Subjects,
@@ -154,12 +168,15 @@ def stream_specs(
     replicas: int = 1,
     duplicate_window_s: float = 3600.0,
     retention: Mapping[str, Retention] | None = None,
+    tokens_storage: str = TOKENS_STORAGE,
 ) -> tuple[StreamSpec, ...]:
-    """The streams of DESIGN section 2 (and ROLLUPS) for one deployment, each with its retention
-    (`retention[logical]`, else RETENTION_DEFAULTS)."""
+    """The streams of DESIGN section 2 (and ROLLUPS, TOKENS) for one deployment, each with its
+    retention (`retention[logical]`, else RETENTION_DEFAULTS); TOKENS on `tokens_storage`."""
     p = subjects.prefix
 
-    def spec(logical: str, subjects_: tuple[str, ...], description: str) -> StreamSpec:
+    def spec(
+        logical: str, subjects_: tuple[str, ...], description: str, storage: str = "file"
+    ) -> StreamSpec:
         keep = check_retention(logical, (retention or {}).get(logical, RETENTION_DEFAULTS[logical]))
         return StreamSpec(
             logical,
@@ -170,6 +187,7 @@ def stream_specs(
             duplicate_window_s=duplicate_window_s,
             max_age_s=keep.max_age_s,
             max_bytes=keep.max_bytes,
+            storage=storage,
         )
 
     return (
@@ -178,6 +196,12 @@ def stream_specs(
         spec(WORKERS, (f"{p}.worker.*.*",), "jetgrid worker registrations and pings"),
         spec(INVALID, (f"{p}.invalid.*",), "jetgrid messages that failed validation"),
         spec(ROLLUPS, (subjects.rollups(),), "jetgrid hour rollups of worker pings"),
+        spec(
+            TOKENS,
+            (subjects.token_streams("*"),),
+            "jetgrid token chunks of running jobs",
+            tokens_storage,
+        ),
     )
 
 

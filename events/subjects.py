@@ -8,8 +8,8 @@
     <prefix>.worker.<worker_id>.<event>     WORKERS     registrations and pings
     <prefix>.rollup.<worker_id>             ROLLUPS     hour rollups of pings (projector)
     <prefix>.invalid.<stream>               INVALID     a message that failed validation
-    <prefix>.tokens.<job_id>.<worker>       core NATS   ephemeral token stream of the job's
-                                                        attempt run by <worker> (not stored)
+    <prefix>.tokens.<job_id>.<worker>       TOKENS      token chunks of the job's attempt run
+                                                        by <worker> (kept a day, to resume)
 
 Model names such as ``llama3.2:1b`` or ``hf.co/org/m:q4`` hold characters that cannot appear in a
 subject token. They are encoded by one reversible rule: ASCII letters, digits and ``-`` stand for
@@ -176,7 +176,7 @@ class Subjects:
         return f"{self.prefix}.invalid.{stream}"
 
     def tokens(self, job_id: str, worker_id: str) -> str:
-        """Core-NATS subject of the token chunks `worker_id` publishes for `job_id` (never
+        """Subject (TOKENS stream) of the token chunks `worker_id` publishes for `job_id` (never
         stored)."""
         return (
             f"{self.prefix}.tokens.{check_id(job_id, 'job id')}.{check_id(worker_id, 'worker id')}"

@@ -43,6 +43,7 @@ from jetgrid.gateway import (
     openapi,
     pools_api,
     queue_api,
+    responses,
     sse,
     workers_api,
 )
@@ -169,6 +170,7 @@ def create_app(settings: Settings) -> Starlette:
         *queue_api.routes,
         *openai_api.routes,
         *openai_more.routes,
+        *responses.routes,
         *ollama_api.routes,
         *openapi.routes,
         *metrics.routes,

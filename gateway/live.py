@@ -9,10 +9,11 @@ JetStream consumers and NATS subscriptions does not grow with clients:
 - a listener's history (events before it connected, after its ``Last-Event-ID``) is read by
   direct get of the sequences the board recorded for the job (folded live, or read back from
   the log by `JobBoard.find`), never through a consumer; the board keeps a followed job cached;
-- token chunks come from one core-NATS subscription to ``<prefix>.tokens.*.*``. A chunk counts
-  only if the worker in its subject and the attempt in its body are the ones the job's latest
-  `claimed`/`started` event names; chunks that arrive before the fold has seen that event wait
-  (at most `MAX_PENDING` per job) and those of any other worker are dropped.
+- token chunks come from one core-NATS subscription to ``<prefix>.tokens.*.*`` (the TOKENS stream
+  keeps them too, for catch-up and resume: gateway.chunks) and are queued as ("token", Chunk).
+  A chunk counts only if the worker in its subject and the attempt in its body are the ones the
+  job's latest `claimed`/`started` event names; chunks that arrive before the fold has seen that
+  event wait (at most `MAX_PENDING` per job) and those of any other worker are dropped.
 
 A listener whose client reads slower than the job produces (more than `MAX_QUEUED` items
 waiting) is dropped with a final ``("gone", None)`` item; an SSE client reconnects with
@@ -37,6 +38,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Envelope, InvalidEvent, JetgridError, decode, format_time
 from jetgrid.gateway.board import JobBoard
+from jetgrid.gateway.chunks import Chunk, parse_chunk
 from jetgrid.projections.jobs import JobView
 
 log = logging.getLogger("jetgrid.gateway.live")
@@ -48,7 +50,7 @@ CACHE_FRAMES = 8192  # rendered SSE frames of recent events, by JOB_EVENTS seque
 Item = tuple[str, Any]
 
 
-def frame(data: Any, *, event: str | None = None, id: int | None = None) -> bytes:
+def frame(data: Any, *, event: str | None = None, id: int | str | None = None) -> bytes:
     """One SSE event; `data` is JSON-encoded unless it is already a string."""
     lines = []
     if id is not None:
@@ -74,23 +76,9 @@ def holder(view: JobView | None) -> tuple[str, int] | None:
     return view.worker_id, view.attempts
 
 
-def parse_chunk(data: bytes, job_id: str) -> tuple[int, str] | None:
-    """(attempt, text) of a token chunk for `job_id`, or None for anything else."""
-    try:
-        body = json.loads(data)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(body, dict) or body.get("job_id") != job_id:
-        return None
-    attempt, text = body.get("attempt"), body.get("text")
-    if type(attempt) is not int or not isinstance(text, str):
-        return None
-    return attempt, text
-
-
 @dataclass(eq=False)
 class Listener:
-    """One client following one job: items ("event", (seq, name, frame)), ("token", text) and
+    """One client following one job: items ("event", (seq, name, frame)), ("token", Chunk) and
     ("gone", None) arrive on `queue`; `history` holds the event sequences before it joined."""
 
     job_id: str
@@ -110,7 +98,7 @@ class LiveFeed:
         self.board = board
         self.settings = settings
         self.listeners: dict[str, list[Listener]] = defaultdict(list)
-        self._pending: dict[str, list[tuple[str, int, str]]] = {}
+        self._pending: dict[str, list[Chunk]] = {}
         self._frames: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
         self._sub: Any = None
         board.taps.append(self._on_event)
@@ -224,9 +212,9 @@ class LiveFeed:
             now = holder(view)
             if now is not None:
                 del self._pending[job_id]
-                for worker, attempt, text in pending:
-                    if (worker, attempt) == now:
-                        self._deliver_token(job_id, text)
+                for chunk in pending:
+                    if (chunk.worker, chunk.attempt) == now:
+                        self._deliver_token(job_id, chunk)
             elif view is not None and view.terminal:
                 del self._pending[job_id]
 
@@ -238,10 +226,9 @@ class LiveFeed:
             return
         if job_id not in self.listeners:
             return
-        chunk = parse_chunk(msg.data, job_id)
+        chunk = parse_chunk(msg.data, job_id, worker)
         if chunk is None:
             return
-        attempt, text = chunk
         view = self.board.get(job_id)
         now = holder(view)
         if now is None:
@@ -249,19 +236,22 @@ class LiveFeed:
                 return
             pending = self._pending.setdefault(job_id, [])
             if len(pending) < MAX_PENDING:
-                pending.append((worker, attempt, text))
+                pending.append(chunk)
             return
-        if (worker, attempt) != now:
+        if (worker, chunk.attempt) != now:
             log.info(
-                "ignored a token chunk of job %s from %s (attempt %s)", job_id, worker, attempt
+                "ignored a token chunk of job %s from %s (attempt %s)",
+                job_id,
+                worker,
+                chunk.attempt,
             )
             return
-        self._deliver_token(job_id, text)
+        self._deliver_token(job_id, chunk)
 
-    def _deliver_token(self, job_id: str, text: str) -> None:
+    def _deliver_token(self, job_id: str, chunk: Chunk) -> None:
         for lst in list(self.listeners.get(job_id, ())):
             if lst.tokens:
-                self._put(lst, ("token", text))
+                self._put(lst, ("token", chunk))
 
 
 class LiveResponse(StreamingResponse):

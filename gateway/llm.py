@@ -3,10 +3,11 @@
 A request becomes one JobSubmitted (kind generate, chat or embed). While it runs, the token
 chunks of the worker holding it (`<prefix>.tokens.<job_id>.<worker>`) come through the
 gateway's shared feed (gateway.live, which drops any other worker's) and are relayed as they
-come; the terminal event closes the stream. A streaming request takes one of the caller's stream
-slots, any other one a wait slot (gateway.limits), for as long as it runs. Chunks are
-ephemeral, so when the job completes, whatever part of the final output the chunks did not cover
-is sent as one last chunk: the client always ends up with the whole output.
+come, each once and in order (a chunk the live subscription missed is read back from the TOKENS
+stream: gateway.chunks); the terminal event closes the stream. A streaming request takes one of
+the caller's stream slots, any other one a wait slot (gateway.limits), for as long as it runs.
+When the job completes, whatever part of the final output the chunks did not cover is sent as
+one last chunk: the client always ends up with the whole output.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from starlette.requests import Request
 
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway.chunks import TokenCursor, TokenRelay
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
-from jetgrid.gateway.live import Listener
+from jetgrid.gateway.live import Listener, holder
 from jetgrid.gateway.queue_api import check_load
 from jetgrid.projections.jobs import JobView
 
@@ -83,32 +85,42 @@ def token_counts(view: JobView) -> tuple[int, int]:
 
 
 class LLMRun:
-    """One submitted job whose token chunks and outcome the caller iterates over."""
+    """One job whose token chunks and outcome the caller iterates over: `job` to submit (with
+    `start`), or the id of a job already submitted (to `follow`)."""
 
     def __init__(
-        self, gw: Gateway, job: JobSubmitted, *, tokens: bool = True, slot: bool = True
+        self, gw: Gateway, job: JobSubmitted | str, *, tokens: bool = True, slot: bool = True
     ) -> None:
         self.gw = gw
-        self.job = job
+        self.job = job if isinstance(job, JobSubmitted) else None
+        self.job_id = job.job_id if isinstance(job, JobSubmitted) else job
         self.tokens = tokens  # relay chunks (streaming responses) or only wait for the outcome
         self.slot = slot  # take the caller's slot; False when the caller holds one for a group
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.sent = ""
+        self.relay = TokenRelay(gw.bus, gw.settings, self.job_id, TokenCursor())
         self._listener: Listener | None = None
         self._lease: Lease | None = None
         self._waiter: asyncio.Future[JobView] | None = None
 
-    async def start(self, request: Request) -> None:
-        """Take the caller's stream (or wait) slot (unless `slot` is False), follow the job's
-        tokens, then publish it (so no chunk is missed). Raises 429 when the caller is at its
-        limit, before submitting."""
-        gw, job = self.gw, self.job
+    def follow(self, request: Request) -> None:
+        """Take the caller's stream (or wait) slot (unless `slot` is False) and follow the
+        job's tokens and outcome. Raises 429 when the caller is at its limit."""
+        gw, job_id = self.gw, self.job_id
         if self.slot:
             self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
         if self.tokens:
-            self._listener = gw.live.listen(job.job_id, events=False, queue=self.queue)
-        self._waiter = gw.board.waiter(job.job_id)
+            self._listener = gw.live.listen(job_id, events=False, queue=self.queue)
+        self._waiter = gw.board.waiter(job_id)
         self._waiter.add_done_callback(self._on_done)
+
+    async def start(self, request: Request) -> None:
+        """`follow` the job, then publish it (so no chunk is missed). Raises 429 when the
+        caller is at its limit, before submitting."""
+        gw, job = self.gw, self.job
+        if job is None:
+            raise TypeError("LLMRun.start needs the job to submit; follow a submitted one.")
+        self.follow(request)
         try:
             await gw.bus.store(job, gw.speaker)
         except JetgridError as exc:
@@ -121,11 +133,18 @@ class LLMRun:
             self.queue.put_nowait(("done", fut.result()))
 
     async def stream(self, timeout_s: float = JOB_TIMEOUT_S) -> AsyncIterator[tuple[str, Any]]:
-        """("token", text) as chunks arrive, then ("done", JobView); the remainder of the
-        output that chunks missed comes as a last ("token", text) before "done"."""
+        """("token", text) as chunks arrive (one per chunk), then ("done", JobView); the
+        remainder of the output that chunks missed comes as a last ("token", text) before
+        "done". A run that follows a job already running (`follow`, not `start`) first gets
+        the holder's chunks stored so far."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
+            now = holder(self.gw.board.get(self.job_id)) if self.tokens else None
+            if now is not None:
+                for text in await self.relay.catch_up(*now):
+                    self.sent += text
+                    yield "token", text
             while True:
                 try:
                     kind, value = await asyncio.wait_for(
@@ -135,18 +154,21 @@ class LLMRun:
                     yield "timeout", None
                     return
                 if kind == "token":
-                    self.sent += value
-                    yield "token", value
+                    for text in await self.relay.live(value):
+                        self.sent += text
+                        yield "token", text
                     continue
                 if kind == "gone":  # dropped as too slow: the outcome fills in the rest
                     continue
                 view: JobView = value
-                if view.status == "completed":
-                    text = output_text(view.output)
-                    rest = text[len(self.sent) :] if text.startswith(self.sent) else ""
-                    if rest:
-                        self.sent += rest
-                        yield "token", rest
+                done = output_text(view.output) if view.status == "completed" else None
+                if self.tokens:
+                    rest = await self.relay.finish(view.worker_id, view.attempts, done)
+                else:
+                    rest = [done] if done else []
+                for text in rest:
+                    self.sent += text
+                    yield "token", text
                 yield "done", view
                 return
         finally:
@@ -163,7 +185,7 @@ class LLMRun:
     async def close(self) -> None:
         """Stop following the job and give the slot back (idempotent)."""
         if self._waiter is not None and self.gw.board is not None:
-            self.gw.board.forget_waiter(self.job.job_id, self._waiter)
+            self.gw.board.forget_waiter(self.job_id, self._waiter)
             self._waiter = None
         if self._listener is not None:
             self.gw.live.close(self._listener)

@@ -204,7 +204,7 @@ async def completions(request: Request) -> Response:
             for run in runs:
                 await run.close()
             lease.release()
-    cid = f"cmpl-{runs[0].job.job_id}"
+    cid = f"cmpl-{runs[0].job_id}"
     created = int(datetime.now(UTC).timestamp())
 
     def choice(i: int, text: str, finish: str | None) -> dict[str, Any]:

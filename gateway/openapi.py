@@ -229,7 +229,7 @@ def document() -> dict[str, Any]:
             "version": "1",
             "description": "jetgrid's own job API. The Ollama (/api/...) and OpenAI "
             "(/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, "
-            "/v1/models/{id}) compatible routes follow those projects' APIs.",
+            "/v1/models/{id}, /v1/responses) compatible routes follow those projects' APIs.",
         },
         "components": {
             "schemas": schemas,

@@ -2,10 +2,17 @@
 
 Every lifecycle event is sent as ``event: <name>`` (claimed, started, completed, ...) with
 ``id: <its JOB_EVENTS stream sequence>`` and the CloudEvents envelope's `data` plus `time` and
-`seq` as JSON. Reconnecting with ``Last-Event-ID: N`` resumes after sequence N. While the job
-runs, its token chunks are relayed as ``event: token`` (no id: they are ephemeral, the
-`completed` event carries the whole output). The stream ends after the terminal event. A comment
-line every 15 s keeps proxies from closing an idle stream.
+`seq` as JSON. While the job runs, the output of the attempt holding it is sent as
+``event: token`` with data ``{"text"}`` and ``id: <seq>:<attempt>:<offset>`` (the last
+lifecycle event's sequence, the attempt, and the characters of that attempt's output the client
+then has: gateway.chunks). Reconnecting to any gateway with either kind of id as
+``Last-Event-ID`` resumes right after it: later lifecycle events, then the attempt's text from
+that offset, read back from the TOKENS stream, no character lost or repeated. A retried job's
+new attempt follows its ``started``/``claimed`` event and starts at offset 0. Before the
+terminal event, the output of a completed job that streamed, as far as chunks did not cover it,
+is sent as one last token (a job that never streamed sends none). The
+stream ends after the terminal event. A comment line every 15 s keeps proxies from closing an
+idle stream.
 
 Streams hold no NATS subscription or consumer of their own: history is read by direct get and
 live events and chunks come from the gateway's shared feed (gateway.live), which relays only the
@@ -24,9 +31,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jetgrid.events import TERMINAL_NAMES
+from jetgrid.gateway.chunks import TokenCursor, TokenRelay, chunk_id, parse_cursor
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import find_job
-from jetgrid.gateway.live import LiveResponse, frame
+from jetgrid.gateway.live import LiveResponse, frame, holder
+from jetgrid.gateway.llm import output_text
 
 if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
@@ -34,33 +43,53 @@ if TYPE_CHECKING:
 KEEPALIVE_S = 15.0
 
 
-def last_event_id(request: Request) -> int:
+def last_event_id(request: Request) -> tuple[int, tuple[int, int] | None]:
+    """(lifecycle seq, (attempt, offset) or None) of the request's Last-Event-ID (0: none)."""
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw == "":
-        return 0
-    if not raw.isdigit():
+        return 0, None
+    cursor = parse_cursor(raw)
+    if cursor is None:
         raise HTTPError(
             422,
             f"Header 'Last-Event-ID' must be an event id from this stream, got {raw!r}.",
             field="Last-Event-ID",
         )
-    return int(raw)
+    return cursor
 
 
 async def job_events(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     view = await find_job(request)
-    after = last_event_id(request)
+    after, at = last_event_id(request)
     if view.terminal and view.terminal_seq is not None and after >= view.terminal_seq:
         return Response(b"retry: 1000\n\n", media_type="text/event-stream")  # nothing left
     lease = gw.limits.lease(request, "stream")
-    listener = gw.live.listen(view.job_id, after=after)
+    job_id = view.job_id
+    listener = gw.live.listen(job_id, after=after)
+    relay = TokenRelay(gw.bus, gw.settings, job_id, TokenCursor.resume(at))
+    last = after  # the last lifecycle event the client has: the first part of chunk ids
 
     def cleanup() -> None:
         gw.live.close(listener)
         lease.release()
 
+    def tokens(texts: list[str]) -> bytes:
+        text = "".join(texts)
+        if not text:
+            return b""
+        cursor = relay.cursor
+        return frame(
+            {"text": text}, event="token", id=chunk_id(last, cursor.attempt, cursor.position)
+        )
+
+    async def finish() -> bytes:
+        now = gw.board.get(job_id) or view
+        output = output_text(now.output) if now.status == "completed" else None
+        return tokens(await relay.finish(now.worker_id, now.attempts, output, streamed=True))
+
     async def stream() -> AsyncIterator[bytes]:
+        nonlocal last
         try:
             yield b"retry: 1000\n\n"
             for seq in listener.history:
@@ -68,9 +97,14 @@ async def job_events(request: Request) -> Response:
                 if got is None:
                     continue
                 name, data = got
-                yield data
                 if name in TERMINAL_NAMES:
+                    yield await finish() + data
                     return
+                yield data
+                last = seq
+            now = holder(gw.board.get(job_id))
+            if now is not None:
+                yield tokens(await relay.catch_up(*now))
             while True:
                 try:
                     kind, item = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_S)
@@ -78,12 +112,14 @@ async def job_events(request: Request) -> Response:
                     yield b": keep-alive\n\n"
                     continue
                 if kind == "token":
-                    yield frame({"text": item}, event="token")
+                    yield tokens(await relay.live(item))
                 elif kind == "event":
-                    _, name, data = item
-                    yield data
+                    seq, name, data = item
                     if name in TERMINAL_NAMES:
+                        yield await finish() + data
                         return
+                    yield data
+                    last = seq
                 else:  # "gone": dropped as too slow; the client resumes with Last-Event-ID
                     return
         finally:

@@ -23,7 +23,11 @@ SPECS = stream_specs(Subjects("jetgrid"), StreamNames(""))
 
 
 def test_specs_cover_the_streams_with_limits_retention() -> None:
-    assert [s.name for s in SPECS] == ["JOBS", "JOB_EVENTS", "WORKERS", "INVALID", "ROLLUPS"]
+    assert [s.name for s in SPECS] == [
+        "JOBS", "JOB_EVENTS", "WORKERS", "INVALID", "ROLLUPS", "TOKENS"
+    ]  # fmt: skip
+    assert SPECS[5].subjects == ("jetgrid.tokens.*.*",) and SPECS[5].max_age_s == 3600.0
+    assert [s.storage for s in SPECS] == ["file"] * 5 + ["memory"]  # chunks skip the fsyncs
     assert SPECS[4].subjects == ("jetgrid.rollup.*",) and SPECS[4].max_age_s == 0  # forever
     assert SPECS[0].subjects == (
         "jetgrid.jobs.*.*",
@@ -115,8 +119,10 @@ def test_a_deployment_is_the_log_streams_and_dead_letters() -> None:
 
     specs = deployment_specs(Settings(stream_prefix="X_", stream_replicas=3))
     assert [s.name for s in specs] == ["X_JOBS", "X_JOB_EVENTS", "X_WORKERS", "X_INVALID",
-                                       "X_ROLLUPS", "X_DEAD_LETTERS"]  # fmt: skip
+                                       "X_ROLLUPS", "X_TOKENS", "X_DEAD_LETTERS"]  # fmt: skip
     assert {s.replicas for s in specs} == {3}
+    on_disk = deployment_specs(Settings(tokens_storage="file"))
+    assert {s.storage for s in on_disk} == {"file"}
 
 
 @pytest.mark.integration
@@ -127,14 +133,14 @@ async def test_provision_deployment_adds_the_buckets_once(settings: Settings, nc
     assert f"KV_{settings.tiers_bucket}" in first.created
     assert f"OBJ_{settings.snapshot_bucket}" in first.created
     again = await provision_deployment(nc.jetstream(), settings)
-    assert again.created == [] and len(again.unchanged) == 6
+    assert again.created == [] and len(again.unchanged) == 7
 
 
 def test_every_raw_stream_has_an_age_limit_by_default() -> None:
     ages = {s.logical: s.max_age_s for s in SPECS}
     assert ages == {"JOBS": 30 * 86400.0, "JOB_EVENTS": 30 * 86400.0,
                     "WORKERS": 7 * 86400.0, "INVALID": 30 * 86400.0,
-                    "ROLLUPS": 0.0}  # fmt: skip
+                    "ROLLUPS": 0.0, "TOKENS": 3600.0}  # fmt: skip
     assert Settings().retention["DEAD_LETTERS"].max_age_s == 30 * 86400.0
     assert stream_config(SPECS[2]).max_age == 7 * 86400.0
 

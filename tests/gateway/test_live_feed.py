@@ -13,7 +13,8 @@ import pytest
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import Envelope, JobClaimed, JobCompleted, JobRetrying, decode, encode
 from jetgrid.gateway import live
-from jetgrid.gateway.live import LiveFeed, holder, parse_chunk
+from jetgrid.gateway.chunks import Chunk, parse_chunk
+from jetgrid.gateway.live import LiveFeed, holder
 from jetgrid.projections.jobs import JobView, apply
 
 S = Settings()
@@ -105,11 +106,12 @@ def test_holder_is_the_claiming_worker_and_attempt_while_it_runs() -> None:
     ],
 )
 def test_anything_but_a_chunk_of_this_job_is_no_chunk(data: bytes) -> None:
-    assert parse_chunk(data, "j") is None
+    assert parse_chunk(data, "j", "w") is None
 
 
 def test_a_chunk_is_its_attempt_and_text() -> None:
-    assert parse_chunk(b'{"job_id": "j", "attempt": 2, "i": 0, "text": "hi"}', "j") == (2, "hi")
+    got = parse_chunk(b'{"job_id": "j", "attempt": 2, "i": 0, "text": "hi"}', "j", "w")
+    assert got == Chunk("w", 2, 0, "hi")
 
 
 async def test_only_the_holders_chunks_reach_listeners(board: Board, feed: LiveFeed) -> None:
@@ -119,7 +121,7 @@ async def test_only_the_holders_chunks_reach_listeners(board: Board, feed: LiveF
     await feed._on_token(chunk("j", "w1", "old attempt", attempt=0))
     await feed._on_token(chunk("j", "w1", "real"))
     await feed._on_token(Msg(f"{SUBJ.prefix}.tokens.j", b'{"job_id": "j", "text": "bare"}'))
-    assert drain(lst.queue) == [("token", "real")]
+    assert drain(lst.queue) == [("token", Chunk("w1", 1, 0, "real"))]
 
 
 async def test_chunks_before_the_claim_wait_for_it(board: Board, feed: LiveFeed) -> None:
@@ -130,7 +132,7 @@ async def test_chunks_before_the_claim_wait_for_it(board: Board, feed: LiveFeed)
     board.fold(1, "claimed", claimed("j", "w1"), "w1")
     items = drain(lst.queue)
     assert items[0][0] == "event" and items[0][1][:2] == (1, "claimed")
-    assert items[1:] == [("token", "early")]
+    assert items[1:] == [("token", Chunk("w1", 1, 0, "early"))]
 
 
 async def test_a_retry_hands_the_stream_to_the_next_attempt(board: Board, feed: LiveFeed) -> None:
@@ -146,7 +148,7 @@ async def test_a_retry_hands_the_stream_to_the_next_attempt(board: Board, feed: 
     board.fold(3, "claimed", claimed("j", "w2", attempt=2), "w2")
     await feed._on_token(chunk("j", "w1", "late again"))
     await feed._on_token(chunk("j", "w2", "second", attempt=2))
-    assert drain(lst.queue) == [("token", "second")]
+    assert drain(lst.queue) == [("token", Chunk("w2", 2, 0, "second"))]
 
 
 async def test_history_and_live_events_neither_gap_nor_repeat(board: Board, feed: LiveFeed) -> None:
@@ -169,7 +171,10 @@ async def test_a_client_that_reads_too_slowly_is_dropped(
     slow = feed.listen("j", after=1)
     for i in range(5):
         await feed._on_token(chunk("j", "w1", f"t{i}"))
-    assert drain(slow.queue) == [("token", "t0"), ("token", "t1"), ("token", "t2"), ("gone", None)]
+    assert drain(slow.queue) == [
+        *(("token", Chunk("w1", 1, 0, f"t{i}")) for i in range(3)),
+        ("gone", None),
+    ]
     assert slow.gone and feed.count == 0
 
 
