@@ -124,6 +124,7 @@ def test_requests_per_kind() -> None:
     [
         ({"kind": "chat", "input": {"messages": "x"}}, "needs 'messages'"),
         ({"kind": "chat", "input": {"messages": ["x"]}}, "needs 'messages'"),
+        ({"kind": "chat", "input": {"messages": [{"role": 7}]}}, "with a 'role'"),
         ({"kind": "generate", "input": {"prompt": 3}}, "needs a string 'prompt'"),
         ({"kind": "embed", "input": {"input": []}}, "needs 'input'"),
         ({"kind": "python", "prompt": "x"}, "not 'python'"),
@@ -200,6 +201,15 @@ def test_a_streamed_chat_answer_with_reasoning_and_tool_calls() -> None:
     assert a.usage() == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
 
+def test_a_stream_without_usage_counts_its_text_chunks_and_says_so() -> None:
+    a = wire.Answer(kind="generate", model="tiny")
+    for piece in ["a", "", "b", "c"]:
+        a.add({"choices": [{"text": piece}]})
+    assert a.usage() == {
+        "prompt_tokens": 0, "completion_tokens": 3, "total_tokens": 3, "usage_estimated": True,
+    }  # fmt: skip
+
+
 def test_a_whole_completion_with_llama_cpp_timings() -> None:
     a = wire.Answer(kind="generate", model="tiny")
     a.whole(
@@ -224,8 +234,9 @@ def test_embeddings_in_input_order_and_model_ids() -> None:
     out, usage = wire.embeddings(data, "e")
     assert out == {"model": "e", "embeddings": [[1.0], [2.0]]}
     assert usage == {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2}
-    with pytest.raises(TransientError):
-        wire.embeddings({"data": [{"embedding": "x"}]}, "e")
+    for bad in ("x", [[1.0], [2.0]]):  # not a vector; one vector per token
+        with pytest.raises(PermanentError, match="not a list of numbers"):
+            wire.embeddings({"data": [{"embedding": bad}]}, "e")
     assert wire.model_ids({"data": [{"id": "a"}, {"id": 3}, "x"]}) == ["a"]
     with pytest.raises(TransientError):
         wire.model_ids({"models": []})

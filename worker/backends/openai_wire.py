@@ -133,8 +133,13 @@ def request(job: JobSubmitted, *, stream: bool) -> tuple[str, dict[str, Any]]:
         messages = inp.get("messages")
         if messages is None and job.prompt is not None:
             messages = [{"role": "user", "content": job.prompt}]
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise PermanentError("a chat job needs 'messages' (a list)", error_type="bad_input")
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages
+        ):
+            raise PermanentError(
+                "a chat job needs 'messages' (a list of objects with a 'role')",
+                error_type="bad_input",
+            )
         path, keys = "/chat/completions", CHAT_KEYS
         body["messages"] = messages
     elif job.kind == "generate":
@@ -236,9 +241,11 @@ class Answer:
     finish: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False
 
     def add(self, chunk: dict[str, Any]) -> str:
         """Take one stream chunk; the text it adds (to emit as tokens)."""
+        self.streamed = True
         self._meta(chunk)
         choices = chunk.get("choices") or []
         choice = choices[0] if isinstance(choices, list) and choices else {}
@@ -303,7 +310,15 @@ class Answer:
         return {"model": self.model, "message": message, "done_reason": self.finish}
 
     def usage(self) -> dict[str, Any]:
-        return usage_of(self.counts, self.timings)
+        """The server's counts; from a stream without them (llama-cpp-python's server ignores
+        ``include_usage``), completion tokens are the text chunks (servers stream one token per
+        chunk) and ``usage_estimated`` says so."""
+        usage = usage_of(self.counts, self.timings)
+        if not self.counts and self.streamed and self.text:
+            n = len(self.text)
+            usage.update(completion_tokens=n, total_tokens=usage["prompt_tokens"] + n)
+            usage["usage_estimated"] = True
+        return usage
 
 
 def usage_of(counts: dict[str, Any], timings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -337,8 +352,10 @@ def embeddings(data: dict[str, Any], model: str) -> tuple[dict[str, Any], dict[s
         raise bad_response("an embeddings answer without a 'data' list")
     ordered = sorted(items, key=lambda d: d.get("index", 0))
     vectors = [d.get("embedding") for d in ordered]
-    if not all(isinstance(v, list) for v in vectors):
-        raise bad_response("an embedding that is not a list of numbers")
+    if not all(isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in vectors):
+        raise PermanentError(  # e.g. one vector per token: the server's model has no pooling
+            "openai server: an embedding that is not a list of numbers", error_type="bad_response"
+        )
     usage = usage_of(data.get("usage") or {})
     usage.update(completion_tokens=0, total_tokens=usage["prompt_tokens"])
     return {"model": model, "embeddings": vectors}, usage
