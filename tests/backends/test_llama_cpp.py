@@ -71,14 +71,14 @@ def _free_port() -> int:
 @pytest.fixture
 async def llama_server(tmp_path: Path) -> AsyncIterator[str]:
     """llama-cpp-python's server with the tiny model as `tiny` (generation) and `tiny-embed`
-    (embeddings); yields its base URL."""
+    (embeddings), its output in `tmp_path/server.log`; yields its base URL."""
     tmp = tmp_path
     model = tmp / "tiny.gguf"
     writer = str(Path(__file__).with_name("tiny_gguf.py"))
     wrote = await asyncio.create_subprocess_exec(ENGINE, writer, str(model))
     assert await asyncio.wait_for(wrote.wait(), 120) == 0
     port = _free_port()
-    common = {"model": str(model), "n_ctx": 512, "n_threads": 1, "verbose": False}
+    common = {"model": str(model), "n_ctx": 2048, "n_threads": 1, "verbose": False}
     config = {
         "host": "127.0.0.1",
         "port": port,
@@ -91,7 +91,7 @@ async def llama_server(tmp_path: Path) -> AsyncIterator[str]:
     log = open(tmp / "server.log", "wb")  # noqa: ASYNC230  # opened once, before the server runs
     proc = await asyncio.create_subprocess_exec(
         ENGINE, "-m", "llama_cpp.server", "--config_file", str(tmp / "config.json"),
-        stdout=log, stderr=asyncio.subprocess.STDOUT,
+        stdout=log, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -180,6 +180,23 @@ async def test_a_whole_answer_carries_the_servers_own_counts(backend) -> None:
     assert out.output["message"]["content"].strip() and out.output["done_reason"] == "length"
     assert out.usage["prompt_tokens"] > 0 and out.usage["completion_tokens"] == 4
     assert "usage_estimated" not in out.usage
+
+
+async def test_cancel_closes_the_stream_and_the_real_server_stops(backend, tmp_path) -> None:
+    started = asyncio.Event()
+    context = RunContext("w", 1)
+
+    async def emit(_: str) -> None:
+        started.set()
+        context.cancelled.set()  # what a cancel request does to a running job
+
+    context.emit = emit
+    j = helpers.job(1, model="tiny", prompt="the grid", options={"num_predict": 1900})
+    with pytest.raises(PermanentError, match="cancelled") as info:
+        await backend.run(j, context)
+    assert started.is_set() and info.value.error_type == "cancelled"
+    log = tmp_path / "server.log"
+    await until(lambda: "Disconnected from client" in log.read_text(), timeout=30)
 
 
 async def test_the_real_servers_errors_map_to_jetgrids_classes(backend) -> None:
