@@ -12,7 +12,9 @@ Knobs on `FakeOpenAI` (change them while it runs): `models`, `api_key` (then eve
 ``Authorization: Bearer <key>``), `token_delay_s` (between streamed words: makes a job slow
 enough to cancel), `refuse` (a status every call answers with), `fail_next` (errors the next
 inference calls answer with), `then_refuse`, `stream_error_after` (an error event after that
-many chunks, as vLLM sends when generation fails mid-stream), `embeddings` (False: 501, as
+many chunks, as vLLM sends when generation fails mid-stream), `cut_after` (the stream ends
+cleanly after that many chunks, with no finish_reason nor ``[DONE]``: a proxy or a dying
+server), `ignore_stream` (one JSON answer even to ``stream: true``), `embeddings` (False: 501, as
 llama.cpp's server without ``--embeddings``). It records every inference request and every
 stream the client abandoned (`disconnects`), so a test can prove a cancel reached it.
 """
@@ -56,6 +58,8 @@ class FakeOpenAI:
     fail_next: list[tuple[int, str]] = field(default_factory=list)
     then_refuse: int | None = None
     stream_error_after: int | None = None
+    cut_after: int | None = None
+    ignore_stream: bool = False
     embeddings: bool = True
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -166,7 +170,7 @@ class FakeOpenAI:
         def frame(obj: dict[str, Any]) -> bytes:
             return f"data: {json.dumps({'id': rid, 'created': created, **obj})}\n\n".encode()
 
-        if not body.get("stream"):
+        if not body.get("stream") or self.ignore_stream:
             whole = chunk(" ".join(words), finish, whole=True)
             return JSONResponse({"id": rid, "created": created, **whole, "usage": usage})
 
@@ -177,6 +181,9 @@ class FakeOpenAI:
                     if self.stream_error_after is not None and i == self.stream_error_after:
                         err = {"message": "generation failed", "type": "server_error"}
                         yield f"data: {json.dumps({'error': err})}\n\n".encode()
+                        finished = True
+                        return
+                    if self.cut_after is not None and i == self.cut_after:
                         finished = True
                         return
                     if self.token_delay_s:

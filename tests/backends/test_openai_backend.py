@@ -197,6 +197,24 @@ async def test_an_error_mid_stream_is_transient(fake_openai, backend) -> None:
     assert info.value.error_type == "openai_stream_error" and not backend.accepting
 
 
+async def test_a_stream_cut_short_is_transient_not_a_short_answer(fake_openai, backend) -> None:
+    fake_openai.cut_after = 2
+    with pytest.raises(TransientError, match="ended before the answer finished"):
+        await backend.run(job(1, prompt="a b c d"), ctx())
+
+
+async def test_a_server_that_ignores_stream_answers_whole(fake_openai, backend) -> None:
+    fake_openai.ignore_stream = True
+    seen: list[str] = []
+
+    async def emit(text: str) -> None:
+        seen.append(text)
+
+    out = await backend.run(job(1, kind="chat", prompt="a b c"), ctx(emit=emit))
+    assert out.output["message"]["content"] == "a b c" and seen == ["a b c"]
+    assert out.usage["completion_tokens"] == 3
+
+
 async def test_embeddings_on_a_server_without_them_are_permanent(fake_openai, backend) -> None:
     fake_openai.embeddings = False
     with pytest.raises(PermanentError, match="--embeddings") as info:

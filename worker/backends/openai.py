@@ -16,7 +16,9 @@ embed       ``POST /v1/embeddings``   ``input["input"]`` (a string or a list) or
 
 Sampling options map as `openai_wire` says (``num_predict`` -> ``max_tokens``, the rest by
 their names). generate and chat stream by default (``input["stream"] = false`` asks for one
-answer), with ``stream_options.include_usage``: each text chunk goes to ``RunContext.emit``.
+answer), with ``stream_options.include_usage``: each text chunk goes to ``RunContext.emit`` (a
+server that answers with one JSON body instead is taken as it is). A stream that ends before a
+``finish_reason`` is an error (transient), not a short answer.
 Outputs and usage have the Ollama backend's shapes: ``{"model", "response", "done_reason"}``,
 ``{"model", "message": {"role", "content", "tool_calls"?, "thinking"?}, "done_reason"}``,
 ``{"model", "embeddings"}``; ``done_reason`` is the server's ``finish_reason``; usage has
@@ -214,9 +216,16 @@ class OpenAIBackend:
     ) -> None:
         async with self.client.stream("POST", self.url + path, json=body) as resp:
             await self._check(resp)
+            if resp.headers.get("content-type", "").startswith("application/json"):
+                answer.whole(wire.parse(await self._read(resp, wire.MAX_BODY)))  # not streamed
+                if text := "".join(answer.text):
+                    await ctx.emit(text)
+                return
             async for data in wire.sse_data(resp.aiter_bytes()):
                 if text := answer.add(wire.parse(data)):
                     await ctx.emit(text)
+        if answer.finish is None:  # cut off: the server or a proxy closed the stream early
+            raise wire.bad_response("the stream ended before the answer finished")
 
     # -- running jobs -----------------------------------------------------------------------
     async def run(self, job: JobSubmitted, ctx: RunContext) -> Result:
