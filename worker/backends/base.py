@@ -1,4 +1,4 @@
-"""The interface every backend implements (echo, ollama, python functions)."""
+"""The interface every backend implements (echo, ollama, openai, python functions)."""
 
 from __future__ import annotations
 
