@@ -52,8 +52,8 @@ import httpx
 from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
 from jetgrid.worker.backends import openai_wire as wire
-from jetgrid.worker.backends.base import Result, RunContext
-from jetgrid.worker.errors import BackendError, PermanentError, TransientError
+from jetgrid.worker.backends.base import Result, RunContext, cancellable
+from jetgrid.worker.errors import BackendError, TransientError
 
 log = logging.getLogger("jetgrid.worker.openai")
 
@@ -231,23 +231,8 @@ class OpenAIBackend:
     async def run(self, job: JobSubmitted, ctx: RunContext) -> Result:
         stream = (job.input or {}).get("stream", True) is not False
         path, body = wire.request(job, stream=stream and job.kind != "embed")
-        work = asyncio.ensure_future(self._call(job, path, body, ctx))
-        cancel = asyncio.ensure_future(ctx.cancelled.wait())
         try:
-            done, _ = await asyncio.wait({work, cancel}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancel.cancel()
-            if not work.done():
-                # Cancelling the call closes its HTTP stream: the server stops generating.
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await work
-        if work not in done or work.cancelled():
-            raise PermanentError(
-                "cancelled while running on the openai server", error_type="cancelled"
-            )
-        try:
-            return work.result()
+            return await cancellable(self._call(job, path, body, ctx), ctx, "the openai server")
         except BackendError as exc:
             self._note(exc)
             raise
