@@ -32,7 +32,10 @@ from jetgrid.worker.errors import PermanentError, TransientError
 from tests import helpers
 from tests.helpers import until
 
-ENGINE = os.environ.get("JETGRID_TEST_LLAMA_PYTHON") or sys.executable
+_MADE = Path(__file__).resolve().parents[2] / ".venv-llama" / "bin" / "python"  # `make engine`
+ENGINE = os.environ.get("JETGRID_TEST_LLAMA_PYTHON") or str(
+    _MADE if _MADE.exists() else sys.executable
+)
 NEEDS = ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings", "gguf")
 
 
@@ -56,8 +59,8 @@ pytestmark = [
     pytest.mark.skipif(
         bool(MISSING),
         reason=f"no real engine: {', '.join(MISSING)} missing in {ENGINE}; llama-cpp-python has "
-        "no wheel on PyPI and compiles llama.cpp on install (pip install "
-        "'llama-cpp-python[server]' gguf, or point JETGRID_TEST_LLAMA_PYTHON at such a Python)",
+        "no wheel on PyPI and compiles llama.cpp on install: run `make engine` (or point "
+        "JETGRID_TEST_LLAMA_PYTHON at a Python with 'llama-cpp-python[server]' and gguf)",
     ),
 ]
 
