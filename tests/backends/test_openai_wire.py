@@ -35,6 +35,11 @@ def test_a_base_url_that_is_no_http_url_is_refused_with_an_example(bad: str) -> 
         wire.api_url(bad)
 
 
+def test_redacted_drops_credentials() -> None:
+    assert wire.redacted("https://u:secret@h:1/v1") == "https://h:1/v1"
+    assert wire.redacted("http://h/v1") == "http://h/v1"
+
+
 @pytest.mark.parametrize(
     ("status", "kind", "error_type"),
     [

@@ -86,6 +86,7 @@ class OpenAIBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = wire.api_url(base_url)
+        self.shown = wire.redacted(self.url)  # for logs and repr: no credentials in the URL
         self.models = tuple(models)
         self.refresh_s = refresh_s
         self.probe_s = probe_s
@@ -108,7 +109,7 @@ class OpenAIBackend:
 
     def __repr__(self) -> str:
         return (
-            f"<OpenAIBackend {self.url} healthy={self.healthy} "
+            f"<OpenAIBackend {self.shown} healthy={self.healthy} "
             f"models={[m.name for m in self.available]}>"
         )
 
@@ -138,9 +139,9 @@ class OpenAIBackend:
                 log.warning(
                     "model %s is not listed by %s/models; this worker leaves its jobs to others",
                     model,
-                    self.url,
+                    self.shown,
                 )
-        self._watch = asyncio.create_task(self._watch_loop(), name=f"openai-watch-{self.url}")
+        self._watch = asyncio.create_task(self._watch_loop(), name=f"openai-watch-{self.shown}")
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -161,7 +162,7 @@ class OpenAIBackend:
 
     def _unhealthy(self, err: BackendError) -> None:
         if self.healthy:
-            log.warning("openai server at %s not usable, pausing pulls: %s", self.url, err)
+            log.warning("openai server at %s not usable, pausing pulls: %s", self.shown, err)
             self._wake.set()  # start probing now (then every probe_s until it answers)
         self.healthy = False
         self.last_error = str(err)
@@ -177,7 +178,7 @@ class OpenAIBackend:
         self.available = [ModelInfo(name=i) for i in ids]
         self.loaded = list(self.available)
         if not self.healthy:
-            log.warning("openai server at %s answers again; pulling resumes", self.url)
+            log.warning("openai server at %s answers again; pulling resumes", self.shown)
         self.healthy = True
         self.last_error = None
         self.refreshed.set()

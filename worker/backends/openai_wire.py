@@ -53,6 +53,13 @@ def api_url(base_url: str) -> str:
     return url if "/" in rest else f"{url}/v1"
 
 
+def redacted(url: str) -> str:
+    """`url` without a ``user:password@`` part, for logs."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}"
+
+
 # -- errors -----------------------------------------------------------------------------------
 def error_message(body: bytes) -> str:
     """The server's own words from an error body: OpenAI's ``{"error": {"message"}}``, a plain
