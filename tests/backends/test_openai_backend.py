@@ -197,7 +197,7 @@ async def test_embeddings_on_a_server_without_them_are_permanent(fake_openai, ba
 async def test_unreachable_server_is_transient_and_closes_the_gate() -> None:
     b = OpenAIBackend("http://127.0.0.1:9", ["tiny"], probe_s=60)
     try:
-        with pytest.raises(TransientError, match="unreachable"):
+        with pytest.raises(TransientError, match=r"at http://127\.0\.0\.1:9/v1 unreachable"):
             await b.run(job(1), ctx())
         assert not b.accepting and b.last_error
         assert not await b.refresh()

@@ -58,11 +58,12 @@ from jetgrid.worker.errors import BackendError, TransientError
 log = logging.getLogger("jetgrid.worker.openai")
 
 
-def classify(exc: BaseException) -> BackendError | None:
-    """The jetgrid error for an exception from the HTTP client (None: not an HTTP error)."""
+def classify(exc: BaseException, url: str) -> BackendError | None:
+    """The jetgrid error for an exception from the HTTP client talking to `url` (None: not an
+    HTTP error)."""
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return TransientError(
-            f"openai server unreachable: {type(exc).__name__}: {exc}",
+            f"openai server at {url} unreachable: {type(exc).__name__}: {exc}",
             error_type="openai_unreachable",
         )
     return None
@@ -172,7 +173,7 @@ class OpenAIBackend:
         try:
             ids = wire.model_ids(await self._get_json("/models", limit=4 << 20))
         except Exception as exc:
-            err = exc if isinstance(exc, BackendError) else classify(exc)
+            err = exc if isinstance(exc, BackendError) else classify(exc, self.shown)
             self._unhealthy(err or TransientError(f"openai server: {exc}"))
             return False
         self.available = [ModelInfo(name=i) for i in ids]
@@ -238,7 +239,7 @@ class OpenAIBackend:
             self._note(exc)
             raise
         except Exception as exc:
-            if (err := classify(exc)) is None:
+            if (err := classify(exc, self.shown)) is None:
                 raise
             self._note(err)
             raise err from exc
