@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt bench clean chromium bubblewrap
+.PHONY: up test lint fmt bench clean chromium bubblewrap engine
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# A real engine for tests/backends/test_llama_cpp.py: llama-cpp-python's OpenAI-compatible server
+# in a venv of its own, which that test finds. Not part of `make test`: PyPI has no wheel of it,
+# so installing it compiles llama.cpp (about 11 CPU-minutes).
+LLAMA_VENV ?= .venv-llama
+
+engine: $(LLAMA_VENV)/.installed
+
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet 'llama-cpp-python[server]' gguf
+	@touch $@

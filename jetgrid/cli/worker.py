@@ -25,10 +25,10 @@ from jetgrid.events import JetgridError
 @models_option("Model to serve (repeatable).")
 @click.option(
     "--backend",
-    type=click.Choice(["echo", "ollama"]),
+    type=click.Choice(["echo", "ollama", "openai"]),
     default="echo",
     show_default=True,
-    help="What runs the jobs: echo (no model, for tests and demos) or an Ollama server.",
+    help="What runs the jobs: echo (no model, for tests and demos), an Ollama server, or any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, ...).",
 )
 @click.option(
     "--ollama-host",
@@ -40,6 +40,17 @@ from jetgrid.events import JetgridError
     "--pull",
     is_flag=True,
     help="Ollama backend: pull a --model the server does not have at start (progress in the log).",
+)
+@click.option(
+    "--base-url",
+    default="http://127.0.0.1:8080/v1",
+    show_default=True,
+    help="OpenAI backend: the server's API root (a URL without a path gets /v1).",
+)
+@click.option(
+    "--api-key",
+    envvar="JETGRID_OPENAI_API_KEY",
+    help="OpenAI backend: the key the server wants, sent as 'Authorization: Bearer'. [env JETGRID_OPENAI_API_KEY]",
 )
 @click.option(
     "--allow-python",
@@ -153,6 +164,8 @@ async def worker(
     drain_grace: float,
     ollama_host: str,
     pull: bool,
+    base_url: str,
+    api_key: str | None,
     allow_python: bool,
     python_timeout: float,
     python_memory_mb: int,
@@ -167,6 +180,9 @@ async def worker(
     With --backend ollama, jobs run on the Ollama server at --ollama-host; the worker reports
     the server's loaded and available models in its pings and takes jobs for loaded models
     first (cold models only when their jobs wait too long or pile up).
+
+    With --backend openai, jobs run on the OpenAI-compatible server at --base-url (chat,
+    completions, embeddings, streamed); its models come from its /v1/models.
 
     Binds to the durable pull consumer of each (pool, model), creating it if missing. SIGTERM
     or Ctrl-C drains it: it stops pulling, finishes what it holds (up to --drain-grace),
@@ -186,6 +202,24 @@ async def worker(
         uptime = None if simulate_uptime is None else parse_uptime(simulate_uptime)
     except JetgridError as exc:
         raise click.BadParameter(str(exc), param_hint="--simulate-uptime") from exc
+    try:
+        chosen = make_backend(
+            backend,
+            models=[m for m in models if m != "python"],
+            echo_latency=echo_latency,
+            echo_token_delay=echo_token_delay,
+            ollama_host=ollama_host,
+            pull=pull,
+            allow_python=allow_python,
+            data_dir=settings.data_dir,
+            python_timeout=python_timeout,
+            python_memory_mb=python_memory_mb,
+            python_unsandboxed=unsafe_python_no_sandbox,
+            base_url=base_url,
+            api_key=api_key,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--base-url") from exc
     agent = Worker(
         settings,
         WorkerOptions(
@@ -199,19 +233,7 @@ async def worker(
             simulate_uptime=uptime,
             simulate_seed=simulate_seed,
         ),
-        make_backend(
-            backend,
-            models=[m for m in models if m != "python"],
-            echo_latency=echo_latency,
-            echo_token_delay=echo_token_delay,
-            ollama_host=ollama_host,
-            pull=pull,
-            allow_python=allow_python,
-            data_dir=settings.data_dir,
-            python_timeout=python_timeout,
-            python_memory_mb=python_memory_mb,
-            python_unsandboxed=unsafe_python_no_sandbox,
-        ),
+        chosen,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

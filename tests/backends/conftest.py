@@ -35,3 +35,27 @@ async def fake_ollama() -> AsyncIterator[Any]:
     await server.start()
     yield server
     await server.stop()
+
+
+def _load_fake_openai() -> Any:
+    name = "jetgrid_tests_fake_openai"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fake_openai.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fake_openai_module = _load_fake_openai()
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[Any]:
+    """A running FakeOpenAI serving the model `tiny`."""
+    server = fake_openai_module.FakeOpenAI()
+    await server.start()
+    yield server
+    await server.stop()

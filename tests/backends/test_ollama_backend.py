@@ -8,14 +8,13 @@ import logging
 from typing import Any
 
 import pytest
-from nats.aio.client import Client as NATS
 
 from jetgrid.events import JobSubmitted, decode
 from jetgrid.worker.backends import RunContext
 from jetgrid.worker.backends.ollama import OllamaBackend, classify
 from jetgrid.worker.errors import PermanentError, TransientError
 from tests import helpers
-from tests.helpers import submit
+from tests.helpers import collect, submit
 
 pytestmark = pytest.mark.integration
 
@@ -23,33 +22,6 @@ pytestmark = pytest.mark.integration
 def job(i: int | str, **kw: Any) -> JobSubmitted:
     """The shared test job, for the fake Ollama's tiny model."""
     return helpers.job(i, **{"model": "tiny:1b", **kw})
-
-
-class Collector(list):
-    """Messages of one subject, parsed; `wait_for` blocks until a condition over them holds."""
-
-    def __init__(self, parse: Any) -> None:
-        super().__init__()
-        self.parse = parse
-        self.changed = asyncio.Event()
-
-    async def cb(self, msg: Any) -> None:
-        self.append(self.parse(msg.data))
-        self.changed.set()
-
-    async def wait_for(self, condition: Any, timeout: float = 10.0) -> None:
-        async def loop() -> None:
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
-
-
-async def collect(nc: NATS, subject: str, parse: Any) -> Collector:
-    c = Collector(parse)
-    await nc.subscribe(subject, cb=c.cb)
-    return c
 
 
 @pytest.fixture

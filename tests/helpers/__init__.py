@@ -2,6 +2,7 @@
 and `jetgrid` processes. Import from here (`from tests.helpers import job, submit, until`);
 fixtures stay in the conftest.py files."""
 
+from tests.helpers.collector import Collector, collect
 from tests.helpers.jobs import job, job_views, submit
 from tests.helpers.procs import JETGRID, run_gateway, spawn_worker, worker_env, write_pools
 from tests.helpers.streams import count_subjects, read_stream
@@ -9,6 +10,8 @@ from tests.helpers.waiting import patiently, until
 
 __all__ = [
     "JETGRID",
+    "Collector",
+    "collect",
     "count_subjects",
     "job",
     "job_views",

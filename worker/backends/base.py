@@ -1,13 +1,17 @@
-"""The interface every backend implements (echo, ollama, python functions)."""
+"""The interface every backend implements (echo, ollama, openai, python functions)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from jetgrid.events import JobSubmitted
+from jetgrid.worker.errors import PermanentError
+
+T = TypeVar("T")
 
 TokenSink = Callable[[str], Awaitable[None]]
 
@@ -42,3 +46,22 @@ class Backend(Protocol):
     async def run(self, job: JobSubmitted, ctx: RunContext) -> Result: ...
 
     async def close(self) -> None: ...
+
+
+async def cancellable(call: Coroutine[Any, Any, T], ctx: RunContext, where: str) -> T:
+    """Await `call` unless the job is cancelled first (`ctx.cancelled` set, or this task
+    cancelled): then `call` is cancelled, which closes its HTTP stream so the server stops
+    generating, and PermanentError(error_type="cancelled") is raised."""
+    work = asyncio.ensure_future(call)
+    cancel = asyncio.ensure_future(ctx.cancelled.wait())
+    try:
+        done, _ = await asyncio.wait({work, cancel}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancel.cancel()
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+    if work not in done or work.cancelled():
+        raise PermanentError(f"cancelled while running on {where}", error_type="cancelled")
+    return work.result()

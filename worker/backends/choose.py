@@ -21,17 +21,24 @@ def make_backend(
     python_timeout: float = 600.0,
     python_memory_mb: int = 4096,
     python_unsandboxed: bool = False,
+    base_url: str = "http://127.0.0.1:8080/v1",
+    api_key: str | None = None,
 ) -> Backend:
-    """`kind` is "echo" or "ollama"; `allow_python` adds the python backend for python jobs."""
+    """`kind` is "echo", "ollama" or "openai" (an OpenAI-compatible server at `base_url`);
+    `allow_python` adds the python backend for python jobs."""
     backend: Backend
     if kind == "ollama":
         from jetgrid.worker.backends.ollama import OllamaBackend
 
         backend = OllamaBackend(ollama_host, models, pull=pull)
+    elif kind == "openai":
+        from jetgrid.worker.backends.openai import OpenAIBackend
+
+        backend = OpenAIBackend(base_url, models, api_key=api_key)
     elif kind == "echo":
         backend = EchoBackend(latency_s=echo_latency, token_delay_s=echo_token_delay)
     else:
-        raise ValueError(f"unknown backend {kind!r}; choose echo or ollama")
+        raise ValueError(f"unknown backend {kind!r}; choose echo, ollama or openai")
     if allow_python:
         from jetgrid.worker.backends.python import PythonBackend, WithPython
 

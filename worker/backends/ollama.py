@@ -52,7 +52,7 @@ import ollama
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
-from jetgrid.worker.backends.base import Result, RunContext
+from jetgrid.worker.backends.base import Result, RunContext, cancellable
 from jetgrid.worker.errors import BackendError, PermanentError, TransientError
 
 log = logging.getLogger("jetgrid.worker.ollama")
@@ -290,21 +290,8 @@ class OllamaBackend:
             )
         inp = dict(job.input or {})
         call = {"generate": self._generate, "chat": self._chat, "embed": self._embed}[job.kind]
-        work = asyncio.ensure_future(call(job, inp, ctx))
-        cancel = asyncio.ensure_future(ctx.cancelled.wait())
         try:
-            done, _ = await asyncio.wait({work, cancel}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancel.cancel()
-            if not work.done():
-                # Cancelling the call closes its HTTP stream: Ollama stops generating.
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await work
-        if work not in done or work.cancelled():
-            raise PermanentError("cancelled while running on ollama", error_type="cancelled")
-        try:
-            result = work.result()
+            result = await cancellable(call(job, inp, ctx), ctx, "ollama")
             if not self.is_warm(job.model):
                 self._wake.set()  # Ollama just loaded it (maybe evicting another): look again
             return result
