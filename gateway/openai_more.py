@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import struct
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -101,6 +102,23 @@ def _texts(value: Any, field: str) -> list[str]:
     return texts
 
 
+def embedding_vectors(output: Any, n: int) -> list[list[float]] | None:
+    """The job's `n` embedding vectors, each a list of finite numbers; None for anything else.
+
+    A worker's output is untrusted: a model without pooling answers one vector per token (a
+    list of lists), a broken one anything at all; neither may reach the float32 packer.
+    """
+    vectors = output.get("embeddings") if isinstance(output, dict) else None
+    if not isinstance(vectors, list) or len(vectors) != n:
+        return None
+    for v in vectors:
+        if not isinstance(v, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        ):
+            return None
+    return vectors
+
+
 def _b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
@@ -123,9 +141,8 @@ async def embeddings(request: Request) -> Response:
     run = LLMRun(gw, job, tokens=False)
     await run.start(request)
     view = _finished(await run.result())
-    out = view.output if isinstance(view.output, dict) else {}
-    vectors = out.get("embeddings")
-    if not isinstance(vectors, list) or len(vectors) != len(texts):
+    vectors = embedding_vectors(view.output, len(texts))
+    if vectors is None:
         raise HTTPError(
             400,
             f"The model '{req.model}' does not produce embeddings; pick an embedding model.",
