@@ -205,6 +205,7 @@ def new_job(
     input: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     submitter: str | None = None,
+    webhook: str | None = None,
 ) -> JobSubmitted:
     """A new job for an LLM route; 429 first when its pool sheds (gateway.queue_api)."""
     check_load(gw, pool, model)
@@ -217,4 +218,5 @@ def new_job(
         input=input,
         options=options or {},
         submitter=submitter,
+        webhook=webhook,
     )

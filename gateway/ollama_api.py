@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.events import JobKind
-from jetgrid.gateway import auth
+from jetgrid.gateway import auth, hooks
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
 from jetgrid.gateway.live import LiveResponse
@@ -136,7 +136,8 @@ def _failure(view: JobView | None) -> str:
 async def _run(request: Request, req: _Req, kind: JobKind, chat: bool, **work: Any) -> Response:
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, req.model)
-    job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, **work)
+    who = hooks.submitter(request)
+    job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, submitter=who, **work)
     run = LLMRun(gw, job, tokens=bool(req.stream))
     await run.start(request)
 
@@ -222,7 +223,10 @@ async def _embed(
     """The vectors of one `embed` job over `texts`, and its terminal view."""
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, name)
-    job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts}, options=options)
+    inp, who = {"input": texts}, hooks.submitter(request)
+    job = new_job(
+        gw, model=model, pool=pool, kind="embed", input=inp, options=options, submitter=who
+    )
     run = LLMRun(gw, job, tokens=False)
     await run.start(request)
     view = await run.result()

@@ -7,6 +7,9 @@ job's messages; every other field but `stream`/`background`/`store` goes to the 
 option (`max_output_tokens` as `num_predict`).
 
 - `background: true` answers at once with status ``queued``; retrieve it later.
+- ``metadata["webhook_url"]`` is the job's `webhook` (checked as a job's is, gateway.hooks): the
+  webhook service POSTs ``job.<status>`` for it, signed with the caller's key's secret.
+- The job's `submitter` is the caller (gateway.hooks.submitter), as on every LLM route.
 - Otherwise the request waits for the job and answers the finished response.
 - `stream: true` answers the Responses streaming events as SSE, each with its
   `sequence_number`: ``response.created`` (0), ``response.in_progress`` (1),
@@ -39,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.events import JetgridError, JobCancelRequested
+from jetgrid.gateway import hooks
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import find_job, read_json
 from jetgrid.gateway.live import LiveResponse
@@ -71,6 +75,7 @@ class ResponseReq(BaseModel):
     instructions: str | None = None
     stream: bool | None = False
     background: bool | None = False
+    metadata: dict[str, str] | None = None
 
 
 def messages_of(req: ResponseReq) -> list[dict[str, str]]:
@@ -239,12 +244,24 @@ async def create(request: Request) -> Response:
         req = ResponseReq.model_validate(await read_json(request))
     except ValidationError as exc:
         raise bad_request(exc) from None
+    webhook = (req.metadata or {}).get("webhook_url")
+    if webhook is not None:
+        hooks.check_webhook(gw.settings, request, webhook, field="metadata.webhook_url")
     model, pool = served(request, req.model)
     options = job_options(req.model_dump(exclude_none=True), _NOT_OPTIONS)
     if "max_output_tokens" in options:
         options["num_predict"] = options.pop("max_output_tokens")
     inp = {"messages": messages_of(req)}
-    job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
+    job = new_job(
+        gw,
+        model=model,
+        pool=pool,
+        kind="chat",
+        input=inp,
+        options=options,
+        submitter=hooks.submitter(request),
+        webhook=webhook,
+    )
     view = JobView(job.job_id, status="queued", model=model, pool=pool, kind="chat")
     if req.background and not req.stream:
         try:
