@@ -8,7 +8,8 @@ attributes as JSON (`FileInfo`: owner, purpose, name, size, creation time).
 Keys: ``<batch_id>`` holds the record (`BatchRecord`: owner, endpoint, input file, number of
 lines, webhook, metadata, when it was created and when a cancel was asked); ``own.<owner>.<id>``
 indexes it under its owner for listing; ``<batch_id>.line.<n>`` marks line n done (its job's
-terminal status), written by the webhook service as each line's terminal event arrives. The
+terminal status), written by the webhook service as each line's terminal event arrives;
+``deleted.<job_id>`` marks a deleted response (gateway.responses). The
 record changes only when every line's job is stored (`submitted`) and when a cancel is asked;
 a batch's progress and outcome come from its jobs' own events (gateway.batches), the line marks
 only tell the webhook service when the last line ended (their count, from an ephemeral
@@ -140,6 +141,23 @@ class BatchStore:
         done = record.model_copy(update={"cancelled_at": stamp})
         await self.put(done)
         return done
+
+    async def mark_response_deleted(self, job_id: str, when: datetime | None = None) -> None:
+        """Mark the response of `job_id` deleted (``deleted.<job_id>``: its time)."""
+        stamp = str(int((when or datetime.now(UTC)).timestamp())).encode()
+        await self.bus.put(self.bucket, f"deleted.{job_id}", stamp)
+
+    async def response_deleted(self, job_id: str) -> bool:
+        """Whether the response of `job_id` is marked deleted: one message get (the bucket
+        has no direct gets); no bucket means none was ever deleted."""
+        stream, subject = f"KV_{self.bucket}", f"$KV.{self.bucket}.deleted.{job_id}"
+        try:
+            await self.bus.call(
+                self.bus.js.get_last_msg(stream, subject), f"read the mark of {subject}"
+            )
+        except NotFound:
+            return False
+        return True
 
     async def line_done(self, batch_id: str, job_id: str, status: str) -> BatchRecord | None:
         """Mark the line `job_id` runs as ended with `status`; the batch's record when this made

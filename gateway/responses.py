@@ -26,8 +26,11 @@ option (`max_output_tokens` as `num_predict`).
 Job statuses map to response statuses: queued -> ``queued``; claimed, running ->
 ``in_progress``; completed -> ``completed``; cancelled -> ``cancelled``; failed, dead, rejected
 -> ``failed``. Cancel stores a cancel request (a finished response is answered as it is). Delete
-cancels a response still running and answers ``{"id", "object", "deleted": true}``; the job's
-events stay in the log, which is never rewritten, until its retention drops them.
+cancels a response still running, marks it deleted (the key ``deleted.<job_id>`` in the batches
+bucket, gateway.batchstore, so every gateway agrees and a restart forgets nothing) and answers
+``{"id", "object", "deleted": true}``; from then on retrieve, stream resume, cancel and delete
+answer 404 for it. The job itself stays (``GET /v1/jobs/{id}``): its events stay in the log,
+which is never rewritten, until its retention drops them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from starlette.routing import Route
 
 from jetgrid.events import JetgridError, JobCancelRequested
 from jetgrid.gateway import hooks
+from jetgrid.gateway.batchstore import BatchStore
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.files import unavailable
 from jetgrid.gateway.jobs_api import find_job, read_json
 from jetgrid.gateway.live import LiveResponse
 from jetgrid.gateway.llm import LLMRun, new_job, output_text, token_counts
@@ -150,8 +155,19 @@ def response_body(view: JobView, *, background: bool = False) -> dict[str, Any]:
     return body
 
 
+async def is_deleted(gw: Gateway, job_id: str) -> bool:
+    """Whether the response of `job_id` was deleted (gateway.batchstore)."""
+    try:
+        return await BatchStore(gw.bus, gw.settings).response_deleted(job_id)
+    except JetgridError as exc:
+        raise unavailable(
+            f"read whether response {response_id(job_id)!r} was deleted", exc
+        ) from exc
+
+
 async def find_response(request: Request) -> JobView:
-    """The chat job a ``resp_<job_id>`` path names, in the caller's scope; 404 otherwise."""
+    """The chat job a ``resp_<job_id>`` path names, in the caller's scope; 404 otherwise,
+    and for a deleted response."""
     rid = request.path_params["response_id"]
     if not rid.startswith(PREFIX) or len(rid) == len(PREFIX):
         raise HTTPError(404, f"No response with id {rid!r}.", field="response_id")
@@ -162,7 +178,7 @@ async def find_response(request: Request) -> JobView:
         if exc.status == 404:
             raise HTTPError(404, f"No response with id {rid!r}.", field="response_id") from None
         raise
-    if view.kind != "chat":
+    if view.kind != "chat" or await is_deleted(request.app.state.gateway, view.job_id):
         raise HTTPError(404, f"No response with id {rid!r}.", field="response_id")
     return view
 
@@ -327,6 +343,10 @@ async def delete(request: Request) -> Response:
     view = await find_response(request)
     if not view.terminal:
         await _request_cancel(gw, view, "response deleted")
+    try:  # after the cancel: a delete that fails here can be sent again
+        await BatchStore(gw.bus, gw.settings).mark_response_deleted(view.job_id)
+    except JetgridError as exc:
+        raise unavailable(f"mark response {response_id(view.job_id)!r} deleted", exc) from exc
     return JSONResponse({"id": response_id(view.job_id), "object": "response", "deleted": True})
 
 

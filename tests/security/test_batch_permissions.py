@@ -44,6 +44,9 @@ async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
         assert await store.owned("open") == [rec.id]
         assert await store.line_done(rec.id, rec.job_id(0), "completed") is None
         assert await store.line_done(rec.id, rec.job_id(1), "failed") == rec
+        assert not await store.response_deleted("j1")  # a deleted response's mark
+        await store.mark_response_deleted("j1")
+        assert await store.response_deleted("j1") and not await store.response_deleted("j2")
         sub = await bus.js.pull_subscribe_bind(WEBHOOK_CONSUMER, stream=s.streams.job_events)
         with pytest.raises(nats.errors.TimeoutError):
             await sub.fetch(1, timeout=0.3)
