@@ -18,6 +18,7 @@ consumer's pending count, no key listing).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -248,15 +249,36 @@ class FileStore:
         meta = ObjectMeta(name=info.id, description=info.model_dump_json())
         await self.bus.call(obs.put(info.id, data, meta=meta), f"store file {info.id}")
 
-    async def info(self, file_id: str) -> FileInfo | None:
+    async def info(self, file_id: str, *, deleted: bool = False) -> FileInfo | None:
+        """The file's attributes; None if there is no such file (with `deleted`, a deleted
+        file's are given too, to tell "deleted" from "never written")."""
         if not _ID.match(file_id):
             return None
         obs = await self._obs()
         try:
-            raw = await self.bus.call(obs.get_info(file_id), f"read file {file_id}")
+            raw = await self.bus.call(obs.get_info(file_id, deleted), f"read file {file_id}")
         except NotFound:
             return None
         return FileInfo.model_validate_json(raw.description or "{}")
+
+    async def listed(self) -> list[FileInfo]:
+        """Every file's attributes (deleted files left out): one watch over the bucket's
+        metadata, so its cost grows with the files kept, not with their bytes."""
+        obs = await self._obs()
+        try:
+            found = await self.bus.call(obs.list(ignore_deletes=True), f"list {self.bucket}")
+        except NotFound:  # an empty bucket
+            return []
+        out = []
+        for raw in found:
+            with contextlib.suppress(ValueError):
+                out.append(FileInfo.model_validate_json(raw.description or "{}"))
+        return out
+
+    async def delete(self, file_id: str) -> None:
+        """Delete the file: its chunks are purged, a deletion mark stays under its name."""
+        obs = await self._obs()
+        await self.bus.call(obs.delete(file_id), f"delete file {file_id}")
 
     async def content(self, file_id: str) -> bytes | None:
         obs = await self._obs()
