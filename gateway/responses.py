@@ -7,9 +7,6 @@ job's messages; every other field but `stream`/`background`/`store` goes to the 
 option (`max_output_tokens` as `num_predict`).
 
 - `background: true` answers at once with status ``queued``; retrieve it later.
-- ``metadata["webhook_url"]`` is the job's `webhook` (checked as a job's is, gateway.hooks): the
-  webhook service POSTs ``job.<status>`` for it, signed with the caller's key's secret.
-- The job's `submitter` is the caller (gateway.hooks.submitter), as on every LLM route.
 - Otherwise the request waits for the job and answers the finished response.
 - `stream: true` answers the Responses streaming events as SSE, each with its
   `sequence_number`: ``response.created`` (0), ``response.in_progress`` (1),
@@ -22,6 +19,9 @@ option (`max_output_tokens` as `num_predict`).
   output fills in chunks not yet stored. A job retried mid-stream goes on with the new
   attempt's deltas (the protocol cannot take text back); the ``.done`` events and
   ``response.completed`` carry the output of the attempt that completed.
+- ``metadata["webhook_url"]`` is the job's `webhook` (checked as a job's is, gateway.hooks): the
+  webhook service POSTs ``job.<status>`` for it, signed with the caller's key's secret.
+- The job's `submitter` is the caller (gateway.hooks.submitter), as on every LLM route.
 
 Job statuses map to response statuses: queued -> ``queued``; claimed, running ->
 ``in_progress``; completed -> ``completed``; cancelled -> ``cancelled``; failed, dead, rejected
