@@ -1,14 +1,13 @@
 """What the webhook service spends on terminal events of jobs that name no webhook.
 
-The service learns whether a job names a webhook from its tail of JOBS (jetgrid.webhooks
-.SubmissionTail) or, for a job the tail did not see, by reading the submission back (the job's
-events up to the one naming `jobs_seq`, then that JOBS message). This stores `--jobs` jobs
-without one (submission, claim, completion) on a fresh nats-server with jetgrid's config, then
-times `WebhookService.deliveries()` over their `completed` events, one at a time (latency) and
-`--inflight` at once (throughput, as the service handles a fetched batch): with every
-submission read back (a service whose tail saw none of them), with the tail having seen them
-all, and, as the baseline, only what the service does before either (parse the subject,
-decode the event).
+For every terminal event the service reads the job's submission back (jetgrid.webhooks: the
+first of the job's events that names its `jobs_seq`, one batched read of JOB_EVENTS, then a
+direct get of that JOBS message) to learn whether it names a webhook. This stores `--jobs`
+jobs without one (submission, claim, completion) on a fresh nats-server with jetgrid's config,
+then times `WebhookService.deliveries()` over their `completed` events, one at a time (latency)
+and `--inflight` at once (throughput, as the service handles a fetched batch), against the same
+loop doing only what the service does before the look-up (parse the subject, decode the
+event): the cost if it knew at once that the job has no webhook.
 
     .venv/bin/python bench/webhook_lookup.py [--jobs 2000] [--inflight 16] [--rounds 2]
 """
@@ -54,11 +53,8 @@ async def _timed(
     events: Events,
     step: Callable[[str, bytes], Awaitable[object]],
     inflight: int,
-    prepare: Callable[[], None] = lambda: None,
 ) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms one at a time; events per second with `inflight` at once); `prepare`
-    runs before each of the two passes."""
-    prepare()
+    """(p50 ms, p99 ms one at a time; events per second with `inflight` at once)."""
     lat = []
     for subject, data in events:
         t = time.perf_counter()
@@ -66,7 +62,6 @@ async def _timed(
         lat.append((time.perf_counter() - t) * 1000)
     lat.sort()
     sem = asyncio.Semaphore(inflight)
-    prepare()
 
     async def bounded(subject: str, data: bytes) -> None:
         async with sem:
@@ -84,16 +79,7 @@ async def measure(jobs: int, inflight: int) -> dict[str, tuple[float, float, flo
         bus = await Bus.connect(s, name="bench-webhooks")
         try:
             await provision_streams(bus.js, deployment_specs(s))
-            tailed = WebhookService(s, bus)
-            await tailed.tail.start()
             await _store_jobs(bus, jobs)
-            while len(tailed.tail.jobs) < jobs:  # noqa: ASYNC110 (the tail's own callback fills it)
-                await asyncio.sleep(0.01)
-            seen = dict(tailed.tail.jobs)
-
-            def refill() -> None:
-                tailed.tail.jobs.update(seen)
-
             stored = await bus.messages(
                 s.streams.job_events, subject=f"{s.subjects.prefix}.job.*.completed.*",
                 limit=jobs,
@@ -109,14 +95,8 @@ async def measure(jobs: int, inflight: int) -> dict[str, tuple[float, float, flo
             out = {
                 "decode only (baseline)": await _timed(events, decode_only, inflight),
                 "deliveries(), read back": await _timed(events, service.deliveries, inflight),
-                "deliveries(), tail saw all": await _timed(
-                    events, tailed.deliveries, inflight, refill
-                ),
             }
-            assert service.read_back == 2 * jobs + 1 and tailed.read_back == 0
-            await tailed.tail.stop()
-            for svc in (service, tailed):
-                await svc.http.aclose()
+            await service.http.aclose()
             return out
         finally:
             await bus.close()

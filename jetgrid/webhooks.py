@@ -3,13 +3,8 @@
 Every service binds the one durable consumer on the terminal events of JOB_EVENTS
 (coordinator.provision.WEBHOOK_CONSUMER), so any number may run and each outcome is handled by
 one of them; `jetgrid up` runs one, `jetgrid webhooks` runs one alone. For each terminal event
-the service needs the job's submission. It follows the submissions stored since it started
-(an ordered consumer on JOBS from its end, `SubmissionTail`), keeping each job's once its
-first submission arrives: for most jobs only that it names no webhook and no batch. A job it
-saw there needs no read; for any other (submitted before the service started, not yet seen,
-submitted twice under one id, or forgotten past `TAIL_MAX` jobs) it reads the submission back
-from JOBS (the first of the job's events that names its `jobs_seq`, then a direct get by
-sequence), as it did for every job before: the outcome is the same either way. Then:
+the service reads the job's submission back from JOBS (the first of the job's events that names
+its `jobs_seq`, then a direct get by sequence), and:
 
 - a job with `webhook` gets ``job.<status>`` with the job's outcome;
 - a job of a batch marks its line done in the batches bucket (``<batch>.line.<n>``); the event
@@ -31,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +34,6 @@ from urllib.parse import urlsplit
 
 import httpx
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
 from jetgrid.coordinator import webhooks as wh
 from jetgrid.coordinator.bus import Bus
@@ -64,10 +57,6 @@ from jetgrid.gateway.hooks import DEAD_STREAM, OWNER_HEADER
 
 log = logging.getLogger("jetgrid.webhooks")
 
-TAIL_MAX = 100_000  # jobs whose submission the tail keeps until their terminal event
-PLAIN = "plain"  # a job the tail saw with no webhook and no batch
-TWICE = "twice"  # a job id the tail saw submitted more than once: read it back
-
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -87,68 +76,6 @@ async def resolve(host: str, port: int) -> list[str]:
     """The addresses `host` resolves to."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port)
     return sorted({str(info[4][0]) for info in infos})
-
-
-class SubmissionTail:
-    """The submissions stored in JOBS since `start()`, by job id, until their terminal event
-    takes them (`take`): PLAIN, TWICE, or the submission (without its work) of a job that names
-    a webhook or a batch. Missing: not seen (the caller reads the submission back)."""
-
-    def __init__(self, settings: Settings, bus: Bus, limit: int = TAIL_MAX) -> None:
-        self.settings = settings
-        self.bus = bus
-        self.limit = limit
-        self.jobs: OrderedDict[str, JobSubmitted | str] = OrderedDict()
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        """Follow JOBS from its end; an error leaves the tail empty (every job is read back)."""
-        subject = f"{self.settings.subjects.prefix}.jobs.>"
-        self._sub = await self.bus.call(
-            self.bus.js.subscribe(
-                subject,
-                stream=self.settings.streams.jobs,
-                cb=self._on_msg,
-                ordered_consumer=True,
-                deliver_policy=DeliverPolicy.NEW,
-            ),
-            f"follow {self.settings.streams.jobs}",
-        )
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        meta = msg.metadata
-        try:
-            env = decode_submission(
-                msg.data,
-                subject=msg.subject,
-                subjects=self.settings.subjects,
-                seq=int(meta.sequence.stream),
-                stream_time=meta.timestamp or now(),
-            )
-        except (InvalidEvent, JetgridError):
-            return  # not a submission: never a job, so no terminal event asks for it
-        job = env.event
-        if isinstance(job, JobSubmitted):
-            self.add(job)
-
-    def add(self, job: JobSubmitted) -> None:
-        if job.job_id in self.jobs:
-            self.jobs[job.job_id] = TWICE
-            return
-        keep = job.webhook is not None or job.batch_id is not None
-        slim = job.model_copy(update={"prompt": None, "input": None, "options": {}})
-        self.jobs[job.job_id] = slim if keep else PLAIN
-        while len(self.jobs) > self.limit:
-            self.jobs.popitem(last=False)
-
-    def take(self, job_id: str) -> JobSubmitted | str | None:
-        """What the tail saw of `job_id` (and forget it); None when it did not see it."""
-        return self.jobs.pop(job_id, None)
 
 
 class WebhookService:
@@ -180,8 +107,6 @@ class WebhookService:
         self.speaker = Speaker.service("webhooks")
         self.delivered = 0
         self.given_up = 0
-        self.read_back = 0  # submissions read back from JOBS (jobs the tail did not see)
-        self.tail = SubmissionTail(settings, bus)
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -203,10 +128,6 @@ class WebhookService:
                 f"The webhook consumer {stream}/{WEBHOOK_CONSUMER} does not exist and this user "
                 "may not create it; run `jetgrid provision` as the admin user."
             ) from None
-        try:  # before the first fetch: every submission stored from now on is seen
-            await self.tail.start()
-        except JetgridError as exc:
-            log.warning("not following %s (%s): reading every submission back", stream, exc)
         sub = await js.pull_subscribe_bind(WEBHOOK_CONSUMER, stream=stream)
         self.ready.set()
         tasks: set[asyncio.Task[None]] = set()
@@ -229,7 +150,6 @@ class WebhookService:
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-            await self.tail.stop()
 
     async def handle(self, msg: Msg) -> None:
         """Deliver what one terminal event calls for, then ack, nak or record it."""
@@ -274,10 +194,7 @@ class WebhookService:
             env = decode(data)
         except (InvalidEvent, JetgridError):
             return []  # not a valid event: the projector records it
-        seen = self.tail.take(job_id)
-        if seen == PLAIN:
-            return []  # no webhook, no batch: exactly what reading it back would find
-        job = seen if isinstance(seen, JobSubmitted) else await self.submission(job_id, env.event)
+        job = await self.submission(job_id, env.event)
         stamp = self._stamp()
         out: list[Delivery] = []
         event = env.event
@@ -312,7 +229,6 @@ class WebhookService:
 
     async def submission(self, job_id: str, event: Any) -> JobSubmitted | None:
         """The job's submission, read back from JOBS (None if no event names where it is)."""
-        self.read_back += 1
         seq = getattr(event, "jobs_seq", None)
         names = self.settings.streams
         if seq is None:
@@ -422,4 +338,4 @@ async def serve_webhooks(settings: Settings, stop: asyncio.Event) -> None:
         await bus.close()
 
 
-__all__ = ["Delivery", "SubmissionTail", "WebhookService", "resolve", "serve_webhooks"]
+__all__ = ["Delivery", "WebhookService", "resolve", "serve_webhooks"]
