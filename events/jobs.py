@@ -29,6 +29,9 @@ class JobSubmitted(Event):
     timeout_s: float | None = Field(default=None, gt=0)
     idempotency_key: str | None = Field(default=None, max_length=256)
     submitter: str | None = None
+    # The tenant queue the job waits in (a fair-share pool; its subject's tenant token): the
+    # submitter's name, set by whoever submits. None: the pool's shared queue.
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("job_id")
     @classmethod

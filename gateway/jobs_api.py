@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.share import queue_tenant
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -219,7 +220,8 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=request.headers.get("x-jetgrid-submitter"),
+        submitter=(submitter := auth.submitter(request)),
+        tenant=queue_tenant(gw.pools[pool], submitter),
     )
     waiter = gw.board.waiter(job_id) if wait else None
     try:
@@ -332,7 +334,7 @@ async def cancel_job(request: Request) -> Response:
     event = JobCancelRequested(
         job_id=view.job_id,
         reason=request.query_params.get("reason"),
-        requested_by=request.headers.get("x-jetgrid-submitter"),
+        requested_by=auth.submitter(request),
     )
     try:
         await gw.bus.store(event, gw.speaker)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from jetgrid.coordinator.routing import full_model_name
+from jetgrid.coordinator.share import queue_tenant
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
 from jetgrid.gateway.live import Listener
@@ -102,6 +104,10 @@ class LLMRun:
         tokens, then publish it (so no chunk is missed). Raises 429 when the caller is at its
         limit, before submitting."""
         gw, job = self.gw, self.job
+        if job.submitter is None:  # the caller's tenant, and its queue in a fair-share pool
+            submitter = auth.submitter(request)
+            tenant = queue_tenant(gw.pools[job.pool], submitter)
+            job = self.job = job.model_copy(update={"submitter": submitter, "tenant": tenant})
         if self.slot:
             self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
         if self.tokens:
@@ -192,4 +198,5 @@ def new_job(
         input=input,
         options=options or {},
         submitter=submitter,
+        tenant=queue_tenant(gw.pools[pool], submitter),
     )

@@ -1,0 +1,138 @@
+"""Fair share between tenants: which queues a worker takes its next jobs from. Pure rules.
+
+In a fair-share pool every tenant has its own queue per (model, priority): the subject
+``<p>.jobs.<pool>.<model>.<priority>.<tenant>`` and a durable consumer on it, created on demand
+by the workers (coordinator.consumers). A submission without a tenant token waits in the pool's
+shared queue, which counts as one more tenant (``None``, the default tenant). The tenant of a
+job is its submitter: an API key's name at the gateway, or the tenant token a NATS publisher
+uses (its permissions hold a NATS user to its own name).
+
+A worker with free slots splits them among the queues that hold jobs, highest priority first
+(worker.pulling), by weighted fair queueing: each tenant has a virtual time that grows by
+``1 / weight`` for every job the worker takes from it, and the next slot goes to the tenant with
+the smallest virtual time (plus what this round already gave it). A tenant that comes back
+after an idle spell starts at the smallest virtual time of the tenants that stayed busy, so
+idleness banks no credit; a flood therefore gets the slots the others leave, never theirs.
+Each worker decides alone from its own takes and what JetStream says the queues hold; no
+coordinator is involved, and since every worker favours the tenant it served least, the
+fleet's shares follow the weights too.
+
+Weights are per pool, in the pools file (unknown pool keys land in ``PoolConfig.extra``)::
+
+    [[pool]]
+    name = "standard"
+    fair_share = true                          # tenant queues for this pool
+    tenant_weights = { batch = 0.25, ci = 2 }  # default 1 (the shared queue: 1 too)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from jetgrid.coordinator.pools import PoolConfig
+
+Tenant = str | None  # None: the pool's shared queue (the default tenant)
+Q = TypeVar("Q", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class FairShare:
+    """A pool's tenant weights (default 1 for any tenant not named)."""
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    default: float = 1.0
+
+    def weight(self, tenant: Tenant) -> float:
+        return self.default if tenant is None else self.weights.get(tenant, self.default)
+
+    @classmethod
+    def for_pool(cls, pool: PoolConfig) -> FairShare | None:
+        """The pool's fair share (``fair_share``, ``tenant_weights``), None when it has none."""
+        extra = pool.extra
+        on = extra.get("fair_share", False)
+        if not isinstance(on, bool):
+            raise ValueError(f"pool {pool.name!r}: fair_share must be true or false, got {on!r}")
+        raw = extra.get("tenant_weights", {})
+        if not isinstance(raw, Mapping):
+            raise ValueError(
+                f"pool {pool.name!r}: tenant_weights must be a table of name = weight, got {raw!r}"
+            )
+        weights: dict[str, float] = {}
+        for name, w in raw.items():
+            if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+                raise ValueError(
+                    f"pool {pool.name!r}: tenant_weights.{name} must be a number > 0, got {w!r}"
+                )
+            weights[str(name)] = float(w)
+        if weights and not on:
+            raise ValueError(
+                f"pool {pool.name!r} sets tenant_weights without fair_share = true; add it."
+            )
+        return cls(weights) if on else None
+
+
+@dataclass(slots=True)
+class Shares:
+    """One worker's virtual times per tenant, and which tenants held jobs last time it looked."""
+
+    vt: dict[Tenant, float] = field(default_factory=dict)
+    busy: frozenset[Tenant] = frozenset()
+
+    def wake(self, active: set[Tenant]) -> None:
+        """Tenants in `active` that were not busy start at the smallest virtual time of those
+        that stayed busy (or of all known ones), never below their own: no banked credit."""
+        stayed = [self.vt[t] for t in active & self.busy if t in self.vt]
+        floor = min(stayed) if stayed else max(self.vt.values(), default=0.0)
+        for t in active - self.busy:
+            self.vt[t] = max(self.vt.get(t, floor), floor)
+        self.busy = frozenset(active)
+
+    def charge(self, tenant: Tenant, jobs: int, weight: float) -> None:
+        """The worker took `jobs` from `tenant`."""
+        if jobs > 0:
+            self.vt[tenant] = self.vt.get(tenant, 0.0) + jobs / weight
+
+
+def _key(t: Tenant) -> tuple[int, str]:
+    return (0, "") if t is None else (1, t)
+
+
+def allocate(
+    free: int,
+    pending: Mapping[Q, int],
+    tenant_of: Callable[[Q], Tenant],
+    fair: FairShare,
+    shares: Shares,
+) -> dict[Q, int]:
+    """How many of `free` slots to ask each queue for: one slot at a time to the tenant with
+    the smallest virtual time (counting this round's slots), among tenants whose queues hold
+    more jobs than it already got; within a tenant, to its queue with the most jobs left
+    (first listed on ties). Queues with nothing pending get nothing; slots beyond every
+    queue's pending stay unused. Ties between tenants go to the shared queue, then by name."""
+    left = {q: n for q, n in pending.items() if n > 0}
+    out: dict[Q, int] = {}
+    given: dict[Tenant, int] = {}
+    vt = shares.vt
+    for _ in range(max(0, free)):
+        if not left:
+            break
+        tenants = {tenant_of(q) for q in left}
+        t = min(
+            tenants,
+            key=lambda t: (vt.get(t, 0.0) + given.get(t, 0) / fair.weight(t), _key(t)),
+        )
+        q = max((q for q in left if tenant_of(q) == t), key=lambda q: left[q])
+        out[q] = out.get(q, 0) + 1
+        given[t] = given.get(t, 0) + 1
+        left[q] -= 1
+        if left[q] <= 0:
+            del left[q]
+    return out
+
+
+def queue_tenant(pool: PoolConfig, submitter: str | None) -> str | None:
+    """The tenant queue a submission goes to: its submitter's in a fair-share pool, None (the
+    pool's shared queue) otherwise."""
+    return submitter if submitter and FairShare.for_pool(pool) is not None else None
