@@ -64,6 +64,8 @@ class PullScheduler:
     """A worker's consumers, pullers and pull loop; `bind`, then `run` until stopped."""
 
     LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+    # In a fair-share pool: a tenant queue no worker has seen yet waits <= this when idle.
+    FAIR_LONG_POLL_S = 0.25
     FALLBACK_READ_S = 1.0  # a held-back worker reads each consumer's info at most this often
 
     def __init__(
@@ -143,7 +145,8 @@ class PullScheduler:
     ) -> Puller:
         puller = Puller(
             bus.nc, spec.stream, spec.name, on_message,
-            on_end=self.wake.set, expires_s=self.LONG_POLL_S,
+            on_end=self.wake.set,
+            expires_s=self.LONG_POLL_S if self.fair is None else self.FAIR_LONG_POLL_S,
         )  # fmt: skip
         await puller.start()
         self.pullers.append(puller)

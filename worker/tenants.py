@@ -45,8 +45,8 @@ class TenantQueues:
         make_puller: MakePuller,
         *,
         max_deliver: int,
-        refresh_s: float = 0.25,
-        recheck_s: float = 1.0,
+        refresh_s: float = 0.1,
+        recheck_s: float = 0.25,
         recent_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
