@@ -181,7 +181,11 @@ def _pool_consumers(d: Deployment, user: User) -> list[str]:
             f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*.*",
         ]
     if not user.serves:  # tenant queues of fair-share pools: consumers made on demand
-        out += [f"{API}.CONSUMER.CREATE.{jobs}.*.{p}.jobs.*.*.*.*", f"{API}.STREAM.INFO.{jobs}"]
+        out += [
+            f"{API}.CONSUMER.CREATE.{jobs}.*.{p}.jobs.*.*.*.*",
+            f"{API}.CONSUMER.CREATE.{jobs}.*.{p}.jobs.*.*.*.*.*",  # affinity lanes
+            f"{API}.STREAM.INFO.{jobs}",
+        ]
     return out
 
 
@@ -214,7 +218,9 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
     tiers_read = _read_stream(d.tiers_stream)
     submit = (f"{p}.jobs.*.*", f"{p}.jobs.*.*.*")  # normal, and high/low with a priority token
     py = f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}"
-    python_deny = () if user.role in d.python_submitters else (py, f"{py}.*", f"{py}.*.*")
+    python_deny = (
+        () if user.role in d.python_submitters else (py, f"{py}.*", f"{py}.*.*", f"{py}.*.*.*")
+    )
     if user.role == ADMIN:
         return None
     if user.role == GATEWAY:
@@ -222,6 +228,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             publish=(
                 *submit,
                 f"{p}.jobs.*.*.*.*",  # any tenant's queue: the gateway names the key's
+                f"{p}.jobs.*.*.*.*.*",  # and its affinity lanes
                 f"{p}.job.*.cancel_requested",
                 f"{p}.job.*.dead",
                 f"{API}.INFO",
@@ -277,6 +284,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
             publish=(
                 *submit,
                 f"{p}.jobs.*.*.*.{encode_tenant(user.name)}",  # its own tenant queue only
+                f"{p}.jobs.*.*.*.{encode_tenant(user.name)}.*",  # and its lanes
                 f"{p}.job.*.cancel_requested",
                 f"{API}.INFO",
                 *_read_stream(jobs),

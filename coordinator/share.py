@@ -1,4 +1,5 @@
-"""Fair share between tenants: which queues a worker takes its next jobs from. Pure rules.
+"""Fair share between tenants and cache affinity: which queues a worker takes its next jobs
+from. Pure rules.
 
 In a fair-share pool every tenant has its own queue per (model, priority): the subject
 ``<p>.jobs.<pool>.<model>.<priority>.<tenant>`` and a durable consumer on it, created on demand
@@ -23,16 +24,33 @@ Weights are per pool, in the pools file (unknown pool keys land in ``PoolConfig.
     name = "standard"
     fair_share = true                          # tenant queues for this pool
     tenant_weights = { batch = 0.25, ci = 2 }  # default 1 (the shared queue: 1 too)
+    affinity_lanes = 16                        # cache affinity (below); 0: off
+    affinity_wait_s = 0.5                      # then any worker may take a lane's job
+    affinity_ttl_s = 300                       # a worker keeps a lane this long after a take
+
+Cache affinity, in a fair-share pool with ``affinity_lanes``: a job's affinity key is its
+session key, or else, for a chat, a hash of its system messages and its first other message
+(what every turn of one conversation starts with). The key picks one of the lanes of the job's
+tenant queue (``<...>.<priority>.<tenant>.<lane>``, each with its own consumer). A worker that
+took a job from a lane in the last ``affinity_ttl_s`` owns it: it asks for the lane's jobs at
+once (and long-polls it when idle). Any other worker asks for them only once the oldest job
+waiting there has waited ``affinity_wait_s``, so a busy, gone or unknown owner strands nothing,
+and the worker that takes it owns the lane too from then on. The owner is whoever served the
+lane recently: each worker knows which lanes it owns, and no coordinator or shared map exists.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jetgrid.coordinator.pools import PoolConfig
 
+AFFINITY_WAIT_S = 0.5
+AFFINITY_TTL_S = 300.0
 Tenant = str | None  # None: the pool's shared queue (the default tenant)
 Q = TypeVar("Q", bound=Hashable)
 
@@ -136,3 +154,87 @@ def queue_tenant(pool: PoolConfig, submitter: str | None) -> str | None:
     """The tenant queue a submission goes to: its submitter's in a fair-share pool, None (the
     pool's shared queue) otherwise."""
     return submitter if submitter and FairShare.for_pool(pool) is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Affinity:
+    """A pool's affinity lanes: how many, how long others wait, how long an owner keeps one."""
+
+    lanes: int = 16
+    wait_s: float = AFFINITY_WAIT_S
+    ttl_s: float = AFFINITY_TTL_S
+
+    @classmethod
+    def for_pool(cls, pool: PoolConfig) -> Affinity | None:
+        """The pool's affinity (``affinity_lanes``, ``affinity_wait_s``, ``affinity_ttl_s``),
+        None when it has no lanes."""
+        extra = pool.extra
+        lanes, wait, ttl = (
+            extra.get("affinity_lanes", 0),
+            extra.get("affinity_wait_s", AFFINITY_WAIT_S),
+            extra.get("affinity_ttl_s", AFFINITY_TTL_S),
+        )
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 0 <= lanes <= 1000:
+            raise ValueError(f"pool {pool.name!r}: affinity_lanes must be 0-1000, got {lanes!r}")
+        for name, v in (("affinity_wait_s", wait), ("affinity_ttl_s", ttl)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise ValueError(f"pool {pool.name!r}: {name} must be a number >= 0, got {v!r}")
+        if lanes and not extra.get("fair_share", False):
+            raise ValueError(
+                f"pool {pool.name!r} sets affinity_lanes without fair_share = true; add it "
+                "(lanes are parts of the tenant queues)."
+            )
+        return cls(lanes, float(wait), float(ttl)) if lanes else None
+
+
+def affinity_key(
+    *, session: str | None, kind: str, input: Mapping[str, Any] | None = None
+) -> str | None:
+    """The job's affinity key: ``session:<key>``, else for a chat ``prefix:<sha256>`` of its
+    system messages and first other message (when it has more than that one message: a
+    conversation under way), else None."""
+    if session:
+        return f"session:{session}"
+    messages = (input or {}).get("messages") if kind == "chat" else None
+    if not isinstance(messages, list):
+        return None
+    head: list[Any] = []
+    for m in messages:
+        head.append(m)
+        if not (isinstance(m, Mapping) and m.get("role") == "system"):
+            break
+    if len(head) >= len(messages):  # one turn only: nothing later can share its prefix
+        return None
+    lead = [
+        {"role": m.get("role"), "content": m.get("content")} if isinstance(m, Mapping) else m
+        for m in head
+    ]
+    raw = json.dumps(lead, sort_keys=True, separators=(",", ":"), default=str)
+    return "prefix:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane (0 .. lanes-1) an affinity key hashes to."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) % lanes
+
+
+def queue_lane(
+    pool: PoolConfig, tenant: str | None, *, session: str | None, kind: str,
+    input: Mapping[str, Any] | None = None,
+) -> int | None:  # fmt: skip
+    """The lane a submission goes to in its tenant queue (None: the queue itself)."""
+    aff = Affinity.for_pool(pool)
+    if aff is None or tenant is None:
+        return None
+    key = affinity_key(session=session, kind=kind, input=input)
+    return None if key is None else lane_of(key, aff.lanes)
+
+
+def may_take_lane(
+    aff: Affinity, *, owned_at: float | None, now: float, oldest_wait_s: float | None
+) -> bool:
+    """Whether a worker asks a lane for jobs now: it owns the lane (took from it in the last
+    ``ttl_s``), or the lane's oldest waiting job has waited ``wait_s``."""
+    if owned_at is not None and now - owned_at < aff.ttl_s:
+        return True
+    return oldest_wait_s is not None and oldest_wait_s >= aff.wait_s

@@ -351,7 +351,7 @@ def decode_submission(
     by its permissions to its own tenant token cannot queue work as another tenant.
     """
     try:
-        pool, model, priority, tenant = subjects.parse_submit_tenant(subject)
+        pool, model, priority, tenant, lane = subjects.parse_submit_lane(subject)
     except InvalidSubject as exc:
         raise InvalidEvent(str(exc)) from exc
     obj = load_json(data)
@@ -378,6 +378,8 @@ def decode_submission(
         if tenant is not None:  # a tenant queue: the subject says whose (and who submitted)
             fields.setdefault("tenant", tenant)
             fields.setdefault("submitter", tenant)
+        if lane is not None:
+            fields.setdefault("lane", lane)
         fields.pop("type", None)
         fields.pop("version", None)
         try:
@@ -405,5 +407,9 @@ def decode_submission(
         raise InvalidEvent(
             f"field 'tenant': {job.tenant!r} does not match the subject's tenant {tenant!r}; "
             f"publish on the subject of the job's tenant queue."
+        )
+    if job.lane != lane:
+        raise InvalidEvent(
+            f"field 'lane': {job.lane!r} does not match the subject's lane {lane!r}."
         )
     return env.at(seq, subject)

@@ -32,6 +32,10 @@ class JobSubmitted(Event):
     # The tenant queue the job waits in (a fair-share pool; its subject's tenant token): the
     # submitter's name, set by whoever submits. None: the pool's shared queue.
     tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    # Affinity (coordinator.share): the client's session key, and the lane of its tenant queue
+    # the job waits in (its subject's last token), derived from the session or prompt prefix.
+    session: str | None = Field(default=None, min_length=1, max_length=256)
+    lane: int | None = Field(default=None, ge=0, lt=1000)
 
     @field_validator("job_id")
     @classmethod

@@ -5,6 +5,9 @@
     <prefix>.jobs.<pool>.<model-token>.<p>.<tenant>
                                             JOBS        the same in tenant <tenant>'s queue of a
                                                         fair-share pool (<p>: high|normal|low)
+    <prefix>.jobs.<pool>.<model-token>.<p>.<tenant>.<lane>
+                                            JOBS        the same in affinity lane <lane> (0-999)
+                                                        of that queue (coordinator.share)
     <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle (gateway, clients,
                                                         dead-letter watchers of services)
     <prefix>.job.<job_id>.<event>.<worker>  JOB_EVENTS  the same, said by worker <worker>
@@ -63,6 +66,7 @@ PRIORITIES = ("high", "normal", "low")
 PRIORITY_TOKENS = ("high", "low")
 MAX_MODEL_LEN = 200
 MAX_TENANT_LEN = 128
+MAX_LANES = 1000
 
 
 def encode_model(model: str) -> str:
@@ -142,15 +146,23 @@ class Subjects:
 
     # -- builders -------------------------------------------------------------------------
     def submit(
-        self, pool: str, model: str, priority: str = "normal", tenant: str | None = None
+        self,
+        pool: str,
+        model: str,
+        priority: str = "normal",
+        tenant: str | None = None,
+        lane: int | None = None,
     ) -> str:
         """The subject a job for `model` in `pool` is submitted on (normal: no priority token;
-        with `tenant`: its queue, the priority always named)."""
+        with `tenant`: its queue, the priority always named; with `lane` too: that lane)."""
         base = f"{self.prefix}.jobs.{check_id(pool, 'pool')}.{encode_model(model)}"
+        if lane is not None and (tenant is None or not 0 <= lane < MAX_LANES):
+            raise InvalidSubject(f"Lane {lane!r} needs a tenant and must be 0-{MAX_LANES - 1}.")
         if tenant is not None:
             if priority not in PRIORITIES:
                 raise InvalidSubject(f"Priority {priority!r} is not one of {list(PRIORITIES)}.")
-            return f"{base}.{priority}.{encode_tenant(tenant)}"
+            tail = "" if lane is None else f".{lane}"
+            return f"{base}.{priority}.{encode_tenant(tenant)}{tail}"
         if priority == "normal":
             return base
         if priority not in PRIORITY_TOKENS:
@@ -173,10 +185,10 @@ class Subjects:
         return f"{self.prefix}.jobs.>"
 
     def submission_subjects(self) -> tuple[str, ...]:
-        """The JOBS stream's subjects: the normal form, one per priority token, and the tenant
-        form."""
+        """The JOBS stream's subjects: the normal form, one per priority token, the tenant form
+        and the lane form."""
         base = f"{self.prefix}.jobs.*.*"
-        return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS), f"{base}.*.*")
+        return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS), f"{base}.*.*", f"{base}.*.*.*")
 
     def job_event(self, job_id: str, event: str, worker_id: str | None = None) -> str:
         """A lifecycle subject; with `worker_id`, the form a worker publishes under its own id."""
@@ -240,17 +252,30 @@ class Subjects:
 
     def parse_submit_tenant(self, subject: str) -> tuple[str, str, str, str | None]:
         """(pool, model, priority, tenant or None) of a submission subject, of any form."""
+        pool, model, priority, tenant, _ = self.parse_submit_lane(subject)
+        return pool, model, priority, tenant
+
+    def parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
+        """(pool, model, priority, tenant or None, lane or None) of a submission subject."""
         head = f"{self.prefix}.jobs."
         dots = subject[len(head) :].count(".") if subject.startswith(head) else 1
-        n = dots + 1 if dots in (2, 3) else 2
+        n = dots + 1 if dots in (2, 3, 4) else 2
         parts = self._rest(subject, "jobs", n)
         priority = "normal"
-        if n == 4:
+        if n >= 4:
             if parts[2] not in PRIORITIES:
                 raise InvalidSubject(
                     f"Subject {subject!r} names priority {parts[2]!r}; one of {list(PRIORITIES)}."
                 )
-            return parts[0], decode_model(parts[1]), parts[2], decode_tenant(parts[3])
+            lane = None
+            if n == 5:
+                if not (parts[4].isdigit() and str(int(parts[4])) == parts[4]):
+                    raise InvalidSubject(f"Subject {subject!r} ends in {parts[4]!r}, not a lane.")
+                lane = int(parts[4])
+                if lane >= MAX_LANES:
+                    raise InvalidSubject(f"Lane {lane} of {subject!r} is not 0-{MAX_LANES - 1}.")
+            model = decode_model(parts[1])
+            return parts[0], model, parts[2], decode_tenant(parts[3]), lane
         if n == 3:
             if parts[2] not in PRIORITY_TOKENS:
                 raise InvalidSubject(
@@ -258,7 +283,7 @@ class Subjects:
                     f"{list(PRIORITY_TOKENS)} (normal has none)."
                 )
             priority = parts[2]
-        return parts[0], decode_model(parts[1]), priority, None
+        return parts[0], decode_model(parts[1]), priority, None, None
 
     def parse_job_event(self, subject: str) -> tuple[str, str]:
         """(job_id, event name) of a lifecycle subject, with or without a worker token."""

@@ -144,6 +144,7 @@ def test_the_stream_takes_every_priority_form() -> None:
         "jg.jobs.*.*.high",
         "jg.jobs.*.*.low",
         "jg.jobs.*.*.*.*",
+        "jg.jobs.*.*.*.*.*",
     )
 
 

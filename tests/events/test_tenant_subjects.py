@@ -32,7 +32,7 @@ def test_older_forms_parse_as_the_shared_queue() -> None:
     assert S.parse_submit_tenant("jg.jobs.standard.echo") == ("standard", "echo", "normal", None)
     assert S.parse_submit_tenant("jg.jobs.standard.echo.low") == ("standard", "echo", "low", None)
     assert S.submit("standard", "echo", "normal", None) == "jg.jobs.standard.echo"
-    assert "jg.jobs.*.*.*.*" in S.submission_subjects()
+    assert {"jg.jobs.*.*.*.*", "jg.jobs.*.*.*.*.*"} <= set(S.submission_subjects())
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,21 @@ def test_a_payload_cannot_claim_another_tenant_than_its_subject() -> None:
     with pytest.raises(InvalidEvent, match="'tenant'"):
         _decode(data, S.submit("p", "m", "normal", "ci"))
     assert _decode(data, S.submit("p", "m", "normal", "other")).tenant == "other"
+
+
+def test_affinity_lanes_are_a_last_token_of_a_tenant_queue() -> None:
+    subject = S.submit("standard", "m", "normal", "ci", 7)
+    assert subject == "jg.jobs.standard.m.normal.ci.7"
+    assert S.parse_submit_lane(subject) == ("standard", "m", "normal", "ci", 7)
+    assert S.parse_submit_tenant(subject) == ("standard", "m", "normal", "ci")
+    assert consumer_name("standard", "m", "normal", "ci", 7) == "pool-standard-m_Tci_L7"
+    for bad in ("jg.jobs.standard.m.normal.ci.07", "jg.jobs.standard.m.normal.ci.x",
+                "jg.jobs.standard.m.normal.ci.1000"):  # fmt: skip
+        with pytest.raises(InvalidSubject):
+            S.parse_submit_lane(bad)
+    with pytest.raises(InvalidSubject, match="needs a tenant"):
+        S.submit("standard", "m", "normal", None, 1)
+    body = json.dumps({"model": "m", "prompt": "hi"}).encode()
+    assert _decode(body, subject).lane == 7
+    with pytest.raises(InvalidEvent, match="'lane'"):
+        _decode(json.dumps({"model": "m", "prompt": "hi", "lane": 3}).encode(), subject)
