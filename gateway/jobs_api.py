@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.share import queue_tenant
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -221,7 +221,11 @@ async def submit_job(request: Request) -> Response:
         timeout_s=req.timeout_s,
         idempotency_key=key,
         submitter=(submitter := auth.submitter(request)),
-        tenant=queue_tenant(gw.pools[pool], submitter),
+        tenant=(tenant := queue_tenant(gw.pools[pool], submitter)),
+        session=req.session,
+        lane=queue_lane(
+            gw.pools[pool], tenant, session=req.session, kind=req.kind, input=req.input
+        ),
     )
     waiter = gw.board.waiter(job_id) if wait else None
     try:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from jetgrid.coordinator.routing import full_model_name
-from jetgrid.coordinator.share import queue_tenant
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
 from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 log = logging.getLogger("jetgrid.gateway.llm")
+SESSION_HEADER = "x-jetgrid-session"  # a session key for cache affinity (coordinator.share)
 
 JOB_TIMEOUT_S = 600.0
 
@@ -104,10 +105,17 @@ class LLMRun:
         tokens, then publish it (so no chunk is missed). Raises 429 when the caller is at its
         limit, before submitting."""
         gw, job = self.gw, self.job
-        if job.submitter is None:  # the caller's tenant, and its queue in a fair-share pool
+        if job.submitter is None:  # the caller's tenant, its queue and lane (coordinator.share)
             submitter = auth.submitter(request)
-            tenant = queue_tenant(gw.pools[job.pool], submitter)
-            job = self.job = job.model_copy(update={"submitter": submitter, "tenant": tenant})
+            pool = gw.pools[job.pool]
+            tenant = queue_tenant(pool, submitter)
+            session = request.headers.get(SESSION_HEADER) or None
+            if session is not None and len(session) > 256:
+                msg = f"Header {SESSION_HEADER!r} must be at most 256 characters."
+                raise HTTPError(422, msg, field=SESSION_HEADER)
+            lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
+            update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
+            job = self.job = JobSubmitted.model_validate({**job.model_dump(), **update})
         if self.slot:
             self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
         if self.tokens:

@@ -25,6 +25,9 @@ class SubmitJob(BaseModel):
     id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{1,128}$", description="client-chosen job id"
     )
+    session: str | None = Field(
+        default=None, min_length=1, max_length=256, description="session key (cache affinity)"
+    )
 
     @model_validator(mode="after")
     def _has_work(self) -> SubmitJob:

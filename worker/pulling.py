@@ -40,7 +40,7 @@ from jetgrid.coordinator.fallback import Stall, fallback_allowance, fallback_wai
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.share import FairShare, allocate
+from jetgrid.coordinator.share import Affinity, FairShare, allocate, may_take_lane
 from jetgrid.coordinator.tiers import load_policy
 from jetgrid.events.subjects import PRIORITIES
 from jetgrid.worker.backends.base import Backend
@@ -138,6 +138,7 @@ class PullScheduler:
             self.tenants = TenantQueues(
                 bus, self.settings, self.pool, list(dict.fromkeys(self._spec_models)),
                 self.fair, make, max_deliver=self.specs[0].max_deliver if self.specs else 1,
+                affinity=Affinity.for_pool(self.pool),
             )  # fmt: skip
 
     async def _start_puller(
@@ -252,10 +253,15 @@ class PullScheduler:
         assert tenants is not None and fair is not None
         await tenants.refresh()
         live: list[tuple[Puller, Key]] = [
-            (p, (self._models[p.consumer], priority, None)) for p in self._by_priority[priority]
+            (p, (self._models[p.consumer], priority, None, None))
+            for p in self._by_priority[priority]
         ]
         live += await tenants.queues(priority)
-        live = [(p, key) for p, key in live if tenants.has_jobs(key) and not p.long_polling]
+        live = [
+            (p, key)
+            for p, key in live
+            if tenants.has_jobs(key) and not p.long_polling and await self._lane_open(p, key)
+        ]
         got, shares = 0, tenants.shares(priority)
         shares.wake({key[2] for _, key in live})
         while live and (free := self.allowance()) > 0:
@@ -280,6 +286,23 @@ class PullScheduler:
                     full.append((p, key))  # not asked this time: still in the sweep
             live = full
         return got
+
+    async def _lane_open(self, puller: Puller, key: Key) -> bool:
+        """Whether this worker may ask an affinity lane for jobs now (coordinator.share:
+        its owner at once, others once its oldest job waited the pool's affinity wait)."""
+        aff = self.tenants.affinity if self.tenants is not None else None
+        if key[3] is None or aff is None or self.tenants is None:
+            return True
+        now = self.tenants.clock()
+        owned = self.tenants.owned_at(key)
+        if may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=None):
+            return True
+        if self._affinity is None:
+            return False
+        wait = await self._affinity.oldest_wait(
+            puller.stream, puller.consumer, self.pool.name, key[0]
+        )
+        return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait)
 
     async def _long_poll(self, free: int) -> None:
         """Spread the free slots over the normal consumers (and the tenant queues that held jobs

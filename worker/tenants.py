@@ -9,7 +9,9 @@ once its count changes or `recheck_s` later (a retried job becomes available aga
 backoff without any new submission). A tenant queue of one of the worker's models gets its
 durable consumer (created if missing; coordinator.consumers) and a Puller the first time the
 worker sees it.
-Queues that got jobs in the last `recent_s` are the ones an idle worker long-polls.
+Queues that got jobs in the last `recent_s` are the ones an idle worker long-polls, except the
+affinity lanes it does not own (coordinator.share: a lane is the worker's for `ttl_s` after it
+took a job from it).
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.share import FairShare, Shares, Tenant
+from jetgrid.coordinator.share import Affinity, FairShare, Shares, Tenant
 from jetgrid.events.errors import InvalidSubject
 from jetgrid.worker.puller import Puller
 
 log = logging.getLogger("jetgrid.worker.tenants")
 
-Key = tuple[str, str, Tenant]  # (model, priority, tenant)
+Key = tuple[str, str, Tenant, int | None]  # (model, priority, tenant, lane)
 MakePuller = Callable[[str, ConsumerSpec], Awaitable[Puller]]
 
 
@@ -45,6 +47,7 @@ class TenantQueues:
         make_puller: MakePuller,
         *,
         max_deliver: int,
+        affinity: Affinity | None = None,
         refresh_s: float = 0.1,
         recheck_s: float = 0.25,
         recent_s: float = 60.0,
@@ -57,6 +60,8 @@ class TenantQueues:
         self.fair = fair
         self.make_puller = make_puller
         self.max_deliver = max_deliver
+        self.affinity = affinity
+        self.owned: dict[Key, float] = {}  # lane -> when this worker last took a job from it
         self.refresh_s = refresh_s
         self.recheck_s = recheck_s
         self.recent_s = recent_s
@@ -86,10 +91,10 @@ class TenantQueues:
         counts: dict[Key, int] = {}
         for subject, n in (info.state.subjects or {}).items():
             try:
-                _, model, priority, tenant = subjects.parse_submit_tenant(subject)
+                _, model, priority, tenant, lane = subjects.parse_submit_lane(subject)
             except InvalidSubject:
                 continue
-            key = (model, priority, tenant)
+            key = (model, priority, tenant, lane)
             if model in self.models and n:
                 counts[key] = int(n)
                 if self.counts.get(key) != counts[key]:
@@ -113,35 +118,51 @@ class TenantQueues:
             self._empty_at[key] = (self.counts.get(key, 0), self.clock())
         if got > 0:
             self._seen[key] = self.clock()
+            if key[3] is not None:
+                self.owned[key] = self.clock()
+
+    def owned_at(self, key: Key) -> float | None:
+        """When this worker last took a job from the lane `key` (None: never)."""
+        return self.owned.get(key)
+
+    def _mine(self, key: Key) -> bool:
+        if key[3] is None:
+            return True
+        at = self.owned.get(key)
+        ttl = self.affinity.ttl_s if self.affinity is not None else 0.0
+        return at is not None and self.clock() - at < ttl
 
     async def queues(self, priority: str) -> list[tuple[Puller, Key]]:
         """(puller, key) of every tenant queue of `priority` that may hold jobs, making the
         consumers and pullers of queues seen for the first time."""
         out: list[tuple[Puller, Key]] = []
         for key in sorted(self.counts, key=str):
-            model, p, tenant = key
+            model, p, tenant, lane = key
             if p == priority and tenant is not None and self.has_jobs(key):
-                out.append((await self._puller(model, p, tenant), key))
+                out.append((await self._puller(model, p, tenant, lane), key))
         return out
 
     async def all_pullers(self) -> list[Puller]:
         """A puller for every tenant queue the stream has for the worker's models."""
-        for model, p, tenant in list(self.counts):
+        for model, p, tenant, lane in list(self.counts):
             if tenant is not None:
-                await self._puller(model, p, tenant)
+                await self._puller(model, p, tenant, lane)
         return list(self.pullers.values())
 
     def recent(self, priority: str = "normal") -> list[Puller]:
-        """Pullers of the tenant queues of `priority` that held jobs in the last `recent_s`."""
+        """Pullers of the tenant queues of `priority` that held jobs in the last `recent_s`
+        (of the lanes, only those this worker owns)."""
         now = self.clock()
         return [
             pl
             for key, pl in self.pullers.items()
-            if key[1] == priority and now - self._seen.get(key, -self.recent_s) < self.recent_s
+            if key[1] == priority
+            and now - self._seen.get(key, -self.recent_s) < self.recent_s
+            and self._mine(key)
         ]
 
-    async def _puller(self, model: str, priority: str, tenant: str) -> Puller:
-        key = (model, priority, tenant)
+    async def _puller(self, model: str, priority: str, tenant: str, lane: int | None) -> Puller:
+        key = (model, priority, tenant, lane)
         puller = self.pullers.get(key)
         if puller is None:
             spec = pool_consumer(
@@ -154,6 +175,7 @@ class TenantQueues:
                 max_ack_pending=self.pool.max_ack_pending,
                 priority=priority,
                 tenant=tenant,
+                lane=lane,
             )
             puller = await self.make_puller(model, spec)
             self.pullers[key] = puller

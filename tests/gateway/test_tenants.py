@@ -98,3 +98,39 @@ async def test_llm_routes_queue_in_the_callers_tenant_queue(
     ((subject, job),) = (await _stored(nc, s)).values()
     assert (job.submitter, job.tenant) == ("bob", "bob")
     assert subject.endswith(".normal.bob")
+
+
+async def test_sessions_and_conversations_pick_a_lane_of_the_tenant_queue(
+    streams: Any, nc: Any, serve_gateway: Any, tmp_path: Path
+) -> None:
+    from jetgrid.coordinator.pools import PoolConfig
+    from jetgrid.coordinator.share import lane_of, queue_lane
+
+    path = tmp_path / "pools.toml"
+    path.write_text('[[pool]]\nname = "standard"\nfair_share = true\naffinity_lanes = 8\n')
+    s = streams.replace(pools_file=path)
+    chat = {"messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hi"},
+                         {"role": "user", "content": "more"}]}  # fmt: skip
+    async with serve_gateway(s) as base, httpx.AsyncClient(base_url=base) as http:
+        hdr = {"x-jetgrid-submitter": "ann"}
+        with_session = await http.post(
+            "/v1/jobs?queue_unserved=1",
+            json={"model": "echo", "prompt": "hi", "session": "s-1"},
+            headers=hdr,
+        )
+        convo = await http.post(
+            "/v1/jobs?queue_unserved=1",
+            json={"model": "echo", "kind": "chat", "input": chat},
+            headers=hdr,
+        )
+        plain = await http.post("/v1/jobs?queue_unserved=1", json={"model": "echo", "prompt": "x"},
+                                headers=hdr)  # fmt: skip
+    stored = await _stored(nc, s)
+    subject, job = stored[with_session.json()["id"]]
+    assert (job.session, job.lane) == ("s-1", lane_of("session:s-1", 8))
+    assert subject == s.subjects.submit("standard", "echo", "normal", "ann", job.lane)
+    pool = PoolConfig("standard", extra={"fair_share": True, "affinity_lanes": 8})
+    expected = queue_lane(pool, "ann", session=None, kind="chat", input=chat)
+    assert expected is not None and stored[convo.json()["id"]][1].lane == expected
+    assert stored[plain.json()["id"]][1].lane is None  # no key: the tenant queue itself
