@@ -35,7 +35,8 @@ tenant queue (``<...>.<priority>.<tenant>.<lane>``, each with its own consumer).
 took a job from a lane in the last ``affinity_ttl_s`` owns it: it asks for the lane's jobs at
 once (and long-polls it when idle). Any other worker asks for them only once the oldest job
 waiting there has waited ``affinity_wait_s``, so a busy, gone or unknown owner strands nothing,
-and the worker that takes it owns the lane too from then on. The owner is whoever served the
+and the worker that takes it owns the lane too from then on. A lane no worker ever took from
+has no owner to wait for: its first job goes to whoever looks first. The owner is whoever served the
 lane recently: each worker knows which lanes it owns, and no coordinator or shared map exists.
 """
 
@@ -191,8 +192,8 @@ def affinity_key(
     *, session: str | None, kind: str, input: Mapping[str, Any] | None = None
 ) -> str | None:
     """The job's affinity key: ``session:<key>``, else for a chat ``prefix:<sha256>`` of its
-    system messages and first other message (when it has more than that one message: a
-    conversation under way), else None."""
+    system messages and first other message (the start every turn of the conversation
+    shares, the first turn included), else None."""
     if session:
         return f"session:{session}"
     messages = (input or {}).get("messages") if kind == "chat" else None
@@ -203,8 +204,8 @@ def affinity_key(
         head.append(m)
         if not (isinstance(m, Mapping) and m.get("role") == "system"):
             break
-    if len(head) >= len(messages):  # one turn only: nothing later can share its prefix
-        return None
+    if not head or (isinstance(head[-1], Mapping) and head[-1].get("role") == "system"):
+        return None  # system messages only: no conversation yet
     lead = [
         {"role": m.get("role"), "content": m.get("content")} if isinstance(m, Mapping) else m
         for m in head
@@ -231,10 +232,18 @@ def queue_lane(
 
 
 def may_take_lane(
-    aff: Affinity, *, owned_at: float | None, now: float, oldest_wait_s: float | None
+    aff: Affinity,
+    *,
+    owned_at: float | None,
+    now: float,
+    oldest_wait_s: float | None,
+    ever_taken: bool = True,
 ) -> bool:
     """Whether a worker asks a lane for jobs now: it owns the lane (took from it in the last
-    ``ttl_s``), or the lane's oldest waiting job has waited ``wait_s``."""
+    ``ttl_s``), or a job waits there and either no worker ever took from the lane (nobody
+    owns it) or the oldest has waited ``wait_s``."""
     if owned_at is not None and now - owned_at < aff.ttl_s:
         return True
-    return oldest_wait_s is not None and oldest_wait_s >= aff.wait_s
+    if oldest_wait_s is None:
+        return False
+    return not ever_taken or oldest_wait_s >= aff.wait_s

@@ -299,10 +299,10 @@ class PullScheduler:
             return True
         if self._affinity is None:
             return False
-        wait = await self._affinity.oldest_wait(
+        wait, taken = await self._affinity.oldest_wait(
             puller.stream, puller.consumer, self.pool.name, key[0]
         )
-        return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait)
+        return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait, ever_taken=taken)
 
     async def _long_poll(self, free: int) -> None:
         """Spread the free slots over the normal consumers (and the tenant queues that held jobs

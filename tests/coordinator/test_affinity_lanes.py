@@ -33,9 +33,10 @@ def test_every_turn_of_a_conversation_has_one_key() -> None:
     assert other not in keys
     # Without a system message the first message leads.
     assert affinity_key(session=None, kind="chat", input=_chat("a", "b", system=False))
-    # A first turn alone has no later turn to share a cache with.
-    assert affinity_key(session=None, kind="chat", input=_chat("hi")) is None
+    # The first turn shares it: its worker then holds the start of the conversation.
+    assert affinity_key(session=None, kind="chat", input=_chat("hi")) in keys
     assert affinity_key(session=None, kind="chat", input={"messages": [SYS]}) is None
+    assert affinity_key(session=None, kind="chat", input={"messages": []}) is None
     assert affinity_key(session=None, kind="generate", input=None) is None
     assert affinity_key(session=None, kind="chat", input={"messages": "x"}) is None
 
