@@ -35,8 +35,10 @@ tenant queue (``<...>.<priority>.<tenant>.<lane>``, each with its own consumer).
 took a job from a lane in the last ``affinity_ttl_s`` owns it: it asks for the lane's jobs at
 once (and long-polls it when idle). Any other worker asks for them only once the oldest job
 waiting there has waited ``affinity_wait_s``, so a busy, gone or unknown owner strands nothing,
-and the worker that takes it owns the lane too from then on. A lane no worker ever took from
-has no owner to wait for: its first job goes to whoever looks first. The owner is whoever served the
+and a worker that so takes ``STEALS_TO_OWN`` of a lane's jobs owns it from then on (its owner
+is evidently busy or gone; a single late pickup does not make two owners take turns with one
+conversation). A lane no worker ever took from has no owner to wait for: its first job goes to
+whoever looks first, who owns it. The owner is whoever served the
 lane recently: each worker knows which lanes it owns, and no coordinator or shared map exists.
 """
 
@@ -51,6 +53,7 @@ from typing import Any, TypeVar
 from jetgrid.coordinator.pools import PoolConfig
 
 AFFINITY_WAIT_S = 0.5
+STEALS_TO_OWN = 2
 AFFINITY_TTL_S = 300.0
 Tenant = str | None  # None: the pool's shared queue (the default tenant)
 Q = TypeVar("Q", bound=Hashable)
@@ -247,3 +250,10 @@ def may_take_lane(
     if oldest_wait_s is None:
         return False
     return not ever_taken or oldest_wait_s >= aff.wait_s
+
+
+def owns_after(*, stolen: bool, steals: int) -> bool:
+    """Whether a take makes the worker the lane's owner: a take as owner or from a lane nobody
+    ever took from does; a take past the wait does once it is the worker's `STEALS_TO_OWN`-th
+    (`steals` counts them, this one included)."""
+    return not stolen or steals >= STEALS_TO_OWN

@@ -289,12 +289,15 @@ class PullScheduler:
 
     async def _lane_open(self, puller: Puller, key: Key) -> bool:
         """Whether this worker may ask an affinity lane for jobs now (coordinator.share:
-        its owner at once, others once its oldest job waited the pool's affinity wait)."""
-        aff = self.tenants.affinity if self.tenants is not None else None
-        if key[3] is None or aff is None or self.tenants is None:
+        its owner at once, others once its oldest job waited the pool's affinity wait); notes
+        whether a take would be past the wait (TenantQueues.stealing)."""
+        tenants = self.tenants
+        aff = tenants.affinity if tenants is not None else None
+        if key[3] is None or aff is None or tenants is None:
             return True
-        now = self.tenants.clock()
-        owned = self.tenants.owned_at(key)
+        now = tenants.clock()
+        owned = tenants.owned_at(key)
+        tenants.stealing[key] = False
         if may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=None):
             return True
         if self._affinity is None:
@@ -302,6 +305,7 @@ class PullScheduler:
         wait, taken = await self._affinity.oldest_wait(
             puller.stream, puller.consumer, self.pool.name, key[0]
         )
+        tenants.stealing[key] = taken
         return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait, ever_taken=taken)
 
     async def _long_poll(self, free: int) -> None:

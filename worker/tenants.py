@@ -24,7 +24,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.share import Affinity, FairShare, Shares, Tenant
+from jetgrid.coordinator.share import Affinity, FairShare, Shares, Tenant, owns_after
 from jetgrid.events.errors import InvalidSubject
 from jetgrid.worker.puller import Puller
 
@@ -62,6 +62,8 @@ class TenantQueues:
         self.max_deliver = max_deliver
         self.affinity = affinity
         self.owned: dict[Key, float] = {}  # lane -> when this worker last took a job from it
+        self.stealing: dict[Key, bool] = {}  # lane -> whether this sweep takes it past the wait
+        self._steals: dict[Key, int] = {}  # lane -> jobs taken past the wait since it was owned
         self.refresh_s = refresh_s
         self.recheck_s = recheck_s
         self.recent_s = recent_s
@@ -119,7 +121,10 @@ class TenantQueues:
         if got > 0:
             self._seen[key] = self.clock()
             if key[3] is not None:
-                self.owned[key] = self.clock()
+                stolen = self.stealing.get(key, False)
+                steals = self._steals[key] = self._steals.get(key, 0) + got if stolen else 0
+                if owns_after(stolen=stolen, steals=steals):
+                    self.owned[key] = self.clock()
 
     def owned_at(self, key: Key) -> float | None:
         """When this worker last took a job from the lane `key` (None: never)."""

@@ -13,6 +13,7 @@ from jetgrid.coordinator.share import (
     affinity_key,
     lane_of,
     may_take_lane,
+    owns_after,
     queue_lane,
 )
 
@@ -106,3 +107,11 @@ def test_no_lane_job_waits_past_the_wait_whoever_owns_what() -> None:
         aff = Affinity(4, wait_s=wait, ttl_s=ttl)
         for owned_at, now in itertools.product((None, 0.0, 50.0), (0.0, 10.0, 1000.0)):
             assert may_take_lane(aff, owned_at=owned_at, now=now, oldest_wait_s=wait)
+
+
+@pytest.mark.parametrize(
+    ("stolen", "steals", "owns"),
+    [(False, 0, True), (True, 1, False), (True, 2, True), (True, 5, True)],
+)
+def test_one_late_pickup_makes_no_second_owner(stolen: bool, steals: int, owns: bool) -> None:
+    assert owns_after(stolen=stolen, steals=steals) is owns
