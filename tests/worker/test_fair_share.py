@@ -39,3 +39,22 @@ async def test_a_small_tenant_does_not_wait_behind_a_flood(
     # 3 jobs and the shared one among the first 10.
     assert all(order.index(j) < 10 for j in first), order
     assert all(outcomes.terminal(j)[0].type.endswith("completed") for j in ids)
+
+
+async def test_a_burst_worker_empties_every_tenant_queue_then_ends(
+    streams: Any, nc: Any, outcomes: Any, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from jetgrid.worker.agent import Worker, WorkerOptions
+
+    pools = tmp_path / "pools.toml"
+    pools.write_text('[[pool]]\nname = "standard"\nfair_share = true\naffinity_lanes = 2\n')
+    s = streams.replace(pools_file=pools)
+    jobs = [job(f"{t}{i}", tenant=t, submitter=t) for t in ("a", "b") for i in range(3)]
+    jobs += [job("lane", tenant="a", submitter="a", lane=1), job("shared")]
+    await submit(nc, s, *jobs)
+    w = Worker(s, WorkerOptions(pool="standard", models=("echo",), worker_id="burst",
+                                concurrency=2, burst=True), EchoBackend())  # fmt: skip
+    await asyncio.wait_for(w.run(), 60)  # returns by itself once every queue is empty
+    await outcomes.wait_terminal(*(j.job_id for j in jobs), timeout=15)
