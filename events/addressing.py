@@ -116,7 +116,7 @@ def message_id(event: Event, speaker: Speaker) -> str:
 
 def _subject(event: Event, subjects: Subjects, speaker: Speaker) -> str:
     if isinstance(event, JobSubmitted):
-        return subjects.submit(event.pool, event.model, event.priority)
+        return subjects.submit(event.pool, event.model, event.priority, event.tenant, event.lane)
     if isinstance(event, InvalidMessage):
         return subjects.invalid(event.stream)
     if isinstance(event, WorkerRollup):

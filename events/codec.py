@@ -346,10 +346,12 @@ def decode_submission(
     name for it), and its time from the stream timestamp. No submission may choose an id with
     the derived prefix (check_chosen_id). The payload's model must be the one the subject's
     token encodes, and a pool in the payload must match the subject's pool: the subject routed
-    the job, so a disagreement is an error, not a guess.
+    the job, so a disagreement is an error, not a guess. On a tenant subject the job's `tenant`
+    is the subject's tenant token, and a bare body's submitter defaults to it: a NATS user held
+    by its permissions to its own tenant token cannot queue work as another tenant.
     """
     try:
-        pool, model, priority = subjects.parse_submit_priority(subject)
+        pool, model, priority, tenant, lane = subjects.parse_submit_lane(subject)
     except InvalidSubject as exc:
         raise InvalidEvent(str(exc)) from exc
     obj = load_json(data)
@@ -373,6 +375,11 @@ def decode_submission(
         fields.setdefault("pool", pool)
         if priority != "normal":
             fields.setdefault("priority", priority)
+        if tenant is not None:  # a tenant queue: the subject says whose (and who submitted)
+            fields.setdefault("tenant", tenant)
+            fields.setdefault("submitter", tenant)
+        if lane is not None:
+            fields.setdefault("lane", lane)
         fields.pop("type", None)
         fields.pop("version", None)
         try:
@@ -395,5 +402,14 @@ def decode_submission(
         raise InvalidEvent(
             f"field 'priority': {job.priority!r} does not match the subject's priority "
             f"{priority!r}."
+        )
+    if job.tenant != tenant:
+        raise InvalidEvent(
+            f"field 'tenant': {job.tenant!r} does not match the subject's tenant {tenant!r}; "
+            f"publish on the subject of the job's tenant queue."
+        )
+    if job.lane != lane:
+        raise InvalidEvent(
+            f"field 'lane': {job.lane!r} does not match the subject's lane {lane!r}."
         )
     return env.at(seq, subject)

@@ -39,6 +39,13 @@ class JobSubmitted(Event):
     # A job made from one line of a batch's input file (gateway.batches): the batch, the line.
     batch_id: str | None = Field(default=None, max_length=64)
     custom_id: str | None = Field(default=None, max_length=512)
+    # The tenant queue the job waits in (a fair-share pool; its subject's tenant token): the
+    # submitter's name, set by whoever submits. None: the pool's shared queue.
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    # Affinity (coordinator.share): the client's session key, and the lane of its tenant queue
+    # the job waits in (its subject's last token), derived from the session or prompt prefix.
+    session: str | None = Field(default=None, min_length=1, max_length=256)
+    lane: int | None = Field(default=None, ge=0, lt=1000)
 
     @field_validator("job_id")
     @classmethod

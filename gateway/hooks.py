@@ -49,13 +49,6 @@ def check_webhook(settings: Settings, request: Request, url: str, field: str = "
     return url
 
 
-def submitter(request: Request) -> str | None:
-    """Who submits: the caller's API key name when keys are on (a caller cannot speak for
-    another key, whose webhook secret would sign), else the X-Jetgrid-Submitter header."""
-    key: auth.ApiKey | None = request.scope.get(auth.SCOPE_KEY)
-    return key.name if key is not None else request.headers.get("x-jetgrid-submitter")
-
-
 def _owner(request: Request) -> str:
     key: auth.ApiKey | None = request.scope.get(auth.SCOPE_KEY)
     return owner_token(key.hash if key is not None else "")

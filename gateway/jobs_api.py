@@ -31,6 +31,7 @@ from starlette.routing import Route
 from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -247,7 +248,12 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=hooks.submitter(request),
+        submitter=(submitter := auth.submitter(request)),
+        tenant=(tenant := queue_tenant(gw.pools[pool], submitter)),
+        session=req.session,
+        lane=queue_lane(
+            gw.pools[pool], tenant, session=req.session, kind=req.kind, input=req.input
+        ),
         start_by=req.start_by,
         ttl_s=req.ttl_s,
         webhook=req.webhook,
@@ -365,7 +371,7 @@ async def cancel_job(request: Request) -> Response:
     event = JobCancelRequested(
         job_id=view.job_id,
         reason=request.query_params.get("reason"),
-        requested_by=request.headers.get("x-jetgrid-submitter"),
+        requested_by=auth.submitter(request),
     )
     try:
         await gw.bus.store(event, gw.speaker)

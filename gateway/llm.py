@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from jetgrid.coordinator.routing import full_model_name
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway import auth
 from jetgrid.gateway.chunks import TokenCursor, TokenRelay
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 log = logging.getLogger("jetgrid.gateway.llm")
+SESSION_HEADER = "x-jetgrid-session"  # a session key for cache affinity (coordinator.share)
 
 JOB_TIMEOUT_S = 600.0
 
@@ -120,6 +123,17 @@ class LLMRun:
         gw, job = self.gw, self.job
         if job is None:
             raise TypeError("LLMRun.start needs the job to submit; follow a submitted one.")
+        if job.submitter is None:  # the caller's tenant, its queue and lane (coordinator.share)
+            submitter = auth.submitter(request)
+            pool = gw.pools[job.pool]
+            tenant = queue_tenant(pool, submitter)
+            session = request.headers.get(SESSION_HEADER) or None
+            if session is not None and len(session) > 256:
+                msg = f"Header {SESSION_HEADER!r} must be at most 256 characters."
+                raise HTTPError(422, msg, field=SESSION_HEADER)
+            lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
+            update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
+            job = self.job = JobSubmitted.model_validate({**job.model_dump(), **update})
         self.follow(request)
         try:
             await gw.bus.store(job, gw.speaker)
@@ -217,4 +231,5 @@ def new_job(
         input=input,
         options=options or {},
         submitter=submitter,
+        tenant=queue_tenant(gw.pools[pool], submitter),
     )

@@ -36,6 +36,9 @@ class SubmitJob(BaseModel):
     webhook: str | None = Field(
         default=None, max_length=2048, description="URL that gets the job's outcome, signed"
     )
+    session: str | None = Field(
+        default=None, min_length=1, max_length=256, description="session key (cache affinity)"
+    )
 
     @model_validator(mode="after")
     def _has_work(self) -> SubmitJob:
