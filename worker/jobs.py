@@ -3,10 +3,11 @@
 Per delivery (`JobRunner.handle`): decode the submission (a bad one, or one whose chosen id an
 earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery after the last
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
-died) is quarantined, `dead`; otherwise publish `claimed` (``fallback: true`` when the tier
-budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
-requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
-own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
+died) is quarantined, `dead`; otherwise publish `started`, not waiting for its ack (it names the
+worker, attempt, JOBS sequence and tier; ``fallback: true`` when the tier budget did not cover
+the delivery: coordinator.fallback), skip the job if a cancel was requested (worker.cancels),
+and run the backend under the job's timeout (its own, capped by the pool) while a `KeepAlive`
+sends an in-progress ack every ack_wait/3. The
 result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
 `retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
 worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
@@ -30,7 +31,6 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
-    JobClaimed,
     JobCompleted,
     JobStarted,
     JobSubmitted,
@@ -161,8 +161,8 @@ class JobRunner:
         self.counters.claimed += 1
         keepalive = asyncio.create_task(self.keep_alive(msg, self.keepalive_s))
         try:
-            await self.outcomes.say(
-                JobClaimed(
+            await self.outcomes.start(
+                JobStarted(
                     job_id=job.job_id,
                     worker_id=self.worker_id,
                     attempt=attempt,
@@ -174,9 +174,6 @@ class JobRunner:
             if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
-            await self.outcomes.say(
-                JobStarted(job_id=job.job_id, worker_id=self.worker_id, attempt=attempt)
-            )
             await self._run(msg, job, ctx, attempt)
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
@@ -185,29 +182,34 @@ class JobRunner:
             raise
         finally:
             keepalive.cancel()
+            self.outcomes.forget(job.job_id)
             self.held.contexts.pop(job.job_id, None)
 
     async def id_taken(self, job_id: str, seq: int, msg_id: str | None) -> str | None:
         """Why this submission may not use `job_id` (an earlier one was claimed under it), or
         None. Looked up only when JetStream has not already made the id unique
         (events.unique_by_construction): a bare NATS job that chose its id without sending it as
-        its Nats-Msg-Id. Unknown when NATS does not answer: then the job runs."""
+        its Nats-Msg-Id. The first claim is the job's first `started` with a `jobs_seq` (in old
+        logs, its first `claimed`). Unknown when NATS does not answer: then the job runs."""
         if unique_by_construction(job_id, seq, msg_id):
             return None
-        claims = f"{self.settings.subjects.job_event(job_id, 'claimed')}.*"
-        try:
-            first = await self.bus.message(
-                self.settings.streams.job_events, 1, subject=claims, next=True
-            )
-            event = decode(first.data).event if first is not None else None
-        except (JetgridError, InvalidEvent) as exc:
-            log.info("could not check whether job id %s is taken: %s", job_id, exc)
-            return None
-        if isinstance(event, JobClaimed) and event.jobs_seq != seq:
-            return (
-                f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
-                f"{event.jobs_seq}; choose another id."
-            )
+        for name in ("started", "claimed"):
+            subject = f"{self.settings.subjects.job_event(job_id, name)}.*"
+            try:
+                first = await self.bus.message(
+                    self.settings.streams.job_events, 1, subject=subject, next=True
+                )
+                event = decode(first.data).event if first is not None else None
+            except (JetgridError, InvalidEvent) as exc:
+                log.info("could not check whether job id %s is taken: %s", job_id, exc)
+                return None
+            if isinstance(event, JobStarted) and event.jobs_seq is not None:
+                if event.jobs_seq == seq:
+                    return None
+                return (
+                    f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
+                    f"{event.jobs_seq}; choose another id."
+                )
         return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
