@@ -18,6 +18,7 @@ Variants:
                     stores just `completed`).
     no-keepalive    a per-job keepalive that sends no +WPI and returns at once (what one shared
                     ticker for all held jobs would save)
+    uvloop          the worker's event loop is uvloop's (``pip install uvloop``)
 
 A variant breaks loudly (TypeError at start) if Worker no longer takes the part it swaps.
 """
@@ -35,7 +36,7 @@ from nats.aio.msg import Msg
 from jetgrid.events import JobStarted
 from jetgrid.worker.outcomes import Outcomes
 
-VARIANTS = ("none", "no-started", "no-keepalive")
+VARIANTS = ("none", "no-started", "no-keepalive", "uvloop")
 
 
 class _NoStarted(Outcomes):
@@ -53,6 +54,7 @@ PARTS: dict[str, dict[str, Any]] = {
     "none": {},
     "no-started": {"outcomes": _NoStarted},
     "no-keepalive": {"keep_alive": _no_keepalive},
+    "uvloop": {},
 }
 
 
@@ -83,6 +85,12 @@ def main() -> None:
             sys.exit(USAGE)
         profile_to, argv = argv[1], argv[2:]
     _use(PARTS[variant])
+    if variant == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from jetgrid.cli import main as cli
 
     sys.argv = ["jetgrid", *argv]
