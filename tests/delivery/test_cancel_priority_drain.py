@@ -52,7 +52,7 @@ async def test_cancelling_a_running_job_stops_it(streams, nc, start_worker, outc
     backend = Watchful()
     agent = await start_worker(backend=backend)
     await submit(nc.jetstream(), streams, job(1, prompt=None, input={"sleep": 30}))
-    await outcomes.wait_for(lambda: "started" in outcomes.names("j1"))
+    await until(lambda: backend.started == ["j1"])  # running (`started` precedes that now)
     await cancel(nc, streams, "j1", "changed my mind")
     await outcomes.wait_terminal("j1")
     assert outcomes.names("j1") == ["started", "cancel_requested", "cancelled"]
