@@ -166,7 +166,7 @@ class Outcomes:
             try:
                 stored = await self.bus.store(event, self.speaker)
             except PayloadTooLarge:
-                raise
+                raise  # no try will fit it (store_terminal decides what to record)
             except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
                 log.warning(
                     "storing %s of job %s failed (%s); retrying", event.type, event.job_id, exc
