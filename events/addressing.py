@@ -14,7 +14,7 @@ event                                       id
 submitted                                   ``<job_id>``
 completed, failed, cancelled, dead          ``<job_id>:terminal`` (the first one counts)
 rejected                                    ``<job_id>:rejected:<jobs_seq>`` (per submission)
-claimed, started, retrying                  ``<job_id>:<event>:<attempt>``
+started, retrying (and the retired claimed)  ``<job_id>:<event>:<attempt>``
 cancel_requested                            ``<job_id>:cancel_requested``
 heartbeat                                   ``<worker_id>:<boot_id>:hb:<n>``
 registered, draining, deregistered          ``<worker_id>:<boot_id>:<event>``

@@ -19,6 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
 from typing import Any
 
 from pydantic import ValidationError
@@ -98,6 +99,9 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
+_NOT_DATA = {"type", "version"}
+
+
 def encode(
     event: Event,
     *,
@@ -105,21 +109,25 @@ def encode(
     id: str | None = None,
     time: datetime | None = None,
 ) -> bytes:
-    """Serialise one event in its CloudEvents envelope."""
-    data = event.model_dump_json(exclude={"type", "version"})
-    head = json.dumps(
-        {
-            "specversion": SPECVERSION,
-            "id": id or uuid.uuid4().hex,
-            "source": source,
-            "type": event.type,
-            "time": format_time(time or now()),
-            "datacontenttype": "application/json",
-            "dataversion": event.version,
-        },
-        separators=(",", ":"),
-    )
-    return f'{head[:-1]},"data":{data}}}'.encode()
+    """Serialise one event in its CloudEvents envelope.
+
+    The envelope's head is spliced as text around the event's own JSON (one pydantic pass),
+    each string attribute quoted by the json module's encoder: the same bytes as
+    ``json.dumps`` of the head, at about half the cost of building and dumping a dict (every
+    event a worker says goes through here)."""
+    data = event.model_dump_json(exclude=_NOT_DATA)
+    t = time or now()
+    # isoformat is several times faster than strftime, and the same text for a UTC time of a
+    # four-digit year; anything else takes format_time.
+    if t.tzinfo is UTC and t.year >= 1000:
+        stamp = t.isoformat(timespec="microseconds")[:-6] + "Z"
+    else:
+        stamp = format_time(t)
+    return (
+        f'{{"specversion":"{SPECVERSION}","id":{_quote(id or uuid.uuid4().hex)},'
+        f'"source":{_quote(source)},"type":{_quote(event.type)},"time":"{stamp}",'
+        f'"datacontenttype":"application/json","dataversion":{event.version:d},"data":{data}}}'
+    ).encode()
 
 
 # Bounds on what the codec decodes. Every event jetgrid writes nests at most 8 deep (a chat

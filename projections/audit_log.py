@@ -3,7 +3,9 @@
 WORKERS is folded with the projector's own fold (projections.fold), so the tier timeline is
 exactly the one the projector published (hours whose raw pings aged out come from their
 rollups, projections.prelude, and each worker says up to when); JOBS and JOB_EVENTS give
-submissions, claims and the first terminal event of each job (log order). Streams are read
+submissions, claims (the `started` events that carry `jobs_seq`: one per delivery a worker
+took, also in old logs, whose `claimed` events decode as such: events.catalogue) and the first
+terminal event of each job (log order). Streams are read
 up to their last sequence when the audit starts, or to the last message stored at or before
 `until` (the stream's timestamp).
 """
@@ -18,7 +20,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
-from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
+from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobStarted
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
@@ -67,7 +69,7 @@ class AuditLog:
                     fold.counts["invalid"] += 1  # the fold's rule: it changes no view
                     continue
                 ev, t = env.event, env.time.timestamp()
-                if isinstance(ev, JobClaimed):
+                if isinstance(ev, JobStarted) and ev.jobs_seq is not None:  # a claim
                     claim = Claim(t, ev.job_id, ev.attempt, fallback=ev.fallback)
                     self.claims.setdefault(ev.worker_id, []).append(claim)
                     self.last_claimer[ev.job_id] = ev.worker_id

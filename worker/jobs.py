@@ -5,10 +5,12 @@ earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery a
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
 died) is quarantined, `dead`; a job taken past its deadline is `expired` and acked, never run
 (`JobRunner.expired`), and one that waited past its pool's max_wait_s is `rejected`
-(`JobRunner.shed`, coordinator.shedding); otherwise publish `claimed` (``fallback: true``
-when the tier budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
-requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
-own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
+(`JobRunner.shed`, coordinator.shedding); otherwise publish `started`, not waiting for its ack
+(it names the worker, attempt, JOBS sequence and tier; ``fallback: true`` when the tier budget
+did not cover the delivery: coordinator.fallback), skip the job if a cancel was requested
+(worker.cancels), and run the backend under the job's timeout (its own, capped by the pool); a
+job still held ack_wait/3 after it arrived gets a `KeepAlive`, which sends an in-progress ack
+then and every ack_wait/3 after (a short job never starts one: `Lease`). The
 result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
 `retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
 worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
@@ -35,7 +37,6 @@ from jetgrid.coordinator.shedding import shed_at_take
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
-    JobClaimed,
     JobCompleted,
     JobRejected,
     JobStarted,
@@ -55,20 +56,41 @@ from jetgrid.worker.outcomes import Outcomes
 from jetgrid.worker.tiers import PullGate
 from jetgrid.worker.tokens import TokenPublisher
 
-__all__ = ["JobRunner", "KeepAlive", "send_in_progress"]
+__all__ = ["JobRunner", "KeepAlive", "Lease", "send_in_progress"]
 
 log = logging.getLogger("jetgrid.worker")
 
-# Runs beside a job, given its delivery and the in-progress period, until cancelled.
+# Runs beside a job held for one in-progress period, given its delivery and the period, until
+# cancelled.
 KeepAlive = Callable[[Delivery, float], Coroutine[Any, Any, None]]
 
 
 async def send_in_progress(msg: Delivery, period_s: float) -> None:
-    """+WPI every `period_s`, so a long job is not redelivered while this worker lives."""
+    """+WPI now and every `period_s`, so a long job is not redelivered while this worker lives."""
     while True:
-        await asyncio.sleep(period_s)
         with contextlib.suppress(Exception):
             await msg.in_progress()
+        await asyncio.sleep(period_s)
+
+
+class Lease:
+    """Starts a job's KeepAlive once the job has been held `period_s`, and stops it: a timer
+    per job instead of a task, since most jobs end well before their first in-progress ack."""
+
+    __slots__ = ("_task", "_timer")
+
+    def __init__(self, keep_alive: KeepAlive, msg: Delivery, period_s: float) -> None:
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(period_s, self._start, keep_alive, msg, period_s)
+
+    def _start(self, keep_alive: KeepAlive, msg: Delivery, period_s: float) -> None:
+        self._task = asyncio.create_task(keep_alive(msg, period_s))
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _hand_back(msg: Delivery) -> None:
@@ -100,6 +122,7 @@ class JobRunner:
         self.clock = clock  # judges deadlines (coordinator.deadlines)
         self.bus = bus
         self.settings = settings
+        self.subjects = settings.subjects  # built once: the property builds one per call
         self.pool = pool
         self.backend = backend
         self.worker_id = worker_id
@@ -138,7 +161,7 @@ class JobRunner:
             env = decode_submission(
                 msg.data,
                 subject=msg.subject,
-                subjects=self.settings.subjects,
+                subjects=self.subjects,
                 seq=seq,
                 stream_time=md.timestamp,
             )
@@ -165,17 +188,17 @@ class JobRunner:
             attempt=attempt,
             emit=TokenPublisher(
                 self.bus,
-                self.settings.subjects.tokens(job.job_id, self.worker_id),
+                self.subjects.tokens(job.job_id, self.worker_id),
                 job.job_id,
                 attempt,
             ),
         )
         self.held.contexts[job.job_id] = ctx
         self.counters.claimed += 1
-        keepalive = asyncio.create_task(self.keep_alive(msg, self.keepalive_s))
+        lease = Lease(self.keep_alive, msg, self.keepalive_s)
         try:
-            await self.outcomes.say(
-                JobClaimed(
+            await self.outcomes.start(
+                JobStarted(
                     job_id=job.job_id,
                     worker_id=self.worker_id,
                     attempt=attempt,
@@ -184,12 +207,11 @@ class JobRunner:
                     fallback=fallback,
                 )
             )
-            if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):
+            before = await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp)
+            # or heard live while that was looked up: no await from here to the backend's task
+            if before or ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
-            await self.outcomes.say(
-                JobStarted(job_id=job.job_id, worker_id=self.worker_id, attempt=attempt)
-            )
             await self._run(msg, job, ctx, attempt)
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
@@ -197,7 +219,8 @@ class JobRunner:
                 await msg.nak()
             raise
         finally:
-            keepalive.cancel()
+            lease.stop()
+            self.outcomes.forget(job.job_id)
             self.held.contexts.pop(job.job_id, None)
 
     async def expired(
@@ -233,23 +256,27 @@ class JobRunner:
         """Why this submission may not use `job_id` (an earlier one was claimed under it), or
         None. Looked up only when JetStream has not already made the id unique
         (events.unique_by_construction): a bare NATS job that chose its id without sending it as
-        its Nats-Msg-Id. Unknown when NATS does not answer: then the job runs."""
+        its Nats-Msg-Id. The first claim is the job's first `started` with a `jobs_seq` (in old
+        logs, its first `claimed`). Unknown when NATS does not answer: then the job runs."""
         if unique_by_construction(job_id, seq, msg_id):
             return None
-        claims = f"{self.settings.subjects.job_event(job_id, 'claimed')}.*"
-        try:
-            first = await self.bus.message(
-                self.settings.streams.job_events, 1, subject=claims, next=True
-            )
-            event = decode(first.data).event if first is not None else None
-        except (JetgridError, InvalidEvent) as exc:
-            log.info("could not check whether job id %s is taken: %s", job_id, exc)
-            return None
-        if isinstance(event, JobClaimed) and event.jobs_seq != seq:
-            return (
-                f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
-                f"{event.jobs_seq}; choose another id."
-            )
+        for name in ("started", "claimed"):
+            subject = f"{self.subjects.job_event(job_id, name)}.*"
+            try:
+                first = await self.bus.message(
+                    self.settings.streams.job_events, 1, subject=subject, next=True
+                )
+                event = decode(first.data).event if first is not None else None
+            except (JetgridError, InvalidEvent) as exc:
+                log.info("could not check whether job id %s is taken: %s", job_id, exc)
+                return None
+            if isinstance(event, JobStarted) and event.jobs_seq is not None:
+                if event.jobs_seq == seq:
+                    return None
+                return (
+                    f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
+                    f"{event.jobs_seq}; choose another id."
+                )
         return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
