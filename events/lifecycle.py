@@ -153,6 +153,9 @@ class JobExpired(_JobEvent):
     reason: str
     worker_id: str | None = None
     attempt: int | None = None
+    # The submission's sequence in JOBS, where its sayer knows it: what reads the submission
+    # back from this event alone (the webhook service) needs it.
+    jobs_seq: int | None = Field(default=None, ge=1)
 
 
 TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected | JobExpired

@@ -179,7 +179,7 @@ class JobRunner:
             return
         if await self.outcomes.quarantine(msg, job, seq, attempt):
             return
-        if await self.expired(msg, job, env.time, attempt):
+        if await self.expired(msg, job, env.time, attempt, seq):
             return
         if await self.shed(msg, job, seq, md.timestamp, attempt):
             return
@@ -224,14 +224,16 @@ class JobRunner:
             self.held.contexts.pop(job.job_id, None)
 
     async def expired(
-        self, msg: Delivery, job: JobSubmitted, submitted_at: datetime, attempt: int
+        self, msg: Delivery, job: JobSubmitted, submitted_at: datetime, attempt: int, seq: int
     ) -> bool:
         """A job taken past its deadline (coordinator.deadlines) is not run: store `expired`,
         ack it and return True."""
         deadline, now = deadline_of(job, submitted_at), self.clock()
         if deadline is None or not late_start(deadline, now):
             return False
-        event = expired_event(job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt)
+        event = expired_event(
+            job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt, jobs_seq=seq
+        )
         await self.outcomes.finish(msg, event)
         log.info("job %s: %s", job.job_id, event.reason)
         return True
