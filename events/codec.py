@@ -220,7 +220,10 @@ def _within_bounds(data: bytes | str) -> bool:
     if data.count(b":") > MAX_KEYS:
         return False
     zeros = data.translate(_DIGITS_AS_ZERO)
-    return not any(risky in zeros for risky in _RISKY_NUMBERS)
+    for risky in _RISKY_NUMBERS:
+        if risky in zeros:
+            return False
+    return True
 
 
 def load_json(data: bytes | str) -> Any:
@@ -256,46 +259,60 @@ def load_json(data: bytes | str) -> Any:
     return obj
 
 
+# Per event type: its current version and its model's validator, looked up once per event
+# instead of through pydantic's class attributes.
+_MODELS: dict[str, tuple[int, Any]] = {
+    name: (current_version(cls), cls.__pydantic_validator__) for name, cls in BY_TYPE.items()
+}
+
+
 def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
     type_ = obj.get("type")
     if not isinstance(type_, str):
         raise InvalidEvent("Envelope field 'type' is missing or not a string.")
-    cls = BY_TYPE.get(type_)
-    if cls is None:
+    model = _MODELS.get(type_)
+    if model is None:
         raise InvalidEvent(f"Envelope field 'type' names no known event: {type_!r}.")
+    target, validator = model
     if obj.get("specversion") != SPECVERSION:
         raise InvalidEvent(
             f"Envelope field 'specversion' must be {SPECVERSION!r}, got {obj.get('specversion')!r}."
         )
-    for key in ("id", "source"):
-        if not isinstance(obj.get(key), str) or not obj[key]:
-            raise InvalidEvent(f"Envelope field '{key}' is missing or not a string.")
-    unknown = set(obj) - _ENVELOPE_KEYS
-    if unknown:
+    id_, source = obj.get("id"), obj.get("source")
+    if type(id_) is not str or not id_:
+        if not isinstance(id_, str) or not id_:
+            raise InvalidEvent("Envelope field 'id' is missing or not a string.")
+    if type(source) is not str or not source:
+        if not isinstance(source, str) or not source:
+            raise InvalidEvent("Envelope field 'source' is missing or not a string.")
+    if not obj.keys() <= _ENVELOPE_KEYS:
+        unknown = set(obj) - _ENVELOPE_KEYS
         raise InvalidEvent(f"Envelope has unknown attributes: {sorted(unknown)}.")
     data = obj.get("data")
     if not isinstance(data, dict):
         raise InvalidEvent("Envelope field 'data' must be a JSON object.")
     version = obj.get("dataversion", 1)
-    target = current_version(cls)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InvalidEvent(f"Envelope field 'dataversion' must be a positive integer: {version!r}.")
-    if version > target:
-        raise InvalidEvent(
-            f"{type_} version {version} is newer than this jetgrid understands ({target})."
-        )
-    if version < target:
-        try:
-            data = upcast(type_, version, data, target)
-        except LookupError as exc:
-            raise InvalidEvent(str(exc)) from exc
-        except (TypeError, ValueError, AttributeError) as exc:  # an upcaster met a wrong shape
-            raise InvalidEvent(f"{type_} version {version} cannot be upcast: {exc}.") from exc
+    if type(version) is not int or version != target:  # the common case is one comparison
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise InvalidEvent(
+                f"Envelope field 'dataversion' must be a positive integer: {version!r}."
+            )
+        if version > target:
+            raise InvalidEvent(
+                f"{type_} version {version} is newer than this jetgrid understands ({target})."
+            )
+        if version < target:
+            try:
+                data = upcast(type_, version, data, target)
+            except LookupError as exc:
+                raise InvalidEvent(str(exc)) from exc
+            except (TypeError, ValueError, AttributeError) as exc:  # an upcaster met a wrong shape
+                raise InvalidEvent(f"{type_} version {version} cannot be upcast: {exc}.") from exc
     try:
-        event = cls.model_validate(data)
+        event = validator.validate_python(data)
     except ValidationError as exc:
         raise InvalidEvent(explain(exc, "data.")) from exc
-    return event, parse_time(obj.get("time")), obj["id"], obj["source"]
+    return event, parse_time(obj.get("time")), id_, source
 
 
 def decode(data: bytes) -> Envelope:
