@@ -42,7 +42,7 @@ record's id is ``invalid:<stream>:<seq>``, whoever records it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -244,7 +244,7 @@ class Fold:
         subject: str,
         data: bytes,
         stream_time: datetime,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
         """Fold one WORKERS message at `seq`; False if it was at or below the position."""
         if seq <= self.positions[WORKERS]:
