@@ -133,9 +133,13 @@ MAX_KEYS = 4096
 MAX_INT = 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Every digit as "0" and "E" as "e", so that a few substring searches find the number tokens
-# that could fall outside the bounds once parsed (see _within_bounds).
+# that could fall outside the bounds once parsed (see _within_bounds): 19 digits in a row, or
+# an exponent of 3 or more digits.
 _DIGITS_AS_ZERO = bytes.maketrans(b"0123456789E", b"0000000000e")
-_RISKY_NUMBERS = (b"0" * 19, b"0e000", b"0e+000", b"0e-000")
+_EXPONENTS = (b"0e000", b"0e+000", b"0e-000")
+# A number token with an exponent of 3 or more digits: what ends a number in JSON follows it
+# (a hex id such as "...3e1234f..." inside a string does not match).
+_BIG_EXPONENT = re.compile(rb"\d[eE][+-]?\d{3,}(?=[\s,\]}]|\Z)")
 _DEEP = "recursion limit exceeded"
 
 
@@ -220,9 +224,11 @@ def _within_bounds(data: bytes | str) -> bool:
     if data.count(b":") > MAX_KEYS:
         return False
     zeros = data.translate(_DIGITS_AS_ZERO)
-    for risky in _RISKY_NUMBERS:
-        if risky in zeros:
-            return False
+    if b"0000000000000000000" in zeros:  # 19 digits in a row
+        return False
+    for exponent in _EXPONENTS:
+        if exponent in zeros:  # maybe inside a string: the pattern decides
+            return _BIG_EXPONENT.search(data) is None
     return True
 
 
