@@ -285,12 +285,10 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
             f"Envelope field 'specversion' must be {SPECVERSION!r}, got {obj.get('specversion')!r}."
         )
     id_, source = obj.get("id"), obj.get("source")
-    if type(id_) is not str or not id_:
-        if not isinstance(id_, str) or not id_:
-            raise InvalidEvent("Envelope field 'id' is missing or not a string.")
-    if type(source) is not str or not source:
-        if not isinstance(source, str) or not source:
-            raise InvalidEvent("Envelope field 'source' is missing or not a string.")
+    if not isinstance(id_, str) or not id_:
+        raise InvalidEvent("Envelope field 'id' is missing or not a string.")
+    if not isinstance(source, str) or not source:
+        raise InvalidEvent("Envelope field 'source' is missing or not a string.")
     if not obj.keys() <= _ENVELOPE_KEYS:
         unknown = set(obj) - _ENVELOPE_KEYS
         raise InvalidEvent(f"Envelope has unknown attributes: {sorted(unknown)}.")
@@ -298,22 +296,19 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
     if not isinstance(data, dict):
         raise InvalidEvent("Envelope field 'data' must be a JSON object.")
     version = obj.get("dataversion", 1)
-    if type(version) is not int or version != target:  # the common case is one comparison
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise InvalidEvent(
-                f"Envelope field 'dataversion' must be a positive integer: {version!r}."
-            )
-        if version > target:
-            raise InvalidEvent(
-                f"{type_} version {version} is newer than this jetgrid understands ({target})."
-            )
-        if version < target:
-            try:
-                data = upcast(type_, version, data, target)
-            except LookupError as exc:
-                raise InvalidEvent(str(exc)) from exc
-            except (TypeError, ValueError, AttributeError) as exc:  # an upcaster met a wrong shape
-                raise InvalidEvent(f"{type_} version {version} cannot be upcast: {exc}.") from exc
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidEvent(f"Envelope field 'dataversion' must be a positive integer: {version!r}.")
+    if version > target:
+        raise InvalidEvent(
+            f"{type_} version {version} is newer than this jetgrid understands ({target})."
+        )
+    if version < target:
+        try:
+            data = upcast(type_, version, data, target)
+        except LookupError as exc:
+            raise InvalidEvent(str(exc)) from exc
+        except (TypeError, ValueError, AttributeError) as exc:  # an upcaster met a wrong shape
+            raise InvalidEvent(f"{type_} version {version} cannot be upcast: {exc}.") from exc
     try:
         event = validator.validate_python(data)
     except ValidationError as exc:
