@@ -42,7 +42,7 @@ record's id is ``invalid:<stream>:<seq>``, whoever records it).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,6 +230,7 @@ class Fold:
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
         self.rollups: list[Event] = []  # hour rollups to publish (projections.rollup)
+        self._factors: dict[str, float | None] = {}  # tier -> factor (the policy is fixed)
         self._hours: dict[str, tuple[HourLog, Any]] = {}  # per worker: its log, last taken
         # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
         self._quiet_s = min(
@@ -244,7 +245,7 @@ class Fold:
         subject: str,
         data: bytes,
         stream_time: datetime,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
         """Fold one WORKERS message at `seq`; False if it was at or below the position."""
         if seq <= self.positions[WORKERS]:
@@ -347,8 +348,13 @@ class Fold:
             self.tier_changes.append(TierChange(wid, n, since, new.tier, self.factor(new.tier)))
 
     def factor(self, tier: str) -> float | None:
-        policy = self.config.policy
-        return policy.factor(tier) if tier in policy.names else None
+        """The policy's factor of `tier`; None for a name the policy does not have."""
+        try:
+            return self._factors[tier]
+        except KeyError:
+            policy = self.config.policy
+            value = self._factors[tier] = policy.factor(tier) if tier in policy.names else None
+            return value
 
     # -- JOBS and JOB_EVENTS --------------------------------------------------------------------
     def needed_jobs(self, ids: Iterable[str]) -> list[str]:

@@ -84,7 +84,7 @@ class Folder:
             fold.jobs.update(await self.store.load_jobs(missing))
         for it in items:
             if it.stream == WORKERS:
-                fold.worker_message(it.seq, it.subject, it.data, it.time, dict(it.headers or {}))
+                fold.worker_message(it.seq, it.subject, it.data, it.time, it.headers)
             elif it.stream == JOBS:
                 fold.submission(it.seq, it.subject, it.data, it.time, decoded=decoded[it.seq])
             else:

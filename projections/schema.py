@@ -8,6 +8,7 @@ canonical) plus a few queryable columns. projections.store reads and writes them
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -122,6 +123,12 @@ def sorted_json(value: Any) -> str:
     return _SORTED.encode(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _pools_json(pools: tuple[str, ...]) -> str:
+    """The pools column of a view: the same few tuples, encoded once each."""
+    return sorted_json(list(pools))
+
+
 def worker_row(
     view: wr.WorkerView, factor: float | None, text: str | None = None
 ) -> dict[str, Any]:
@@ -133,7 +140,7 @@ def worker_row(
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": format_optional_time(view.tier_since),
-        "pools": sorted_json(list(view.pools)),
+        "pools": _pools_json(view.pools),
         "registered": view.registered,
         "lifecycle": view.lifecycle,
         "first_seen": format_time(view.first_seen),
