@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from jetgrid.coordinator import webhooks as wh
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidMessage, JobSubmitted, decode
-from jetgrid.gateway.auth import hash_key
-from jetgrid.webhooks import UNPROVEN
+from jetgrid.gateway.auth import ApiKey, KeysFileError, hash_key, key_line
+from jetgrid.gateway.batchstore import owner_token
+from jetgrid.webhooks import UNPROVEN, WebhookService
 from tests.gateway.test_webhooks import Receiver, hook_settings, receiving, submit, webhook_service
 from tests.helpers import job, until
 from tests.helpers.jobs import submit as publish
@@ -100,3 +102,32 @@ async def test_without_keys_the_deployment_secret_signs_a_nats_submission(
         await until(lambda: receiver.got.get("/o"), timeout=30)
     ((_, _, ok),) = receiver.got["/o"]
     assert ok
+
+
+async def test_the_service_signs_only_for_the_key_that_made_the_proof(
+    streams: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    """A proof holds for the key that made it, not for a key re-created under the same name;
+    a keys file that becomes unreadable makes the service retry rather than sign."""
+    keys = tmp_path / "api-keys"
+    alice = ApiKey(hash_key("jg_alice"), name="alice")
+    keys.write_text(key_line(alice) + "\n")
+    clock = [1000.0]
+    service = WebhookService(streams.replace(api_keys_file=keys), bus, clock=lambda: clock[0])
+    hook = "https://hooks.example.com/a"
+    secret = wh.key_secret(alice.hash)
+    proven = job("p", submitter="alice", webhook=hook,
+                 webhook_proof=wh.submitter_proof(secret, "jp", "alice", hook))  # fmt: skip
+    assert service.job_signer(proven) == (secret, owner_token(alice.hash), "")
+    unproven = proven.model_copy(update={"webhook_proof": None})
+    assert service.job_signer(unproven) == (None, UNPROVEN, wh.NOT_PROVEN)
+    again = tmp_path / "api-keys.new"  # a new file (a new inode): the ring sees the change
+    again.write_text(key_line(ApiKey(hash_key("jg_alice_again"), name="alice")) + "\n")
+    again.replace(keys)
+    clock[0] += 5
+    assert service.job_signer(proven) == (None, UNPROVEN, wh.NOT_PROVEN)
+    keys.write_text("not a key line\n")
+    clock[0] += 5
+    with pytest.raises(KeysFileError):
+        service.job_signer(proven)
+    await service.http.aclose()
