@@ -36,6 +36,9 @@ class JobSubmitted(Event):
     ttl_s: float | None = Field(default=None, gt=0)
     # Where jetgrid POSTs the job's terminal outcome (coordinator.webhooks); None: nowhere.
     webhook: str | None = Field(default=None, max_length=2048)
+    # The gateway's proof that the API key named `submitter` asked for `webhook` on this job
+    # (coordinator.webhooks.submitter_proof); without it no key's secret signs the delivery.
+    webhook_proof: str | None = Field(default=None, max_length=128)
     # A job made from one line of a batch's input file (gateway.batches): the batch, the line.
     batch_id: str | None = Field(default=None, max_length=64)
     custom_id: str | None = Field(default=None, max_length=512)

@@ -259,6 +259,7 @@ async def submit_job(request: Request) -> Response:
         webhook=req.webhook,
     )
     check_deadline(job, gw.clock())
+    job = hooks.prove(request, job)
     waiter = gw.board.waiter(job_id) if wait else None
     try:
         stored = await gw.bus.store(job, gw.speaker)
