@@ -61,6 +61,7 @@ from jetgrid.events.workers import (
 )
 from jetgrid.projections import jobs as jobs_reducer
 from jetgrid.projections import workers as wr
+from jetgrid.projections.hours import OpenHours
 from jetgrid.projections.jobs import JobView
 from jetgrid.projections.rollup import HOUR_S, HourLog, rollup_event
 from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeWindows
@@ -229,7 +230,7 @@ class Fold:
         self.tier_changes: list[TierChange] = []
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
-        self.rollups: list[Event] = []  # hour rollups to publish (projections.rollup)
+        self.hours = OpenHours()  # hour rollups waiting to be published (projections.hours)
         self._hours: dict[str, tuple[HourLog, Any]] = {}  # per worker: its log, last taken
         # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
         self._quiet_s = min(
@@ -325,7 +326,7 @@ class Fold:
             if r is not None:
                 windows = self.config.windows
                 ev = rollup_event(wid, hour, r, view.uptime, view.tier, windows, view)
-                self.rollups.append(ev)
+                self.hours.took_rollup(ev)
             self._hours[wid] = (hours, view.uptime)
 
     def changed(self, old: WorkerView | None, new: WorkerView) -> None:
@@ -391,8 +392,10 @@ class Fold:
         self._apply_job(env.event.job_id, env)
         return True
 
-    def job_event(self, seq: int, subject: str, data: bytes) -> bool:
-        """Fold one JOB_EVENTS message."""
+    def job_event(
+        self, seq: int, subject: str, data: bytes, stream_time: datetime | None = None
+    ) -> bool:
+        """Fold one JOB_EVENTS message (`stream_time`: its stream timestamp)."""
         if seq <= self.positions[JOB_EVENTS]:
             self.counts["skipped"] += 1
             return False
@@ -408,6 +411,7 @@ class Fold:
             self.counts["invalid"] += 1
             return True
         self._apply_job(str(env.event.job_id), env)
+        self.hours.job_event(env.event, env.time, stream_time)
         return True
 
     def _apply_job(self, job_id: str, env: Envelope) -> None:
@@ -421,6 +425,7 @@ class Fold:
     # -- handing changes to the store ---------------------------------------------------------
     def take_changes(self) -> Changes:
         """What changed since the last call; clears the dirty sets."""
+        self.hours.tier_changes((c.worker_id, c.since, c.tier) for c in self.tier_changes)
         changes = Changes(
             workers=[self.workers[w] for w in sorted(self.dirty_workers)],
             jobs=[self.jobs[j] for j in sorted(self.dirty_jobs)],
@@ -428,9 +433,9 @@ class Fold:
             invalid=self.invalid,
             positions=dict(self.positions),
             clock=self.clock,
-            rollups=self.rollups,
+            rollups=self.hours.close(self.clock),
+            hours=self.hours.take_rows(),
         )
-        self.rollups = []
         self.dirty_workers = set()
         self.dirty_jobs = set()
         self.tier_changes = []
@@ -454,7 +459,8 @@ class Changes:
     invalid: list[Invalid]
     positions: dict[str, int]
     clock: datetime | None
-    rollups: list[Event] = field(default_factory=list)  # to publish (projections.rollup)
+    rollups: list[Event] = field(default_factory=list)  # to publish (projections.hours)
+    hours: dict[str, str | None] = field(default_factory=dict)  # OpenHours.take_rows
 
     @property
     def empty(self) -> bool:

@@ -39,7 +39,16 @@ from jetgrid.projections.prelude import before_cut, fold_rollups
 from jetgrid.projections.rollup import HOUR_S
 from jetgrid.projections.store import Store
 
-__all__ = ["Batches", "ReplayResult", "feed", "purged_rollups", "read_stream", "replay"]
+__all__ = [
+    "Batches",
+    "ReplayResult",
+    "all_rollups",
+    "feed",
+    "first_time",
+    "purged_rollups",
+    "read_stream",
+    "replay",
+]
 
 
 class Batches(Protocol):
@@ -240,17 +249,14 @@ class _Rollups:
                 self.events.append(ev)
 
 
-async def purged_rollups(
-    bus: Bus, settings: Settings, until: datetime | None = None
-) -> list[WorkerRollup]:
-    """The rollups of the hours before the first message WORKERS still holds (its event time,
-    or its stream time if earlier or if it is not an event; projections.prelude.before_cut);
-    none when WORKERS still starts at sequence 1. With `until`, only hours that end by then."""
-    stream = settings.streams(WORKERS)
+async def first_time(bus: Bus, stream: str) -> tuple[bool, datetime | None]:
+    """Whether `stream` lost its oldest messages, and the time of the first it still holds
+    (its event time, or its stream time if earlier or if it is not an event; None when it
+    holds none)."""
     info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
     first, count = int(info.state.first_seq), int(info.state.messages)
     if int(info.state.last_seq) == 0 or (count and first <= 1):
-        return []
+        return False, None
     cut = None
     if count:
         msg = await bus.call(bus.js.get_msg(stream, seq=first), f"read stream {stream}")
@@ -261,10 +267,36 @@ async def purged_rollups(
             pass
         else:
             cut = t if cut is None else min(t, cut)
+    return True, cut
+
+
+async def all_rollups(bus: Bus, settings: Settings) -> list[WorkerRollup]:
+    """Every rollup the ROLLUPS stream holds, in stream order."""
     rollups = _Rollups()
     name = settings.streams.rollups
     last = await bus.last_seq(name)
     await read_stream(bus.js, rollups, "ROLLUPS", name, ">", last, None, 20_000, None)
+    return rollups.events
+
+
+async def purged_rollups(
+    bus: Bus,
+    settings: Settings,
+    until: datetime | None = None,
+    rollups: list[WorkerRollup] | None = None,
+) -> list[WorkerRollup]:
+    """The rollups of the hours before the first message WORKERS still holds (`first_time`;
+    projections.prelude.before_cut); none when WORKERS still starts at sequence 1. With
+    `until`, only hours that end by then. `rollups`: those already read (`all_rollups`)."""
+    purged, cut = await first_time(bus, settings.streams(WORKERS))
+    if not purged:
+        return []
+    events = await all_rollups(bus, settings) if rollups is None else rollups
+    return before_cut(events, _until(cut, until))
+
+
+def _until(cut: datetime | None, until: datetime | None) -> datetime | None:
+    """The cut for before_cut: the stream's, or earlier so that each hour ends by `until`."""
     if until is not None and (cut is None or until < cut):
-        cut = until - timedelta(seconds=HOUR_S, microseconds=-1)  # so each hour ends by `until`
-    return before_cut(rollups.events, cut)
+        return until - timedelta(seconds=HOUR_S, microseconds=-1)
+    return cut

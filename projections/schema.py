@@ -102,6 +102,14 @@ meta_t = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+# The projector's open hours (projections.hours): working state saved with each batch, not a
+# read model, so outside TABLES and the digest; a snapshot carries it (Store.dump).
+open_hours_t = Table(
+    "open_hours",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 TABLES = (workers_t, tier_history_t, jobs_t, checkpoints_t, meta_t)
 ORDER = {
     "workers": ("worker_id",),

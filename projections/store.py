@@ -10,6 +10,8 @@ Tables (projections.schema; portable types only; created with ``metadata.create_
   clock (on the WORKERS row).
 - ``meta``: schema version and the config the views were built under (uptime windows, tier
   policy, tick); a store built under other uptime windows is refused ("replay the log").
+- ``open_hours``: the projector's hour rollups waiting for JOB_EVENTS (projections.hours);
+  working state, not a read model: outside the digest, but in a snapshot.
 
 `Store.write` applies one batch of changes and the checkpoints in ONE transaction, with
 executemany inserts/updates, so a projector killed anywhere resumes at the committed positions:
@@ -30,7 +32,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -72,6 +74,7 @@ from jetgrid.projections.schema import (
     jobs_t,
     meta_t,
     metadata,
+    open_hours_t,
     param_update,
     plain_rows,
     sorted_json,
@@ -103,6 +106,7 @@ class Loaded:
     positions: dict[str, int]
     clock: datetime | None
     history_counts: dict[str, int]
+    open_hours: dict[str, str] = field(default_factory=dict)  # projections.hours
 
 
 def _translated(
@@ -263,8 +267,10 @@ class Store:
                     )
                 ).all()
             )
+            res = await conn.execute(select(open_hours_t.c.key, open_hours_t.c.value))
+            hours: dict[str, str] = {k: v for k, v in res}
         self._known_workers = set(views)
-        return Loaded(views, positions, clock, counts)
+        return Loaded(views, positions, clock, counts, hours)
 
     @_translated("loading job views")
     async def load_jobs(self, ids: Iterable[str]) -> dict[str, JobView]:
@@ -319,6 +325,8 @@ class Store:
             if hist:
                 await conn.execute(tier_history_t.insert(), hist)
             await conn.execute(self._upd_ckpt, ckpt)
+            if changes.hours:
+                await _write_hours(conn, changes.hours)
         self._known_workers.update(r["b_worker_id"] for r in w_new)
         self._known_jobs.update(r["b_job_id"] for r in j_new)
 
@@ -402,6 +410,8 @@ class Store:
                     "columns": [c.name for c in table.columns],
                     "rows": [canonical_row(r) for r in res],
                 }
+            res = await conn.execute(select(open_hours_t).order_by(open_hours_t.c.key))
+            out[open_hours_t.name] = {"columns": ["key", "value"], "rows": [list(r) for r in res]}
             digest = await _digest(conn)
         return out, digest
 
@@ -428,10 +438,23 @@ class Store:
             if await _digest(conn) != digest:
                 await trans.rollback()
                 return False
+            await conn.execute(open_hours_t.delete())
+            hours = tables.get(open_hours_t.name, {}).get("rows") or []  # older snapshots: none
+            await _write_hours(conn, {str(k): str(v) for k, v in hours})
             await trans.commit()
         self._known_workers.clear()
         self._known_jobs.clear()
         return True
+
+
+async def _write_hours(conn: Any, rows: dict[str, str | None]) -> None:
+    """Replace the open-hours keys in `rows` (None: delete the key)."""
+    if not rows:
+        return
+    await conn.execute(open_hours_t.delete().where(open_hours_t.c.key.in_(list(rows))))
+    new = [{"key": k, "value": v} for k, v in rows.items() if v is not None]
+    if new:
+        await conn.execute(open_hours_t.insert(), new)
 
 
 async def _digest(conn: Any) -> str:
