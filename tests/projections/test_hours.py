@@ -3,13 +3,18 @@ the jobs its worker took in it (projections.hours)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from jetgrid.events.lifecycle import JobClaimed, JobStarted
 from jetgrid.events.workers import WorkerRollup
+from jetgrid.projections.fold import Changes, FoldConfig
 from jetgrid.projections.hours import OpenHours, taken
+from jetgrid.projections.replay import all_rollups
+from jetgrid.projections.runner import Projector
+from tests.helpers.waiting import until
 
 H = 3600
 T0 = 100 * H  # an hour start
@@ -133,3 +138,42 @@ def test_readers_that_publish_nothing_keep_nothing() -> None:
     h.took_rollup(rollup("w1", 0))
     h.job_event(claim("w1", "a"), at(1), None)
     assert h.close(at(2 * H)) == [] and not h.rollups and not h.claims
+
+
+@pytest.mark.integration
+async def test_a_projector_publishes_an_hour_while_job_events_is_idle(log, bus, make_store) -> None:
+    hour0 = (int(datetime.now(UTC).timestamp()) // H - 3) * H
+    log.t0 = datetime.fromtimestamp(hour0, UTC)
+    await log.register("w1", 0.0, interval=5.0)
+    await log.job("j1", "w1", 600.0)  # its events stop at 600.5 s: JOB_EVENTS then stays idle
+    for i in range(1, 730):  # to 1 h 45 s
+        await log.ping("w1", i, i * 5.0, interval_s=5.0)
+    proj = Projector(log.settings, make_store(), bus)
+    await proj.start()
+    try:
+        got = await until(lambda: _rollups(bus, log.settings))
+    finally:
+        await proj.stop()
+    assert [(e.hour - hour0, e.jobs_taken, e.jobs_taken_per_tier) for e in got] == [
+        (0, 1, {"full": 1})  # healthy for ten minutes by then
+    ]
+
+
+async def _rollups(bus, settings) -> list[WorkerRollup]:
+    return await all_rollups(bus, settings)
+
+
+async def test_the_open_hours_are_saved_with_a_batch_and_carried_by_a_snapshot(make_store) -> None:
+    store, other = make_store(), make_store()
+    await store.open(FoldConfig())
+    await other.open(FoldConfig())
+    rows: dict[str, str | None] = {"mark": "[1.0, 0]", "c:0:w1": "[[1.0, false]]", "x": None}
+    changes = Changes([], [], [], [], {"WORKERS": 1, "JOBS": 0, "JOB_EVENTS": 0}, None, [], rows)
+    await store.write(changes, lambda tier: None)
+    digest = await store.digest()
+    await store.write(replace(changes, hours={"c:0:w1": None, "s:w1": "[]"}), lambda tier: None)
+    assert (await store.load()).open_hours == {"mark": "[1.0, 0]", "s:w1": "[]"}
+    assert await store.digest() == digest  # working state, not a read model
+    tables, digest = await store.dump()
+    assert await other.restore(tables, digest)
+    assert (await other.load()).open_hours == {"mark": "[1.0, 0]", "s:w1": "[]"}
