@@ -147,12 +147,12 @@ async def gather(
     """Read the three streams (to `until`, if given; from `archive` first, if given) into an
     AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
-    if archive is None:  # an archive holds the raw pings themselves
-        rollups = await all_rollups(bus, settings)
-        purged = await purged_rollups(bus, settings, until, rollups)
-        audit.rollups_until = fold_rollups(audit.fold, purged)
-        await audit.apply([])
-        audit.roll_claims(rollups, *await first_time(bus, settings.streams(JOB_EVENTS)))
+    rollups = await all_rollups(bus, settings, until)
+    purged = await purged_rollups(bus, settings, until, rollups, archive)
+    audit.rollups_until = fold_rollups(audit.fold, purged)
+    await audit.apply([])
+    events = await first_time(bus, settings.streams(JOB_EVENTS), archive, JOB_EVENTS)
+    audit.roll_claims(rollups, *events)
     for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
         await feed(bus, audit, logical, stream, subject, last, until, 20_000, None, archive)

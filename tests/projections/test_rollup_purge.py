@@ -17,6 +17,8 @@ from jetgrid.events import (
     encode,
 )
 from jetgrid.events.workers import WorkerRegistered, WorkerRollup
+from jetgrid.projections.archive import ArchiveDir
+from jetgrid.projections.archiver import archive_streams
 from jetgrid.projections.audit import BudgetRule, report_worker, tier_at
 from jetgrid.projections.audit_log import gather
 from jetgrid.projections.fold import Fold, fold_config
@@ -24,9 +26,11 @@ from jetgrid.projections.prelude import before_cut, fold_rollups
 from jetgrid.projections.replay import all_rollups, replay
 from jetgrid.projections.rollup import encode_bits
 from jetgrid.projections.runner import Projector
+from tests.helpers.waiting import until
 
 pytestmark = pytest.mark.integration
 H = 3600
+LATER = datetime(2100, 1, 1, tzinfo=UTC)
 STEP = 5.0  # heartbeat interval
 
 
@@ -68,11 +72,13 @@ def _events() -> list[tuple[float, Any, str]]:
     return out
 
 
-async def _publish(log, events: list[tuple[float, Any, str]]) -> list[tuple[float, int]]:
+async def _publish(
+    log, events: list[tuple[float, Any, str]], start: int = 0
+) -> list[tuple[float, int]]:
     """Publish in time order; returns (time offset, WORKERS seq) of each."""
     subj = log.settings.subjects
     futures = []
-    for i, (t, ev, name) in enumerate(events):
+    for i, (t, ev, name) in enumerate(events, start):
         data = encode(ev, source="t", id=f"e{i}", time=log.at(t))
         futures.append(await log.js.publish_async(subj.worker_event(ev.worker_id, name), data))
     await log.js.publish_async_completed()
@@ -249,3 +255,55 @@ def test_a_rollup_whose_bitmap_does_not_decode_is_skipped_and_counted() -> None:
     assert fold.counts["invalid"] == 1
     assert until == {"w1": datetime.fromtimestamp(2 * H, UTC)}
     assert fold.workers["w1"].tier == "full" and fold.clock == until["w1"]
+
+
+async def test_a_replay_to_a_time_and_one_from_an_archive_read_the_rollups_too(
+    log, nc, bus, make_store, tmp_path
+) -> None:
+    hour0 = (int(datetime.now(UTC).timestamp()) // H - 5) * H
+    log.t0 = datetime.fromtimestamp(hour0, UTC)
+    s, js = log.settings, nc.jetstream()
+    events = _events()
+    early = [e for e in events if e[0] <= 2 * H]
+    seqs = await _publish(log, early)
+    proj = Projector(s, make_store(), bus)
+    await proj.start()
+    try:
+        await proj.wait_caught_up()
+        hours = await until(lambda: _published(bus, s, hour0, {0, H}))  # JOB_EVENTS is idle
+        # the log at 2 h (a millisecond later: the two timestamp parsers round differently)
+        mid = (await js.get_msg(s.streams.rollups, seq=hours)).time + timedelta(milliseconds=1)
+        seqs += await _publish(log, events[len(early) :], len(early))
+        await proj.wait_caught_up()
+        await until(lambda: _published(bus, s, hour0, {0, H, 2 * H, 3 * H}))
+    finally:
+        await proj.stop()
+    full_mid = make_store()
+    await replay(s, full_mid, bus, until_time=mid)
+    cut_seq = next(q for t, q in seqs if t >= 3 * H)
+    await js.purge_stream(s.streams.workers, seq=cut_seq)
+    part = await replay(s, make_store(), bus)
+    part_mid = make_store()
+    await replay(s, part_mid, bus, until_time=mid)  # every hour it reaches was purged
+
+    at = hour0 + 2 * H  # the hour end the rollups stored by `mid` reach
+    want = _views_at((await full_mid.load()).workers, at)
+    assert want["w2"][0] != want["w1"][0]  # w2 was silent for 40 minutes
+    assert _views_at((await part_mid.load()).workers, at) == want
+
+    # Archived after the purge, then purged further: the archive starts at the cut, so the
+    # hours before it still come from the rollups.
+    archive = ArchiveDir(tmp_path / "arch", s, create=True)
+    await archive_streams(s, bus, archive, now=datetime.now(UTC), before=LATER)
+    await js.purge_stream(s.streams.workers, seq=cut_seq + 500)
+    rebuilt = await replay(s, make_store(), bus, archive=archive)
+    assert (rebuilt.positions, rebuilt.digest) == (part.positions, part.digest)
+    audit = await gather(s, bus, fold_config(s), archive=archive)
+    assert set(audit.rollups_until) == {"w1", "w2", "w3"}
+
+
+async def _published(bus, settings, hour0: int, hours: set[int]) -> int:
+    """The last ROLLUPS sequence once every worker's rollups of `hours` are there, else 0."""
+    got = await all_rollups(bus, settings)
+    have = {(e.worker_id, e.hour - hour0) for e in got}
+    return len(got) if all((w, h) in have for w in ("w1", "w2") for h in hours) else 0
