@@ -12,6 +12,9 @@ Tables (projections.schema; portable types only; created with ``metadata.create_
   policy, tick); a store built under other uptime windows is refused ("replay the log").
 - ``open_hours``: the projector's hour rollups waiting for JOB_EVENTS (projections.hours);
   working state, not a read model: outside the digest, but in a snapshot.
+- ``job_totals``: per worker and status, the old ended jobs a snapshot left out
+  (projections.ended): a snapshot, and so a restore, is bounded by what is live; the digest
+  covers every row but those jobs.
 
 `Store.write` applies one batch of changes and the checkpoints in ONE transaction, with
 executemany inserts/updates, so a projector killed anywhere resumes at the committed positions:
@@ -56,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from jetgrid.events import ConfigError, parse_time
+from jetgrid.projections import ended
 from jetgrid.projections import workers as wr
 from jetgrid.projections.errors import ReadModelError, ReadModelUnavailable
 from jetgrid.projections.fold import STREAMS, Changes, FoldConfig
@@ -71,6 +75,7 @@ from jetgrid.projections.schema import (
     history_row,
     job_from_row,
     job_row,
+    job_totals_t,
     jobs_t,
     meta_t,
     metadata,
@@ -366,6 +371,10 @@ class Store:
             for wid, status, n in await conn.execute(q):
                 if wid is not None:
                     out.setdefault(wid, {})[status] = n
+            for (wid, status), n in (await ended.totals(conn)).items():  # left out of a snapshot
+                if worker_id is None or wid == worker_id:
+                    got = out.setdefault(wid, {})
+                    got[status] = got.get(status, 0) + n
         return out
 
     @_translated("reading tier history")
@@ -391,25 +400,29 @@ class Store:
 
     @_translated("computing the digest")
     async def digest(self) -> str:
-        """sha256 over a canonical dump of every read-model row (all tables, ordered by key)."""
+        """sha256 over a canonical dump of every read-model row (all tables, ordered by key)
+        but the old ended jobs (projections.ended)."""
         async with self.engine.connect() as conn:
             return await _digest(conn)
 
     # -- snapshots (projections.snapshot) ------------------------------------------------------
     @_translated("dumping the read models")
     async def dump(self) -> tuple[dict[str, dict[str, Any]], str]:
-        """Every row of every table (``{table: {"columns": [...], "rows": [[...]]}}``, rows in
-        key order, booleans as 0/1) and the digest of exactly those rows, read in one
-        transaction."""
+        """Every row of every table but the old ended jobs (projections.ended), whose counts go
+        to ``job_totals`` (``{table: {"columns": [...], "rows": [[...]]}}``, rows in key order,
+        booleans as 0/1), and the digest of exactly those rows, read in one transaction."""
         out: dict[str, dict[str, Any]] = {}
         async with self.engine.begin() as conn:
+            left = await ended.old_ended(conn)
             for table in TABLES:
                 order = [table.c[k] for k in ORDER[table.name]]
                 res = await conn.execute(select(table).order_by(*order))
-                out[table.name] = {
-                    "columns": [c.name for c in table.columns],
-                    "rows": [canonical_row(r) for r in res],
-                }
+                rows = [canonical_row(r) for r in res]
+                if table is jobs_t and left:
+                    rows = [r for r in rows if r[0] not in left]
+                out[table.name] = {"columns": [c.name for c in table.columns], "rows": rows}
+            got = ended.with_left_out(await ended.totals(conn), left)
+            out[job_totals_t.name] = {"columns": ["worker_id", "status", "n"], "rows": got}
             res = await conn.execute(select(open_hours_t).order_by(open_hours_t.c.key))
             out[open_hours_t.name] = {"columns": ["key", "value"], "rows": [list(r) for r in res]}
             digest = await _digest(conn)
@@ -441,6 +454,13 @@ class Store:
             await conn.execute(open_hours_t.delete())
             hours = tables.get(open_hours_t.name, {}).get("rows") or []  # older snapshots: none
             await _write_hours(conn, {str(k): str(v) for k, v in hours})
+            await conn.execute(job_totals_t.delete())
+            totals = tables.get(job_totals_t.name, {}).get("rows") or []
+            if totals:
+                await conn.execute(
+                    job_totals_t.insert(),
+                    [{"worker_id": str(w), "status": str(st), "n": int(n)} for w, st, n in totals],
+                )
             await trans.commit()
         self._known_workers.clear()
         self._known_jobs.clear()
@@ -458,6 +478,8 @@ async def _write_hours(conn: Any, rows: dict[str, str | None]) -> None:
 
 
 async def _digest(conn: Any) -> str:
+    """sha256 over every row of every table but the old ended jobs (projections.ended)."""
+    left = await ended.old_ended(conn)
     h = hashlib.sha256()
     for table in TABLES:
         h.update(f"table {table.name}\n".encode())
@@ -465,6 +487,8 @@ async def _digest(conn: Any) -> str:
         order = [table.c[k] for k in ORDER[table.name]]
         res = await conn.execute(select(table).order_by(*order))
         for row in res:
+            if table is jobs_t and left and row[0] in left:
+                continue
             h.update(sorted_json(dict(zip(cols, canonical_row(row), strict=True))).encode())
             h.update(b"\n")
     return h.hexdigest()
