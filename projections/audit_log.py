@@ -96,14 +96,15 @@ class AuditLog:
         retained) from the rollups of those hours, to the end of the hour that holds it."""
         if not purged:
             return
-        chosen = before_cut(rollups, cut)
+        chosen = [ev for ev in before_cut(rollups, cut) if ev.jobs_taken is not None]
+        if not chosen:  # rollups published before jobs were counted: the claims are gone
+            return
         self.claims_from = math.inf if cut is None else math.ceil(cut.timestamp() / HOUR_S) * HOUR_S
         for ev in chosen:
-            if ev.jobs_taken is not None:
-                got = RolledClaims(
-                    ev.hour, dict(ev.jobs_taken_per_tier or {}), ev.jobs_taken_fallback or 0
-                )
-                self.rolled.setdefault(ev.worker_id, []).append(got)
+            got = RolledClaims(
+                ev.hour, dict(ev.jobs_taken_per_tier or {}), ev.jobs_taken_fallback or 0
+            )
+            self.rolled.setdefault(ev.worker_id, []).append(got)
 
     def workers(self, at: datetime | None = None) -> list[WorkerInput]:
         """One WorkerInput per worker seen (in WORKERS or in claims), uptime judged at `at`."""

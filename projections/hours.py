@@ -36,10 +36,10 @@ from datetime import datetime
 from jetgrid.events.base import Event
 from jetgrid.events.lifecycle import JobClaimed
 from jetgrid.events.workers import WorkerRollup
+from jetgrid.projections.rollup import HOUR_S
 
 __all__ = ["UNSEEN", "OpenHours", "taken"]
 
-HOUR_S = 3600
 UNSEEN = "unseen"  # the tier before a worker's first tier entry (the audit's name)
 
 
