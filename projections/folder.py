@@ -88,7 +88,7 @@ class Folder:
             elif it.stream == JOBS:
                 fold.submission(it.seq, it.subject, it.data, it.time, decoded=decoded[it.seq])
             else:
-                fold.job_event(it.seq, it.subject, it.data)
+                fold.job_event(it.seq, it.subject, it.data, it.time)
         changes = fold.take_changes()
         await self.before_commit(changes)
         await self.store.write(changes, fold.factor)

@@ -103,6 +103,23 @@ meta_t = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+# The projector's open hours (projections.hours): working state saved with each batch, not a
+# read model, so outside TABLES and the digest; a snapshot carries it (Store.dump).
+open_hours_t = Table(
+    "open_hours",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+# Per worker and status, the ended jobs a snapshot left out (projections.ended); outside TABLES
+# and the digest, in a snapshot.
+job_totals_t = Table(
+    "job_totals",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
 TABLES = (workers_t, tier_history_t, jobs_t, checkpoints_t, meta_t)
 ORDER = {
     "workers": ("worker_id",),
