@@ -32,6 +32,7 @@ from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.shedding import shed_at_take
+from jetgrid.coordinator.stalls import avoid_s, stall_reason
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -52,6 +53,7 @@ from jetgrid.worker.errors import BackendError, TransientError
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
+from jetgrid.worker.stalls import Avoid, Watchdog
 from jetgrid.worker.tiers import PullGate
 from jetgrid.worker.tokens import TokenPublisher
 
@@ -112,6 +114,7 @@ class JobRunner:
         self.keepalive_s = keepalive_period(pool.ack_wait_s)
         self.stopping = stopping
         self.wake = wake
+        self.avoid = Avoid()
 
     def on_message(self, msg: Delivery) -> None:
         """Start handling a delivery (while the worker drains: hand it straight back)."""
@@ -159,6 +162,9 @@ class JobRunner:
         if await self.expired(msg, job, env.time, attempt):
             return
         if await self.shed(msg, job, seq, md.timestamp, attempt):
+            return
+        if avoid := self.avoid.remaining(job.job_id):  # it stalled here lately (worker.stalls)
+            await msg.nak(delay=avoid)
             return
         ctx = RunContext(
             worker_id=self.worker_id,
@@ -256,8 +262,12 @@ class JobRunner:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
+        dog = None if self.pool.stall_after_s is None else Watchdog(self.pool.stall_after_s)
+        if dog is not None:
+            ctx.emit = dog.wrap(ctx.emit)
         run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
         self.held.runs[job.job_id] = run
+        watch = None if dog is None else asyncio.create_task(dog.watch(run))
         try:
             try:
                 done, _ = await asyncio.wait({run}, timeout=timeout)
@@ -279,6 +289,9 @@ class JobRunner:
                         "timeout",
                     )
                     return
+            if dog is not None and dog.stalled_s is not None and not ctx.cancelled.is_set():
+                await self._stalled(msg, job, attempt, dog)
+                return
             if ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
                 return
@@ -314,3 +327,16 @@ class JobRunner:
             self.counters.completed += 1
         finally:
             self.held.runs.pop(job.job_id, None)
+            if watch is not None:
+                watch.cancel()
+
+    async def _stalled(self, msg: Delivery, job: JobSubmitted, attempt: int, dog: Watchdog) -> None:
+        """Hand a stalled job back (coordinator.stalls): `retrying` with its stall, a nak with
+        the pool's backoff, and this worker avoids it for a while."""
+        stall_s = dog.stalled_s or 0.0
+        self.counters.stalled += 1
+        self.avoid.add(job.job_id, avoid_s(dog.stall_after_s, self.pool.retry_delay(attempt)))
+        log.warning("job %s stalled: no progress for %.3g s; handing it back", job.job_id, stall_s)
+        await self.outcomes.retry(
+            msg, job, attempt, stall_reason(stall_s, dog.stall_after_s), stall_s=stall_s
+        )
