@@ -97,3 +97,25 @@ def load_prices(path: Path) -> Prices:
     except OSError as exc:
         raise ConfigError(f"Cannot read prices file {str(path)!r}: {exc.strerror}.") from None
     return parse_prices(text, where=f"prices file {str(path)!r}")
+
+
+def report(totals: list[Total], by: str, prices: Prices | None) -> list[dict[str, Any]]:
+    """`totals` as JSON-able rows (with ``cost`` when `prices` are given): the one shape that
+    `jetgrid usage --json` and ``GET /v1/usage`` answer with."""
+    rows = []
+    for t in totals:
+        row: dict[str, Any] = {
+            by: t.name,
+            "jobs": t.jobs,
+            "runs": t.runs,
+            "run_s": round(t.run_s, 6),
+            "gpu_s": round(t.gpu_s, 6),
+            "energy_j": round(t.energy_j, 3),
+            "energy_unknown_runs": t.energy_unknown,
+            "tokens": t.tokens,
+        }
+        if prices is not None:
+            row["cost"] = round(prices.cost(t), 9)
+            row["currency"] = prices.currency
+        rows.append(row)
+    return rows

@@ -28,6 +28,7 @@ from jetgrid.cli import (
     subjects,
     submit,
     up,
+    usage,
     worker,
 )
 from jetgrid.cli.shared import one_line_errors
@@ -76,3 +77,4 @@ main.add_command(credentials.worker_credentials)
 main.add_command(credentials.credentials)
 main.add_command(cancel.cancel)
 main.add_command(deadletter.deadletter)
+main.add_command(usage.usage)
