@@ -130,6 +130,11 @@ class Settings(BaseModel):
     snapshot_every: int = Field(default=100_000, ge=0)
     snapshot_every_s: float = Field(default=6 * 3600.0, ge=0)
 
+    # Usage (projections.usage): the price table GET /v1/usage applies (TOML, projections.prices).
+    prices_file: Path | None = None
+    # The longest period one GET /v1/usage may ask for, in seconds (its cost follows the period).
+    usage_max_period_s: float = Field(default=31 * 86400.0, gt=0)
+
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_json: bool = False

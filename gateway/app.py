@@ -41,6 +41,7 @@ from jetgrid.gateway import (
     pools_api,
     queue_api,
     sse,
+    usage_api,
     workers_api,
 )
 from jetgrid.gateway.board import JobBoard
@@ -170,6 +171,7 @@ def create_app(settings: Settings) -> Starlette:
         *openapi.routes,
         *metrics.routes,
         *dashboard.routes,
+        *usage_api.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
