@@ -135,6 +135,9 @@ class Settings(BaseModel):
     # The longest period one GET /v1/usage may ask for, in seconds (its cost follows the period).
     usage_max_period_s: float = Field(default=31 * 86400.0, gt=0)
 
+    # Traces (worker.tracing): OTLP over HTTP, e.g. http://collector:4318/v1/traces; unset, none.
+    otlp_endpoint: str | None = None
+
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_json: bool = False

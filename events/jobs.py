@@ -34,6 +34,9 @@ class JobSubmitted(Event):
     # `expired` (coordinator.deadlines).
     start_by: AwareDatetime | None = None
     ttl_s: float | None = Field(default=None, gt=0)
+    # The W3C trace id (32 lowercase hex) of the submission's traceparent, which travels in the
+    # message's `traceparent` header (coordinator.tracecontext); shown in the job's view.
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("job_id")
     @classmethod

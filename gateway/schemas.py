@@ -73,6 +73,7 @@ class JobOut(BaseModel):
     eta_s: float | None = Field(
         default=None, description="while queued: position / the drain rate (null: none drains)"
     )
+    trace_id: str | None = Field(default=None, description="its W3C trace id (traceparent)")
 
 
 class SubmitAccepted(BaseModel):

@@ -33,6 +33,8 @@ from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.shedding import shed_at_take
 from jetgrid.coordinator.stalls import avoid_s, stall_reason
+from jetgrid.coordinator.tracecontext import HEADER as TRACE_HEADER
+from jetgrid.coordinator.tracecontext import parse as trace_parse
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -56,6 +58,7 @@ from jetgrid.worker.outcomes import Outcomes
 from jetgrid.worker.stalls import Avoid, Watchdog
 from jetgrid.worker.tiers import PullGate
 from jetgrid.worker.tokens import TokenPublisher
+from jetgrid.worker.tracing import BACKEND_TRACEPARENT, Tracing
 
 __all__ = ["JobRunner", "KeepAlive", "send_in_progress"]
 
@@ -98,8 +101,10 @@ class JobRunner:
         stopping: asyncio.Event,
         wake: asyncio.Event,
         clock: Callable[[], datetime] = wall_clock,
+        tracing: Tracing | None = None,
     ) -> None:
-        self.clock = clock  # judges deadlines (coordinator.deadlines)
+        self.clock = clock  # judges deadlines (coordinator.deadlines), times spans
+        self.tracing = tracing or Tracing()
         self.bus = bus
         self.settings = settings
         self.pool = pool
@@ -196,7 +201,15 @@ class JobRunner:
             await self.outcomes.say(
                 JobStarted(job_id=job.job_id, worker_id=self.worker_id, attempt=attempt)
             )
-            await self._run(msg, job, ctx, attempt)
+            parent = trace_parse((msg.headers or {}).get(TRACE_HEADER))
+            trace = self.tracing.begin(parent, job, worker_id=self.worker_id, attempt=attempt,
+                                       submitted_at=env.time, started_at=self.clock())  # fmt: skip
+            ctx.traceparent = trace.backend
+            BACKEND_TRACEPARENT.set(trace.backend)  # the backend task's copy of this context
+            try:
+                await self._run(msg, job, ctx, attempt)
+            finally:
+                trace.end(self.clock())
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
             with contextlib.suppress(Exception):
