@@ -276,6 +276,13 @@ def may_see(request: Request, *, pool: str | None, model: str | None) -> bool:
     return key is None or _allows(key, pool, model)
 
 
+def tenant(request: Request) -> str | None:
+    """The submitter of the caller's jobs: its API key's name; on a gateway without keys, the
+    ``X-Jetgrid-Submitter`` header, if any (usage, fair share and queues count by it)."""
+    key: ApiKey | None = request.scope.get(SCOPE_KEY)
+    return key.name if key is not None else request.headers.get("x-jetgrid-submitter")
+
+
 def visible_models(request: Request, live: Mapping[str, Iterable[str]]) -> list[str]:
     """The live models (model -> pools serving it) the caller's key may use, sorted."""
     key: ApiKey | None = request.scope.get(SCOPE_KEY)

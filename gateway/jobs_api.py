@@ -247,7 +247,7 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=request.headers.get("x-jetgrid-submitter"),
+        submitter=auth.tenant(request),
         start_by=req.start_by,
         ttl_s=req.ttl_s,
         trace_id=(trace := tracecontext.parse(request.headers.get("traceparent")) or

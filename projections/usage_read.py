@@ -11,7 +11,7 @@ period older than WORKERS or JOB_EVENTS retention has no runs left to count.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from jetgrid.coordinator.bus import Bus
@@ -62,7 +62,7 @@ async def read_usage(bus: Bus, settings: Settings, start: datetime, end: datetim
     """The runs that end in ``[start, end)``, read from the log (see the module doc)."""
     fold = UsageFold()
     collector = _Collector(fold)
-    since = start - timedelta(seconds=lookback_s(settings))
+    since = datetime.fromtimestamp(max(0.0, start.timestamp() - lookback_s(settings)), UTC)
     for logical in (WORKERS, JOB_EVENTS):
         stream = settings.streams(logical)
         first = await first_seq_at(bus, stream, since)

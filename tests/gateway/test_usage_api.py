@@ -47,3 +47,23 @@ async def test_a_key_sees_only_its_own_usage_priced_by_the_gateways_table(
         assert r.status_code == 422 and "use key, model or worker" in r.text
         r = await http.get("/v1/usage", params=period)
         assert r.status_code == 401
+        r = await http.get(
+            "/v1/usage",
+            params={"from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z"},
+            headers=bob,
+        )
+        assert r.status_code == 200 and r.json()["usage"] == []  # fmt: skip
+
+
+async def test_with_keys_a_jobs_submitter_is_its_keys_name_whatever_the_header_says(
+    streams, tmp_path: Path
+) -> None:
+    keys = tmp_path / "api-keys"
+    keys.write_text(key_line(ApiKey(hash_key("k-alice"), "alice")) + "\n")
+    async with in_process(streams.replace(api_keys_file=keys)) as (_, http):
+        headers = {"Authorization": "Bearer k-alice", "x-jetgrid-submitter": "bob"}
+        job = {"model": "echo", "prompt": "x", "pool": "standard"}
+        r = await http.post("/v1/jobs?queue_unserved=true", json=job, headers=headers)
+        assert r.status_code == 202, r.text
+        view = (await http.get(f"/v1/jobs/{r.json()['id']}", headers=headers)).json()
+        assert view["submitter"] == "alice"
