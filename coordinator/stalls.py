@@ -1,9 +1,11 @@
 """Stalls as plain data: when a running job that makes no progress is handed back.
 
 A pool may set ``stall_after_s`` in the pools file (coordinator.pools; unset: no watchdog). A
-job is *stalled* when its worker is alive (its in-progress acks keep the lease) but the job has
-made no progress, no output token, for ``stall_after_s`` seconds since it started or since its
-last token. The worker's watchdog (worker.stalls) then:
+job of a kind that streams tokens (`WATCHED_KINDS`: generate, chat) is *stalled* when its worker
+is alive (its in-progress acks keep the lease) but the job has made no progress, no output
+token, for ``stall_after_s`` seconds since it started or since its last token (so the setting
+must cover a model load before the first token). Embed and python jobs emit no tokens: only
+their timeout applies. The worker's watchdog (worker.stalls) then:
 
 - cancels the backend call;
 - stores `retrying` with ``stall_s`` set (the seconds without progress) and naks the delivery
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 __all__ = [
+    "WATCHED_KINDS",
     "StallSeen",
     "WorkerStalls",
     "avoid_s",
@@ -35,6 +38,10 @@ __all__ = [
     "stall_problem",
     "stall_reason",
 ]
+
+
+WATCHED_KINDS = frozenset({"generate", "chat"})
+"""The job kinds whose progress is their tokens, which the watchdog watches."""
 
 
 def stall_in(last_progress: float, now: float, stall_after_s: float) -> float:

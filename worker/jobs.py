@@ -32,7 +32,7 @@ from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.shedding import shed_at_take
-from jetgrid.coordinator.stalls import avoid_s, stall_reason
+from jetgrid.coordinator.stalls import WATCHED_KINDS, avoid_s, stall_reason
 from jetgrid.coordinator.tracecontext import HEADER as TRACE_HEADER
 from jetgrid.coordinator.tracecontext import parse as trace_parse
 from jetgrid.events import (
@@ -275,7 +275,8 @@ class JobRunner:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
-        dog = None if self.pool.stall_after_s is None else Watchdog(self.pool.stall_after_s)
+        after = self.pool.stall_after_s if job.kind in WATCHED_KINDS else None
+        dog = None if after is None else Watchdog(after)
         if dog is not None:
             ctx.emit = dog.wrap(ctx.emit)
         run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")

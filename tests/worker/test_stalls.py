@@ -73,3 +73,14 @@ async def test_without_stall_after_s_a_quiet_job_is_left_running(
     await hanging.started.wait()
     await until(lambda: w1.counters.pings >= 3)  # a second and more of silence
     assert outcomes.names("j1") == ["claimed", "started"] and w1.counters.stalled == 0
+
+
+async def test_an_embed_job_emits_no_tokens_and_is_not_watched(
+    streams, nc, start_worker, outcomes, tmp_path: Path
+) -> None:
+    pools = write_pools(tmp_path / "p.toml", stall_after_s=0.1)
+    w1 = await start_worker(settings=streams.replace(pools_file=pools))
+    await submit(nc, streams, job(1, kind="embed", input={"input": "a b", "sleep": 0.5}))
+    await outcomes.wait_terminal("j1")
+    assert outcomes.names("j1") == ["claimed", "started", "completed"]
+    assert w1.counters.stalled == 0
