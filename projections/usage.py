@@ -13,8 +13,9 @@ Definitions (all times are event times; nothing here reads a clock):
   GPU (no NVML) has 0 GPU-seconds; its runs still count their ``run_s``.
 - **Energy.** The worker's power is its pings' ``power_w`` summed over its GPUs, held from each
   ping to the next (a ping without power leaves it unknown until the next one). At each moment
-  the power is shared evenly among the worker's runs open at that moment; a run's energy is the
-  integral of its share, in joules. A run with any unknown stretch has ``energy_j`` None.
+  the power is shared evenly among the worker's runs open at that moment (runs still open at the
+  period's end included); a run's energy is the integral of its share, in joules. A run with any
+  unknown stretch has ``energy_j`` None.
 - **Tenant.** The job's `submitter` (projections.jobs), ``-`` when it has none.
 
 `UsageFold.apply` takes envelopes of every stream in any interleaving (JOBS, JOB_EVENTS,
@@ -157,7 +158,13 @@ class UsageFold:
     def runs(self, start: datetime, end: datetime) -> list[Run]:
         """The runs that end in ``[start, end)``, with their GPU-seconds and energy."""
         chosen = [c for c in self.closed if start <= c.end < end]
-        energy = self._energy(chosen)
+        # Runs still open at `end` share their worker's power too, up to `end`.
+        still = [
+            _Closed(j, a, o.worker_id, o.start, end, 0)
+            for (j, a), o in self.open.items()
+            if o.start < end
+        ]
+        energy = self._energy(chosen, [*self.closed, *still])
         out = []
         for c in chosen:
             view = self.jobs.get(c.job_id)
@@ -188,12 +195,12 @@ class UsageFold:
         i = bisect.bisect_right(pings, at, key=lambda p: p.time)
         return pings[i - 1].gpus if i else pings[0].gpus
 
-    def _energy(self, chosen: list[_Closed]) -> dict[tuple[str, int], float]:
+    def _energy(self, chosen: list[_Closed], every: list[_Closed]) -> dict[tuple[str, int], float]:
         """Joules per chosen run (missing: unknown), sharing power among all open runs."""
         out: dict[tuple[str, int], float] = {}
         for worker in {c.worker_id for c in chosen}:
             pings = self.pings.get(worker, [])
-            mine = [c for c in self.closed if c.worker_id == worker]
+            mine = [c for c in every if c.worker_id == worker]
             points = sorted(
                 {c.start for c in mine} | {c.end for c in mine} | {p.time for p in pings}
             )

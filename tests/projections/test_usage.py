@@ -157,3 +157,10 @@ def test_a_price_table_applies_per_model_to_any_period() -> None:
 def test_a_bad_prices_file_is_named(text: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         parse_prices(text)
+
+
+def test_a_run_still_open_at_the_periods_end_takes_its_share_of_the_power() -> None:
+    f = fold(ping("w", 0, 100.0), started("a", "w", 0), started("b", "w", 5),
+             completed("a", "w", 10))  # fmt: skip
+    (run,) = f.runs(at(0), at(20))
+    assert run.job_id == "a" and run.energy_j == pytest.approx(500 + 250)
