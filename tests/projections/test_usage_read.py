@@ -70,3 +70,19 @@ def test_jetgrid_usage_names_a_bad_period_or_prices_file(tmp_path: Path) -> None
     bad.write_text("per_kj = -1\n")
     got = run(main, ["usage", "--from", "2026-12-05T12:00:00Z", "--prices", str(bad), *nats])
     assert got.exit_code == 2 and "per_kj has value -1" in got.output
+
+
+async def test_the_reader_seeks_a_stream_by_time_rather_than_reading_it_from_the_start(
+    streams, nc, bus
+) -> None:
+    from jetgrid.projections.usage_read import first_seq_at
+
+    await submit(nc, streams, *(job(i) for i in range(1, 21)))
+    jobs = streams.streams.jobs
+    tenth = await bus.message(jobs, 10)
+    assert tenth is not None and tenth.time is not None
+    first = await first_seq_at(bus, jobs, tenth.time)
+    assert first is not None and first <= 10
+    before = await bus.message(jobs, first)
+    assert before is not None and before.time == tenth.time  # only same-instant messages before
+    assert await first_seq_at(bus, jobs, tenth.time + timedelta(hours=1)) is None
