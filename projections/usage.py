@@ -112,7 +112,7 @@ class UsageFold:
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobView] = {}
-        self.open: dict[tuple[str, int], _Open] = {}
+        self.open: dict[str, dict[int, _Open]] = {}  # job id -> attempt -> its open run
         self.closed: list[_Closed] = []
         self.ended: set[str] = set()  # jobs whose first terminal event was folded
         self.pings: dict[str, list[_Ping]] = {}
@@ -138,20 +138,24 @@ class UsageFold:
         self.jobs[job_id] = apply_job(self.jobs.get(job_id), env)
         if isinstance(ev, JobStarted):
             if job_id not in self.ended:
-                for k in [k for k in self.open if k[0] == job_id and k[1] < ev.attempt]:
-                    del self.open[k]  # an earlier run with no outcome: its worker died
-                self.open[(job_id, ev.attempt)] = _Open(ev.worker_id, env.time)
+                runs = self.open.setdefault(job_id, {})
+                for a in [a for a in runs if a < ev.attempt]:
+                    del runs[a]  # an earlier run with no outcome: its worker died
+                runs[ev.attempt] = _Open(ev.worker_id, env.time)
         elif isinstance(ev, JobRetrying):
             self._close(job_id, ev.attempt, env.time, 0)
         elif isinstance(ev, TERMINAL_EVENTS) and job_id not in self.ended:
             self.ended.add(job_id)
             tokens = _tokens(ev.usage) if isinstance(ev, JobCompleted) else 0
             attempt = getattr(ev, "attempt", None)
-            for j, a in [k for k in self.open if k[0] == job_id]:
-                self._close(j, a, env.time, tokens if a == attempt else 0)
+            for a in list(self.open.get(job_id, ())):
+                self._close(job_id, a, env.time, tokens if a == attempt else 0)
 
     def _close(self, job_id: str, attempt: int, end: datetime, tokens: int) -> None:
-        run = self.open.pop((job_id, attempt), None)
+        runs = self.open.get(job_id, {})
+        run = runs.pop(attempt, None)
+        if not runs:
+            self.open.pop(job_id, None)
         if run is not None and end >= run.start:
             self.closed.append(_Closed(job_id, attempt, run.worker_id, run.start, end, tokens))
 
@@ -161,7 +165,8 @@ class UsageFold:
         # Runs still open at `end` share their worker's power too, up to `end`.
         still = [
             _Closed(j, a, o.worker_id, o.start, end, 0)
-            for (j, a), o in self.open.items()
+            for j, runs in self.open.items()
+            for a, o in runs.items()
             if o.start < end
         ]
         energy = self._energy(chosen, [*self.closed, *still])
@@ -198,9 +203,12 @@ class UsageFold:
     def _energy(self, chosen: list[_Closed], every: list[_Closed]) -> dict[tuple[str, int], float]:
         """Joules per chosen run (missing: unknown), sharing power among all open runs."""
         out: dict[tuple[str, int], float] = {}
+        per_worker: dict[str, list[_Closed]] = {}
+        for c in every:
+            per_worker.setdefault(c.worker_id, []).append(c)
         for worker in {c.worker_id for c in chosen}:
             pings = self.pings.get(worker, [])
-            mine = [c for c in every if c.worker_id == worker]
+            mine = per_worker.get(worker, [])
             points = sorted(
                 {c.start for c in mine} | {c.end for c in mine} | {p.time for p in pings}
             )
@@ -230,9 +238,9 @@ class UsageFold:
                     else:
                         share = power * (b - a).total_seconds() / len(active)
                         joules[k] = joules.get(k, 0.0) + share
-            for c in chosen:
+            for c in mine:
                 k = (c.job_id, c.attempt)
-                if c.worker_id == worker and k not in unknown:
+                if k not in unknown:
                     out[k] = joules.get(k, 0.0)
         return out
 
