@@ -11,7 +11,6 @@ from jetgrid.events import (
     ConfigError,
     Envelope,
     GpuTelemetry,
-    JobClaimed,
     JobCompleted,
     JobDead,
     JobRetrying,
@@ -50,10 +49,7 @@ def submitted(job: str, s: float, key: str | None = "alice", model: str = "m") -
 
 
 def started(job: str, wid: str, s: float, attempt: int = 1) -> list[Envelope]:
-    return [
-        env(s, JobClaimed(job_id=job, worker_id=wid, attempt=attempt, jobs_seq=7)),
-        env(s, JobStarted(job_id=job, worker_id=wid, attempt=attempt)),
-    ]
+    return [env(s, JobStarted(job_id=job, worker_id=wid, attempt=attempt))]
 
 
 def completed(job: str, wid: str, s: float, attempt: int = 1, tokens: int = 0) -> Envelope:
