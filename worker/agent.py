@@ -149,7 +149,8 @@ class Worker:
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self.held.contexts)} claimed={c.claimed} completed={c.completed} "
             f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
-            f"cancelled={c.cancelled} timed_out={c.timed_out} duplicates={c.duplicates} "
+            f"cancelled={c.cancelled} timed_out={c.timed_out} stalled={c.stalled} "
+            f"duplicates={c.duplicates} "
             f"tier={self.gate.tier} factor={self.gate.factor:g}>"
         )
 
