@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
 from jetgrid.gateway.live import Listener
@@ -102,6 +104,9 @@ class LLMRun:
         """Take the caller's stream (or wait) slot (unless `slot` is False), follow the job's
         tokens, then publish it (so no chunk is missed). Raises 429 when the caller is at its
         limit, before submitting."""
+        trace = tracecontext.parse(request.headers.get("traceparent")) or tracecontext.new_trace()
+        tenant = self.job.submitter or auth.tenant(request)  # the caller's key names the tenant
+        self.job = self.job.model_copy(update={"trace_id": trace.trace_id, "submitter": tenant})
         gw, job = self.gw, self.job
         if self.slot:
             self._lease = gw.limits.lease(request, "stream" if self.tokens else "wait")
@@ -110,7 +115,7 @@ class LLMRun:
         self._waiter = gw.board.waiter(job.job_id)
         self._waiter.add_done_callback(self._on_done)
         try:
-            await gw.bus.store(job, gw.speaker)
+            await gw.bus.store(job, gw.speaker, traceparent=trace.header())
         except JetgridError as exc:
             await self.close()
             log.error("submit of %s failed: %s", job.job_id, exc)

@@ -118,3 +118,28 @@ async def test_the_ollama_backends_calls_carry_the_running_jobs_traceparent() ->
         assert add_traceparent in backend.client._client.event_hooks["request"]
     finally:
         await backend.close()
+
+
+@pytest.mark.integration
+async def test_the_openai_route_carries_the_traceparent_and_the_keys_tenant(
+    streams: Settings, start_worker, tmp_path
+) -> None:
+    from jetgrid.gateway.auth import ApiKey, hash_key, key_line
+
+    keys = tmp_path / "api-keys"
+    keys.write_text(key_line(ApiKey(hash_key("k-acme"), "acme")) + "\n")
+    await start_worker()
+    async with in_process(streams.replace(api_keys_file=keys)) as (_, http):
+        headers = {"Authorization": "Bearer k-acme", "traceparent": f"00-{TID}-{PID}-01"}
+
+        async def served() -> bool:  # the gateway's fleet lists the worker's model
+            tags = (await http.get("/api/tags", headers=headers)).json()
+            return any(m["name"] == "echo" for m in tags["models"])
+
+        await until(served, timeout=15)
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        r = await http.post("/v1/chat/completions", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        job_id = r.json()["id"].removeprefix("chatcmpl-")
+        view = (await http.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+        assert (view["trace_id"], view["submitter"]) == (TID, "acme")
