@@ -8,9 +8,11 @@ died) is quarantined, `dead`; a job taken past its deadline is `expired` and ack
 (`JobRunner.shed`, coordinator.shedding); otherwise publish `claimed` (``fallback: true``
 when the tier budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
 requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
-own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
-result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
-`retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
+own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3, the
+stall watchdog watches its tokens (worker.stalls) and its spans are recorded (worker.tracing).
+The result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend
+bug; `retrying` (or `dead`) for a TransientError or a stall; `cancelled` when a cancel request
+arrived. A job this worker stalled on lately is handed back untaken.
 worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
 is handed straight back; one still running when the drain grace runs out is stopped and handed
 back too.
