@@ -318,13 +318,13 @@ class Bus:
 
     # -- saying things ---------------------------------------------------------------------
     async def store(
-        self, event: Event, speaker: Speaker, *, time: datetime | None = None
+        self, event: Event, speaker: Speaker, *, time: datetime | None = None, **headers: str
     ) -> Stored:
-        """Publish `event` as `speaker` and wait until its stream has stored it."""
+        """Publish `event` as `speaker` (`headers` too) and wait until its stream stored it."""
         addr = address(event, self.subjects, speaker)
         data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
         ack = await self.call(
-            self.js.publish(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id}),
+            self.js.publish(addr.subject, data, headers={**headers, "Nats-Msg-Id": addr.msg_id}),
             f"publish to {addr.subject}",
         )
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))

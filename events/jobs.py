@@ -49,6 +49,9 @@ class JobSubmitted(Event):
     # the job waits in (its subject's last token), derived from the session or prompt prefix.
     session: str | None = Field(default=None, min_length=1, max_length=256)
     lane: int | None = Field(default=None, ge=0, lt=1000)
+    # The W3C trace id (32 lowercase hex) of the submission's traceparent, which travels in the
+    # message's `traceparent` header (coordinator.tracecontext); shown in the job's view.
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("job_id")
     @classmethod

@@ -96,6 +96,8 @@ class JobRetrying(_AttemptEvent):
     version: Literal[1] = 1
     reason: str
     delay_s: float = Field(ge=0)
+    # Set when the job stalled: the seconds it ran without a token (coordinator.stalls).
+    stall_s: float | None = Field(default=None, ge=0)
 
 
 class JobCancelRequested(_JobEvent):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
@@ -134,9 +135,11 @@ class LLMRun:
             lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
             update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
             job = self.job = JobSubmitted.model_validate({**job.model_dump(), **update})
+        trace = tracecontext.parse(request.headers.get("traceparent")) or tracecontext.new_trace()
+        job = self.job = job.model_copy(update={"trace_id": trace.trace_id})
         self.follow(request)
         try:
-            await gw.bus.store(job, gw.speaker)
+            await gw.bus.store(job, gw.speaker, traceparent=trace.header())
         except JetgridError as exc:
             await self.close()
             log.error("submit of %s failed: %s", job.job_id, exc)

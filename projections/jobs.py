@@ -84,6 +84,7 @@ class JobView:
     terminal_seq: int | None = None
     submitter: str | None = None  # the tenant: the API key name or NATS user that submitted it
     deadline: datetime | None = None  # no start after it (coordinator.deadlines)
+    trace_id: str | None = None  # its W3C trace (coordinator.tracecontext)
 
     @property
     def terminal(self) -> bool:
@@ -126,6 +127,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 submitted_at=env.time,
                 submitter=ev.submitter,
                 deadline=deadline_of(ev, env.time),
+                trace_id=ev.trace_id,
             )
         case JobStarted():
             claim = ev.jobs_seq is not None

@@ -10,9 +10,11 @@ died) is quarantined, `dead`; a job taken past its deadline is `expired` and ack
 did not cover the delivery: coordinator.fallback), skip the job if a cancel was requested
 (worker.cancels), and run the backend under the job's timeout (its own, capped by the pool); a
 job still held ack_wait/3 after it arrived gets a `KeepAlive`, which sends an in-progress ack
-then and every ack_wait/3 after (a short job never starts one: `Lease`). The
-result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
-`retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
+then and every ack_wait/3 after (a short job never starts one: `Lease`), the stall watchdog
+watches its tokens (worker.stalls) and its spans are recorded (worker.tracing). The result
+decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
+`retrying` (or `dead`) for a TransientError or a stall; `cancelled` when a cancel request
+arrived. A job this worker stalled on lately is handed back untaken.
 worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
 is handed straight back; one still running when the drain grace runs out is stopped and handed
 back too.
@@ -34,6 +36,9 @@ from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.shedding import shed_at_take
+from jetgrid.coordinator.stalls import WATCHED_KINDS, avoid_s, stall_reason
+from jetgrid.coordinator.tracecontext import HEADER as TRACE_HEADER
+from jetgrid.coordinator.tracecontext import parse as trace_parse
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -53,8 +58,10 @@ from jetgrid.worker.errors import BackendError, TransientError
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
+from jetgrid.worker.stalls import Avoid, Watchdog
 from jetgrid.worker.tiers import PullGate
 from jetgrid.worker.tokens import TokenPublisher
+from jetgrid.worker.tracing import BACKEND_TRACEPARENT, Tracing
 
 __all__ = ["JobRunner", "KeepAlive", "Lease", "send_in_progress"]
 
@@ -118,8 +125,10 @@ class JobRunner:
         stopping: asyncio.Event,
         wake: asyncio.Event,
         clock: Callable[[], datetime] = wall_clock,
+        tracing: Tracing | None = None,
     ) -> None:
-        self.clock = clock  # judges deadlines (coordinator.deadlines)
+        self.clock = clock  # judges deadlines (coordinator.deadlines), times spans
+        self.tracing = tracing or Tracing()
         self.bus = bus
         self.settings = settings
         self.subjects = settings.subjects  # built once: the property builds one per call
@@ -135,6 +144,7 @@ class JobRunner:
         self.keepalive_s = keepalive_period(pool.ack_wait_s)
         self.stopping = stopping
         self.wake = wake
+        self.avoid = Avoid()
 
     def on_message(self, msg: Delivery) -> None:
         """Start handling a delivery (while the worker drains: hand it straight back)."""
@@ -183,6 +193,9 @@ class JobRunner:
             return
         if await self.shed(msg, job, seq, md.timestamp, attempt):
             return
+        if avoid := self.avoid.remaining(job.job_id):  # it stalled here lately (worker.stalls)
+            await msg.nak(delay=avoid)
+            return
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
@@ -212,7 +225,15 @@ class JobRunner:
             if before or ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
-            await self._run(msg, job, ctx, attempt)
+            parent = trace_parse((msg.headers or {}).get(TRACE_HEADER))
+            trace = self.tracing.begin(parent, job, worker_id=self.worker_id, attempt=attempt,
+                                       submitted_at=env.time, started_at=self.clock())  # fmt: skip
+            ctx.traceparent = trace.backend
+            BACKEND_TRACEPARENT.set(trace.backend)  # the backend task's copy of this context
+            try:
+                await self._run(msg, job, ctx, attempt)
+            finally:
+                trace.end(self.clock())
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
             with contextlib.suppress(Exception):
@@ -285,8 +306,13 @@ class JobRunner:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
+        after = self.pool.stall_after_s if job.kind in WATCHED_KINDS else None
+        dog = None if after is None else Watchdog(after)
+        if dog is not None:
+            ctx.emit = dog.wrap(ctx.emit)
         run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
         self.held.runs[job.job_id] = run
+        watch = None if dog is None else asyncio.create_task(dog.watch(run))
         try:
             try:
                 done, _ = await asyncio.wait({run}, timeout=timeout)
@@ -308,6 +334,9 @@ class JobRunner:
                         "timeout",
                     )
                     return
+            if dog is not None and dog.stalled_s is not None and not ctx.cancelled.is_set():
+                await self._stalled(msg, job, attempt, dog)
+                return
             if ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
                 return
@@ -343,3 +372,16 @@ class JobRunner:
             self.counters.completed += 1
         finally:
             self.held.runs.pop(job.job_id, None)
+            if watch is not None:
+                watch.cancel()
+
+    async def _stalled(self, msg: Delivery, job: JobSubmitted, attempt: int, dog: Watchdog) -> None:
+        """Hand a stalled job back (coordinator.stalls): `retrying` with its stall, a nak with
+        the pool's backoff, and this worker avoids it for a while."""
+        stall_s = dog.stalled_s or 0.0
+        self.counters.stalled += 1
+        self.avoid.add(job.job_id, avoid_s(dog.stall_after_s, self.pool.retry_delay(attempt)))
+        log.warning("job %s stalled: no progress for %.3g s; handing it back", job.job_id, stall_s)
+        await self.outcomes.retry(
+            msg, job, attempt, stall_reason(stall_s, dog.stall_after_s), stall_s=stall_s
+        )

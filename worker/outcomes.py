@@ -219,8 +219,17 @@ class Outcomes:
         )
         self.counters.cancelled += 1
 
-    async def retry(self, msg: Delivery, job: JobSubmitted, attempt: int, reason: str) -> None:
-        """After a transient failure: `retrying` and a nak with backoff, or `dead` at the end."""
+    async def retry(
+        self,
+        msg: Delivery,
+        job: JobSubmitted,
+        attempt: int,
+        reason: str,
+        *,
+        stall_s: float | None = None,
+    ) -> None:
+        """After a transient failure or a stall (`stall_s`, coordinator.stalls): `retrying` and
+        a nak with backoff, or `dead` at the end."""
         decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
         if isinstance(decision, GiveUp):
@@ -248,6 +257,7 @@ class Outcomes:
                 attempt=attempt,
                 reason=reason,
                 delay_s=decision.delay_s,
+                stall_s=stall_s,
             )
         )
         await self._started_stored(job.job_id)
