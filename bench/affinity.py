@@ -6,7 +6,7 @@ room for ONE loaded model (loading another evicts it, as VRAM would) and a cold-
 --load-delay seconds; worker A's server has m1 loaded, worker B's has m2; both workers serve
 both models. Jobs for m1 and m2 arrive interleaved: first a backlog of --backlog jobs at
 once, then --jobs more at --rate jobs/s. A job counts as warm when Ollama reported no load for it
-(load_duration under 1 ms). Queue wait is claimed time minus submit time.
+(load_duration under 1 ms). Queue wait is `started` time minus submit time.
 
 Policies:
   affinity   jetgrid's rule (coordinator/affinity.py) with the pool thresholds below
@@ -124,11 +124,11 @@ async def scenario(
 
     async def on_event(msg: Any) -> None:
         _, name = settings.subjects.parse_job_event(msg.subject)
-        if name not in ("claimed", "completed", "failed"):
+        if name not in ("started", "completed", "failed"):
             return
         env = decode(msg.data)
         job_id = env.event.job_id
-        if name == "claimed":
+        if name == "started":  # the claim (events.lifecycle.JobStarted)
             claimed.setdefault(job_id, time.time())
         else:
             done[job_id] = {"name": name, "worker": env.event.worker_id, "ev": env.event}

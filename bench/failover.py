@@ -5,7 +5,7 @@
 For each AckWait: one nats-server, a pools file with that ack_wait_s, a victim and a standby
 worker (`jetgrid worker` subprocesses). A job that sleeps --job-s seconds is submitted; 1.5 s
 after the victim publishes `started` (time for the standby to come up) the victim is SIGKILLed.
-We time the kill -> the standby's `claimed` (the redelivery) and the kill -> `completed` (the
+We time the kill -> the standby's `started` (the redelivery) and the kill -> `completed` (the
 redelivery plus one whole run of the job, --job-s). The lease left
 at the kill is between 2/3 AckWait and AckWait (the victim sent +WPI every AckWait/3), so the
 redelivery comes after ~0.67-1.0 x AckWait, plus up to one long poll of the standby.
@@ -57,7 +57,7 @@ async def one(s: Settings, run: int, job_s: float) -> tuple[float, float]:
     standby.terminate()
     await standby.wait()
     await nc.close()
-    return seen["claimed:standby"] - killed, seen["completed:standby"] - killed
+    return seen["started:standby"] - killed, seen["completed:standby"] - killed
 
 
 async def main() -> None:

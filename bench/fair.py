@@ -10,7 +10,7 @@ written into the tiers KV bucket, as the projector would; the fallback wait is t
              than they can take in --seconds keeps them saturated. Each worker's share of the
              claims is compared with factor / sum(factors); the target is within 5 points.
   none-only  one worker in tier none serves `rare`. --burst jobs at once, then --trickle jobs
-             one every --gap s. Every job must complete; the wait (claimed - submitted) is
+             one every --gap s. Every job must complete; the wait (started - submitted) is
              reported. The same with the fallback off (fallback_wait_s 0, tiers as strict as
              before) completes nothing within --strict-timeout s.
   recovery   a none worker (0.1 s a job, 4 slots) serves a backlog alone, by fallback; then a
@@ -56,7 +56,7 @@ class Log:
     async def on_msg(self, msg: Any) -> None:
         ev = decode(msg.data).event
         name = ev.type.rsplit(".", 1)[-1]
-        if name == "claimed":
+        if name == "started":  # the claim (events.lifecycle.JobStarted)
             self.claimed.setdefault(ev.job_id, []).append((time.time(), ev.worker_id, ev.fallback))
         elif name == "completed":
             self.completed.setdefault(ev.job_id, time.time())

@@ -2,7 +2,9 @@
 
 For each size (1x, then `--factor` times it) a fresh nats-server is filled with a realistic mix
 (per job: its submission on JOBS, claimed, started and completed on JOB_EVENTS; plus worker
-registrations and pings on WORKERS, `--pings-per-job` per job), by raw publishes in batches of
+registrations and pings on WORKERS, `--pings-per-job` per job), with event times as a fleet of
+100 workers pinging every 5 s would give them (20 pings a second, so the log spans about
+1.7 hours at 200k messages; it ends a minute ago), by raw publishes in batches of
 `BATCH` whose acks arrive asynchronously on one inbox (each batch's acks awaited before the
 next). Then a real `jetgrid gateway`
 process is started and timed to its first 200 on /readyz (`--repeat` times: the median); its
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -46,6 +49,7 @@ from jetgrid.events import (
     encode,
     stream_specs,
 )
+from jetgrid.events.codec import format_time
 from jetgrid.natsserver import NatsServer, free_port
 from jetgrid.projections import snapshot
 from jetgrid.projections.fold import fold_config
@@ -59,6 +63,8 @@ WORKERS = 100
 BATCH = 5000
 JOB = "J0000000000"  # placeholder job id, replaced in the encoded bytes
 NUM = 987654321  # placeholder ping counter
+WHEN = datetime(2000, 1, 1, tzinfo=UTC)  # placeholder event time
+PING_S = 5.0 / WORKERS  # event time between two pings of the fleet
 
 
 def templates(s: Settings) -> dict[str, tuple[str, bytes]]:
@@ -67,27 +73,26 @@ def templates(s: Settings) -> dict[str, tuple[str, bytes]]:
     w = "w000"
     src = f"jetgrid/worker/{w}"
     done = JobCompleted(job_id=JOB, worker_id=w, attempt=1, output={"text": "ok"}, duration_s=0)
+    sub = JobSubmitted(job_id=JOB, model="echo", pool="standard", prompt="hi")
     return {
-        "submit": (
-            subj.submit("standard", "echo"),
-            encode(
-                JobSubmitted(job_id=JOB, model="echo", pool="standard", prompt="hi"), source="b"
-            ),
-        ),
+        "submit": (subj.submit("standard", "echo"), encode(sub, source="b", time=WHEN)),
         "claimed": (
             subj.job_event(JOB, "claimed", w),
-            encode(JobClaimed(job_id=JOB, worker_id=w, attempt=1, jobs_seq=NUM), source=src),
+            encode(
+                JobClaimed(job_id=JOB, worker_id=w, attempt=1, jobs_seq=NUM), source=src, time=WHEN
+            ),
         ),
         "started": (
             subj.job_event(JOB, "started", w),
-            encode(JobStarted(job_id=JOB, worker_id=w, attempt=1), source=src),
+            encode(JobStarted(job_id=JOB, worker_id=w, attempt=1), source=src, time=WHEN),
         ),
-        "completed": (subj.job_event(JOB, "completed", w), encode(done, source=src)),
+        "completed": (subj.job_event(JOB, "completed", w), encode(done, source=src, time=WHEN)),
         "ping": (
             subj.worker_event(w, "heartbeat"),
             encode(
                 WorkerHeartbeat(worker_id=w, n=NUM, healthy=True, interval_s=5.0, in_flight=0),
                 source=src,
+                time=WHEN,
             ),
         ),
     }
@@ -104,6 +109,8 @@ async def fill(url: str, s: Settings, jobs: int, pings_per_job: int) -> int:
     js = nc.jetstream()
     await provision_streams(js, stream_specs(s.subjects, s.streams))
     t = templates(s)
+    start = datetime.now(UTC) - timedelta(seconds=jobs * pings_per_job * PING_S + 60)
+    when = format_time(WHEN).encode()
     for i in range(WORKERS):
         w = f"w{i:03d}"
         reg = WorkerRegistered(
@@ -111,7 +118,8 @@ async def fill(url: str, s: Settings, jobs: int, pings_per_job: int) -> int:
             heartbeat_interval_s=5.0,
         )  # fmt: skip
         await js.publish(
-            s.subjects.worker_event(w, "registered"), encode(reg, source=f"jetgrid/worker/{w}")
+            s.subjects.worker_event(w, "registered"),
+            encode(reg, source=f"jetgrid/worker/{w}", time=start),
         )
     inbox = nc.new_inbox()
     acked = 0
@@ -143,11 +151,12 @@ async def fill(url: str, s: Settings, jobs: int, pings_per_job: int) -> int:
         jid = f"J{i:010d}"
         w = f"w{i % WORKERS:03d}"
         jobs_seq += 1
+        at = format_time(start + timedelta(seconds=pings * PING_S)).encode()
         for kind in ("submit", "claimed", "started", "completed"):
             subject, body = t[kind]
             subject = subject.replace(JOB, jid).replace("w000", w)
             body = body.replace(JOB.encode(), jid.encode()).replace(b"w000", w.encode())
-            body = body.replace(str(NUM).encode(), str(jobs_seq).encode())
+            body = body.replace(str(NUM).encode(), str(jobs_seq).encode()).replace(when, at)
             await pub(subject, body)
         for _ in range(pings_per_job):
             pings += 1
@@ -155,6 +164,9 @@ async def fill(url: str, s: Settings, jobs: int, pings_per_job: int) -> int:
             subject, body = t["ping"]
             body = body.replace(str(NUM).encode(), str(pings // WORKERS + 1).encode())
             body = body.replace(b"w000", pw.encode())
+            body = body.replace(
+                when, format_time(start + timedelta(seconds=pings * PING_S)).encode()
+            )
             await pub(subject.replace("w000", pw), body)
         sent += 4 + pings_per_job
         if sent % BATCH < 4 + pings_per_job:

@@ -1039,7 +1039,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--worker-variant",
-        choices=("none", "no-claimed", "no-lifecycle", "no-keepalive"),
+        choices=("none", "no-started", "no-keepalive", "uvloop"),
         help="A/B experiment: run jetgrid workers via bench/whatif_worker.py with this change",
     )
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")

@@ -3,11 +3,12 @@
 For every terminal event the service reads the job's submission back (jetgrid.webhooks: the
 first of the job's events that names its `jobs_seq`, one batched read of JOB_EVENTS, then a
 direct get of that JOBS message) to learn whether it names a webhook. This stores `--jobs`
-jobs without one (submission, claim, completion) on a fresh nats-server with jetgrid's config,
-then times `WebhookService.deliveries()` over their `completed` events, one at a time (latency)
-and `--inflight` at once (throughput, as the service handles a fetched batch), against the same
-loop doing only what the service does before the look-up (parse the subject, decode the
-event): the cost if it knew at once that the job has no webhook.
+jobs without one (submission; `started`, naming its `jobs_seq`; `completed`) on a fresh
+nats-server with jetgrid's config, then times `WebhookService.deliveries()` over their
+`completed` events, one at a time (latency) and `--inflight` at once (throughput, as the
+service handles a fetched batch), against the same loop doing only what the service does
+before the look-up (parse the subject, decode the event): the cost if it knew at once that
+the job has no webhook.
 
     .venv/bin/python bench/webhook_lookup.py [--jobs 2000] [--inflight 16] [--rounds 2]
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import deployment_specs, provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobClaimed, JobCompleted, JobSubmitted, decode
+from jetgrid.events import JobCompleted, JobStarted, JobSubmitted, decode
 from jetgrid.events.addressing import Speaker
 from jetgrid.natsserver import NatsServer
 from jetgrid.webhooks import WebhookService
@@ -39,7 +40,7 @@ async def _store_jobs(bus: Bus, n: int) -> None:
     async def one(i: int) -> None:
         job = JobSubmitted(job_id=f"j{i}", model="echo", pool="standard", prompt="x")
         seq = (await bus.store(job, gw)).seq
-        await bus.store(JobClaimed(job_id=job.job_id, worker_id="w1", attempt=1, jobs_seq=seq),
+        await bus.store(JobStarted(job_id=job.job_id, worker_id="w1", attempt=1, jobs_seq=seq),
                         worker)  # fmt: skip
         done = JobCompleted(job_id=job.job_id, worker_id="w1", attempt=1,
                             output={"response": "x"}, duration_s=0.01)  # fmt: skip

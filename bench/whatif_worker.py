@@ -5,7 +5,7 @@ constructor (`outcomes=`, `keep_alive=`; the CLI's worker command is pointed at 
 this process only), to measure what a change in worker/ would buy before anyone makes it there.
 Run it through the benchmark, which starts it in place of `jetgrid worker`:
 
-    .venv/bin/python bench/roundtrip.py --worker-variant no-lifecycle
+    .venv/bin/python bench/roundtrip.py --worker-variant no-started
 
 With ``--cpu-profile FILE`` (what ``roundtrip.py --profile DIR`` passes) the worker runs under
 cProfile with a CPU-time clock, so time spent waiting, or descheduled by other processes on a
@@ -13,12 +13,12 @@ busy machine, is not counted.
 
 Variants:
     none            nothing patched (checks that the wrapper itself costs nothing)
-    no-claimed      `claimed` is not published; `started` still is (one stored event saved)
-    no-lifecycle    neither `claimed` nor `started` is published: only the terminal event is
-                    stored. The upper bound of deferring both until a job has run for a while
-                    (a short job then stores just `completed`).
+    no-started      `started` is not published: only the terminal event is stored. The upper
+                    bound of deferring it until a job has run for a while (a short job then
+                    stores just `completed`).
     no-keepalive    a per-job keepalive that sends no +WPI and returns at once (what one shared
                     ticker for all held jobs would save)
+    uvloop          the worker's event loop is uvloop's (``pip install uvloop``)
 
 A variant breaks loudly (TypeError at start) if Worker no longer takes the part it swaps.
 """
@@ -33,23 +33,17 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from jetgrid.events import Event
-from jetgrid.events.addressing import event_name
+from jetgrid.events import JobStarted
 from jetgrid.worker.outcomes import Outcomes
 
-VARIANTS = ("none", "no-claimed", "no-lifecycle", "no-keepalive")
+VARIANTS = ("none", "no-started", "no-keepalive", "uvloop")
 
 
-def _skipping(names: set[str]) -> type[Outcomes]:
-    class Skipping(Outcomes):
-        """Says no lifecycle event whose name is in `names`."""
+class _NoStarted(Outcomes):
+    """Publishes no `started` (and so has none to check before the ack)."""
 
-        async def say(self, event: Event) -> None:
-            if event_name(event) in names:
-                return
-            await super().say(event)
-
-    return Skipping
+    async def start(self, event: JobStarted) -> None:
+        return None
 
 
 async def _no_keepalive(msg: Msg, period_s: float) -> None:
@@ -58,9 +52,9 @@ async def _no_keepalive(msg: Msg, period_s: float) -> None:
 
 PARTS: dict[str, dict[str, Any]] = {
     "none": {},
-    "no-claimed": {"outcomes": _skipping({"claimed"})},
-    "no-lifecycle": {"outcomes": _skipping({"claimed", "started"})},
+    "no-started": {"outcomes": _NoStarted},
     "no-keepalive": {"keep_alive": _no_keepalive},
+    "uvloop": {},
 }
 
 
@@ -91,6 +85,12 @@ def main() -> None:
             sys.exit(USAGE)
         profile_to, argv = argv[1], argv[2:]
     _use(PARTS[variant])
+    if variant == "uvloop":
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     from jetgrid.cli import main as cli
 
     sys.argv = ["jetgrid", *argv]

@@ -47,6 +47,7 @@ class Backlog:
     running: int = 0
     waiting_pulls: int = 0
     oldest_ts: float | None = None  # epoch seconds of the first undelivered job
+    delivered: int = 0  # deliveries the consumer ever made (0: no worker ever took from it)
 
 
 async def read_backlog(bus: Bus, stream: str, consumer: str, pool: str, model: str) -> Backlog:
@@ -75,6 +76,7 @@ async def _backlog_from(
         running=info.num_ack_pending or 0,
         waiting_pulls=info.num_waiting or 0,
         oldest_ts=oldest,
+        delivered=(info.delivered.consumer_seq or 0) if info.delivered else 0,
     )
 
 

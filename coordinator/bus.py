@@ -3,7 +3,7 @@
 `Bus.connect(settings, name=...)` opens the connection (servers, credentials, TLS, the role's
 inbox prefix; reconnects forever once connected). Every event, submission, cancel request and
 invalid-message record is published through `Bus.store` (waits for the stream's ack) or
-`Bus.send` (stored all the same, in order on this connection; the ack is not awaited), with the
+`Bus.send` (stored all the same, in order on this connection; returns the ack's future), with the
 subject and ``Nats-Msg-Id`` of events.addressing. Code that receives messages (pull consumers,
 ordered consumers, subscriptions) uses `Bus.nc` and `Bus.js` directly; every other JetStream
 call goes through a `Bus` method or `Bus.call`.
@@ -318,13 +318,13 @@ class Bus:
 
     # -- saying things ---------------------------------------------------------------------
     async def store(
-        self, event: Event, speaker: Speaker, *, time: datetime | None = None
+        self, event: Event, speaker: Speaker, *, time: datetime | None = None, **headers: str
     ) -> Stored:
-        """Publish `event` as `speaker` and wait until its stream has stored it."""
+        """Publish `event` as `speaker` (`headers` too) and wait until its stream stored it."""
         addr = address(event, self.subjects, speaker)
         data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
         ack = await self.call(
-            self.js.publish(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id}),
+            self.js.publish(addr.subject, data, headers={**headers, "Nats-Msg-Id": addr.msg_id}),
             f"publish to {addr.subject}",
         )
         return Stored(ack.stream, ack.seq, bool(ack.duplicate))
@@ -356,15 +356,15 @@ class Bus:
         )
         return await self.store(record, speaker)
 
-    async def send(self, event: Event, speaker: Speaker, *, time: datetime | None = None) -> None:
-        """Publish `event` as `speaker` without waiting for the stream's ack: it is stored all
-        the same, after everything this connection published before it."""
+    async def send(self, event: Event, speaker: Speaker) -> asyncio.Future[Any]:
+        """Publish `event` as `speaker` without waiting: stored all the same, after what this
+        connection published before it. The future gets the stream's ack, or never: cancel it."""
         addr = address(event, self.subjects, speaker)
-        data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
-        await self._now(
-            self.nc.publish(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id}),
-            f"publish to {addr.subject}",
-        )
+        data = encode(event, source=speaker.source, id=addr.msg_id)
+        op = self.js.publish_async(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id})
+        ack = await self._now(op, f"publish to {addr.subject}")
+        ack.add_done_callback(lambda f: f.cancelled() or f.exception())  # nothing "unretrieved"
+        return ack
 
     async def chunk(self, subject: str, data: bytes) -> None:
         """Publish a token chunk without waiting for an ack (the TOKENS stream stores it)."""

@@ -69,6 +69,7 @@ def expired_event(
     *,
     worker_id: str | None = None,
     attempt: int | None = None,
+    jobs_seq: int | None = None,
 ) -> JobExpired:
     """The `expired` event for a job found past its deadline at `now`."""
     return JobExpired(
@@ -77,4 +78,5 @@ def expired_event(
         reason=expiry_reason(deadline, now),
         worker_id=worker_id,
         attempt=attempt,
+        jobs_seq=jobs_seq,
     )

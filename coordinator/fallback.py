@@ -25,7 +25,7 @@ take jobs from one of its consumers when nobody else has taken anything from it 
 `share` says in one sentence why a worker takes little or no work (its tier and the uptime
 behind it), for ``GET /v1/workers`` and the dashboard.
 
-A job taken this way is recorded as such (``fallback: true`` on its ``claimed`` event) and the
+A job taken this way is recorded as such (``fallback: true`` on its ``started`` event) and the
 audit (projections.audit) counts it as "taken for want of better", not as a budget violation.
 """
 

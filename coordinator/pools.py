@@ -12,6 +12,7 @@ A pools file (TOML, ``--pools-file`` / ``JETGRID_POOLS_FILE``) lists pools in ro
     job_timeout_cap_s = 120  # a job's own timeout_s is capped at this
     max_backlog = 500        # shedding (coordinator.shedding): beyond it, submits get 429
     max_wait_s = 60          # shedding: past it, submits get 429 and late jobs are rejected
+    stall_after_s = 120      # stalls (coordinator.stalls): no token for this long, handed back
 
 Without a file, the pools named in Settings.pools get the defaults below. A model that matches
 no pattern goes to the default pool (Settings.default_pool).
@@ -41,6 +42,7 @@ class PoolConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     max_backlog: int | None = None  # shedding (coordinator.shedding): queued jobs per model
     max_wait_s: float | None = None  # shedding: the oldest queued job's wait
+    stall_after_s: float | None = None  # stalls (coordinator.stalls): None, no watchdog
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before delivery attempt+1 after a transient failure of `attempt` (>= 1)."""
@@ -148,6 +150,8 @@ def _pool_from(raw: Any, where: str) -> PoolConfig:
             fields["max_backlog"] = _whole(data.pop("max_backlog"))
         if "max_wait_s" in data:
             fields["max_wait_s"] = float(data.pop("max_wait_s"))
+        if "stall_after_s" in data:
+            fields["stall_after_s"] = float(data.pop("stall_after_s"))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: pool {name!r} has a bad value: {exc}.") from None
     pool = replace(base, extra=extra, **fields)
@@ -167,6 +171,11 @@ def _pool_from(raw: Any, where: str) -> PoolConfig:
         raise ConfigError(
             f"{where}: pool {name!r} needs max_backlog >= 1 and max_wait_s > 0 when set "
             f"(got {pool.max_backlog}, {pool.max_wait_s}); leave a key out for no limit."
+        )
+    if pool.stall_after_s is not None and not pool.stall_after_s > 0:
+        raise ConfigError(
+            f"{where}: pool {name!r} has stall_after_s {pool.stall_after_s}; give a number of "
+            f"seconds > 0, or leave it out for no stall watchdog."
         )
     if any(b < 0 for b in pool.backoff_s):
         raise ConfigError(f"{where}: pool {name!r} has a negative backoff: {pool.backoff_s}.")

@@ -13,12 +13,15 @@ whose permissions allow only what its component does. The roles:
                invalid-event records and hour rollups of pings (`<prefix>.rollup.<worker>`)
     client     a person or SDK with the `nats` CLI: submits jobs (not `python` jobs unless
                allowed), requests cancels, reads job events and tokens; no worker or lifecycle
-               event except `cancel_requested`
+               event except `cancel_requested`. Its tenant (coordinator.share) is its user
+               name: it may queue into its own tenant queue only
+               (`<prefix>.jobs.<pool>.<model>.<priority>.<its name>`)
     worker     one user per worker id (`worker-<id>`): its own registration and pings, job
                lifecycle events under its own id (`<prefix>.job.<job>.<event>.<id>`),
                pulls/acks on pool consumers of JOBS, invalid records for JOBS, token chunks
                under its own id (`<prefix>.tokens.<job>.<id>`); reads the tiers bucket and
-               cancel requests
+               cancel requests. Unless limited to the (pool, model)s it serves, it may also
+               create tenant-queue consumers and read the JOBS stream's counts (fair share)
 
 Every user gets a private inbox prefix, ``_INBOX_<user>`` (a user may subscribe only under its
 own), so no one can read another's request replies, pull deliveries or acks. A worker's job
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
 from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS, TOKENS
-from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES
+from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES, encode_tenant
 
 # The durable consumer on JOB_EVENTS that every webhook service shares (coordinator.provision).
 WEBHOOK_CONSUMER = "webhooks"
@@ -190,6 +193,12 @@ def _pool_consumers(d: Deployment, user: User) -> list[str]:
             f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*",
             f"{API}.CONSUMER.CREATE.{jobs}.{name}.{p}.jobs.*.*.*",
         ]
+    if not user.serves:  # tenant queues of fair-share pools: consumers made on demand
+        out += [
+            f"{API}.CONSUMER.CREATE.{jobs}.*.{p}.jobs.*.*.*.*",
+            f"{API}.CONSUMER.CREATE.{jobs}.*.{p}.jobs.*.*.*.*.*",  # affinity lanes
+            f"{API}.STREAM.INFO.{jobs}",
+        ]
     return out
 
 
@@ -243,10 +252,9 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
     advisory = f"{MAX_DELIVERIES_ADVISORY}.{jobs}.*"
     tiers_read = _read_stream(d.tiers_stream)
     submit = (f"{p}.jobs.*.*", f"{p}.jobs.*.*.*")  # normal, and high/low with a priority token
+    py = f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}"
     python_deny = (
-        ()
-        if user.role in d.python_submitters
-        else (f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}", f"{p}.jobs.*.{PYTHON_MODEL_TOKEN}.*")
+        () if user.role in d.python_submitters else (py, f"{py}.*", f"{py}.*.*", f"{py}.*.*.*")
     )
     if user.role == ADMIN:
         return None
@@ -254,6 +262,8 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         return Permissions(
             publish=(
                 *submit,
+                f"{p}.jobs.*.*.*.*",  # any tenant's queue: the gateway names the key's
+                f"{p}.jobs.*.*.*.*.*",  # and its affinity lanes
                 f"{p}.job.*.cancel_requested",
                 f"{p}.job.*.dead",
                 f"{p}.job.*.expired",  # the expiry sweep (coordinator.deadlines)
@@ -311,6 +321,8 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         return Permissions(
             publish=(
                 *submit,
+                f"{p}.jobs.*.*.*.{encode_tenant(user.name)}",  # its own tenant queue only
+                f"{p}.jobs.*.*.*.{encode_tenant(user.name)}.*",  # and its lanes
                 f"{p}.job.*.cancel_requested",
                 f"{API}.INFO",
                 *_read_stream(jobs),

@@ -152,6 +152,13 @@ class Settings(BaseModel):
     files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     batch_max_lines: int = Field(default=10_000, ge=1)
     retention_files: str = "30d"
+    # Usage (projections.usage): the price table GET /v1/usage applies (TOML, projections.prices).
+    prices_file: Path | None = None
+    # The longest period one GET /v1/usage may ask for, in seconds (its cost follows the period).
+    usage_max_period_s: float = Field(default=31 * 86400.0, gt=0)
+
+    # Traces (worker.tracing): OTLP over HTTP, e.g. http://collector:4318/v1/traces; unset, none.
+    otlp_endpoint: str | None = None
 
     # Logging: quiet by default.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"

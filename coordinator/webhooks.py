@@ -18,6 +18,12 @@ submit (`check_url`), the webhook service checks the resolved addresses again at
 (`check_addresses`), as DNS may change in between, and POSTs to the address it checked
 (`pinned`; the Host header and, for https, the TLS server name stay the URL's host).
 
+Submitters: a job's `submitter` is whatever its publisher wrote, so it alone never picks a key's
+secret. The gateway, which authenticated the key, adds `submitter_proof` to the submission: an
+HMAC over (job id, submitter, webhook URL) under a key derived from the key's webhook secret.
+The webhook service signs with the key's secret only when `proof_holds` for a key of that name;
+otherwise the delivery is not sent (`NOT_PROVEN`).
+
 Retries: `DELIVERY` is the back-off between attempts (coordinator.backoff; its first delay is
 the setting `webhook_retry_s`); `attempt_outcome` decides from the attempt number and the
 answer whether to stop, retry or give up.
@@ -41,6 +47,7 @@ from jetgrid.events import ConfigError
 __all__ = [
     "ALLOW_SETTING",
     "DELIVERY",
+    "NOT_PROVEN",
     "SECRET_PREFIX",
     "Outcome",
     "TargetRefused",
@@ -52,8 +59,10 @@ __all__ = [
     "key_secret",
     "payload",
     "pinned",
+    "proof_holds",
     "secret_bytes",
     "sign",
+    "submitter_proof",
     "verify",
 ]
 
@@ -61,6 +70,8 @@ SECRET_PREFIX = "whsec_"
 ALLOW_SETTING = "JETGRID_WEBHOOK_ALLOW_PRIVATE"
 DEFAULT_TOLERANCE_S = 300
 MAX_URL = 2048
+PROOF_PREFIX = "p1,"
+NOT_PROVEN = "the submission's submitter is not proven"
 # 5 s, 10 s, 20 s ... at most 10 minutes between attempts (the service's attempt limit ends it).
 DELIVERY = Backoff(first_s=5.0, factor=2.0, max_s=600.0)
 
@@ -88,6 +99,30 @@ def key_secret(key_hash: str) -> str:
     """The webhook secret of the API key whose stored hash is `key_hash` (``sha256:<hex>``)."""
     digest = hmac.new(key_hash.encode(), b"jetgrid webhook secret v1", hashlib.sha256).digest()
     return SECRET_PREFIX + base64.b64encode(digest).decode()
+
+
+def _proof_key(secret: str) -> bytes:
+    # A key of its own, so a proof is never a valid delivery signature and vice versa.
+    return hmac.new(secret_bytes(secret), b"jetgrid submitter proof v1", hashlib.sha256).digest()
+
+
+def submitter_proof(secret: str, job_id: str, submitter: str, webhook: str) -> str:
+    """The proof, under the key whose webhook secret is `secret`, that the holder of that key
+    submitted job `job_id` as `submitter` with `webhook`: ``p1,<base64 HMAC-SHA256>``."""
+    content = json.dumps(["jetgrid.submitter", job_id, submitter, webhook]).encode()
+    digest = hmac.new(_proof_key(secret), content, hashlib.sha256).digest()
+    return PROOF_PREFIX + base64.b64encode(digest).decode()
+
+
+def proof_holds(
+    secret: str, proof: str | None, *, job_id: str, submitter: str | None, webhook: str | None
+) -> bool:
+    """Whether `proof` is `submitter_proof` of exactly this job id, submitter and webhook
+    under `secret` (no proof, submitter or webhook: it does not)."""
+    if not proof or submitter is None or webhook is None:
+        return False
+    expected = submitter_proof(secret, job_id, submitter, webhook)
+    return hmac.compare_digest(expected.encode(), proof.encode())
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

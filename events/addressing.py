@@ -14,7 +14,7 @@ event                                       id
 submitted                                   ``<job_id>``
 completed, failed, cancelled, dead          ``<job_id>:terminal`` (the first one counts)
 rejected                                    ``<job_id>:rejected:<jobs_seq>`` (per submission)
-claimed, started, retrying                  ``<job_id>:<event>:<attempt>``
+started, retrying (and the retired claimed)  ``<job_id>:<event>:<attempt>``
 cancel_requested                            ``<job_id>:cancel_requested``
 heartbeat                                   ``<worker_id>:<boot_id>:hb:<n>``
 registered, draining, deregistered          ``<worker_id>:<boot_id>:<event>``
@@ -116,7 +116,7 @@ def message_id(event: Event, speaker: Speaker) -> str:
 
 def _subject(event: Event, subjects: Subjects, speaker: Speaker) -> str:
     if isinstance(event, JobSubmitted):
-        return subjects.submit(event.pool, event.model, event.priority)
+        return subjects.submit(event.pool, event.model, event.priority, event.tenant, event.lane)
     if isinstance(event, InvalidMessage):
         return subjects.invalid(event.stream)
     if isinstance(event, WorkerRollup):

@@ -33,7 +33,6 @@ from jetgrid.events.workers import (
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     JobSubmitted,
-    JobClaimed,
     JobStarted,
     JobProgress,
     JobCompleted,
@@ -55,7 +54,6 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 AnyEvent = Annotated[
     Union[  # noqa: UP007  (a Union of a tuple's members reads clearest spelled out)
         JobSubmitted,
-        JobClaimed,
         JobStarted,
         JobProgress,
         JobCompleted,
@@ -86,13 +84,40 @@ def current_version(cls: type[Event]) -> int:
     return int(cls.model_fields["version"].default)
 
 
-BY_TYPE: dict[str, type[Event]] = {type_name(c): c for c in EVENT_TYPES}
+# Types that old logs hold and no one publishes any more, with the model they decode as (through
+# the upcasters below): a `claimed` is the claim half of JobStarted version 2.
+RETIRED_TYPES: dict[str, type[Event]] = {type_name(JobClaimed): JobStarted}
+
+BY_TYPE: dict[str, type[Event]] = {type_name(c): c for c in EVENT_TYPES} | RETIRED_TYPES
 
 # An upcaster turns the `data` of (type, version N) into the data of version N+1. They run at
 # decode, before the event object exists; the log itself is never rewritten. Register one as
 #     UPCASTERS[("jetgrid.worker.heartbeat", 1)] = upcast_heartbeat_v1_v2
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcast_claimed_v1_started_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A `claimed` (JobClaimed) as the JobStarted version 2 it was folded into: the same fields
+    (worker, attempt, `jobs_seq`, tier); `jobs_seq` marks it as the claim."""
+    return data
+
+
+def upcast_started_v1_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 `started` followed its `claimed` and says no claim: it may not carry the
+    fields version 2 added (`jobs_seq`, `tier_factor`, `fallback`)."""
+    extra = sorted(_CLAIM_FIELDS & set(data))
+    if extra:
+        raise ValueError(f"a version 1 started has no fields {extra}")
+    return data
+
+
+_CLAIM_FIELDS = frozenset({"jobs_seq", "tier_factor", "fallback"})
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    (type_name(JobClaimed), 1): upcast_claimed_v1_started_v2,
+    (type_name(JobStarted), 1): upcast_started_v1_v2,
+}
 
 
 def upcast(

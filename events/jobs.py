@@ -36,9 +36,22 @@ class JobSubmitted(Event):
     ttl_s: float | None = Field(default=None, gt=0)
     # Where jetgrid POSTs the job's terminal outcome (coordinator.webhooks); None: nowhere.
     webhook: str | None = Field(default=None, max_length=2048)
+    # The gateway's proof that the API key named `submitter` asked for `webhook` on this job
+    # (coordinator.webhooks.submitter_proof); without it no key's secret signs the delivery.
+    webhook_proof: str | None = Field(default=None, max_length=128)
     # A job made from one line of a batch's input file (gateway.batches): the batch, the line.
     batch_id: str | None = Field(default=None, max_length=64)
     custom_id: str | None = Field(default=None, max_length=512)
+    # The tenant queue the job waits in (a fair-share pool; its subject's tenant token): the
+    # submitter's name, set by whoever submits. None: the pool's shared queue.
+    tenant: str | None = Field(default=None, min_length=1, max_length=128)
+    # Affinity (coordinator.share): the client's session key, and the lane of its tenant queue
+    # the job waits in (its subject's last token), derived from the session or prompt prefix.
+    session: str | None = Field(default=None, min_length=1, max_length=256)
+    lane: int | None = Field(default=None, ge=0, lt=1000)
+    # The W3C trace id (32 lowercase hex) of the submission's traceparent, which travels in the
+    # message's `traceparent` header (coordinator.tracecontext); shown in the job's view.
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("job_id")
     @classmethod

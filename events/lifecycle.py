@@ -26,22 +26,37 @@ class _AttemptEvent(_JobEvent):
     attempt: int = Field(ge=1, description="JetStream delivery count of the submission")
 
 
-class JobClaimed(_AttemptEvent):
-    """A worker took the job's message from its pool consumer."""
+class JobStarted(_AttemptEvent):
+    """A worker took the job's message from its pool consumer and runs it: who (`worker_id`),
+    which delivery (`attempt`), which submission (`jobs_seq`) and under which tier.
 
-    type: Literal["jetgrid.job.claimed"] = "jetgrid.job.claimed"
-    version: Literal[1] = 1
-    jobs_seq: int = Field(ge=1, description="the submission's sequence in the JOBS stream")
+    Version 2 is the one event a worker publishes when it takes a job. Logs written before it
+    hold two: `claimed` (JobClaimed, with `jobs_seq` and the tier) and then a version 1
+    `started` (neither). At decode a `claimed` becomes a JobStarted with `jobs_seq`, and a
+    version 1 `started` one without (events.catalogue): so `jobs_seq` is set exactly on the
+    events that record a claim."""
+
+    type: Literal["jetgrid.job.started"] = "jetgrid.job.started"
+    version: Literal[2] = 2
+    jobs_seq: int | None = Field(
+        default=None,
+        ge=1,
+        description="the submission's sequence in the JOBS stream (None: a version 1 `started`)",
+    )
     tier_factor: float | None = None
     # Taken beyond the tier budget because no one else took it (coordinator.fallback).
     fallback: bool = False
 
 
-class JobStarted(_AttemptEvent):
-    """The backend began running the job."""
+class JobClaimed(_AttemptEvent):
+    """The claim of logs written before JobStarted version 2: no longer published, and decoded
+    as a JobStarted (events.catalogue). The model stays to write such logs (tests, fixtures)."""
 
-    type: Literal["jetgrid.job.started"] = "jetgrid.job.started"
+    type: Literal["jetgrid.job.claimed"] = "jetgrid.job.claimed"
     version: Literal[1] = 1
+    jobs_seq: int = Field(ge=1, description="the submission's sequence in the JOBS stream")
+    tier_factor: float | None = None
+    fallback: bool = False
 
 
 class JobProgress(_AttemptEvent):
@@ -81,6 +96,8 @@ class JobRetrying(_AttemptEvent):
     version: Literal[1] = 1
     reason: str
     delay_s: float = Field(ge=0)
+    # Set when the job stalled: the seconds it ran without a token (coordinator.stalls).
+    stall_s: float | None = Field(default=None, ge=0)
 
 
 class JobCancelRequested(_JobEvent):
@@ -138,6 +155,9 @@ class JobExpired(_JobEvent):
     reason: str
     worker_id: str | None = None
     attempt: int | None = None
+    # The submission's sequence in JOBS, where its sayer knows it: what reads the submission
+    # back from this event alone (the webhook service) needs it.
+    jobs_seq: int | None = Field(default=None, ge=1)
 
 
 TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected | JobExpired

@@ -2,6 +2,12 @@
 
     <prefix>.jobs.<pool>.<model-token>      JOBS        a job was submitted (priority normal)
     <prefix>.jobs.<pool>.<model-token>.<p>  JOBS        the same, with priority <p> = high | low
+    <prefix>.jobs.<pool>.<model-token>.<p>.<tenant>
+                                            JOBS        the same in tenant <tenant>'s queue of a
+                                                        fair-share pool (<p>: high|normal|low)
+    <prefix>.jobs.<pool>.<model-token>.<p>.<tenant>.<lane>
+                                            JOBS        the same in affinity lane <lane> (0-999)
+                                                        of that queue (coordinator.share)
     <prefix>.job.<job_id>.<event>           JOB_EVENTS  the job's lifecycle (gateway, clients,
                                                         dead-letter watchers of services)
     <prefix>.job.<job_id>.<event>.<worker>  JOB_EVENTS  the same, said by worker <worker>
@@ -15,7 +21,9 @@ Model names such as ``llama3.2:1b`` or ``hf.co/org/m:q4`` hold characters that c
 subject token. They are encoded by one reversible rule: ASCII letters, digits and ``-`` stand for
 themselves; every other byte of the name's UTF-8 form becomes ``_`` followed by two upper-case hex
 digits. So ``llama3.2:1b`` -> ``llama3_2E2_3A1b`` and ``my_model`` -> ``my_5Fmodel``. The payload's
-``model`` field stays the authority; the token only routes.
+``model`` field stays the authority; the token only routes. A tenant name (an API key's name, a
+NATS user) is encoded into its token by the same rule. A submission without a tenant token waits
+in the pool's shared queue (the default tenant), as every submission did before tenants.
 
 A worker's lifecycle events carry its id as a fifth token, so NATS permissions hold each worker to
 its own id (as for its pings): no worker can publish a result, a claim or a `dead` in another's
@@ -58,6 +66,8 @@ WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
 PRIORITIES = ("high", "normal", "low")
 PRIORITY_TOKENS = ("high", "low")
 MAX_MODEL_LEN = 200
+MAX_TENANT_LEN = 128
+MAX_LANES = 1000
 
 
 def encode_model(model: str) -> str:
@@ -101,6 +111,21 @@ def decode_model(token: str) -> str:
     return model
 
 
+def encode_tenant(tenant: str) -> str:
+    """Encode a tenant name into one subject token (the model rule, at most 128 characters)."""
+    if not tenant or len(tenant) > MAX_TENANT_LEN:
+        raise InvalidSubject(f"Tenant {tenant!r} must be 1-{MAX_TENANT_LEN} characters long.")
+    return encode_model(tenant)
+
+
+def decode_tenant(token: str) -> str:
+    """Invert encode_tenant; raises InvalidSubject for a token no tenant name encodes to."""
+    try:
+        return decode_model(token)
+    except InvalidSubject:
+        raise InvalidSubject(f"Tenant token {token!r} is not in the encoded form.") from None
+
+
 def check_id(value: str, what: str = "id") -> str:
     """Return value if it can be one subject token (letters, digits, '-', '_'; 1-128 long)."""
     if not isinstance(value, str) or not _ID_RE.match(value):
@@ -121,14 +146,33 @@ class Subjects:
             raise InvalidSubject(f"Subject prefix {self.prefix!r} is not a valid subject.")
 
     # -- builders -------------------------------------------------------------------------
-    def submit(self, pool: str, model: str, priority: str = "normal") -> str:
-        """The subject a job for `model` in `pool` is submitted on (normal: no priority token)."""
+    def submit(
+        self,
+        pool: str,
+        model: str,
+        priority: str = "normal",
+        tenant: str | None = None,
+        lane: int | None = None,
+    ) -> str:
+        """The subject a job for `model` in `pool` is submitted on (normal: no priority token;
+        with `tenant`: its queue, the priority always named; with `lane` too: that lane)."""
         base = f"{self.prefix}.jobs.{check_id(pool, 'pool')}.{encode_model(model)}"
+        if lane is not None and (tenant is None or not 0 <= lane < MAX_LANES):
+            raise InvalidSubject(f"Lane {lane!r} needs a tenant and must be 0-{MAX_LANES - 1}.")
+        if tenant is not None:
+            if priority not in PRIORITIES:
+                raise InvalidSubject(f"Priority {priority!r} is not one of {list(PRIORITIES)}.")
+            tail = "" if lane is None else f".{lane}"
+            return f"{base}.{priority}.{encode_tenant(tenant)}{tail}"
         if priority == "normal":
             return base
         if priority not in PRIORITY_TOKENS:
             raise InvalidSubject(f"Priority {priority!r} is not one of {list(PRIORITIES)}.")
         return f"{base}.{priority}"
+
+    def tenant_filter(self, pool: str, model: str, priority: str = "*") -> str:
+        """Filter for the tenant queues of (pool, model), of one priority or all."""
+        return f"{self.prefix}.jobs.{pool}.{encode_model(model)}.{priority}.*"
 
     def submit_filter(
         self, pool: str = "*", model: str | None = None, priority: str = "normal"
@@ -142,9 +186,10 @@ class Subjects:
         return f"{self.prefix}.jobs.>"
 
     def submission_subjects(self) -> tuple[str, ...]:
-        """The JOBS stream's subjects: the normal form and one per priority token."""
+        """The JOBS stream's subjects: the normal form, one per priority token, the tenant form
+        and the lane form."""
         base = f"{self.prefix}.jobs.*.*"
-        return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS))
+        return (base, *(f"{base}.{p}" for p in PRIORITY_TOKENS), f"{base}.*.*", f"{base}.*.*.*")
 
     def job_event(self, job_id: str, event: str, worker_id: str | None = None) -> str:
         """A lifecycle subject; with `worker_id`, the form a worker publishes under its own id."""
@@ -203,10 +248,35 @@ class Subjects:
 
     def parse_submit_priority(self, subject: str) -> tuple[str, str, str]:
         """(pool, model, priority) of a submission subject, with or without a priority token."""
+        pool, model, priority, _ = self.parse_submit_tenant(subject)
+        return pool, model, priority
+
+    def parse_submit_tenant(self, subject: str) -> tuple[str, str, str, str | None]:
+        """(pool, model, priority, tenant or None) of a submission subject, of any form."""
+        pool, model, priority, tenant, _ = self.parse_submit_lane(subject)
+        return pool, model, priority, tenant
+
+    def parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
+        """(pool, model, priority, tenant or None, lane or None) of a submission subject."""
         head = f"{self.prefix}.jobs."
-        n = 3 if subject.startswith(head) and subject[len(head) :].count(".") == 2 else 2
+        dots = subject[len(head) :].count(".") if subject.startswith(head) else 1
+        n = dots + 1 if dots in (2, 3, 4) else 2
         parts = self._rest(subject, "jobs", n)
         priority = "normal"
+        if n >= 4:
+            if parts[2] not in PRIORITIES:
+                raise InvalidSubject(
+                    f"Subject {subject!r} names priority {parts[2]!r}; one of {list(PRIORITIES)}."
+                )
+            lane = None
+            if n == 5:
+                if not (parts[4].isdigit() and str(int(parts[4])) == parts[4]):
+                    raise InvalidSubject(f"Subject {subject!r} ends in {parts[4]!r}, not a lane.")
+                lane = int(parts[4])
+                if lane >= MAX_LANES:
+                    raise InvalidSubject(f"Lane {lane} of {subject!r} is not 0-{MAX_LANES - 1}.")
+            model = decode_model(parts[1])
+            return parts[0], model, parts[2], decode_tenant(parts[3]), lane
         if n == 3:
             if parts[2] not in PRIORITY_TOKENS:
                 raise InvalidSubject(
@@ -214,7 +284,7 @@ class Subjects:
                     f"{list(PRIORITY_TOKENS)} (normal has none)."
                 )
             priority = parts[2]
-        return parts[0], decode_model(parts[1]), priority
+        return parts[0], decode_model(parts[1]), priority, None, None
 
     def parse_job_event(self, subject: str) -> tuple[str, str]:
         """(job_id, event name) of a lifecycle subject, with or without a worker token."""

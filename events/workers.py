@@ -106,7 +106,8 @@ class WorkerRollup(_WorkerEvent):
     """One hour of a worker's pings, as its uptime tracker folded them (projections.rollup).
 
     Published by the projector on ``<prefix>.rollup.<worker_id>`` (the ROLLUPS stream, kept far
-    longer than raw pings) once the hour is over in event time, under the Nats-Msg-Id
+    longer than raw pings) once the hour is over in event time on WORKERS and JOB_EVENTS
+    (projections.hours), under the Nats-Msg-Id
     ``<worker_id>:rollup:<hour>``. The slot fields are the tracker's own (projections.rollup);
     `healthy_slots`, `total_slots` and `tier` are the hour's summary for people;
     the lifecycle fields let a reader whose raw pings aged out go on exactly (projections.prelude).
@@ -135,3 +136,8 @@ class WorkerRollup(_WorkerEvent):
     last_ping_at: float | None = None
     boot_id: str | None = Field(default=None, max_length=200)
     reanchor: bool = False
+    # The jobs the worker took in the hour (projections.hours): in all, per tier at the time
+    # taken, and taken for want of better; absent in rollups published before they were counted.
+    jobs_taken: int | None = Field(default=None, ge=0)
+    jobs_taken_per_tier: dict[str, int] | None = Field(default=None, max_length=64)
+    jobs_taken_fallback: int | None = Field(default=None, ge=0)

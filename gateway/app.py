@@ -45,6 +45,8 @@ from jetgrid.gateway import (
     queue_api,
     responses,
     sse,
+    stalls_api,
+    usage_api,
     workers_api,
 )
 from jetgrid.gateway.board import JobBoard
@@ -53,6 +55,7 @@ from jetgrid.gateway.fleet import Fleet
 from jetgrid.gateway.limits import Limits
 from jetgrid.gateway.live import LiveFeed
 from jetgrid.gateway.queue_api import Expiry
+from jetgrid.gateway.stalls_api import StallLog
 from jetgrid.projections.queue import QueueIndex
 
 log = logging.getLogger("jetgrid.gateway")
@@ -67,6 +70,7 @@ class Gateway:
     live: LiveFeed
     fleet: Fleet
     expiry: Expiry
+    stalls: StallLog
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -83,6 +87,8 @@ class Gateway:
         self.board = JobBoard(self.bus, self.settings)
         self.board.observers.append(self.metrics.observe)
         self.board.observers.append(self.queue.observe)
+        self.stalls = StallLog(self.board)  # recent stalls, from the fold (GET /v1/stalls)
+        self.board.taps.append(self.stalls.tap)
         self.live = LiveFeed(self.bus, self.board, self.settings)  # taps the fold from its start
         await self.live.start()
         await self.board.start()
@@ -178,6 +184,8 @@ def create_app(settings: Settings) -> Starlette:
         *files.routes,
         *batches.routes,
         *hooks.routes,
+        *usage_api.routes,
+        *stalls_api.routes,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

@@ -46,6 +46,9 @@ from jetgrid.gateway.ratelimit import Bucket, take
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
 SCOPE_KEY = "jetgrid.key"
+SUBMITTER_HEADER = "x-jetgrid-submitter"
+ANONYMOUS = "anonymous"
+MAX_SUBMITTER_LEN = 128
 KEYS_POLL_S = 1.0
 
 log = logging.getLogger("jetgrid.gateway.auth")
@@ -282,6 +285,26 @@ def visible_models(request: Request, live: Mapping[str, Iterable[str]]) -> list[
     return sorted(
         m for m, pools in live.items() if key is None or any(_allows(key, p, m) for p in pools)
     )
+
+
+def submitter(request: Request) -> str:
+    """The caller's tenant (a job's `submitter`): its API key's name on a gateway with keys (a
+    client's ``x-jetgrid-submitter`` header cannot choose another), else that header, else
+    ``anonymous``."""
+    key: ApiKey | None = request.scope.get(SCOPE_KEY)
+    if key is not None:
+        return key.name
+    value = request.headers.get(SUBMITTER_HEADER)
+    if value is None:
+        return ANONYMOUS
+    if not 1 <= len(value) <= MAX_SUBMITTER_LEN:
+        raise HTTPError(
+            422,
+            f"Header {SUBMITTER_HEADER!r} must be 1-{MAX_SUBMITTER_LEN} characters; "
+            f"got {len(value)}.",
+            field=SUBMITTER_HEADER,
+        )
+    return value
 
 
 def check_scope(request: Request, *, pool: str | None, model: str | None) -> None:

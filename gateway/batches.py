@@ -139,7 +139,7 @@ async def create_batch(request: Request) -> Response:
     record = BatchRecord(
         id=f"batch_{secrets.token_hex(16)}",
         owner=owner_of(request),
-        key_name=hooks.submitter(request),
+        key_name=auth.submitter(request),
         endpoint=req.endpoint,
         input_file_id=info.id,
         completion_window=req.completion_window,
@@ -353,7 +353,7 @@ async def cancel_batch(request: Request) -> Response:
             JobCancelRequested(
                 job_id=record.job_id(n),
                 reason=f"batch {record.id} cancelled",
-                requested_by=hooks.submitter(request),
+                requested_by=auth.submitter(request),
             )
             for n, v in enumerate(views)
             if v is None or not v.terminal

@@ -3,8 +3,8 @@
 The page itself holds no data and needs no key; it polls /v1/workers (or, where the
 projector's views are not readable, /dashboard/workers: the same WorkerOut from this gateway's
 live fleet, gateway.fleet, without tiers), /v1/pools, /v1/queue (the queue per pool, model and
-tenant, with each tenant's share of the running jobs) and /v1/jobs every second, sending the API
-key given as ``/#key=<key>`` (kept in localStorage).
+tenant, with each tenant's share of the running jobs), /v1/stalls (recent stalls per worker) and
+/v1/jobs every second, sending the API key given as ``/#key=<key>`` (kept in localStorage).
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ may name a URL; the gateway refuses it with 422 when jetgrid would not call it
 while `webhook_allow_private` is off) or when nothing could sign it (no API keys and no
 `webhook_secret`). The webhook service checks the target again at each delivery.
 
+Every submit path that stores a job calls `prove` last, just before storing it: on a gateway
+with keys, a job with a webhook then carries the proof that the caller's key asked for it
+(coordinator.webhooks.submitter_proof), without which the webhook service does not sign with
+that key's secret.
+
 ``GET /v1/webhooks/failures`` lists the caller's deliveries that gave up (newest first): the
 records the webhook service keeps on ``<prefix>.invalid.WEBHOOKS``, each marked with its
 owner (the API key's owner token), read back by batched direct gets.
@@ -22,7 +27,7 @@ from starlette.routing import Route
 
 from jetgrid.coordinator import webhooks as wh
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import InvalidEvent, InvalidMessage, JetgridError, decode
+from jetgrid.events import InvalidEvent, InvalidMessage, JetgridError, JobSubmitted, decode
 from jetgrid.gateway import auth
 from jetgrid.gateway.batchstore import owner_token
 from jetgrid.gateway.errors import HTTPError
@@ -49,11 +54,14 @@ def check_webhook(settings: Settings, request: Request, url: str, field: str = "
     return url
 
 
-def submitter(request: Request) -> str | None:
-    """Who submits: the caller's API key name when keys are on (a caller cannot speak for
-    another key, whose webhook secret would sign), else the X-Jetgrid-Submitter header."""
+def prove(request: Request, job: JobSubmitted) -> JobSubmitted:
+    """`job` with `webhook_proof` set when it names a webhook and the caller has an API key (the
+    proof is over the job's id, its submitter and its webhook, so set those first)."""
     key: auth.ApiKey | None = request.scope.get(auth.SCOPE_KEY)
-    return key.name if key is not None else request.headers.get("x-jetgrid-submitter")
+    if key is None or job.webhook is None or job.submitter is None:
+        return job
+    proof = wh.submitter_proof(wh.key_secret(key.hash), job.job_id, job.submitter, job.webhook)
+    return job.model_copy(update={"webhook_proof": proof})
 
 
 def _owner(request: Request) -> str:

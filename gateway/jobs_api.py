@@ -28,9 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
@@ -85,6 +87,7 @@ def job_out(
         deadline=view.deadline,
         position=place[0] if place else None,
         eta_s=round(place[1], 3) if place and place[1] is not None else None,
+        trace_id=view.trace_id,
     )
     return out.model_dump(mode="json")
 
@@ -247,22 +250,31 @@ async def submit_job(request: Request) -> Response:
         priority=req.priority,
         timeout_s=req.timeout_s,
         idempotency_key=key,
-        submitter=hooks.submitter(request),
+        submitter=(submitter := auth.submitter(request)),
+        tenant=(tenant := queue_tenant(gw.pools[pool], submitter)),
+        session=req.session,
+        lane=queue_lane(
+            gw.pools[pool], tenant, session=req.session, kind=req.kind, input=req.input
+        ),
         start_by=req.start_by,
         ttl_s=req.ttl_s,
         webhook=req.webhook,
-    )
+        trace_id=(trace := tracecontext.parse(request.headers.get("traceparent")) or
+                  tracecontext.new_trace()).trace_id,
+    )  # fmt: skip
     check_deadline(job, gw.clock())
+    job = hooks.prove(request, job)
     waiter = gw.board.waiter(job_id) if wait else None
     try:
-        stored = await gw.bus.store(job, gw.speaker)
+        stored = await gw.bus.store(job, gw.speaker, traceparent=trace.header())
     except JetgridError as exc:
         if waiter:
             gw.board.forget_waiter(job_id, waiter)
         log.error("submit of %s failed: %s", job_id, exc)
         raise HTTPError(503, f"Could not store the job on NATS: {exc}") from exc
     subject = settings.subjects.submit(pool, req.model, job.priority)
-    body = {"id": job_id, "status": "queued", "seq": stored.seq, "subject": subject}
+    body = {"id": job_id, "status": "queued", "seq": stored.seq, "subject": subject,
+            "trace_id": trace.trace_id}  # fmt: skip
     if stored.duplicate:
         body["duplicate"] = True
     if waiter is None:
@@ -365,7 +377,7 @@ async def cancel_job(request: Request) -> Response:
     event = JobCancelRequested(
         job_id=view.job_id,
         reason=request.query_params.get("reason"),
-        requested_by=request.headers.get("x-jetgrid-submitter"),
+        requested_by=auth.submitter(request),
     )
     try:
         await gw.bus.store(event, gw.speaker)

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
+from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.routing import full_model_name
+from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import JetgridError, JobKind, JobSubmitted
+from jetgrid.gateway import auth
 from jetgrid.gateway.chunks import TokenCursor, TokenRelay
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.limits import Lease
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from jetgrid.gateway.app import Gateway
 
 log = logging.getLogger("jetgrid.gateway.llm")
+SESSION_HEADER = "x-jetgrid-session"  # a session key for cache affinity (coordinator.share)
 
 JOB_TIMEOUT_S = 600.0
 
@@ -120,9 +124,12 @@ class LLMRun:
         gw, job = self.gw, self.job
         if job is None:
             raise TypeError("LLMRun.start needs the job to submit; follow a submitted one.")
+        job = self.job = tenancy(gw, request, job)
+        trace = tracecontext.parse(request.headers.get("traceparent")) or tracecontext.new_trace()
+        job = self.job = job.model_copy(update={"trace_id": trace.trace_id})
         self.follow(request)
         try:
-            await gw.bus.store(job, gw.speaker)
+            await gw.bus.store(job, gw.speaker, traceparent=trace.header())
         except JetgridError as exc:
             await self.close()
             log.error("submit of %s failed: %s", job.job_id, exc)
@@ -195,6 +202,23 @@ class LLMRun:
             self._lease = None
 
 
+def tenancy(gw: Gateway, request: Request, job: JobSubmitted) -> JobSubmitted:
+    """`job` with the caller as its submitter, and its tenant, queue and lane
+    (coordinator.share); a job that names its submitter already is left as it is."""
+    if job.submitter is not None:
+        return job
+    submitter = auth.submitter(request)
+    pool = gw.pools[job.pool]
+    tenant = queue_tenant(pool, submitter)
+    session = request.headers.get(SESSION_HEADER) or None
+    if session is not None and len(session) > 256:
+        msg = f"Header {SESSION_HEADER!r} must be at most 256 characters."
+        raise HTTPError(422, msg, field=SESSION_HEADER)
+    lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
+    update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
+    return JobSubmitted.model_validate({**job.model_dump(), **update})
+
+
 def new_job(
     gw: Gateway,
     *,
@@ -218,5 +242,6 @@ def new_job(
         input=input,
         options=options or {},
         submitter=submitter,
+        tenant=queue_tenant(gw.pools[pool], submitter),
         webhook=webhook,
     )

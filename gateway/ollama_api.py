@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.events import JobKind
-from jetgrid.gateway import auth, hooks
+from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
 from jetgrid.gateway.live import LiveResponse
@@ -136,8 +136,7 @@ def _failure(view: JobView | None) -> str:
 async def _run(request: Request, req: _Req, kind: JobKind, chat: bool, **work: Any) -> Response:
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, req.model)
-    who = hooks.submitter(request)
-    job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, submitter=who, **work)
+    job = new_job(gw, model=model, pool=pool, kind=kind, options=req.options, **work)
     run = LLMRun(gw, job, tokens=bool(req.stream))
     await run.start(request)
 
@@ -223,10 +222,7 @@ async def _embed(
     """The vectors of one `embed` job over `texts`, and its terminal view."""
     gw: Gateway = request.app.state.gateway
     model, pool = _served(request, name)
-    inp, who = {"input": texts}, hooks.submitter(request)
-    job = new_job(
-        gw, model=model, pool=pool, kind="embed", input=inp, options=options, submitter=who
-    )
+    job = new_job(gw, model=model, pool=pool, kind="embed", input={"input": texts}, options=options)
     run = LLMRun(gw, job, tokens=False)
     await run.start(request)
     view = await run.result()

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.gateway import auth, hooks
+from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
 from jetgrid.gateway.live import LiveResponse
@@ -121,15 +121,7 @@ async def chat_completions(request: Request) -> Response:
     inp: dict[str, Any] = {"messages": messages}
     if req.tools:
         inp["tools"] = req.tools
-    job = new_job(
-        gw,
-        model=model,
-        pool=pool,
-        kind="chat",
-        input=inp,
-        options=options,
-        submitter=hooks.submitter(request),
-    )
+    job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
     run = LLMRun(gw, job, tokens=bool(req.stream))
     await run.start(request)
     cid = f"chatcmpl-{job.job_id}"

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from jetgrid.gateway import auth, hooks
+from jetgrid.gateway import auth
 from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.jobs_api import read_json
 from jetgrid.gateway.live import LiveResponse
@@ -137,9 +137,7 @@ async def embeddings(request: Request) -> Response:
     inp: dict[str, Any] = {"input": texts}
     if req.dimensions is not None:
         inp["dimensions"] = req.dimensions
-    job = new_job(
-        gw, model=model, pool=pool, kind="embed", input=inp, submitter=hooks.submitter(request)
-    )
+    job = new_job(gw, model=model, pool=pool, kind="embed", input=inp)
     run = LLMRun(gw, job, tokens=False)
     await run.start(request)
     view = _finished(await run.result())
@@ -180,17 +178,8 @@ def _generate(
     *,
     stream: bool,
     slot: bool = False,
-    submitter: str | None = None,
 ) -> LLMRun:
-    job = new_job(
-        gw,
-        model=model,
-        pool=pool,
-        kind="generate",
-        prompt=prompt,
-        options=options,
-        submitter=submitter,
-    )
+    job = new_job(gw, model=model, pool=pool, kind="generate", prompt=prompt, options=options)
     return LLMRun(gw, job, tokens=stream, slot=slot)
 
 
@@ -218,18 +207,13 @@ async def completions(request: Request) -> Response:
     model, pool = served(request, req.model)
     body = req.model_dump(exclude_none=True)
     options = job_options(body, _NOT_OPTIONS)
-    who = hooks.submitter(request)
     if req.stream:
-        runs = [
-            _generate(gw, model, pool, prompts[0], options, stream=True, slot=True, submitter=who)
-        ]
+        runs = [_generate(gw, model, pool, prompts[0], options, stream=True, slot=True)]
         await runs[0].start(request)
     else:  # the prompts share one wait slot: 429 before any job is submitted, or none at all
         lease = gw.limits.lease(request, "wait")
         try:
-            runs = [
-                _generate(gw, model, pool, p, options, stream=False, submitter=who) for p in prompts
-            ]
+            runs = [_generate(gw, model, pool, p, options, stream=False) for p in prompts]
             for run in runs:
                 await run.start(request)
             views = [_finished(v) for v in await asyncio.gather(*(r.result() for r in runs))]

@@ -20,8 +20,10 @@ from jetgrid.gateway.schemas import (
     JobResult,
     PoolList,
     QueueList,
+    StallList,
     SubmitAccepted,
     SubmitJob,
+    UsageList,
 )
 from jetgrid.projections.jobs import Status
 
@@ -33,6 +35,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     JobResult,
     PoolList,
     QueueList,
+    UsageList,
+    StallList,
     ErrorOut,
 )
 REF = "#/components/schemas/{model}"
@@ -85,6 +89,9 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
         "description": description,
         "schema": schema,
     }
+
+
+_TIME = {"type": "string", "format": "date-time"}
 
 
 def paths() -> dict[str, Any]:
@@ -210,6 +217,26 @@ def paths() -> dict[str, Any]:
                 "summary": "The live queue per pool, model and tenant: queued, running, waits, "
                 "drain rate",
                 "responses": {"200": _json(QueueList, "the queues"), **_errors(*common)},
+            },
+        },
+        "/v1/usage": {
+            "get": {
+                "operationId": "getUsage",
+                "summary": "GPU-seconds, energy and tokens of the runs that ended in a period",
+                "parameters": [
+                    {**_query("from", _TIME, "start of the period (RFC 3339)"), "required": True},
+                    _query("to", _TIME, "end of the period, exclusive (default now)"),
+                    _query("by", {"enum": ["key", "model", "worker"]}, "sum per what"),
+                ],
+                "responses": {"200": _json(UsageList, "the usage"), **_errors(422, *common)},
+            },
+        },
+        "/v1/stalls": {
+            "get": {
+                "operationId": "getStalls",
+                "summary": "Recent stalls per worker",
+                "parameters": [_query("since_s", {"type": "number"}, "how far back (s)")],
+                "responses": {"200": _json(StallList, "the stalls"), **_errors(422, *common)},
             },
         },
     }

@@ -139,7 +139,10 @@ class Expiry:
             if view.job_id in self.sent or view.deadline is None:
                 continue
             try:
-                await self.bus.store(expired_event(view.job_id, view.deadline, now), self.speaker)
+                await self.bus.store(
+                    expired_event(view.job_id, view.deadline, now, jobs_seq=view.jobs_seq),
+                    self.speaker,
+                )
             except JetgridError as exc:  # the next sweep tries again
                 log.info("could not publish expired for job %s: %s", view.job_id, exc)
                 continue

@@ -21,7 +21,8 @@ option (`max_output_tokens` as `num_predict`).
   ``response.completed`` carry the output of the attempt that completed.
 - ``metadata["webhook_url"]`` is the job's `webhook` (checked as a job's is, gateway.hooks): the
   webhook service POSTs ``job.<status>`` for it, signed with the caller's key's secret.
-- The job's `submitter` is the caller (gateway.hooks.submitter), as on every LLM route.
+- The job's `submitter`, tenant and lane are the caller's (gateway.llm.tenancy), as on every LLM
+  route; a background response's too.
 
 Job statuses map to response statuses: queued -> ``queued``; claimed, running ->
 ``in_progress``; completed -> ``completed``; cancelled -> ``cancelled``; failed, dead, rejected
@@ -51,7 +52,7 @@ from jetgrid.gateway.errors import HTTPError
 from jetgrid.gateway.files import unavailable
 from jetgrid.gateway.jobs_api import find_job, read_json
 from jetgrid.gateway.live import LiveResponse
-from jetgrid.gateway.llm import LLMRun, new_job, output_text, token_counts
+from jetgrid.gateway.llm import LLMRun, new_job, output_text, tenancy, token_counts
 from jetgrid.gateway.openai_api import _text, bad_request, job_options, served
 from jetgrid.projections.jobs import JobView
 
@@ -275,9 +276,10 @@ async def create(request: Request) -> Response:
         kind="chat",
         input=inp,
         options=options,
-        submitter=hooks.submitter(request),
         webhook=webhook,
     )
+    # The caller's tenancy first: with keys on, the proof covers the submitter.
+    job = hooks.prove(request, tenancy(gw, request, job))
     view = JobView(job.job_id, status="queued", model=model, pool=pool, kind="chat")
     if req.background and not req.stream:
         try:

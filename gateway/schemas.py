@@ -36,6 +36,9 @@ class SubmitJob(BaseModel):
     webhook: str | None = Field(
         default=None, max_length=2048, description="URL that gets the job's outcome, signed"
     )
+    session: str | None = Field(
+        default=None, min_length=1, max_length=256, description="session key (cache affinity)"
+    )
 
     @model_validator(mode="after")
     def _has_work(self) -> SubmitJob:
@@ -76,6 +79,7 @@ class JobOut(BaseModel):
     eta_s: float | None = Field(
         default=None, description="while queued: position / the drain rate (null: none drains)"
     )
+    trace_id: str | None = Field(default=None, description="its W3C trace id (traceparent)")
 
 
 class SubmitAccepted(BaseModel):
@@ -170,6 +174,52 @@ class QueueList(BaseModel):
 
     window_s: float = Field(description="the window of the waits and the drain rate")
     queues: list[QueueOut]
+
+
+class UsageRow(BaseModel):
+    """Usage summed under one key, model or worker (projections.usage); `cost` with prices."""
+
+    model_config = ConfigDict(extra="allow")  # the `by` column: key, model or worker
+    jobs: int
+    runs: int
+    run_s: float = Field(description="seconds the runs took, start to outcome")
+    gpu_s: float = Field(description="run time times the worker's GPUs over its concurrency")
+    energy_j: float = Field(description="the runs' share of their workers' GPU power, in J")
+    energy_unknown_runs: int = Field(description="runs whose energy is unknown (no power)")
+    tokens: int
+    cost: float | None = None
+    currency: str | None = None
+
+
+class UsageList(BaseModel):
+    """GET /v1/usage: the runs that ended in [from, to), summed `by` key, model or worker."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    by: str
+    usage: list[UsageRow]
+
+
+class StallOut(BaseModel):
+    job_id: str
+    pool: str | None
+    model: str | None
+    time: str
+    stall_s: float = Field(description="seconds the job went without a token")
+
+
+class WorkerStallsOut(BaseModel):
+    worker_id: str
+    count: int
+    latest: list[StallOut]
+
+
+class StallList(BaseModel):
+    """GET /v1/stalls: recent stalls per worker, most first."""
+
+    since_s: float
+    workers: list[WorkerStallsOut]
 
 
 class ErrorDetail(BaseModel):

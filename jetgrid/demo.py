@@ -209,7 +209,7 @@ class Fleet:
         submitted_at, status = known
         stats = self.stats.get(getattr(ev, "worker_id", None) or "")
         now = self.clock()
-        if name == "claimed" and stats:
+        if name == "started" and stats:
             stats.taken += 1
         elif name == "completed" and stats:
             stats.completed(now - submitted_at, now, self.settled_at is not None)

@@ -11,6 +11,12 @@ its `jobs_seq`, then a direct get by sequence), and:
   that makes the count reach the batch's total sends the batch's webhook, if it has one
   (``batch.completed`` or ``batch.cancelled``).
 
+A job's `submitter` alone never picks a key's secret: with API keys, its delivery is signed with
+the key's secret only when the submission carries the gateway's proof for that key
+(coordinator.webhooks.proof_holds); otherwise it is not sent, and recorded at once on the
+dead-letter path with the reason "the submission's submitter is not proven" (owner
+``unproven``, so no key's listing shows it). Without keys the deployment secret signs.
+
 A delivery is one POST (coordinator.webhooks: Standard Webhooks headers, the key's or the
 deployment's secret, the same ``webhook-id`` on every attempt), with `webhook_timeout_s`, to a
 target checked again against the addresses its host resolves to. A 2xx acks the event; anything
@@ -50,12 +56,14 @@ from jetgrid.events import (
     now,
 )
 from jetgrid.events.addressing import Speaker
-from jetgrid.gateway.auth import KeyRing, keys_path
+from jetgrid.gateway.auth import KeyRing, KeysFileError, keys_path
 from jetgrid.gateway.batchlines import tally
 from jetgrid.gateway.batchstore import BatchStore, batch_of, owner_token
 from jetgrid.gateway.hooks import DEAD_STREAM, OWNER_HEADER
 
 log = logging.getLogger("jetgrid.webhooks")
+
+UNPROVEN = "unproven"  # the owner token of records of jobs whose submitter is not proven
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -70,6 +78,7 @@ class Delivery:
     body: bytes
     about: str  # "job <id>" or "batch <id>", for records and logs
     owner: str = "open"  # whose delivery it is (gateway.batchstore.owner_token), for records
+    refused: str = ""  # why it is not sent at all (recorded at once), if it is not
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -169,6 +178,9 @@ class WebhookService:
             return
         outcome = wh.Outcome("done")
         for d in deliveries:
+            if d.refused:
+                await self.record(d, attempt, d.refused, seq=int(msg.metadata.sequence.stream))
+                continue
             status, answer = await self.post(d)
             outcome = wh.attempt_outcome(
                 attempt, status, max_attempts=self.settings.webhook_attempts, policy=self.backoff
@@ -208,9 +220,9 @@ class WebhookService:
                 "error": getattr(event, "reason", None),
             }
             body = wh.payload(f"job.{name}", data_, timestamp=stamp)
-            secret, owner = self.signer(job.submitter)
-            msg_id = f"job_{job_id}"
-            out.append(Delivery(job.webhook, secret, msg_id, body, f"job {job_id}", owner))
+            secret, owner, refused = self.job_signer(job)
+            msg_id, about = f"job_{job_id}", f"job {job_id}"
+            out.append(Delivery(job.webhook, secret, msg_id, body, about, owner, refused))
         # A batch's job ids name the batch: a line cancelled before any worker took it counts
         # even when no event of it says where its submission is.
         batch_id = job.batch_id if job is not None else batch_of(job_id)
@@ -260,6 +272,22 @@ class WebhookService:
         job = env.event
         return job if isinstance(job, JobSubmitted) and job.job_id == job_id else None
 
+    def job_signer(self, job: JobSubmitted) -> tuple[str | None, str, str]:
+        """(the secret that signs `job`'s delivery, its owner token, why it is not sent): with
+        API keys, the secret of a key named `job.submitter` whose proof the job carries, else
+        none and `NOT_PROVEN`; without keys as `signer`."""
+        keys = self.keys.current(self.clock())
+        if isinstance(keys, KeysFileError):  # fail closed: the event comes back later
+            raise keys
+        if not keys:
+            return (*self.signer(job.submitter), "")
+        proof, job_id, hook = job.webhook_proof, job.job_id, job.webhook
+        for key in (k for k in keys.values() if k.name == job.submitter):
+            secret = wh.key_secret(key.hash)
+            if wh.proof_holds(secret, proof, job_id=job_id, submitter=key.name, webhook=hook):
+                return secret, owner_token(key.hash), ""
+        return None, UNPROVEN, wh.NOT_PROVEN
+
     def signer(self, submitter: str | None) -> tuple[str | None, str]:
         """(the secret that signs for `submitter`, its owner token): its API key's, or with no
         keys configured the deployment's (None when there is none to use) and "open"."""
@@ -274,6 +302,8 @@ class WebhookService:
 
     async def post(self, d: Delivery) -> tuple[int | None, str]:
         """One attempt: (the HTTP status, or None when there was no answer; what happened)."""
+        if d.refused:
+            return None, d.refused
         if d.secret is None:
             return None, (
                 "no secret to sign with: the submitter has no API key and "

@@ -47,6 +47,8 @@ def lifecycle_of(
     dereg: datetime | None,
 ) -> Lifecycle:
     """The lifecycle rule of projections.workers over the newest time of each event kind."""
+    if dereg is None and drain is None:  # never left: the common case, decided at once
+        return "active"
     alive = max((t for t in (registered, pinged) if t), default=None)
     if dereg is not None and (alive is None or dereg >= alive):
         return "deregistered"

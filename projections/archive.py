@@ -125,6 +125,11 @@ class ArchiveDir:
         """The last archived sequence of `stream` (0: none)."""
         return max((f.last for f in self.of(stream)), default=0)
 
+    def first_item(self, stream: str) -> Item | None:
+        """The first archived message of `stream` (None: none archived)."""
+        files = self.of(stream)
+        return next(self._read(files[0]), None) if files else None
+
     def append(self, stream: str, items: list[Item]) -> ArchiveFile:
         """Write `items` (consecutive messages of `stream`, in order) as one new file."""
         first, last = items[0].seq, items[-1].seq

@@ -1,8 +1,9 @@
 """The audit: what each worker took, in which tier, and what it took above its tier's budget. Pure.
 
 Input is plain data gathered by replaying the log (projections.audit_log): each worker's tier
-timeline (every change, with its event time), its claims (``jetgrid.job.claimed`` events, one per
-delivery, redeliveries included) and the jobs' submissions and first terminal events.
+timeline (every change, with its event time), its claims (``jetgrid.job.started`` events with a
+``jobs_seq``, one per delivery, redeliveries included; old logs' ``claimed`` events decode as
+such) and the jobs' submissions and first terminal events.
 
 **The budget check** (`over_budget`), precisely:
 
@@ -29,7 +30,11 @@ exactly, without grace.
 
 **From rollups**: where a worker's raw pings aged out, its tiers up to ``from_rollups_until``
 come from hour rollups (projections.prelude): a tier change shows at the end of the hour it
-happened in, so claims in those hours are judged against that coarser timeline.
+happened in, so claims in those hours are judged against that coarser timeline. Where the
+claims themselves aged out of JOB_EVENTS, the rollups' counts stand in for them
+(``claims_from_rollups_until``, `RolledClaims`): claims, claims per tier (the tier at each
+claim's time, exactly) and those taken for want of better are the full log's; the budget
+check needs each claim's time, so ``over_budget`` counts only the retained claims.
 Latency is from a job's submission to its first terminal event.
 """
 
@@ -48,6 +53,7 @@ from jetgrid.coordinator.budget import new_budget, take, with_factor
 __all__ = [
     "BudgetRule",
     "Claim",
+    "RolledClaims",
     "Span",
     "Violation",
     "factor_in_force",
@@ -73,6 +79,16 @@ class Claim:
     job_id: str
     attempt: int = 1
     fallback: bool = False  # taken for want of better (coordinator.fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class RolledClaims:
+    """The jobs a worker took in the hour starting at `hour` (epoch seconds), from its rollup
+    (projections.hours): per tier at the time taken, and how many for want of better."""
+
+    hour: int
+    per_tier: dict[str, int]
+    fallback: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +217,8 @@ class WorkerInput:
     finished: list[tuple[float, str, float | None]] = field(default_factory=list)
     # its raw pings before this (epoch seconds) aged out: tiers then are the rollups' hour ends
     rollups_until: float | None = None
+    # the jobs it took in hours whose claims aged out, from rollups
+    rolled: list[RolledClaims] = field(default_factory=list)
 
 
 def _iso(t: float) -> str:
@@ -217,6 +235,9 @@ def report_worker(
     per_tier: Counter[str] = Counter(
         tier_at(w.timeline, c.time, rule.default_factor).tier for c in claims
     )
+    rolled = [r for r in w.rolled if lo <= r.hour <= hi]
+    for r in rolled:
+        per_tier.update(r.per_tier)
     # The bucket runs over every claim (earlier claims drain it), but only those in range count.
     violations = [v for v in over_budget(w.timeline, w.claims, rule) if lo <= v.time <= hi]
     done = [f for f in w.finished if lo <= f[0] <= hi]
@@ -232,9 +253,11 @@ def report_worker(
         "tier_timeline": [
             {"since": _iso(s.since), "tier": s.tier, "factor": s.factor} for s in shown
         ],
-        "claims": len(claims),
+        "claims_from_rollups_until": _iso(max(r.hour for r in rolled) + 3600) if rolled else None,
+        "claims": len(claims) + sum(sum(r.per_tier.values()) for r in rolled),
         "claims_per_tier": dict(sorted(per_tier.items())),
-        "taken_for_want_of_better": sum(1 for c in claims if c.fallback),
+        "taken_for_want_of_better": sum(1 for c in claims if c.fallback)
+        + sum(r.fallback for r in rolled),
         "over_budget": len(violations),
         "violations": [
             {"time": _iso(v.time), "job_id": v.job_id, "tier": v.tier, "reason": v.reason}

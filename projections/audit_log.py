@@ -3,13 +3,20 @@
 WORKERS is folded with the projector's own fold (projections.fold), so the tier timeline is
 exactly the one the projector published (hours whose raw pings aged out come from their
 rollups, projections.prelude, and each worker says up to when); JOBS and JOB_EVENTS give
-submissions, claims and the first terminal event of each job (log order). Streams are read
+submissions, claims (the `started` events that carry `jobs_seq`: one per delivery a worker
+took, also in old logs, whose `claimed` events decode as such: events.catalogue) and the first
+terminal event of each job (log order). Streams are read
 up to their last sequence when the audit starts, or to the last message stored at or before
 `until` (the stream's timestamp).
+
+Where JOB_EVENTS' oldest messages aged out, the jobs each worker took in the hours before the
+first retained one (to the end of the hour that holds it) come from the rollups' counts
+(`RolledClaims`, projections.hours); the retained claims of those hours are not counted again.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,13 +25,15 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
-from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobClaimed
+from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobStarted
+from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.archive import ArchiveDir
-from jetgrid.projections.audit import Claim, Span, WorkerInput
+from jetgrid.projections.audit import Claim, RolledClaims, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.prelude import fold_rollups
-from jetgrid.projections.replay import feed, purged_rollups
+from jetgrid.projections.prelude import before_cut, fold_rollups
+from jetgrid.projections.replay import all_rollups, feed, first_time, purged_rollups
+from jetgrid.projections.rollup import HOUR_S
 
 __all__ = ["AuditLog", "gather"]
 
@@ -38,6 +47,8 @@ class AuditLog:
     last_claimer: dict[str, str] = field(default_factory=dict)
     terminal: dict[str, tuple[float, str, str | None]] = field(default_factory=dict)
     rollups_until: dict[str, datetime] = field(default_factory=dict)  # projections.prelude
+    rolled: dict[str, list[RolledClaims]] = field(default_factory=dict)  # per worker
+    claims_from: float = -math.inf  # claims before this (event time) come from `rolled`
 
     async def apply(self, items: list[Item]) -> None:
         """The Folder interface (projections.replay.Batches): fold one batch."""
@@ -67,7 +78,10 @@ class AuditLog:
                     fold.counts["invalid"] += 1  # the fold's rule: it changes no view
                     continue
                 ev, t = env.event, env.time.timestamp()
-                if isinstance(ev, JobClaimed):
+                claimed = isinstance(ev, JobStarted) and ev.jobs_seq is not None
+                if claimed and t < self.claims_from:
+                    self.last_claimer[ev.job_id] = ev.worker_id  # counted by its hour's rollup
+                elif claimed:
                     claim = Claim(t, ev.job_id, ev.attempt, fallback=ev.fallback)
                     self.claims.setdefault(ev.worker_id, []).append(claim)
                     self.last_claimer[ev.job_id] = ev.worker_id
@@ -80,6 +94,21 @@ class AuditLog:
                 Span(c.since.timestamp(), c.tier, c.factor)
             )
 
+    def roll_claims(self, rollups: list[WorkerRollup], purged: bool, cut: datetime | None) -> None:
+        """Take the jobs taken before JOB_EVENTS' first retained message (`cut`; None: none
+        retained) from the rollups of those hours, to the end of the hour that holds it."""
+        if not purged:
+            return
+        chosen = [ev for ev in before_cut(rollups, cut) if ev.jobs_taken is not None]
+        if not chosen:  # rollups published before jobs were counted: the claims are gone
+            return
+        self.claims_from = math.inf if cut is None else math.ceil(cut.timestamp() / HOUR_S) * HOUR_S
+        for ev in chosen:
+            got = RolledClaims(
+                ev.hour, dict(ev.jobs_taken_per_tier or {}), ev.jobs_taken_fallback or 0
+            )
+            self.rolled.setdefault(ev.worker_id, []).append(got)
+
     def workers(self, at: datetime | None = None) -> list[WorkerInput]:
         """One WorkerInput per worker seen (in WORKERS or in claims), uptime judged at `at`."""
         when = at or self.fold.clock
@@ -90,7 +119,7 @@ class AuditLog:
                 continue
             sub = self.submitted.get(job_id)
             finished.setdefault(wid, []).append((t, status, None if sub is None else t - sub))
-        ids = sorted(set(self.fold.workers) | set(self.claims) | set(finished))
+        ids = sorted(set(self.fold.workers) | set(self.claims) | set(finished) | set(self.rolled))
         labels = self.fold.config.windows.labels
         for wid in ids:
             view = self.fold.workers.get(wid)
@@ -106,6 +135,7 @@ class AuditLog:
                     uptime,
                     finished.get(wid, []),
                     until.timestamp() if (until := self.rollups_until.get(wid)) else None,
+                    self.rolled.get(wid, []),
                 )
             )
         return out
@@ -121,9 +151,12 @@ async def gather(
     """Read the three streams (to `until`, if given; from `archive` first, if given) into an
     AuditLog."""
     audit = AuditLog(Fold(settings.subjects, config))
-    if archive is None:  # an archive holds the raw pings themselves
-        audit.rollups_until = fold_rollups(audit.fold, await purged_rollups(bus, settings, until))
-        await audit.apply([])
+    rollups = await all_rollups(bus, settings, until)
+    purged = await purged_rollups(bus, settings, until, rollups, archive)
+    audit.rollups_until = fold_rollups(audit.fold, purged)
+    await audit.apply([])
+    events = await first_time(bus, settings.streams(JOB_EVENTS), archive, JOB_EVENTS)
+    audit.roll_claims(rollups, *events)
     for logical, (stream, subject) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
         await feed(bus, audit, logical, stream, subject, last, until, 20_000, None, archive)

@@ -18,9 +18,8 @@ sequence applied from each stream), not of how the three streams were interleave
   two streams (a submission only fills in fields and never moves a status backwards; lifecycle
   events never read submission fields), so any interleaving of the two gives the same views.
 
-So a live projector, which interleaves the streams as messages arrive, and a replay, which reads
-them one after another, agree exactly at the same positions; `projections.store.Store.digest`
-proves it.
+So a live projector (streams interleaved as messages arrive) and a replay (one after another)
+agree exactly at the same positions; `projections.store.Store.digest` proves it.
 
 **Rules for WORKERS messages** (`check_worker_message`): a message that does not decode, is not a
 worker event, whose subject names another worker or another event than its body, or whose event
@@ -34,15 +33,15 @@ Duplicates, out-of-order events and unknown workers are handled by `projections.
 another job than its subject, or names another worker than the worker token its subject ends in
 (the worker that published it: NATS permissions allow nothing else), is recorded on
 ``<prefix>.invalid.JOB_EVENTS`` and changes no view, as is one that does not decode or is not
-a job event. An invalid JOBS message (one decode_submission refuses) is recorded on
-``<prefix>.invalid.JOBS`` too: no message stops the fold, and each is recorded once (the
-record's id is ``invalid:<stream>:<seq>``, whoever records it).
+a job event; so is an invalid JOBS message (one decode_submission refuses), on
+``<prefix>.invalid.JOBS``. No message stops the fold; each is recorded once (id
+``invalid:<stream>:<seq>``, whoever records it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +60,7 @@ from jetgrid.events.workers import (
 )
 from jetgrid.projections import jobs as jobs_reducer
 from jetgrid.projections import workers as wr
+from jetgrid.projections.hours import OpenHours
 from jetgrid.projections.jobs import JobView
 from jetgrid.projections.rollup import HOUR_S, HourLog, rollup_event
 from jetgrid.projections.uptime import DEFAULT_WINDOWS, UptimeWindows
@@ -229,13 +229,12 @@ class Fold:
         self.tier_changes: list[TierChange] = []
         self.invalid: list[Invalid] = []
         self.counts = {"applied": 0, "duplicates": 0, "invalid": 0, "skipped": 0}
-        self.rollups: list[Event] = []  # hour rollups to publish (projections.rollup)
+        self.hours = OpenHours()  # hour rollups waiting to be published (projections.hours)
+        self._factors: dict[str, float | None] = {}  # tier -> factor (the policy is fixed)
         self._hours: dict[str, tuple[HourLog, Any]] = {}  # per worker: its log, last taken
         # No view can be silenced by a gap this short (a guard only: `wr.silence` decides).
-        self._quiet_s = min(
-            (wr.ONLINE_INTERVALS * v.interval_s for v in self.workers.values()),
-            default=math.inf,
-        )
+        quiet = (wr.ONLINE_INTERVALS * v.interval_s for v in self.workers.values())
+        self._quiet_s = min(quiet, default=math.inf)
 
     # -- WORKERS ------------------------------------------------------------------------------
     def worker_message(
@@ -244,7 +243,7 @@ class Fold:
         subject: str,
         data: bytes,
         stream_time: datetime,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bool:
         """Fold one WORKERS message at `seq`; False if it was at or below the position."""
         if seq <= self.positions[WORKERS]:
@@ -325,7 +324,7 @@ class Fold:
             if r is not None:
                 windows = self.config.windows
                 ev = rollup_event(wid, hour, r, view.uptime, view.tier, windows, view)
-                self.rollups.append(ev)
+                self.hours.took_rollup(ev)
             self._hours[wid] = (hours, view.uptime)
 
     def changed(self, old: WorkerView | None, new: WorkerView) -> None:
@@ -347,8 +346,11 @@ class Fold:
             self.tier_changes.append(TierChange(wid, n, since, new.tier, self.factor(new.tier)))
 
     def factor(self, tier: str) -> float | None:
-        policy = self.config.policy
-        return policy.factor(tier) if tier in policy.names else None
+        """The policy's factor of `tier`; None for a name the policy does not have."""
+        if tier not in self._factors:
+            policy = self.config.policy
+            self._factors[tier] = policy.factor(tier) if tier in policy.names else None
+        return self._factors[tier]
 
     # -- JOBS and JOB_EVENTS --------------------------------------------------------------------
     def needed_jobs(self, ids: Iterable[str]) -> list[str]:
@@ -391,8 +393,10 @@ class Fold:
         self._apply_job(env.event.job_id, env)
         return True
 
-    def job_event(self, seq: int, subject: str, data: bytes) -> bool:
-        """Fold one JOB_EVENTS message."""
+    def job_event(
+        self, seq: int, subject: str, data: bytes, stream_time: datetime | None = None
+    ) -> bool:
+        """Fold one JOB_EVENTS message (`stream_time`: its stream timestamp)."""
         if seq <= self.positions[JOB_EVENTS]:
             self.counts["skipped"] += 1
             return False
@@ -408,6 +412,7 @@ class Fold:
             self.counts["invalid"] += 1
             return True
         self._apply_job(str(env.event.job_id), env)
+        self.hours.job_event(env.event, env.time, stream_time)
         return True
 
     def _apply_job(self, job_id: str, env: Envelope) -> None:
@@ -421,6 +426,7 @@ class Fold:
     # -- handing changes to the store ---------------------------------------------------------
     def take_changes(self) -> Changes:
         """What changed since the last call; clears the dirty sets."""
+        self.hours.tier_changes((c.worker_id, c.since, c.tier) for c in self.tier_changes)
         changes = Changes(
             workers=[self.workers[w] for w in sorted(self.dirty_workers)],
             jobs=[self.jobs[j] for j in sorted(self.dirty_jobs)],
@@ -428,9 +434,9 @@ class Fold:
             invalid=self.invalid,
             positions=dict(self.positions),
             clock=self.clock,
-            rollups=self.rollups,
+            rollups=self.hours.close(self.clock),
+            hours=self.hours.take_rows(),
         )
-        self.rollups = []
         self.dirty_workers = set()
         self.dirty_jobs = set()
         self.tier_changes = []
@@ -454,7 +460,8 @@ class Changes:
     invalid: list[Invalid]
     positions: dict[str, int]
     clock: datetime | None
-    rollups: list[Event] = field(default_factory=list)  # to publish (projections.rollup)
+    rollups: list[Event] = field(default_factory=list)  # to publish (projections.hours)
+    hours: dict[str, str | None] = field(default_factory=dict)  # OpenHours.take_rows
 
     @property
     def empty(self) -> bool:

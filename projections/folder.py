@@ -84,11 +84,11 @@ class Folder:
             fold.jobs.update(await self.store.load_jobs(missing))
         for it in items:
             if it.stream == WORKERS:
-                fold.worker_message(it.seq, it.subject, it.data, it.time, dict(it.headers or {}))
+                fold.worker_message(it.seq, it.subject, it.data, it.time, it.headers)
             elif it.stream == JOBS:
                 fold.submission(it.seq, it.subject, it.data, it.time, decoded=decoded[it.seq])
             else:
-                fold.job_event(it.seq, it.subject, it.data)
+                fold.job_event(it.seq, it.subject, it.data, it.time)
         changes = fold.take_changes()
         await self.before_commit(changes)
         await self.store.write(changes, fold.factor)

@@ -12,6 +12,12 @@ Rules (each one tested in tests/projections/test_jobs_reducer.py):
   moving the status backwards.
 - Non-terminal events never move a job backwards (queued < claimed < running), except
   `retrying`, which puts a non-terminal job back to `queued` for its next attempt.
+- A worker says it took a job with one `started` that carries `jobs_seq` (the claim): it sets
+  `claimed_at` and `started_at`. Old logs say it in two events, `claimed` and then a `started`
+  without `jobs_seq` (events.catalogue upcasts both), which fold to the same view: `claimed_at`
+  from the first, `started_at` from the second. Status `claimed` comes only from read models
+  written before that. A terminal event needs no `started` before it (a worker does not wait
+  for its `started` to be stored before running the job).
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from jetgrid.events import (
     Envelope,
     JobCancelled,
     JobCancelRequested,
-    JobClaimed,
     JobCompleted,
     JobDead,
     JobExpired,
@@ -79,6 +84,7 @@ class JobView:
     terminal_seq: int | None = None
     submitter: str | None = None  # the tenant: the API key name or NATS user that submitted it
     deadline: datetime | None = None  # no start after it (coordinator.deadlines)
+    trace_id: str | None = None  # its W3C trace (coordinator.tracecontext)
 
     @property
     def terminal(self) -> bool:
@@ -121,21 +127,12 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 submitted_at=env.time,
                 submitter=ev.submitter,
                 deadline=deadline_of(ev, env.time),
-            )
-        case JobClaimed():
-            if view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
-                view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
-            if view.terminal:
-                return view
-            return replace(
-                view,
-                status=_advance(view, "claimed"),
-                worker_id=ev.worker_id,
-                attempts=max(view.attempts, ev.attempt),
-                claimed_at=env.time,
-                jobs_seq=view.jobs_seq or ev.jobs_seq,
+                trace_id=ev.trace_id,
             )
         case JobStarted():
+            claim = ev.jobs_seq is not None
+            if claim and view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
+                view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
             if view.terminal:
                 return view
             return replace(
@@ -143,7 +140,9 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 status=_advance(view, "running"),
                 worker_id=ev.worker_id,
                 attempts=max(view.attempts, ev.attempt),
+                claimed_at=env.time if claim else view.claimed_at,
                 started_at=env.time,
+                jobs_seq=view.jobs_seq or ev.jobs_seq,
             )
         case JobProgress():
             if view.terminal or ev.fraction is None:

@@ -11,8 +11,9 @@ as late duplicates would.
 state and tier at those hour ends (projections.rollup.apply_rollup), the tier changes recorded
 at the hour ends, and the fold's clock at the last of them.
 
-What rollups do not carry: a worker's registration details (models, pools, backend), its ping
-and job counts over the purged hours, and tier changes inside an hour (one shows at the end of
+What rollups do not carry into the views: a worker's registration details (models, pools,
+backend), its ping and job counts over the purged hours (the jobs it took there reach the audit,
+projections.audit_log), and tier changes inside an hour (one shows at the end of
 the hour it happened in, up to the end of the hour that holds the cut). The trackers, and so the
 uptime windows and the tiers after that hour's end, are those of the full log.
 """

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -36,10 +36,18 @@ from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.prelude import before_cut, fold_rollups
-from jetgrid.projections.rollup import HOUR_S
 from jetgrid.projections.store import Store
 
-__all__ = ["Batches", "ReplayResult", "feed", "purged_rollups", "read_stream", "replay"]
+__all__ = [
+    "Batches",
+    "ReplayResult",
+    "all_rollups",
+    "feed",
+    "first_time",
+    "purged_rollups",
+    "read_stream",
+    "replay",
+]
 
 
 class Batches(Protocol):
@@ -76,8 +84,10 @@ async def replay(
     """Rebuild the read models into `store` (which must be empty) from sequence 1 (from the
     `archive`, then the streams, when an archive is given).
 
-    When WORKERS no longer starts at sequence 1 and no archive is given, the rollups of the
-    hours before its first message are folded first (projections.prelude).
+    When the first WORKERS message at hand (the archive's first, else the stream's) is not
+    sequence 1, the rollups of the hours before it, stored by `until_time`, are folded first
+    (projections.prelude): so a replay to a time inside purged hours gives the state at the end
+    of the last hour whose rollup was stored by then.
     Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
@@ -91,9 +101,8 @@ async def replay(
             f"Replay needs a fresh database, but {store.display_url!r} already holds read models."
         )
     folder = Folder(settings, store, Fold(settings.subjects, config))
-    if archive is None:  # an archive holds the raw pings themselves
-        if fold_rollups(folder.fold, await purged_rollups(bus, settings, until_time)):
-            await folder.apply([])
+    if fold_rollups(folder.fold, await purged_rollups(bus, settings, until_time, archive=archive)):
+        await folder.apply([])
     targets: dict[str, int] = {}
     for logical, (stream, _) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
@@ -240,31 +249,60 @@ class _Rollups:
                 self.events.append(ev)
 
 
-async def purged_rollups(
-    bus: Bus, settings: Settings, until: datetime | None = None
-) -> list[WorkerRollup]:
-    """The rollups of the hours before the first message WORKERS still holds (its event time,
-    or its stream time if earlier or if it is not an event; projections.prelude.before_cut);
-    none when WORKERS still starts at sequence 1. With `until`, only hours that end by then."""
-    stream = settings.streams(WORKERS)
+async def first_time(
+    bus: Bus, stream: str, archive: ArchiveDir | None = None, logical: str = WORKERS
+) -> tuple[bool, datetime | None]:
+    """Whether the first message at hand of `stream` (the `archive`'s first of `logical` when it
+    holds any, else the stream's) is not sequence 1, and its time (its event time, or its
+    stream time if earlier or if it is not an event; None when there is none)."""
+    first_item = None if archive is None else archive.first_item(logical)
+    if first_item is not None:
+        if first_item.seq <= 1:
+            return False, None
+        return True, _time_of(first_item.data, first_item.time)
     info = await bus.call(bus.js.stream_info(stream), f"read stream {stream}")
     first, count = int(info.state.first_seq), int(info.state.messages)
     if int(info.state.last_seq) == 0 or (count and first <= 1):
-        return []
-    cut = None
-    if count:
-        msg = await bus.call(bus.js.get_msg(stream, seq=first), f"read stream {stream}")
-        cut = msg.time
-        try:
-            t = decode(msg.data or b"").time  # the fold's clock is event time
-        except InvalidEvent:
-            pass
-        else:
-            cut = t if cut is None else min(t, cut)
+        return False, None
+    if not count:
+        return True, None
+    msg = await bus.call(bus.js.get_msg(stream, seq=first), f"read stream {stream}")
+    return True, _time_of(msg.data or b"", msg.time)
+
+
+def _time_of(data: bytes, stored: datetime | None) -> datetime | None:
+    """A message's event time, or its stream time if earlier or if it is not an event."""
+    try:
+        t = decode(data).time  # the fold's clock is event time
+    except InvalidEvent:
+        return stored
+    return t if stored is None else min(t, stored)
+
+
+async def all_rollups(
+    bus: Bus, settings: Settings, until: datetime | None = None
+) -> list[WorkerRollup]:
+    """Every rollup the ROLLUPS stream holds (stored by `until`, if given), in stream order."""
     rollups = _Rollups()
     name = settings.streams.rollups
     last = await bus.last_seq(name)
-    await read_stream(bus.js, rollups, "ROLLUPS", name, ">", last, None, 20_000, None)
-    if until is not None and (cut is None or until < cut):
-        cut = until - timedelta(seconds=HOUR_S, microseconds=-1)  # so each hour ends by `until`
-    return before_cut(rollups.events, cut)
+    await read_stream(bus.js, rollups, "ROLLUPS", name, ">", last, until, 20_000, None)
+    return rollups.events
+
+
+async def purged_rollups(
+    bus: Bus,
+    settings: Settings,
+    until: datetime | None = None,
+    rollups: list[WorkerRollup] | None = None,
+    archive: ArchiveDir | None = None,
+) -> list[WorkerRollup]:
+    """The rollups of the hours before the first WORKERS message at hand (`first_time`: the
+    archive's, else the stream's; projections.prelude.before_cut); none when that is sequence 1.
+    With `until`, only rollups stored by then (as a replay to that time reads every stream).
+    `rollups`: those already read (`all_rollups`, with the same `until`)."""
+    purged, cut = await first_time(bus, settings.streams(WORKERS), archive)
+    if not purged:
+        return []
+    events = await all_rollups(bus, settings, until) if rollups is None else rollups
+    return before_cut(events, cut)

@@ -14,8 +14,11 @@ batch commits.
 
 A job still queued when JOBS retention drops its submission would vanish unrecorded: once a
 minute of log time (the newest stream time applied) it publishes `dead` for each such job
-(projections.jobs.ages_out; id ``<job>:terminal``). At each hour's end in log time it publishes
-an hour rollup of each worker's pings to ROLLUPS (projections.rollup) before the batch commits.
+(projections.jobs.ages_out; id ``<job>:terminal``). It publishes an hour rollup of each worker's
+pings and the jobs it took to ROLLUPS (projections.rollup, projections.hours) before the batch
+that closes the hour commits: once both WORKERS and JOB_EVENTS are folded past the hour's end;
+when only JOB_EVENTS holds it back and its buffer is empty, it reads JOB_EVENTS' last sequence,
+and if it has folded that far, JOB_EVENTS is idle and the hour closes.
 Started with nothing folded on a WORKERS stream whose oldest pings aged out, it first folds the
 rollups of those hours (projections.prelude).
 
@@ -53,10 +56,11 @@ from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events.addressing import Speaker
 from jetgrid.events.errors import ConfigError, JetgridError
-from jetgrid.events.streams import JOBS
+from jetgrid.events.streams import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
 from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.hours import OpenHours
 from jetgrid.projections.jobs import aged_out_dead, ages_out
 from jetgrid.projections.prelude import fold_rollups
 from jetgrid.projections.replay import purged_rollups
@@ -128,6 +132,7 @@ class Projector(Folder):
         self.ready = asyncio.Event()
         self._owned = False
         self._aged_checked: datetime | None = None
+        self._workers_time: datetime | None = None  # stream time of the newest WORKERS folded
 
     def __repr__(self) -> str:
         s = self.stats
@@ -176,6 +181,7 @@ class Projector(Folder):
             positions=loaded.positions,
             history_counts=loaded.history_counts,
         )
+        self.fold.hours = OpenHours.from_rows(loaded.open_hours, keep=self.publish)
         self.stats.positions = dict(self.fold.positions)
         self._buffer.clear()
         if not loaded.workers and not any(loaded.positions.values()):
@@ -276,6 +282,11 @@ class Projector(Folder):
             s.last_batch_s = time.perf_counter() - t0
             s.last_time = max((it.time for it in items), default=s.last_time)
             s.positions = dict(changes.positions)
+            self._workers_time = max(
+                (it.time for it in items if it.stream == WORKERS), default=self._workers_time
+            )
+            if not self._buffer and self.fold.hours.waiting(self.fold.clock):
+                await self._close_idle_hours()
             if self.snapshots:
                 await self._maybe_snapshot(n, s.last_time)
             if self.publish:
@@ -302,6 +313,21 @@ class Projector(Folder):
             targets[logical] = await self.bus.last_seq(stream)
         await self.wait_for(targets, within)
         return targets
+
+    async def _close_idle_hours(self) -> None:
+        """Close the hours that wait only for JOB_EVENTS if it has been folded to its end
+        (projections.hours.OpenHours.idle)."""
+        if self._workers_time is None:
+            return
+        seen = self._workers_time
+        try:
+            last = await self.bus.last_seq(self.settings.streams(JOB_EVENTS))
+        except JetgridError as exc:
+            log.debug("could not read JOB_EVENTS' last sequence: %s", exc)
+            return
+        if self.fold.positions[JOB_EVENTS] >= last:
+            self.fold.hours.idle(seen)
+            await self.apply([])
 
     # -- snapshots ----------------------------------------------------------------------------
     async def _restore_snapshot(self) -> None:

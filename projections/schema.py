@@ -8,6 +8,7 @@ canonical) plus a few queryable columns. projections.store reads and writes them
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -102,6 +103,23 @@ meta_t = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+# The projector's open hours (projections.hours): working state saved with each batch, not a
+# read model, so outside TABLES and the digest; a snapshot carries it (Store.dump).
+open_hours_t = Table(
+    "open_hours",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+# Per worker and status, the ended jobs a snapshot left out (projections.ended); outside TABLES
+# and the digest, in a snapshot.
+job_totals_t = Table(
+    "job_totals",
+    metadata,
+    Column("worker_id", String(128), primary_key=True),
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
 TABLES = (workers_t, tier_history_t, jobs_t, checkpoints_t, meta_t)
 ORDER = {
     "workers": ("worker_id",),
@@ -122,6 +140,12 @@ def sorted_json(value: Any) -> str:
     return _SORTED.encode(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _pools_json(pools: tuple[str, ...]) -> str:
+    """The pools column of a view: the same few tuples, encoded once each."""
+    return sorted_json(list(pools))
+
+
 def worker_row(
     view: wr.WorkerView, factor: float | None, text: str | None = None
 ) -> dict[str, Any]:
@@ -133,7 +157,7 @@ def worker_row(
         "tier": view.tier,
         "tier_factor": factor,
         "tier_since": format_optional_time(view.tier_since),
-        "pools": sorted_json(list(view.pools)),
+        "pools": _pools_json(view.pools),
         "registered": view.registered,
         "lifecycle": view.lifecycle,
         "first_seen": format_time(view.first_seen),

@@ -10,6 +10,11 @@ Tables (projections.schema; portable types only; created with ``metadata.create_
   clock (on the WORKERS row).
 - ``meta``: schema version and the config the views were built under (uptime windows, tier
   policy, tick); a store built under other uptime windows is refused ("replay the log").
+- ``open_hours``: the projector's hour rollups waiting for JOB_EVENTS (projections.hours);
+  working state, not a read model: outside the digest, but in a snapshot.
+- ``job_totals``: per worker and status, the old ended jobs a snapshot left out
+  (projections.ended): a snapshot, and so a restore, is bounded by what is live; the digest
+  covers every row but those jobs.
 
 `Store.write` applies one batch of changes and the checkpoints in ONE transaction, with
 executemany inserts/updates, so a projector killed anywhere resumes at the committed positions:
@@ -30,7 +35,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -54,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from jetgrid.events import ConfigError, parse_time
+from jetgrid.projections import ended
 from jetgrid.projections import workers as wr
 from jetgrid.projections.errors import ReadModelError, ReadModelUnavailable
 from jetgrid.projections.fold import STREAMS, Changes, FoldConfig
@@ -69,9 +75,11 @@ from jetgrid.projections.schema import (
     history_row,
     job_from_row,
     job_row,
+    job_totals_t,
     jobs_t,
     meta_t,
     metadata,
+    open_hours_t,
     param_update,
     plain_rows,
     sorted_json,
@@ -103,6 +111,7 @@ class Loaded:
     positions: dict[str, int]
     clock: datetime | None
     history_counts: dict[str, int]
+    open_hours: dict[str, str] = field(default_factory=dict)  # projections.hours
 
 
 def _translated(
@@ -263,8 +272,10 @@ class Store:
                     )
                 ).all()
             )
+            res = await conn.execute(select(open_hours_t.c.key, open_hours_t.c.value))
+            hours: dict[str, str] = {k: v for k, v in res}
         self._known_workers = set(views)
-        return Loaded(views, positions, clock, counts)
+        return Loaded(views, positions, clock, counts, hours)
 
     @_translated("loading job views")
     async def load_jobs(self, ids: Iterable[str]) -> dict[str, JobView]:
@@ -319,6 +330,8 @@ class Store:
             if hist:
                 await conn.execute(tier_history_t.insert(), hist)
             await conn.execute(self._upd_ckpt, ckpt)
+            if changes.hours:
+                await _write_hours(conn, changes.hours)
         self._known_workers.update(r["b_worker_id"] for r in w_new)
         self._known_jobs.update(r["b_job_id"] for r in j_new)
 
@@ -358,6 +371,10 @@ class Store:
             for wid, status, n in await conn.execute(q):
                 if wid is not None:
                     out.setdefault(wid, {})[status] = n
+            for (wid, status), n in (await ended.totals(conn)).items():  # left out of a snapshot
+                if worker_id is None or wid == worker_id:
+                    got = out.setdefault(wid, {})
+                    got[status] = got.get(status, 0) + n
         return out
 
     @_translated("reading tier history")
@@ -383,25 +400,31 @@ class Store:
 
     @_translated("computing the digest")
     async def digest(self) -> str:
-        """sha256 over a canonical dump of every read-model row (all tables, ordered by key)."""
+        """sha256 over a canonical dump of every read-model row (all tables, ordered by key)
+        but the old ended jobs (projections.ended)."""
         async with self.engine.connect() as conn:
             return await _digest(conn)
 
     # -- snapshots (projections.snapshot) ------------------------------------------------------
     @_translated("dumping the read models")
     async def dump(self) -> tuple[dict[str, dict[str, Any]], str]:
-        """Every row of every table (``{table: {"columns": [...], "rows": [[...]]}}``, rows in
-        key order, booleans as 0/1) and the digest of exactly those rows, read in one
-        transaction."""
+        """Every row of every table but the old ended jobs (projections.ended), whose counts go
+        to ``job_totals`` (``{table: {"columns": [...], "rows": [[...]]}}``, rows in key order,
+        booleans as 0/1), and the digest of exactly those rows, read in one transaction."""
         out: dict[str, dict[str, Any]] = {}
         async with self.engine.begin() as conn:
+            left = await ended.old_ended(conn)
             for table in TABLES:
                 order = [table.c[k] for k in ORDER[table.name]]
                 res = await conn.execute(select(table).order_by(*order))
-                out[table.name] = {
-                    "columns": [c.name for c in table.columns],
-                    "rows": [canonical_row(r) for r in res],
-                }
+                rows = [canonical_row(r) for r in res]
+                if table is jobs_t and left:
+                    rows = [r for r in rows if r[0] not in left]
+                out[table.name] = {"columns": [c.name for c in table.columns], "rows": rows}
+            got = ended.with_left_out(await ended.totals(conn), left)
+            out[job_totals_t.name] = {"columns": ["worker_id", "status", "n"], "rows": got}
+            res = await conn.execute(select(open_hours_t).order_by(open_hours_t.c.key))
+            out[open_hours_t.name] = {"columns": ["key", "value"], "rows": [list(r) for r in res]}
             digest = await _digest(conn)
         return out, digest
 
@@ -428,13 +451,35 @@ class Store:
             if await _digest(conn) != digest:
                 await trans.rollback()
                 return False
+            await conn.execute(open_hours_t.delete())
+            hours = tables.get(open_hours_t.name, {}).get("rows") or []  # older snapshots: none
+            await _write_hours(conn, {str(k): str(v) for k, v in hours})
+            await conn.execute(job_totals_t.delete())
+            totals = tables.get(job_totals_t.name, {}).get("rows") or []
+            if totals:
+                await conn.execute(
+                    job_totals_t.insert(),
+                    [{"worker_id": str(w), "status": str(st), "n": int(n)} for w, st, n in totals],
+                )
             await trans.commit()
         self._known_workers.clear()
         self._known_jobs.clear()
         return True
 
 
+async def _write_hours(conn: Any, rows: dict[str, str | None]) -> None:
+    """Replace the open-hours keys in `rows` (None: delete the key)."""
+    if not rows:
+        return
+    await conn.execute(open_hours_t.delete().where(open_hours_t.c.key.in_(list(rows))))
+    new = [{"key": k, "value": v} for k, v in rows.items() if v is not None]
+    if new:
+        await conn.execute(open_hours_t.insert(), new)
+
+
 async def _digest(conn: Any) -> str:
+    """sha256 over every row of every table but the old ended jobs (projections.ended)."""
+    left = await ended.old_ended(conn)
     h = hashlib.sha256()
     for table in TABLES:
         h.update(f"table {table.name}\n".encode())
@@ -442,6 +487,8 @@ async def _digest(conn: Any) -> str:
         order = [table.c[k] for k in ORDER[table.name]]
         res = await conn.execute(select(table).order_by(*order))
         for row in res:
+            if table is jobs_t and left and row[0] in left:
+                continue
             h.update(sorted_json(dict(zip(cols, canonical_row(row), strict=True))).encode())
             h.update(b"\n")
     return h.hexdigest()

@@ -47,7 +47,22 @@ __all__ = [
 ]
 
 _ENC = json.JSONEncoder(separators=(",", ":"))
-_encode = _ENC.encode
+# The C encoder that _ENC.encode builds on every call, built once (no circular-reference
+# markers: a view's parts are trees): the same text, without a per-call setup that cost as
+# much as encoding the small parts of a view.
+_C_ENCODE: Any = getattr(json.encoder, "c_make_encoder", None)
+if _C_ENCODE is not None:
+    _C_ENCODE = _C_ENCODE(
+        None, _ENC.default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False,
+        True,
+    )  # fmt: skip
+
+
+def _encode(obj: Any) -> str:
+    """`json.dumps(obj, separators=(",", ":"))`."""
+    if _C_ENCODE is None:
+        return _ENC.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
 
 
 _FORMAT = 1
@@ -65,6 +80,10 @@ def format_optional_time(t: datetime | None) -> str | None:
     return None if t is None else format_time(t)
 
 
+# GpuTelemetry.model_dump() without its per-call keyword handling (the same dict).
+_gpu_dict = GpuTelemetry.__pydantic_serializer__.to_python
+
+
 def _ping_dict(p: LastPing) -> dict[str, Any]:
     # The model lists are added only when non-empty, so views stored before they existed (and
     # the views of backends without models) keep their exact text and digest.
@@ -79,7 +98,7 @@ def _ping_dict(p: LastPing) -> dict[str, Any]:
         "accepting": p.accepting,
         "nvml": p.nvml,
         "nvml_error": p.nvml_error,
-        "gpus": [g.model_dump() for g in p.gpus],
+        "gpus": [_gpu_dict(g) for g in p.gpus] if p.gpus else [],
         "gpu_count": p.gpu_count,
         "gpus_unresponsive": p.gpus_unresponsive,
         "tier_factor": p.tier_factor,
@@ -212,7 +231,17 @@ def _members(d: dict[str, Any]) -> str:
 class _Cached:
     """The last key and text of each cached part of one worker's view."""
 
-    __slots__ = ("ident", "ident_text", "reg", "reg_text", "tier", "tier_text", "up", "up_text")
+    __slots__ = (
+        "ident",
+        "ident_text",
+        "reg",
+        "reg_text",
+        "rings",
+        "tier",
+        "tier_text",
+        "up",
+        "up_text",
+    )
 
     def __init__(self) -> None:
         self.ident: Any = None
@@ -223,6 +252,55 @@ class _Cached:
         self.tier_text = ""
         self.up: Any = None
         self.up_text = ""
+        self.rings: list[_RingText] = []
+
+
+class _RingText:
+    """The text of one uptime ring (`_Ring.to_json`, encoded) and what it was made from.
+
+    A ring's counts change at their newest bucket (a healthy slot leaving the exact horizon
+    adds one there, or starts a new bucket); the older buckets keep their text. `head` is the
+    text up to the counts, `prefix` that of every count but the last, each followed by ``,``.
+    """
+
+    __slots__ = ("counts", "head", "head_key", "prefix", "ring", "text")
+
+    def __init__(self) -> None:
+        self.ring: Any = None
+        self.text = ""
+        self.head_key: Any = None
+        self.head = ""
+        self.counts: Any = None  # the counts `prefix` was made from (never mutated in a ring)
+        self.prefix = ""
+
+    def encode(self, ring: Any) -> str:
+        if ring is self.ring:
+            return self.text
+        key = (ring.window_s, type(ring.window_s), ring.slots, ring.bucket, ring.keep, ring.base)
+        if key != self.head_key:
+            self.head_key = key
+            self.head = _encode({**ring.to_json(), "counts": []})[: -len("]}")]
+            self.counts = None
+        counts = ring.counts
+        n = len(counts)
+        old = self.counts
+        if not n:
+            self.counts, self.prefix = counts, ""
+            text = f"{self.head}]}}"
+        elif old is not None and (
+            (len(old) == n and old[:-1] == counts[:-1])
+            or (len(old) == n - 1 and old == counts[:-1])
+        ):
+            if len(old) == n - 1 and old:  # a new bucket: the old last count joins the prefix
+                self.prefix = f"{self.prefix}{old[-1]},"
+            self.counts = counts
+            text = f"{self.head}{self.prefix}{counts[-1]}]}}"
+        else:
+            self.counts = counts
+            self.prefix = "".join(f"{c}," for c in counts[:-1])
+            text = f"{self.head}{self.prefix}{counts[-1]}]}}"
+        self.ring, self.text = ring, text
+        return text
 
 
 class ViewEncoder:
@@ -348,5 +426,8 @@ class ViewEncoder:
                     "top": 0,
                 }
             )[: -len("0}")]
-        rings = ",".join(_encode(r.to_json()) for r in tracker.rings)
+        texts = c.rings
+        while len(texts) < len(tracker.rings):
+            texts.append(_RingText())
+        rings = ",".join(texts[i].encode(r) for i, r in enumerate(tracker.rings))
         return f'{c.up_text}{tracker.top},"mask":"{tracker.mask:x}","windows":[{rings}]}}'

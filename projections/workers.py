@@ -339,10 +339,11 @@ def _ping(
             f"Worker {state.worker_id!r} was tracked over uptime windows {tracker.windows_s!r} "
             f"but the configured windows are {windows.windows_s!r}; replay the log to rebuild."
         )
+    at = _ts(t)
     if late:
         changes["late_pings"] = state.late_pings + 1
         if tracker is not None and tracker.interval == ev.interval_s:
-            changes["uptime"] = tracker.ping(_ts(t), ev.healthy)
+            changes["uptime"] = tracker.ping(at, ev.healthy)
         return changes
     new_boot = last is not None and ev.boot_id is not None and ev.boot_id != last.boot_id
     after = lifecycle_of(state.registered_at, t, state.draining_at, state.deregistered_at)
@@ -350,9 +351,9 @@ def _ping(
         tracker = UptimeTracker.start(ev.interval_s, windows)
     else:
         restarted = new_boot or state.reanchor
-        tracker = absence.moved(tracker, state.lifecycle, after, _ts(t), restarted=restarted)
+        tracker = absence.moved(tracker, state.lifecycle, after, at, restarted=restarted)
     if after == "active":  # pings while away count neither for nor against (absence)
-        tracker = tracker.ping(_ts(t), ev.healthy, reanchor=state.reanchor or new_boot)
+        tracker = tracker.ping(at, ev.healthy, reanchor=state.reanchor or new_boot)
     changes["uptime"] = tracker
     if state.reanchor:
         changes["reanchor"] = False
@@ -370,8 +371,8 @@ def _ping(
         tuple(ev.gpus),
         ev.tier_factor,
         ev.boot_id,
-        tuple(m.name for m in ev.models_loaded),
-        tuple(m.name for m in ev.models_available),
+        tuple(m.name for m in ev.models_loaded) if ev.models_loaded else (),
+        tuple(m.name for m in ev.models_available) if ev.models_available else (),
     )
     if ev.boot_id and ev.boot_id != state.boot_id:
         changes["boot_id"] = ev.boot_id

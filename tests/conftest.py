@@ -152,7 +152,10 @@ class Outcomes:
         self._changed.set()
 
     def terminal(self, job_id: str) -> list[Envelope]:
-        return [e for e in self.events[job_id] if e.type.rsplit(".", 1)[-1] in TERMINAL_NAMES]
+        # `rejected` ends only the submission it names (another one may hold the id and still
+        # run: projections.jobs), so it is not a job's outcome here.
+        names = TERMINAL_NAMES - {"rejected"}
+        return [e for e in self.events[job_id] if e.type.rsplit(".", 1)[-1] in names]
 
     def names(self, job_id: str) -> list[str]:
         return [e.type.rsplit(".", 1)[-1] for e in self.events[job_id]]

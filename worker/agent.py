@@ -53,6 +53,7 @@ from jetgrid.worker.outcomes import Outcomes
 from jetgrid.worker.pulling import PullScheduler
 from jetgrid.worker.telemetry import GpuProbe, Reading
 from jetgrid.worker.tiers import TierWatch
+from jetgrid.worker.tracing import SpanExporter, Tracing
 
 __all__ = ["Counters", "Worker", "WorkerOptions", "default_worker_id"]
 
@@ -87,9 +88,11 @@ class Worker:
         probe: GpuProbe | None = None,
         outcomes: type[Outcomes] = Outcomes,
         keep_alive: KeepAlive = send_in_progress,
+        span_exporter: SpanExporter | None = None,
     ) -> None:
         """`outcomes`: the part that stores job events and acks (a subclass changes what it
-        does); `keep_alive`: what runs beside each job to keep its lease (+WPI by default)."""
+        does); `keep_alive`: what runs beside each job to keep its lease (+WPI by default);
+        `span_exporter`: where job spans go instead of settings.otlp_endpoint (worker.tracing)."""
         check_id(options.worker_id, "worker id")
         check_id(options.pool, "pool")
         if options.concurrency < 1:
@@ -114,6 +117,7 @@ class Worker:
         self._make_outcomes = outcomes
         self._keep_alive = keep_alive
         self.held = Held()
+        self.tracing = Tracing.configure(settings, options.worker_id, span_exporter)
         self.heartbeats = Heartbeats(
             settings=settings,
             options=options,
@@ -145,7 +149,8 @@ class Worker:
             f"<Worker {self.id} pool={self.options.pool} models={list(self.options.models)} "
             f"in_flight={len(self.held.contexts)} claimed={c.claimed} completed={c.completed} "
             f"failed={c.failed} retried={c.retried} invalid={c.invalid} pings={c.pings} "
-            f"cancelled={c.cancelled} timed_out={c.timed_out} duplicates={c.duplicates} "
+            f"cancelled={c.cancelled} timed_out={c.timed_out} stalled={c.stalled} "
+            f"duplicates={c.duplicates} "
             f"tier={self.gate.tier} factor={self.gate.factor:g}>"
         )
 
@@ -215,6 +220,7 @@ class Worker:
             await self.pulls.stop()
             await self.backend.close()
             await bus.close(self.CLOSE_TIMEOUT_S)
+            await asyncio.to_thread(self.tracing.close)  # exports the spans still pending
 
     def _connect_parts(self, bus: Bus) -> None:
         self.outcomes = self._make_outcomes(
@@ -242,6 +248,7 @@ class Worker:
             keep_alive=self._keep_alive,
             stopping=self._stopping,
             wake=self._wake,
+            tracing=self.tracing,
         )
 
     async def _start_backend(self) -> None:

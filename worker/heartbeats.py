@@ -1,8 +1,9 @@
 """Heartbeats and tiers: a worker's pings, and the tier that decides how much it may pull.
 
-`Heartbeats` builds each ping (`heartbeat`: the GPU health the probe read, what the worker holds
-and has done, what its backend reports, its tier factor) and stores it on worker.pinger's
-schedule. It follows the worker's key in the tiers bucket (worker.tiers.TierWatch, retrying as
+`Heartbeats` builds each ping (`heartbeat`: the GPU health the probe read, made unhealthy by a
+stall since the previous ping (coordinator.stalls), what the worker holds and has done, what its
+backend reports, its tier factor) and stores it on worker.pinger's schedule. It follows the
+worker's key in the tiers bucket (worker.tiers.TierWatch, retrying as
 coordinator.backoff.tier_watch_retry_s says) and applies each tier to the pull gate
 (worker.tiers.PullGate): a new worker, or one whose key is gone, pulls at the probation factor.
 When the factor drops to 0, pull requests already out would still deliver, so they are withdrawn.
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ from jetgrid.coordinator.backoff import tier_watch_retry_s
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NatsUnavailable
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.stalls import stall_problem
 from jetgrid.coordinator.tiers import PROBATION, load_policy
 from jetgrid.events import WorkerHeartbeat
 from jetgrid.events.addressing import Speaker
@@ -88,12 +91,20 @@ class Heartbeats:
         )
         self.tier_watch: TierWatch | None = None  # from run() on
         self.pulls_withdrawn = 0
+        self.stalls_reported = 0  # counters.stalled as of the last ping built
         self._bus: Bus | None = None  # while run() runs
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     def heartbeat(self, n: int, reading: Reading | None = None) -> WorkerHeartbeat:
         """The ping this worker sends at tick `n`, with the GPU health `reading` saw."""
         reading = reading or Reading(nvml=False, nvml_error="no GPU probe read")
+        stalls, self.stalls_reported = (
+            self.counters.stalled - self.stalls_reported,
+            self.counters.stalled,
+        )
+        if stalls:  # a stall makes this slot unhealthy (coordinator.stalls)
+            why = stall_problem(stalls)
+            reading = replace(reading, healthy=False, problems=(*reading.problems, why))
         return WorkerHeartbeat(
             worker_id=self.worker_id,
             n=n,

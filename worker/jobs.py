@@ -5,12 +5,16 @@ earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery a
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
 died) is quarantined, `dead`; a job taken past its deadline is `expired` and acked, never run
 (`JobRunner.expired`), and one that waited past its pool's max_wait_s is `rejected`
-(`JobRunner.shed`, coordinator.shedding); otherwise publish `claimed` (``fallback: true``
-when the tier budget did not cover the delivery: coordinator.fallback), skip the job if a cancel was
-requested (worker.cancels), publish `started`, and run the backend under the job's timeout (its
-own, capped by the pool) while a `KeepAlive` sends an in-progress ack every ack_wait/3. The
-result decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
-`retrying` (or `dead`) for a TransientError; `cancelled` when a cancel request arrived.
+(`JobRunner.shed`, coordinator.shedding); otherwise publish `started`, not waiting for its ack
+(it names the worker, attempt, JOBS sequence and tier; ``fallback: true`` when the tier budget
+did not cover the delivery: coordinator.fallback), skip the job if a cancel was requested
+(worker.cancels), and run the backend under the job's timeout (its own, capped by the pool); a
+job still held ack_wait/3 after it arrived gets a `KeepAlive`, which sends an in-progress ack
+then and every ack_wait/3 after (a short job never starts one: `Lease`), the stall watchdog
+watches its tokens (worker.stalls) and its spans are recorded (worker.tracing). The result
+decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
+`retrying` (or `dead`) for a TransientError or a stall; `cancelled` when a cancel request
+arrived. A job this worker stalled on lately is handed back untaken.
 worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
 is handed straight back; one still running when the drain grace runs out is stopped and handed
 back too.
@@ -32,10 +36,12 @@ from jetgrid.coordinator.delivery import is_recording_delivery, keepalive_period
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.shedding import shed_at_take
+from jetgrid.coordinator.stalls import WATCHED_KINDS, avoid_s, stall_reason
+from jetgrid.coordinator.tracecontext import HEADER as TRACE_HEADER
+from jetgrid.coordinator.tracecontext import parse as trace_parse
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
-    JobClaimed,
     JobCompleted,
     JobRejected,
     JobStarted,
@@ -52,23 +58,46 @@ from jetgrid.worker.errors import BackendError, TransientError
 from jetgrid.worker.held import Held
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
+from jetgrid.worker.stalls import Avoid, Watchdog
 from jetgrid.worker.tiers import PullGate
 from jetgrid.worker.tokens import TokenPublisher
+from jetgrid.worker.tracing import BACKEND_TRACEPARENT, Tracing
 
-__all__ = ["JobRunner", "KeepAlive", "send_in_progress"]
+__all__ = ["JobRunner", "KeepAlive", "Lease", "send_in_progress"]
 
 log = logging.getLogger("jetgrid.worker")
 
-# Runs beside a job, given its delivery and the in-progress period, until cancelled.
+# Runs beside a job held for one in-progress period, given its delivery and the period, until
+# cancelled.
 KeepAlive = Callable[[Delivery, float], Coroutine[Any, Any, None]]
 
 
 async def send_in_progress(msg: Delivery, period_s: float) -> None:
-    """+WPI every `period_s`, so a long job is not redelivered while this worker lives."""
+    """+WPI now and every `period_s`, so a long job is not redelivered while this worker lives."""
     while True:
-        await asyncio.sleep(period_s)
         with contextlib.suppress(Exception):
             await msg.in_progress()
+        await asyncio.sleep(period_s)
+
+
+class Lease:
+    """Starts a job's KeepAlive once the job has been held `period_s`, and stops it: a timer
+    per job instead of a task, since most jobs end well before their first in-progress ack."""
+
+    __slots__ = ("_task", "_timer")
+
+    def __init__(self, keep_alive: KeepAlive, msg: Delivery, period_s: float) -> None:
+        self._task: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(period_s, self._start, keep_alive, msg, period_s)
+
+    def _start(self, keep_alive: KeepAlive, msg: Delivery, period_s: float) -> None:
+        self._task = asyncio.create_task(keep_alive(msg, period_s))
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _hand_back(msg: Delivery) -> None:
@@ -96,10 +125,13 @@ class JobRunner:
         stopping: asyncio.Event,
         wake: asyncio.Event,
         clock: Callable[[], datetime] = wall_clock,
+        tracing: Tracing | None = None,
     ) -> None:
-        self.clock = clock  # judges deadlines (coordinator.deadlines)
+        self.clock = clock  # judges deadlines (coordinator.deadlines), times spans
+        self.tracing = tracing or Tracing()
         self.bus = bus
         self.settings = settings
+        self.subjects = settings.subjects  # built once: the property builds one per call
         self.pool = pool
         self.backend = backend
         self.worker_id = worker_id
@@ -112,6 +144,7 @@ class JobRunner:
         self.keepalive_s = keepalive_period(pool.ack_wait_s)
         self.stopping = stopping
         self.wake = wake
+        self.avoid = Avoid()
 
     def on_message(self, msg: Delivery) -> None:
         """Start handling a delivery (while the worker drains: hand it straight back)."""
@@ -138,7 +171,7 @@ class JobRunner:
             env = decode_submission(
                 msg.data,
                 subject=msg.subject,
-                subjects=self.settings.subjects,
+                subjects=self.subjects,
                 seq=seq,
                 stream_time=md.timestamp,
             )
@@ -156,26 +189,29 @@ class JobRunner:
             return
         if await self.outcomes.quarantine(msg, job, seq, attempt):
             return
-        if await self.expired(msg, job, env.time, attempt):
+        if await self.expired(msg, job, env.time, attempt, seq):
             return
         if await self.shed(msg, job, seq, md.timestamp, attempt):
+            return
+        if avoid := self.avoid.remaining(job.job_id):  # it stalled here lately (worker.stalls)
+            await msg.nak(delay=avoid)
             return
         ctx = RunContext(
             worker_id=self.worker_id,
             attempt=attempt,
             emit=TokenPublisher(
                 self.bus,
-                self.settings.subjects.tokens(job.job_id, self.worker_id),
+                self.subjects.tokens(job.job_id, self.worker_id),
                 job.job_id,
                 attempt,
             ),
         )
         self.held.contexts[job.job_id] = ctx
         self.counters.claimed += 1
-        keepalive = asyncio.create_task(self.keep_alive(msg, self.keepalive_s))
+        lease = Lease(self.keep_alive, msg, self.keepalive_s)
         try:
-            await self.outcomes.say(
-                JobClaimed(
+            await self.outcomes.start(
+                JobStarted(
                     job_id=job.job_id,
                     worker_id=self.worker_id,
                     attempt=attempt,
@@ -184,31 +220,41 @@ class JobRunner:
                     fallback=fallback,
                 )
             )
-            if await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp):
+            before = await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp)
+            # or heard live while that was looked up: no await from here to the backend's task
+            if before or ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
-            await self.outcomes.say(
-                JobStarted(job_id=job.job_id, worker_id=self.worker_id, attempt=attempt)
-            )
-            await self._run(msg, job, ctx, attempt)
+            parent = trace_parse((msg.headers or {}).get(TRACE_HEADER))
+            trace = self.tracing.begin(parent, job, worker_id=self.worker_id, attempt=attempt,
+                                       submitted_at=env.time, started_at=self.clock())  # fmt: skip
+            ctx.traceparent = trace.backend
+            BACKEND_TRACEPARENT.set(trace.backend)  # the backend task's copy of this context
+            try:
+                await self._run(msg, job, ctx, attempt)
+            finally:
+                trace.end(self.clock())
         except asyncio.CancelledError:
             # Drain grace ran out: hand the job back (redelivered at once) rather than lose it.
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
         finally:
-            keepalive.cancel()
+            lease.stop()
+            self.outcomes.forget(job.job_id)
             self.held.contexts.pop(job.job_id, None)
 
     async def expired(
-        self, msg: Delivery, job: JobSubmitted, submitted_at: datetime, attempt: int
+        self, msg: Delivery, job: JobSubmitted, submitted_at: datetime, attempt: int, seq: int
     ) -> bool:
         """A job taken past its deadline (coordinator.deadlines) is not run: store `expired`,
         ack it and return True."""
         deadline, now = deadline_of(job, submitted_at), self.clock()
         if deadline is None or not late_start(deadline, now):
             return False
-        event = expired_event(job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt)
+        event = expired_event(
+            job.job_id, deadline, now, worker_id=self.worker_id, attempt=attempt, jobs_seq=seq
+        )
         await self.outcomes.finish(msg, event)
         log.info("job %s: %s", job.job_id, event.reason)
         return True
@@ -233,31 +279,40 @@ class JobRunner:
         """Why this submission may not use `job_id` (an earlier one was claimed under it), or
         None. Looked up only when JetStream has not already made the id unique
         (events.unique_by_construction): a bare NATS job that chose its id without sending it as
-        its Nats-Msg-Id. Unknown when NATS does not answer: then the job runs."""
+        its Nats-Msg-Id. The first claim is the job's first `started` with a `jobs_seq` (in old
+        logs, its first `claimed`). Unknown when NATS does not answer: then the job runs."""
         if unique_by_construction(job_id, seq, msg_id):
             return None
-        claims = f"{self.settings.subjects.job_event(job_id, 'claimed')}.*"
-        try:
-            first = await self.bus.message(
-                self.settings.streams.job_events, 1, subject=claims, next=True
-            )
-            event = decode(first.data).event if first is not None else None
-        except (JetgridError, InvalidEvent) as exc:
-            log.info("could not check whether job id %s is taken: %s", job_id, exc)
-            return None
-        if isinstance(event, JobClaimed) and event.jobs_seq != seq:
-            return (
-                f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
-                f"{event.jobs_seq}; choose another id."
-            )
+        for name in ("started", "claimed"):
+            subject = f"{self.subjects.job_event(job_id, name)}.*"
+            try:
+                first = await self.bus.message(
+                    self.settings.streams.job_events, 1, subject=subject, next=True
+                )
+                event = decode(first.data).event if first is not None else None
+            except (JetgridError, InvalidEvent) as exc:
+                log.info("could not check whether job id %s is taken: %s", job_id, exc)
+                return None
+            if isinstance(event, JobStarted) and event.jobs_seq is not None:
+                if event.jobs_seq == seq:
+                    return None
+                return (
+                    f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
+                    f"{event.jobs_seq}; choose another id."
+                )
         return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
         """Run the backend under the job's timeout and cancel signal; report the outcome."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
+        after = self.pool.stall_after_s if job.kind in WATCHED_KINDS else None
+        dog = None if after is None else Watchdog(after)
+        if dog is not None:
+            ctx.emit = dog.wrap(ctx.emit)
         run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
         self.held.runs[job.job_id] = run
+        watch = None if dog is None else asyncio.create_task(dog.watch(run))
         try:
             try:
                 done, _ = await asyncio.wait({run}, timeout=timeout)
@@ -279,6 +334,9 @@ class JobRunner:
                         "timeout",
                     )
                     return
+            if dog is not None and dog.stalled_s is not None and not ctx.cancelled.is_set():
+                await self._stalled(msg, job, attempt, dog)
+                return
             if ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
                 return
@@ -314,3 +372,16 @@ class JobRunner:
             self.counters.completed += 1
         finally:
             self.held.runs.pop(job.job_id, None)
+            if watch is not None:
+                watch.cancel()
+
+    async def _stalled(self, msg: Delivery, job: JobSubmitted, attempt: int, dog: Watchdog) -> None:
+        """Hand a stalled job back (coordinator.stalls): `retrying` with its stall, a nak with
+        the pool's backoff, and this worker avoids it for a while."""
+        stall_s = dog.stalled_s or 0.0
+        self.counters.stalled += 1
+        self.avoid.add(job.job_id, avoid_s(dog.stall_after_s, self.pool.retry_delay(attempt)))
+        log.warning("job %s stalled: no progress for %.3g s; handing it back", job.job_id, stall_s)
+        await self.outcomes.retry(
+            msg, job, attempt, stall_reason(stall_s, dog.stall_after_s), stall_s=stall_s
+        )

@@ -40,4 +40,6 @@ class Counters:
     cancelled: int = 0
     timed_out: int = 0
     duplicates: int = 0  # terminal events the stream dropped: another worker reported first
+    started_restored: int = 0  # `started` events stored again: no ack came (worker.outcomes)
+    stalled: int = 0  # jobs handed back by the stall watchdog (coordinator.stalls)
     cancel_lookups: int = 0  # stored cancel requests looked up before a job started

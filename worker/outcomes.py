@@ -1,11 +1,15 @@
 """What a worker says about the jobs it holds, and how each delivery ends (ack, nak or term).
 
-`claimed`, `started` and `retrying` are sent without waiting for the stream's ack (`say`, through
-Bus.send: stored all the same, in order, on the same connection). A terminal event (`completed`,
-`failed`, `cancelled`, `dead`; ``Nats-Msg-Id: <job>:terminal``, events.addressing) is stored and
-awaited first, and only then is the submission acked (`finish`): if NATS stays away through the
-coordinator.backoff.TERMINAL_STORE tries, the delivery is naked after NOT_STORED_NAK_S so the job
-runs again. A completed job whose output is too big to store is recorded as failed instead.
+`started` (the claim: worker, attempt, JOBS sequence, tier) and `retrying` are sent without
+waiting for the stream's ack (`start`, `say`, through Bus.send: stored all the same, in order, on
+the same connection). A terminal event (`completed`, `failed`, `cancelled`, `dead`;
+``Nats-Msg-Id: <job>:terminal``, events.addressing) is stored and awaited first, and only then is
+the submission acked (`finish`): if NATS stays away through the coordinator.backoff.TERMINAL_STORE
+tries, the delivery is naked after NOT_STORED_NAK_S so the job runs again. A completed job whose
+output is too big to store is recorded as failed instead. Before a delivery that published
+`started` is acked or naked for a retry, its ack must have come (it comes before the terminal
+event's, the usual case); if it has not, `started` is stored again and awaited, under the same
+``Nats-Msg-Id`` (`_started_stored`), so every claim is in the log, if need be after its outcome.
 
 A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
@@ -23,9 +27,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
-from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.bus import Bus, Stored
 from jetgrid.coordinator.delivery import (
     GiveUp,
     after_transient,
@@ -46,6 +51,7 @@ from jetgrid.events import (
     JobFailed,
     JobRejected,
     JobRetrying,
+    JobStarted,
     JobSubmitted,
     TerminalEvent,
     encode,
@@ -87,15 +93,51 @@ class Outcomes:
         self.speaker = speaker
         self.worker_id = worker_id
         self.counters = counters
+        # job id -> its `started` and the future of the stream's ack (None: the publish failed)
+        self.unconfirmed: dict[str, tuple[JobStarted, asyncio.Future[Any] | None]] = {}
 
-    async def say(self, event: Event) -> None:
+    async def say(self, event: Event) -> asyncio.Future[Any]:
         """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
-        await self.bus.send(event, self.speaker)
+        return await self.bus.send(event, self.speaker)
+
+    async def start(self, event: JobStarted) -> None:
+        """Publish the job's `started` without waiting; checked before the delivery ends."""
+        try:
+            ack: asyncio.Future[Any] | None = await self.say(event)
+        except JetgridError as exc:  # stored later, when the delivery ends (_started_stored)
+            log.info("publishing started of job %s failed (%s)", event.job_id, exc)
+            ack = None
+        self.unconfirmed[event.job_id] = (event, ack)
+
+    def forget(self, job_id: str) -> None:
+        """Stop following the ack of a job's `started` (its delivery ended or was handed back)."""
+        _, ack = self.unconfirmed.pop(job_id, (None, None))
+        if ack is not None:
+            ack.cancel()
+
+    async def _started_stored(self, job_id: str) -> None:
+        """Make sure the job's `started` is stored (see the module doc): a stored duplicate and
+        a `started` after the outcome both fold right (projections.jobs, projections.audit)."""
+        event, ack = self.unconfirmed.pop(job_id, (None, None))
+        if event is None:
+            return
+        if ack is not None and not ack.done():
+            await asyncio.wait({ack}, timeout=self.settings.nats_js_timeout_s)
+        if ack is not None and ack.done() and not ack.cancelled() and ack.exception() is None:
+            return
+        if ack is not None:
+            ack.cancel()
+        log.info("started of job %s: no ack from the stream; storing it again", job_id)
+        self.counters.started_restored += 1
+        if await self._store(event) is None:
+            log.warning("started of job %s could not be stored; its claim is not in the log",
+                        job_id)  # fmt: skip
 
     async def finish(self, msg: Delivery, event: TerminalEvent) -> None:
         """Store the terminal event (deduplicated per job), then ack the submission."""
         job_id = event.job_id
         if await self.store_terminal(event):
+            await self._started_stored(job_id)
             await msg.ack()
             log.debug("job %s: %s stored, acked", job_id, event.type)
         else:
@@ -104,28 +146,37 @@ class Outcomes:
 
     async def store_terminal(self, event: TerminalEvent) -> bool:
         """Store a terminal event; False if NATS stayed away through the TERMINAL_STORE tries."""
-        job_id: str = event.job_id
+        try:
+            stored = await self._store(event)
+        except PayloadTooLarge:
+            # The outcome itself is too big to store: record that, not a retry loop.
+            if not isinstance(event, JobCompleted):
+                raise
+            stored = await self._store(self._too_large(event))
+        if stored is not None and stored.duplicate:
+            self.counters.duplicates += 1
+        return stored is not None
+
+    async def _store(self, event: TerminalEvent | JobStarted) -> Stored | None:
+        """Store an event, trying again (same Msg-Id) through the TERMINAL_STORE tries; None
+        if NATS stayed away through them."""
         tries = 0
         while True:
             tries += 1
             try:
                 stored = await self.bus.store(event, self.speaker)
             except PayloadTooLarge:
-                # The outcome itself is too big to store: record that, not a retry loop.
-                if not isinstance(event, JobCompleted):
-                    raise
-                event = self._too_large(event)
-                continue
+                raise  # no try will fit it (store_terminal decides what to record)
             except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
-                log.warning("storing %s of job %s failed (%s); retrying", event.type, job_id, exc)
+                log.warning(
+                    "storing %s of job %s failed (%s); retrying", event.type, event.job_id, exc
+                )
                 step = after_failure(TERMINAL_STORE, tries, error=exc)
                 if isinstance(step, Stop):
-                    return False
+                    return None
                 await self.sleep(step.delay_s)
                 continue
-            if stored.duplicate:
-                self.counters.duplicates += 1
-            return True
+            return stored
 
     def _too_large(self, event: JobCompleted) -> JobFailed:
         size = len(encode(event, source=self.speaker.source))
@@ -168,8 +219,17 @@ class Outcomes:
         )
         self.counters.cancelled += 1
 
-    async def retry(self, msg: Delivery, job: JobSubmitted, attempt: int, reason: str) -> None:
-        """After a transient failure: `retrying` and a nak with backoff, or `dead` at the end."""
+    async def retry(
+        self,
+        msg: Delivery,
+        job: JobSubmitted,
+        attempt: int,
+        reason: str,
+        *,
+        stall_s: float | None = None,
+    ) -> None:
+        """After a transient failure or a stall (`stall_s`, coordinator.stalls): `retrying` and
+        a nak with backoff, or `dead` at the end."""
         decision = after_transient(attempt, self.pool)
         self.counters.retried += 1
         if isinstance(decision, GiveUp):
@@ -179,14 +239,15 @@ class Outcomes:
             # suffices: an advisory can be lost while its stream fails over, and a worker that
             # crashes on the last delivery leaves only the advisory.
             log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
-            await self.store_terminal(
+            if await self.store_terminal(
                 JobDead(
                     job_id=job.job_id,
                     attempts=attempt,
                     jobs_seq=msg.metadata.sequence.stream,
                     reason=dead_reason(attempt, reason),
                 )
-            )
+            ):
+                await self._started_stored(job.job_id)
             await msg.nak()
             return
         await self.say(
@@ -196,8 +257,10 @@ class Outcomes:
                 attempt=attempt,
                 reason=reason,
                 delay_s=decision.delay_s,
+                stall_s=stall_s,
             )
         )
+        await self._started_stored(job.job_id)
         await msg.nak(delay=decision.delay_s)
 
     async def record_dead(self, msg: Delivery, job: JobSubmitted, seq: int) -> None:

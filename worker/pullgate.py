@@ -64,6 +64,16 @@ class PullGate:
         self._backlogs[consumer] = (now, b)
         return b
 
+    async def oldest_wait(
+        self, stream: str, consumer: str, pool: str, model: str
+    ) -> tuple[float | None, bool]:
+        """How long the consumer's first undelivered job has waited (None: none waits, or
+        unreadable), and whether it ever delivered a job; read at most every `min_interval_s`."""
+        b = await self._backlog(stream, consumer, pool, model)
+        if b is None or b.oldest_ts is None or b.pending <= 0:
+            return None, True
+        return max(0.0, self.clock() - b.oldest_ts), b.delivered > 0
+
     async def decide(self, stream: str, consumer: str, pool: str, model: str) -> int | None:
         """0: do not ask; None: ask for any number; n: ask for at most n."""
         accepting, warm, available = self.accepting, self.warm(model), self.available(model)

@@ -15,6 +15,11 @@ model whose only workers are held back by their tier is still served. Between ro
 loop waits for a job or a request to end or the tier to change, at most
 coordinator.backoff.PULL_ROUND_WAIT_S (a failed round is retried by the next). In burst mode it
 returns once the worker holds nothing and every consumer was found empty twice in a row.
+
+In a fair-share pool (coordinator.share) each priority's sweep also covers the tenant queues
+that hold jobs (worker.tenants finds them, with their consumers) and splits the free slots among
+the shared queue and the tenants' by weighted fair queueing (coordinator.share.allocate); the
+long poll spreads over the shared queues and the tenant queues that held jobs lately.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from jetgrid.coordinator.fallback import Stall, fallback_allowance, fallback_wai
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.share import Affinity, FairShare, allocate, may_take_lane
 from jetgrid.coordinator.tiers import load_policy
 from jetgrid.events.subjects import PRIORITIES
 from jetgrid.worker.backends.base import Backend
@@ -42,6 +48,7 @@ from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.held import Held
 from jetgrid.worker.puller import Puller
 from jetgrid.worker.pullgate import PullGate as AffinityGate
+from jetgrid.worker.tenants import Key, TenantQueues
 from jetgrid.worker.tiers import PullGate
 
 __all__ = ["PullScheduler"]
@@ -57,6 +64,8 @@ class PullScheduler:
     """A worker's consumers, pullers and pull loop; `bind`, then `run` until stopped."""
 
     LONG_POLL_S = 1.0  # an idle worker's long poll; high/low jobs in an idle pool wait <= this
+    # In a fair-share pool: a tenant queue no worker has seen yet waits <= this when idle.
+    FAIR_LONG_POLL_S = 0.25
     FALLBACK_READ_S = 1.0  # a held-back worker reads each consumer's info at most this often
 
     def __init__(
@@ -99,6 +108,9 @@ class PullScheduler:
         self.fallback_wait_s = settings.fallback_wait_s
         self._stalls: dict[str, Stall] = {}  # consumer name -> its stall (coordinator.fallback)
         self._bus: Bus | None = None
+        self.settings = settings
+        self.fair = FairShare.for_pool(pool)
+        self.tenants: TenantQueues | None = None
 
     def allowance(self) -> int:
         """How many jobs to ask for now: free slots, within the tier's budget."""
@@ -112,20 +124,35 @@ class PullScheduler:
         (messages go to `on_message`), and cap requests by `backend`'s model affinity."""
         for model, spec in zip(self._spec_models, self.specs, strict=True):
             await retrying(partial(_ensure, bus, spec), FAILOVER, f"bind {spec.name}", logger=log)
-            puller = Puller(
-                bus.nc,
-                spec.stream,
-                spec.name,
-                on_message,
-                on_end=self.wake.set,
-                expires_s=self.LONG_POLL_S,
+            self._by_priority[spec.priority].append(
+                await self._start_puller(bus, on_message, model, spec)
             )
-            await puller.start()
-            self.pullers.append(puller)
-            self._by_priority[spec.priority].append(puller)
-            self._models[spec.name] = model
         self._affinity = AffinityGate(bus, backend, AffinityPolicy.for_pool(self.pool))
         self._bus = bus
+        if self.fair is not None:
+
+            async def make(model: str, spec: ConsumerSpec) -> Puller:
+                await _ensure(bus, spec)
+                return await self._start_puller(bus, on_message, model, spec)
+
+            self.tenants = TenantQueues(
+                bus, self.settings, self.pool, list(dict.fromkeys(self._spec_models)),
+                self.fair, make, max_deliver=self.specs[0].max_deliver if self.specs else 1,
+                affinity=Affinity.for_pool(self.pool),
+            )  # fmt: skip
+
+    async def _start_puller(
+        self, bus: Bus, on_message: Callable[[Delivery], None], model: str, spec: ConsumerSpec
+    ) -> Puller:
+        puller = Puller(
+            bus.nc, spec.stream, spec.name, on_message,
+            on_end=self.wake.set,
+            expires_s=self.LONG_POLL_S if self.fair is None else self.FAIR_LONG_POLL_S,
+        )  # fmt: skip
+        await puller.start()
+        self.pullers.append(puller)
+        self._models[spec.name] = model
+        return puller
 
     async def run(self, bus: Bus, *, burst: bool) -> None:
         """Pull until the worker stops (in burst mode: until every consumer is empty)."""
@@ -202,6 +229,8 @@ class PullScheduler:
 
     async def _take_now(self, priority: str) -> int:
         """No-wait requests to this priority's consumers (one per model), while slots are free."""
+        if self.tenants is not None:
+            return await self._take_fair(priority)
         pullers = self._by_priority[priority]
         got = 0
         for i in range(len(pullers)):
@@ -216,9 +245,76 @@ class PullScheduler:
                 got += await p.take_now(free if cap is None else min(free, cap))
         return got
 
+    async def _take_fair(self, priority: str) -> int:
+        """Fair-share pool: split the free slots among this priority's shared and tenant queues
+        that may hold jobs (coordinator.share.allocate); a queue that gives fewer than asked is
+        empty (worker.tenants) and left out of the rest of the sweep."""
+        tenants, fair = self.tenants, self.fair
+        assert tenants is not None and fair is not None
+        await tenants.refresh()
+        live: list[tuple[Puller, Key]] = [
+            (p, (self._models[p.consumer], priority, None, None))
+            for p in self._by_priority[priority]
+        ]
+        live += await tenants.queues(priority)
+        live = [
+            (p, key)
+            for p, key in live
+            if tenants.has_jobs(key) and not p.long_polling and await self._lane_open(p, key)
+        ]
+        got, shares = 0, tenants.shares(priority)
+        shares.wake({key[2] for _, key in live})
+        while live and (free := self.allowance()) > 0:
+            asks: dict[str, int] = {}
+            for p, _ in live:
+                if (cap := await self._cap(p)) != 0:
+                    asks[p.consumer] = free if cap is None else min(free, cap)
+            tenant_of = {p.consumer: key[2] for p, key in live}
+            plan = allocate(free, asks, tenant_of.__getitem__, fair, shares)
+            if not plan:
+                break
+            full = []
+            for p, key in live:
+                if (n := plan.get(p.consumer, 0)) > 0:
+                    k = await p.take_now(n)
+                    tenants.took(key, n, k)
+                    shares.charge(key[2], k, fair.weight(key[2]))
+                    got += k
+                    if k == n:
+                        full.append((p, key))
+                elif p.consumer in asks:
+                    full.append((p, key))  # not asked this time: still in the sweep
+            live = full
+        return got
+
+    async def _lane_open(self, puller: Puller, key: Key) -> bool:
+        """Whether this worker may ask an affinity lane for jobs now (coordinator.share:
+        its owner at once, others once its oldest job waited the pool's affinity wait); notes
+        whether a take would be past the wait (TenantQueues.stealing)."""
+        tenants = self.tenants
+        aff = tenants.affinity if tenants is not None else None
+        if key[3] is None or aff is None or tenants is None:
+            return True
+        now = tenants.clock()
+        owned = tenants.owned_at(key)
+        tenants.stealing[key] = False
+        if may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=None):
+            return True
+        if self._affinity is None:
+            return False
+        wait, taken = await self._affinity.oldest_wait(
+            puller.stream, puller.consumer, self.pool.name, key[0]
+        )
+        tenants.stealing[key] = taken
+        return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait, ever_taken=taken)
+
     async def _long_poll(self, free: int) -> None:
-        """Spread the free slots over the normal consumers, starting where we left off."""
-        plan = [(p, cap) for p in self._by_priority["normal"] if (cap := await self._cap(p)) != 0]
+        """Spread the free slots over the normal consumers (and the tenant queues that held jobs
+        lately), starting where we left off."""
+        normal = self._by_priority["normal"]
+        if self.tenants is not None:
+            normal = normal + self.tenants.recent("normal")
+        plan = [(p, cap) for p in normal if (cap := await self._cap(p)) != 0]
         n = len(plan)
         if n == 0:
             return
@@ -240,8 +336,12 @@ class PullScheduler:
 
     async def consumers_empty(self, bus: Bus) -> bool:
         """Burst mode's test: nothing pending or unacked on any of the worker's consumers."""
-        for spec in self.specs:
-            info = await bus.consumer_info(spec.stream, spec.name)
+        names = [spec.name for spec in self.specs]
+        if self.tenants is not None:
+            await self.tenants.refresh(force=True)
+            names += [p.consumer for p in await self.tenants.all_pullers()]
+        for name in names:
+            info = await bus.consumer_info(self.specs[0].stream, name)
             if info.num_pending or info.num_ack_pending:
                 return False
         return True

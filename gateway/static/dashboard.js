@@ -98,6 +98,18 @@ function renderQueue(q) {
   document.getElementById("queue-window").textContent = "(waits and drain over the last " + q.window_s + " s)";
 }
 
+function renderStalls(st) {
+  // One row per worker with stalls in the window: how many, and its latest stalled job.
+  const rows = st.workers.map((w) => {
+    const s = w.latest[0];
+    return el("tr", { "data-stalls": w.worker_id }, el("td", {}, w.worker_id), el("td", { class: "failed" }, String(w.count)),
+      el("td", {}, el("code", {}, s.job_id)), el("td", {}, s.pool || ""), el("td", {}, s.model || ""),
+      el("td", {}, new Date(s.time).toLocaleTimeString()), el("td", {}, secs(s.stall_s)));
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "7" }, "no stalls")));
+  document.querySelector("#stalls tbody").replaceChildren(...rows);
+}
+
 function renderJobs(jobs) {
   document.querySelector("#jobs tbody").replaceChildren(...jobs.map((j) => {
     const took = j.finished_at && j.submitted_at ? ((Date.parse(j.finished_at) - Date.parse(j.submitted_at)) / 1000).toFixed(2) + " s" : "";
@@ -120,10 +132,11 @@ async function workersList() {
 async function tick() {
   const status = document.getElementById("status");
   try {
-    const [workers, pools, jobs, queue] = await Promise.all([workersList(), get("/v1/pools"), get("/v1/jobs?limit=25"), get("/v1/queue")]);
+    const [workers, pools, jobs, queue, stalls] = await Promise.all([workersList(), get("/v1/pools"), get("/v1/jobs?limit=25"), get("/v1/queue"), get("/v1/stalls")]);
     renderWorkers(workers, jobs.jobs);
     renderPools(pools.pools);
     renderQueue(queue);
+    renderStalls(stalls);
     renderJobs(jobs.jobs);
     status.textContent = "live · updated " + new Date().toLocaleTimeString();
   } catch (e) {

@@ -28,6 +28,7 @@ from jetgrid.cli import (
     subjects,
     submit,
     up,
+    usage,
     webhooks,
     worker,
 )
@@ -78,3 +79,4 @@ main.add_command(credentials.credentials)
 main.add_command(cancel.cancel)
 main.add_command(deadletter.deadletter)
 main.add_command(webhooks.webhooks)
+main.add_command(usage.usage)

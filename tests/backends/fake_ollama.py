@@ -9,8 +9,12 @@ default, one JSON object with ``"stream": false``), ``/api/tags``, ``/api/ps``, 
 Knobs on `FakeOllama` (change them while it runs): `available` and `loaded` models,
 `max_loaded` (loading one more evicts the oldest, as VRAM would), `load_delay_s` (a cold model
 costs this much once), `token_delay_s` (between streamed words: makes a job slow enough to
-cancel), `refuse` (an HTTP status every API call answers with, e.g. 503), `fail_next` (errors
-the next inference calls answer with), `pull_steps`. It records every inference request and
+cancel), `prompt_token_s` (prompt evaluation: this much per prompt word not in its prefix cache,
+before the first token; the cache keeps the word sequences (prompt, then reply) of the last
+`cache_entries` requests per model, as a server's KV cache keeps a conversation, and
+`prompt_eval_count` reports only the words it had to evaluate; 0 turns the cache off),
+`refuse` (an HTTP status every API call answers with, e.g. 503), `fail_next` (errors the next
+inference calls answer with), `pull_steps`. It records every inference request and
 every stream the client abandoned (`disconnects`), so a test can prove a cancel reached it.
 """
 
@@ -66,6 +70,9 @@ class FakeOllama:
     max_loaded: int = 0  # 0: no limit
     load_delay_s: float = 0.0
     token_delay_s: float = 0.0
+    prompt_token_s: float = 0.0
+    cache_entries: int = 16
+    cache: dict[str, list[list[str]]] = field(default_factory=dict)  # model -> sequences, LRU
     refuse: int | None = None
     fail_next: list[tuple[int, str]] = field(default_factory=list)
     # Once a `fail_next` error has been served, refuse everything with this status: the server
@@ -187,6 +194,31 @@ class FakeOllama:
         self._touch()
         return int((time.perf_counter() - t0) * 1e9) + 1000
 
+    async def _evaluate(self, name: str, tokens: list[str], words: int) -> tuple[int, int]:
+        """Evaluate a prompt: wait `prompt_token_s` per token past the longest cached prefix;
+        (tokens evaluated, ns). Without a prompt cost: (its `words`, 1000 ns)."""
+        if not self.prompt_token_s:
+            return words, 1000
+        best = 0
+        for seq in self.cache.get(name, []):
+            n = 0
+            for a, b in zip(seq, tokens, strict=False):
+                if a != b:
+                    break
+                n += 1
+            best = max(best, n)
+        todo = len(tokens) - best
+        t0 = time.perf_counter()
+        await asyncio.sleep(self.prompt_token_s * todo)
+        return todo, max(int((time.perf_counter() - t0) * 1e9), 1000)
+
+    def _remember(self, name: str, tokens: list[str]) -> None:
+        """Keep `tokens` (prompt and reply) in the model's prefix cache, newest last."""
+        if not self.prompt_token_s:
+            return
+        seqs = [s for s in self.cache.get(name, []) if s != tokens]
+        self.cache[name] = [*seqs, tokens][-self.cache_entries :]
+
     def _stream(
         self, words: list[str], make: Any, final: Any, load_ns: int, t0: float
     ) -> StreamingResponse:
@@ -208,13 +240,15 @@ class FakeOllama:
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
     @staticmethod
-    def _timings(words: list[str], prompt_words: int, load_ns: int, t0: float, t_eval: float):
+    def _timings(
+        words: list[str], prompt: tuple[int, int], load_ns: int, t0: float, t_eval: float
+    ) -> dict[str, int]:
         now = time.perf_counter()
         return {
             "total_duration": int((now - t0) * 1e9) + load_ns,
             "load_duration": load_ns,
-            "prompt_eval_count": prompt_words,
-            "prompt_eval_duration": 1000,
+            "prompt_eval_count": prompt[0],
+            "prompt_eval_duration": prompt[1],
             "eval_count": len(words),
             "eval_duration": max(int((now - t_eval) * 1e9), 1),
         }
@@ -234,7 +268,8 @@ class FakeOllama:
                  "done_reason": "load"}
             )  # fmt: skip
         words = str(prompt).split()
-        n_prompt = len(words)
+        n_prompt = await self._evaluate(name, words, len(words))
+        self._remember(name, words + words)
 
         def chunk(text: str) -> dict[str, Any]:
             return {"model": body["model"], "created_at": _now(), "response": text, "done": False}
@@ -269,7 +304,13 @@ class FakeOllama:
                  "done_reason": "load"}
             )  # fmt: skip
         words = str(messages[-1].get("content", "")).split()
-        n_prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
+        tokens = [
+            t for m in messages for t in [str(m.get("role")), *str(m.get("content", "")).split()]
+        ]
+        n_prompt = await self._evaluate(
+            name, tokens, sum(len(str(m.get("content", "")).split()) for m in messages)
+        )
+        self._remember(name, [*tokens, "assistant", *words])
 
         def chunk(text: str) -> dict[str, Any]:
             return {

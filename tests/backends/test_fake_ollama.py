@@ -76,3 +76,22 @@ async def test_pull_reports_progress(client, fake_ollama) -> None:
     with pytest.raises(ollama.ResponseError, match="file does not exist"):
         async for _ in await client.pull("missing:1b", stream=True):
             pass
+
+
+async def test_prompt_evaluation_costs_only_the_uncached_prefix(client, fake_ollama) -> None:
+    """A second turn of a chat evaluates only what follows the first turn (its prompt and the
+    reply are cached); another conversation, or a cold cache, pays for every word."""
+    fake_ollama.prompt_token_s = 0.001
+    system = {"role": "system", "content": " ".join(["rule"] * 50)}
+    turn1 = [system, {"role": "user", "content": "hello there"}]
+    first = await client.chat("tiny:1b", turn1)
+    assert first.prompt_eval_count == 2 + 50 + 2  # two roles, 52 words
+    turn2 = [*turn1, {"role": "assistant", "content": "hello there"},
+             {"role": "user", "content": "and now"}]  # fmt: skip
+    second = await client.chat("tiny:1b", turn2)
+    assert second.prompt_eval_count == 3  # "user and now": the rest was cached
+    assert second.prompt_eval_duration < first.prompt_eval_duration
+    other = await client.chat("tiny:1b", [{"role": "user", "content": "x y"}])
+    assert other.prompt_eval_count == 3
+    fake_ollama.cache.clear()
+    assert (await client.chat("tiny:1b", turn2)).prompt_eval_count == 60

@@ -49,7 +49,7 @@ async def test_a_remote_function_returns_its_value_and_output(
     assert result.stdout == "computing 4\n" and result.stderr == "a warning\n"
     # The SDK and this collector each see `completed` on their own subscription: wait for ours.
     await outcomes.wait_terminal(result.job_id)
-    assert outcomes.names(result.job_id) == ["claimed", "started", "completed"]
+    assert outcomes.names(result.job_id) == ["started", "completed"]
 
     @jetgrid.remote(settings=streams)
     async def coro(x):

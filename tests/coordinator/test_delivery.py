@@ -143,6 +143,8 @@ def test_the_stream_takes_every_priority_form() -> None:
         "jg.jobs.*.*",
         "jg.jobs.*.*.high",
         "jg.jobs.*.*.low",
+        "jg.jobs.*.*.*.*",
+        "jg.jobs.*.*.*.*.*",
     )
 
 

@@ -33,6 +33,8 @@ def test_specs_cover_the_streams_with_limits_retention() -> None:
         "jetgrid.jobs.*.*",
         "jetgrid.jobs.*.*.high",
         "jetgrid.jobs.*.*.low",
+        "jetgrid.jobs.*.*.*.*",
+        "jetgrid.jobs.*.*.*.*.*",
     )
     cfg = stream_config(SPECS[0])
     assert cfg.retention.value == "limits" and cfg.max_msgs_per_subject == -1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -240,3 +243,53 @@ def test_pinned_posts_to_the_checked_address_under_the_urls_host(
     url: str, address: str, target: str, host: str
 ) -> None:
     assert wh.pinned(url, address) == (target, host)
+
+
+# Submitter proofs: the gateway's word that a key asked for a webhook on one job.
+KEY_SECRET = "whsec_" + "a2V5LW9uZS1zZWNyZXQtYnl0ZXMtZm9yLXRlc3RzIQ=="
+OTHER_SECRET = "whsec_" + "a2V5LXR3by1zZWNyZXQtYnl0ZXMtZm9yLXRlc3RzIQ=="
+PROVEN = {"job_id": "j1", "submitter": "alice", "webhook": "https://hooks.example.com/a"}
+
+
+def test_a_proof_holds_for_exactly_its_job_submitter_and_webhook() -> None:
+    proof = wh.submitter_proof(KEY_SECRET, "j1", "alice", "https://hooks.example.com/a")
+    assert proof.startswith("p1,")
+    assert wh.proof_holds(KEY_SECRET, proof, **PROVEN)
+    for field, other in [
+        ("job_id", "j2"),
+        ("submitter", "mallory"),
+        ("webhook", "https://evil.example.com/a"),
+        ("submitter", None),
+        ("webhook", None),
+    ]:
+        assert not wh.proof_holds(KEY_SECRET, proof, **{**PROVEN, field: other})
+
+
+@pytest.mark.parametrize("proof", [None, "", "p1,", "p1,AAAA", "p1,bm90IGEgcHJvb2Y=", "é"])
+def test_a_missing_or_made_up_proof_does_not_hold(proof: str | None) -> None:
+    assert not wh.proof_holds(KEY_SECRET, proof, **PROVEN)
+
+
+def test_a_tampered_proof_or_another_keys_proof_does_not_hold() -> None:
+    proof = wh.submitter_proof(KEY_SECRET, "j1", "alice", "https://hooks.example.com/a")
+    flipped = proof[:-2] + ("B" if proof[-2] != "B" else "C") + proof[-1]
+    assert not wh.proof_holds(KEY_SECRET, flipped, **PROVEN)
+    assert not wh.proof_holds(OTHER_SECRET, proof, **PROVEN)
+    theirs = wh.submitter_proof(OTHER_SECRET, "j1", "alice", "https://hooks.example.com/a")
+    assert not wh.proof_holds(KEY_SECRET, theirs, **PROVEN)
+
+
+def test_fields_cannot_be_shifted_between_each_other() -> None:
+    a = wh.submitter_proof(KEY_SECRET, "j1", "alice", "https://h.example.com/x")
+    assert not wh.proof_holds(
+        KEY_SECRET, a, job_id="j1", submitter="alice\nhttps", webhook="//h.example.com/x"
+    )
+
+
+def test_a_proof_is_no_delivery_signature() -> None:
+    """A proof is made under a key of its own: the webhook signature of the same content under
+    the key's secret is a different value."""
+    proof = wh.submitter_proof(KEY_SECRET, "j1", "alice", "https://hooks.example.com/a")
+    content = json.dumps(["jetgrid.submitter", "j1", "alice", "https://hooks.example.com/a"])
+    raw = hmac.new(wh.secret_bytes(KEY_SECRET), content.encode(), hashlib.sha256).digest()
+    assert proof.removeprefix("p1,") != base64.b64encode(raw).decode()

@@ -253,7 +253,7 @@ async def test_chaos(cluster, tmp_path, procs) -> None:
             job_id, name = s.subjects.parse_job_event(m.subject)
             if name in ("completed", "failed", "cancelled", "dead"):
                 terminal_events[job_id] = terminal_events.get(job_id, 0) + 1
-            if name == "claimed":
+            if name == "started":
                 claims[job_id] = claims.get(job_id, 0) + 1
         status = {j.job_id: views[j.job_id].status for j in jobs}
         counts = {k: sum(1 for v in status.values() if v == k) for k in set(status.values())}

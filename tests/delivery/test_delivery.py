@@ -28,7 +28,7 @@ async def test_a_long_job_is_not_redelivered_while_its_worker_lives(
     await start_worker(settings=s)
     await submit(nc.jetstream(), s, job(1, prompt=None, input={"sleep": 4}))
     await outcomes.wait_terminal("j1", timeout=20)
-    assert outcomes.names("j1") == ["claimed", "started", "completed"]
+    assert outcomes.names("j1") == ["started", "completed"]
     assert outcomes.terminal("j1")[0].event.attempt == 1
     info = await nc.jetstream().consumer_info(s.streams.jobs, "pool-standard-echo")
     assert info.config.ack_wait == 1.0 and info.num_redelivered == 0
@@ -89,11 +89,7 @@ async def test_transient_failures_end_dead_exactly_once_with_two_watchers(
         assert "last error: echo: asked to fail transiently" in dead.reason
     # (core NATS shows every publish of `dead`, the duplicates too; the stream kept one)
     names = outcomes.names("j1")
-    assert names[: names.index("dead") + 1] == ["claimed", "started", "retrying"] * 2 + [
-        "claimed",
-        "started",
-        "dead",
-    ]
+    assert names[: names.index("dead") + 1] == ["started", "retrying"] * 2 + ["started", "dead"]
     views = await job_views(js, s)
     assert views["j1"].status == "dead" and views[bare].status == "dead"
     for w in watchers:
@@ -107,7 +103,7 @@ async def test_deterministic_failures_are_not_retried(streams, nc, start_worker,
     await start_worker()
     await submit(nc.jetstream(), streams, job(1, prompt=None, input={"fail": "permanent"}))
     await outcomes.wait_terminal("j1")
-    assert outcomes.names("j1") == ["claimed", "started", "failed"]
+    assert outcomes.names("j1") == ["started", "failed"]
     js = nc.jetstream()
 
     async def acked() -> bool:

@@ -29,10 +29,11 @@ S = Subjects("jetgrid")
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "jetgrid.job.submitted": dict(job_id="j1", model="m", pool="fast", prompt="hi"),
-    "jetgrid.job.claimed": dict(job_id="j1", worker_id="w1", attempt=1, jobs_seq=3),
     "jetgrid.job.rejected": dict(job_id="j1", jobs_seq=3, reason="bad field", worker_id="w1"),
     "jetgrid.job.expired": dict(job_id="j1", deadline="2026-01-01T00:00:00Z", reason="late"),
-    "jetgrid.job.started": dict(job_id="j1", worker_id="w1", attempt=1),
+    "jetgrid.job.started": dict(
+        job_id="j1", worker_id="w1", attempt=1, jobs_seq=3, tier_factor=0.5, fallback=True
+    ),
     "jetgrid.job.progress": dict(job_id="j1", worker_id="w1", attempt=1, fraction=0.5),
     "jetgrid.job.completed": dict(
         job_id="j1", worker_id="w1", attempt=1, output={"r": 1}, duration_s=0.1

@@ -94,3 +94,38 @@ def test_no_body_makes_the_codec_raise_anything_but_invalid_event(raw: bytes, su
     only_invalid_event(
         lambda: decode_submission(raw, subject=subject, subjects=S, seq=1, stream_time=T0)
     )
+
+
+number_text = st.one_of(
+    st.integers().map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.builds(
+        lambda sign, lead, frac, e, esign, exp: f"{sign}{lead}{frac}{e}{esign}{exp}",
+        st.sampled_from(["", "-"]), st.integers(0, 10**25), st.sampled_from(["", ".5", ".0"]),
+        st.sampled_from(["e", "E"]), st.sampled_from(["", "+", "-"]), st.integers(0, 1200),
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.one_of(
+        hostile_text(),
+        st.lists(number_text, max_size=4).map(lambda xs: ("[" + ", ".join(xs) + "]").encode()),
+        number_text.map(lambda x: f' {{"n":{x}}}'.encode()),
+        number_text.map(str.encode),
+    )
+)
+def test_the_byte_scan_skips_the_walk_only_for_documents_within_the_bounds(raw: bytes) -> None:
+    """load_json skips walking a parsed document when the raw bytes prove it within the bounds;
+    whenever they do, the walk would have accepted it."""
+    from pydantic_core import from_json
+
+    from jetgrid.events.codec import _check, _within_bounds
+
+    try:
+        obj = from_json(raw, allow_inf_nan=False)
+    except ValueError:
+        return
+    if _within_bounds(raw):
+        _check(obj, strings=False)  # raises InvalidEvent if the scan was wrong

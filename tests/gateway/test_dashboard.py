@@ -148,3 +148,35 @@ async def test_dashboard_queue_panel_shows_tenants_waits_and_shares(  # type: ig
         print(f"dashboard screenshot: {shot}")
     finally:
         gate.release.set()
+
+
+async def test_dashboard_stalls_panel_shows_a_workers_stalled_jobs(  # type: ignore[no-untyped-def]
+    streams, gateway, start_worker, tmp_path
+):
+    from tests.helpers import write_pools
+    from tests.worker.test_stalls import HangingBackend
+
+    exe = _chromium()
+    pools = write_pools(tmp_path / "p.toml", stall_after_s=0.2, backoff_s=[0.05], max_deliver=2)
+    await start_worker(worker_id="wedged", backend=HangingBackend(), drain_grace_s=0.2,
+                       settings=streams.replace(pools_file=pools))  # fmt: skip
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        r = await http.post("/v1/jobs", json={"model": "echo", "prompt": "hangs"})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+
+        async def stalled() -> bool:
+            rows = (await http.get("/v1/stalls")).json()["workers"]
+            return any(w["worker_id"] == "wedged" for w in rows)
+
+        await until(stalled, timeout=15)
+        (row,) = (await http.get("/v1/stalls")).json()["workers"]
+        assert row["latest"][0]["job_id"] == job_id and row["latest"][0]["model"] == "echo"
+    dom = await _chromium_run(exe, tmp_path / "profile", "--dump-dom", f"{gateway}/")
+    assert 'data-stalls="wedged"' in dom, dom[-3000:]
+    panel = dom.split('data-stalls="wedged"', 1)[1].split("</tr>", 1)[0]
+    assert f"<code>{job_id}</code>" in panel and "<td>standard</td>" in panel
+    shot = tmp_path / "dashboard-stalls.png"
+    await _chromium_run(exe, tmp_path / "profile", f"--screenshot={shot}", f"{gateway}/")
+    assert shot.stat().st_size > 10_000
+    print(f"dashboard screenshot: {shot}")

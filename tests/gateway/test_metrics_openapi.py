@@ -80,6 +80,8 @@ def test_openapi_schemas_are_the_validating_models() -> None:
         ("/v1/jobs/{job_id}/events", "get"),
         ("/v1/pools", "get"),
         ("/v1/queue", "get"),
+        ("/v1/usage", "get"),
+        ("/v1/stalls", "get"),
     }
 
 

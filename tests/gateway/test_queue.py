@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 
 from jetgrid.cli import main
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events import decode
 from jetgrid.events import now as wall_clock
 from jetgrid.gateway.app import Gateway
 from jetgrid.gateway.queue_api import Expiry
@@ -128,6 +129,9 @@ async def test_a_queued_job_past_its_deadline_ends_expired_once_whoever_sweeps(
         nc.jetstream(), streams.streams.job_events, streams.subjects.job_events(soon)
     )
     assert [m.subject.rsplit(".", 1)[-1] for m in msgs] == ["expired"]  # one, from two sweeps
+    view = gw.board.get(soon)
+    assert view is not None and view.jobs_seq is not None
+    assert decode(msgs[0].data).event.jobs_seq == view.jobs_seq  # the webhook service reads it
     r = await http.get(f"/v1/jobs/{soon}/result")
     assert r.status_code == 409 and "expired" in r.json()["error"]["message"]
     listed = (await http.get("/v1/jobs?status=expired")).json()["jobs"]

@@ -89,6 +89,7 @@ async def test_every_llm_route_records_its_caller_as_the_submitter(
             pass
         await o.embeddings.create(model="echo", input="e")
         await o.responses.create(model="echo", input="r")
+        await o.responses.create(model="echo", input="b", background=True)  # stored at once
     async with ollama.AsyncClient(host=echo_gateway, headers=who) as c:
         await c.generate(model="echo", prompt="g")
         await c.chat(model="echo", messages=[{"role": "user", "content": "o"}])
@@ -99,5 +100,5 @@ async def test_every_llm_route_records_its_caller_as_the_submitter(
         assert resp.status_code == 200, resp.text
     subs = [decode(m.data).event for m in await read_stream(nc.jetstream(), streams.streams.jobs)]
     jobs = [e for e in subs if isinstance(e, JobSubmitted)]
-    assert len(jobs) == 10
+    assert len(jobs) == 11
     assert {j.submitter for j in jobs} == {"tenant-a"}

@@ -19,6 +19,8 @@ from jetgrid.events import (
     JobRetrying,
     JobStarted,
     JobSubmitted,
+    decode,
+    encode,
 )
 from jetgrid.events.addressing import Speaker, message_id
 from jetgrid.projections.jobs import (
@@ -33,13 +35,20 @@ from jetgrid.projections.jobs import (
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
 
+def decoded(event: Any) -> Any:
+    """The event as the reducers get it from the log: through the codec (and its upcasters)."""
+    return decode(encode(event, source="t")).event
+
+
 def env(event: Any, seq: int, dt: float = 0.0) -> Envelope:
     return Envelope(id=f"e{seq}", source="t", time=T0 + timedelta(seconds=dt), event=event, seq=seq)
 
 
 SUB = JobSubmitted(job_id="j", model="m", pool="fast", prompt="hi")
-CLAIM = JobClaimed(job_id="j", worker_id="w1", attempt=1, jobs_seq=1)
+# An old log's pair (`claimed`, then a version 1 `started`), and the one `started` of today.
+CLAIM = decoded(JobClaimed(job_id="j", worker_id="w1", attempt=1, jobs_seq=1))
 START = JobStarted(job_id="j", worker_id="w1", attempt=1)
+TAKE = JobStarted(job_id="j", worker_id="w1", attempt=1, jobs_seq=1, tier_factor=1.0)
 DONE = JobCompleted(job_id="j", worker_id="w1", attempt=1, output={"r": 1}, duration_s=0.5)
 DONE2 = JobCompleted(job_id="j", worker_id="w2", attempt=2, output={"r": 2}, duration_s=0.1)
 FAIL = JobFailed(job_id="j", worker_id="w1", attempt=1, reason="bad input", error_type="bad_input")
@@ -64,8 +73,11 @@ def test_happy_path() -> None:
     ("events", "status"),
     [
         ([SUB], "queued"),
-        ([SUB, CLAIM], "claimed"),
+        ([SUB, CLAIM], "running"),  # an old log's lone `claimed` reads as taken and running
         ([SUB, CLAIM, START], "running"),
+        ([SUB, TAKE], "running"),
+        ([SUB, TAKE, DONE], "completed"),
+        ([SUB, DONE], "completed"),  # a `started` that never landed
         ([SUB, START, CLAIM], "running"),  # never backwards
         ([SUB, CLAIM, START, FAIL], "failed"),
         ([SUB, JobCancelled(job_id="j")], "cancelled"),
@@ -190,3 +202,34 @@ def test_expired_is_terminal_and_the_first_terminal_event_counts() -> None:
     assert v.finished_at == T0 + timedelta(seconds=9) and v.deadline == T0
     v = fold(env(SUB, 1), env(CLAIM, 2, 1), env(DONE, 3, 2), env(late, 4, 9))
     assert (v.status, v.duplicates) == ("completed", 1)  # ran in time: a late sweep loses
+
+
+# -- `claimed` folded into `started` (issue 13) -------------------------------------------------
+
+
+def test_an_old_claimed_and_started_pair_folds_to_the_view_it_always_gave() -> None:
+    v = fold(env(SUB, 1), env(CLAIM, 1, 1), env(START, 2, 2), env(DONE, 3, 3))
+    assert v == JobView(
+        job_id="j", status="completed", model="m", pool="fast", kind="generate",
+        priority="normal", jobs_seq=1, submitted_at=T0, worker_id="w1", attempts=1,
+        claimed_at=T0 + timedelta(seconds=1), started_at=T0 + timedelta(seconds=2),
+        finished_at=T0 + timedelta(seconds=3), output={"r": 1}, usage={}, terminal_seq=3,
+    )  # fmt: skip
+
+
+def test_the_one_started_records_the_claim_and_the_start() -> None:
+    v = fold(env(TAKE, 1, 1))
+    assert (v.status, v.worker_id, v.attempts, v.jobs_seq) == ("running", "w1", 1, 1)
+    assert v.claimed_at == v.started_at == T0 + timedelta(seconds=1)
+
+
+def test_a_started_stored_after_the_outcome_changes_nothing() -> None:
+    # The worker stores a `started` whose ack never came again, after the terminal event.
+    assert fold(env(SUB, 1), env(DONE, 2, 2), env(TAKE, 3, 1)) == fold(env(SUB, 1), env(DONE, 2, 2))
+
+
+def test_a_retried_job_is_claimed_again_by_each_started() -> None:
+    again = JobStarted(job_id="j", worker_id="w2", attempt=2, jobs_seq=1)
+    v = fold(env(SUB, 1), env(TAKE, 2, 1), env(RETRY, 3, 2), env(again, 4, 3))
+    assert (v.status, v.worker_id, v.attempts, v.retries) == ("running", "w2", 2, 1)
+    assert v.claimed_at == v.started_at == T0 + timedelta(seconds=3)

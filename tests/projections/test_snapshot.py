@@ -12,7 +12,7 @@ import pytest
 
 from jetgrid.coordinator.provision import ensure_snapshot_bucket
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.projections import snapshot
+from jetgrid.projections import ended, snapshot
 from jetgrid.projections.errors import SnapshotError
 from jetgrid.projections.fold import fold_config
 from jetgrid.projections.replay import replay
@@ -128,3 +128,45 @@ async def test_a_corrupt_or_foreign_snapshot_is_refused_and_the_projector_replay
     proj = await _fresh(s, bus, make_store("fresh"))
     assert proj.stats.restored is None and says in (proj.stats.refused or "")
     assert await proj.store.digest() == full.digest
+
+
+async def test_a_snapshot_leaves_out_old_ended_jobs_and_a_restore_keeps_digest_and_counts(
+    log, nc, bus, make_store, monkeypatch
+) -> None:
+    monkeypatch.setattr(ended, "KEEP_ENDED", 2)
+    monkeypatch.setattr(ended, "KEEP_ENDED_S", 60.0)
+    s, config = log.settings, fold_config(log.settings)
+    await ensure_snapshot_bucket(nc.jetstream(), s.snapshot_bucket)
+    for w in ("w1", "w2"):
+        await log.register(w)
+    for i in range(8):
+        await log.job(f"old{i}", f"w{1 + i % 2}", 10 + i, "failed" if i % 3 == 0 else "completed")
+    await log.pings("w1", 1, 300)  # the worker log clock reaches 300 s: cut-off 240 s
+    await log.job("recent", "w2", 290)
+
+    async def caught_up(store, snapshots: bool) -> Projector:
+        proj = Projector(s, store, bus, config, publish=False, snapshots=snapshots)
+        await proj.start()
+        await proj.wait_caught_up()
+        await proj.stop()
+        return proj
+
+    first = await caught_up(make_store("first"), False)
+    snap = await snapshot.publish(bus, first.store, s, config)
+    assert [r[0] for r in snap.tables["jobs"]["rows"]] == ["old7", "recent"]
+    second = await caught_up(make_store("second"), True)
+    assert second.stats.restored == snap.positions
+    assert len(await second.store.jobs()) == 2  # bounded by what is live and recent
+    full = await replay(s, make_store(), bus)
+    assert await first.store.digest() == await second.store.digest() == full.digest
+    counts = await first.store.job_counts()
+    assert counts == {"w1": {"completed": 2, "failed": 2}, "w2": {"completed": 4, "failed": 1}}
+    assert await second.store.job_counts() == counts
+    assert await second.store.job_counts("w2") == {"w2": counts["w2"]}
+
+    await log.job("later", "w1", 400)  # the log moves on; both follow it
+    await log.pings("w1", 301, 200)
+    for proj in (first, second):
+        await caught_up(proj.store, False)
+    full = await replay(s, make_store(), bus)
+    assert await first.store.digest() == await second.store.digest() == full.digest

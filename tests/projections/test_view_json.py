@@ -10,6 +10,7 @@ from pathlib import Path
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS
 from jetgrid.projections.fold import Fold, fold_config
+from jetgrid.projections.uptime import UptimeTracker, UptimeWindows
 from jetgrid.projections.view_json import ViewEncoder, view_json
 
 _spec = importlib.util.spec_from_file_location(
@@ -71,3 +72,27 @@ def test_odd_values_and_changed_parts_encode_like_the_reference() -> None:
     enc = ViewEncoder()
     for view in variants:
         assert enc.encode(view) == view_json(view)
+
+
+def test_uptime_rings_encode_like_the_reference_as_they_fill_and_roll() -> None:
+    """The cached ring text follows every change of a ring: a count added to the newest bucket,
+    a new bucket, the oldest dropped (a new base), and a new tracker."""
+    settings = Settings(subject_prefix="vj", stream_prefix="VJ_")
+    fold = Fold(settings.subjects, fold_config(settings))
+    for it in _pin._log(settings)[:200]:
+        if it.stream == WORKERS:
+            fold.worker_message(it.seq, it.subject, it.data, it.time)
+    base = fold.workers["w1"]
+    windows = UptimeWindows((60.0, 600.0), tier_window_s=60.0, max_buckets=4, horizon_slots=16)
+    enc = ViewEncoder()
+    tracker = UptimeTracker.start(1.0, windows)
+    bases = set()
+    for i in range(1500):
+        if i == 900:
+            tracker = UptimeTracker.start(1.0, windows)  # a new tracker: every ring anew
+        healthy = (i // 7) % 5 != 0 and i % 13 != 0
+        tracker = tracker.ping(float(i), healthy)
+        bases.update(r.base for r in tracker.rings)
+        view = dataclasses.replace(base, uptime=tracker)
+        assert enc.encode(view) == view_json(view)
+    assert len(bases) > 40  # the rings rolled over many times

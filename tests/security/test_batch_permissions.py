@@ -14,9 +14,11 @@ from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.provision import provision_batches
 from jetgrid.coordinator.roles import WEBHOOK_CONSUMER
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events import JetgridError
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.batchstore import BatchRecord, BatchStore, FileInfo, FileStore
 from jetgrid.webhooks import WebhookService
+from tests.helpers import until
 
 
 async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
@@ -61,3 +63,26 @@ async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
         assert all("consumer.durable.create" in e.lower() for e in refused), refused
     finally:
         await bus.close()
+
+
+async def test_a_client_cannot_write_a_batch_record(provisioned: Any, admin_nc: NATS) -> None:
+    """A batch's webhook is signed with the secret of the record's `key_name`; only gateways
+    (and admin) write records, so a NATS client cannot name another key's batch webhook."""
+    s: Settings = provisioned.settings("client")
+    await provision_batches(admin_nc.jetstream(), s)
+    bus = await Bus.connect(s, name="test-client-batches")
+    rec = BatchRecord(id="batch_" + "f" * 32, owner="open", key_name="someone-else",
+                      endpoint="/v1/completions", input_file_id="file-x1", total=1,
+                      created_at=1, webhook="https://attacker.example.com/h")  # fmt: skip
+    try:
+        with pytest.raises(JetgridError, match="permissions violation"):
+            await BatchStore(bus, s).put(rec)
+        # Nor by publishing to the bucket's subject directly, skipping the KV client.
+        await bus.nc.publish(f"$KV.{s.batches_bucket}.{rec.id}", rec.model_dump_json().encode())
+        await bus.nc.flush()
+        await until(lambda: [e for e in bus.errors.seen if f"$kv.{s.batches_bucket}".lower()
+                             in e.lower()])  # fmt: skip
+    finally:
+        await bus.close()
+    admin = Bus(admin_nc, provisioned.settings("admin"))
+    assert await BatchStore(admin, provisioned.settings("admin")).get(rec.id) is None

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from jetgrid.coordinator.bus import Bus, Stored
 from jetgrid.coordinator.errors import NatsUnavailable, PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import Event, JobCompleted, JobSubmitted
+from jetgrid.events import Event, JobCompleted, JobStarted, JobSubmitted
 from jetgrid.events.addressing import Speaker, event_name
 from jetgrid.worker.backends.base import RunContext
 from jetgrid.worker.delivery import Delivery as DeliveryProtocol
@@ -20,6 +22,7 @@ from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
 
 JOB = JobSubmitted(job_id="j1", model="echo", pool="standard", prompt="hi")
+START = JobStarted(job_id="j1", worker_id="w1", attempt=1, jobs_seq=1, tier_factor=1.0)
 DONE = JobCompleted(job_id="j1", worker_id="w1", attempt=1, output={"r": "hi"}, duration_s=0.1)
 
 
@@ -31,6 +34,7 @@ class FlakyBus:
         self.too_large = too_large
         self.log: list[str] = []
         self.tries = 0
+        self.acks: list[str] = []  # how the acks of sent events go, in turn: ok, error, lost
 
     async def store(self, event: Event, speaker: Speaker, **_: Any) -> Stored:
         self.tries += 1
@@ -42,8 +46,18 @@ class FlakyBus:
         self.log.append(f"stored {event_name(event)}")
         return Stored("JOB_EVENTS", len(self.log), duplicate=False)
 
-    async def send(self, event: Event, speaker: Speaker, **_: Any) -> None:
+    async def send(self, event: Event, speaker: Speaker, **_: Any) -> asyncio.Future[Any]:
+        """The stream's ack comes at once, fails or is lost, as `self.acks` says."""
         self.log.append(f"sent {event_name(event)}")
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        how = self.acks.pop(0) if self.acks else "ok"
+        if how == "ok":
+            ack.set_result(None)
+        elif how == "error":
+            ack.set_exception(NatsUnavailable("No NATS server answered."))
+        else:
+            ack.cancel()
+        return ack
 
 
 class Delivery:
@@ -131,3 +145,48 @@ async def test_held_abort_signals_the_job_and_cancels_its_backend_task() -> None
     held.abort("j1")
     await asyncio.wait({run})
     assert ctx.cancelled.is_set() and run.cancelled()
+
+
+# -- `started`, sent without waiting for its ack (issue 13) ------------------------------------
+
+
+async def test_started_is_sent_and_its_ack_checked_before_the_job_is_acked() -> None:
+    bus = FlakyBus()
+    part, counters = make(bus)
+    await part.start(START)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.log == ["sent started", "stored completed", "ack"]
+    assert counters.started_restored == 0 and not part.unconfirmed
+
+
+@pytest.mark.parametrize("ack", ["error", "lost"])
+async def test_a_started_without_an_ack_is_stored_after_the_outcome_before_the_ack(
+    ack: str,
+) -> None:
+    bus = FlakyBus()
+    bus.acks = [ack]
+    part, counters = make(bus)
+    await part.start(START)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.log == ["sent started", "stored completed", "stored started", "ack"]
+    assert counters.started_restored == 1
+
+
+async def test_a_retry_checks_the_started_before_its_nak() -> None:
+    bus = FlakyBus()
+    bus.acks = ["lost"]
+    part, _ = make(bus)
+    await part.start(START)
+    await part.retry(Delivery.noting_in(bus.log), JOB, 1, "oom")
+    assert bus.log == ["sent started", "sent retrying", "stored started", "nak 1.0"]
+
+
+async def test_an_outcome_that_cannot_be_stored_leaves_the_started_alone() -> None:
+    bus = FlakyBus(failures=99)
+    bus.acks = ["lost"]
+    part, _ = make(bus, [])
+    await part.start(START)
+    await part.finish(Delivery.noting_in(bus.log), DONE)
+    assert bus.log == ["sent started", "nak 1.0"]  # NATS is away: the job runs again
+    part.forget("j1")
+    assert not part.unconfirmed

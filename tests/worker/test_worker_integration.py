@@ -20,7 +20,7 @@ async def test_a_job_runs_and_reports_its_lifecycle(streams, nc, start_worker, o
     j = job(1)
     seq = await submit(nc, streams, j)
     await outcomes.wait_terminal("j1")
-    assert outcomes.names("j1") == ["claimed", "started", "completed"]
+    assert outcomes.names("j1") == ["started", "completed"]
     done = outcomes.terminal("j1")[0]
     assert done.event.output == expected_output(j)
     assert done.id == "j1:terminal"
@@ -115,7 +115,7 @@ async def test_two_workers_share_one_consumer_and_each_job_runs_once(
     for i in range(60):
         await submit(nc, streams, job(i))
     await outcomes.wait_terminal(*ids, timeout=30)
-    claims = [e for j in ids for e in outcomes.events[j] if e.type == "jetgrid.job.claimed"]
+    claims = [e for j in ids for e in outcomes.events[j] if e.type == "jetgrid.job.started"]
     assert len(claims) == 60
     by_worker = {w: sum(1 for c in claims if c.event.worker_id == w) for w in ("wa", "wb")}
     assert by_worker["wa"] > 0 and by_worker["wb"] > 0, by_worker
@@ -168,7 +168,7 @@ async def test_permanent_failure_fails_at_once(streams, nc, start_worker, outcom
     await start_worker()
     await submit(nc, streams, job(1, prompt=None, input={"fail": "permanent"}))
     await outcomes.wait_terminal("j1")
-    assert outcomes.names("j1") == ["claimed", "started", "failed"]
+    assert outcomes.names("j1") == ["started", "failed"]
     failed = outcomes.terminal("j1")[0].event
     assert failed.error_type == "bad_input" and "permanently" in failed.reason
 

@@ -22,12 +22,14 @@ async def _discard(_: str) -> None:
 
 @dataclass
 class RunContext:
-    """What a running job may use: a sink for streamed tokens and the cancel signal."""
+    """What a running job may use: a sink for streamed tokens, the cancel signal, its trace."""
 
     worker_id: str
     attempt: int
     emit: TokenSink = _discard
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    # The W3C traceparent the backend's own calls should carry (worker.tracing); None: none.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
 from jetgrid.worker.backends.base import Result, RunContext, cancellable
 from jetgrid.worker.errors import BackendError, PermanentError, TransientError
+from jetgrid.worker.tracing import add_traceparent
 
 log = logging.getLogger("jetgrid.worker.ollama")
 T = TypeVar("T")
@@ -136,7 +137,9 @@ class OllamaBackend:
         self.refresh_s = refresh_s
         self.probe_s = probe_s
         self.client = ollama.AsyncClient(
-            host=host, timeout=timeout or httpx.Timeout(10.0, read=600.0)
+            host=host,
+            timeout=timeout or httpx.Timeout(10.0, read=600.0),
+            event_hooks={"request": [add_traceparent]},  # a job's calls carry its trace
         )
         self.healthy = True
         self.last_error: str | None = None
