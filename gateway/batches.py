@@ -265,8 +265,9 @@ async def state(gw: Gateway, record: BatchRecord) -> dict[str, Any]:
     err_id = f"file-{hexid}-errors" if t.failed + t.cancelled else None
     try:
         files = FileStore(gw.bus, gw.settings)
-        if (out_id and await files.info(out_id) is None) or (
-            err_id and await files.info(err_id) is None
+        # A result file deleted by its owner stays deleted: it is not written again.
+        if (out_id and await files.info(out_id, deleted=True) is None) or (
+            err_id and await files.info(err_id, deleted=True) is None
         ):
             await _write_results(gw, record, ended, out_id, err_id, finished or 0)
     except HTTPError:

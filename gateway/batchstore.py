@@ -8,7 +8,8 @@ attributes as JSON (`FileInfo`: owner, purpose, name, size, creation time).
 Keys: ``<batch_id>`` holds the record (`BatchRecord`: owner, endpoint, input file, number of
 lines, webhook, metadata, when it was created and when a cancel was asked); ``own.<owner>.<id>``
 indexes it under its owner for listing; ``<batch_id>.line.<n>`` marks line n done (its job's
-terminal status), written by the webhook service as each line's terminal event arrives. The
+terminal status), written by the webhook service as each line's terminal event arrives;
+``deleted.<job_id>`` marks a deleted response (gateway.responses). The
 record changes only when every line's job is stored (`submitted`) and when a cancel is asked;
 a batch's progress and outcome come from its jobs' own events (gateway.batches), the line marks
 only tell the webhook service when the last line ended (their count, from an ephemeral
@@ -17,6 +18,7 @@ consumer's pending count, no key listing).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -141,6 +143,23 @@ class BatchStore:
         await self.put(done)
         return done
 
+    async def mark_response_deleted(self, job_id: str, when: datetime | None = None) -> None:
+        """Mark the response of `job_id` deleted (``deleted.<job_id>``: its time)."""
+        stamp = str(int((when or datetime.now(UTC)).timestamp())).encode()
+        await self.bus.put(self.bucket, f"deleted.{job_id}", stamp)
+
+    async def response_deleted(self, job_id: str) -> bool:
+        """Whether the response of `job_id` is marked deleted: one message get (the bucket
+        has no direct gets); no bucket means none was ever deleted."""
+        stream, subject = f"KV_{self.bucket}", f"$KV.{self.bucket}.deleted.{job_id}"
+        try:
+            await self.bus.call(
+                self.bus.js.get_last_msg(stream, subject), f"read the mark of {subject}"
+            )
+        except NotFound:
+            return False
+        return True
+
     async def line_done(self, batch_id: str, job_id: str, status: str) -> BatchRecord | None:
         """Mark the line `job_id` runs as ended with `status`; the batch's record when this made
         every line ended (else None)."""
@@ -230,15 +249,36 @@ class FileStore:
         meta = ObjectMeta(name=info.id, description=info.model_dump_json())
         await self.bus.call(obs.put(info.id, data, meta=meta), f"store file {info.id}")
 
-    async def info(self, file_id: str) -> FileInfo | None:
+    async def info(self, file_id: str, *, deleted: bool = False) -> FileInfo | None:
+        """The file's attributes; None if there is no such file (with `deleted`, a deleted
+        file's are given too, to tell "deleted" from "never written")."""
         if not _ID.match(file_id):
             return None
         obs = await self._obs()
         try:
-            raw = await self.bus.call(obs.get_info(file_id), f"read file {file_id}")
+            raw = await self.bus.call(obs.get_info(file_id, deleted), f"read file {file_id}")
         except NotFound:
             return None
         return FileInfo.model_validate_json(raw.description or "{}")
+
+    async def listed(self) -> list[FileInfo]:
+        """Every file's attributes (deleted files left out): one watch over the bucket's
+        metadata, so its cost grows with the files kept, not with their bytes."""
+        obs = await self._obs()
+        try:
+            found = await self.bus.call(obs.list(ignore_deletes=True), f"list {self.bucket}")
+        except NotFound:  # an empty bucket
+            return []
+        out = []
+        for raw in found:
+            with contextlib.suppress(ValueError):
+                out.append(FileInfo.model_validate_json(raw.description or "{}"))
+        return out
+
+    async def delete(self, file_id: str) -> None:
+        """Delete the file: its chunks are purged, a deletion mark stays under its name."""
+        obs = await self._obs()
+        await self.bus.call(obs.delete(file_id), f"delete file {file_id}")
 
     async def content(self, file_id: str) -> bytes | None:
         obs = await self._obs()

@@ -1,12 +1,17 @@
-"""OpenAI's Files API, for batches: upload (``purpose=batch``), retrieve, content.
+"""OpenAI's Files API, for batches: upload (``purpose=batch``), retrieve, content, list, delete.
 
 ``POST /v1/files`` takes multipart/form-data with `purpose` and `file` (what the `openai`
 client's ``files.create`` sends), at most `files_max_bytes` (the gateway lets this one path
 take bodies that large); ``GET /v1/files/{id}`` and ``GET /v1/files/{id}/content`` give the
-file back. Files live in the files object store (gateway.batchstore.FileStore), so every
-gateway serves them and a restart loses none, for `retention_files` (30 days by default).
-A file belongs to the API key that uploaded it (on a gateway without keys, to everyone): any
-other key is told 404, as if it did not exist. Errors are in OpenAI's shape.
+file back. ``GET /v1/files`` lists the caller's files (`purpose` filters; `order` by creation
+time, ``desc`` by default; `limit`, 1-10000; `after`, a file id, pages), read from every file's
+metadata (FileStore.listed). ``DELETE /v1/files/{id}`` deletes one of the caller's files; a
+batch's deleted result file is not written again.
+
+Files live in the files object store (gateway.batchstore.FileStore), so every gateway serves
+them and a restart loses none, for `retention_files` (30 days by default). A file belongs to
+the API key that uploaded it (on a gateway without keys, to everyone): any other key is told
+404, as if it did not exist. Errors are in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = ["MULTIPART_SLACK", "owner_of", "routes", "stored_file"]
 
 MULTIPART_SLACK = 64 * 1024  # form fields and boundaries around the file itself
 PURPOSES = ("batch",)
+LIST_MAX = 10_000  # files one listing answers at most (OpenAI's limit)
 
 
 def invalid(message: str, field: str) -> HTTPError:
@@ -146,8 +152,59 @@ async def file_content(request: Request) -> Response:
     return Response(data, media_type="application/octet-stream")
 
 
+def _query_int(request: Request, name: str, default: int, top: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= top:
+        raise invalid(f"Query parameter {name!r} must be 1-{top}, got {raw!r}.", name)
+    return int(raw)
+
+
+async def list_files(request: Request) -> Response:
+    """The caller's files, newest first unless ``order=asc``; `purpose` filters, `after` pages."""
+    limit = _query_int(request, "limit", LIST_MAX, LIST_MAX)
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid(f"Query parameter 'order' must be asc or desc, got {order!r}.", "order")
+    purpose, after = request.query_params.get("purpose"), request.query_params.get("after")
+    try:
+        every = await _files(request).listed()
+    except JetgridError as exc:
+        raise unavailable("list the files", exc) from exc
+    owner = owner_of(request)
+    mine = [f for f in every if f.owner == owner and purpose in (None, f.purpose)]
+    mine.sort(key=lambda f: (f.created_at, f.id), reverse=order == "desc")
+    if after is not None:
+        at = next((i for i, f in enumerate(mine) if f.id == after), None)
+        if at is None:
+            raise invalid(f"Query parameter 'after' names no file of yours: {after!r}.", "after")
+        mine = mine[at + 1 :]
+    page = mine[:limit]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [f.public() for f in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+            "has_more": len(mine) > limit,
+        }
+    )
+
+
+async def delete_file(request: Request) -> Response:
+    info = await stored_file(request, request.path_params["file_id"])
+    try:
+        await _files(request).delete(info.id)
+    except JetgridError as exc:
+        raise unavailable(f"delete file {info.id!r}", exc) from exc
+    return JSONResponse({"id": info.id, "object": "file", "deleted": True})
+
+
 routes = [
     Route("/v1/files", create_file, methods=["POST"]),
+    Route("/v1/files", list_files, methods=["GET"]),
+    Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
     Route("/v1/files/{file_id}", retrieve_file, methods=["GET"]),
     Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
 ]

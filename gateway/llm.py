@@ -124,17 +124,7 @@ class LLMRun:
         gw, job = self.gw, self.job
         if job is None:
             raise TypeError("LLMRun.start needs the job to submit; follow a submitted one.")
-        if job.submitter is None:  # the caller's tenant, its queue and lane (coordinator.share)
-            submitter = auth.submitter(request)
-            pool = gw.pools[job.pool]
-            tenant = queue_tenant(pool, submitter)
-            session = request.headers.get(SESSION_HEADER) or None
-            if session is not None and len(session) > 256:
-                msg = f"Header {SESSION_HEADER!r} must be at most 256 characters."
-                raise HTTPError(422, msg, field=SESSION_HEADER)
-            lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
-            update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
-            job = self.job = JobSubmitted.model_validate({**job.model_dump(), **update})
+        job = self.job = tenancy(gw, request, job)
         trace = tracecontext.parse(request.headers.get("traceparent")) or tracecontext.new_trace()
         job = self.job = job.model_copy(update={"trace_id": trace.trace_id})
         self.follow(request)
@@ -212,6 +202,23 @@ class LLMRun:
             self._lease = None
 
 
+def tenancy(gw: Gateway, request: Request, job: JobSubmitted) -> JobSubmitted:
+    """`job` with the caller as its submitter, and its tenant, queue and lane
+    (coordinator.share); a job that names its submitter already is left as it is."""
+    if job.submitter is not None:
+        return job
+    submitter = auth.submitter(request)
+    pool = gw.pools[job.pool]
+    tenant = queue_tenant(pool, submitter)
+    session = request.headers.get(SESSION_HEADER) or None
+    if session is not None and len(session) > 256:
+        msg = f"Header {SESSION_HEADER!r} must be at most 256 characters."
+        raise HTTPError(422, msg, field=SESSION_HEADER)
+    lane = queue_lane(pool, tenant, session=session, kind=job.kind, input=job.input)
+    update = {"submitter": submitter, "tenant": tenant, "session": session, "lane": lane}
+    return JobSubmitted.model_validate({**job.model_dump(), **update})
+
+
 def new_job(
     gw: Gateway,
     *,
@@ -222,6 +229,7 @@ def new_job(
     input: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     submitter: str | None = None,
+    webhook: str | None = None,
 ) -> JobSubmitted:
     """A new job for an LLM route; 429 first when its pool sheds (gateway.queue_api)."""
     check_load(gw, pool, model)
@@ -235,4 +243,5 @@ def new_job(
         options=options or {},
         submitter=submitter,
         tenant=queue_tenant(gw.pools[pool], submitter),
+        webhook=webhook,
     )

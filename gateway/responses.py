@@ -19,12 +19,19 @@ option (`max_output_tokens` as `num_predict`).
   output fills in chunks not yet stored. A job retried mid-stream goes on with the new
   attempt's deltas (the protocol cannot take text back); the ``.done`` events and
   ``response.completed`` carry the output of the attempt that completed.
+- ``metadata["webhook_url"]`` is the job's `webhook` (checked as a job's is, gateway.hooks): the
+  webhook service POSTs ``job.<status>`` for it, signed with the caller's key's secret.
+- The job's `submitter`, tenant and lane are the caller's (gateway.llm.tenancy), as on every LLM
+  route; a background response's too.
 
 Job statuses map to response statuses: queued -> ``queued``; claimed, running ->
 ``in_progress``; completed -> ``completed``; cancelled -> ``cancelled``; failed, dead, rejected
 -> ``failed``. Cancel stores a cancel request (a finished response is answered as it is). Delete
-cancels a response still running and answers ``{"id", "object", "deleted": true}``; the job's
-events stay in the log, which is never rewritten, until its retention drops them.
+cancels a response still running, marks it deleted (the key ``deleted.<job_id>`` in the batches
+bucket, gateway.batchstore, so every gateway agrees and a restart forgets nothing) and answers
+``{"id", "object", "deleted": true}``; from then on retrieve, stream resume, cancel and delete
+answer 404 for it. The job itself stays (``GET /v1/jobs/{id}``): its events stay in the log,
+which is never rewritten, until its retention drops them.
 """
 
 from __future__ import annotations
@@ -39,10 +46,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jetgrid.events import JetgridError, JobCancelRequested
+from jetgrid.gateway import hooks
+from jetgrid.gateway.batchstore import BatchStore
 from jetgrid.gateway.errors import HTTPError
+from jetgrid.gateway.files import unavailable
 from jetgrid.gateway.jobs_api import find_job, read_json
 from jetgrid.gateway.live import LiveResponse
-from jetgrid.gateway.llm import LLMRun, new_job, output_text, token_counts
+from jetgrid.gateway.llm import LLMRun, new_job, output_text, tenancy, token_counts
 from jetgrid.gateway.openai_api import _text, bad_request, job_options, served
 from jetgrid.projections.jobs import JobView
 
@@ -71,6 +81,7 @@ class ResponseReq(BaseModel):
     instructions: str | None = None
     stream: bool | None = False
     background: bool | None = False
+    metadata: dict[str, str] | None = None
 
 
 def messages_of(req: ResponseReq) -> list[dict[str, str]]:
@@ -145,8 +156,19 @@ def response_body(view: JobView, *, background: bool = False) -> dict[str, Any]:
     return body
 
 
+async def is_deleted(gw: Gateway, job_id: str) -> bool:
+    """Whether the response of `job_id` was deleted (gateway.batchstore)."""
+    try:
+        return await BatchStore(gw.bus, gw.settings).response_deleted(job_id)
+    except JetgridError as exc:
+        raise unavailable(
+            f"read whether response {response_id(job_id)!r} was deleted", exc
+        ) from exc
+
+
 async def find_response(request: Request) -> JobView:
-    """The chat job a ``resp_<job_id>`` path names, in the caller's scope; 404 otherwise."""
+    """The chat job a ``resp_<job_id>`` path names, in the caller's scope; 404 otherwise,
+    and for a deleted response."""
     rid = request.path_params["response_id"]
     if not rid.startswith(PREFIX) or len(rid) == len(PREFIX):
         raise HTTPError(404, f"No response with id {rid!r}.", field="response_id")
@@ -157,7 +179,7 @@ async def find_response(request: Request) -> JobView:
         if exc.status == 404:
             raise HTTPError(404, f"No response with id {rid!r}.", field="response_id") from None
         raise
-    if view.kind != "chat":
+    if view.kind != "chat" or await is_deleted(request.app.state.gateway, view.job_id):
         raise HTTPError(404, f"No response with id {rid!r}.", field="response_id")
     return view
 
@@ -239,12 +261,25 @@ async def create(request: Request) -> Response:
         req = ResponseReq.model_validate(await read_json(request))
     except ValidationError as exc:
         raise bad_request(exc) from None
+    webhook = (req.metadata or {}).get("webhook_url")
+    if webhook is not None:
+        hooks.check_webhook(gw.settings, request, webhook, field="metadata.webhook_url")
     model, pool = served(request, req.model)
     options = job_options(req.model_dump(exclude_none=True), _NOT_OPTIONS)
     if "max_output_tokens" in options:
         options["num_predict"] = options.pop("max_output_tokens")
     inp = {"messages": messages_of(req)}
-    job = new_job(gw, model=model, pool=pool, kind="chat", input=inp, options=options)
+    job = new_job(
+        gw,
+        model=model,
+        pool=pool,
+        kind="chat",
+        input=inp,
+        options=options,
+        webhook=webhook,
+    )
+    # The caller's tenancy first: with keys on, the proof covers the submitter.
+    job = hooks.prove(request, tenancy(gw, request, job))
     view = JobView(job.job_id, status="queued", model=model, pool=pool, kind="chat")
     if req.background and not req.stream:
         try:
@@ -310,6 +345,10 @@ async def delete(request: Request) -> Response:
     view = await find_response(request)
     if not view.terminal:
         await _request_cancel(gw, view, "response deleted")
+    try:  # after the cancel: a delete that fails here can be sent again
+        await BatchStore(gw.bus, gw.settings).mark_response_deleted(view.job_id)
+    except JetgridError as exc:
+        raise unavailable(f"mark response {response_id(view.job_id)!r} deleted", exc) from exc
     return JSONResponse({"id": response_id(view.job_id), "object": "response", "deleted": True})
 
 

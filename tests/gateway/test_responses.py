@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
+from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.provision import provision_batches
 from jetgrid.coordinator.settings import Settings
 from jetgrid.gateway.server import serving
 from jetgrid.worker.backends import EchoBackend
@@ -95,7 +98,16 @@ async def test_a_background_response_resumes_on_another_gateway(
     assert deltas == done.output_text == text and done.status == "completed"
 
 
-async def test_cancel_and_delete(gateway: str, start_worker: Any, wait_model: Any) -> None:
+@pytest.fixture
+async def provisioned(streams: Settings, bus: Bus) -> Settings:
+    """The streams, and the batches bucket that records deleted responses."""
+    await provision_batches(bus.js, streams)
+    return streams
+
+
+async def test_cancel_and_delete(
+    provisioned: Settings, gateway: str, start_worker: Any, wait_model: Any
+) -> None:
     await start_worker(backend=EchoBackend(latency_s=30))
     await wait_model(gateway)
     async with client(gateway) as c:
@@ -121,3 +133,39 @@ async def test_cancel_and_delete(gateway: str, start_worker: Any, wait_model: An
             await c.responses.create(model="echo", input=[{"type": "function_call"}])  # type: ignore[list-item]
         with pytest.raises(openai.NotFoundError):
             await c.responses.create(model="no-such-model", input="x")
+
+
+async def test_a_deleted_response_is_gone_on_every_gateway(
+    provisioned: Settings, gateway: str, start_worker: Any, wait_model: Any
+) -> None:
+    """After delete, retrieve, stream resume, cancel and a second delete are 404 (the client
+    raises NotFoundError), here and on a gateway started after the delete; a running response
+    is cancelled by its delete."""
+    await start_worker(backend=EchoBackend(token_delay_s=0.05), concurrency=2)
+    await wait_model(gateway)
+    long = " ".join(f"w{i}" for i in range(600))  # 30 s of tokens
+    async with client(gateway) as c:
+        done = await c.responses.create(model="echo", input="x")
+        running = await c.responses.create(model="echo", input=long, background=True)
+        assert done.status == "completed"
+        for r in (done, running):
+            assert await c.responses.delete(r.id) is None
+    async with serving(provisioned.replace(gateway_port=0)) as other:
+        for base in (gateway, other):
+            async with client(base) as c:
+                for r in (done, running):
+                    with pytest.raises(openai.NotFoundError):
+                        await c.responses.retrieve(r.id)
+                    with pytest.raises(openai.NotFoundError):
+                        await c.responses.retrieve(r.id, stream=True, starting_after=0)
+                    with pytest.raises(openai.NotFoundError):
+                        await c.responses.cancel(r.id)
+                    with pytest.raises(openai.NotFoundError):
+                        await c.responses.delete(r.id)
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        job_id = running.id.removeprefix("resp_")
+
+        async def cancelled() -> bool:
+            return (await http.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
+
+        await until(cancelled)

@@ -38,6 +38,7 @@ async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
         await files.put(info, b"abc")  # replacing a file purges the old chunks
         assert await files.info("file-x1") == info
         assert await files.content("file-x1") == b"abc"
+        assert await files.listed() == [info]
         store = BatchStore(bus, s)
         rec = BatchRecord(id="batch_" + "a" * 32, owner="open", endpoint="/v1/completions",
                           input_file_id="file-x1", total=2, created_at=1)  # fmt: skip
@@ -46,10 +47,16 @@ async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
         assert await store.owned("open") == [rec.id]
         assert await store.line_done(rec.id, rec.job_id(0), "completed") is None
         assert await store.line_done(rec.id, rec.job_id(1), "failed") == rec
+        assert not await store.response_deleted("j1")  # a deleted response's mark
+        await store.mark_response_deleted("j1")
+        assert await store.response_deleted("j1") and not await store.response_deleted("j2")
         sub = await bus.js.pull_subscribe_bind(WEBHOOK_CONSUMER, stream=s.streams.job_events)
         with pytest.raises(nats.errors.TimeoutError):
             await sub.fetch(1, timeout=0.3)
         await sub.unsubscribe()
+        await files.delete("file-x1")  # list and delete, as GET and DELETE /v1/files do
+        assert await files.info("file-x1") is None and await files.listed() == []
+        assert await files.info("file-x1", deleted=True) == info
         await bus.record_invalid(b"{}", Speaker.service("webhooks"), stream="WEBHOOKS",
                                  subject="https://x", seq=1, reason="gave up")  # fmt: skip
         refused = [e for e in bus.errors.seen if "permission" in e.lower()]
