@@ -23,7 +23,9 @@ class EmbeddedServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """The gateway's uvicorn settings (also what bench/gateway.py serves its bare app with)."""
+    """The gateway's uvicorn settings (also what bench/gateway.py serves its bare app with):
+    uvicorn's default HTTP parser, httptools (C) when installed, else h11; no access log unless
+    the log level is debug."""
     return uvicorn.Config(
         app,
         host=settings.gateway_host,
@@ -35,7 +37,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run the gateway's top coroutine in a new event loop, as `jetgrid gateway` does."""
+    """Run the gateway's top coroutine in a new asyncio event loop, as `jetgrid gateway` does
+    (uvloop was measured: no gain in the gateway's CPU per request, bench/README-gateway.md)."""
     return asyncio.run(main)
 
 
