@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -53,6 +54,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"submit_wait_ratio": 0.7, "healthz_ratio": 0.8}
 
 One = Callable[[int], Awaitable[None]]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -160,7 +167,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "JETGRID_DATA_DIR": str(tmp),
     }
     procs = start_processes(env, ports, args)
-    limits = httpx.Limits(max_connections=args.inflight * 2)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a request may be sent
+    # on one the server is closing (a ReadError that is the bench's, not the gateway's).
+    limits = httpx.Limits(max_connections=args.inflight * 2, keepalive_expiry=2.0)
 
     def client(port: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits)
@@ -168,6 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     http, bare, base = client(ports["gw"]), client(ports["bare"]), client(ports["base"])
     results: dict[str, list[tuple[float, list[float]]]] = {}
     paced_lat: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = defaultdict(list)
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -240,9 +250,19 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await drive(min(50, args.jobs), args.inflight, one)
         results = {k: [] for k in paths}
         names = list(paths)
+        # The process serving each HTTP path, whose CPU time per request is read around it.
+        server_pid = {"bare": procs[2].pid} | {
+            k: procs[1].pid for k in ("v1", "ollama", "openai", "healthz")
+        }
+        if args.baseline_src:
+            server_pid |= {"v1-base": procs[3].pid, "healthz-base": procs[3].pid}
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+                pid = server_pid.get(name)
+                before = cpu_s(pid) if pid else 0.0
                 results[name].append(await drive(args.jobs, args.inflight, paths[name]))
+                if pid:
+                    cpu[name].append((cpu_s(pid) - before) / args.jobs)
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
                 await v1(http)(-1)
@@ -258,7 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat)
+    return summarize(args, results, paced_lat, cpu)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -272,6 +292,7 @@ def summarize(
     args: argparse.Namespace,
     results: dict[str, list[tuple[float, list[float]]]],
     paced_lat: dict[str, list[float]],
+    cpu: dict[str, list[float]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -281,6 +302,7 @@ def summarize(
             "per_round": [round(r, 1) for r, _ in runs],
             "p50_ms": pct(lat, 0.5) * 1e3,
             "p99_ms": pct(lat, 0.99) * 1e3,
+            "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -311,11 +333,13 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"{args.jobs} echo jobs x {args.rounds} rounds per path, {args.inflight} in flight, one worker "
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
-    print(f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8}  per round")
+    print(f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8}  jobs/s per round")
     for name, p in s["paths"].items():
+        us = "-" if p["server_cpu_us"] is None else f"{p['server_cpu_us']:.0f}"
         print(
-            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f}  {p['per_round']}"
+            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {us:>8}  {p['per_round']}"
         )
+    print("(CPU us: CPU time of the process serving the path, per request, median over rounds)")
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
         ("healthz_ratio", "GET /healthz, gateway / bare Starlette"),
