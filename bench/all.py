@@ -6,7 +6,8 @@ measures its figure against its baseline in the same run):
 
   bench/roundtrip.py           round trip jobs/s and paced p50, jetgrid / raw JetStream (--rounds 3)
   bench/replay.py              replay of the read models / raw ordered consumer into SQLite (run 3x)
-  bench/projector_capacity.py  workers one projector follows at 1 Hz with p99 lag < 1 s (run 3x)
+  bench/projector_capacity.py  workers one projector follows at 1 Hz with p99 lag < 1 s (run 3x;
+                               the largest of --counts sustained, 0 if none)
   bench/gateway.py             HTTP submit-and-wait / NATS, GET /healthz / bare Starlette (--rounds 3)
 
 and prints one table: figure, now (median of the rounds), target, met?, with the machine's load
@@ -179,7 +180,9 @@ def main() -> None:
     )
     ap.add_argument("--scale", type=int, default=1, help="multiply every size by this [1]")
     ap.add_argument(
-        "--counts", default="5000", help="projector_capacity.py: worker counts to try [5000]"
+        "--counts",
+        default="3000,5000",
+        help="projector_capacity.py: worker counts, tried up to the first not sustained [3000,5000]",
     )
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHES)}")
     args = ap.parse_args()

@@ -178,6 +178,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, list[tuple[float, list[float]]]] = {}
     paced_lat: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = defaultdict(list)
+    gw_cpu: dict[str, list[float]] = defaultdict(list)
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -259,10 +260,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
                 pid = server_pid.get(name)
-                before = cpu_s(pid) if pid else 0.0
+                before, gw_before = cpu_s(pid) if pid else 0.0, cpu_s(procs[1].pid)
                 results[name].append(await drive(args.jobs, args.inflight, paths[name]))
                 if pid:
                     cpu[name].append((cpu_s(pid) - before) / args.jobs)
+                # The gateway folds every job, whichever path sent it (nats: the fold alone).
+                gw_cpu[name].append((cpu_s(procs[1].pid) - gw_before) / args.jobs)
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
                 await v1(http)(-1)
@@ -278,7 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat, cpu)
+    return summarize(args, results, paced_lat, cpu, gw_cpu)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -293,6 +296,7 @@ def summarize(
     results: dict[str, list[tuple[float, list[float]]]],
     paced_lat: dict[str, list[float]],
     cpu: dict[str, list[float]],
+    gw_cpu: dict[str, list[float]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -303,6 +307,7 @@ def summarize(
             "p50_ms": pct(lat, 0.5) * 1e3,
             "p99_ms": pct(lat, 0.99) * 1e3,
             "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
+            "gateway_cpu_us": statistics.median(gw_cpu[name]) * 1e6 if gw_cpu.get(name) else None,
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -333,13 +338,19 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"{args.jobs} echo jobs x {args.rounds} rounds per path, {args.inflight} in flight, one worker "
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
-    print(f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8}  jobs/s per round")
+    print(
+        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8}  jobs/s per round"
+    )
     for name, p in s["paths"].items():
         us = "-" if p["server_cpu_us"] is None else f"{p['server_cpu_us']:.0f}"
+        gw = "-" if p["gateway_cpu_us"] is None else f"{p['gateway_cpu_us']:.0f}"
         print(
-            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {us:>8}  {p['per_round']}"
+            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {us:>8} {gw:>8}  {p['per_round']}"
         )
-    print("(CPU us: CPU time of the process serving the path, per request, median over rounds)")
+    print(
+        "(CPU us: the serving process's CPU time per request; gw CPU: the gateway's, which folds "
+        "every job whichever path sent it; medians over rounds)"
+    )
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
         ("healthz_ratio", "GET /healthz, gateway / bare Starlette"),
