@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import json as _json
 import os
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -54,6 +56,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"submit_wait_ratio": 0.7, "healthz_ratio": 0.8}
 
 One = Callable[[int], Awaitable[None]]
+HEALTH_PATHS = ("healthz", "bare", "healthz-base")
+HEALTH_FACTOR = 10  # GET /healthz is so cheap that --jobs of them take a few ms: run 10x as many
 
 
 def cpu_s(pid: int) -> float:
@@ -116,6 +120,86 @@ def serve_bare(port: int) -> None:
     server.run_loop(srv.serve())
 
 
+class Reply:
+    """The little of httpx.Response the paths read."""
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code = status_code
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams (Content-Length bodies only), so
+    that the client's own CPU per request (httpx: about 2.5-3 ms here, more than the gateway's)
+    does not cap the HTTP paths. One connection per request in flight, reused."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.free: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str) -> Reply:
+        return await self.request("GET", path, b"")
+
+    async def post(self, path: str, json: Any) -> Reply:
+        return await self.request("POST", path, _json.dumps(json).encode())
+
+    async def request(self, method: str, path: str, body: bytes) -> Reply:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for attempt in (1, 2):
+            fresh = not self.free
+            conn = (
+                self.free.pop()
+                if self.free
+                else await asyncio.open_connection("127.0.0.1", self.port)
+            )
+            try:
+                conn[1].write(head + body)
+                status, content, keep = await self._read(conn[0])
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn[1].close()
+                if fresh or attempt == 2:
+                    raise
+                await self.aclose()  # idle ones the server closed (keep-alive ended): retry anew
+                continue
+            if keep:
+                self.free.append(conn)
+            else:
+                conn[1].close()
+            return Reply(status, content)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+        line = await reader.readuntil(b"\r\n")
+        status = int(line.split(b" ", 2)[1])
+        length, keep = 0, True
+        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                keep = False
+            elif name == b"transfer-encoding":
+                raise ValueError("a chunked response: RawHTTP reads Content-Length bodies only")
+        return status, await reader.readexactly(length), keep
+
+    async def aclose(self) -> None:
+        for _, writer in self.free:
+            writer.close()
+        self.free.clear()
+
+
 def start_processes(
     env: dict[str, str], ports: dict[str, int], args: argparse.Namespace
 ) -> list[subprocess.Popen[bytes]]:
@@ -137,18 +221,18 @@ def start_processes(
     return procs
 
 
-async def wait_up(http: httpx.AsyncClient, url: str, ok: Callable[[httpx.Response], bool]) -> None:
+async def wait_up(http: Any, url: str, ok: Callable[[Any], bool]) -> None:
     for _ in range(600):
         try:
             if ok(await http.get(url)):
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError, asyncio.IncompleteReadError):
             pass
         await asyncio.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
 
 
-def has_echo(r: httpx.Response) -> bool:
+def has_echo(r: Any) -> bool:
     return r.status_code == 200 and any(m["name"] == "echo" for m in r.json()["models"])
 
 
@@ -171,7 +255,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     # on one the server is closing (a ReadError that is the bench's, not the gateway's).
     limits = httpx.Limits(max_connections=args.inflight * 2, keepalive_expiry=2.0)
 
-    def client(port: int) -> httpx.AsyncClient:
+    def client(port: int) -> Any:  # httpx.AsyncClient or RawHTTP
+        if args.client == "raw":
+            return RawHTTP(port)
         return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits)
 
     http, bare, base = client(ports["gw"]), client(ports["bare"]), client(ports["base"])
@@ -179,6 +265,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     paced_lat: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = defaultdict(list)
     gw_cpu: dict[str, list[float]] = defaultdict(list)
+    client_cpu: dict[str, list[float]] = defaultdict(list)  # this process: the HTTP/NATS client
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -206,7 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await js.publish(subject, encode(job, source="bench"), headers={"Nats-Msg-Id": job_id})
             await asyncio.wait_for(fut, 30)
 
-        def v1(c: httpx.AsyncClient) -> One:
+        def v1(c: Any) -> One:
             async def via_v1(i: int) -> None:
                 t = time.perf_counter()
                 r = await c.post("/v1/jobs?wait=30", json={"model": "echo", "prompt": f"job {i}"})
@@ -228,7 +315,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             r = await http.post("/v1/chat/completions", json=body)
             assert r.status_code == 200 and r.json()["choices"], r.text
 
-        def healthz(c: httpx.AsyncClient) -> One:
+        def healthz(c: Any) -> One:
             async def get(i: int) -> None:
                 r = await c.get("/healthz")
                 assert r.status_code == 200 and r.json() == {"status": "ok"}, r.text
@@ -260,12 +347,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
                 pid = server_pid.get(name)
+                n = args.jobs * (HEALTH_FACTOR if name in HEALTH_PATHS else 1)
                 before, gw_before = cpu_s(pid) if pid else 0.0, cpu_s(procs[1].pid)
-                results[name].append(await drive(args.jobs, args.inflight, paths[name]))
+                me_before = time.process_time()
+                results[name].append(await drive(n, args.inflight, paths[name]))
+                client_cpu[name].append((time.process_time() - me_before) / n)
                 if pid:
-                    cpu[name].append((cpu_s(pid) - before) / args.jobs)
+                    cpu[name].append((cpu_s(pid) - before) / n)
                 # The gateway folds every job, whichever path sent it (nats: the fold alone).
-                gw_cpu[name].append((cpu_s(procs[1].pid) - gw_before) / args.jobs)
+                gw_cpu[name].append((cpu_s(procs[1].pid) - gw_before) / n)
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
                 await v1(http)(-1)
@@ -281,7 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat, cpu, gw_cpu)
+    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -297,6 +387,7 @@ def summarize(
     paced_lat: dict[str, list[float]],
     cpu: dict[str, list[float]],
     gw_cpu: dict[str, list[float]],
+    client_cpu: dict[str, list[float]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -308,6 +399,7 @@ def summarize(
             "p99_ms": pct(lat, 0.99) * 1e3,
             "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
             "gateway_cpu_us": statistics.median(gw_cpu[name]) * 1e6 if gw_cpu.get(name) else None,
+            "client_cpu_us": statistics.median(client_cpu[name]) * 1e6,
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -339,17 +431,20 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
     print(
-        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8}  jobs/s per round"
+        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8}  jobs/s per round"
     )
+
+    def us(v: float | None) -> str:
+        return f"{'-':>8}" if v is None else f"{v:8.0f}"
+
     for name, p in s["paths"].items():
-        us = "-" if p["server_cpu_us"] is None else f"{p['server_cpu_us']:.0f}"
-        gw = "-" if p["gateway_cpu_us"] is None else f"{p['gateway_cpu_us']:.0f}"
+        cpus = " ".join(us(p[k]) for k in ("server_cpu_us", "gateway_cpu_us", "client_cpu_us"))
         print(
-            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {us:>8} {gw:>8}  {p['per_round']}"
+            f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {cpus}  {p['per_round']}"
         )
     print(
-        "(CPU us: the serving process's CPU time per request; gw CPU: the gateway's, which folds "
-        "every job whichever path sent it; medians over rounds)"
+        "(CPU us per request, medians over rounds: of the process serving the path; of the "
+        "gateway, which folds every job whichever path sent it; of this client process)"
     )
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
@@ -380,6 +475,12 @@ def main() -> None:
         "--paced-jobs", type=int, default=200, help="paced phase: jobs per path (0: none)"
     )
     ap.add_argument("--paths", help="comma-separated subset of the paths to run")
+    ap.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="HTTP client: a minimal keep-alive one (default) or httpx (about 10x the CPU per request)",
+    )
     ap.add_argument(
         "--baseline-src", help="another version's source tree to run as a second gateway"
     )
