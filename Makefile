@@ -51,8 +51,9 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The speed benches (round trip, replay, projector, gateway), one table, target beside figure.
 bench: $(STAMP)
-	$(BIN)/python bench/roundtrip.py $(ARGS)
+	$(BIN)/python bench/all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -169,6 +169,9 @@ def create_app(settings: Settings) -> Starlette:
             await gateway.stop()
 
     routes = [
+        # Probes first: Starlette tries the routes in order, and these are polled the most.
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         *jobs_api.routes,
         *workers_api.routes,
         *sse.routes,
@@ -186,8 +189,6 @@ def create_app(settings: Settings) -> Starlette:
         *hooks.routes,
         *usage_api.routes,
         *stalls_api.routes,
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
     ]
     # A keys file that cannot be used raises auth.KeysFileError here: never start open.
     keys = auth.KeyRing(auth.keys_path(settings), settings.api_keys)

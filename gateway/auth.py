@@ -334,8 +334,21 @@ def check_scope(request: Request, *, pool: str | None, model: str | None) -> Non
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-def _open_path(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+def _headers(scope: dict[str, Any]) -> tuple[bytes | None, bool, bytes]:
+    """(Content-Length, whether a Transfer-Encoding is given, Authorization) of a request, in
+    one pass over its headers (ASGI gives their names in lower case). Of repeated headers the
+    last counts, as a dict of them would say."""
+    length: bytes | None = None
+    chunked = False
+    authorization = b""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"authorization":
+            authorization = value
+    return length, chunked, authorization
 
 
 class Guard:
@@ -367,17 +380,19 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
         try:
-            receive = self._limit_size(scope, receive)
+            length, chunked, authorization = _headers(scope)
+            receive = self._limit_size(path, length, chunked, receive)
             by_hash = self.ring.current(self.clock())
-            if not _open_path(path) and isinstance(by_hash, KeysFileError):
+            if not open_path and isinstance(by_hash, KeysFileError):
                 raise HTTPError(
                     503,
                     f"This gateway refuses requests until its keys file is fixed: {by_hash}",
                     headers={"Retry-After": "5"},
                 )
-            if isinstance(by_hash, dict) and by_hash and not _open_path(path):
-                key = self._authenticate(scope, by_hash)
+            if not open_path and by_hash and isinstance(by_hash, dict):
+                key = self._authenticate(authorization, by_hash)
                 scope[SCOPE_KEY] = key
                 self._rate_limit(key)
         except HTTPError as exc:
@@ -385,12 +400,19 @@ class Guard:
             return
         await self.app(scope, receive, send)
 
-    def _limit_size(self, scope: dict[str, Any], receive: Any) -> Any:
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        limit = self.uploads.get(scope["path"], self.max_body)
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise HTTPError(413, self._too_big(int(length), limit), field="body")
+    def _limit_size(self, path: str, length: bytes | None, chunked: bool, receive: Any) -> Any:
+        """`receive`, counting the body when its length is not bounded by a valid
+        Content-Length (chunked, or a Content-Length that is not a number); 413 past the limit.
+        Without Transfer-Encoding a request's body is exactly Content-Length bytes, or none
+        (RFC 9112 section 6.3, enforced by the HTTP parser), so it is not counted again."""
+        limit = self.uploads.get(path, self.max_body) if self.uploads else self.max_body
+        if length is not None and length.isdigit():
+            if int(length) > limit:
+                raise HTTPError(413, self._too_big(int(length), limit), field="body")
+            if not chunked:
+                return receive
+        elif length is None and not chunked:
+            return receive
         seen = 0
 
         async def counted() -> Any:
@@ -407,9 +429,8 @@ class Guard:
     def _too_big(self, n: int, limit: int) -> str:
         return f"Request body is {n} bytes; this gateway accepts at most {limit}."
 
-    def _authenticate(self, scope: dict[str, Any], by_hash: dict[str, ApiKey]) -> ApiKey:
-        headers = dict(scope.get("headers") or [])
-        raw = headers.get(b"authorization", b"").decode("latin-1")
+    def _authenticate(self, authorization: bytes, by_hash: dict[str, ApiKey]) -> ApiKey:
+        raw = authorization.decode("latin-1")
         scheme, _, token = raw.partition(" ")
         hdr = {"WWW-Authenticate": 'Bearer realm="jetgrid"'}
         if scheme.lower() != "bearer" or not token.strip():

@@ -19,6 +19,10 @@ on what is live, not on history:
   in that window at start. A job queued before it, in subjects no consumer covers, is found by
   its derived id or through the job list (which reads JOBS), not by a chosen id.
 
+The two streams are followed by two consumers, so a new job's events may reach the board before
+its submission does: they are kept (for at most `capacity` jobs) and folded, in log order, when
+the submission is.
+
 Every gateway reads the same log the same way, so any number of gateways agree without talking
 to each other, and `?wait=` resolves as soon as the terminal event is in the log.
 """
@@ -95,6 +99,9 @@ class JobBoard:
         self._syncs: dict[asyncio.Future[None], dict[str, int]] = {}
         self._subs: list[JetStreamContext.PushSubscription] = []
         self._loads: set[asyncio.Task[JobView | None]] = set()
+        # Live events of jobs whose submission the fold has not reached yet (at most `capacity`
+        # jobs, oldest out), folded when it does.
+        self._early: OrderedDict[str, list[tuple[int, str, Envelope]]] = OrderedDict()
         # Called with (job view before, after) for every folded event (metrics, the dashboard).
         self.observers: list[Callable[[JobView | None, JobView], None]] = []
         # Called with (job id, JOB_EVENTS sequence, subject, envelope) after every job event
@@ -214,6 +221,7 @@ class JobBoard:
             if seq >= self._start[self.settings.streams.jobs]:
                 if job_id in self.jobs or job_id not in self.pending:
                     self._apply(job_id, env)  # a new job: the board sees all of it
+                    self._fold_early(job_id)
             elif job_id not in self.jobs:
                 self.pending.setdefault(job_id, seq)  # queued before start, perhaps unclaimed
         self._mark(self.settings.streams.jobs, seq)
@@ -241,15 +249,37 @@ class JobBoard:
             job_id, env = got
             entry = self.jobs.get(job_id)
             if entry is not None and seq > entry.upto:
-                self._apply(job_id, env, seq)
-                for tap in self.taps:
-                    try:
-                        tap(job_id, seq, msg.subject, env)
-                    except Exception:  # a tap's bug must not stop the fold
-                        log.exception("job board tap failed")
-            elif entry is None and self._waiters.get(job_id):
-                self._load_soon(job_id)  # a waited-for job out of the cache: read it back
+                self._fold_event(job_id, seq, msg.subject, env)
+            elif entry is None:
+                self._keep_early(job_id, seq, msg.subject, env)
+                if self._waiters.get(job_id):
+                    self._load_soon(job_id)  # a waited-for job out of the cache: read it back
         self._mark(self.settings.streams.job_events, seq)
+
+    def _fold_event(self, job_id: str, seq: int, subject: str, env: Envelope) -> None:
+        self._apply(job_id, env, seq)
+        for tap in self.taps:
+            try:
+                tap(job_id, seq, subject, env)
+            except Exception:  # a tap's bug must not stop the fold
+                log.exception("job board tap failed")
+
+    def _keep_early(self, job_id: str, seq: int, subject: str, env: Envelope) -> None:
+        """Keep a live event of a job the board has not seen yet: the two streams are followed
+        by two consumers, so a job's events may arrive before its submission does."""
+        if seq < self._start[self.settings.streams.job_events] or job_id in self.pending:
+            return  # a job from before start: `find` reads it back whole
+        self._early.setdefault(job_id, []).append((seq, subject, env))
+        self._early.move_to_end(job_id)
+        while len(self._early) > self.capacity:
+            self._early.popitem(last=False)
+
+    def _fold_early(self, job_id: str) -> None:
+        """Fold the events of `job_id` that arrived before its submission, in log order."""
+        entry = self.jobs.get(job_id)
+        for seq, subject, env in self._early.pop(job_id, ()):
+            if entry is not None and seq > entry.upto:
+                self._fold_event(job_id, seq, subject, env)
 
     def _apply(self, job_id: str, env: Envelope, seq: int | None = None) -> None:
         entry = self.jobs.get(job_id)
@@ -363,6 +393,7 @@ class JobBoard:
         if view is None or (view.jobs_seq is None and not seqs):
             return None
         self._cache(job_id, Entry(view, seqs))
+        self._early.pop(job_id, None)  # the read covered them
         self._settled(job_id, view)
         return view
 

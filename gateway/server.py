@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.gateway.app import create_app
+
+T = TypeVar("T")
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -19,16 +22,28 @@ class EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def make_server(settings: Settings) -> EmbeddedServer:
-    config = uvicorn.Config(
-        create_app(settings),
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """The gateway's uvicorn settings (also what bench/gateway.py serves its bare app with):
+    uvicorn's default HTTP parser, httptools (C) when installed, else h11; no access log unless
+    the log level is debug."""
+    return uvicorn.Config(
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_level="warning" if settings.log_level != "debug" else "info",
         access_log=settings.log_level == "debug",
         lifespan="on",
     )
-    return EmbeddedServer(config)
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run the gateway's top coroutine in a new asyncio event loop, as `jetgrid gateway` does
+    (uvloop was measured: no gain in the gateway's CPU per request, bench/README-gateway.md)."""
+    return asyncio.run(main)
+
+
+def make_server(settings: Settings) -> EmbeddedServer:
+    return EmbeddedServer(uvicorn_config(create_app(settings), settings))
 
 
 STARTUP_TIMEOUT_S = 15.0

@@ -300,3 +300,27 @@ async def test_a_filtered_list_stops_short_with_a_cursor_and_misses_nothing(
             if cursor is None:
                 break
         assert seen == ["jq2", "jq1"] and pages > 2
+
+
+async def test_events_folded_before_their_submission_are_not_lost(
+    streams: Settings, nc: NATS
+) -> None:
+    """JOBS and JOB_EVENTS are followed by two consumers: a job's lifecycle may reach the board
+    before its submission (a fast worker, a lagging JOBS consumer). It is kept and folded when
+    the submission arrives, so the job is not left `queued` forever."""
+    board = JobBoard(Bus(nc, streams), streams)
+    await board.start()
+    try:
+        await asyncio.wait_for(board.caught_up.wait(), 10)
+        await _lifecycle(nc, streams, "jearly", 1)  # the job's events first...
+        await board.sync()
+        assert board.get("jearly") is None
+        assert await submit(nc, streams, job("early")) == 1  # ...then its submission
+        await board.sync()
+        view = board.get("jearly")
+        assert view is not None and view.status == "completed"
+        assert view.output == {"text": "jearly"} and view.model == "echo"
+        assert len(board.seqs("jearly")) == 3
+        assert (await board.waiter("jearly")).status == "completed"
+    finally:
+        await board.stop()
