@@ -47,13 +47,12 @@ from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.provision import ensure_webhook_consumer
 from jetgrid.coordinator.roles import WEBHOOK_CONSUMER
 from jetgrid.coordinator.settings import Settings
+from jetgrid.coordinator.submissions import submission_at
 from jetgrid.events import (
     InvalidEvent,
     JetgridError,
     JobSubmitted,
     decode,
-    decode_submission,
-    now,
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import KeyRing, KeysFileError, keys_path
@@ -256,21 +255,8 @@ class WebhookService:
             seq = int(job_id[4:])
         if seq is None:
             return None
-        stored = await self.bus.message(names.jobs, int(seq))
-        if stored is None:
-            return None
-        try:
-            env = decode_submission(
-                stored.data,
-                subject=stored.subject,
-                subjects=self.settings.subjects,
-                seq=stored.seq,
-                stream_time=stored.time or now(),
-            )
-        except InvalidEvent:
-            return None
-        job = env.event
-        return job if isinstance(job, JobSubmitted) and job.job_id == job_id else None
+        env = await submission_at(self.bus, self.settings, int(seq), job_id)
+        return env.event if env is not None and isinstance(env.event, JobSubmitted) else None
 
     def job_signer(self, job: JobSubmitted) -> tuple[str | None, str, str]:
         """(the secret that signs `job`'s delivery, its owner token, why it is not sent): with

@@ -17,8 +17,8 @@ from typing import Any
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.direct import batch_get
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, decode, format_time
-from jetgrid.events.codec import decode_submission
+from jetgrid.coordinator.submissions import submission_at
+from jetgrid.events import JOB_EVENTS, WORKERS, decode, format_time
 from jetgrid.events.errors import InvalidEvent
 from jetgrid.projections.folder import Item
 from jetgrid.projections.replay import read_stream
@@ -73,24 +73,11 @@ async def read_usage(bus: Bus, settings: Settings, start: datetime, end: datetim
             bus.js, collector, logical, stream, ">", target, end, BATCH, None, start=first
         )
     runs = fold.runs(start, end)
-    jobs_stream = settings.streams(JOBS)
     for job_id in sorted({r.job_id for r in runs}):
         view = fold.jobs.get(job_id)
         if view is None or view.submitted_at is not None or view.jobs_seq is None:
             continue
-        msg = await bus.message(jobs_stream, view.jobs_seq)
-        if msg is None or msg.time is None:
-            continue  # aged out of JOBS: the job counts under '-'
-        try:
-            env = decode_submission(
-                msg.data,
-                subject=msg.subject,
-                subjects=settings.subjects,
-                seq=msg.seq,
-                stream_time=msg.time,
-            )
-        except InvalidEvent:
-            continue
-        if env.event.job_id == job_id:
+        env = await submission_at(bus, settings, view.jobs_seq, job_id)
+        if env is not None:  # else aged out of JOBS (or not a submission): it counts under '-'
             fold.apply(env)
     return fold.runs(start, end)
