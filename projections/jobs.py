@@ -79,6 +79,7 @@ class JobView:
     terminal_seq: int | None = None
     submitter: str | None = None  # the tenant: the API key name or NATS user that submitted it
     deadline: datetime | None = None  # no start after it (coordinator.deadlines)
+    tenant: str | None = None  # its tenant queue in a fair-share pool (None: the shared queue)
 
     @property
     def terminal(self) -> bool:
@@ -121,6 +122,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 submitted_at=env.time,
                 submitter=ev.submitter,
                 deadline=deadline_of(ev, env.time),
+                tenant=ev.tenant,
             )
         case JobClaimed():
             if view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
