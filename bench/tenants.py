@@ -17,7 +17,11 @@ start it; 0 while slots are idle). Scenarios, one after the other:
 Targets (issue 15): under the flood the small tenant's p95 wait is within 2x of its p95 alone,
 and the fleet's throughput during the flood is within 10% of the shared queue's.
 
+With --spread, job lengths vary (uniform within job-s x (1 +- spread)), so slots free at
+scattered times rather than a worker's together, as with real jobs of unequal lengths.
+
     .venv/bin/python bench/tenants.py [--workers 2 --slots 3 --job-s 0.1 --small 3 --ratio 20]
+                                      [--spread 0.5]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import bisect
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -82,8 +87,12 @@ async def scenario(
     tenants = {"small": args.small} if name == "alone" else {
         "small": args.small, "big": args.small * args.ratio}  # fmt: skip
 
+    lengths = random.Random(n)  # the same job lengths in every scenario's order of submits
+
     async def submit(job_id: str, tenant: str) -> None:
+        spread = args.job_s * args.spread * (2 * lengths.random() - 1)
         job = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt="hi",
+                           input={"sleep": args.job_s + spread} if args.spread else None,
                            submitter=tenant, tenant=tenant if fair else None)  # fmt: skip
         addr = address(job, s.subjects, BENCH)
         submitted[job_id] = time.time()
@@ -144,6 +153,8 @@ async def main() -> None:
     ap.add_argument("--job-s", type=float, default=0.1, help="seconds a job runs")
     ap.add_argument("--small", type=float, default=3.0, help="the small tenant's jobs/s")
     ap.add_argument("--ratio", type=float, default=20.0, help="the big tenant's load / small's")
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="job lengths uniform in job-s x (1 +- spread); 0: all equal")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--drain-timeout", type=float, default=120.0)
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
@@ -163,7 +174,8 @@ async def main() -> None:
             print(json.dumps(r))
         return
     capacity = args.workers * args.slots / args.job_s
-    print(f"{args.workers} workers x {args.slots} slots, {args.job_s:g} s a job (capacity "
+    print(f"{args.workers} workers x {args.slots} slots, {args.job_s:g} s a job "
+          f"(+-{args.spread:.0%}) (capacity "
           f"{capacity:g} jobs/s); small tenant {args.small:g} jobs/s, big {args.ratio:g}x, "
           f"{args.seconds:g} s; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'scenario':8} {'small p50':>10} {'small p95':>10} {'slot p95':>10} {'taken':>7} "
