@@ -5,7 +5,11 @@ Setup: a fresh nats-server; --workers in-process workers (echo backend, --job-s 
 --slots jobs at once each), so the fleet runs at most workers x slots / job-s jobs a second.
 The small tenant submits --small jobs/s for --seconds; the big one --ratio times as many, which
 must exceed the fleet's capacity (a flood: its backlog grows the whole time). Queue wait is the
-time from the submit to the worker's claim (or start) event. Scenarios, one after the other:
+time from the submit to the worker's claim (or start) event. Without preemption a job cannot
+start before a slot frees: "slot p95" is the p95 over the small tenant's jobs of the time from
+its submit to the next job's completion anywhere in the fleet (the earliest any scheduler could
+start it; 0 while slots are idle), and "over p95" the p95 of what each job waited beyond that
+floor (the scheduling's own share). Scenarios, one after the other:
 
   alone    the small tenant alone, in a fair-share pool
   fair     small + flood, fair-share pool (each tenant its own queue; coordinator.share)
@@ -14,15 +18,21 @@ time from the submit to the worker's claim (or start) event. Scenarios, one afte
 Targets (issue 15): under the flood the small tenant's p95 wait is within 2x of its p95 alone,
 and the fleet's throughput during the flood is within 10% of the shared queue's.
 
+With --spread, job lengths vary (uniform within job-s x (1 +- spread)), so slots free at
+scattered times rather than a worker's together, as with real jobs of unequal lengths.
+
     .venv/bin/python bench/tenants.py [--workers 2 --slots 3 --job-s 0.1 --small 3 --ratio 20]
+                                      [--spread 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -78,8 +88,12 @@ async def scenario(
     tenants = {"small": args.small} if name == "alone" else {
         "small": args.small, "big": args.small * args.ratio}  # fmt: skip
 
+    lengths = random.Random(n)  # the same job lengths in every scenario's order of submits
+
     async def submit(job_id: str, tenant: str) -> None:
+        spread = args.job_s * args.spread * (2 * lengths.random() - 1)
         job = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt="hi",
+                           input={"sleep": args.job_s + spread} if args.spread else None,
                            submitter=tenant, tenant=tenant if fair else None)  # fmt: skip
         addr = address(job, s.subjects, BENCH)
         submitted[job_id] = time.time()
@@ -104,6 +118,13 @@ async def scenario(
     await asyncio.wait(tasks, timeout=30)
     await nc.close()
     waits = [taken[j] - submitted[j] for j in small if j in taken]
+    ends = sorted(done.values())
+    slot_of = {j: _slot_wait(submitted[j], ends, busy=name != "alone") for j in small}
+    slot_waits = list(slot_of.values())
+    # What the scheduling adds to the floor, job by job (a job taken before its slot's
+    # completion event arrived counts 0).
+    over = [max(0.0, taken[j] - submitted[j] - w) for j in small
+            if j in taken and (w := slot_of[j]) is not None]  # fmt: skip
     in_window = sum(1 for t in done.values() if start <= t <= end)
     return {
         "scenario": name,
@@ -111,10 +132,21 @@ async def scenario(
         "small_taken": len(waits),
         "small_p50_s": pct(waits, 50),
         "small_p95_s": pct(waits, 95),
+        "slot_p95_s": pct([w for w in slot_waits if w is not None], 95),
+        "over_p95_s": pct(over, 95),
         "jobs_submitted": len(submitted),
         "throughput_per_s": in_window / (end - start),
         "seconds": end - start,
     }
+
+
+def _slot_wait(at: float, ends: list[float], *, busy: bool) -> float | None:
+    """Seconds from `at` to the first completion after it (a slot frees); 0 when the fleet
+    has idle slots (the small tenant alone), None when nothing completes after it."""
+    if not busy:
+        return 0.0
+    i = bisect.bisect_right(ends, at)
+    return ends[i] - at if i < len(ends) else None
 
 
 def _ms(v: float | None) -> str:
@@ -128,6 +160,8 @@ async def main() -> None:
     ap.add_argument("--job-s", type=float, default=0.1, help="seconds a job runs")
     ap.add_argument("--small", type=float, default=3.0, help="the small tenant's jobs/s")
     ap.add_argument("--ratio", type=float, default=20.0, help="the big tenant's load / small's")
+    ap.add_argument("--spread", type=float, default=0.0,
+                    help="job lengths uniform in job-s x (1 +- spread); 0: all equal")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--drain-timeout", type=float, default=120.0)
     ap.add_argument("--json", action="store_true", help="print JSON lines only")
@@ -147,14 +181,17 @@ async def main() -> None:
             print(json.dumps(r))
         return
     capacity = args.workers * args.slots / args.job_s
-    print(f"{args.workers} workers x {args.slots} slots, {args.job_s:g} s a job (capacity "
+    print(f"{args.workers} workers x {args.slots} slots, {args.job_s:g} s a job "
+          f"(+-{args.spread:.0%}) (capacity "
           f"{capacity:g} jobs/s); small tenant {args.small:g} jobs/s, big {args.ratio:g}x, "
           f"{args.seconds:g} s; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-    print(f"{'scenario':8} {'small p50':>10} {'small p95':>10} {'taken':>7} {'jobs/s':>7}")
+    print(f"{'scenario':8} {'small p50':>10} {'small p95':>10} {'slot p95':>10} "
+          f"{'over p95':>10} {'taken':>7} {'jobs/s':>7}")  # fmt: skip
     for r in rows:
         taken = f"{r['small_taken']:>3}/{r['small_jobs']:<3}"
         print(f"{r['scenario']:8} {_ms(r['small_p50_s']):>10} {_ms(r['small_p95_s']):>10} "
-              f"{taken} {r['throughput_per_s']:>7.1f}")  # fmt: skip
+              f"{_ms(r['slot_p95_s']):>10} {_ms(r['over_p95_s']):>10} {taken} "
+              f"{r['throughput_per_s']:>7.1f}")  # fmt: skip
     alone, fair, shared = rows
     ratio = (fair["small_p95_s"] or 0) / max(alone["small_p95_s"] or 0, 1e-3)
     tput = fair["throughput_per_s"] / max(shared["throughput_per_s"], 1e-9)

@@ -97,10 +97,13 @@ class FairShare:
 
 @dataclass(slots=True)
 class Shares:
-    """One worker's virtual times per tenant, and which tenants held jobs last time it looked."""
+    """One worker's virtual times per tenant, which tenants held jobs last time it looked, and
+    the order it last took from each (`served`: a tenant's number of the latest take)."""
 
     vt: dict[Tenant, float] = field(default_factory=dict)
     busy: frozenset[Tenant] = frozenset()
+    served: dict[Tenant, int] = field(default_factory=dict)
+    takes: int = 0
 
     def wake(self, active: set[Tenant]) -> None:
         """Tenants in `active` that were not busy start at the smallest virtual time of those
@@ -115,6 +118,8 @@ class Shares:
         """The worker took `jobs` from `tenant`."""
         if jobs > 0:
             self.vt[tenant] = self.vt.get(tenant, 0.0) + jobs / weight
+            self.takes += 1
+            self.served[tenant] = self.takes
 
 
 def _key(t: Tenant) -> tuple[int, str]:
@@ -132,7 +137,9 @@ def allocate(
     the smallest virtual time (counting this round's slots), among tenants whose queues hold
     more jobs than it already got; within a tenant, to its queue with the most jobs left
     (first listed on ties). Queues with nothing pending get nothing; slots beyond every
-    queue's pending stay unused. Ties between tenants go to the shared queue, then by name."""
+    queue's pending stay unused. Ties between tenants go to the one served least recently (a
+    tenant back from idle, level with a flood, goes first), then the shared queue, then by
+    name."""
     left = {q: n for q, n in pending.items() if n > 0}
     out: dict[Q, int] = {}
     given: dict[Tenant, int] = {}
@@ -143,7 +150,11 @@ def allocate(
         tenants = {tenant_of(q) for q in left}
         t = min(
             tenants,
-            key=lambda t: (vt.get(t, 0.0) + given.get(t, 0) / fair.weight(t), _key(t)),
+            key=lambda t: (
+                vt.get(t, 0.0) + given.get(t, 0) / fair.weight(t),
+                shares.served.get(t, 0),
+                _key(t),
+            ),
         )
         q = max((q for q in left if tenant_of(q) == t), key=lambda q: left[q])
         out[q] = out.get(q, 0) + 1

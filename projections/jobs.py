@@ -85,6 +85,7 @@ class JobView:
     submitter: str | None = None  # the tenant: the API key name or NATS user that submitted it
     deadline: datetime | None = None  # no start after it (coordinator.deadlines)
     trace_id: str | None = None  # its W3C trace (coordinator.tracecontext)
+    tenant: str | None = None  # its tenant queue in a fair-share pool (None: the shared queue)
 
     @property
     def terminal(self) -> bool:
@@ -128,6 +129,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 submitter=ev.submitter,
                 deadline=deadline_of(ev, env.time),
                 trace_id=ev.trace_id,
+                tenant=ev.tenant,
             )
         case JobStarted():
             claim = ev.jobs_seq is not None

@@ -20,9 +20,12 @@ Definitions (every time is an event time, never the wall clock, except `now`):
 - position: a queued job's place in its (pool, model) line as JetStream delivers it: workers
   take high before normal before low (one consumer per priority, swept highest first), and each
   consumer in stream order, so position is 1 + the queued jobs of the same pool and model with
-  a higher priority, or the same priority and a lower JOBS sequence. Tenants share the line.
-- ETA (``eta_s``): ``position / drain_per_s`` of the job's (pool, model), None while nothing
-  drains (no start within the window).
+  a higher priority, or the same priority and a lower JOBS sequence. Tenants share the line,
+  except in a fair-share pool, where each tenant queue (the job's ``tenant``) is its own line:
+  a job's position counts only the queued jobs of its tenant queue.
+- ETA (``eta_s``): ``position / drain_per_s`` of the job's line: its (pool, model), or in a
+  fair-share pool its tenant queue's starts; None while nothing drains (no start within the
+  window).
 - share: a tenant's fraction of the running jobs of its (pool, model) (0 when none run).
 """
 
@@ -105,6 +108,7 @@ class Start:
     tenant: str
     at: float
     wait_s: float
+    queue: str | None = None  # the tenant queue of a fair-share pool (None: the shared line)
 
 
 @dataclass(slots=True)
@@ -153,6 +157,8 @@ class QueueIndex:
     starts: deque[Start] = field(default_factory=deque)
     # The same starts' times per (pool, model), sorted: the drain rate a submit needs in O(log n).
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # The same per queue: (pool, model, tenant queue, None for the shared one) -> sorted times.
+    queue_times: dict[tuple[str, str, str | None], list[float]] = field(default_factory=dict)
 
     def observe(self, before: JobView | None, view: JobView) -> None:
         """Track `view` (a job's view after a folded event; `before` is the one it replaced)."""
@@ -178,17 +184,23 @@ class QueueIndex:
         if at is None or view.submitted_at is None or view.pool is None or view.model is None:
             return
         wait = max(0.0, (at - view.submitted_at).total_seconds())
-        start = Start(view.pool, view.model, _tenant(view), at.timestamp(), wait)
+        start = Start(view.pool, view.model, _tenant(view), at.timestamp(), wait, view.tenant)
         self.starts.append(start)
-        times = self.times.setdefault((start.pool, start.model), [])
-        bisect.insort(times, start.at)
+        for times in self._lines(start, create=True):
+            bisect.insort(times, start.at)
         while len(self.starts) > self.max_starts:
             old = self.starts.popleft()
-            kept = self.times.get((old.pool, old.model))
-            if kept:
+            for kept in self._lines(old, create=False):
                 i = bisect.bisect_left(kept, old.at)
                 if i < len(kept) and kept[i] == old.at:
                     del kept[i]
+
+    def _lines(self, start: Start, *, create: bool) -> list[list[float]]:
+        """The sorted start times `start` counts in: its (pool, model)'s and its queue's."""
+        line, queue = (start.pool, start.model), (start.pool, start.model, start.queue)
+        if create:
+            return [self.times.setdefault(line, []), self.queue_times.setdefault(queue, [])]
+        return [t for t in (self.times.get(line), self.queue_times.get(queue)) if t is not None]
 
     def _recent(self, now: float) -> list[Start]:
         while self.starts and self.starts[0].at <= now - self.window_s:
@@ -209,11 +221,15 @@ class QueueIndex:
 
     def drain(self, pool: str, model: str, now: datetime) -> float:
         """The (pool, model)'s drain rate at `now` (as `drain_rate` over its recent starts)."""
-        at = now.timestamp()
-        times = self.times.get((pool, model), [])
-        del times[
-            : bisect.bisect_right(times, at - self.window_s)
-        ]  # no window ending now or later counts them
+        return self._rate(self.times.get((pool, model), []), now.timestamp())
+
+    def queue_drain(self, pool: str, model: str, queue: str | None, now: datetime) -> float:
+        """The drain rate of one queue of the (pool, model) at `now`: tenant `queue`'s in a
+        fair-share pool, the shared queue's for None (in a pool without fair share, all)."""
+        return self._rate(self.queue_times.get((pool, model, queue), []), now.timestamp())
+
+    def _rate(self, times: list[float], at: float) -> float:
+        del times[: bisect.bisect_right(times, at - self.window_s)]  # no window ending now counts
         span = min(self.window_s, at - self.since)
         return bisect.bisect_right(times, at) / span if span > 0 else 0.0
 
@@ -224,10 +240,14 @@ class QueueIndex:
         line = self.queued.get((view.pool, view.model), {})
         if view.job_id not in line:
             return None
-        mine = line_key(line[view.job_id])
-        ahead = sum(1 for v in line.values() if line_key(v) < mine)  # JOBS seqs are unique
+        job = line[view.job_id]
+        mine = line_key(job)
+        ahead = sum(  # JOBS seqs are unique; in a fair-share pool, only its tenant queue
+            1 for v in line.values() if v.tenant == job.tenant and line_key(v) < mine
+        )
         position = ahead + 1
-        return position, eta_s(position, self.drain(view.pool, view.model, now))
+        drain = self.queue_drain(view.pool, view.model, job.tenant, now)
+        return position, eta_s(position, drain)
 
     def overdue(self, now: datetime, grace_s: float = SWEEP_GRACE_S) -> list[JobView]:
         """The queued jobs `grace_s` past their deadline at `now` (coordinator.deadlines)."""

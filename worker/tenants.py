@@ -1,8 +1,10 @@
 """A worker's tenant queues in a fair-share pool: the I/O around coordinator.share.
 
 Which queues of the worker's pool exist, and which got new jobs, is read from the JOBS stream's
-per-subject message counts (one stream info filtered to ``<p>.jobs.<pool>.>``, at most every
-`refresh_s`, covering the shared queues and every tenant's at every priority). JOBS keeps
+per-subject message counts (one stream info filtered to ``<p>.jobs.<pool>.>``, covering the
+shared queues and every tenant's at every priority), read afresh by every sweep that has free
+slots, so the tenant a freed slot goes to is chosen from what the queues hold at that moment
+(at most every `refresh_s`, which only bounds a burst of sweeps). JOBS keeps
 Limits retention, so a count is every submission the stream still stores on that subject, taken
 or not: a queue counts as holding jobs until a no-wait pull on it comes back short, and again
 once its count changes or `recheck_s` later (a retried job becomes available again after its
@@ -48,7 +50,7 @@ class TenantQueues:
         *,
         max_deliver: int,
         affinity: Affinity | None = None,
-        refresh_s: float = 0.1,
+        refresh_s: float = 0.01,
         recheck_s: float = 0.25,
         recent_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,

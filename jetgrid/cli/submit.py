@@ -78,7 +78,11 @@ async def submit(
     ttl_s: float | None,
     **flags: Any,
 ) -> None:
-    """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON)."""
+    """Submit a job straight to NATS and print its id (and, with --wait, its outcome as JSON).
+
+    The job's submitter (its tenant) is the NATS user it connects as (`cli` without one); in a
+    fair-share pool it goes to that tenant's queue, the only one a `client` user may publish to.
+    """
     from jetgrid.coordinator.bus import Bus
 
     settings = settings_from(**flags)
@@ -95,12 +99,15 @@ async def submit(
     if prompt is None and data is None:
         raise click.UsageError("Give --prompt or --input.")
     from jetgrid.coordinator.routing import RouteError, route_job
+    from jetgrid.coordinator.share import queue_tenant
     from jetgrid.events import InvalidEvent, check_chosen_id
 
     try:
-        pool = route_job(settings.pool_configs(), model=model, pool=pool)
+        pools = settings.pool_configs()
+        pool = route_job(pools, model=model, pool=pool)
     except RouteError as exc:
         raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
+    submitter = settings.nats_user or "cli"
     deadline: dict[str, Any] = {"start_by": start_by, "ttl_s": ttl_s}  # validated as the job is
     try:
         job = JobSubmitted(
@@ -109,7 +116,8 @@ async def submit(
             pool=pool,
             prompt=prompt,
             input=data,
-            submitter="cli",
+            submitter=submitter,
+            tenant=queue_tenant(pools[pool], submitter),
             priority=priority,
             timeout_s=timeout_s,
             **deadline,

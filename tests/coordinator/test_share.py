@@ -81,6 +81,22 @@ def test_ties_go_to_the_shared_queue_then_by_name_and_a_tenants_fullest_queue() 
     assert allocate(2, two, _tenant, FairShare(), Shares()) == {("m2", "a"): 2}
 
 
+def test_a_tenant_back_from_idle_wins_the_tie_with_a_flood_for_one_freed_slot() -> None:
+    """It starts level with the flood (no banked credit), and the one slot that frees goes to
+    it, not to whichever name sorts first: its job does not wait for a second slot."""
+    fair, shares = FairShare(), Shares()
+    shares.wake({"a-flood"})
+    shares.charge("a-flood", 30, 1.0)
+    shares.charge("z-small", 1, 1.0)
+    shares.charge("a-flood", 60, 1.0)  # z-small went idle meanwhile; the flood went on
+    pending = {("m", "a-flood"): 1000, ("m", "z-small"): 1}
+    shares.wake({"a-flood", "z-small"})
+    assert shares.vt["z-small"] == shares.vt["a-flood"]
+    assert allocate(1, pending, _tenant, fair, shares) == {("m", "z-small"): 1}
+    shares.charge("z-small", 1, 1.0)
+    assert allocate(1, pending, _tenant, fair, shares) == {("m", "a-flood"): 1}
+
+
 def test_nothing_pending_nothing_asked() -> None:
     assert allocate(4, {("m", "a"): 0}, _tenant, FairShare(), Shares()) == {}
     assert allocate(0, {("m", "a"): 9}, _tenant, FairShare(), Shares()) == {}

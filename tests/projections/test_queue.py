@@ -156,6 +156,23 @@ def test_tenants_share_the_line_and_each_has_its_own_figures() -> None:
     assert q.place(jobs[5], s(40)) == (2, pytest.approx(20.0))
 
 
+def test_in_a_fair_share_pool_each_tenant_queue_is_its_own_line() -> None:
+    q = index()
+    big = [view(f"b{i}", i, submitter="big", tenant="big") for i in range(1, 9)]
+    small = [view(f"s{i}", 10 + i, submitter="small", tenant="small") for i in range(1, 3)]
+    shared = view("anon", 20)  # no tenant token: the pool's shared queue
+    for v in (*big, *small, shared):
+        q.observe(None, v)
+    for v in big[:4]:  # big drains 4 in 40 s, small 1
+        q.observe(v, replace(v, status="running", claimed_at=s(30)))
+    q.observe(small[0], replace(small[0], status="running", claimed_at=s(35)))
+    # small's next job waits behind its own queue only, not big's flood; ETA from its drain
+    assert q.place(small[1], s(40)) == (1, pytest.approx(40.0))
+    assert q.place(big[7], s(40)) == (4, pytest.approx(40.0))
+    assert q.place(shared, s(40)) == (1, None)  # the shared queue has drained nothing
+    assert q.drain("p", "m", s(40)) == pytest.approx(5 / 40)  # the (pool, model) counts all
+
+
 def test_a_retried_job_is_queued_again_and_counts_one_start() -> None:
     q = index()
     a = view("a", 1)

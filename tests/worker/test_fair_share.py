@@ -58,3 +58,31 @@ async def test_a_burst_worker_empties_every_tenant_queue_then_ends(
                                 concurrency=2, burst=True), EchoBackend())  # fmt: skip
     await asyncio.wait_for(w.run(), 60)  # returns by itself once every queue is empty
     await outcomes.wait_terminal(*(j.job_id for j in jobs), timeout=15)
+
+
+async def test_a_sweep_reads_the_tenant_queues_afresh_when_a_slot_frees(
+    streams: Any, nc: Any, bus: Any
+) -> None:
+    """A small tenant's job that arrives between two slot frees is seen by the next one (20 ms
+    later here), not only at the next read of a timer: the counts are read per sweep."""
+    from jetgrid.coordinator.pools import PoolConfig
+    from jetgrid.coordinator.share import FairShare
+    from jetgrid.worker.tenants import TenantQueues
+
+    pool = PoolConfig("standard", extra={"fair_share": True})
+    fair = FairShare.for_pool(pool)
+    assert fair is not None
+    now = [100.0]
+
+    async def make(model: str, spec: Any) -> Any:
+        raise AssertionError("not asked for pullers here")
+
+    queues = TenantQueues(bus, streams, pool, ["echo"], fair, make, max_deliver=2,
+                          clock=lambda: now[0])  # fmt: skip
+    await submit(nc, streams, job("f0", tenant="flood", submitter="flood"))
+    await queues.refresh()
+    assert {k[2] for k in queues.counts} == {"flood"}
+    await submit(nc, streams, job("s0", tenant="small", submitter="small"))
+    now[0] += 0.02  # the next slot frees
+    await queues.refresh()
+    assert queues.has_jobs(("echo", "normal", "small", None))
