@@ -409,7 +409,8 @@ def decode_submission(
     if not isinstance(obj, dict):
         raise InvalidEvent("A job must be a JSON object with at least 'model' and 'prompt'.")
     if "specversion" in obj:
-        env = decode(data)
+        event, time, id_, source = _event_from(obj)  # the document parsed above, not again
+        env = Envelope(id=id_, source=source, time=time, event=event)
         if not isinstance(env.event, JobSubmitted):
             raise InvalidEvent(f"Only {JobSubmitted.__name__} belongs here, got {env.type!r}.")
         job = env.event

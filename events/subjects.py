@@ -37,6 +37,7 @@ Token chunks carry the worker's id the same way, and a worker may publish only
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -257,7 +258,11 @@ class Subjects:
         return pool, model, priority, tenant
 
     def parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
-        """(pool, model, priority, tenant or None, lane or None) of a submission subject."""
+        """(pool, model, priority, tenant or None, lane or None) of a submission subject (the
+        last `_PARSED` valid subjects' answers are remembered)."""
+        return _parse_submit_lane(self, subject)
+
+    def _parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
         head = f"{self.prefix}.jobs."
         dots = subject[len(head) :].count(".") if subject.startswith(head) else 1
         n = dots + 1 if dots in (2, 3, 4) else 2
@@ -307,3 +312,13 @@ class Subjects:
         """(worker_id, event name) of a worker subject."""
         worker_id, event = self._rest(subject, "worker", 2)
         return worker_id, event
+
+
+_PARSED = 4096  # submission subjects whose parse is remembered (a fleet has a few hundred)
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def _parse_submit_lane(
+    subjects: Subjects, subject: str
+) -> tuple[str, str, str, str | None, int | None]:
+    return subjects._parse_submit_lane(subject)  # a refused subject raises: nothing is kept

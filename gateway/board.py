@@ -83,6 +83,8 @@ class JobBoard:
         self.look_back = look_back
         self.js = bus.js
         self.settings = settings
+        # Derived once: the settings' properties build a new object on every read.
+        self.subjects, self.names = settings.subjects, settings.streams
         self.capacity = capacity
         self.jobs: dict[str, Entry] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # ended jobs cached, LRU first
@@ -109,7 +111,7 @@ class JobBoard:
         self.taps: list[Callable[[str, int, str, Envelope], None]] = []
 
     async def start(self) -> None:
-        names, subj = self.settings.streams, self.settings.subjects
+        names, subj = self.names, self.subjects
         # JOB_EVENTS' end first: a submission stored after JOBS' end below has all its events
         # after this one.
         events_end = await self.bus.last_seq(names.job_events)
@@ -146,7 +148,7 @@ class JobBoard:
         """The JOBS sequence to read submissions from: the oldest one a pool consumer with work
         left has not acknowledged (its ack floor + 1), and at least the last LOOK_BACK
         submissions (jobs no consumer's subjects cover)."""
-        jobs = self.settings.streams.jobs
+        jobs = self.names.jobs
         floors = [
             (c.ack_floor.stream_seq if c.ack_floor and c.ack_floor.stream_seq else 0) + 1
             for c in await self.bus.consumers_info(jobs)
@@ -203,7 +205,7 @@ class JobBoard:
             return decode_submission(
                 data,
                 subject=subject,
-                subjects=self.settings.subjects,
+                subjects=self.subjects,
                 seq=seq,
                 stream_time=when,
             )
@@ -218,13 +220,13 @@ class JobBoard:
             self.invalid += 1
         else:
             job_id = env.event.job_id
-            if seq >= self._start[self.settings.streams.jobs]:
+            if seq >= self._start[self.names.jobs]:
                 if job_id in self.jobs or job_id not in self.pending:
                     self._apply(job_id, env)  # a new job: the board sees all of it
                     self._fold_early(job_id)
             elif job_id not in self.jobs:
                 self.pending.setdefault(job_id, seq)  # queued before start, perhaps unclaimed
-        self._mark(self.settings.streams.jobs, seq)
+        self._mark(self.names.jobs, seq)
 
     def _job_event(self, data: bytes, subject: str, seq: int) -> tuple[str, Envelope] | None:
         try:
@@ -233,7 +235,7 @@ class JobBoard:
             log.debug("undecodable job event at seq %s: %s", seq, exc.reason)
             return None
         job_id = getattr(env.event, "job_id", None)
-        forged = check_job_event_speaker(self.settings.subjects, subject, env)
+        forged = check_job_event_speaker(self.subjects, subject, env)
         if forged is not None or not job_id:  # the projector records it too
             log.debug("job event at seq %s does not count: %s", seq, forged)
             return None
@@ -254,7 +256,7 @@ class JobBoard:
                 self._keep_early(job_id, seq, msg.subject, env)
                 if self._waiters.get(job_id):
                     self._load_soon(job_id)  # a waited-for job out of the cache: read it back
-        self._mark(self.settings.streams.job_events, seq)
+        self._mark(self.names.job_events, seq)
 
     def _fold_event(self, job_id: str, seq: int, subject: str, env: Envelope) -> None:
         self._apply(job_id, env, seq)
@@ -267,7 +269,7 @@ class JobBoard:
     def _keep_early(self, job_id: str, seq: int, subject: str, env: Envelope) -> None:
         """Keep a live event of a job the board has not seen yet: the two streams are followed
         by two consumers, so a job's events may arrive before its submission does."""
-        if seq < self._start[self.settings.streams.job_events] or job_id in self.pending:
+        if seq < self._start[self.names.job_events] or job_id in self.pending:
             return  # a job from before start: `find` reads it back whole
         self._early.setdefault(job_id, []).append((seq, subject, env))
         self._early.move_to_end(job_id)
@@ -356,7 +358,7 @@ class JobBoard:
         return self._submission(msg.data, msg.subject, msg.seq, msg.time)
 
     async def _load(self, job_id: str, known_seq: int | None = None) -> JobView | None:
-        subjects, names = self.settings.subjects, self.settings.streams
+        subjects, names = self.subjects, self.names
         try:
             check_id(job_id, "job id")  # one subject token: no wildcard reads many jobs
         except JetgridError:

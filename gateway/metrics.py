@@ -117,6 +117,8 @@ class Metrics:
             registry=r,
         )
         self._counted: OrderedDict[str, int] = OrderedDict()  # the last COUNTED jobs' facts
+        # The labelled children by (series, pool, model): `labels()` costs more than the count.
+        self._children: dict[tuple[str, str, str], Any] = {}
         self.queue = QueueGauges(r)  # per pool, model and tenant (gateway.queue_api)
 
     def observe(self, before: JobView | None, view: JobView) -> None:
@@ -129,17 +131,28 @@ class Metrics:
             if done & bit:
                 continue
             done |= bit
-            self.jobs[fact].labels(*labels).inc()
+            self._child(fact, labels).inc()
             if fact == "started" and view.submitted_at and view.started_at:
                 wait = (view.started_at - view.submitted_at).total_seconds()
-                self.queue_wait.labels(*labels).observe(max(0.0, wait))
+                self._child("queue_wait", labels).observe(max(0.0, wait))
             elif fact != "submitted" and fact != "started" and view.started_at and view.finished_at:
                 ran = (view.finished_at - view.started_at).total_seconds()
-                self.run_time.labels(*labels).observe(max(0.0, ran))
+                self._child("run_time", labels).observe(max(0.0, ran))
         self._counted[view.job_id] = done
         self._counted.move_to_end(view.job_id)
         while len(self._counted) > COUNTED:
             self._counted.popitem(last=False)
+
+    def _child(self, series: str, labels: tuple[str, str]) -> Any:
+        """The child of a job fact's counter (or of "queue_wait" / "run_time") for (pool,
+        model), looked up once per series and labels."""
+        key = (series, labels[0], labels[1])
+        child = self._children.get(key)
+        if child is None:
+            parent: Any = {"queue_wait": self.queue_wait, "run_time": self.run_time}.get(series)
+            child = (parent or self.jobs[series]).labels(*labels)
+            self._children[key] = child
+        return child
 
     async def refresh(self, gw: Gateway, workers: list[dict[str, Any]] | None = None) -> None:
         """Set the gauges from consumer info and the workers: the projector's views (with

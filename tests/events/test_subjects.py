@@ -121,3 +121,14 @@ def test_ids_must_be_single_tokens(bad: str) -> None:
 def test_bad_prefix_is_refused() -> None:
     with pytest.raises(InvalidSubject):
         Subjects("has space")
+
+
+def test_a_remembered_submission_parse_is_its_own_grammars_and_refusals_stay_refused() -> None:
+    a, b = Subjects("a"), Subjects("b")
+    assert a.parse_submit_lane("a.jobs.standard.echo") == ("standard", "echo", "normal", None, None)
+    assert a.parse_submit_lane("a.jobs.standard.echo")[1] == "echo"  # the remembered answer
+    with pytest.raises(InvalidSubject):
+        b.parse_submit_lane("a.jobs.standard.echo")  # another prefix's subject, not a's answer
+    for _ in range(2):
+        with pytest.raises(InvalidSubject):
+            a.parse_submit_lane("a.jobs.standard.echo.urgent")
