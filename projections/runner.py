@@ -441,14 +441,18 @@ class Projector(Folder):
             await self._put_changed(changes.workers)
 
     async def _put_changed(self, views: list[Any]) -> None:
-        if self._kv is None:
+        kv = self._kv
+        if kv is None:
             return
+        bucket = self.settings.tiers_bucket
         for view in views:
             want = (view.tier, self.fold.factor(view.tier))
             if self._published.get(view.worker_id) == want:
                 continue
             value = json.dumps(kv_value(view, self.fold), separators=(",", ":")).encode()
-            await self.bus.put(self.settings.tiers_bucket, view.worker_id, value)
+            # The bucket opened at start (Bus.put would open it again: a round trip per put).
+            action = f"put {view.worker_id!r} in bucket {bucket!r}"
+            await self.bus.call(kv.put(view.worker_id, value), action)
             self._published[view.worker_id] = want
             self.stats.kv_puts += 1
 
