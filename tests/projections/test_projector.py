@@ -87,6 +87,34 @@ async def test_tier_puts_reuse_the_bucket_opened_at_start(log, bus, make_store) 
         await proj.stop()
 
 
+async def test_tier_puts_of_one_batch_are_in_flight_together(log, nc, bus, make_store) -> None:
+    """A batch that changes many tiers puts them concurrently, not one round trip at a time."""
+    for i in range(5):
+        await log.register(f"w{i}")
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    try:
+        await proj.wait_caught_up()
+        real, flying, most = proj._kv, 0, 0
+
+        class Counting:
+            async def put(self, key: str, value: bytes) -> int:
+                nonlocal flying, most
+                flying += 1
+                most = max(most, flying)
+                try:
+                    return int(await real.put(key, value))
+                finally:
+                    flying -= 1
+
+        proj._kv, proj._published = Counting(), {}
+        await proj._put_changed(list(proj.fold.workers.values()))
+        assert most == 5 and proj._published.keys() == {f"w{i}" for i in range(5)}
+        assert (await _kv(nc, log.settings, "w4"))["tier"] == "probation"
+    finally:
+        await proj.stop()
+
+
 async def test_invalid_worker_messages_are_recorded_and_change_nothing(
     log, nc, bus, make_store
 ) -> None:
