@@ -47,7 +47,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,10 @@ class TierPolicy:
     probation_slots: int = 100
     probation_factor: float = 0.5
     hysteresis: float = 0.0
+    # Derived once in __post_init__ (the policy is frozen): tier_for runs on every ping.
+    _probation: Tier = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _rank: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         tiers = tuple(self.tiers)
@@ -147,6 +151,9 @@ class TierPolicy:
         factor = _number(self.probation_factor, "probation_factor", 0.0, 1.0)
         object.__setattr__(self, "probation_factor", factor)
         object.__setattr__(self, "hysteresis", _number(self.hysteresis, "hysteresis", 0.0, 1.0))
+        object.__setattr__(self, "_probation", Tier(PROBATION, 0.0, factor))
+        object.__setattr__(self, "_names", (*(t.name for t in ordered), PROBATION))
+        object.__setattr__(self, "_rank", {t.name: i for i, t in enumerate(ordered)})
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -261,12 +268,13 @@ class TierPolicy:
     # -- decisions ------------------------------------------------------------------------------
     @property
     def probation(self) -> Tier:
-        return Tier(PROBATION, 0.0, self.probation_factor)
+        """The probation tier (one object for the policy's life)."""
+        return self._probation
 
     @property
     def names(self) -> tuple[str, ...]:
         """Every tier name, highest first, then probation."""
-        return (*(t.name for t in self.tiers), PROBATION)
+        return self._names
 
     def tier_named(self, name: str) -> Tier:
         """The tier called `name` (probation included); KeyError if there is none."""
@@ -296,11 +304,11 @@ class TierPolicy:
         `current`, the worker's tier now, only matters when hysteresis is on.
         """
         if uptime is None or observed_slots < self.probation_slots:
-            return self.probation
+            return self._probation
         plain = self.by_uptime(uptime)
         if not self.hysteresis or current is None or current == PROBATION:
             return plain
-        rank = {t.name: i for i, t in enumerate(self.tiers)}
+        rank = self._rank
         if current not in rank or rank[plain.name] >= rank[current]:
             return plain  # staying or falling: plain thresholds
         for t in self.tiers[: rank[current]]:

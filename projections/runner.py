@@ -72,6 +72,7 @@ log = logging.getLogger("jetgrid.projector")
 
 BATCH_MAX = 2_000
 HIGH_WATER = 50_000
+KV_WINDOW = 256  # tier puts in flight at once
 AGED_OUT_CHECK_S = 60.0  # log time between two looks for queued jobs that aged out of JOBS
 SPEAKER = Speaker.service("projector")
 
@@ -441,16 +442,34 @@ class Projector(Folder):
             await self._put_changed(changes.workers)
 
     async def _put_changed(self, views: list[Any]) -> None:
-        if self._kv is None:
+        """Put every view whose (tier, factor) differs from what the bucket holds, up to
+        KV_WINDOW puts in flight at once (a fleet that leaves probation together changes
+        thousands of tiers in one batch: one round trip each, in series, would stall the fold).
+        """
+        kv = self._kv
+        if kv is None:
             return
+        bucket = self.settings.tiers_bucket
+        todo: list[tuple[str, tuple[str, float | None], bytes]] = []
         for view in views:
             want = (view.tier, self.fold.factor(view.tier))
-            if self._published.get(view.worker_id) == want:
-                continue
-            value = json.dumps(kv_value(view, self.fold), separators=(",", ":")).encode()
-            await self.bus.put(self.settings.tiers_bucket, view.worker_id, value)
-            self._published[view.worker_id] = want
-            self.stats.kv_puts += 1
+            if self._published.get(view.worker_id) != want:
+                value = json.dumps(kv_value(view, self.fold), separators=(",", ":")).encode()
+                todo.append((view.worker_id, want, value))
+        for i in range(0, len(todo), KV_WINDOW):
+            chunk = todo[i : i + KV_WINDOW]
+            # The bucket opened at start (Bus.put would open it again: a round trip per put).
+            puts = (
+                self.bus.call(kv.put(w, v), f"put {w!r} in bucket {bucket!r}") for w, _, v in chunk
+            )
+            results = await asyncio.gather(*puts, return_exceptions=True)
+            for (wid, want, _), got in zip(chunk, results, strict=True):
+                if not isinstance(got, BaseException):
+                    self._published[wid] = want
+                    self.stats.kv_puts += 1
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
 
 
 async def open_projector(

@@ -34,6 +34,7 @@ import functools
 import hashlib
 import json
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,6 +92,8 @@ from jetgrid.projections.view_json import ViewEncoder, format_optional_time, fro
 
 __all__ = ["Loaded", "Store"]
 
+# A worker row in SQLITE_UPDATE_WORKER's parameter order (the SET columns, then the key).
+_SQLITE_WORKER_ROW = operator.itemgetter(*WORKER_SET, "b_worker_id")
 log = logging.getLogger("jetgrid.projections.store")
 
 P = ParamSpec("P")
@@ -319,7 +322,7 @@ class Store:
                 # driver executemany with positional rows skips SQLAlchemy's per-row parameter
                 # processing (none of these columns needs any: text, float, and a bool that
                 # sqlite3 stores as 0/1 just as SQLAlchemy's Boolean does).
-                rows = [(*(r[c] for c in WORKER_SET), r["b_worker_id"]) for r in w_upd]
+                rows = list(map(_SQLITE_WORKER_ROW, w_upd))
                 await conn.exec_driver_sql(SQLITE_UPDATE_WORKER, rows)
             elif w_upd:
                 await conn.execute(self._upd_worker, w_upd)

@@ -364,12 +364,8 @@ class ViewEncoder:
                 }
             )
         ping = view.last_ping
-        head = _members(
-            {
-                "last_seen": fmt(view.last_seen),
-                "as_of": fmt(view.as_of),
-            }
-        )
+        # format_time's text is digits and "-:.TZ": JSON needs only the quotes around it.
+        head = f'"last_seen":"{fmt(view.last_seen)}","as_of":"{fmt(view.as_of)}"'
         middle = _members(
             {
                 "last_ping": None if ping is None else _ping_dict(ping),

@@ -69,6 +69,17 @@ def test_probation_tier_has_its_own_factor() -> None:
     assert strict.tier_for(1.0, 20).name == "full"
 
 
+def test_lookups_build_nothing_per_call() -> None:
+    """tier_for runs on every ping: the probation tier and the names are built once per
+    policy, and the derived fields leave equality, hashing and repr as they were."""
+    strict = TierPolicy(POLICY.tiers, probation_slots=20, probation_factor=0.1)
+    assert strict.tier_for(None, 0) is strict.tier_for(1.0, 19) is strict.probation
+    assert strict.names is strict.names == ("full", "half", "tenth", "none", PROBATION)
+    same = TierPolicy(POLICY.tiers, probation_slots=20, probation_factor=0.1)
+    assert same == strict and hash(same) == hash(strict) and repr(same) == repr(strict)
+    assert "_probation" not in repr(strict) and strict != POLICY
+
+
 def test_probation_can_be_turned_off() -> None:
     off = TierPolicy(POLICY.tiers, probation_slots=0)
     assert off.tier_for(0.5, 1).name == "none"

@@ -64,6 +64,57 @@ async def test_folds_workers_and_jobs_and_publishes_tiers(log, nc, bus, make_sto
         await proj.stop()
 
 
+async def test_tier_puts_reuse_the_bucket_opened_at_start(log, bus, make_store) -> None:
+    """A put per new worker, and no bucket lookup per put (a round trip each)."""
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    opened = 0
+    key_value = bus.js.key_value
+
+    async def counting(bucket: str):  # type: ignore[no-untyped-def]
+        nonlocal opened
+        opened += 1
+        return await key_value(bucket)
+
+    bus.js.key_value = counting  # type: ignore[method-assign]
+    try:
+        for i in range(5):
+            await log.register(f"w{i}")
+        await proj.wait_caught_up()
+        assert proj.stats.kv_puts == 5 and opened == 0
+    finally:
+        bus.js.key_value = key_value  # type: ignore[method-assign]
+        await proj.stop()
+
+
+async def test_tier_puts_of_one_batch_are_in_flight_together(log, nc, bus, make_store) -> None:
+    """A batch that changes many tiers puts them concurrently, not one round trip at a time."""
+    for i in range(5):
+        await log.register(f"w{i}")
+    store = make_store()
+    proj = await _start(log.settings, bus, store)
+    try:
+        await proj.wait_caught_up()
+        real, flying, most = proj._kv, 0, 0
+
+        class Counting:
+            async def put(self, key: str, value: bytes) -> int:
+                nonlocal flying, most
+                flying += 1
+                most = max(most, flying)
+                try:
+                    return int(await real.put(key, value))
+                finally:
+                    flying -= 1
+
+        proj._kv, proj._published = Counting(), {}
+        await proj._put_changed(list(proj.fold.workers.values()))
+        assert most == 5 and proj._published.keys() == {f"w{i}" for i in range(5)}
+        assert (await _kv(nc, log.settings, "w4"))["tier"] == "probation"
+    finally:
+        await proj.stop()
+
+
 async def test_invalid_worker_messages_are_recorded_and_change_nothing(
     log, nc, bus, make_store
 ) -> None:
