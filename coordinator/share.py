@@ -27,6 +27,16 @@ Weights are per pool, in the pools file (unknown pool keys land in ``PoolConfig.
     affinity_lanes = 16                        # cache affinity (below); 0: off
     affinity_wait_s = 0.5                      # then any worker may take a lane's job
     affinity_ttl_s = 300                       # a worker keeps a lane this long after a take
+    reserve_slots = 1                          # headroom (below); 0: off
+
+Headroom, in a fair-share pool with ``reserve_slots = R``: the tenants over their weighted share
+of a worker's jobs (running or asked for) together hold at most ``concurrency - R`` of its slots;
+the other R are taken only by tenants under their share (`headroom`), so a small tenant's job
+meets a free slot instead of waiting for one to free. A tenant's share counts the tenants
+that run or wait, weighted: ``running[t] / total < weight[t] / sum(weights)`` is under it. A tenant
+alone with work is at its share, never under it, so its throughput is capped at ``(concurrency
+- R) / concurrency`` of the worker's: the cost of the headroom. A worker keeps at most
+``concurrency - 1`` slots in reserve.
 
 Cache affinity, in a fair-share pool with ``affinity_lanes``: a job's affinity key is its
 session key, or else, for a chat, a hash of its system messages and its first other message
@@ -46,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -65,13 +75,15 @@ class FairShare:
 
     weights: Mapping[str, float] = field(default_factory=dict)
     default: float = 1.0
+    reserve: int = 0  # slots each worker keeps for tenants under their share (`headroom`)
 
     def weight(self, tenant: Tenant) -> float:
         return self.default if tenant is None else self.weights.get(tenant, self.default)
 
     @classmethod
     def for_pool(cls, pool: PoolConfig) -> FairShare | None:
-        """The pool's fair share (``fair_share``, ``tenant_weights``), None when it has none."""
+        """The pool's fair share (``fair_share``, ``tenant_weights``, ``reserve_slots``), None
+        when it has none."""
         extra = pool.extra
         on = extra.get("fair_share", False)
         if not isinstance(on, bool):
@@ -92,7 +104,16 @@ class FairShare:
             raise ValueError(
                 f"pool {pool.name!r} sets tenant_weights without fair_share = true; add it."
             )
-        return cls(weights) if on else None
+        reserve = extra.get("reserve_slots", 0)
+        if isinstance(reserve, bool) or not isinstance(reserve, int) or not 0 <= reserve <= 1000:
+            raise ValueError(
+                f"pool {pool.name!r}: reserve_slots must be a whole number 0-1000, got {reserve!r}"
+            )
+        if reserve and not on:
+            raise ValueError(
+                f"pool {pool.name!r} sets reserve_slots without fair_share = true; add it."
+            )
+        return cls(weights, reserve=reserve) if on else None
 
 
 @dataclass(slots=True)
@@ -163,6 +184,41 @@ def allocate(
         if left[q] <= 0:
             del left[q]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """How a worker's free slots split: `open` any tenant may take, `reserved` only the tenants
+    in `under` (those under their weighted share)."""
+
+    open: int
+    reserved: int
+    under: frozenset[Tenant]
+
+
+def headroom(
+    free: int,
+    running: Mapping[Tenant, int],
+    waiting: Iterable[Tenant],
+    fair: FairShare,
+    concurrency: int,
+) -> Headroom:
+    """Split `free` slots of a worker with `concurrency` slots, given its jobs per tenant
+    (`running`: held or asked for) and the tenants with jobs `waiting`: a tenant is under its
+    share when ``running[t] * sum(weights) < weight(t) * total`` over the tenants that run or
+    wait; the tenants not under it may fill slots only up to ``concurrency - reserve`` (the
+    reserve at most ``concurrency - 1``), the rest of `free` is for those under it."""
+    free = max(0, free)
+    tenants = {t for t, n in running.items() if n > 0} | set(waiting)
+    total = sum(max(0, running.get(t, 0)) for t in tenants)
+    weights = sum(fair.weight(t) for t in tenants)
+    under = frozenset(
+        t for t in tenants if max(0, running.get(t, 0)) * weights < fair.weight(t) * total
+    )
+    reserve = max(0, min(fair.reserve, concurrency - 1))
+    over = sum(max(0, running.get(t, 0)) for t in tenants - under)
+    open_ = max(0, min(free, concurrency - reserve - over))
+    return Headroom(open_, free - open_, under)
 
 
 def queue_tenant(pool: PoolConfig, submitter: str | None) -> str | None:
