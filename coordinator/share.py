@@ -29,14 +29,14 @@ Weights are per pool, in the pools file (unknown pool keys land in ``PoolConfig.
     affinity_ttl_s = 300                       # a worker keeps a lane this long after a take
     reserve_slots = 1                          # headroom (below); 0: off
 
-Headroom, in a fair-share pool with ``reserve_slots = R``: the tenants over their weighted share
-of a worker's jobs (running or asked for) together hold at most ``concurrency - R`` of its slots;
-the other R are taken only by tenants under their share (`headroom`), so a small tenant's job
-meets a free slot instead of waiting for one to free. A tenant's share counts the tenants
-that run or wait, weighted: ``running[t] / total < weight[t] / sum(weights)`` is under it. A tenant
-alone with work is at its share, never under it, so its throughput is capped at ``(concurrency
-- R) / concurrency`` of the worker's: the cost of the headroom. A worker keeps at most
-``concurrency - 1`` slots in reserve.
+Headroom, in a fair-share pool with ``reserve_slots = R``: each worker keeps R of its slots
+free (or asked for by a tenant under its share) for the tenants under their weighted share of
+its jobs (`headroom`); a tenant over its share takes a slot only beyond those. A small tenant's
+job so meets a free slot instead of waiting for one to free. Shares count the tenants that run,
+ask or wait, weighted: ``jobs[t] / total < weight[t] / sum(weights)`` is under. A tenant alone
+with work is at its share, never under it, so its throughput is capped at ``(concurrency - R) /
+concurrency`` of the worker's: the cost of the headroom. A worker keeps at most ``concurrency -
+1`` slots in reserve.
 
 Cache affinity, in a fair-share pool with ``affinity_lanes``: a job's affinity key is its
 session key, or else, for a chat, a hash of its system messages and its first other message
@@ -198,26 +198,27 @@ class Headroom:
 
 def headroom(
     free: int,
-    running: Mapping[Tenant, int],
+    held: Mapping[Tenant, int],
+    asked: Mapping[Tenant, int],
     waiting: Iterable[Tenant],
     fair: FairShare,
     concurrency: int,
 ) -> Headroom:
     """Split `free` slots of a worker with `concurrency` slots, given its jobs per tenant
-    (`running`: held or asked for) and the tenants with jobs `waiting`: a tenant is under its
-    share when ``running[t] * sum(weights) < weight(t) * total`` over the tenants that run or
-    wait; the tenants not under it may fill slots only up to ``concurrency - reserve`` (the
-    reserve at most ``concurrency - 1``), the rest of `free` is for those under it."""
+    (`held`), its open requests per tenant (`asked`) and the tenants with jobs `waiting`. A
+    tenant is under its share when ``n[t] * sum(weights) < weight(t) * total`` (n: held plus
+    asked) over the tenants that run, ask or wait. The worker keeps ``reserve`` slots (at most
+    ``concurrency - 1``) free or asked for by tenants under their share: only what `free` holds
+    beyond that is open to every tenant, the rest is for those under their share."""
     free = max(0, free)
-    tenants = {t for t, n in running.items() if n > 0} | set(waiting)
-    total = sum(max(0, running.get(t, 0)) for t in tenants)
+    n = {t: max(0, held.get(t, 0)) + max(0, asked.get(t, 0)) for t in {*held, *asked, *waiting}}
+    tenants = {t for t, k in n.items() if k > 0} | set(waiting)
+    total = sum(n[t] for t in tenants)
     weights = sum(fair.weight(t) for t in tenants)
-    under = frozenset(
-        t for t in tenants if max(0, running.get(t, 0)) * weights < fair.weight(t) * total
-    )
+    under = frozenset(t for t in tenants if n[t] * weights < fair.weight(t) * total)
     reserve = max(0, min(fair.reserve, concurrency - 1))
-    over = sum(max(0, running.get(t, 0)) for t in tenants - under)
-    open_ = max(0, min(free, concurrency - reserve - over))
+    kept = free + sum(max(0, asked.get(t, 0)) for t in under)
+    open_ = max(0, min(free, kept - reserve))
     return Headroom(open_, free - open_, under)
 
 

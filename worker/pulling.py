@@ -349,14 +349,15 @@ class PullScheduler:
         fair = self.fair
         if fair is None or fair.reserve <= 0:
             return None
-        running: dict[Tenant, int] = {}
+        held: dict[Tenant, int] = {}
+        asked: dict[Tenant, int] = {}
         for t in self._running.values():
-            running[t] = running.get(t, 0) + 1
+            held[t] = held.get(t, 0) + 1
         for p in self.pullers:
             if n := p.outstanding:
                 t = self._tenant_of.get(p.consumer)
-                running[t] = running.get(t, 0) + n
-        return headroom(free, running, waiting, fair, self.gate.concurrency)
+                asked[t] = asked.get(t, 0) + n
+        return headroom(free, held, asked, waiting, fair, self.gate.concurrency)
 
     async def _long_poll(self, free: int) -> None:
         """Spread the free slots over the normal consumers (and the tenant queues that held jobs
