@@ -19,7 +19,10 @@ returns once the worker holds nothing and every consumer was found empty twice i
 In a fair-share pool (coordinator.share) each priority's sweep also covers the tenant queues
 that hold jobs (worker.tenants finds them, with their consumers) and splits the free slots among
 the shared queue and the tenants' by weighted fair queueing (coordinator.share.allocate); the
-long poll spreads over the shared queues and the tenant queues that held jobs lately.
+long poll spreads over the shared queues and the tenant queues that held jobs lately. With
+``reserve_slots`` (coordinator.share.headroom) the slots kept in reserve go, in the sweep and
+in the long poll, only to the queues of tenants under their share of the worker's jobs (held
+jobs and open requests, counted per tenant as deliveries arrive and end).
 """
 
 from __future__ import annotations
