@@ -27,6 +27,16 @@ Weights are per pool, in the pools file (unknown pool keys land in ``PoolConfig.
     affinity_lanes = 16                        # cache affinity (below); 0: off
     affinity_wait_s = 0.5                      # then any worker may take a lane's job
     affinity_ttl_s = 300                       # a worker keeps a lane this long after a take
+    reserve_slots = 1                          # headroom (below); 0: off
+
+Headroom, in a fair-share pool with ``reserve_slots = R``: each worker keeps R of its slots
+free (or asked for by a tenant under its share) for the tenants under their weighted share of
+its jobs (`headroom`); a tenant over its share takes a slot only beyond those. A small tenant's
+job so meets a free slot instead of waiting for one to free. Shares count the tenants that run,
+ask or wait, weighted: ``jobs[t] / total < weight[t] / sum(weights)`` is under. A tenant alone
+with work is at its share, never under it, so its throughput is capped at ``(concurrency - R) /
+concurrency`` of the worker's: the cost of the headroom. A worker keeps at most ``concurrency -
+1`` slots in reserve.
 
 Cache affinity, in a fair-share pool with ``affinity_lanes``: a job's affinity key is its
 session key, or else, for a chat, a hash of its system messages and its first other message
@@ -46,7 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -65,13 +75,15 @@ class FairShare:
 
     weights: Mapping[str, float] = field(default_factory=dict)
     default: float = 1.0
+    reserve: int = 0  # slots each worker keeps for tenants under their share (`headroom`)
 
     def weight(self, tenant: Tenant) -> float:
         return self.default if tenant is None else self.weights.get(tenant, self.default)
 
     @classmethod
     def for_pool(cls, pool: PoolConfig) -> FairShare | None:
-        """The pool's fair share (``fair_share``, ``tenant_weights``), None when it has none."""
+        """The pool's fair share (``fair_share``, ``tenant_weights``, ``reserve_slots``), None
+        when it has none."""
         extra = pool.extra
         on = extra.get("fair_share", False)
         if not isinstance(on, bool):
@@ -92,7 +104,16 @@ class FairShare:
             raise ValueError(
                 f"pool {pool.name!r} sets tenant_weights without fair_share = true; add it."
             )
-        return cls(weights) if on else None
+        reserve = extra.get("reserve_slots", 0)
+        if isinstance(reserve, bool) or not isinstance(reserve, int) or not 0 <= reserve <= 1000:
+            raise ValueError(
+                f"pool {pool.name!r}: reserve_slots must be a whole number 0-1000, got {reserve!r}"
+            )
+        if reserve and not on:
+            raise ValueError(
+                f"pool {pool.name!r} sets reserve_slots without fair_share = true; add it."
+            )
+        return cls(weights, reserve=reserve) if on else None
 
 
 @dataclass(slots=True)
@@ -163,6 +184,42 @@ def allocate(
         if left[q] <= 0:
             del left[q]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Headroom:
+    """How a worker's free slots split: `open` any tenant may take, `reserved` only the tenants
+    in `under` (those under their weighted share)."""
+
+    open: int
+    reserved: int
+    under: frozenset[Tenant]
+
+
+def headroom(
+    free: int,
+    held: Mapping[Tenant, int],
+    asked: Mapping[Tenant, int],
+    waiting: Iterable[Tenant],
+    fair: FairShare,
+    concurrency: int,
+) -> Headroom:
+    """Split `free` slots of a worker with `concurrency` slots, given its jobs per tenant
+    (`held`), its open requests per tenant (`asked`) and the tenants with jobs `waiting`. A
+    tenant is under its share when ``n[t] * sum(weights) < weight(t) * total`` (n: held plus
+    asked) over the tenants that run, ask or wait. The worker keeps ``reserve`` slots (at most
+    ``concurrency - 1``) free or asked for by tenants under their share: only what `free` holds
+    beyond that is open to every tenant, the rest is for those under their share."""
+    free = max(0, free)
+    n = {t: max(0, held.get(t, 0)) + max(0, asked.get(t, 0)) for t in {*held, *asked, *waiting}}
+    tenants = {t for t, k in n.items() if k > 0} | set(waiting)
+    total = sum(n[t] for t in tenants)
+    weights = sum(fair.weight(t) for t in tenants)
+    under = frozenset(t for t in tenants if n[t] * weights < fair.weight(t) * total)
+    reserve = max(0, min(fair.reserve, concurrency - 1))
+    kept = free + sum(max(0, asked.get(t, 0)) for t in under)
+    open_ = max(0, min(free, kept - reserve))
+    return Headroom(open_, free - open_, under)
 
 
 def queue_tenant(pool: PoolConfig, submitter: str | None) -> str | None:

@@ -146,8 +146,9 @@ class JobRunner:
         self.wake = wake
         self.avoid = Avoid()
 
-    def on_message(self, msg: Delivery) -> None:
-        """Start handling a delivery (while the worker drains: hand it straight back)."""
+    def on_message(self, msg: Delivery) -> asyncio.Task[None]:
+        """Start handling a delivery (while the worker drains: hand it straight back); returns
+        the task that handles it."""
         if self.stopping.is_set():
             # A pull request sent before draining began can still deliver.
             task = asyncio.create_task(_hand_back(msg))
@@ -156,6 +157,7 @@ class JobRunner:
             task = asyncio.create_task(self.handle(msg, fallback=not within))
         self.held.tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.held.tasks.discard(task)

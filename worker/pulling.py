@@ -19,7 +19,10 @@ returns once the worker holds nothing and every consumer was found empty twice i
 In a fair-share pool (coordinator.share) each priority's sweep also covers the tenant queues
 that hold jobs (worker.tenants finds them, with their consumers) and splits the free slots among
 the shared queue and the tenants' by weighted fair queueing (coordinator.share.allocate); the
-long poll spreads over the shared queues and the tenant queues that held jobs lately.
+long poll spreads over the shared queues and the tenant queues that held jobs lately. With
+``reserve_slots`` (coordinator.share.headroom) the slots kept in reserve go, in the sweep and
+in the long poll, only to the queues of tenants under their share of the worker's jobs (held
+jobs and open requests, counted per tenant as deliveries arrive and end).
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from jetgrid.coordinator.fallback import Stall, fallback_allowance, fallback_wai
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.provision import ensure_consumer
 from jetgrid.coordinator.settings import Settings
-from jetgrid.coordinator.share import Affinity, FairShare, allocate, may_take_lane
+from jetgrid.coordinator.share import (
+    Affinity,
+    FairShare,
+    Headroom,
+    Tenant,
+    allocate,
+    headroom,
+    may_take_lane,
+)
 from jetgrid.coordinator.tiers import load_policy
 from jetgrid.events.subjects import PRIORITIES
 from jetgrid.worker.backends.base import Backend
@@ -111,6 +122,8 @@ class PullScheduler:
         self.settings = settings
         self.fair = FairShare.for_pool(pool)
         self.tenants: TenantQueues | None = None
+        self._running: dict[asyncio.Task[None], Tenant] = {}  # held delivery -> its tenant
+        self._tenant_of: dict[str, Tenant] = {}  # consumer name -> tenant (None: shared queue)
 
     def allowance(self) -> int:
         """How many jobs to ask for now: free slots, within the tier's budget."""
@@ -118,7 +131,7 @@ class PullScheduler:
         return self.gate.allowance(len(self.held.tasks), outstanding)
 
     async def bind(
-        self, bus: Bus, backend: Backend, on_message: Callable[[Delivery], None]
+        self, bus: Bus, backend: Backend, on_message: Callable[[Delivery], object]
     ) -> None:
         """Make sure each consumer exists (retried through a NATS failover), start its puller
         (messages go to `on_message`), and cap requests by `backend`'s model affinity."""
@@ -133,7 +146,7 @@ class PullScheduler:
 
             async def make(model: str, spec: ConsumerSpec) -> Puller:
                 await _ensure(bus, spec)
-                return await self._start_puller(bus, on_message, model, spec)
+                return await self._start_puller(bus, on_message, model, spec, spec.tenant)
 
             self.tenants = TenantQueues(
                 bus, self.settings, self.pool, list(dict.fromkeys(self._spec_models)),
@@ -142,16 +155,30 @@ class PullScheduler:
             )  # fmt: skip
 
     async def _start_puller(
-        self, bus: Bus, on_message: Callable[[Delivery], None], model: str, spec: ConsumerSpec
+        self,
+        bus: Bus,
+        on_message: Callable[[Delivery], object],
+        model: str,
+        spec: ConsumerSpec,
+        tenant: Tenant = None,
     ) -> Puller:
+        running = self._running
+
+        def deliver(msg: Delivery) -> None:
+            task = on_message(msg)
+            if isinstance(task, asyncio.Task):  # count the job as its tenant's while it is held
+                running[task] = tenant
+                task.add_done_callback(lambda t: running.pop(t, None))
+
         puller = Puller(
-            bus.nc, spec.stream, spec.name, on_message,
+            bus.nc, spec.stream, spec.name, deliver,
             on_end=self.wake.set,
             expires_s=self.LONG_POLL_S if self.fair is None else self.FAIR_LONG_POLL_S,
         )  # fmt: skip
         await puller.start()
         self.pullers.append(puller)
         self._models[spec.name] = model
+        self._tenant_of[spec.name] = tenant
         return puller
 
     async def run(self, bus: Bus, *, burst: bool) -> None:
@@ -270,7 +297,17 @@ class PullScheduler:
                 if (cap := await self._cap(p)) != 0:
                     asks[p.consumer] = free if cap is None else min(free, cap)
             tenant_of = {p.consumer: key[2] for p, key in live}
-            plan = allocate(free, asks, tenant_of.__getitem__, fair, shares)
+            room = self._headroom(free, {tenant_of[c] for c in asks})
+            if room is None:
+                plan = allocate(free, asks, tenant_of.__getitem__, fair, shares)
+            else:  # reserved slots only for the queues of tenants under their share
+                plan = allocate(room.open, asks, tenant_of.__getitem__, fair, shares)
+                rest = {
+                    c: n - plan.get(c, 0) for c, n in asks.items() if tenant_of[c] in room.under
+                }
+                more = allocate(room.reserved, rest, tenant_of.__getitem__, fair, shares)
+                for c, n in more.items():
+                    plan[c] = plan.get(c, 0) + n
             if not plan:
                 break
             full = []
@@ -308,13 +345,46 @@ class PullScheduler:
         tenants.stealing[key] = taken
         return may_take_lane(aff, owned_at=owned, now=now, oldest_wait_s=wait, ever_taken=taken)
 
+    def _headroom(self, free: int, waiting: set[Tenant]) -> Headroom | None:
+        """How the `free` slots split between any tenant and those under their share
+        (coordinator.share.headroom), counting held jobs and open requests per tenant; None in
+        a pool without reserved slots."""
+        fair = self.fair
+        if fair is None or fair.reserve <= 0:
+            return None
+        held: dict[Tenant, int] = {}
+        asked: dict[Tenant, int] = {}
+        for t in self._running.values():
+            held[t] = held.get(t, 0) + 1
+        for p in self.pullers:
+            if n := p.outstanding:
+                t = self._tenant_of.get(p.consumer)
+                asked[t] = asked.get(t, 0) + n
+        return headroom(free, held, asked, waiting, fair, self.gate.concurrency)
+
     async def _long_poll(self, free: int) -> None:
         """Spread the free slots over the normal consumers (and the tenant queues that held jobs
-        lately), starting where we left off."""
+        lately), starting where we left off; with reserved slots (coordinator.share.headroom),
+        those go only to the queues of tenants under their share that held jobs lately."""
         normal = self._by_priority["normal"]
-        if self.tenants is not None:
-            normal = normal + self.tenants.recent("normal")
-        plan = [(p, cap) for p in normal if (cap := await self._cap(p)) != 0]
+        if self.tenants is None:
+            await self._spread(normal, free)
+            return
+        normal = normal + self.tenants.recent("normal")
+        recent = self.tenants.recent_tenants("normal")
+        room = self._headroom(free, {self._tenant_of.get(p.consumer) for p in normal} & recent)
+        if room is None:
+            await self._spread(normal, free)
+            return
+        await self._spread(normal, room.open)
+        under = [p for p in normal if self._tenant_of.get(p.consumer) in room.under & recent]
+        await self._spread(under, room.reserved)
+
+    async def _spread(self, pullers: list[Puller], free: int) -> None:
+        """Long-poll `pullers` for `free` jobs in all, round robin from where we left off."""
+        if free <= 0:
+            return
+        plan = [(p, cap) for p in pullers if (cap := await self._cap(p)) != 0]
         n = len(plan)
         if n == 0:
             return

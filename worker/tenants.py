@@ -168,6 +168,16 @@ class TenantQueues:
             and self._mine(key)
         ]
 
+    def recent_tenants(self, priority: str = "normal") -> set[Tenant]:
+        """The tenants (None: the shared queue) with a queue of `priority` that held jobs in the
+        last `recent_s`."""
+        now = self.clock()
+        return {
+            key[2]
+            for key, at in self._seen.items()
+            if key[1] == priority and now - at < self.recent_s
+        }
+
     async def _puller(self, model: str, priority: str, tenant: str, lane: int | None) -> Puller:
         key = (model, priority, tenant, lane)
         puller = self.pullers.get(key)

@@ -86,3 +86,25 @@ async def test_a_sweep_reads_the_tenant_queues_afresh_when_a_slot_frees(
     now[0] += 0.02  # the next slot frees
     await queues.refresh()
     assert queues.has_jobs(("echo", "normal", "small", None))
+
+
+async def test_a_reserved_slot_takes_a_small_tenants_job_while_a_flood_fills_the_rest(
+    streams: Any, nc: Any, start_worker: Any, outcomes: Any, tmp_path: Path
+) -> None:
+    """With ``reserve_slots = 1`` a flood gets 3 of a worker's 4 slots; a small tenant's job
+    that comes later takes the fourth at once, before any flood job ends (without the reserve
+    the flood holds all 4 and the small job waits for one to end)."""
+    pools = tmp_path / "pools.toml"
+    pools.write_text('[[pool]]\nname = "standard"\nfair_share = true\nreserve_slots = 1\n')
+    s = streams.replace(pools_file=pools)
+    flood = [job(f"f{i}", tenant="flood", submitter="flood") for i in range(8)]
+    await submit(nc, s, *flood)
+    await start_worker(settings=s, concurrency=4, backend=EchoBackend(latency_s=2.0))
+    started = lambda: [j.job_id for j in flood if j.job_id in outcomes.events]  # noqa: E731
+    await outcomes.wait_for(lambda: len(started()) >= 3)
+    small = job("s0", tenant="small", submitter="small")
+    await submit(nc, s, small)
+    await outcomes.wait_terminal(small.job_id, *(j.job_id for j in flood), timeout=60)
+    first_end = min(outcomes.terminal(j.job_id)[0].time for j in flood)
+    assert _taken_at(outcomes, small.job_id) < first_end
+    assert all(outcomes.terminal(j.job_id)[0].type.endswith("completed") for j in flood)
