@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from jetgrid.events import JobSubmitted
-from jetgrid.worker.errors import PermanentError
+from jetgrid.worker.errors import BackendError, PermanentError
 
 T = TypeVar("T")
+
+log = logging.getLogger("jetgrid.worker")
 
 TokenSink = Callable[[str], Awaitable[None]]
 
@@ -67,3 +70,36 @@ async def cancellable(call: Coroutine[Any, Any, T], ctx: RunContext, where: str)
     if work not in done or work.cancelled():
         raise PermanentError(f"cancelled while running on {where}", error_type="cancelled")
     return work.result()
+
+
+class HealthWatch:
+    """What a backend that watches its server shares: `healthy`, `last_error`, and the loop
+    that refreshes the server's state every `refresh_s` while it answers and probes it every
+    `probe_s` while it does not (a failed call wakes the loop at once: `unhealthy`). The
+    backend sets the attributes and implements `refresh`; `server` names it in log lines."""
+
+    healthy: bool
+    last_error: str | None
+    refresh_s: float
+    probe_s: float
+    server: str
+    _wake: asyncio.Event
+
+    async def refresh(self) -> bool:
+        raise NotImplementedError
+
+    async def watch_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), self.refresh_s if self.healthy else self.probe_s
+                )
+            self._wake.clear()  # a wake-up during the refresh below is kept for the next round
+            await self.refresh()
+
+    def unhealthy(self, err: BackendError) -> None:
+        if self.healthy:
+            log.warning("%s not usable, pausing pulls: %s", self.server, err)
+            self._wake.set()  # start probing now (then every probe_s until it answers)
+        self.healthy = False
+        self.last_error = str(err)

@@ -52,7 +52,7 @@ import ollama
 from jetgrid.coordinator.routing import full_model_name
 from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
-from jetgrid.worker.backends.base import Result, RunContext, cancellable
+from jetgrid.worker.backends.base import HealthWatch, Result, RunContext, cancellable
 from jetgrid.worker.errors import BackendError, PermanentError, TransientError
 from jetgrid.worker.tracing import add_traceparent
 
@@ -116,7 +116,7 @@ def _merged_options(job: JobSubmitted, inp: dict[str, Any]) -> dict[str, Any] | 
     return merged or None
 
 
-class OllamaBackend:
+class OllamaBackend(HealthWatch):
     """Runs generate/chat/embed jobs on one Ollama server; tracks its models and its health."""
 
     name = "ollama"
@@ -132,6 +132,7 @@ class OllamaBackend:
         timeout: httpx.Timeout | None = None,
     ) -> None:
         self.host = host
+        self.server = f"ollama at {host}"
         self.models = tuple(models)
         self.pull = pull
         self.refresh_s = refresh_s
@@ -203,20 +204,7 @@ class OllamaBackend:
             await self.ensure_models()
         finally:
             self._pulled.set()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), self.refresh_s if self.healthy else self.probe_s
-                )
-            self._wake.clear()  # a wake-up during the refresh below is kept for the next round
-            await self.refresh()
-
-    def _unhealthy(self, err: BackendError) -> None:
-        if self.healthy:
-            log.warning("ollama at %s not usable, pausing pulls: %s", self.host, err)
-            self._wake.set()  # start probing now (then every probe_s until it answers)
-        self.healthy = False
-        self.last_error = str(err)
+        await self.watch_forever()
 
     async def refresh(self) -> bool:
         """List available and loaded models; True if Ollama answered."""
@@ -225,7 +213,7 @@ class OllamaBackend:
             ps = await self.client.ps()
         except Exception as exc:
             err = classify(exc) or TransientError(f"ollama: {exc}")
-            self._unhealthy(err)
+            self.unhealthy(err)
             return False
         self.available = [
             ModelInfo(name=m.model or "", size_bytes=m.size) for m in tags.models if m.model
@@ -308,7 +296,7 @@ class OllamaBackend:
             if err is None:
                 raise
             if isinstance(err, TransientError):
-                self._unhealthy(err)
+                self.unhealthy(err)
             elif err.error_type == "unknown_model":
                 self._wake.set()  # the inventory is out of date: take stock again
             raise err from exc

@@ -52,7 +52,7 @@ import httpx
 from jetgrid.events import JobSubmitted
 from jetgrid.events.workers import ModelInfo
 from jetgrid.worker.backends import openai_wire as wire
-from jetgrid.worker.backends.base import Result, RunContext, cancellable
+from jetgrid.worker.backends.base import HealthWatch, Result, RunContext, cancellable
 from jetgrid.worker.errors import BackendError, TransientError
 
 log = logging.getLogger("jetgrid.worker.openai")
@@ -69,7 +69,7 @@ def classify(exc: BaseException, url: str) -> BackendError | None:
     return None
 
 
-class OpenAIBackend:
+class OpenAIBackend(HealthWatch):
     """Runs generate/chat/embed jobs on one OpenAI-compatible server; tracks its models and
     its health."""
 
@@ -88,6 +88,7 @@ class OpenAIBackend:
     ) -> None:
         self.url = wire.api_url(base_url)
         self.shown = wire.redacted(self.url)  # for logs and repr: no credentials in the URL
+        self.server = f"openai server at {self.shown}"
         self.models = tuple(models)
         self.refresh_s = refresh_s
         self.probe_s = probe_s
@@ -142,7 +143,7 @@ class OpenAIBackend:
                     model,
                     self.shown,
                 )
-        self._watch = asyncio.create_task(self._watch_loop(), name=f"openai-watch-{self.shown}")
+        self._watch = asyncio.create_task(self.watch_forever(), name=f"openai-watch-{self.shown}")
 
     async def close(self) -> None:
         if self._watch is not None:
@@ -152,29 +153,13 @@ class OpenAIBackend:
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
-    async def _watch_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), self.refresh_s if self.healthy else self.probe_s
-                )
-            self._wake.clear()  # a wake-up during the refresh below is kept for the next round
-            await self.refresh()
-
-    def _unhealthy(self, err: BackendError) -> None:
-        if self.healthy:
-            log.warning("openai server at %s not usable, pausing pulls: %s", self.shown, err)
-            self._wake.set()  # start probing now (then every probe_s until it answers)
-        self.healthy = False
-        self.last_error = str(err)
-
     async def refresh(self) -> bool:
         """List the server's models; True if it answered."""
         try:
             ids = wire.model_ids(await self._get_json("/models", limit=4 << 20))
         except Exception as exc:
             err = exc if isinstance(exc, BackendError) else classify(exc, self.shown)
-            self._unhealthy(err or TransientError(f"openai server: {exc}"))
+            self.unhealthy(err or TransientError(f"openai server: {exc}"))
             return False
         self.available = [ModelInfo(name=i) for i in ids]
         self.loaded = list(self.available)
@@ -246,7 +231,7 @@ class OpenAIBackend:
 
     def _note(self, err: BackendError) -> None:
         if isinstance(err, TransientError):
-            self._unhealthy(err)
+            self.unhealthy(err)
         elif err.error_type == "unknown_model":
             self._wake.set()  # the inventory is out of date: take stock again
 
