@@ -21,8 +21,11 @@ no pattern goes to the default pool (Settings.default_pool).
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,14 @@ class PoolConfig:
         return min(requested_s, self.job_timeout_cap_s)
 
     def matches(self, model: str) -> bool:
-        return any(fnmatch.fnmatchcase(model, p) for p in self.models)
+        """Whether `model` matches one of the patterns (fnmatch.fnmatchcase rules)."""
+        return bool(self.models) and _matcher(self.models)(model) is not None
+
+
+@lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regex for all of `patterns` (routing runs it on every submission)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
 
 DEFAULTS: dict[str, PoolConfig] = {

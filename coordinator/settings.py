@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,11 +235,13 @@ class Settings(BaseModel):
     # -- derived ----------------------------------------------------------------------------
     @property
     def subjects(self) -> Subjects:
-        return Subjects(self.subject_prefix)
+        """The subject grammar under subject_prefix (one shared immutable object per prefix)."""
+        return _subjects(self.subject_prefix)
 
     @property
     def streams(self) -> StreamNames:
-        return StreamNames(self.stream_prefix)
+        """The stream names behind stream_prefix (one shared immutable object per prefix)."""
+        return _streams(self.stream_prefix)
 
     def pool_configs(self) -> Pools:
         """The pools: from pools_file if set, else the defaults for `pools`."""
@@ -294,6 +297,18 @@ class Settings(BaseModel):
     @property
     def gateway_url(self) -> str:
         return f"http://{self.gateway_host}:{self.gateway_port}"
+
+
+# Read on every request and event: built once per prefix, outside the model, so that equality,
+# hashing, model_dump and copies of a Settings see only its fields.
+@lru_cache(maxsize=64)
+def _subjects(prefix: str) -> Subjects:
+    return Subjects(prefix)
+
+
+@lru_cache(maxsize=64)
+def _streams(prefix: str) -> StreamNames:
+    return StreamNames(prefix)
 
 
 def _explain(exc: ValidationError, values: Mapping[str, Any]) -> str:

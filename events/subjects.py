@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from jetgrid.events.errors import InvalidSubject
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+_PLAIN_RE = re.compile(r"[A-Za-z0-9-]+")
 _TOKEN_RE = re.compile(r"^(?:[A-Za-z0-9-]|_[0-9A-F]{2})+$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$")
@@ -79,6 +80,8 @@ def encode_model(model: str) -> str:
         raise InvalidSubject(
             f"Model name is {len(model)} characters long; at most {MAX_MODEL_LEN}."
         )
+    if _PLAIN_RE.fullmatch(model):
+        return model  # only safe characters: the token is the name itself
     out: list[str] = []
     for byte in model.encode("utf-8"):
         out.append(chr(byte) if byte in _SAFE else f"_{byte:02X}")

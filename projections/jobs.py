@@ -22,7 +22,7 @@ Rules (each one tested in tests/projections/test_jobs_reducer.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -92,6 +92,23 @@ class JobView:
         return self.status in TERMINAL_NAMES
 
 
+_FIELDS = tuple(f.name for f in fields(JobView))
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _replace(view: JobView, **changes: Any) -> JobView:
+    """`view` with `changes`: dataclasses.replace without its per-call field checks (the fold
+    runs it for every event). JobView has no __post_init__; a name that is not a field raises
+    AttributeError (slots)."""
+    new = _new(JobView)
+    for name in _FIELDS:
+        _set(new, name, getattr(view, name))
+    for name, value in changes.items():
+        _set(new, name, value)
+    return new
+
+
 def _advance(view: JobView, status: Status) -> Status:
     if view.terminal:
         return view.status
@@ -100,8 +117,8 @@ def _advance(view: JobView, status: Status) -> Status:
 
 def _terminal(view: JobView, env: Envelope, status: Status, **fields: Any) -> JobView:
     if view.terminal:
-        return replace(view, duplicates=view.duplicates + 1)
-    return replace(view, status=status, finished_at=env.time, terminal_seq=env.seq, **fields)
+        return _replace(view, duplicates=view.duplicates + 1)
+    return _replace(view, status=status, finished_at=env.time, terminal_seq=env.seq, **fields)
 
 
 def apply(view: JobView | None, env: Envelope) -> JobView:
@@ -117,7 +134,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 return view
             if view.status == "rejected" and view.jobs_seq != env.seq:
                 view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
-            return replace(
+            return _replace(
                 view,
                 status=_advance(view, "queued"),
                 model=ev.model,
@@ -137,7 +154,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
             if view.terminal:
                 return view
-            return replace(
+            return _replace(
                 view,
                 status=_advance(view, "running"),
                 worker_id=ev.worker_id,
@@ -149,11 +166,11 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
         case JobProgress():
             if view.terminal or ev.fraction is None:
                 return view
-            return replace(view, progress=ev.fraction)
+            return _replace(view, progress=ev.fraction)
         case JobRetrying():
             if view.terminal:
                 return view
-            return replace(
+            return _replace(
                 view,
                 status="queued",
                 retries=view.retries + 1,
@@ -161,7 +178,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 attempts=max(view.attempts, ev.attempt),
             )
         case JobCancelRequested():
-            return view if view.terminal else replace(view, cancel_requested=True)
+            return view if view.terminal else _replace(view, cancel_requested=True)
         case JobCompleted():
             return _terminal(
                 view,

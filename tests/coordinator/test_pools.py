@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jetgrid.coordinator.pools import PoolConfig, Pools, default_pools, load_pools, parse_pools
 from jetgrid.coordinator.settings import Settings
@@ -95,3 +98,15 @@ def test_unknown_pool_names_get_standard_defaults() -> None:
     pools = default_pools(("gpu-a100",), "gpu-a100")
     assert pools["gpu-a100"] == PoolConfig("gpu-a100")
     assert isinstance(pools, Pools)
+
+
+_CHARS = "ab:.1*?[]!-\n"
+
+
+@given(
+    st.lists(st.text(alphabet=_CHARS, min_size=1, max_size=6), max_size=4),
+    st.text(alphabet=_CHARS, max_size=8),
+)
+def test_matches_follows_fnmatchcase(patterns: list[str], model: str) -> None:
+    cfg = PoolConfig("p", models=tuple(patterns))
+    assert cfg.matches(model) == any(fnmatch.fnmatchcase(model, p) for p in patterns)

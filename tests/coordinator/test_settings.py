@@ -73,3 +73,24 @@ def test_the_unserved_model_window_is_a_setting() -> None:
     assert Settings().unserved_model_window_s == 600.0
     env = {"JETGRID_UNSERVED_MODEL_WINDOW_S": "30"}
     assert Settings.from_env(env).unserved_model_window_s == 30.0
+
+
+def test_subjects_and_streams_are_built_once_per_prefix() -> None:
+    s = Settings(subject_prefix="t1", stream_prefix="T1_")
+    assert s.subjects is s.subjects and s.streams is s.streams
+    assert s.subjects is Settings(subject_prefix="t1").subjects
+    assert (s.subjects.prefix, s.streams.prefix) == ("t1", "T1_")
+
+
+def test_the_shared_subjects_leave_equality_hashing_dumps_and_copies_alone() -> None:
+    a, b = Settings(subject_prefix="t2"), Settings(subject_prefix="t2")
+    dump = a.model_dump()
+    _ = (a.subjects, a.streams)  # read on one of them only
+    assert a == b and hash(a) == hash(b)
+    assert a.model_dump() == dump == b.model_dump()
+    assert "subjects" not in dump and "streams" not in dump
+    assert a.model_copy() == a and a.model_copy().subjects is a.subjects
+    other = a.model_copy(update={"subject_prefix": "t3", "stream_prefix": "T3_"})
+    assert (other.subjects.prefix, other.streams.prefix) == ("t3", "T3_")
+    replaced = a.replace(subject_prefix="t4")
+    assert replaced.subjects.prefix == "t4" and replaced != a

@@ -132,3 +132,11 @@ def test_a_remembered_submission_parse_is_its_own_grammars_and_refusals_stay_ref
     for _ in range(2):
         with pytest.raises(InvalidSubject):
             a.parse_submit_lane("a.jobs.standard.echo.urgent")
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_encode_model_is_the_bytewise_encoding(model: str) -> None:
+    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+    want = "".join(chr(b) if b in safe else f"_{b:02X}" for b in model.encode())
+    assert encode_model(model) == want
+    assert encode_model("llama3-8B") == "llama3-8B"

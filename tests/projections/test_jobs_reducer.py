@@ -233,3 +233,17 @@ def test_a_retried_job_is_claimed_again_by_each_started() -> None:
     v = fold(env(SUB, 1), env(TAKE, 2, 1), env(RETRY, 3, 2), env(again, 4, 3))
     assert (v.status, v.worker_id, v.attempts, v.retries) == ("running", "w2", 2, 1)
     assert v.claimed_at == v.started_at == T0 + timedelta(seconds=3)
+
+
+def test_the_reducers_replace_matches_dataclasses_replace() -> None:
+    import dataclasses
+
+    from jetgrid.projections.jobs import _replace
+
+    view = JobView(job_id="j", status="running", attempts=2, output={"a": 1}, duplicates=1)
+    for f in dataclasses.fields(JobView):
+        value = object()
+        assert _replace(view, **{f.name: value}) == dataclasses.replace(view, **{f.name: value})
+    assert _replace(view) == view and _replace(view) is not view
+    with pytest.raises(AttributeError):
+        _replace(view, no_such_field=1)
