@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from jetgrid.coordinator.consumers import consumer_name
 from jetgrid.events import DEAD_LETTERS, INVALID, JOB_EVENTS, JOBS, WORKERS, ConfigError, check_id
-from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS, TOKENS
+from jetgrid.events.streams import MAX_DELIVERIES_ADVISORY, ROLLUPS, TOKENS, StreamNames
 from jetgrid.events.subjects import JOB_EVENT_NAMES, PRIORITIES, encode_tenant
 
 # The durable consumer on JOB_EVENTS that every webhook service shares (coordinator.provision).
@@ -90,27 +90,17 @@ class Deployment:
         return f"{self.stream_prefix}{logical}"
 
     @property
+    def streams(self) -> StreamNames:
+        """Stream, bucket and object store names under `stream_prefix` (events.streams)."""
+        return StreamNames(self.stream_prefix)
+
+    @property
     def bucket(self) -> str:
-        return self.tiers_bucket or f"{self.stream_prefix}TIERS"
+        return self.tiers_bucket or self.streams.tiers_bucket
 
     @property
     def tiers_stream(self) -> str:
         return f"KV_{self.bucket}"
-
-    @property
-    def snapshot_bucket(self) -> str:
-        """The object store of read-model snapshots (as Settings.snapshot_bucket)."""
-        return f"{self.stream_prefix}SNAPSHOTS"
-
-    @property
-    def files_bucket(self) -> str:
-        """The object store of Batch API files (as Settings.files_bucket)."""
-        return f"{self.stream_prefix}FILES"
-
-    @property
-    def batches_bucket(self) -> str:
-        """The KV bucket of batch records (as Settings.batches_bucket)."""
-        return f"{self.stream_prefix}BATCHES"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +216,7 @@ def _batches_and_webhooks(d: Deployment) -> list[str]:
     """The Batch API's files (object store) and records (KV, with the ephemeral consumers that
     count a batch's ended lines), and the webhook services' shared consumer on JOB_EVENTS with
     their dead-letter records (`<prefix>.invalid.WEBHOOKS`)."""
-    files, batches = d.files_bucket, d.batches_bucket
+    files, batches = d.streams.files_bucket, d.streams.batches_bucket
     kv, events = f"KV_{batches}", d.stream(JOB_EVENTS)
     hooks = WEBHOOK_CONSUMER
     return [
@@ -290,7 +280,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
         )
     if user.role == PROJECTOR:
         t = d.tiers_stream
-        snaps = f"OBJ_{d.snapshot_bucket}"
+        snaps = f"OBJ_{d.streams.snapshot_bucket}"
         return Permissions(
             publish=(
                 f"{p}.job.*.dead",
@@ -298,7 +288,7 @@ def permissions(user: User, d: Deployment) -> Permissions | None:
                 f"{p}.rollup.*",
                 f"$KV.{d.bucket}.>",
                 # Read-model snapshots: write chunks and meta, purge the replaced ones, read.
-                f"$O.{d.snapshot_bucket}.>",
+                f"$O.{d.streams.snapshot_bucket}.>",
                 f"{API}.STREAM.PURGE.{snaps}",
                 # nats-py's object store get finds the stream of the chunks by subject.
                 f"{API}.STREAM.NAMES",

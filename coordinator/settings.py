@@ -267,23 +267,19 @@ class Settings(BaseModel):
 
     @property
     def tiers_bucket(self) -> str:
-        """KV bucket where the projector publishes each worker's current tier (key: worker id)."""
-        return f"{self.stream_prefix}TIERS"
+        return self.streams.tiers_bucket
 
     @property
     def snapshot_bucket(self) -> str:
-        """Object store bucket of the projector's read-model snapshots (projections.snapshot)."""
-        return f"{self.stream_prefix}SNAPSHOTS"
+        return self.streams.snapshot_bucket
 
     @property
     def files_bucket(self) -> str:
-        """Object store bucket of uploaded and batch output files (gateway.files)."""
-        return f"{self.stream_prefix}FILES"
+        return self.streams.files_bucket
 
     @property
     def batches_bucket(self) -> str:
-        """KV bucket of batch records and their lines' outcomes (gateway.batches)."""
-        return f"{self.stream_prefix}BATCHES"
+        return self.streams.batches_bucket
 
     @property
     def files_retention(self) -> Retention:

@@ -160,6 +160,28 @@ class StreamNames:
     def tokens(self) -> str:
         return self(TOKENS)
 
+    # The KV buckets and object stores beside the streams, under the same prefix: the one
+    # definition (coordinator.settings.Settings and coordinator.roles.Deployment read these).
+    @property
+    def tiers_bucket(self) -> str:
+        """KV bucket where the projector publishes each worker's current tier."""
+        return self("TIERS")
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """Object store of the projector's read-model snapshots (projections.snapshot)."""
+        return self("SNAPSHOTS")
+
+    @property
+    def files_bucket(self) -> str:
+        """Object store of uploaded and batch output files (gateway.files)."""
+        return self("FILES")
+
+    @property
+    def batches_bucket(self) -> str:
+        """KV bucket of batch records and their lines' outcomes (gateway.batches)."""
+        return self("BATCHES")
+
 
 def stream_specs(
     subjects: Subjects,

@@ -94,7 +94,7 @@ async def provisioned(secured: Secured) -> AsyncIterator[Secured]:
         await ensure_consumer(js, spec)
     kv = await js.create_key_value(KeyValueConfig(bucket=DEPLOYMENT.bucket))
     await kv.put("w1", b'{"tier": "full"}')
-    await ensure_snapshot_bucket(js, DEPLOYMENT.snapshot_bucket)
+    await ensure_snapshot_bucket(js, DEPLOYMENT.streams.snapshot_bucket)
     await nc.close()
     yield secured
 
