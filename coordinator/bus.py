@@ -77,8 +77,7 @@ BATCH_GET = 256  # messages per batched direct get
 
 @dataclass
 class ConnectionErrors:
-    """What the error callback saw; `last_permission` is the latest permissions-violation text
-    not yet attributed to a failed call."""
+    """What the error callback saw; `last_permission`: the latest refusal not yet reported."""
 
     last_permission: str | None = None
     seen: list[str] = field(default_factory=list)
@@ -112,8 +111,7 @@ class Continuity:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A stream's acknowledgement: where the message is, and whether it was a duplicate (the
-    stream already held a message with the same ``Nats-Msg-Id``)."""
+    """A stream's acknowledgement: where the message is, and whether it was a duplicate."""
 
     stream: str
     seq: int
@@ -356,11 +354,13 @@ class Bus:
         )
         return await self.store(record, speaker)
 
-    async def send(self, event: Event, speaker: Speaker) -> asyncio.Future[Any]:
+    async def send(
+        self, event: Event, speaker: Speaker, *, time: datetime | None = None
+    ) -> asyncio.Future[Any]:
         """Publish `event` as `speaker` without waiting: stored all the same, after what this
         connection published before it. The future gets the stream's ack, or never: cancel it."""
         addr = address(event, self.subjects, speaker)
-        data = encode(event, source=speaker.source, id=addr.msg_id)
+        data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
         op = self.js.publish_async(addr.subject, data, headers={"Nats-Msg-Id": addr.msg_id})
         ack = await self._now(op, f"publish to {addr.subject}")
         ack.add_done_callback(lambda f: f.cancelled() or f.exception())  # nothing "unretrieved"

@@ -14,7 +14,8 @@ counts):
 - every gateway follows the live jobs (gateway.board) and publishes `expired` for a job still
   queued `SWEEP_GRACE_S` after its deadline (`sweep_due`), so a job no worker takes (no worker
   serves its model, or all are busy) ends on time without one. The grace leaves a worker that
-  took the job just before its deadline the time to say so first.
+  took the job just before its deadline the time to say so first (it says so at most
+  events.MAX_CLAIM_DELAY_S after taking it, which the grace exceeds).
 """
 
 from __future__ import annotations

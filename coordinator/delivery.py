@@ -78,10 +78,13 @@ def may_quarantine(attempt: int, pool: PoolConfig) -> bool:
 
 
 def runs_without_outcome(attempt: int, started: Iterable[int], ended: Iterable[int]) -> list[int]:
-    """The deliveries before `attempt` that started the job (a `started` event) and ended with
-    no outcome (no `retrying` of the same attempt), in order."""
+    """The deliveries before `attempt` that started the job and ended with no outcome (no
+    `retrying` of the same attempt), in order. A redelivery started the job when it said
+    `started`; the first delivery always counts as started: its worker says `started` only once
+    the run has lasted a moment (worker.outcomes), so a worker that died sooner left none."""
     done = set(ended)
-    return sorted({a for a in started if 1 <= a < attempt and a not in done})
+    runs = set(started) | {1}
+    return sorted({a for a in runs if 1 <= a < attempt and a not in done})
 
 
 def quarantine_reason(

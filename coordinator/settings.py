@@ -21,6 +21,7 @@ from jetgrid.events import (
     INVALID,
     JOB_EVENTS,
     JOBS,
+    MAX_CLAIM_DELAY_S,
     WORKERS,
     ConfigError,
     StreamNames,
@@ -123,6 +124,9 @@ class Settings(BaseModel):
     # Work-conserving tiers (coordinator.fallback): a worker held back by its tier takes jobs no
     # one else took for this many seconds times its tier's rank (none last); 0 = strict tiers.
     fallback_wait_s: float = Field(default=5.0, ge=0)
+    # A job's first run publishes `started` once it has run this long; a run over sooner
+    # records its claim on its outcome instead (events.JobStarted). 0: publish at once.
+    started_after_s: float = Field(default=0.1, ge=0, le=MAX_CLAIM_DELAY_S)
 
     # Uptime and tiers (coordinator.tiers, projections.uptime).
     tier_policy: str | None = None  # e.g. "0.99:1.0,0.95:0.5,0.90:0.1,0:0"

@@ -9,10 +9,11 @@ submission, events.addressing); the reducers apply the first-wins rule for the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from jetgrid.events.base import Event
 
@@ -26,6 +27,25 @@ class _AttemptEvent(_JobEvent):
     attempt: int = Field(ge=1, description="JetStream delivery count of the submission")
 
 
+class Claim(BaseModel):
+    """A worker's claim of one delivery, carried by the event that ends or hands back a run
+    that was over before the worker published `started` (see JobStarted): the submission's JOBS
+    sequence, the tier it was taken under, and when it was taken (the worker's clock)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    jobs_seq: int = Field(ge=1, description="the submission's sequence in the JOBS stream")
+    tier_factor: float | None = None
+    fallback: bool = False
+    at: AwareDatetime = Field(description="when the worker took the delivery")
+
+
+# A worker publishes `started` only for a run still going this long after it took the delivery
+# (its setting, at most this); a shorter run's claim rides on its outcome (Claim). What folds
+# claims by time waits this long past an hour's end before closing it (projections.hours).
+MAX_CLAIM_DELAY_S = 1.0
+
+
 class JobStarted(_AttemptEvent):
     """A worker took the job's message from its pool consumer and runs it: who (`worker_id`),
     which delivery (`attempt`), which submission (`jobs_seq`) and under which tier.
@@ -34,7 +54,12 @@ class JobStarted(_AttemptEvent):
     hold two: `claimed` (JobClaimed, with `jobs_seq` and the tier) and then a version 1
     `started` (neither). At decode a `claimed` becomes a JobStarted with `jobs_seq`, and a
     version 1 `started` one without (events.catalogue): so `jobs_seq` is set exactly on the
-    events that record a claim."""
+    events that record a claim.
+
+    On a job's first delivery a worker may publish it late (its ``started_after_s``, at most
+    MAX_CLAIM_DELAY_S, with the claim's time as the event's time), and not at all for a run that
+    is over by then: that run's `completed`, `failed`, `retrying` or `cancelled` carries the claim
+    instead (`claim`). Either way each claim is in the log exactly once: `claim_of` reads it."""
 
     type: Literal["jetgrid.job.started"] = "jetgrid.job.started"
     version: Literal[2] = 2
@@ -76,6 +101,8 @@ class JobCompleted(_AttemptEvent):
     output: Any
     usage: dict[str, Any] = Field(default_factory=dict)
     duration_s: float = Field(ge=0)
+    # The run's claim, when the worker published no `started` for it (JobStarted).
+    claim: Claim | None = None
 
 
 class JobFailed(_JobEvent):
@@ -87,6 +114,8 @@ class JobFailed(_JobEvent):
     attempt: int | None = None
     reason: str
     error_type: str = "error"
+    # The run's claim, when the worker published no `started` for it (JobStarted).
+    claim: Claim | None = None
 
 
 class JobRetrying(_AttemptEvent):
@@ -98,6 +127,8 @@ class JobRetrying(_AttemptEvent):
     delay_s: float = Field(ge=0)
     # Set when the job stalled: the seconds it ran without a token (coordinator.stalls).
     stall_s: float | None = Field(default=None, ge=0)
+    # The run's claim, when the worker published no `started` for it (JobStarted).
+    claim: Claim | None = None
 
 
 class JobCancelRequested(_JobEvent):
@@ -117,6 +148,8 @@ class JobCancelled(_JobEvent):
     worker_id: str | None = None
     attempt: int | None = None
     reason: str | None = None
+    # The run's claim, when the worker published no `started` for it (JobStarted).
+    claim: Claim | None = None
 
 
 class JobDead(_JobEvent):
@@ -160,6 +193,9 @@ class JobExpired(_JobEvent):
     jobs_seq: int | None = Field(default=None, ge=1)
 
 
+CLAIM_CARRIERS = (JobCompleted, JobFailed, JobRetrying, JobCancelled)
+"""The events that may carry their run's claim (`claim`)."""
+
 TerminalEvent = JobCompleted | JobFailed | JobCancelled | JobDead | JobRejected | JobExpired
 TERMINAL_EVENTS: tuple[type[_JobEvent], ...] = (
     JobCompleted,
@@ -177,3 +213,41 @@ TERMINAL_NAMES: frozenset[str] = frozenset(
 """Their event names (``completed``, ``failed``, ``cancelled``, ``dead``, ``rejected``,
 ``expired``): the subjects' last
 token before the worker, and the terminal job statuses of the read models."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A worker's claim of a delivery, wherever the log records it (`claim_of`)."""
+
+    worker_id: str
+    attempt: int
+    jobs_seq: int
+    tier_factor: float | None
+    fallback: bool
+    at: datetime
+
+
+def jobs_seq_of(ev: Event) -> int | None:
+    """The JOBS sequence of the submission `ev` is about, where it names one (its own
+    `jobs_seq`, or its run's claim's)."""
+    seq = getattr(ev, "jobs_seq", None)
+    if seq is None and (c := getattr(ev, "claim", None)) is not None:
+        seq = c.jobs_seq
+    return seq if isinstance(seq, int) else None
+
+
+def claim_of(ev: Event, time: datetime) -> Taken | None:
+    """The claim `ev` (its envelope time `time`) records, or None: a `started` that names its
+    JOBS sequence (a claim at the event's time), or an outcome that carries its run's `claim`.
+    The one place that decides where claims are in the log."""
+    if isinstance(ev, JobStarted):
+        if ev.jobs_seq is None:
+            return None
+        return Taken(ev.worker_id, ev.attempt, ev.jobs_seq, ev.tier_factor, ev.fallback, time)
+    c = getattr(ev, "claim", None)
+    if c is None or not isinstance(ev, CLAIM_CARRIERS):
+        return None
+    worker_id, attempt = ev.worker_id, ev.attempt
+    if worker_id is None or attempt is None:
+        return None
+    return Taken(worker_id, attempt, c.jobs_seq, c.tier_factor, c.fallback, c.at)

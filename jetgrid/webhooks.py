@@ -53,6 +53,7 @@ from jetgrid.events import (
     JetgridError,
     JobSubmitted,
     decode,
+    jobs_seq_of,
 )
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.auth import KeyRing, KeysFileError, keys_path
@@ -240,7 +241,7 @@ class WebhookService:
 
     async def submission(self, job_id: str, event: Any) -> JobSubmitted | None:
         """The job's submission, read back from JOBS (None if no event names where it is)."""
-        seq = getattr(event, "jobs_seq", None)
+        seq = jobs_seq_of(event)
         names = self.settings.streams
         if seq is None:
             msgs = await self.bus.messages(
@@ -248,7 +249,7 @@ class WebhookService:
             )
             for m in msgs:
                 with contextlib.suppress(InvalidEvent, JetgridError):
-                    seq = getattr(decode(m.data).event, "jobs_seq", None)
+                    seq = jobs_seq_of(decode(m.data).event)
                 if seq is not None:
                     break
         if seq is None and job_id.startswith("seq-") and job_id[4:].isdigit():

@@ -1,9 +1,10 @@
 """The audit: what each worker took, in which tier, and what it took above its tier's budget. Pure.
 
 Input is plain data gathered by replaying the log (projections.audit_log): each worker's tier
-timeline (every change, with its event time), its claims (``jetgrid.job.started`` events with a
-``jobs_seq``, one per delivery, redeliveries included; old logs' ``claimed`` events decode as
-such) and the jobs' submissions and first terminal events.
+timeline (every change, with its event time), its claims (events.claim_of: ``jetgrid.job.started``
+events with a ``jobs_seq``, or outcomes carrying their run's claim; one per delivery,
+redeliveries included; old logs' ``claimed`` events decode as such), each at the time it was
+taken, and the jobs' submissions and first terminal events.
 
 **The budget check** (`over_budget`), precisely:
 

@@ -3,11 +3,11 @@
 WORKERS is folded with the projector's own fold (projections.fold), so the tier timeline is
 exactly the one the projector published (hours whose raw pings aged out come from their
 rollups, projections.prelude, and each worker says up to when); JOBS and JOB_EVENTS give
-submissions, claims (the `started` events that carry `jobs_seq`: one per delivery a worker
-took, also in old logs, whose `claimed` events decode as such: events.catalogue) and the first
-terminal event of each job (log order). Streams are read
-up to their last sequence when the audit starts, or to the last message stored at or before
-`until` (the stream's timestamp).
+submissions, claims (events.claim_of: the `started` events that carry `jobs_seq`, or an
+outcome carrying its run's claim; one per delivery a worker took, also in old logs, whose
+`claimed` events decode as such: events.catalogue) and the first terminal event of each job
+(log order). Streams are read up to their last sequence when the audit starts, or to the last
+message stored at or before `until` (the stream's timestamp).
 
 Where JOB_EVENTS' oldest messages aged out, the jobs each worker took in the hours before the
 first retained one (to the end of the hour that holds it) come from the rollups' counts
@@ -25,7 +25,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS, InvalidEvent, decode
 from jetgrid.events.codec import decode_submission
-from jetgrid.events.lifecycle import TERMINAL_EVENTS, JobStarted
+from jetgrid.events.lifecycle import TERMINAL_EVENTS, claim_of
 from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, RolledClaims, Span, WorkerInput
@@ -78,14 +78,14 @@ class AuditLog:
                     fold.counts["invalid"] += 1  # the fold's rule: it changes no view
                     continue
                 ev, t = env.event, env.time.timestamp()
-                claimed = isinstance(ev, JobStarted) and ev.jobs_seq is not None
-                if claimed and t < self.claims_from:
-                    self.last_claimer[ev.job_id] = ev.worker_id  # counted by its hour's rollup
-                elif claimed:
-                    claim = Claim(t, ev.job_id, ev.attempt, fallback=ev.fallback)
-                    self.claims.setdefault(ev.worker_id, []).append(claim)
-                    self.last_claimer[ev.job_id] = ev.worker_id
-                elif isinstance(ev, TERMINAL_EVENTS) and ev.job_id not in self.terminal:
+                taken = claim_of(ev, env.time)
+                if taken is not None:
+                    at = taken.at.timestamp()
+                    if at >= self.claims_from:  # else counted by its hour's rollup
+                        claim = Claim(at, ev.job_id, taken.attempt, fallback=taken.fallback)
+                        self.claims.setdefault(taken.worker_id, []).append(claim)
+                    self.last_claimer[ev.job_id] = taken.worker_id
+                if isinstance(ev, TERMINAL_EVENTS) and ev.job_id not in self.terminal:
                     wid = getattr(ev, "worker_id", None) or self.last_claimer.get(ev.job_id)
                     name = ev.type.rsplit(".", 1)[-1]
                     self.terminal[ev.job_id] = (t, name, wid)

@@ -5,12 +5,14 @@ but JOB_EVENTS is folded independently, so the jobs taken in that hour may not a
 yet. `OpenHours` holds each rollup until the hour is closed on both streams, then adds the
 jobs its worker took in the hour and hands it out for publishing:
 
-- **A job taken** is the event `taken` names (today the claim: one per delivery, redeliveries
-  included, as the audit counts them), counted in the hour of its event time, per tier (the
+- **A job taken** is a claim `taken` finds (one per delivery, redeliveries included, as the
+  audit counts them: a `started`, or an outcome carrying its run's claim), counted in the hour
+  of the claim's time, per tier (the
   worker's tier at that time exactly, from the fold's tier changes, as the audit's
   ``tier_at``) and apart when taken for want of better (``fallback``).
-- **An hour closes** when the WORKERS clock and the JOB_EVENTS mark are both at or past its
-  end. The mark is the newest ``min(event time, stream time)`` of the JOB_EVENTS messages
+- **An hour closes** when the WORKERS clock, and the JOB_EVENTS mark less MAX_CLAIM_DELAY_S (a
+  claim riding on its run's outcome is folded up to that long after its time), are both at or
+  past its end. The mark is the newest ``min(event time, stream time)`` of the JOB_EVENTS messages
   folded, or, when the projector has read JOB_EVENTS to its end (`idle`), the stream time of
   the newest WORKERS message it had received before looking: anything stored later has a later
   stream time. So an hour closes while JOB_EVENTS is idle too.
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from jetgrid.events.base import Event
-from jetgrid.events.lifecycle import JobStarted
+from jetgrid.events.lifecycle import MAX_CLAIM_DELAY_S, claim_of
 from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.rollup import HOUR_S
 
@@ -43,13 +45,13 @@ __all__ = ["UNSEEN", "OpenHours", "taken"]
 UNSEEN = "unseen"  # the tier before a worker's first tier entry (the audit's name)
 
 
-def taken(ev: Event) -> tuple[str, bool] | None:
-    """(worker, taken for want of better) when `ev` says a worker took a job, else None: the
-    one place that decides what a job taken is: a `started` that names the submission's JOBS
-    sequence (old logs' `claimed` events decode as such: events.catalogue)."""
-    if isinstance(ev, JobStarted) and ev.jobs_seq is not None:
-        return ev.worker_id, ev.fallback
-    return None
+def taken(ev: Event, time: datetime) -> tuple[str, bool, float] | None:
+    """(worker, taken for want of better, when) if `ev` (its event time `time`) records that a
+    worker took a job, else None: the claims events.claim_of finds (a `started` that names the
+    submission's JOBS sequence, old logs' `claimed` events decoded as such, or an outcome that
+    carries its run's claim)."""
+    got = claim_of(ev, time)
+    return None if got is None else (got.worker_id, got.fallback, got.at.timestamp())
 
 
 def _hour(t: float) -> int:
@@ -84,9 +86,9 @@ class OpenHours:
         if seen > self.mark:
             self.mark = seen
             self.dirty.add("mark")
-        took = taken(ev)
+        took = taken(ev, event_time)
         if took is not None:
-            self._claim(_hour(t), took[0], t, took[1])
+            self._claim(_hour(took[2]), took[0], took[2], took[1])
 
     def idle(self, stream_time: datetime) -> None:
         """The projector read JOB_EVENTS to its end after receiving a WORKERS message stored
@@ -111,7 +113,8 @@ class OpenHours:
     # -- closing -------------------------------------------------------------------------------
     def closed_to(self, clock: datetime) -> int:
         """Hours that start before this may close at WORKERS clock `clock`."""
-        end = min(self.mark, clock.timestamp())
+        # A claim may be folded up to MAX_CLAIM_DELAY_S after its time (events.JobStarted).
+        end = min(self.mark - MAX_CLAIM_DELAY_S, clock.timestamp())
         return max(self.closed, _hour(end) if end > -math.inf else self.closed)
 
     def waiting(self, clock: datetime | None) -> bool:

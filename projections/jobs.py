@@ -41,6 +41,7 @@ from jetgrid.events import (
     JobRetrying,
     JobStarted,
     JobSubmitted,
+    claim_of,
 )
 
 Status = Literal[
@@ -121,10 +122,34 @@ def _terminal(view: JobView, env: Envelope, status: Status, **fields: Any) -> Jo
     return _replace(view, status=status, finished_at=env.time, terminal_seq=env.seq, **fields)
 
 
+def _claimed(
+    view: JobView, job_id: str, worker_id: str, attempt: int, jobs_seq: int, at: datetime
+) -> JobView:
+    """A worker took the job at `at` (a `started` that names its JOBS sequence, or an outcome
+    carrying its run's claim: events.claim_of)."""
+    if view.status == "rejected" and view.jobs_seq != jobs_seq:
+        view = JobView(job_id=job_id)  # another submission's refusal, not this job's
+    if view.terminal:
+        return view
+    return _replace(
+        view,
+        status=_advance(view, "running"),
+        worker_id=worker_id,
+        attempts=max(view.attempts, attempt),
+        claimed_at=at,
+        started_at=at,
+        jobs_seq=view.jobs_seq or jobs_seq,
+    )
+
+
 def apply(view: JobView | None, env: Envelope) -> JobView:
-    """Fold one event of job `env.event.job_id` into its view (None: not seen before)."""
+    """Fold one event of job `env.event.job_id` into its view (None: not seen before). An
+    outcome or `retrying` that carries its run's claim is folded as that claim, then itself."""
     ev = env.event
     view = view or JobView(job_id=ev.job_id)
+    claim = getattr(ev, "claim", None)
+    if claim is not None and (taken := claim_of(ev, env.time)) is not None:
+        view = _claimed(view, ev.job_id, taken.worker_id, taken.attempt, taken.jobs_seq, taken.at)
     match ev:
         case JobSubmitted():
             # A resubmission of the same id: the first one counts. (A claim seen first sets
@@ -149,9 +174,8 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 tenant=ev.tenant,
             )
         case JobStarted():
-            claim = ev.jobs_seq is not None
-            if claim and view.status == "rejected" and view.jobs_seq != ev.jobs_seq:
-                view = JobView(job_id=ev.job_id)  # another submission's refusal, not this job's
+            if ev.jobs_seq is not None:
+                return _claimed(view, ev.job_id, ev.worker_id, ev.attempt, ev.jobs_seq, env.time)
             if view.terminal:
                 return view
             return _replace(
@@ -159,9 +183,7 @@ def apply(view: JobView | None, env: Envelope) -> JobView:
                 status=_advance(view, "running"),
                 worker_id=ev.worker_id,
                 attempts=max(view.attempts, ev.attempt),
-                claimed_at=env.time if claim else view.claimed_at,
                 started_at=env.time,
-                jobs_seq=view.jobs_seq or ev.jobs_seq,
             )
         case JobProgress():
             if view.terminal or ev.fraction is None:

@@ -170,8 +170,10 @@ class QueueIndex:
             self.queued.setdefault(key, {})[view.job_id] = view
         elif view.status in _RUNNING:
             self.running.setdefault(key, {})[view.job_id] = view
-            if before is None or before.status in ("queued", "unknown"):
-                self._started(view)
+        # A start is a new claim: also one folded with the outcome or `retrying` it rides on.
+        at = view.claimed_at or view.started_at
+        if at is not None and (before is None or at != (before.claimed_at or before.started_at)):
+            self._started(view)
 
     def _drop(self, key: tuple[str, str], job_id: str) -> None:
         for table in (self.queued, self.running):

@@ -40,6 +40,7 @@ from jetgrid.events import (
     JobStarted,
     WorkerHeartbeat,
     WorkerRegistered,
+    claim_of,
 )
 from jetgrid.projections.jobs import JobView
 from jetgrid.projections.jobs import apply as apply_job
@@ -137,12 +138,11 @@ class UsageFold:
             return
         self.jobs[job_id] = apply_job(self.jobs.get(job_id), env)
         if isinstance(ev, JobStarted):
-            if job_id not in self.ended:
-                runs = self.open.setdefault(job_id, {})
-                for a in [a for a in runs if a < ev.attempt]:
-                    del runs[a]  # an earlier run with no outcome: its worker died
-                runs[ev.attempt] = _Open(ev.worker_id, env.time)
-        elif isinstance(ev, JobRetrying):
+            self._start(job_id, ev.attempt, ev.worker_id, env.time)
+            return
+        if (taken := claim_of(ev, env.time)) is not None:  # a run over before its `started`
+            self._start(job_id, taken.attempt, taken.worker_id, taken.at)
+        if isinstance(ev, JobRetrying):
             self._close(job_id, ev.attempt, env.time, 0)
         elif isinstance(ev, TERMINAL_EVENTS) and job_id not in self.ended:
             self.ended.add(job_id)
@@ -150,6 +150,13 @@ class UsageFold:
             attempt = getattr(ev, "attempt", None)
             for a in list(self.open.get(job_id, ())):
                 self._close(job_id, a, env.time, tokens if a == attempt else 0)
+
+    def _start(self, job_id: str, attempt: int, worker_id: str, at: datetime) -> None:
+        if job_id not in self.ended:
+            runs = self.open.setdefault(job_id, {})
+            for a in [a for a in runs if a < attempt]:
+                del runs[a]  # an earlier run with no outcome: its worker died
+            runs[attempt] = _Open(worker_id, at)
 
     def _close(self, job_id: str, attempt: int, end: datetime, tokens: int) -> None:
         runs = self.open.get(job_id, {})

@@ -22,7 +22,15 @@ from nats.aio.msg import Msg
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import TERMINAL_NAMES, Envelope, InvalidEvent, decode, stream_specs
+from jetgrid.events import (
+    TERMINAL_NAMES,
+    Envelope,
+    InvalidEvent,
+    Taken,
+    claim_of,
+    decode,
+    stream_specs,
+)
 from jetgrid.natsserver import NatsServer
 from jetgrid.worker.agent import Worker, WorkerOptions
 from jetgrid.worker.backends import Backend, EchoBackend
@@ -159,6 +167,11 @@ class Outcomes:
 
     def names(self, job_id: str) -> list[str]:
         return [e.type.rsplit(".", 1)[-1] for e in self.events[job_id]]
+
+    def claims(self, job_id: str) -> list[Taken]:
+        """The job's claims, wherever they are said (a `started`, or an outcome carrying its
+        run's claim: events.claim_of), in the order seen."""
+        return [t for e in self.events[job_id] if (t := claim_of(e.event, e.time)) is not None]
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
         async def loop() -> None:

@@ -5,9 +5,11 @@ earlier job already holds, is rejected: `JobRunner.id_taken`); on the delivery a
 run, only record `dead`; a job whose earlier runs too often ended with no outcome (its worker
 died) is quarantined, `dead`; a job taken past its deadline is `expired` and acked, never run
 (`JobRunner.expired`), and one that waited past its pool's max_wait_s is `rejected`
-(`JobRunner.shed`, coordinator.shedding); otherwise publish `started`, not waiting for its ack
+(`JobRunner.shed`, coordinator.shedding); otherwise claim it: `started`, not waiting for its ack
 (it names the worker, attempt, JOBS sequence and tier; ``fallback: true`` when the tier budget
-did not cover the delivery: coordinator.fallback), skip the job if a cancel was requested
+did not cover the delivery: coordinator.fallback), said at once on a redelivery and on a first
+delivery once the run has lasted the `started_after_s` setting, a shorter run's outcome carrying
+the claim instead (worker.outcomes); skip the job if a cancel was requested
 (worker.cancels), and run the backend under the job's timeout (its own, capped by the pool); a
 job still held ack_wait/3 after it arrived gets a `KeepAlive`, which sends an in-progress ack
 then and every ack_wait/3 after (a short job never starts one: `Lease`), the stall watchdog
@@ -46,6 +48,7 @@ from jetgrid.events import (
     JobRejected,
     JobStarted,
     JobSubmitted,
+    claim_of,
     decode,
     decode_submission,
     unique_by_construction,
@@ -66,6 +69,9 @@ from jetgrid.worker.tracing import BACKEND_TRACEPARENT, Tracing
 __all__ = ["JobRunner", "KeepAlive", "Lease", "send_in_progress"]
 
 log = logging.getLogger("jetgrid.worker")
+
+# How many of a job's events `JobRunner.id_taken` reads for its first claim.
+CLAIM_SCAN = 32
 
 # Runs beside a job held for one in-progress period, given its delivery and the period, until
 # cancelled.
@@ -281,27 +287,37 @@ class JobRunner:
         """Why this submission may not use `job_id` (an earlier one was claimed under it), or
         None. Looked up only when JetStream has not already made the id unique
         (events.unique_by_construction): a bare NATS job that chose its id without sending it as
-        its Nats-Msg-Id. The first claim is the job's first `started` with a `jobs_seq` (in old
-        logs, its first `claimed`). Unknown when NATS does not answer: then the job runs."""
+        its Nats-Msg-Id. The first claim is the first of the job's events in JOB_EVENTS that
+        records one (events.claim_of: a `started`, an outcome carrying its run's claim, or in
+        old logs a `claimed`), among its first CLAIM_SCAN. Unknown when NATS does not answer:
+        then the job runs."""
         if unique_by_construction(job_id, seq, msg_id):
             return None
-        for name in ("started", "claimed"):
-            subject = f"{self.subjects.job_event(job_id, name)}.*"
+        subject = f"{self.subjects.prefix}.job.{job_id}.>"
+        at = 1
+        for _ in range(CLAIM_SCAN):
             try:
-                first = await self.bus.message(
-                    self.settings.streams.job_events, 1, subject=subject, next=True
+                stored = await self.bus.message(
+                    self.settings.streams.job_events, at, subject=subject, next=True
                 )
-                event = decode(first.data).event if first is not None else None
-            except (JetgridError, InvalidEvent) as exc:
+                if stored is None:
+                    return None
+                at = stored.seq + 1
+                env = decode(stored.data)
+            except InvalidEvent:
+                continue
+            except JetgridError as exc:
                 log.info("could not check whether job id %s is taken: %s", job_id, exc)
                 return None
-            if isinstance(event, JobStarted) and event.jobs_seq is not None:
-                if event.jobs_seq == seq:
-                    return None
-                return (
-                    f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
-                    f"{event.jobs_seq}; choose another id."
-                )
+            taken = claim_of(env.event, env.time)
+            if taken is None or env.event.job_id != job_id:
+                continue
+            if taken.jobs_seq == seq:
+                return None
+            return (
+                f"field 'id': {job_id!r} is already the id of the job at JOBS seq "
+                f"{taken.jobs_seq}; choose another id."
+            )
         return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:

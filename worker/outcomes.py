@@ -2,14 +2,22 @@
 
 `started` (the claim: worker, attempt, JOBS sequence, tier) and `retrying` are sent without
 waiting for the stream's ack (`start`, `say`, through Bus.send: stored all the same, in order, on
-the same connection). A terminal event (`completed`, `failed`, `cancelled`, `dead`;
-``Nats-Msg-Id: <job>:terminal``, events.addressing) is stored and awaited first, and only then is
+the same connection). A first delivery's `started` waits until the run has lasted the
+`started_after_s` setting (then it is said under the claim's time); a run over sooner (the usual
+short job) says none: its `completed`, `failed`, `cancelled` or `retrying` carries the claim
+(events.Claim), so the log holds each claim once and a short job costs one stored event, not
+two. A run handed back before either, or ended by `dead`, says its `started` then.
+
+A terminal event (`completed`, `failed`, `cancelled`, `dead`; ``Nats-Msg-Id: <job>:terminal``,
+events.addressing) is stored and awaited first, and only then is
 the submission acked (`finish`): if NATS stays away through the coordinator.backoff.TERMINAL_STORE
 tries, the delivery is naked after NOT_STORED_NAK_S so the job runs again. A completed job whose
 output is too big to store is recorded as failed instead. Before a delivery that published
 `started` is acked or naked for a retry, its ack must have come (it comes before the terminal
 event's, the usual case); if it has not, `started` is stored again and awaited, under the same
 ``Nats-Msg-Id`` (`_started_stored`), so every claim is in the log, if need be after its outcome.
+A `retrying` that carries its run's claim is stored and awaited before the nak, for the same
+reason.
 
 A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
@@ -27,7 +35,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
 from jetgrid.coordinator.bus import Bus, Stored
@@ -42,7 +51,9 @@ from jetgrid.coordinator.errors import PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
+    CLAIM_CARRIERS,
     JOBS,
+    Claim,
     Event,
     JetgridError,
     JobCancelled,
@@ -57,6 +68,7 @@ from jetgrid.events import (
     encode,
     refused_job_id,
 )
+from jetgrid.events import now as wall_clock
 from jetgrid.events.addressing import Speaker
 from jetgrid.worker.deadletter import last_retry_reason
 from jetgrid.worker.delivery import Delivery
@@ -66,6 +78,8 @@ from jetgrid.worker.quarantine import run_history
 __all__ = ["Outcomes"]
 
 log = logging.getLogger("jetgrid.worker")
+
+E = TypeVar("E", bound=TerminalEvent | JobRetrying)
 
 # A `rejected` event's reason is cut to this many characters (the invalid record keeps it all).
 MAX_REASON = 2000
@@ -93,32 +107,99 @@ class Outcomes:
         self.speaker = speaker
         self.worker_id = worker_id
         self.counters = counters
-        # job id -> its `started` and the future of the stream's ack (None: the publish failed)
-        self.unconfirmed: dict[str, tuple[JobStarted, asyncio.Future[Any] | None]] = {}
+        # job id -> its `started`, the claim's time (None: now) and the future of the stream's
+        # ack (None: the publish failed)
+        self.unconfirmed: dict[
+            str, tuple[JobStarted, datetime | None, asyncio.Future[Any] | None]
+        ] = {}
+        # job id -> its `started` not said yet, the claim's time, and the timer that says it
+        self.pending: dict[str, tuple[JobStarted, datetime, asyncio.TimerHandle]] = {}
+        self._sending: set[asyncio.Future[Any]] = set()
 
-    async def say(self, event: Event) -> asyncio.Future[Any]:
+    async def say(self, event: Event, time: datetime | None = None) -> asyncio.Future[Any]:
         """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
-        return await self.bus.send(event, self.speaker)
+        return await self.bus.send(event, self.speaker, time=time)
 
     async def start(self, event: JobStarted) -> None:
-        """Publish the job's `started` without waiting; checked before the delivery ends."""
+        """Say the job's `started` (its claim) without waiting for the ack: at once on a
+        redelivery, on a first delivery once the run has lasted the `started_after_s` setting
+        (`claim_due`); a run over sooner carries the claim on its outcome instead (`_settle`)."""
+        after = self.settings.started_after_s
+        if after <= 0 or event.attempt > 1:
+            await self._send_started(event, None)
+            return
+        handle = asyncio.get_running_loop().call_later(after, self.claim_due, event.job_id)
+        self.pending[event.job_id] = (event, wall_clock(), handle)
+
+    async def _send_started(self, event: JobStarted, at: datetime | None) -> None:
         try:
-            ack: asyncio.Future[Any] | None = await self.say(event)
+            ack: asyncio.Future[Any] | None = await self.say(event, at)
         except JetgridError as exc:  # stored later, when the delivery ends (_started_stored)
             log.info("publishing started of job %s failed (%s)", event.job_id, exc)
             ack = None
-        self.unconfirmed[event.job_id] = (event, ack)
+        self.unconfirmed[event.job_id] = (event, at, ack)
+
+    async def _confirm(self, event: JobStarted, at: datetime) -> None:
+        await (await self.say(event, at))
+
+    def _say_claim(self, job_id: str) -> None:
+        """Say a pending `started` now, under its claim's time; its ack is checked before the
+        delivery ends, as any `started`'s (`_started_stored`)."""
+        got = self.pending.pop(job_id, None)
+        if got is None:
+            return
+        event, at, handle = got
+        handle.cancel()
+        sent = asyncio.ensure_future(self._confirm(event, at))
+        self._sending.add(sent)
+        sent.add_done_callback(self._sent)
+        self.unconfirmed[job_id] = (event, at, sent)
+
+    def _sent(self, sent: asyncio.Future[Any]) -> None:
+        self._sending.discard(sent)
+        if not sent.cancelled():
+            sent.exception()  # retrieved: a failed one is stored again (_started_stored)
+
+    def claim_due(self, job_id: str) -> None:
+        """The run has lasted `started_after_s`: say its `started`."""
+        self._say_claim(job_id)
+
+    def _settle(self, event: E) -> E:
+        """The event that ends or hands back a run: if the run's `started` was not said yet, it
+        carries the claim (events.Claim), or, for an event that cannot (`dead`), the `started`
+        is said now."""
+        got = self.pending.get(event.job_id)
+        if got is None:
+            return event
+        started, at, _ = got
+        if not isinstance(event, CLAIM_CARRIERS) or (event.worker_id, event.attempt) != (
+            started.worker_id,
+            started.attempt,
+        ):
+            self._say_claim(event.job_id)
+            return event
+        self.pending.pop(event.job_id)[2].cancel()
+        claim = Claim(
+            jobs_seq=started.jobs_seq or 1,
+            tier_factor=started.tier_factor,
+            fallback=started.fallback,
+            at=at,
+        )
+        return cast(E, event.model_copy(update={"claim": claim}))
 
     def forget(self, job_id: str) -> None:
-        """Stop following the ack of a job's `started` (its delivery ended or was handed back)."""
-        _, ack = self.unconfirmed.pop(job_id, (None, None))
-        if ack is not None:
+        """The delivery ended or was handed back: a `started` not said yet is said now (the
+        worker took the delivery); stop following its ack."""
+        if job_id in self.pending:
+            self._say_claim(job_id)
+        _, _, ack = self.unconfirmed.pop(job_id, (None, None, None))
+        if ack is not None and not isinstance(ack, asyncio.Task):
             ack.cancel()
 
     async def _started_stored(self, job_id: str) -> None:
         """Make sure the job's `started` is stored (see the module doc): a stored duplicate and
         a `started` after the outcome both fold right (projections.jobs, projections.audit)."""
-        event, ack = self.unconfirmed.pop(job_id, (None, None))
+        event, at, ack = self.unconfirmed.pop(job_id, (None, None, None))
         if event is None:
             return
         if ack is not None and not ack.done():
@@ -129,14 +210,15 @@ class Outcomes:
             ack.cancel()
         log.info("started of job %s: no ack from the stream; storing it again", job_id)
         self.counters.started_restored += 1
-        if await self._store(event) is None:
+        if await self._store(event, at) is None:
             log.warning("started of job %s could not be stored; its claim is not in the log",
                         job_id)  # fmt: skip
 
     async def finish(self, msg: Delivery, event: TerminalEvent) -> None:
-        """Store the terminal event (deduplicated per job), then ack the submission."""
+        """Store the terminal event (deduplicated per job; with its run's claim when `started`
+        was not said: `_settle`), then ack the submission."""
         job_id = event.job_id
-        if await self.store_terminal(event):
+        if await self.store_terminal(self._settle(event)):
             await self._started_stored(job_id)
             await msg.ack()
             log.debug("job %s: %s stored, acked", job_id, event.type)
@@ -157,14 +239,16 @@ class Outcomes:
             self.counters.duplicates += 1
         return stored is not None
 
-    async def _store(self, event: TerminalEvent | JobStarted) -> Stored | None:
+    async def _store(
+        self, event: TerminalEvent | JobStarted | JobRetrying, time: datetime | None = None
+    ) -> Stored | None:
         """Store an event, trying again (same Msg-Id) through the TERMINAL_STORE tries; None
         if NATS stayed away through them."""
         tries = 0
         while True:
             tries += 1
             try:
-                stored = await self.bus.store(event, self.speaker)
+                stored = await self.bus.store(event, self.speaker, time=time)
             except PayloadTooLarge:
                 raise  # no try will fit it (store_terminal decides what to record)
             except JetgridError as exc:  # NATS down or slow: same Msg-Id, so retrying is safe
@@ -186,6 +270,7 @@ class Outcomes:
             attempt=event.attempt,
             reason=f"the output ({size} bytes) exceeds the NATS max_payload",
             error_type="output_too_large",
+            claim=event.claim,
         )
 
     async def fail(
@@ -239,6 +324,7 @@ class Outcomes:
             # suffices: an advisory can be lost while its stream fails over, and a worker that
             # crashes on the last delivery leaves only the advisory.
             log.info("job %s failed on its last delivery (%d): %s", job.job_id, attempt, reason)
+            self._say_claim(job.job_id)  # `dead` cannot carry the claim
             if await self.store_terminal(
                 JobDead(
                     job_id=job.job_id,
@@ -250,7 +336,7 @@ class Outcomes:
                 await self._started_stored(job.job_id)
             await msg.nak()
             return
-        await self.say(
+        retrying = self._settle(
             JobRetrying(
                 job_id=job.job_id,
                 worker_id=self.worker_id,
@@ -260,6 +346,10 @@ class Outcomes:
                 stall_s=stall_s,
             )
         )
+        if retrying.claim is None:
+            await self.say(retrying)
+        else:  # it carries the run's claim: stored before the nak, as a `started` is
+            await self._store(retrying)
         await self._started_stored(job.job_id)
         await msg.nak(delay=decision.delay_s)
 

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Puller:
         self._sub: Subscription | None = None
         self.last_status: str | None = None
         self.delivered = 0  # messages received, ever (coordinator.fallback tells own takes apart)
+        # Until when (clock) a sweep skips this consumer: a no-wait request found it drained.
+        self.drained_until = -math.inf
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_msg)
@@ -101,6 +104,8 @@ class Puller:
     @property
     def outstanding(self) -> int:
         """Messages the server may still deliver on requests that have not ended."""
+        if not self._requests:
+            return 0
         now = self.clock()
         for rid in [r for r, req in self._requests.items() if req.expires_at <= now]:
             self._end(rid)  # its 408 got lost (e.g. a reconnect): stop counting it
@@ -142,11 +147,12 @@ class Puller:
         req = None if rid is None else self._requests.get(rid)
         if rid is None or req is None or req.done is None:
             return 0
-        try:
-            return await asyncio.wait_for(asyncio.shield(req.done), self.expires_s + 1.0)
-        except TimeoutError:  # the answer got lost (a reconnect): count what came
-            self._end(rid)
-            return req.delivered
+        # asyncio.wait, not wait_for: no task and no shield per request (one per job taken)
+        await asyncio.wait((req.done,), timeout=self.expires_s + 1.0)
+        if req.done.done():
+            return req.done.result()
+        self._end(rid)  # the answer got lost (a reconnect): count what came
+        return req.delivered
 
     def _end(self, rid: str) -> None:
         req = self._requests.pop(rid, None)

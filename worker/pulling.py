@@ -78,6 +78,10 @@ class PullScheduler:
     # In a fair-share pool: a tenant queue no worker has seen yet waits <= this when idle.
     FAIR_LONG_POLL_S = 0.25
     FALLBACK_READ_S = 1.0  # a held-back worker reads each consumer's info at most this often
+    # A consumer that a sweep's no-wait request drained is skipped by sweeps for this long: in a
+    # busy pool a sweep then costs one request per job taken, not one per priority, and a job
+    # arriving at a drained higher priority waits at most this much longer.
+    DRAINED_S = 0.05
 
     def __init__(
         self,
@@ -190,10 +194,10 @@ class PullScheduler:
                 await self._round()
             except Exception as exc:  # NATS away: the next round retries
                 log.info("pull round failed: %s", exc)
+            # asyncio.timeout, not wait_for: no task per round
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.wake.wait(), timeout=self.gate.wait_s(PULL_ROUND_WAIT_S)
-                )
+                async with asyncio.timeout(self.gate.wait_s(PULL_ROUND_WAIT_S)):
+                    await self.wake.wait()
             if burst and not self.held.tasks:
                 idle_checks = idle_checks + 1 if await self.consumers_empty(bus) else 0
                 if idle_checks >= 2:
@@ -267,9 +271,15 @@ class PullScheduler:
                 break
             if p.long_polling:  # an open long poll already gets this consumer's messages
                 continue
+            if p.drained_until > p.clock():
+                continue
             cap = await self._cap(p)
             if cap != 0:
-                got += await p.take_now(free if cap is None else min(free, cap))
+                ask = free if cap is None else min(free, cap)
+                n = await p.take_now(ask)
+                if n < ask:
+                    p.drained_until = p.clock() + self.DRAINED_S
+                got += n
         return got
 
     async def _take_fair(self, priority: str) -> int:

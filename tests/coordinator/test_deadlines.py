@@ -13,7 +13,7 @@ from jetgrid.coordinator.deadlines import (
     late_start,
     sweep_due,
 )
-from jetgrid.events import JobSubmitted
+from jetgrid.events import MAX_CLAIM_DELAY_S, JobSubmitted
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -87,3 +87,9 @@ def test_the_expired_event_names_the_deadline_and_how_late() -> None:
     assert ev.reason == (
         "no worker started it by its deadline 2026-12-05T12:00:10+00:00 (checked 2.500 s after it)"
     )
+
+
+def test_the_sweep_grace_outlasts_the_longest_unsaid_claim() -> None:
+    # A worker says `started` at most MAX_CLAIM_DELAY_S after taking a job: a gateway must not
+    # expire a job that a worker holds but has not said yet.
+    assert SWEEP_GRACE_S > MAX_CLAIM_DELAY_S

@@ -18,7 +18,9 @@ POOL = PoolConfig("p", max_deliver=5, quarantine_after=2)
         (2, [1], [], [1]),  # the worker died while running delivery 1
         (2, [1], [1], []),  # delivery 1 said `retrying`
         (3, [1, 2], [2], [1]),
-        (3, [2], [], [2]),  # delivery 1 never started (stopped between claim and start)
+        (2, [], [], [1]),  # delivery 1 said no `started`: its worker died within a moment
+        (3, [2], [], [1, 2]),
+        (3, [2], [1], [2]),  # delivery 1 said `retrying` (carrying its claim)
         (4, [1, 2, 3], [], [1, 2, 3]),
         (3, [1, 2, 3, 4], [], [1, 2]),  # only deliveries before this one count
         (3, [0, -1, 1], [], [1]),  # nonsense attempts are ignored
@@ -32,6 +34,7 @@ def test_runs_without_outcome(attempt, started, ended, lost) -> None:
     ("attempt", "started", "ended", "quarantined"),
     [
         (2, [1], [], False),  # one crash may be the worker's fault
+        (3, [2], [], True),  # the first run said no `started`: the worker died within a moment
         (3, [1, 2], [], True),
         (3, [1, 2], [1], False),
         (4, [1, 2, 3], [2], True),

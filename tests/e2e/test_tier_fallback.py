@@ -37,7 +37,7 @@ async def _tiers(nc, s: Settings, **tiers: str) -> None:
 
 
 def _claims(outcomes, job_ids):
-    return [e.event for j in job_ids for e in outcomes.events[j] if e.type.endswith(".started")]
+    return [c for j in job_ids for c in outcomes.claims(j)]
 
 
 async def test_a_model_served_only_by_a_tier_none_worker_completes_its_jobs(

@@ -77,5 +77,5 @@ async def test_a_worker_at_factor_0_climbs_back_when_its_pings_recover(
     climb = seen[fixed_at:]
     assert climb[-1] == "full"
     assert climb == sorted(climb, key=["none", "tenth", "half", "full"].index)
-    claimed = next(e.event for e in outcomes.events["waits"] if e.type.endswith("started"))
+    claimed = outcomes.claims("waits")[0]
     assert claimed.tier_factor and claimed.tier_factor > 0

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jetgrid.events.lifecycle import JobStarted
+from jetgrid.events.lifecycle import MAX_CLAIM_DELAY_S, Claim, JobCompleted, JobStarted
 from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.fold import Changes, FoldConfig
 from jetgrid.projections.hours import OpenHours, taken
@@ -47,8 +47,28 @@ def counts(evs: list[object]) -> list[tuple[str, int, int | None, dict[str, int]
 
 
 def test_only_a_claim_is_a_job_taken() -> None:
-    assert taken(claim("w1", "j", fallback=True)) == ("w1", True)
-    assert taken(JobStarted(job_id="j", worker_id="w1", attempt=1)) is None
+    assert taken(claim("w1", "j", fallback=True), at(5)) == ("w1", True, T0 + 5)
+    assert taken(JobStarted(job_id="j", worker_id="w1", attempt=1), at(5)) is None
+    done = JobCompleted(job_id="j", worker_id="w1", attempt=1, output=None, duration_s=0.0)
+    assert taken(done, at(5)) is None  # an outcome without a claim: its run's `started` has it
+    carried = done.model_copy(update={"claim": Claim(jobs_seq=4, fallback=True, at=at(3))})
+    assert taken(carried, at(5)) == ("w1", True, T0 + 3)  # the claim's time, not the outcome's
+
+
+def test_a_claim_carried_by_an_outcome_counts_in_the_hour_it_was_taken() -> None:
+    """A run over before its worker said `started` carries its claim on its outcome, stored up
+    to MAX_CLAIM_DELAY_S later: the hour it was taken in waits that long on JOB_EVENTS."""
+    h = OpenHours(keep=True)
+    h.took_rollup(rollup("w1", 0))
+    done = JobCompleted(
+        job_id="a", worker_id="w1", attempt=1, output=None, duration_s=0.5,
+        claim=Claim(jobs_seq=1, at=at(H - 0.3)),
+    )  # fmt: skip
+    h.job_event(claim("w1", "b"), at(H + 0.2), None)  # JOB_EVENTS is past the hour's end...
+    assert h.close(at(H + 5)) == []  # ...but not by MAX_CLAIM_DELAY_S: a claim may still come
+    h.job_event(done, at(H + 0.4), None)
+    h.job_event(claim("w1", "c"), at(H + MAX_CLAIM_DELAY_S + 0.1), None)
+    assert counts(h.close(at(H + 5))) == [("w1", 0, 1, {"unseen": 1}, 0)]
 
 
 def test_an_hour_waits_for_job_events_past_its_end_and_counts_per_tier_at_claim_time() -> None:
@@ -89,7 +109,7 @@ def test_a_late_claim_and_one_without_a_rollup_go_to_the_oldest_open_hour() -> N
     h.job_event(claim("w1", "late"), at(30), at(H + 30))  # its hour is closed already
     h.took_rollup(rollup("w1", H))
     h.took_rollup(rollup("w2", H))
-    h.idle(at(2 * H))
+    h.idle(at(2 * H + MAX_CLAIM_DELAY_S))
     got = counts(h.close(at(2 * H)))
     assert got == [
         ("w1", H, 2, {"unseen": 2}, 0),

@@ -183,6 +183,21 @@ def test_a_retried_job_is_queued_again_and_counts_one_start() -> None:
     assert len(q.starts) == 1
 
 
+def test_a_start_folded_with_its_outcome_counts_once() -> None:
+    """A short run's claim rides on its outcome (events.Claim): the job goes from queued to
+    completed in one fold step, and that is still a start, with its wait."""
+    q = index()
+    a = view("a", 1)
+    done = replace(a, status="completed", claimed_at=s(4), started_at=s(4), finished_at=s(4.1))
+    feed(q, a, done, replace(done, duplicates=1))
+    (row,) = q.figures(s(10))
+    assert (row["queued"], row["running"], row["wait_p50_s"]) == (0, 0, 3.0)
+    assert row["drain_per_s"] == pytest.approx(1 / 10, abs=1e-4)
+    retried = replace(a, claimed_at=s(4), started_at=s(4), retries=1)  # `retrying` with a claim
+    feed(q, view("b", 2), replace(retried, job_id="b", jobs_seq=2, submitted_at=s(2)))
+    assert q.figures(s(10))[0]["drain_per_s"] == pytest.approx(2 / 10, abs=1e-4)
+
+
 def test_only_what_is_live_is_kept() -> None:
     q = QueueIndex(since=T0.timestamp(), window_s=60.0, max_starts=3)
     for i in range(10):

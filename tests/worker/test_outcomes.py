@@ -5,6 +5,7 @@ store is recorded as a failure. Also `Held.abort`, which the cancel listener act
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -13,7 +14,7 @@ from jetgrid.coordinator.bus import Bus, Stored
 from jetgrid.coordinator.errors import NatsUnavailable, PayloadTooLarge
 from jetgrid.coordinator.pools import PoolConfig
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import Event, JobCompleted, JobStarted, JobSubmitted
+from jetgrid.events import Claim, Event, JobCompleted, JobStarted, JobSubmitted, now
 from jetgrid.events.addressing import Speaker, event_name
 from jetgrid.worker.backends.base import RunContext
 from jetgrid.worker.delivery import Delivery as DeliveryProtocol
@@ -22,8 +23,12 @@ from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
 
 JOB = JobSubmitted(job_id="j1", model="echo", pool="standard", prompt="hi")
-START = JobStarted(job_id="j1", worker_id="w1", attempt=1, jobs_seq=1, tier_factor=1.0)
-DONE = JobCompleted(job_id="j1", worker_id="w1", attempt=1, output={"r": "hi"}, duration_s=0.1)
+# A redelivery: its `started` is said at once.
+START = JobStarted(job_id="j1", worker_id="w1", attempt=2, jobs_seq=1, tier_factor=1.0)
+DONE = JobCompleted(job_id="j1", worker_id="w1", attempt=2, output={"r": "hi"}, duration_s=0.1)
+# A first delivery: its `started` waits for the run to last `started_after_s`.
+FIRST = START.model_copy(update={"attempt": 1, "fallback": True})
+FIRST_DONE = DONE.model_copy(update={"attempt": 1})
 
 
 class FlakyBus:
@@ -33,10 +38,11 @@ class FlakyBus:
         self.failures = failures
         self.too_large = too_large
         self.log: list[str] = []
+        self.said: list[tuple[Event, Any]] = []  # every event stored or sent, with its time
         self.tries = 0
         self.acks: list[str] = []  # how the acks of sent events go, in turn: ok, error, lost
 
-    async def store(self, event: Event, speaker: Speaker, **_: Any) -> Stored:
+    async def store(self, event: Event, speaker: Speaker, *, time: Any = None) -> Stored:
         self.tries += 1
         if isinstance(event, self.too_large):
             raise PayloadTooLarge("Could not publish: the message is too large.")
@@ -44,11 +50,15 @@ class FlakyBus:
             self.failures -= 1
             raise NatsUnavailable("No NATS server answered.")
         self.log.append(f"stored {event_name(event)}")
+        self.said.append((event, time))
         return Stored("JOB_EVENTS", len(self.log), duplicate=False)
 
-    async def send(self, event: Event, speaker: Speaker, **_: Any) -> asyncio.Future[Any]:
+    async def send(
+        self, event: Event, speaker: Speaker, *, time: Any = None
+    ) -> asyncio.Future[Any]:
         """The stream's ack comes at once, fails or is lost, as `self.acks` says."""
         self.log.append(f"sent {event_name(event)}")
+        self.said.append((event, time))
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         how = self.acks.pop(0) if self.acks else "ok"
         if how == "ok":
@@ -69,6 +79,7 @@ class Delivery:
 
     def __init__(self, log: list[str]) -> None:
         self.log = log
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=1))
 
     async def ack(self) -> None:
         self.log.append("ack")
@@ -179,6 +190,95 @@ async def test_a_retry_checks_the_started_before_its_nak() -> None:
     await part.start(START)
     await part.retry(Delivery.noting_in(bus.log), JOB, 1, "oom")
     assert bus.log == ["sent started", "sent retrying", "stored started", "nak 1.0"]
+
+
+# -- a first run over before `started_after_s` says no `started`: its outcome carries the claim
+
+
+def carried(bus: FlakyBus, name: str) -> Claim | None:
+    [event] = [e for e, _ in bus.said if event_name(e) == name]
+    return getattr(event, "claim", None)
+
+
+async def test_a_short_first_run_says_no_started_and_its_outcome_carries_the_claim() -> None:
+    bus = FlakyBus()
+    part, _ = make(bus)
+    before = now()
+    await part.start(FIRST)
+    await part.finish(Delivery.noting_in(bus.log), FIRST_DONE)
+    assert bus.log == ["stored completed", "ack"]  # one stored event: the outcome
+    claim = carried(bus, "completed")
+    assert claim is not None and (claim.jobs_seq, claim.tier_factor, claim.fallback) == (
+        1,
+        1.0,
+        True,
+    )
+    assert before <= claim.at <= now()
+    assert not part.pending and not part.unconfirmed
+    part.forget("j1")  # the delivery's end: nothing left to say
+    assert bus.log == ["stored completed", "ack"]
+
+
+async def test_a_first_run_that_lasts_says_started_under_the_claims_time() -> None:
+    bus = FlakyBus()
+    part, counters = make(bus)
+    await part.start(FIRST)
+    at = part.pending["j1"][1]
+    part.claim_due("j1")  # what the timer does once the run has lasted started_after_s
+    await asyncio.sleep(0)  # the run goes on: the send runs in its own task
+    await part.finish(Delivery.noting_in(bus.log), FIRST_DONE)
+    assert bus.log == ["sent started", "stored completed", "ack"]
+    assert bus.said[0] == (FIRST, at)  # said late, under the time the job was taken
+    assert carried(bus, "completed") is None  # the claim is in the log once
+    assert counters.started_restored == 0 and not part.unconfirmed
+
+
+async def test_a_late_started_without_an_ack_is_stored_again_before_the_ack() -> None:
+    bus = FlakyBus()
+    bus.acks = ["lost"]
+    part, counters = make(bus)
+    await part.start(FIRST)
+    part.claim_due("j1")
+    await asyncio.sleep(0)
+    await part.finish(Delivery.noting_in(bus.log), FIRST_DONE)
+    assert bus.log == ["sent started", "stored completed", "stored started", "ack"]
+    assert counters.started_restored == 1 and bus.said[-1][1] == bus.said[0][1]
+
+
+async def test_a_short_first_run_that_retries_stores_the_claim_on_retrying_before_the_nak() -> None:
+    bus = FlakyBus()
+    part, _ = make(bus)
+    await part.start(FIRST)
+    await part.retry(Delivery.noting_in(bus.log), JOB, 1, "oom")
+    assert bus.log == ["stored retrying", "nak 1.0"]  # stored and awaited: it holds the claim
+    assert carried(bus, "retrying") is not None
+
+
+async def test_a_short_first_run_too_large_to_store_carries_the_claim_on_its_failure() -> None:
+    bus = FlakyBus(too_large=(JobCompleted,))
+    part, _ = make(bus)
+    await part.start(FIRST)
+    await part.finish(Delivery.noting_in(bus.log), FIRST_DONE)
+    assert bus.log == ["stored failed", "ack"] and carried(bus, "failed") is not None
+
+
+async def test_a_first_run_handed_back_before_its_outcome_says_its_started() -> None:
+    bus = FlakyBus()
+    part, _ = make(bus)
+    await part.start(FIRST)
+    part.forget("j1")  # handed back (the drain grace ran out): the worker did take it
+    await asyncio.sleep(0)  # the send runs in its own task
+    assert bus.log == ["sent started"] and not part.pending
+
+
+async def test_a_first_run_that_dies_on_its_last_delivery_says_started_then_dead() -> None:
+    bus = FlakyBus()
+    part = make(bus)[0]
+    part.pool = PoolConfig("standard", max_deliver=1)
+    await part.start(FIRST)
+    await part.retry(Delivery.noting_in(bus.log), JOB, 1, "oom")
+    await asyncio.sleep(0)
+    assert bus.log == ["stored dead", "sent started", "nak None"]  # `dead` cannot carry it
 
 
 async def test_an_outcome_that_cannot_be_stored_leaves_the_started_alone() -> None:

@@ -5,6 +5,7 @@ exact. A real worker and server; the loss is injected through ``Worker(outcomes=
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -27,9 +28,9 @@ class LosingStarts(Outcomes):
     """Publishes no `started` and reports its ack as lost (a dropped connection, a stream
     without a leader)."""
 
-    async def say(self, event: Event) -> asyncio.Future[Any]:
+    async def say(self, event: Event, time: datetime | None = None) -> asyncio.Future[Any]:
         if not isinstance(event, JobStarted):
-            return await super().say(event)
+            return await super().say(event, time)
         lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         lost.cancel()
         return lost
@@ -38,7 +39,8 @@ class LosingStarts(Outcomes):
 async def test_a_started_that_never_landed_is_stored_before_the_ack(
     streams: Settings, nc: Any, outcomes: Any
 ) -> None:
-    worker = Worker(streams, WorkerOptions(pool="standard", models=("echo",), worker_id="w1"),
+    s = streams.replace(started_after_s=0)  # `started` said at once, then its ack lost
+    worker = Worker(s, WorkerOptions(pool="standard", models=("echo",), worker_id="w1"),
                     EchoBackend(), outcomes=LosingStarts)  # fmt: skip
     task = asyncio.create_task(worker.run())
     try:
@@ -54,10 +56,10 @@ async def test_a_started_that_never_landed_is_stored_before_the_ack(
         started = stored[1]
         assert (started.worker_id, started.attempt, started.jobs_seq) == ("w1", 1, seq)
 
-        view = (await job_views(js, streams))["j1"]
+        view = (await job_views(js, s))["j1"]
         assert (view.status, view.worker_id, view.attempts) == ("completed", "w1", 1)
 
-        audit = await gather(streams, Bus(nc, streams), fold_config(streams))
+        audit = await gather(s, Bus(nc, s), fold_config(s))
         claims = audit.claims["w1"]
         assert [(c.job_id, c.attempt) for c in claims] == [("j1", 1)]
     finally:

@@ -149,10 +149,8 @@ async def test_a_worker_follows_its_key_stops_at_factor_0_and_keeps_pinging(
 
     await put_tier(nc, s, "w1", "full", 1.0)
     await outcomes.wait_terminal(*(f"j{i}" for i in range(5)))
-    claims = [
-        e.event for j in range(5) for e in outcomes.events[f"j{j}"] if e.type.endswith("started")
-    ]
-    assert {c.tier_factor for c in claims} == {1.0}
+    claims = [c for j in range(5) for c in outcomes.claims(f"j{j}")]
+    assert len(claims) == 5 and {c.tier_factor for c in claims} == {1.0}
     await until(lambda: pings[-1].tier_factor == 1.0)
     assert w.gate.tier == "full"
 
@@ -172,7 +170,7 @@ async def test_without_a_bucket_a_worker_works_at_the_probation_factor_and_attac
     w = await start_worker(settings=s)
     await submit(nc, s, job(1))
     await outcomes.wait_terminal("j1")
-    claimed = next(e.event for e in outcomes.events["j1"] if e.type.endswith("started"))
+    [claimed] = outcomes.claims("j1")
     assert claimed.tier_factor == 0.5
     assert w.tier_watch is not None and not w.tier_watch.attached.is_set()
 
