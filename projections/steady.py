@@ -113,10 +113,8 @@ def steady_ping(
 
 
 def _same_windows(tracker: UptimeTracker, windows: UptimeWindows) -> bool:
-    rings, want = tracker.rings, windows.windows_s
-    if len(rings) != len(want):
-        return False
-    return all(r.window_s == w for r, w in zip(rings, want, strict=True))
+    """Whether the tracker counts over the configured windows (else the reducer refuses it)."""
+    return [r.window_s for r in tracker.rings] == list(windows.windows_s)
 
 
 def _ts(t: datetime) -> float:
