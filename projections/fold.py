@@ -334,7 +334,7 @@ class Fold:
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id
         if new.uptime is not None and (old is None or new.uptime is not old.uptime):
-            hours = self._hours.setdefault(wid, (HourLog(), None))[0]
+            hours = (self._hours.get(wid) or self._hours.setdefault(wid, (HourLog(), None)))[0]
             hours.observe(new.uptime)
         self._quiet_s = min(self._quiet_s, wr.ONLINE_INTERVALS * new.interval_s)
         self.workers[wid] = new
