@@ -91,7 +91,8 @@ async def replay(
     Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
-    done, total)` is called after each batch.
+    done, total)` is called after each batch. The store is written once per `batch_max`
+    messages folded and at the end (where the commits fall does not change the rows).
     """
     config = config or fold_config(settings)
     await store.open(config)
