@@ -3,7 +3,8 @@ and the digest pin share (no NATS here).
 
 `Item` is one message as read from a stream; `stream_filters` names the streams a reader
 follows; `Folder.apply` decodes a batch, loads the jobs it needs from the store, folds it with
-the pure reducers (projections.fold) and writes the changes and positions in one transaction.
+the pure reducers (projections.fold) and writes the changes and positions in one transaction:
+`fold_items` then `commit`, which a replay calls apart to write once per many batches.
 """
 
 from __future__ import annotations
