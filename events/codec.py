@@ -234,6 +234,8 @@ def _within_bounds(data: bytes | str) -> bool:
     zeros = data.translate(_DIGITS_AS_ZERO)
     if b"0000000000000000000" in zeros:  # 19 digits in a row
         return False
+    if b"0e" not in zeros:  # in every exponent pattern: one scan rules them all out
+        return True
     for exponent in _EXPONENTS:
         if exponent in zeros:  # maybe inside a string: the pattern decides
             return _BIG_EXPONENT.search(data) is None

@@ -59,6 +59,7 @@ from jetgrid.events.workers import (
     WorkerRegistered,
 )
 from jetgrid.projections import jobs as jobs_reducer
+from jetgrid.projections import steady
 from jetgrid.projections import workers as wr
 from jetgrid.projections.hours import OpenHours
 from jetgrid.projections.jobs import JobView
@@ -219,10 +220,9 @@ class Fold:
         self.workers: dict[str, WorkerView] = dict(workers or {})
         self.jobs: dict[str, JobView] = {}
         self.clock = clock
-        self.workers_seq = 0  # the WORKERS seq of the newest applied event (for the KV value)
         self.positions: dict[str, int] = {s: 0 for s in STREAMS}
         self.positions.update(positions or {})
-        self.workers_seq = self.positions[WORKERS]
+        self.workers_seq = self.positions[WORKERS]  # of the newest applied event (the KV value)
         self._history_n: dict[str, int] = dict(history_counts or {})
         self.dirty_workers: set[str] = set()
         self.dirty_jobs: set[str] = set()
@@ -275,7 +275,7 @@ class Fold:
             self.clock = t
         wid = env.event.worker_id
         old = self.workers.get(wid)
-        new = wr.apply(old, env, cfg.policy, cfg.windows)
+        new = steady.apply(old, env, cfg.policy, cfg.windows)
         if new is old:
             self.counts["duplicates"] += 1
             return
@@ -334,7 +334,7 @@ class Fold:
     def _changed(self, old: WorkerView | None, new: WorkerView) -> None:
         wid = new.worker_id
         if new.uptime is not None and (old is None or new.uptime is not old.uptime):
-            hours = self._hours.setdefault(wid, (HourLog(), None))[0]
+            hours = (self._hours.get(wid) or self._hours.setdefault(wid, (HourLog(), None)))[0]
             hours.observe(new.uptime)
         self._quiet_s = min(self._quiet_s, wr.ONLINE_INTERVALS * new.interval_s)
         self.workers[wid] = new

@@ -3,7 +3,8 @@ and the digest pin share (no NATS here).
 
 `Item` is one message as read from a stream; `stream_filters` names the streams a reader
 follows; `Folder.apply` decodes a batch, loads the jobs it needs from the store, folds it with
-the pure reducers (projections.fold) and writes the changes and positions in one transaction.
+the pure reducers (projections.fold) and writes the changes and positions in one transaction:
+`fold_items` then `commit`, which a replay calls apart to write once per many batches.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ class Folder:
 
     async def apply(self, items: list[Item]) -> Changes:
         """Fold and persist one batch; returns what changed (already committed)."""
+        await self.fold_items(items)
+        return await self.commit()
+
+    async def fold_items(self, items: list[Item]) -> None:
+        """Fold one batch without writing it (loading the jobs it needs from the store);
+        `commit` writes everything folded since the last commit in one transaction."""
         fold, subjects = self.fold, self.settings.subjects
         job_head = f"{subjects.prefix}.job."
         decoded: dict[int, Any] = {}
@@ -89,6 +96,11 @@ class Folder:
                 fold.submission(it.seq, it.subject, it.data, it.time, decoded=decoded[it.seq])
             else:
                 fold.job_event(it.seq, it.subject, it.data, it.time)
+
+    async def commit(self) -> Changes:
+        """Write what was folded since the last commit, with the positions, in one
+        transaction; returns it."""
+        fold = self.fold
         changes = fold.take_changes()
         await self.before_commit(changes)
         await self.store.write(changes, fold.factor)

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -91,7 +91,8 @@ async def replay(
     Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
-    done, total)` is called after each batch.
+    done, total)` is called after each batch. The store is written once per `batch_max`
+    messages folded and at the end (where the commits fall does not change the rows).
     """
     config = config or fold_config(settings)
     await store.open(config)
@@ -103,6 +104,7 @@ async def replay(
     folder = Folder(settings, store, Fold(settings.subjects, config))
     if fold_rollups(folder.fold, await purged_rollups(bus, settings, until_time, archive=archive)):
         await folder.apply([])
+    deferred = _Deferred(folder, batch_max)
     targets: dict[str, int] = {}
     for logical, (stream, _) in stream_filters(settings).items():
         last = await bus.last_seq(stream)
@@ -112,9 +114,10 @@ async def replay(
     total = 0
     for logical, (stream, subject) in stream_filters(settings).items():
         total += await feed(
-            bus, folder, logical, stream, subject, targets[logical], until_time, batch_max,
+            bus, deferred, logical, stream, subject, targets[logical], until_time, batch_max,
             progress, archive,
         )  # fmt: skip
+    await deferred.commit()
     seconds = time.perf_counter() - t0
     digest = await store.digest()
     invalid = folder.fold.counts["invalid"]
@@ -185,12 +188,11 @@ async def read_stream(
     async def cb(msg: Msg) -> None:
         if state["end"]:
             return
-        md = msg.metadata
-        seq = md.sequence.stream
-        if until_time is not None and md.timestamp > until_time:
+        seq, stamp = _position(msg)
+        if until_time is not None and stamp > until_time:
             state["end"] = True
         elif seq <= target:
-            buffer.append(Item(logical, seq, msg.subject, msg.data, md.timestamp, msg.headers))
+            buffer.append(Item(logical, seq, msg.subject, msg.data, stamp, msg.headers))
             if seq >= target:
                 state["end"] = True
         else:
@@ -231,6 +233,41 @@ async def read_stream(
     if progress:
         progress(logical, target, target)
     return fed
+
+
+def _position(msg: Msg) -> tuple[int, datetime]:
+    """A JetStream message's stream sequence and timestamp, as ``msg.metadata`` gives them,
+    read straight from the common reply form (``$JS.ACK.<stream>.<consumer>.<delivered>.
+    <stream seq>.<consumer seq>.<ns>.<pending>``) without building nats-py's Metadata; any
+    other form goes through ``msg.metadata``."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        stamp = datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC)
+        return int(tokens[5]), stamp
+    md = msg.metadata
+    return md.sequence.stream, md.timestamp
+
+
+class _Deferred:
+    """Feeds a Folder, committing once per `batch_max` messages folded (and on `commit`)
+    instead of once per batch that arrived: a replay writes each worker's row once per
+    `batch_max` messages, not once per small batch. Folding does not depend on where the
+    commits fall (projections.fold), so the read models are the same."""
+
+    def __init__(self, folder: Folder, batch_max: int) -> None:
+        self.folder = folder
+        self.batch_max = batch_max
+        self.pending = 0
+
+    async def apply(self, items: list[Item]) -> None:
+        await self.folder.fold_items(items)
+        self.pending += len(items)
+        if self.pending >= self.batch_max:
+            await self.commit()
+
+    async def commit(self) -> None:
+        self.pending = 0
+        await self.folder.commit()
 
 
 class _Rollups:
