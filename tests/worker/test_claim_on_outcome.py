@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JobSubmitted, claim_of, decode
+from jetgrid.projections.audit_log import gather
+from jetgrid.projections.fold import fold_config
 from jetgrid.projections.jobs import apply
 from jetgrid.worker.backends.base import Result, RunContext
 from jetgrid.worker.backends.echo import EchoBackend
@@ -50,6 +53,9 @@ async def test_a_short_job_stores_only_its_outcome_which_carries_the_claim(
     assert view.claimed_at == view.started_at == taken.at
     info = await nc.jetstream().stream_info(streams.streams.job_events)
     assert info.state.messages == 1
+    audit = await gather(streams, Bus(nc, streams), fold_config(streams))
+    [claim] = audit.claims["w1"]  # the audit counts it, at the time it was taken
+    assert (claim.job_id, claim.attempt, claim.time) == ("j1", 1, taken.at.timestamp())
 
 
 async def test_a_job_that_runs_on_says_started_under_the_time_it_was_taken(
