@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.position import position
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS, decode
 from jetgrid.events.errors import InvalidEvent
@@ -188,7 +189,7 @@ async def read_stream(
     async def cb(msg: Msg) -> None:
         if state["end"]:
             return
-        seq, stamp = _position(msg)
+        seq, stamp = position(msg)
         if until_time is not None and stamp > until_time:
             state["end"] = True
         elif seq <= target:
@@ -233,19 +234,6 @@ async def read_stream(
     if progress:
         progress(logical, target, target)
     return fed
-
-
-def _position(msg: Msg) -> tuple[int, datetime]:
-    """A JetStream message's stream sequence and timestamp, as ``msg.metadata`` gives them,
-    read straight from the common reply form (``$JS.ACK.<stream>.<consumer>.<delivered>.
-    <stream seq>.<consumer seq>.<ns>.<pending>``) without building nats-py's Metadata; any
-    other form goes through ``msg.metadata``."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        stamp = datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC)
-        return int(tokens[5]), stamp
-    md = msg.metadata
-    return md.sequence.stream, md.timestamp
 
 
 class _Deferred:

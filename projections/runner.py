@@ -53,6 +53,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from jetgrid.coordinator.aio import cancel_and_wait
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
+from jetgrid.coordinator.position import position
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events.addressing import Speaker
 from jetgrid.events.errors import ConfigError, JetgridError
@@ -229,10 +230,8 @@ class Projector(Folder):
         buffer, wake = self._buffer, self._wake
 
         async def cb(msg: Msg) -> None:
-            md = msg.metadata
-            buffer.append(
-                Item(logical, md.sequence.stream, msg.subject, msg.data, md.timestamp, msg.headers)
-            )
+            seq, stamp = position(msg)
+            buffer.append(Item(logical, seq, msg.subject, msg.data, stamp, msg.headers))
             wake.set()
             if len(buffer) >= HIGH_WATER:
                 self._space.clear()

@@ -29,6 +29,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 MAY_IMPORT_NATS = {
     "jetgrid.coordinator.bus",
     "jetgrid.coordinator.direct",  # the bus's batched direct gets (bus.py is at 500 lines)
+    "jetgrid.coordinator.position",  # a delivered message's stream sequence and time
     "jetgrid.coordinator.provision",
     "jetgrid.worker.puller",  # pull requests and their deliveries
     "jetgrid.worker.tiers",  # the worker's watch on its tier key

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+from jetgrid.coordinator.position import position
 from jetgrid.events import JOB_EVENTS, WORKERS
-from jetgrid.projections.replay import _position, replay
+from jetgrid.projections.replay import replay
 from jetgrid.projections.store import Store
 
 
@@ -59,6 +60,6 @@ async def test_a_replay_commits_once_per_batch_max_and_the_views_do_not_depend_o
 def test_a_position_is_what_nats_metadata_says(reply: str) -> None:
     msg = Msg(_client=None, subject="s", reply=reply, data=b"")  # type: ignore[arg-type]
     md = msg.metadata
-    seq, stamp = _position(Msg(_client=None, subject="s", reply=reply, data=b""))  # type: ignore[arg-type]
+    seq, stamp = position(Msg(_client=None, subject="s", reply=reply, data=b""))  # type: ignore[arg-type]
     assert (seq, stamp) == (md.sequence.stream, md.timestamp)
     assert stamp.tzinfo is not None and stamp.utcoffset() == md.timestamp.utcoffset()
