@@ -251,6 +251,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "JETGRID_DATA_DIR": str(tmp),
     }
     procs = start_processes(env, ports, args)
+    server_proc = server.proc
+    assert server_proc is not None
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a request may be sent
     # on one the server is closing (a ReadError that is the bench's, not the gateway's).
     limits = httpx.Limits(max_connections=args.inflight * 2, keepalive_expiry=2.0)
@@ -266,6 +268,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     cpu: dict[str, list[float]] = defaultdict(list)
     gw_cpu: dict[str, list[float]] = defaultdict(list)
     client_cpu: dict[str, list[float]] = defaultdict(list)  # this process: the HTTP/NATS client
+    # The echo worker's and nats-server's: what every path shares (the box's cores are too).
+    worker_cpu: dict[str, list[float]] = defaultdict(list)
+    nats_cpu: dict[str, list[float]] = defaultdict(list)
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -350,8 +355,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 n = args.jobs * (HEALTH_FACTOR if name in HEALTH_PATHS else 1)
                 before, gw_before = cpu_s(pid) if pid else 0.0, cpu_s(procs[1].pid)
                 me_before = time.process_time()
+                shared_before = cpu_s(procs[0].pid), cpu_s(server_proc.pid)
                 results[name].append(await drive(n, args.inflight, paths[name]))
                 client_cpu[name].append((time.process_time() - me_before) / n)
+                worker_cpu[name].append((cpu_s(procs[0].pid) - shared_before[0]) / n)
+                nats_cpu[name].append((cpu_s(server_proc.pid) - shared_before[1]) / n)
                 if pid:
                     cpu[name].append((cpu_s(pid) - before) / n)
                 # The gateway folds every job, whichever path sent it (nats: the fold alone).
@@ -371,7 +379,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu)
+    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, worker_cpu, nats_cpu)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -388,6 +396,8 @@ def summarize(
     cpu: dict[str, list[float]],
     gw_cpu: dict[str, list[float]],
     client_cpu: dict[str, list[float]],
+    worker_cpu: dict[str, list[float]],
+    nats_cpu: dict[str, list[float]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -400,6 +410,8 @@ def summarize(
             "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
             "gateway_cpu_us": statistics.median(gw_cpu[name]) * 1e6 if gw_cpu.get(name) else None,
             "client_cpu_us": statistics.median(client_cpu[name]) * 1e6,
+            "worker_cpu_us": statistics.median(worker_cpu[name]) * 1e6,
+            "nats_cpu_us": statistics.median(nats_cpu[name]) * 1e6,
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -431,20 +443,30 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
     print(
-        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8}  jobs/s per round"
+        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8} {'worker':>8} {'nats':>8}  jobs/s per round"
     )
 
     def us(v: float | None) -> str:
         return f"{'-':>8}" if v is None else f"{v:8.0f}"
 
     for name, p in s["paths"].items():
-        cpus = " ".join(us(p[k]) for k in ("server_cpu_us", "gateway_cpu_us", "client_cpu_us"))
+        cpus = " ".join(
+            us(p[k])
+            for k in (
+                "server_cpu_us",
+                "gateway_cpu_us",
+                "client_cpu_us",
+                "worker_cpu_us",
+                "nats_cpu_us",
+            )
+        )
         print(
             f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {cpus}  {p['per_round']}"
         )
     print(
         "(CPU us per request, medians over rounds: of the process serving the path; of the "
-        "gateway, which folds every job whichever path sent it; of this client process)"
+        "gateway, which folds every job whichever path sent it; of this client process; of the "
+        "echo worker; of nats-server)"
     )
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
