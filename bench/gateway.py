@@ -61,9 +61,15 @@ HEALTH_FACTOR = 10  # GET /healthz is so cheap that --jobs of them take a few ms
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds process `pid` has used so far, all its threads: the scheduler's nanosecond
+    count (/proc/PID/stat's clock ticks, 10 ms, are too coarse for a few hundred requests)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total / 1e9
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -271,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     # The echo worker's and nats-server's: what every path shares (the box's cores are too).
     worker_cpu: dict[str, list[float]] = defaultdict(list)
     nats_cpu: dict[str, list[float]] = defaultdict(list)
+    base_cpu: dict[str, list[float]] = defaultdict(list)  # --baseline-src: its gateway's
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -356,6 +363,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 before, gw_before = cpu_s(pid) if pid else 0.0, cpu_s(procs[1].pid)
                 me_before = time.process_time()
                 shared_before = cpu_s(procs[0].pid), cpu_s(server_proc.pid)
+                base_before = cpu_s(procs[3].pid) if args.baseline_src else 0.0
                 results[name].append(await drive(n, args.inflight, paths[name]))
                 client_cpu[name].append((time.process_time() - me_before) / n)
                 worker_cpu[name].append((cpu_s(procs[0].pid) - shared_before[0]) / n)
@@ -364,6 +372,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     cpu[name].append((cpu_s(pid) - before) / n)
                 # The gateway folds every job, whichever path sent it (nats: the fold alone).
                 gw_cpu[name].append((cpu_s(procs[1].pid) - gw_before) / n)
+                if args.baseline_src:
+                    base_cpu[name].append((cpu_s(procs[3].pid) - base_before) / n)
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
                 await v1(http)(-1)
@@ -379,7 +389,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, worker_cpu, nats_cpu)
+    cpus = {"worker": worker_cpu, "nats": nats_cpu, "base": base_cpu}
+    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, cpus)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -396,8 +407,7 @@ def summarize(
     cpu: dict[str, list[float]],
     gw_cpu: dict[str, list[float]],
     client_cpu: dict[str, list[float]],
-    worker_cpu: dict[str, list[float]],
-    nats_cpu: dict[str, list[float]],
+    others: dict[str, dict[str, list[float]]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -410,8 +420,10 @@ def summarize(
             "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
             "gateway_cpu_us": statistics.median(gw_cpu[name]) * 1e6 if gw_cpu.get(name) else None,
             "client_cpu_us": statistics.median(client_cpu[name]) * 1e6,
-            "worker_cpu_us": statistics.median(worker_cpu[name]) * 1e6,
-            "nats_cpu_us": statistics.median(nats_cpu[name]) * 1e6,
+            **{
+                f"{who}_cpu_us": statistics.median(xs[name]) * 1e6 if xs.get(name) else None
+                for who, xs in others.items()
+            },
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -443,7 +455,7 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
     print(
-        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8} {'worker':>8} {'nats':>8}  jobs/s per round"
+        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8} {'worker':>8} {'nats':>8} {'base gw':>8}  jobs/s per round"
     )
 
     def us(v: float | None) -> str:
@@ -458,6 +470,7 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
                 "client_cpu_us",
                 "worker_cpu_us",
                 "nats_cpu_us",
+                "base_cpu_us",
             )
         )
         print(
@@ -466,7 +479,7 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
     print(
         "(CPU us per request, medians over rounds: of the process serving the path; of the "
         "gateway, which folds every job whichever path sent it; of this client process; of the "
-        "echo worker; of nats-server)"
+        "echo worker; of nats-server; of the --baseline-src gateway)"
     )
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
