@@ -58,7 +58,8 @@ def facts(view: JobView) -> list[str]:
 
 
 class Metrics:
-    """The gateway's registry and the observer that counts folded job events."""
+    """The gateway's registry and the observer that counts folded job events (in plain
+    numbers, added to the registry's series when /metrics is read: `flush`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

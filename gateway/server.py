@@ -1,4 +1,5 @@
-"""Run the gateway app under uvicorn, inside a caller's event loop."""
+"""Run the gateway app under uvicorn, inside a caller's event loop, with uvicorn's httptools
+protocol sending each response in one write (HttpProtocol)."""
 
 from __future__ import annotations
 
