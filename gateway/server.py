@@ -17,23 +17,32 @@ from jetgrid.gateway.app import create_app
 T = TypeVar("T")
 
 
+FLUSH_BYTES = 64 * 1024  # pending bytes that are sent at once, without waiting for the step
+
+
 class JoinedWrites(asyncio.Transport):
     """A connection's transport whose writes within one event-loop step go out as one send.
 
     uvicorn writes a response's status line and headers, then its body, each straight to the
-    socket: two send() calls per request, about a tenth of the gateway's CPU per submit-and-wait
-    request (bench/README-gateway.md). Joined, they are one, sent at the next loop step; a close
-    or write_eof sends what is pending first, an abort drops it."""
+    socket: two send() calls per request, 7 % of the gateway's CPU per submit-and-wait request
+    by py-spy (bench/README-gateway.md). Joined, they are one, sent at the next loop step, or at
+    once past FLUSH_BYTES (so a body streamed without a pause still meets the socket's flow
+    control); a close or write_eof sends what is pending first, an abort drops it."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         super().__init__()
         self._transport = transport
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(bytes(data))
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._size += len(chunk)
+        if self._size >= FLUSH_BYTES:  # a body streamed without a pause: let flow control see it
+            self._flush()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
@@ -43,6 +52,7 @@ class JoinedWrites(asyncio.Transport):
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._size = 0
             if not self._transport.is_closing():
                 self._transport.write(data)
 
@@ -56,6 +66,7 @@ class JoinedWrites(asyncio.Transport):
 
     def abort(self) -> None:
         self._pending.clear()
+        self._size = 0
         self._transport.abort()
 
     def can_write_eof(self) -> bool:
@@ -83,7 +94,7 @@ class JoinedWrites(asyncio.Transport):
         self._transport.resume_reading()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+        return self._transport.get_write_buffer_size() + self._size
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._transport.set_write_buffer_limits(high, low)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jetgrid.gateway.server import JoinedWrites
+from jetgrid.gateway.server import FLUSH_BYTES, JoinedWrites
 
 
 class Recorder(asyncio.Transport):
@@ -52,6 +52,17 @@ async def test_the_writes_of_one_step_are_sent_as_one_at_the_next() -> None:
     t.write(b"next")
     await asyncio.sleep(0)
     assert inner.calls[-1] == ("write", b"next")
+
+
+async def test_a_large_body_goes_out_at_once_so_flow_control_sees_it() -> None:
+    inner = Recorder()
+    t = JoinedWrites(inner)
+    t.write(b"head")
+    t.write(b"x" * FLUSH_BYTES)
+    assert inner.calls == [("write", b"head" + b"x" * FLUSH_BYTES)]
+    assert t.get_write_buffer_size() == 0
+    await asyncio.sleep(0)  # the step's flush finds nothing left
+    assert len(inner.calls) == 1
 
 
 @pytest.mark.parametrize("end", ["close", "write_eof"])
