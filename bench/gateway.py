@@ -61,9 +61,15 @@ HEALTH_FACTOR = 10  # GET /healthz is so cheap that --jobs of them take a few ms
 
 
 def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds process `pid` has used so far, all its threads: the scheduler's nanosecond
+    count (/proc/PID/stat's clock ticks, 10 ms, are too coarse for a few hundred requests)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total / 1e9
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -251,6 +257,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "JETGRID_DATA_DIR": str(tmp),
     }
     procs = start_processes(env, ports, args)
+    server_proc = server.proc
+    assert server_proc is not None
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a request may be sent
     # on one the server is closing (a ReadError that is the bench's, not the gateway's).
     limits = httpx.Limits(max_connections=args.inflight * 2, keepalive_expiry=2.0)
@@ -266,6 +274,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     cpu: dict[str, list[float]] = defaultdict(list)
     gw_cpu: dict[str, list[float]] = defaultdict(list)
     client_cpu: dict[str, list[float]] = defaultdict(list)  # this process: the HTTP/NATS client
+    # The echo worker's and nats-server's: what every path shares (the box's cores are too).
+    worker_cpu: dict[str, list[float]] = defaultdict(list)
+    nats_cpu: dict[str, list[float]] = defaultdict(list)
+    base_cpu: dict[str, list[float]] = defaultdict(list)  # --baseline-src: its gateway's
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -350,12 +362,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 n = args.jobs * (HEALTH_FACTOR if name in HEALTH_PATHS else 1)
                 before, gw_before = cpu_s(pid) if pid else 0.0, cpu_s(procs[1].pid)
                 me_before = time.process_time()
+                shared_before = cpu_s(procs[0].pid), cpu_s(server_proc.pid)
+                base_before = cpu_s(procs[3].pid) if args.baseline_src else 0.0
                 results[name].append(await drive(n, args.inflight, paths[name]))
                 client_cpu[name].append((time.process_time() - me_before) / n)
+                worker_cpu[name].append((cpu_s(procs[0].pid) - shared_before[0]) / n)
+                nats_cpu[name].append((cpu_s(server_proc.pid) - shared_before[1]) / n)
                 if pid:
                     cpu[name].append((cpu_s(pid) - before) / n)
                 # The gateway folds every job, whichever path sent it (nats: the fold alone).
                 gw_cpu[name].append((cpu_s(procs[1].pid) - gw_before) / n)
+                if args.baseline_src:
+                    base_cpu[name].append((cpu_s(procs[3].pid) - base_before) / n)
                 # Untimed: the gateway folds every job in the log, including the ones sent
                 # straight to NATS; let it catch up so the next path does not pay for this one.
                 await v1(http)(-1)
@@ -371,7 +389,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for p in procs:
             p.wait(15)
         server.stop()
-    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu)
+    cpus = {"worker": worker_cpu, "nats": nats_cpu, "base": base_cpu}
+    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, cpus)
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -388,6 +407,7 @@ def summarize(
     cpu: dict[str, list[float]],
     gw_cpu: dict[str, list[float]],
     client_cpu: dict[str, list[float]],
+    others: dict[str, dict[str, list[float]]],
 ) -> dict[str, object]:
     paths = {}
     for name, runs in results.items():
@@ -400,6 +420,10 @@ def summarize(
             "server_cpu_us": statistics.median(cpu[name]) * 1e6 if cpu.get(name) else None,
             "gateway_cpu_us": statistics.median(gw_cpu[name]) * 1e6 if gw_cpu.get(name) else None,
             "client_cpu_us": statistics.median(client_cpu[name]) * 1e6,
+            **{
+                f"{who}_cpu_us": statistics.median(xs[name]) * 1e6 if xs.get(name) else None
+                for who, xs in others.items()
+            },
         }
     return {
         "config": {k: v for k, v in vars(args).items() if k != "serve_bare"},
@@ -431,20 +455,31 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         f"(concurrency {args.worker_concurrency}), one gateway, one nats-server; load average {load}"
     )
     print(
-        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8}  jobs/s per round"
+        f"{'path':13} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>8} {'gw CPU':>8} {'client':>8} {'worker':>8} {'nats':>8} {'base gw':>8}  jobs/s per round"
     )
 
     def us(v: float | None) -> str:
         return f"{'-':>8}" if v is None else f"{v:8.0f}"
 
     for name, p in s["paths"].items():
-        cpus = " ".join(us(p[k]) for k in ("server_cpu_us", "gateway_cpu_us", "client_cpu_us"))
+        cpus = " ".join(
+            us(p[k])
+            for k in (
+                "server_cpu_us",
+                "gateway_cpu_us",
+                "client_cpu_us",
+                "worker_cpu_us",
+                "nats_cpu_us",
+                "base_cpu_us",
+            )
+        )
         print(
             f"{name:13} {p['jobs_s']:8.0f} {p['p50_ms']:8.1f} {p['p99_ms']:8.1f} {cpus}  {p['per_round']}"
         )
     print(
         "(CPU us per request, medians over rounds: of the process serving the path; of the "
-        "gateway, which folds every job whichever path sent it; of this client process)"
+        "gateway, which folds every job whichever path sent it; of this client process; of the "
+        "echo worker; of nats-server; of the --baseline-src gateway)"
     )
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from jetgrid.coordinator.settings import Settings
@@ -101,6 +101,9 @@ class Fleet:
         self._syncs: list[tuple[int, asyncio.Future[None]]] = []
         self.invalid = 0  # messages skipped; the projector records them on the invalid stream
         self._sub: Any = None
+        # (pool, model, window) -> (worker id, its view, until when that view alone makes
+        # `served` true): every submission asks, and the answer holds while that view does.
+        self._served: dict[tuple[str, str, float], tuple[str, WorkerView, datetime]] = {}
 
     async def start(self) -> None:
         from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -161,8 +164,23 @@ class Fleet:
 
     def served(self, pool: str, model: str, window_s: float) -> bool:
         """Whether a worker serves `model` in `pool`, live now or heard from within `window_s`
-        (projections.pools.served_within at the wall clock)."""
-        return served_within(self.views.values(), pool, model, self.clock(), window_s)
+        (projections.pools.served_within at the wall clock). A yes is remembered with the
+        worker whose last word falls within the window, and holds while that worker's view is
+        the same and the window has not passed, so a submission does not scan the fleet."""
+        now, key = self.clock(), (pool, model, window_s)
+        hit = self._served.get(key)
+        if hit is not None and self.views.get(hit[0]) is hit[1] and now < hit[2]:
+            return True
+        if not served_within(self.views.values(), pool, model, now, window_s):
+            return False
+        window = timedelta(seconds=window_s)
+        best = max(
+            (v for v in self.views.values() if pool in v.pools and model in v.models),
+            key=lambda v: v.last_seen,
+        )
+        if best.last_seen + window > now:  # else live by its heartbeats alone: not remembered
+            self._served[key] = (best.worker_id, best, best.last_seen + window)
+        return True
 
     def fold(self, subject: str, data: bytes, stream_time: datetime) -> None:
         """Fold one WORKERS message (skipped and counted if the projector would reject it)."""

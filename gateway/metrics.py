@@ -16,6 +16,7 @@ the one rule, projections.workers.availability, at the wall clock.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,8 @@ def facts(view: JobView) -> list[str]:
 
 
 class Metrics:
-    """The gateway's registry and the observer that counts folded job events."""
+    """The gateway's registry and the observer that counts folded job events (in plain
+    numbers, added to the registry's series when /metrics is read: `flush`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -119,6 +121,11 @@ class Metrics:
         self._counted: OrderedDict[str, int] = OrderedDict()  # the last COUNTED jobs' facts
         # The labelled children by (series, pool, model): `labels()` costs more than the count.
         self._children: dict[tuple[str, str, str], Any] = {}
+        # What the fold counted since the last scrape, by child: a counter's increments, a
+        # histogram's [per-bucket counts..., sum]. Added to the series when /metrics is read
+        # (`flush`): a plain addition per event instead of a locked one per count and bucket.
+        self._counts: dict[Any, int] = {}
+        self._observed: dict[Any, list[float]] = {}
         self.queue = QueueGauges(r)  # per pool, model and tenant (gateway.queue_api)
 
     def observe(self, before: JobView | None, view: JobView) -> None:
@@ -131,17 +138,40 @@ class Metrics:
             if done & bit:
                 continue
             done |= bit
-            self._child(fact, labels).inc()
+            child = self._child(fact, labels)
+            self._counts[child] = self._counts.get(child, 0) + 1
             if fact == "started" and view.submitted_at and view.started_at:
                 wait = (view.started_at - view.submitted_at).total_seconds()
-                self._child("queue_wait", labels).observe(max(0.0, wait))
+                self._observe(self._child("queue_wait", labels), max(0.0, wait))
             elif fact != "submitted" and fact != "started" and view.started_at and view.finished_at:
                 ran = (view.finished_at - view.started_at).total_seconds()
-                self._child("run_time", labels).observe(max(0.0, ran))
+                self._observe(self._child("run_time", labels), max(0.0, ran))
         self._counted[view.job_id] = done
         self._counted.move_to_end(view.job_id)
         while len(self._counted) > COUNTED:
             self._counted.popitem(last=False)
+
+    def _observe(self, child: Any, value: float) -> None:
+        """Count `value` in the histogram `child`'s bucket (the first bound >= it, as
+        prometheus_client does; +Inf past the last) and sum, until the next `flush`."""
+        acc = self._observed.get(child)
+        if acc is None:
+            acc = self._observed[child] = [0.0] * (len(_BUCKETS) + 2)
+        acc[bisect_left(_BUCKETS, value)] += 1
+        acc[-1] += value
+
+    def flush(self) -> None:
+        """Add what the fold counted since the last flush to the registry's series."""
+        counts, observed = self._counts, self._observed
+        self._counts, self._observed = {}, {}
+        for child, n in counts.items():
+            child.inc(n)
+        for child, acc in observed.items():
+            # prometheus_client keeps a histogram child's buckets uncumulated, one value each.
+            for bucket, hits in zip(child._buckets, acc[:-1], strict=True):
+                if hits:
+                    bucket.inc(hits)
+            child._sum.inc(acc[-1])
 
     def _child(self, series: str, labels: tuple[str, str]) -> Any:
         """The child of a job fact's counter (or of "queue_wait" / "run_time") for (pool,
@@ -156,7 +186,9 @@ class Metrics:
 
     async def refresh(self, gw: Gateway, workers: list[dict[str, Any]] | None = None) -> None:
         """Set the gauges from consumer info and the workers: the projector's views (with
-        tiers) when given, else this gateway's own fleet fold (tier "none")."""
+        tiers) when given, else this gateway's own fleet fold (tier "none"), and add the
+        fold's counts (`flush`)."""
+        self.flush()
         self.backlog.clear()
         self.ack_pending.clear()
         self.waiting.clear()

@@ -17,6 +17,7 @@ from jetgrid.events import (
     encode,
 )
 from jetgrid.gateway.fleet import Fleet, live_models, workers_out
+from jetgrid.projections.pools import served_within
 from jetgrid.projections.views import worker_out
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -118,3 +119,29 @@ def test_worker_out_has_the_shared_shape() -> None:
     view = f.views["a"]
     assert out == worker_out(view, f.clock(), tier_factor=0.5, jobs=out["jobs"])
     assert workers_out(f.views.values(), f.clock()) == [out]
+
+
+def test_served_remembered_answers_what_the_rule_says_as_time_and_views_change() -> None:
+    now = [0.0]
+    f = Fleet(None, SETTINGS, clock=lambda: T0 + timedelta(seconds=now[0]))
+
+    def feed(ev: WorkerEvent, s: float) -> None:
+        t = T0 + timedelta(seconds=s)
+        subject = SETTINGS.subjects.worker_event(ev.worker_id, NAMES[type(ev)])
+        f.fold(subject, encode(ev, source="t", id=f"e{s}", time=t), t)
+
+    def check(window: float = 10.0) -> None:
+        for pool, model in (("standard", "echo"), ("standard", "other"), ("gpu", "echo")):
+            want = served_within(f.views.values(), pool, model, f.clock(), window)
+            assert f.served(pool, model, window) == want, (now[0], pool, model)
+
+    feed(reg("a"), 0)
+    for now[0] in (0.0, 1.0, 9.9, 10.0, 10.1, 30.0):  # in, at and past the window
+        check()
+    feed(reg("a", models=("other",)), 31)  # the same worker now serves another model
+    for now[0] in (31.0, 32.0, 45.0):
+        check()
+    feed(reg("b", pools=("gpu",)), 46)
+    for now[0] in (46.0, 50.0, 60.0):
+        check()
+        check(window=100.0)
