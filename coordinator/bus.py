@@ -81,20 +81,24 @@ class ConnectionErrors:
 
     last_permission: str | None = None
     seen: list[str] = field(default_factory=list)
-    # Calls waiting on NATS (Bus.call): each is woken when a refusal arrives.
-    waiting: set[asyncio.Future[None]] = field(default_factory=set)
+    # The tasks of the calls waiting on NATS (Bus.call), oldest first, and those a refusal ended.
+    waiting: dict[asyncio.Task[Any], None] = field(default_factory=dict)
+    refused: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def record(self, text: str) -> bool:
-        """Keep `text`; for a permissions violation, wake the waiting calls. Returns whether a
-        call was waiting (it will report the refusal)."""
+        """Keep `text`; for a permissions violation, end the oldest waiting call (it reports the
+        refusal). Returns whether a call was waiting."""
         self.seen = [*self.seen[-49:], text]
         if "permissions violation" not in text.lower():
             return False
         self.last_permission = text
-        for fut in self.waiting:
-            if not fut.done():
-                fut.set_result(None)
-        return bool(self.waiting)
+        if not self.waiting:
+            return False
+        task = next(iter(self.waiting))
+        del self.waiting[task]
+        self.refused.add(task)
+        task.cancel()
+        return True
 
     def take_permission(self) -> str | None:
         text, self.last_permission = self.last_permission, None
@@ -262,30 +266,26 @@ class Bus:
 
     async def call(self, op: Awaitable[T], action: str) -> T:
         """Await a nats-py call that waits on the server; its errors leave as jetgrid's (see
-        `translate`), and a permissions violation that arrives meanwhile ends it at once with
-        PermissionDenied instead of its timeout."""
-        task = asyncio.ensure_future(op)
+        `translate`), and a permissions violation meanwhile ends it at once with PermissionDenied
+        instead of its timeout (ConnectionErrors.record cancels the oldest waiting call)."""
+        task, errors = asyncio.current_task(), self.errors
+        if task is not None:  # always, inside a running coroutine
+            errors.waiting[task] = None
         try:
-            while True:
-                refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self.errors.waiting.add(refused)
-                either: set[asyncio.Future[Any]] = {task, refused}
-                try:
-                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    self.errors.waiting.discard(refused)
-                if task.done():
-                    return task.result()
-                text = self.errors.take_permission()
-                if text:  # another call may have taken it first: then keep waiting
-                    raise PermissionDenied(f"NATS refused to {action}: {text}")
-        except JetgridError:
+            return await op
+        except asyncio.CancelledError:
+            if task in errors.refused:
+                errors.refused.discard(task)
+                if task.uncancel() == 0:  # cancelled by the refusal alone
+                    text = errors.take_permission() or "permissions violation"
+                    raise PermissionDenied(f"NATS refused to {action}: {text}") from None
             raise
         except Exception as exc:
-            raise translate(exc, action, self.errors) from exc
+            if isinstance(exc, JetgridError):
+                raise
+            raise translate(exc, action, errors) from exc
         finally:
-            if not task.done():
-                task.cancel()
+            errors.waiting.pop(task, None)  # type: ignore[arg-type]
 
     async def _now(self, op: Awaitable[T], action: str) -> T:
         """Await a nats-py call that does not wait on the server (a core publish), translating

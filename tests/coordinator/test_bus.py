@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from unittest.mock import MagicMock
+
 import nats.errors
 import nats.js.errors
 import pytest
@@ -110,3 +113,24 @@ async def test_batched_reads_page_past_one_batch(bus: Bus, streams: Settings) ->
     assert sorted(m.seq for m in before) == list(range(1, 301))
     assert await bus.messages(stream, seq=601) == []
     assert await bus.messages(stream, subject="nothing.here") == []
+
+
+async def test_a_refusal_ends_the_oldest_waiting_call_at_once_and_no_other() -> None:
+    bus = Bus(MagicMock(), Settings())  # calls on plain futures: no server needed
+    loop = asyncio.get_running_loop()
+    slow: asyncio.Future[str] = loop.create_future()
+    other: asyncio.Future[str] = loop.create_future()
+    first = asyncio.create_task(bus.call(slow, "publish to jg.jobs.fast.m"))
+    second = asyncio.create_task(bus.call(other, "read a message"))
+    await asyncio.sleep(0)  # both wait on NATS now
+    assert bus.errors.record('nats: permissions violation for publish to "jg.jobs.fast.m"')
+    with pytest.raises(PermissionDenied, match=r"NATS refused to publish to jg\.jobs\.fast\.m"):
+        await first
+    other.set_result("ok")
+    assert await second == "ok"  # not the one refused
+    assert not bus.errors.waiting and not bus.errors.refused
+    outer = asyncio.create_task(bus.call(loop.create_future(), "flush the connection"))
+    await asyncio.sleep(0)
+    outer.cancel()  # a cancel from outside stays a cancel
+    with pytest.raises(asyncio.CancelledError):
+        await outer
