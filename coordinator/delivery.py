@@ -176,6 +176,8 @@ def dead_reason(runs: int, last_error: str | None = None) -> str:
 # How far a worker's clock may run behind the NATS server's before `cancel_heard_live` could
 # wrongly skip a lookup. NTP keeps fleets within milliseconds; this is three orders more.
 CLOCK_MARGIN_S = 2.0
+# How far the clocks of two NATS servers of one cluster may differ (both keep NTP time).
+SERVER_CLOCK_MARGIN_S = 0.25
 
 
 def cancel_heard_live(

@@ -203,6 +203,9 @@ class Worker:
             await self.pulls.bind(bus, self.backend, self.jobs.on_message)
             await self._start_backend()
             await self.cancels.listen()
+            if self.pulls.specs:
+                spec = self.pulls.specs[0]
+                await self.cancels.mark(spec.stream, spec.name)
             watcher = None
             if self.options.dead_letters:
                 watcher = watch_beside_worker(self.settings, bus, self.id)

@@ -5,20 +5,30 @@ in JOB_EVENTS too). A request for a job it holds sets the job's cancel signal an
 backend task (worker.held.Held.abort), and the job ends `cancelled`. Requests for jobs it has
 not seen are remembered (the last KEPT of them), so a job about to start is skipped. A job that
 the listener may have missed a request for (submitted before the listener went live, or around
-a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. A request
+a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. Which
+jobs those are is judged by the server's clock where it can be (`mark`: the JOBS consumer's
+answer to an info request, made once the listener is live, carries the server's time, the
+clock submissions are stamped by), so a worker just started looks up only the backlog; after
+a reconnect, or once it forgot a request, by its own clock with the clock margin. A request
 made before the job's submission was placed in advance for an id another job later took, and
 cancels nothing (coordinator.delivery.cancel_is_for). A bad message never stops the listener.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from datetime import datetime
 
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.delivery import CLOCK_MARGIN_S, cancel_heard_live, cancel_is_for
+from jetgrid.coordinator.delivery import (
+    CLOCK_MARGIN_S,
+    SERVER_CLOCK_MARGIN_S,
+    cancel_heard_live,
+    cancel_is_for,
+)
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import InvalidEvent, JetgridError, JobCancelRequested, decode
 from jetgrid.worker.backends.base import RunContext
@@ -49,13 +59,19 @@ class Cancels:
         self.settings = settings
         self.counters = counters
         self.held = held
-        # How far this worker's clock may be behind the server's (coordinator.delivery).
+        # How far this worker's clock may be behind the server's, and two servers' clocks
+        # apart (coordinator.delivery).
         self.clock_margin_s = clock_margin_s
+        self.server_margin_s = SERVER_CLOCK_MARGIN_S
         # job id -> (reason, when it was heard: worker clock), most recent last
         self._requests: dict[str, tuple[str | None, float]] = {}
         # Since when (worker clock) the listener has heard every request: set once it is
         # subscribed, moved on when it forgets one (KEPT); inf before.
         self.heard_since = math.inf
+        # The same moment by the server's clock (`mark`), and what it holds for: the worker
+        # clock marks (heard_since, connection continuity) it was taken under.
+        self.heard_since_server: float | None = None
+        self._marked_under: tuple[float, float] | None = None
 
     async def listen(self) -> None:
         """Subscribe to every job's cancel_requested; hears every request from its return on."""
@@ -63,6 +79,32 @@ class Cancels:
         await self.bus.nc.subscribe(subject, cb=self.on_request)
         await self.bus.flush()  # the server has the subscription: it hears from now on
         self.heard_since = time.time()
+
+    async def mark(self, stream: str, consumer: str) -> None:
+        """Take the server's time, now that the listener is live, from an info request on one
+        of the worker's JOBS consumers (its reply's ``ts``); left unmarked if that fails."""
+        subject = f"$JS.API.CONSUMER.INFO.{stream}.{consumer}"
+        before = (self.heard_since, self.bus.continuity.since)
+        try:
+            reply = await self.bus.call(
+                self.bus.nc.request(subject, b"", timeout=self.settings.nats_js_timeout_s),
+                f"read consumer {consumer}",
+            )
+            server_now = datetime.fromisoformat(json.loads(reply.data)["ts"]).timestamp()
+        except Exception as exc:  # an older server, a refusal: judge by this worker's clock
+            log.info("no server time for the cancel listener: %s", exc)
+            return
+        if before == (self.heard_since, self.bus.continuity.since):
+            self.heard_since_server, self._marked_under = server_now, before
+
+    def heard_live(self, submitted: datetime) -> bool:
+        """Would the listener have heard every cancel request for a job submitted (stored in
+        JOBS) at `submitted`? By the server's clock while the mark holds, else by this one's."""
+        under = (self.heard_since, self.bus.continuity.since)
+        if self.heard_since_server is not None and under == self._marked_under:
+            mark, margin = self.heard_since_server, self.server_margin_s
+            return cancel_heard_live(submitted.timestamp(), mark, margin)
+        return cancel_heard_live(submitted.timestamp(), max(under), self.clock_margin_s)
 
     async def on_request(self, msg: Message) -> None:
         """One message on the cancel subject: remember it, and abort the job if it is held."""
@@ -111,8 +153,7 @@ class Cancels:
                 return True
             del self._requests[job_id]  # placed before this job existed: not about it
             log.info("ignored a cancel request for %s made before its submission", job_id)
-        listening = max(self.heard_since, self.bus.continuity.since)
-        if submitted is not None and cancel_heard_live(submitted.timestamp(), listening, margin):
+        if submitted is not None and self.heard_live(submitted):
             return False
         self.counters.cancel_lookups += 1
         subject = self.settings.subjects.job_event(job_id, "cancel_requested")
@@ -126,7 +167,10 @@ class Cancels:
         if (
             stored.time
             and submitted
-            and not cancel_is_for(stored.time.timestamp(), submitted.timestamp(), margin)
+            # both stamped by servers: their clocks' margin, not this worker's
+            and not cancel_is_for(
+                stored.time.timestamp(), submitted.timestamp(), self.server_margin_s
+            )
         ):
             log.info("ignored a cancel request for %s stored before its submission", job_id)
             return False

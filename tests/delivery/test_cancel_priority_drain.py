@@ -102,7 +102,10 @@ async def test_only_a_job_the_listener_may_have_missed_is_looked_up(
     await submit(js, streams, job(1))
     await cancel(nc, streams, "j1")  # before any worker listened: only the stored event knows
     agent = await start_worker(backend=Watchful())
-    agent.cancels.clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
+    # judged by the server's clock, taken when the listener went live (one server here: no
+    # margin; the default allows two cluster nodes' clocks 0.25 s apart)
+    assert agent.cancels.heard_since_server is not None
+    agent.cancels.server_margin_s = 0.0
     await outcomes.wait_terminal("j1")
     assert outcomes.terminal("j1")[0].type == "jetgrid.job.cancelled"
     assert agent.counters.cancel_lookups == 1
@@ -133,6 +136,7 @@ async def test_a_cancel_placed_before_its_job_existed_cancels_nothing(
     await cancel(nc, streams, stored_early, "placed in advance")
     assert (await js.publish(subject, bare)).seq == int(stored_early.removeprefix("seq-"))
     agent = await start_worker(backend=Watchful())  # a backlog: only the lookup can find it
+    agent.cancels.server_margin_s = 0.0  # one server here (the default allows 0.25 s of skew)
     agent.cancels.clock_margin_s = 0.0  # one clock here (the default allows 2 s of skew)
     await outcomes.wait_terminal(stored_early)
     assert agent.counters.cancel_lookups == 1  # submitted before the listener was live
