@@ -34,13 +34,14 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus, StoredMessage
+from jetgrid.coordinator.position import position, stream_seq
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import (
     Envelope,
@@ -213,7 +214,7 @@ class JobBoard:
             return None  # the projector and the worker that pulls it record it
 
     async def _on_submission(self, msg: Msg) -> None:
-        seq, when = _position(msg)
+        seq, when = position(msg)
         env = self._submission(msg.data, msg.subject, seq, when)
         if env is None:
             self.invalid += 1
@@ -241,7 +242,7 @@ class JobBoard:
         return job_id, env
 
     async def _on_event(self, msg: Msg) -> None:
-        seq = _stream_seq(msg)
+        seq = stream_seq(msg)
         got = self._job_event(msg.data, msg.subject, seq)
         if got is None:
             self.invalid += 1
@@ -465,32 +466,6 @@ class JobBoard:
             self._holds[job_id] = left
         else:
             self._holds.pop(job_id, None)
-
-
-def _ack_tokens(msg: Msg) -> list[str] | None:
-    """The tokens of a delivered message's reply subject in the layout nats-server uses without
-    a domain (``$JS.ACK.<stream>.<consumer>.<delivered>.<seq>.<cseq>.<ns>.<pending>``), else
-    None. Reading the two fields the board needs from them costs a sixth of `Msg.metadata`,
-    which the fold paid on every event."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return tokens
-    return None
-
-
-def _stream_seq(msg: Msg) -> int:
-    """The stream sequence of a delivered message."""
-    tokens = _ack_tokens(msg)
-    return int(tokens[5]) if tokens is not None else msg.metadata.sequence.stream
-
-
-def _position(msg: Msg) -> tuple[int, datetime]:
-    """The stream sequence and stored time of a delivered message."""
-    tokens = _ack_tokens(msg)
-    if tokens is None:  # another layout: nats-py reads it
-        md = msg.metadata
-        return md.sequence.stream, md.timestamp
-    return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC)
 
 
 def _derived_seq(job_id: str) -> int | None:

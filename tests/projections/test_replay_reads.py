@@ -6,9 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from nats.aio.msg import Msg
 
-from jetgrid.coordinator.position import position
 from jetgrid.events import JOB_EVENTS, WORKERS
 from jetgrid.projections.replay import replay
 from jetgrid.projections.store import Store
@@ -45,21 +43,3 @@ async def test_a_replay_commits_once_per_batch_max_and_the_views_do_not_depend_o
     assert writes[-1] == small.positions
     assert small.digest == whole.digest and small.positions[JOB_EVENTS] > 0
     assert small.positions[WORKERS] == whole.positions[WORKERS]
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "$JS.ACK.B_WORKERS.abc.1.4242.17.1764950400123456789.0",
-        "$JS.ACK.S.c.3.1.1.1700000000000000001.99",
-        # the form with a domain and an account hash: left to nats-py
-        "$JS.ACK.dom.ACCHASH.S.c.1.77.5.1764950400123456789.2.rnd",
-        "$JS.ACK._.ACCHASH.S.c.1.78.6.1764950400123456789.2",
-    ],
-)
-def test_a_position_is_what_nats_metadata_says(reply: str) -> None:
-    msg = Msg(_client=None, subject="s", reply=reply, data=b"")  # type: ignore[arg-type]
-    md = msg.metadata
-    seq, stamp = position(Msg(_client=None, subject="s", reply=reply, data=b""))  # type: ignore[arg-type]
-    assert (seq, stamp) == (md.sequence.stream, md.timestamp)
-    assert stamp.tzinfo is not None and stamp.utcoffset() == md.timestamp.utcoffset()
