@@ -131,6 +131,16 @@ class LastPing:
     models_loaded: tuple[str, ...] = ()  # names; stored only when non-empty (see _ping_dict)
     models_available: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, ev: WorkerHeartbeat, t: datetime) -> LastPing:
+        """The ping `ev`, at event time `t`."""
+        return cls(
+            t, ev.n, ev.healthy, ev.interval_s, ev.in_flight, ev.completed, ev.failed,
+            ev.accepting, ev.nvml, ev.nvml_error, tuple(ev.gpus), ev.tier_factor, ev.boot_id,
+            tuple(m.name for m in ev.models_loaded) if ev.models_loaded else (),
+            tuple(m.name for m in ev.models_available) if ev.models_available else (),
+        )  # fmt: skip
+
     @property
     def gpu_count(self) -> int:
         return len(self.gpus)
@@ -357,23 +367,7 @@ def _ping(
     changes["uptime"] = tracker
     if state.reanchor:
         changes["reanchor"] = False
-    changes["last_ping"] = LastPing(
-        t,
-        ev.n,
-        ev.healthy,
-        ev.interval_s,
-        ev.in_flight,
-        ev.completed,
-        ev.failed,
-        ev.accepting,
-        ev.nvml,
-        ev.nvml_error,
-        tuple(ev.gpus),
-        ev.tier_factor,
-        ev.boot_id,
-        tuple(m.name for m in ev.models_loaded) if ev.models_loaded else (),
-        tuple(m.name for m in ev.models_available) if ev.models_available else (),
-    )
+    changes["last_ping"] = LastPing.of(ev, t)
     if ev.boot_id and ev.boot_id != state.boot_id:
         changes["boot_id"] = ev.boot_id
     if not state.registered:
