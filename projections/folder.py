@@ -38,12 +38,6 @@ class Item:
     headers: Mapping[str, str] | None = None
 
 
-def _filters(settings: Settings) -> dict[str, tuple[str, str]]:
-    """logical stream -> (stream name, subject filter): every message of the stream, whichever
-    of its subject forms it came on (JOBS has a priority form, JOB_EVENTS a worker form)."""
-    return {s: (settings.streams(s), ">") for s in STREAMS}
-
-
 def stream_filters(settings: Settings) -> dict[str, tuple[str, str]]:
     """logical stream -> (stream name, subject filter): every message of the stream, whichever
     of its subject forms it came on (JOBS has a priority form, JOB_EVENTS a worker form)."""
