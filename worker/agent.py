@@ -253,6 +253,7 @@ class Worker:
             wake=self._wake,
             tracing=self.tracing,
         )
+        self.outcomes.on_stored = self.jobs.release
 
     async def _start_backend(self) -> None:
         """Let the backend take stock (e.g. Ollama's model inventory, pulls) before pulling."""

@@ -165,6 +165,15 @@ class JobRunner:
         task.add_done_callback(self._done)
         return task
 
+    def release(self) -> None:
+        """The current delivery's outcome is stored: free its slot and wake the pull loop now,
+        before the ack, so the next pull request leaves in the same write as the ack (one
+        socket write per job fewer; Outcomes.on_stored)."""
+        task = asyncio.current_task()
+        if task is not None and task in self.held.tasks:
+            self.held.tasks.discard(task)
+            self.wake.set()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self.held.tasks.discard(task)
         self.wake.set()

@@ -115,6 +115,8 @@ class Outcomes:
         # job id -> its `started` not said yet, the claim's time, and the timer that says it
         self.pending: dict[str, tuple[JobStarted, datetime, asyncio.TimerHandle]] = {}
         self._sending: set[asyncio.Future[Any]] = set()
+        # Called once a delivery's outcome is stored, before its ack (JobRunner.release).
+        self.on_stored: Callable[[], None] = lambda: None
 
     async def say(self, event: Event, time: datetime | None = None) -> asyncio.Future[Any]:
         """Publish a non-terminal lifecycle event without waiting for the stream's ack."""
@@ -220,6 +222,7 @@ class Outcomes:
         job_id = event.job_id
         if await self.store_terminal(self._settle(event)):
             await self._started_stored(job_id)
+            self.on_stored()
             await msg.ack()
             log.debug("job %s: %s stored, acked", job_id, event.type)
         else:
