@@ -70,8 +70,9 @@ async def over_the_backlog(settings: Settings, streams: Settings, nc: NATS, gate
             ids.append(r.json()["id"])
             if i == 0:  # running, and the gateway has heard so (its `started` comes after
                 # started_after_s): the two that follow are the queue
-                await until(lambda: gw.queue.backlog("standard", "echo", gw.clock())[0] == 0)
-                assert len(gate.started) == 1
+                await until(lambda: len(gate.started) == 1)
+                await until(lambda: gw.queue.running.get(("standard", "echo")) is not None)
+                assert gw.queue.backlog("standard", "echo", gw.clock())[0] == 0
         await until(lambda: gw.queue.backlog("standard", "echo", gw.clock())[0] == 2)
         stored = await jobs_stored(nc, streams)
 
