@@ -168,6 +168,11 @@ class Outcomes:
     def names(self, job_id: str) -> list[str]:
         return [e.type.rsplit(".", 1)[-1] for e in self.events[job_id]]
 
+    def said(self, job_id: str) -> list[str]:
+        """The job's event names without `started`, which a first run says only once it has
+        lasted started_after_s (worker.outcomes): what a test about anything else compares."""
+        return [n for n in self.names(job_id) if n != "started"]
+
     def claims(self, job_id: str) -> list[Taken]:
         """The job's claims, wherever they are said (a `started`, or an outcome carrying its
         run's claim: events.claim_of), in the order seen."""

@@ -39,7 +39,7 @@ async def test_a_streamed_generate_emits_tokens_and_reports_counts(
     await submit(nc, streams, job(1, prompt="the quick brown fox", options={"temperature": 0}))
     await outcomes.wait_terminal("j1")
     done = outcomes.terminal("j1")[0].event
-    assert outcomes.names("j1") == ["completed"]
+    assert outcomes.said("j1") == ["completed"]
     assert done.output == {
         "model": "tiny:1b",
         "response": "the quick brown fox",
@@ -124,7 +124,7 @@ async def test_unknown_model_fails_at_once_with_ollamas_message(
         await outcomes.wait_terminal("j1")
     finally:
         await b.close()
-    assert outcomes.names("j1") == ["failed"]
+    assert outcomes.said("j1") == ["failed"]
     failed = outcomes.terminal("j1")[0].event
     assert failed.error_type == "unknown_model"
     assert "model 'tiny:1b' not found" in failed.reason
@@ -141,7 +141,7 @@ async def test_bad_request_fails_without_retry(fake_ollama, streams, nc, start_w
         await outcomes.wait_terminal("j1", "j2", "j3")
     finally:
         await b.close()
-    assert outcomes.names("j1") == ["failed"]
+    assert outcomes.said("j1") == ["failed"]
     assert outcomes.terminal("j1")[0].event.error_type == "bad_request"
     assert "invalid format" in outcomes.terminal("j1")[0].event.reason
     assert outcomes.terminal("j2")[0].event.error_type == "bad_input"

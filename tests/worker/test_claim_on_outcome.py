@@ -10,7 +10,7 @@ import pytest
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import JobSubmitted, claim_of, decode
+from jetgrid.events import MAX_CLAIM_DELAY_S, JobSubmitted, claim_of, decode
 from jetgrid.projections.audit_log import gather
 from jetgrid.projections.fold import fold_config
 from jetgrid.projections.jobs import apply
@@ -40,7 +40,8 @@ async def test_a_short_job_stores_only_its_outcome_which_carries_the_claim(
 ) -> None:
     assert streams.started_after_s > 0  # the default: short first runs say no `started`
     seq = await submit(nc, streams, job(1))
-    await start_worker()
+    # the longest wait a worker allows, so that even a slow echo run ends before it
+    await start_worker(settings=streams.replace(started_after_s=MAX_CLAIM_DELAY_S))
     await outcomes.wait_terminal("j1")
     assert outcomes.names("j1") == ["completed"]
     [done] = outcomes.events["j1"]
@@ -85,7 +86,7 @@ async def test_a_bare_job_may_not_take_an_id_claimed_on_an_outcome(
     js = nc.jetstream()
     subject = streams.subjects.submit("standard", "echo")
     first = await js.publish(subject, b'{"model": "echo", "prompt": "first", "id": "report"}')
-    await start_worker()
+    await start_worker(settings=streams.replace(started_after_s=MAX_CLAIM_DELAY_S))
     await outcomes.wait_terminal("report")
     assert outcomes.names("report") == ["completed"]  # its claim rides on its outcome
     rejected = await nc.subscribe(streams.subjects.job_event("report", "rejected") + ".*")

@@ -20,7 +20,7 @@ async def test_a_job_runs_and_reports_its_lifecycle(streams, nc, start_worker, o
     j = job(1)
     seq = await submit(nc, streams, j)
     await outcomes.wait_terminal("j1")
-    assert outcomes.names("j1") == ["completed"]  # a short run: its claim rides on its outcome
+    assert outcomes.said("j1") == ["completed"]
     [claim] = outcomes.claims("j1")
     assert (claim.worker_id, claim.attempt, claim.jobs_seq) == ("w1", 1, seq)
     done = outcomes.terminal("j1")[0]
@@ -168,7 +168,7 @@ async def test_permanent_failure_fails_at_once(streams, nc, start_worker, outcom
     await start_worker()
     await submit(nc, streams, job(1, prompt=None, input={"fail": "permanent"}))
     await outcomes.wait_terminal("j1")
-    assert outcomes.names("j1") == ["failed"] and len(outcomes.claims("j1")) == 1
+    assert outcomes.said("j1") == ["failed"] and len(outcomes.claims("j1")) == 1
     failed = outcomes.terminal("j1")[0].event
     assert failed.error_type == "bad_input" and "permanently" in failed.reason
 
