@@ -302,7 +302,7 @@ class JobRunner:
         then the job runs."""
         if unique_by_construction(job_id, seq, msg_id):
             return None
-        subject = f"{self.subjects.prefix}.job.{job_id}.>"
+        subject = self.subjects.job_events(job_id)
         at = 1
         for _ in range(CLAIM_SCAN):
             try:
