@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from jetgrid.events import JobSubmitted
+from jetgrid.events.workers import ModelInfo
 from jetgrid.worker.errors import BackendError, PermanentError
 
 T = TypeVar("T")
@@ -76,14 +77,25 @@ class HealthWatch:
     """What a backend that watches its server shares: `healthy`, `last_error`, and the loop
     that refreshes the server's state every `refresh_s` while it answers and probes it every
     `probe_s` while it does not (a failed call wakes the loop at once: `unhealthy`). The
-    backend sets the attributes and implements `refresh`; `server` names it in log lines."""
+    backend calls `watching` from its constructor and implements `refresh`; `server` names it
+    in log lines; `loaded` and `available` are what its last inventory found."""
 
-    healthy: bool
-    last_error: str | None
-    refresh_s: float
-    probe_s: float
-    server: str
-    _wake: asyncio.Event
+    def watching(self, server: str, refresh_s: float, probe_s: float) -> None:
+        """Start the shared state: healthy, nothing known yet, no watch running."""
+        self.server, self.refresh_s, self.probe_s = server, refresh_s, probe_s
+        self.healthy = True
+        self.last_error: str | None = None
+        self.loaded: list[ModelInfo] = []
+        self.available: list[ModelInfo] = []
+        self.refreshed = asyncio.Event()  # set after every successful inventory
+        self._watch: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def accepting(self) -> bool:
+        """False while the server is unreachable, overloaded or refuses the worker: the worker
+        pulls nothing then."""
+        return self.healthy
 
     async def refresh(self) -> bool:
         raise NotImplementedError

@@ -132,23 +132,14 @@ class OllamaBackend(HealthWatch):
         timeout: httpx.Timeout | None = None,
     ) -> None:
         self.host = host
-        self.server = f"ollama at {host}"
+        self.watching(f"ollama at {host}", refresh_s, probe_s)
         self.models = tuple(models)
         self.pull = pull
-        self.refresh_s = refresh_s
-        self.probe_s = probe_s
         self.client = ollama.AsyncClient(
             host=host,
             timeout=timeout or httpx.Timeout(10.0, read=600.0),
             event_hooks={"request": [add_traceparent]},  # a job's calls carry its trace
         )
-        self.healthy = True
-        self.last_error: str | None = None
-        self.loaded: list[ModelInfo] = []
-        self.available: list[ModelInfo] = []
-        self.refreshed = asyncio.Event()  # set after every successful inventory
-        self._watch: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._pulled = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -162,11 +153,6 @@ class OllamaBackend(HealthWatch):
         return not self.models or full_model_name(model) in {
             full_model_name(m) for m in self.models
         }
-
-    @property
-    def accepting(self) -> bool:
-        """False while Ollama is unreachable or overloaded: the worker pulls nothing then."""
-        return self.healthy
 
     def is_warm(self, model: str) -> bool:
         """Whether `model` is loaded on the server (as of the last inventory)."""

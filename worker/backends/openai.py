@@ -88,10 +88,8 @@ class OpenAIBackend(HealthWatch):
     ) -> None:
         self.url = wire.api_url(base_url)
         self.shown = wire.redacted(self.url)  # for logs and repr: no credentials in the URL
-        self.server = f"openai server at {self.shown}"
+        self.watching(f"openai server at {self.shown}", refresh_s, probe_s)
         self.models = tuple(models)
-        self.refresh_s = refresh_s
-        self.probe_s = probe_s
         headers = {"Accept-Encoding": "identity", "User-Agent": "jetgrid-worker"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -101,13 +99,6 @@ class OpenAIBackend(HealthWatch):
             follow_redirects=False,
             transport=transport,
         )
-        self.healthy = True
-        self.last_error: str | None = None
-        self.loaded: list[ModelInfo] = []
-        self.available: list[ModelInfo] = []
-        self.refreshed = asyncio.Event()  # set after every successful inventory
-        self._watch: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -118,11 +109,6 @@ class OpenAIBackend(HealthWatch):
     # -- the worker's view ------------------------------------------------------------------
     def serves(self, model: str) -> bool:
         return not self.models or model in self.models
-
-    @property
-    def accepting(self) -> bool:
-        """False while the server is unreachable, overloaded or refuses the key."""
-        return self.healthy
 
     def has(self, model: str) -> bool:
         """Whether the server lists `model` (as of the last inventory)."""
