@@ -30,10 +30,11 @@ import os
 import pickle
 import struct
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -165,12 +166,13 @@ async def read_apart(
         "target": target,
         "until_time": until_time,
     }
+    stderr = tempfile.TemporaryFile()  # read only if the child stops without its end frame
     rfd, wfd = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, str(wfd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, pass_fds=(wfd,),
+            stderr=stderr, pass_fds=(wfd,),
         )  # fmt: skip
     finally:
         os.close(wfd)
@@ -200,22 +202,22 @@ async def read_apart(
             elif frames.end is not None or frames.closed:
                 break
         await proc.wait()
-        _raise_for(frames.end, proc.returncode, await _stderr(proc), stream)
+        _raise_for(frames.end, proc.returncode, _last_line(stderr), stream)
     finally:
         transport.close()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        stderr.close()
     if progress:
         progress(logical, target, target)
     return fed
 
 
-async def _stderr(proc: asyncio.subprocess.Process) -> str:
-    if proc.stderr is None:
-        return ""
-    text = (await proc.stderr.read()).decode(errors="replace").strip()
+def _last_line(file: IO[bytes]) -> str:
+    file.seek(0)
+    text = file.read().decode(errors="replace").strip()
     return text.splitlines()[-1] if text else ""
 
 
@@ -233,11 +235,9 @@ def _raise_for(end: tuple[str, str] | None, code: int | None, stderr: str, strea
 
 # -- the child ----------------------------------------------------------------------------------
 async def _pump(spec: dict[str, Any], fd: int) -> None:
-    """Subscribe as `spec` says and write every message to `fd` as a frame, then the end."""
-    from jetgrid.coordinator.bus import Bus, translate
-
+    """Subscribe as `spec` says and write every message to `fd` as a frame, then the end frame:
+    ``end`` once the target or the time limit is reached, else the error met, as one sentence."""
     loop = asyncio.get_running_loop()
-    out = os.fdopen(fd, "wb", 0)
     closed = loop.create_future()
 
     class _Out(asyncio.Protocol):
@@ -245,64 +245,94 @@ async def _pump(spec: dict[str, Any], fd: int) -> None:
             if not closed.done():
                 closed.set_result(None)
 
-    transport, _ = await loop.connect_write_pipe(_Out, out)
-    settings: Settings = spec["settings"]
-    stream, target, until = spec["stream"], spec["target"], spec["until_time"]
-    pending = bytearray()
-    done = asyncio.Event()
-
-    def flush() -> None:
-        if pending:
-            transport.write(bytes(pending))
-            pending.clear()
-
-    async def cb(msg: Msg) -> None:
-        if done.is_set():
-            return
-        seq, ns = position_ns(msg)
-        # the time as the parent will build it, compared as read_stream compares it
-        if seq > target or (
-            until is not None and datetime.fromtimestamp(ns / 1_000_000_000.0, UTC) > until
-        ):
-            done.set()
-            return
-        headers = json.dumps(msg.headers).encode() if msg.headers else b""
-        subject = msg.subject.encode()
-        data = msg.data
-        pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers)))
-        pending.extend(subject)
-        pending.extend(data)
-        pending.extend(headers)
-        if len(pending) >= _FLUSH_BYTES:
-            flush()
-        if seq >= target:
-            done.set()
-
-    end = (_END, b"")
-    bus = None
+    transport, _ = await loop.connect_write_pipe(_Out, os.fdopen(fd, "wb", 0))
+    pump = _Pump(spec, transport)
     try:
-        bus = await Bus.connect(settings, name="jetgrid-replay-reader")
-        try:
-            sub = await subscribe_from(bus.js, stream, spec["subject"], spec["start"], cb)
-        except Exception as exc:
-            raise translate(exc, f"read stream {stream}") from None
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_FLUSH_S):
-                    await done.wait()
-            flush()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    except errors.NatsError as exc:
-        end = (type(exc).__name__.encode(), str(exc).encode())
+        end = await pump.run()
     finally:
-        flush()
-        transport.write(_frame(0, 0, end[0], end[1], b""))
+        pump.flush()
+        transport.write(_frame(0, 0, end[0].encode(), end[1].encode(), b""))
         transport.close()
         await closed
-        if bus is not None:
+
+
+class _Pump:
+    """The child's consumer: frames every message into `pending`, flushed to the pipe."""
+
+    def __init__(self, spec: dict[str, Any], transport: asyncio.WriteTransport) -> None:
+        self.spec = spec
+        self.transport = transport
+        self.pending = bytearray()
+        self.done = asyncio.Event()
+        self.failed: Exception | None = None
+        self.stream = str(spec.get("stream"))
+
+    def flush(self) -> None:
+        if self.pending:
+            self.transport.write(bytes(self.pending))
+            self.pending.clear()
+
+    async def run(self) -> tuple[str, str]:
+        """Read to the end; returns the end frame's (name, text)."""
+        from jetgrid.coordinator.bus import Bus, translate
+
+        bus = None
+        try:
+            spec = self.spec
+            self.target, self.until = spec["target"], spec["until_time"]
+            bus = await Bus.connect(spec["settings"], name="jetgrid-replay-reader")
+            try:
+                sub = await subscribe_from(
+                    bus.js, self.stream, spec["subject"], spec["start"], self.cb
+                )
+            except Exception as exc:
+                raise translate(exc, f"read stream {self.stream}") from None
+            while not self.done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_FLUSH_S):
+                        await self.done.wait()
+                self.flush()
+            if self.failed is not None:
+                raise self.failed
             with contextlib.suppress(Exception):
-                await bus.close()
+                await sub.unsubscribe()
+            return _END.decode(), ""
+        except errors.NatsError as exc:
+            return type(exc).__name__, str(exc)
+        except Exception as exc:  # the parent raises it as one sentence
+            return "NatsError", f"The reader of stream {self.stream} failed: {exc!r}."
+        finally:
+            if bus is not None:
+                with contextlib.suppress(Exception):
+                    await bus.close()
+
+    async def cb(self, msg: Msg) -> None:
+        if self.done.is_set():
+            return
+        try:
+            seq, ns = position_ns(msg)
+            # the time as the parent will build it, compared as read_stream compares it
+            if seq > self.target or (
+                self.until is not None
+                and datetime.fromtimestamp(ns / 1_000_000_000.0, UTC) > self.until
+            ):
+                self.done.set()
+                return
+            headers = json.dumps(msg.headers).encode() if msg.headers else b""
+            subject = msg.subject.encode()
+            data = msg.data
+            pending = self.pending
+            pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers)))
+            pending.extend(subject)
+            pending.extend(data)
+            pending.extend(headers)
+            if len(pending) >= _FLUSH_BYTES:
+                self.flush()
+            if seq >= self.target:
+                self.done.set()
+        except Exception as exc:  # nats-py would swallow it and the read would never end
+            self.failed = exc
+            self.done.set()
 
 
 def main(argv: list[str]) -> None:

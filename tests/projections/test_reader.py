@@ -4,6 +4,10 @@ read says why in one sentence."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 from datetime import timedelta
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.reader import read_apart
+from jetgrid.projections.reader import _Frames, _pump, _raise_for, read_apart
 from jetgrid.projections.replay import read_stream, replay
 
 pytestmark = pytest.mark.integration
@@ -111,3 +115,64 @@ async def test_a_child_refused_by_the_server_says_which_stream(log, bus) -> None
     with pytest.raises(NatsError) as got:
         await read_apart(log.settings, Collect(), WORKERS, "NO_SUCH_STREAM", ">", 1, None, 10, None)
     assert "NO_SUCH_STREAM" in str(got.value) and "\n" not in str(got.value)
+
+
+def _children() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"jetgrid.projections.reader" in f.read():
+                        pids.append(int(entry))
+    return pids
+
+
+async def test_a_child_killed_midway_is_an_error_not_a_short_read(log, nc, bus) -> None:
+    await log.register("w0")
+    await log.pings("w0", 1, 3000)  # more than a pipe holds: the end frame is still to come
+    stream = log.settings.streams(WORKERS)
+    last = await bus.last_seq(stream)
+
+    class KillOnFirst(Collect):
+        async def apply(self, items: list[Item]) -> None:
+            if not self.batches:
+                for pid in _children():
+                    os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.2)  # let the pipe close
+            await super().apply(items)
+
+    with pytest.raises(NatsError, match=f"reader of stream {stream} stopped before the end"):
+        await read_apart(log.settings, KillOnFirst(), WORKERS, stream, ">", last, None, 1, None)
+
+
+def test_how_a_childs_end_is_reported() -> None:
+    _raise_for((b"end".decode(), ""), 0, "", "S")  # a clean end raises nothing
+    with pytest.raises(NatsUnavailable, match=r"^NATS is down$"):
+        _raise_for(("NatsUnavailable", "NATS is down"), 0, "", "S")
+    with pytest.raises(NatsError, match=r"^odd$") as got:
+        _raise_for(("ValueError", "odd"), 0, "", "S")  # never a class outside NatsError's
+    assert type(got.value) is NatsError
+    with pytest.raises(NatsError, match="stopped before the end: boom"):
+        _raise_for(None, 1, "boom", "S")
+    with pytest.raises(NatsError, match="exited with status -9"):
+        _raise_for(None, -9, "", "S")
+
+
+async def test_a_child_that_fails_unexpectedly_sends_an_error_not_a_clean_end(log, bus) -> None:
+    await log.register("w0")
+    stream = log.settings.streams(WORKERS)
+    whole = {"settings": log.settings, "stream": stream, "subject": ">", "start": 1}
+    for spec, why in (
+        ({**whole, "target": 1}, "KeyError"),  # no until_time: fails before subscribing
+        ({**whole, "target": None, "until_time": None}, "TypeError"),  # fails in the callback
+    ):
+        rfd, wfd = os.pipe()
+        await _pump(spec, wfd)  # the child's body, run here
+        with os.fdopen(rfd, "rb") as f:
+            sent = f.read()
+        frames = _Frames(WORKERS, 10)
+        frames.data_received(sent)
+        assert not frames.items and frames.end is not None
+        name, text = frames.end
+        assert name == "NatsError" and f"reader of stream {stream} failed: {why}" in text
