@@ -17,7 +17,6 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _quote  # what json.dumps quotes strings with
 from typing import Any
@@ -29,6 +28,7 @@ from jetgrid.events.base import Event
 from jetgrid.events.catalogue import BY_TYPE, current_version, upcast
 from jetgrid.events.errors import InvalidEvent, InvalidSubject
 from jetgrid.events.jobs import JobSubmitted
+from jetgrid.events.records import record
 from jetgrid.events.subjects import Subjects, check_id
 
 SPECVERSION = "1.0"
@@ -48,7 +48,7 @@ _ENVELOPE_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Envelope:
     """A decoded event with its CloudEvents attributes and, when read from a stream, its seq."""
 

@@ -313,11 +313,15 @@ class Subjects:
 
     def parse_worker_event(self, subject: str) -> tuple[str, str]:
         """(worker_id, event name) of a worker subject."""
+        return _parse_worker_event(self, subject)
+
+    def _parse_worker_event(self, subject: str) -> tuple[str, str]:
         worker_id, event = self._rest(subject, "worker", 2)
         return worker_id, event
 
 
 _PARSED = 4096  # submission subjects whose parse is remembered (a fleet has a few hundred)
+_WORKER_SUBJECTS = 16_384  # worker subjects (a few event names for each of a fleet's workers)
 
 
 @functools.lru_cache(maxsize=_PARSED)
@@ -325,3 +329,8 @@ def _parse_submit_lane(
     subjects: Subjects, subject: str
 ) -> tuple[str, str, str, str | None, int | None]:
     return subjects._parse_submit_lane(subject)  # a refused subject raises: nothing is kept
+
+
+@functools.lru_cache(maxsize=_WORKER_SUBJECTS)
+def _parse_worker_event(subjects: Subjects, subject: str) -> tuple[str, str]:
+    return subjects._parse_worker_event(subject)  # a refused subject raises: nothing is kept

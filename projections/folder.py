@@ -10,7 +10,6 @@ the pure reducers (projections.fold) and writes the changes and positions in one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.events.codec import decode_submission
 from jetgrid.events.errors import InvalidEvent
+from jetgrid.events.records import record
 from jetgrid.projections.fold import STREAMS, Changes, Fold
 from jetgrid.projections.store import Store
 
@@ -26,7 +26,7 @@ __all__ = ["KEEP_JOBS", "Folder", "Item", "stream_filters"]
 KEEP_JOBS = 50_000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Item:
     """One message as read from a stream."""
 

@@ -17,14 +17,12 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.position import position
@@ -37,6 +35,7 @@ from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.prelude import before_cut, fold_rollups
+from jetgrid.projections.reader import Batches, read_apart, subscribe_from
 from jetgrid.projections.store import Store
 
 __all__ = [
@@ -51,10 +50,9 @@ __all__ = [
 ]
 
 
-class Batches(Protocol):
-    """What a replay feeds: a Folder, the audit's gatherer, or the archiver's collector."""
-
-    def apply(self, items: list[Item]) -> Awaitable[Any]: ...
+APART_MIN = 50_000
+"""Streams with at least this many messages to read are received in a child process
+(projections.reader): below it, the child's start (about 0.3 s) costs more than it saves."""
 
 
 @dataclass
@@ -81,6 +79,7 @@ async def replay(
     batch_max: int = 20_000,
     progress: Callable[[str, int, int], None] | None = None,
     archive: ArchiveDir | None = None,
+    apart_min: int = APART_MIN,
 ) -> ReplayResult:
     """Rebuild the read models into `store` (which must be empty) from sequence 1 (from the
     `archive`, then the streams, when an archive is given).
@@ -89,7 +88,9 @@ async def replay(
     sequence 1, the rollups of the hours before it, stored by `until_time`, are folded first
     (projections.prelude): so a replay to a time inside purged hours gives the state at the end
     of the last hour whose rollup was stored by then.
-    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), each up to the smallest of:
+    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS; one with at least
+    `apart_min` messages to read by a child process, projections.reader), each up to the
+    smallest of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
     done, total)` is called after each batch. The store is written once per `batch_max`
@@ -116,7 +117,7 @@ async def replay(
     for logical, (stream, subject) in stream_filters(settings).items():
         total += await feed(
             bus, deferred, logical, stream, subject, targets[logical], until_time, batch_max,
-            progress, archive,
+            progress, archive, apart_min=apart_min,
         )  # fmt: skip
     await deferred.commit()
     seconds = time.perf_counter() - t0
@@ -136,9 +137,13 @@ async def feed(
     batch_max: int,
     progress: Callable[[str, int, int], None] | None,
     archive: ArchiveDir | None,
+    *,
+    apart_min: int = APART_MIN,
 ) -> int:
     """Feed `stream` up to `target` into `folder`: from `archive` first when given, then the
-    stream from the sequence after the archive's. Returns how many messages were fed."""
+    stream from the sequence after the archive's. Returns how many messages were fed. When at
+    least `apart_min` messages are left to read from the stream, a child process receives them
+    (projections.reader)."""
     done = n = 0
     if archive is not None:
         for batch in archive.batches(logical, target, until_time, batch_max):
@@ -156,10 +161,16 @@ async def feed(
                 f"sequences {done + 1}..{first - 1} are in neither; replay from an archive "
                 "that holds them."
             )
-    fed = await read_stream(
-        bus.js, folder, logical, stream, subject, target, until_time, batch_max, progress,
-        start=done + 1,
-    )  # fmt: skip
+    if target - done >= apart_min:
+        fed = await read_apart(
+            bus.settings, folder, logical, stream, subject, target, until_time, batch_max,
+            progress, start=done + 1,
+        )  # fmt: skip
+    else:
+        fed = await read_stream(
+            bus.js, folder, logical, stream, subject, target, until_time, batch_max, progress,
+            start=done + 1,
+        )  # fmt: skip
     return n + fed
 
 
@@ -201,16 +212,7 @@ async def read_stream(
         if state["end"] or len(buffer) >= batch_max:
             wake.set()
 
-    sub = await js.subscribe(
-        subject,
-        stream=stream,
-        cb=cb,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        config=ConsumerConfig(opt_start_seq=start),
-        pending_msgs_limit=-1,
-        pending_bytes_limit=-1,
-    )
+    sub = await subscribe_from(js, stream, subject, start, cb)
     done = 0
     fed = 0
     try:

@@ -98,7 +98,13 @@ def steady_ping(
 
 def _same_windows(tracker: UptimeTracker, windows: UptimeWindows) -> bool:
     """Whether the tracker counts over the configured windows (else the reducer refuses it)."""
-    return [r.window_s for r in tracker.rings] == list(windows.windows_s)
+    rings, ws = tracker.rings, windows.windows_s
+    if len(rings) != len(ws):
+        return False
+    for ring, w in zip(rings, ws, strict=True):
+        if ring.window_s != w:
+            return False
+    return True
 
 
 def _ts(t: datetime) -> float:

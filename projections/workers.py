@@ -62,13 +62,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from jetgrid.coordinator.tiers import DEFAULT_POLICY, PROBATION, TierPolicy
 from jetgrid.events.codec import Envelope
 from jetgrid.events.errors import ConfigError
+from jetgrid.events.records import record
 from jetgrid.events.workers import (
     GpuTelemetry,
     WorkerDeregistered,
@@ -111,7 +112,7 @@ TIER_HISTORY = 256
 _WORKER_EVENTS = (WorkerRegistered, WorkerHeartbeat, WorkerDraining, WorkerDeregistered)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LastPing:
     """The newest ping seen from a worker, as it reported itself."""
 
@@ -150,7 +151,7 @@ class LastPing:
         return sum(1 for g in self.gpus if not g.responsive)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WorkerView:
     """Everything the log says about one worker, as of `as_of` (a log time)."""
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from nats.aio.msg import Msg
 
-from jetgrid.coordinator.position import position, stream_seq
+from jetgrid.coordinator.position import position, position_ns, stream_seq
 
 
 @pytest.mark.parametrize(
@@ -28,3 +30,5 @@ def test_a_position_is_what_nats_metadata_says(reply: str) -> None:
     assert (seq, stamp) == (md.sequence.stream, md.timestamp)
     assert stamp.tzinfo is not None and stamp.utcoffset() == md.timestamp.utcoffset()
     assert stream_seq(msg) == md.sequence.stream
+    seq_ns, ns = position_ns(msg)  # what a replay's child process sends its parent
+    assert seq_ns == seq and datetime.fromtimestamp(ns / 1_000_000_000.0, UTC) == stamp

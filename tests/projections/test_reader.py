@@ -1,0 +1,178 @@
+"""A stream read in a child process (projections.reader) gives exactly what an in-process read
+gives: the same Items in the same order, so the same read models; and a child that cannot
+read says why in one sentence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from datetime import timedelta
+
+import pytest
+
+from jetgrid.coordinator.errors import NatsError, NatsUnavailable
+from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
+from jetgrid.projections.folder import Item, stream_filters
+from jetgrid.projections.reader import _Frames, _pump, _raise_for, read_apart
+from jetgrid.projections.replay import read_stream, replay
+
+pytestmark = pytest.mark.integration
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.batches: list[list[Item]] = []
+
+    async def apply(self, items: list[Item]) -> None:
+        self.batches.append(items)
+
+    @property
+    def items(self) -> list[Item]:
+        return [it for b in self.batches for it in b]
+
+
+async def _history(log, nc) -> None:
+    for w in range(3):
+        await log.register(f"w{w}")
+        await log.pings(f"w{w}", 1, 60, miss={7, 8, 30 + w})
+    for j in range(6):
+        await log.job(f"j{j}", f"w{j % 3}", 5 + j, "failed" if j % 4 == 0 else "completed")
+    js = nc.jetstream()
+    subjects = log.settings.subjects
+    # not events: kept, counted as invalid, with their headers
+    await js.publish(subjects.worker_event("w1", "heartbeat"), b"\xff{not json")
+    await js.publish(
+        subjects.worker_event("w2", "heartbeat"), b"[]", headers={"Nats-Msg-Id": "x", "k": "v"}
+    )
+    await log.pings("w0", 61, 70)
+
+
+async def test_the_child_delivers_the_same_items_as_an_in_process_read(log, nc, bus) -> None:
+    await _history(log, nc)
+    for logical, (stream, subject) in stream_filters(log.settings).items():
+        last = await bus.last_seq(stream)
+        for start, target, batch in ((1, last, 50), (5, last - 3, 7), (last, last, 1)):
+            here, apart = Collect(), Collect()
+            args = (logical, stream, subject, target, None, batch, None)
+            n = await read_stream(bus.js, here, *args, start=start)
+            m = await read_apart(log.settings, apart, *args, start=start)
+            assert n == m == max(0, target - start + 1) == len(apart.items)
+            assert apart.items == here.items
+            assert all(len(b) <= batch for b in apart.batches)
+    workers = Collect()
+    stream = log.settings.streams(WORKERS)
+    await read_apart(
+        log.settings, workers, WORKERS, stream, ">", await bus.last_seq(stream), None, 100, None
+    )
+    assert any(it.headers == {"Nats-Msg-Id": "x", "k": "v"} for it in workers.items)
+
+
+async def test_the_child_stops_at_the_same_time_limit(log, nc, bus) -> None:
+    await _history(log, nc)
+    stream = log.settings.streams(WORKERS)
+    last = await bus.last_seq(stream)
+    everything = Collect()
+    await read_stream(bus.js, everything, WORKERS, stream, ">", last, None, 1000, None)
+    cut = everything.items[len(everything.items) // 2].time
+    for until in (cut, cut - timedelta(microseconds=1), cut + timedelta(microseconds=1)):
+        here, apart = Collect(), Collect()
+        await read_stream(bus.js, here, WORKERS, stream, ">", last, until, 1000, None)
+        await read_apart(log.settings, apart, WORKERS, stream, ">", last, until, 1000, None)
+        assert apart.items == here.items
+        assert here.items and all(it.time <= until for it in here.items)
+
+
+async def test_a_replay_read_apart_builds_the_same_read_models(log, nc, bus, make_store) -> None:
+    await _history(log, nc)
+    here = await replay(log.settings, make_store(), bus)
+    apart = await replay(log.settings, make_store(), bus, apart_min=1, batch_max=40)
+    assert (apart.digest, apart.positions, apart.messages, apart.invalid) == (
+        here.digest, here.positions, here.messages, here.invalid,
+    )  # fmt: skip
+    assert here.invalid == 2
+    caps = {WORKERS: 90, JOBS: 3, JOB_EVENTS: 5}
+    a = await replay(log.settings, make_store(), bus, until_seq=caps)
+    b = await replay(log.settings, make_store(), bus, until_seq=caps, apart_min=1)
+    assert a.digest == b.digest and a.positions == b.positions == caps
+
+
+async def test_a_child_that_cannot_reach_nats_says_so_in_one_sentence(log, bus) -> None:
+    await log.register("w0")
+    unreachable = log.settings.model_copy(
+        update={"nats_url": "nats://127.0.0.1:1", "nats_connect_timeout_s": 0.2}
+    )
+    stream = log.settings.streams(WORKERS)
+    with pytest.raises(NatsUnavailable) as got:
+        await read_apart(unreachable, Collect(), WORKERS, stream, ">", 1, None, 10, None)
+    text = str(got.value)
+    assert "\n" not in text and "Traceback" not in text and "NATS" in text
+
+
+async def test_a_child_refused_by_the_server_says_which_stream(log, bus) -> None:
+    await log.register("w0")
+    with pytest.raises(NatsError) as got:
+        await read_apart(log.settings, Collect(), WORKERS, "NO_SUCH_STREAM", ">", 1, None, 10, None)
+    assert "NO_SUCH_STREAM" in str(got.value) and "\n" not in str(got.value)
+
+
+def _children() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"jetgrid.projections.reader" in f.read():
+                        pids.append(int(entry))
+    return pids
+
+
+async def test_a_child_killed_midway_is_an_error_not_a_short_read(log, nc, bus) -> None:
+    await log.register("w0")
+    await log.pings("w0", 1, 3000)  # more than a pipe holds: the end frame is still to come
+    stream = log.settings.streams(WORKERS)
+    last = await bus.last_seq(stream)
+
+    class KillOnFirst(Collect):
+        async def apply(self, items: list[Item]) -> None:
+            if not self.batches:
+                for pid in _children():
+                    os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.2)  # let the pipe close
+            await super().apply(items)
+
+    with pytest.raises(NatsError, match=f"reader of stream {stream} stopped before the end"):
+        await read_apart(log.settings, KillOnFirst(), WORKERS, stream, ">", last, None, 1, None)
+
+
+def test_how_a_childs_end_is_reported() -> None:
+    _raise_for((b"end".decode(), ""), 0, "", "S")  # a clean end raises nothing
+    with pytest.raises(NatsUnavailable, match=r"^NATS is down$"):
+        _raise_for(("NatsUnavailable", "NATS is down"), 0, "", "S")
+    with pytest.raises(NatsError, match=r"^odd$") as got:
+        _raise_for(("ValueError", "odd"), 0, "", "S")  # never a class outside NatsError's
+    assert type(got.value) is NatsError
+    with pytest.raises(NatsError, match="stopped before the end: boom"):
+        _raise_for(None, 1, "boom", "S")
+    with pytest.raises(NatsError, match="exited with status -9"):
+        _raise_for(None, -9, "", "S")
+
+
+async def test_a_child_that_fails_unexpectedly_sends_an_error_not_a_clean_end(log, bus) -> None:
+    await log.register("w0")
+    stream = log.settings.streams(WORKERS)
+    whole = {"settings": log.settings, "stream": stream, "subject": ">", "start": 1}
+    for spec, why in (
+        ({**whole, "target": 1}, "KeyError"),  # no until_time: fails before subscribing
+        ({**whole, "target": None, "until_time": None}, "TypeError"),  # fails in the callback
+    ):
+        rfd, wfd = os.pipe()
+        await _pump(spec, wfd)  # the child's body, run here
+        with os.fdopen(rfd, "rb") as f:
+            sent = f.read()
+        frames = _Frames(WORKERS, 10)
+        frames.data_received(sent)
+        assert not frames.items and frames.end is not None
+        name, text = frames.end
+        assert name == "NatsError" and f"reader of stream {stream} failed: {why}" in text
