@@ -258,19 +258,20 @@ class _Cached:
 class _RingText:
     """The text of one uptime ring (`_Ring.to_json`, encoded) and what it was made from.
 
-    A ring's counts change at their newest bucket (a healthy slot leaving the exact horizon
-    adds one there, or starts a new bucket); the older buckets keep their text. `head` is the
-    text up to the counts, `prefix` that of every count but the last, each followed by ``,``.
+    A ring's counts change at their newest bucket (`tail`: a healthy slot leaving the exact
+    horizon adds one there, or starts a new bucket and joins the complete ones, `done`); the
+    complete buckets keep their text. `head` is the text up to the counts, `prefix` that of
+    every complete bucket, each followed by ``,``.
     """
 
-    __slots__ = ("counts", "head", "head_key", "prefix", "ring", "text")
+    __slots__ = ("done", "head", "head_key", "prefix", "ring", "text")
 
     def __init__(self) -> None:
         self.ring: Any = None
         self.text = ""
         self.head_key: Any = None
         self.head = ""
-        self.counts: Any = None  # the counts `prefix` was made from (never mutated in a ring)
+        self.done: Any = None  # the complete buckets `prefix` was made from (never mutated)
         self.prefix = ""
 
     def encode(self, ring: Any) -> str:
@@ -280,25 +281,19 @@ class _RingText:
         if key != self.head_key:
             self.head_key = key
             self.head = _encode({**ring.to_json(), "counts": []})[: -len("]}")]
-            self.counts = None
-        counts = ring.counts
-        n = len(counts)
-        old = self.counts
-        if not n:
-            self.counts, self.prefix = counts, ""
+            self.done = None
+        done, old = ring.done, self.done
+        if ring.tail is None:
+            self.done, self.prefix = None, ""
             text = f"{self.head}]}}"
-        elif old is not None and (
-            (len(old) == n and old[:-1] == counts[:-1])
-            or (len(old) == n - 1 and old == counts[:-1])
-        ):
-            if len(old) == n - 1 and old:  # a new bucket: the old last count joins the prefix
-                self.prefix = f"{self.prefix}{old[-1]},"
-            self.counts = counts
-            text = f"{self.head}{self.prefix}{counts[-1]}]}}"
         else:
-            self.counts = counts
-            self.prefix = "".join(f"{c}," for c in counts[:-1])
-            text = f"{self.head}{self.prefix}{counts[-1]}]}}"
+            if old is None or (done is not old and done != old):
+                if old is not None and len(old) == len(done) - 1 and old == done[:-1]:
+                    self.prefix = f"{self.prefix}{done[-1]},"  # a new bucket: one more done
+                else:
+                    self.prefix = "".join(f"{c}," for c in done)
+            self.done = done
+            text = f"{self.head}{self.prefix}{ring.tail}]}}"
         self.ring, self.text = ring, text
         return text
 
