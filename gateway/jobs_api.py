@@ -288,6 +288,7 @@ async def submit_job(request: Request) -> Response:
     try:
         stored = await gw.bus.store(job, gw.speaker, traceparent=trace.header())
     except JetgridError as exc:
+        gw.board.own.forget(job_id)
         if waiter:
             gw.board.forget_waiter(job_id, waiter)
         log.error("submit of %s failed: %s", job_id, exc)
