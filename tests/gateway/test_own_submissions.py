@@ -149,3 +149,20 @@ async def test_the_board_folds_a_job_the_gateway_stored_without_decoding_it(
         r = await http.get("/v1/jobs/mine")
         assert r.json()["status"] == "queued" and r.json()["seq"] == view.jobs_seq
         assert isinstance(http, httpx.AsyncClient)
+
+
+async def test_a_submission_whose_store_fails_is_not_kept(streams: Settings) -> None:
+    import nats.errors
+
+    async with in_process(streams) as (gw, http):
+
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise nats.errors.TimeoutError
+
+        gw.bus.js.publish = refuse
+        r = await http.post(
+            "/v1/jobs?queue_unserved=true",
+            json={"model": "ghost:1b", "prompt": "x", "pool": "standard", "id": "lost"},
+        )
+        assert r.status_code == 503, r.text
+        assert len(gw.board.own) == 0
