@@ -24,9 +24,9 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import nats
@@ -139,8 +139,7 @@ def translate(exc: BaseException, action: str, errors: ConnectionErrors | None =
     if isinstance(exc, JetgridError):
         return exc
     if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
-        refused = errors.take_permission() if errors is not None else None
-        if refused:
+        if errors is not None and (refused := errors.take_permission()):
             return PermissionDenied(f"NATS refused to {action}: {refused}")
         return NatsTimeout(f"NATS did not answer in time when asked to {action}.")
     if isinstance(exc, nats.errors.MaxPayloadError):
@@ -196,6 +195,8 @@ class Bus:
         self.errors = errors or ConnectionErrors()
         self.continuity = continuity or Continuity(math.inf)
         self.js: JetStreamContext = nc.jetstream(timeout=settings.nats_js_timeout_s)
+        # `store` calls it with the subject, bytes and envelope it is about to publish.
+        self.before_store: Callable[[str, bytes, Envelope], object] = lambda *_: None
 
     @classmethod
     async def connect(cls, settings: Settings, *, name: str, **extra: Any) -> Bus:
@@ -242,8 +243,7 @@ class Bus:
             opts["token"] = settings.nats_token.get_secret_value()
         if settings.nats_creds:
             opts["user_credentials"] = str(settings.nats_creds)
-        ctx = tls_context(settings)
-        if ctx is not None:
+        if (ctx := tls_context(settings)) is not None:
             opts["tls"] = ctx
         opts.update(extra)
         try:
@@ -320,7 +320,9 @@ class Bus:
     ) -> Stored:
         """Publish `event` as `speaker` (`headers` too) and wait until its stream stored it."""
         addr = address(event, self.subjects, speaker)
-        data = encode(event, source=speaker.source, id=addr.msg_id, time=time)
+        env = Envelope(addr.msg_id, speaker.source, time or datetime.now(UTC), event)
+        data = encode(event, source=speaker.source, id=addr.msg_id, time=env.time)
+        self.before_store(addr.subject, data, env)
         ack = await self.call(
             self.js.publish(addr.subject, data, headers={**headers, "Nats-Msg-Id": addr.msg_id}),
             f"publish to {addr.subject}",
@@ -388,14 +390,12 @@ class Bus:
         return int(info.state.last_seq)
 
     async def consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
-        return await self.call(
-            self.js.consumer_info(stream, consumer), f"read consumer {stream}/{consumer}"
-        )
+        action = f"read consumer {stream}/{consumer}"
+        return await self.call(self.js.consumer_info(stream, consumer), action)
 
     async def consumers_info(self, stream: str) -> list[ConsumerInfo]:
-        return list(
-            await self.call(self.js.consumers_info(stream), f"list the consumers of {stream}")
-        )
+        action = f"list the consumers of {stream}"
+        return list(await self.call(self.js.consumers_info(stream), action))
 
     async def message(
         self, stream: str, seq: int, *, subject: str | None = None, next: bool = False

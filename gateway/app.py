@@ -85,6 +85,7 @@ class Gateway:
     async def start(self) -> None:
         self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
         self.board = JobBoard(self.bus, self.settings)
+        self.bus.before_store = self.board.own.expect
         self.board.observers.append(self.metrics.observe)
         self.board.observers.append(self.queue.observe)
         self.stalls = StallLog(self.board)  # recent stalls, from the fold (GET /v1/stalls)

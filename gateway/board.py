@@ -19,6 +19,9 @@ on what is live, not on history:
   in that window at start. A job queued before it, in subjects no consumer covers, is found by
   its derived id or through the job list (which reads JOBS), not by a chosen id.
 
+A submission this gateway stores itself is folded from the envelope it stored when the same
+bytes come back (gateway.own), not decoded again.
+
 The two streams are followed by two consumers, so a new job's events may reach the board before
 its submission does: they are kept (for at most `capacity` jobs) and folded, in log order, when
 the submission is.
@@ -52,6 +55,7 @@ from jetgrid.events import (
     decode_submission,
 )
 from jetgrid.events.codec import DERIVED_PREFIX
+from jetgrid.gateway.own import OwnSubmissions
 from jetgrid.projections.fold import check_job_event_speaker
 from jetgrid.projections.jobs import JobView, apply
 
@@ -87,6 +91,7 @@ class JobBoard:
         # Derived once: the settings' properties build a new object on every read.
         self.subjects, self.names = settings.subjects, settings.streams
         self.capacity = capacity
+        self.own = OwnSubmissions(self.subjects)  # fed by Bus.before_store (gateway.app)
         self.jobs: dict[str, Entry] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()  # ended jobs cached, LRU first
         self.pending: dict[str, int] = {}
@@ -215,7 +220,9 @@ class JobBoard:
 
     async def _on_submission(self, msg: Msg) -> None:
         seq, when = position(msg)
-        env = self._submission(msg.data, msg.subject, seq, when)
+        msg_id = msg.headers.get("Nats-Msg-Id") if msg.headers else None
+        env = self.own.take(msg_id, msg.subject, msg.data, seq)
+        env = env or self._submission(msg.data, msg.subject, seq, when)
         if env is None:
             self.invalid += 1
         else:

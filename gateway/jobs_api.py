@@ -288,19 +288,20 @@ async def submit_job(request: Request) -> Response:
     try:
         stored = await gw.bus.store(job, gw.speaker, traceparent=trace.header())
     except JetgridError as exc:
+        gw.board.own.forget(job_id)
         if waiter:
             gw.board.forget_waiter(job_id, waiter)
         log.error("submit of %s failed: %s", job_id, exc)
         raise HTTPError(503, f"Could not store the job on NATS: {exc}") from exc
+    view = await gw.board.outcome(job_id, waiter, wait) if waiter and wait else None
+    if view is not None:
+        return job_response(view, settings)
     subject = settings.subjects.submit(pool, req.model, job.priority)
     body = {"id": job_id, "status": "queued", "seq": stored.seq, "subject": subject,
             "trace_id": trace.trace_id}  # fmt: skip
     if stored.duplicate:
         body["duplicate"] = True
-    view = await gw.board.outcome(job_id, waiter, wait) if waiter and wait else None
-    if view is None:
-        return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
-    return job_response(view, settings)
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
 
 
 async def _existing(gw: Gateway, job_id: str) -> JobView | None:
