@@ -52,6 +52,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from jetgrid.events.errors import ConfigError
+from jetgrid.events.records import record
 
 __all__ = [
     "DEFAULT_WINDOWS",
@@ -131,7 +132,7 @@ class UptimeWindows:
 DEFAULT_WINDOWS = UptimeWindows()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WindowUptime:
     """Uptime over one window at one log time: `healthy` of `slots` complete slots."""
 
@@ -259,7 +260,7 @@ def _sums(done: array[int]) -> array[int]:
     return array("Q", accumulate(done, initial=0))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UptimeTracker:
     """One worker's healthy slots: an exact recent bitmap plus per-window bucket counts."""
 
