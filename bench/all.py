@@ -94,13 +94,15 @@ def roundtrip(args: argparse.Namespace, rows: dict[str, Row]) -> None:
 
 
 def replay(args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    # 250 workers x 240 s: 60,000 pings, enough that a replay receives WORKERS in a child
+    # process (projections.replay.APART_MIN), as any replay worth timing does.
     size = [
         "--workers",
-        str(200 * args.scale),
+        str(250 * args.scale),
         "--seconds",
-        "120",
+        "240",
         "--jobs",
-        str(2000 * args.scale),
+        str(2500 * args.scale),
     ]
     ratios = [
         number(r"ratio jetgrid/raw:\s*([\d.]+)", run([PY, "bench/replay.py", *size], 300), "ratio")
