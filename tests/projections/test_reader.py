@@ -4,7 +4,6 @@ read says why in one sentence."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -139,7 +138,6 @@ async def test_a_child_killed_midway_is_an_error_not_a_short_read(log, nc, bus) 
             if not self.batches:
                 for pid in _children():
                     os.kill(pid, signal.SIGKILL)
-                await asyncio.sleep(0.2)  # let the pipe close
             await super().apply(items)
 
     with pytest.raises(NatsError, match=f"reader of stream {stream} stopped before the end"):
