@@ -146,13 +146,17 @@ async def test_the_compose_nats_nodes_form_a_cluster_that_takes_r3_streams(
     try:
         js = nc.jetstream(timeout=5)
         specs = stream_specs(settings.subjects, settings.streams, replicas=3)
-        for _ in range(60):  # the JetStream meta leader is elected shortly after the routes form
+        info = None
+        # The JetStream meta leader is elected shortly after the routes form, and may answer
+        # 503 for a moment after a stream is created: wait until the stream reads back.
+        for _ in range(60):
             try:
                 await provision_streams(js, specs)
+                info = await js.stream_info(settings.streams.jobs)
                 break
             except Exception:
                 await asyncio.sleep(0.5)
-        info = await js.stream_info(settings.streams.jobs)
+        assert info is not None, "the 3-node cluster never took the R3 streams"
         assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
         assert info.cluster.name == "jetgrid"
     finally:
