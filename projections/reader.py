@@ -12,9 +12,9 @@ subscribes, and writes each message to a pipe as one frame:
     <headers length: u32> <subject> <data> <headers as a JSON object, or nothing>
 
 A frame with sequence 0 is the end: its subject is ``end`` or the name of the error the child
-met (coordinator.errors), its data that error's one-sentence text. Receiving a message costs
-nats-py about as much as decoding it costs the fold, so on a machine with a second core a
-replay runs nearly twice as fast; the child costs about 0.3 s to start, so `replay` uses it
+met (coordinator.errors), its data that error's one-sentence text. Receiving was about a
+quarter of an in-process replay's CPU; with it in the child, the replay's own CPU per event
+fell by about 30% (bench/README.md). The child costs about 0.3 s to start, so `replay` uses it
 only for streams with many messages to read (projections.replay.APART_MIN).
 
 The child buffers what the parent has not read yet (as `read_stream` buffers what the fold has
@@ -45,7 +45,7 @@ from jetgrid.coordinator.position import position_ns
 from jetgrid.coordinator.settings import Settings
 from jetgrid.projections.folder import Item
 
-__all__ = ["HEAD", "read_apart", "subscribe_from"]
+__all__ = ["HEAD", "Batches", "read_apart", "subscribe_from"]
 
 HEAD = struct.Struct("<QqIII")
 _END = b"end"

@@ -98,13 +98,7 @@ def steady_ping(
 
 def _same_windows(tracker: UptimeTracker, windows: UptimeWindows) -> bool:
     """Whether the tracker counts over the configured windows (else the reducer refuses it)."""
-    rings, ws = tracker.rings, windows.windows_s
-    if len(rings) != len(ws):
-        return False
-    for ring, w in zip(rings, ws, strict=True):
-        if ring.window_s != w:
-            return False
-    return True
+    return tracker.windows_s == windows.windows_s
 
 
 def _ts(t: datetime) -> float:
