@@ -21,7 +21,7 @@ test: $(STAMP) chromium bubblewrap
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n 2 $(ARGS)
 
 # The dashboard test drives headless Chromium; install Debian's package if missing and we can.
 chromium:

@@ -7,6 +7,7 @@ be lost, and a ``while True`` loop inside the task then runs on forever, holding
 `cancel_and_wait` repeats the cancellation until the task has really finished.
 
 `retrying` acts on a back-off policy (coordinator.backoff decides; this only waits and tries).
+`ready_or_raise` waits for a background task to say it is ready, or raises what stopped it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jetgrid.coordinator.backoff import Backoff, Stop, after_failure
 
@@ -40,6 +41,21 @@ async def cancel_and_wait(task: asyncio.Task[object], *, within_s: float = 10.0)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
     return True
+
+
+async def ready_or_raise(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Wait until `ready` is set; if `task` ends first, raise its error (a RuntimeError that
+    names it where it ended without one). `task` keeps running either way."""
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if ready.is_set():
+        return
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        raise exc
+    raise RuntimeError(f"{task.get_name()} stopped before it was ready")
 
 
 async def retrying(

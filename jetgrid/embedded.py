@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from jetgrid import credentials
+from jetgrid.coordinator.aio import ready_or_raise
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.provision import provision_deployment, wait_for_jetstream
 from jetgrid.coordinator.settings import Settings
@@ -148,9 +149,10 @@ async def run_up(
                 )
             )
 
-        hooks_stop = asyncio.Event()
+        hooks_stop, hooks_ready = asyncio.Event(), asyncio.Event()
         hooks_task = asyncio.create_task(
-            serve_webhooks(_as(settings, creds, "gateway"), hooks_stop), name="webhooks"
+            serve_webhooks(_as(settings, creds, "gateway"), hooks_stop, hooks_ready),
+            name="webhooks",
         )
 
         def _crashed(task: asyncio.Task[None]) -> None:
@@ -162,6 +164,11 @@ async def run_up(
         for task in [*worker_tasks, gateway_task, hooks_task]:
             task.add_done_callback(_crashed)
         await wait_started(http, gateway_task)  # raises what stopped it, if it did
+        # "up" only once every part is connected: a server restart now is a reconnect, not a
+        # failed first connect, and the workers are registered before anyone submits.
+        for w, task in zip(workers, worker_tasks, strict=False):
+            await ready_or_raise(w.ready, task)
+        await ready_or_raise(hooks_ready, hooks_task)
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")
         if options.cluster > 1:
             echo(

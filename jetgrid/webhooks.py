@@ -42,6 +42,7 @@ import httpx
 from nats.aio.msg import Msg
 
 from jetgrid.coordinator import webhooks as wh
+from jetgrid.coordinator.aio import ready_or_raise
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.provision import ensure_webhook_consumer
@@ -340,14 +341,25 @@ class WebhookService:
         return datetime.fromtimestamp(self.clock(), UTC).isoformat().replace("+00:00", "Z")
 
 
-async def serve_webhooks(settings: Settings, stop: asyncio.Event) -> None:
-    """Run one webhook service on its own connection until `stop` is set."""
+async def serve_webhooks(
+    settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Run one webhook service on its own connection until `stop` is set; `ready` is set once
+    it has bound its consumer. A service that stops on its own raises what stopped it."""
     bus = await Bus.connect(settings, name="jetgrid-webhooks")
     service = WebhookService(settings, bus)
     task = asyncio.create_task(service.run(), name="webhooks")
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        await ready_or_raise(service.ready, task)
+        if ready is not None:
+            ready.set()
+        await asyncio.wait({stopping, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+            raise RuntimeError("the webhook service stopped on its own")
     finally:
+        stopping.cancel()
         service.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)

@@ -9,6 +9,7 @@ busy machine (0.25% a slot) leaves a worker in tier full, the outage would not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -144,12 +145,20 @@ async def test_jetgrid_up_restarts_its_nats_server_when_it_is_killed(tmp_path) -
             lambda: pid_file.exists() and pid_file.read_text().strip() not in ("", str(pid))
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw_port}") as http:
-            r = await patiently(
-                lambda: http.post("/v1/jobs?wait=20", json={"model": "echo", "prompt": "again"})
-            )
+            try:
+                r = await patiently(
+                    lambda: http.post("/v1/jobs?wait=20", json={"model": "echo", "prompt": "again"})
+                )
+            except httpx.ConnectError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                assert proc.stdout is not None
+                rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+                raise AssertionError(f"the gateway is gone; `jetgrid up` said:\n{rest}") from None
             assert r.status_code == 200 and r.json()["status"] == "completed", r.text
     finally:
-        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have stopped on its own
+            proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 

@@ -20,10 +20,11 @@ TIERS = ["full", "half", "tenth", "none"]
 async def test_job_shares_follow_the_tier_factors(streams, nc, capsys) -> None:
     # 0.1 s pings: probation (100 slots) ends after 10 s, when 99.5% reads 99-100 of 100 slots
     # (full) and 98% reads 98 (half); the simulated schedules spread their misses evenly.
+    # 5 pulls/s at factor 1, a rate a starved machine still keeps (10/s once fell behind).
     s = streams.replace(heartbeat_interval_s=0.1, uptime_windows="30s")
     await ensure_tiers_bucket(nc.jetstream(), s.tiers_bucket)
     projector = await open_projector(s, fold_config(s, tick_s=0.5))
-    fleet = Fleet(s, FleetOptions(pull_rate=10.0, pull_burst=1.0, backlog=30, job_latency_s=0.0,
+    fleet = Fleet(s, FleetOptions(pull_rate=5.0, pull_burst=1.0, backlog=30, job_latency_s=0.0,
                                   fail_share=0.0, transient_share=0.0))  # fmt: skip
     try:
         await fleet.start()

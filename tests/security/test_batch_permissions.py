@@ -3,6 +3,7 @@ webhook service (the shared consumer, dead-letter records), as `jetgrid up` runs
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats.errors
@@ -17,7 +18,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JetgridError
 from jetgrid.events.addressing import Speaker
 from jetgrid.gateway.batchstore import BatchRecord, BatchStore, FileInfo, FileStore
-from jetgrid.webhooks import WebhookService
+from jetgrid.webhooks import WebhookService, serve_webhooks
 from tests.helpers import until
 
 
@@ -30,6 +31,9 @@ async def test_the_gateway_user_runs_the_batch_api_and_the_webhook_service(
         # Before provisioning, the gateway user may not create the consumer: a clear error.
         with pytest.raises(NotFound, match="run `jetgrid provision` as the admin user"):
             await WebhookService(s, bus).run()
+        # The service as `jetgrid up` runs it says so too, rather than waiting on without it.
+        with pytest.raises(NotFound, match="run `jetgrid provision` as the admin user"):
+            await asyncio.wait_for(serve_webhooks(s, asyncio.Event()), 30)
         await provision_batches(admin_nc.jetstream(), s)
         files = FileStore(bus, s)
         info = FileInfo(id="file-x1", owner="open", purpose="batch", filename="a.jsonl",
