@@ -42,7 +42,6 @@ import httpx
 from nats.aio.msg import Msg
 
 from jetgrid.coordinator import webhooks as wh
-from jetgrid.coordinator.aio import ready_or_raise
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.errors import NotFound
 from jetgrid.coordinator.provision import ensure_webhook_consumer
@@ -348,14 +347,13 @@ async def serve_webhooks(
     it has bound its consumer. A service that stops on its own raises what stopped it."""
     bus = await Bus.connect(settings, name="jetgrid-webhooks")
     service = WebhookService(settings, bus)
+    if ready is not None:
+        service.ready = ready
     task = asyncio.create_task(service.run(), name="webhooks")
     stopping = asyncio.create_task(stop.wait())
     try:
-        await ready_or_raise(service.ready, task)
-        if ready is not None:
-            ready.set()
         await asyncio.wait({stopping, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
+        if not stopping.done():
             task.result()
             raise RuntimeError("the webhook service stopped on its own")
     finally:

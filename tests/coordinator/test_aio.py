@@ -1,11 +1,12 @@
 """cancel_and_wait stops tasks that lose a cancellation (Python 3.11's wait_for can);
-retrying waits and tries as a back-off policy says."""
+retrying waits and tries as a back-off policy says; ready_or_raise waits for readiness or the
+error that came first."""
 
 import asyncio
 
 import pytest
 
-from jetgrid.coordinator.aio import cancel_and_wait, retrying
+from jetgrid.coordinator.aio import cancel_and_wait, ready_or_raise, retrying
 from jetgrid.coordinator.backoff import Backoff
 from jetgrid.coordinator.errors import NatsUnavailable, PermissionDenied
 
@@ -124,3 +125,31 @@ async def test_retrying_waits_as_the_policy_says() -> None:
         await retrying(failing, policy, "do it", sleep=sleep)
     # three tries, the policy's wait between each two, none after the last
     assert events == ["try", 0.05, "try", 0.1, "try"]
+
+
+async def test_ready_or_raise_returns_once_ready_and_leaves_the_task_running() -> None:
+    ready, go_on = asyncio.Event(), asyncio.Event()
+
+    async def part() -> None:
+        ready.set()
+        await go_on.wait()
+
+    task = asyncio.create_task(part())
+    await ready_or_raise(ready, task)
+    assert not task.done()
+    go_on.set()
+    await task
+
+
+async def test_ready_or_raise_raises_what_stopped_the_task_first() -> None:
+    async def broken() -> None:
+        raise NatsUnavailable("Could not connect to NATS at nats://127.0.0.1:1.")
+
+    with pytest.raises(NatsUnavailable, match="Could not connect"):
+        await ready_or_raise(asyncio.Event(), asyncio.create_task(broken()))
+
+    async def quits() -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="quitter stopped before it was ready"):
+        await ready_or_raise(asyncio.Event(), asyncio.create_task(quits(), name="quitter"))
