@@ -166,7 +166,7 @@ async def run_up(
         await wait_started(http, gateway_task)  # raises what stopped it, if it did
         # "up" only once every part is connected: a server restart now is a reconnect, not a
         # failed first connect, and the workers are registered before anyone submits.
-        for w, task in zip(workers, worker_tasks, strict=False):
+        for w, task in zip(workers, worker_tasks, strict=False):  # (+ a watcher if no workers)
             await ready_or_raise(w.ready, task)
         await ready_or_raise(hooks_ready, hooks_task)
         echo(f"jetgrid is up.\n  gateway  {settings.gateway_url}\n  NATS     {settings.nats_url}")

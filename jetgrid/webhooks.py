@@ -98,6 +98,7 @@ class WebhookService:
         http: httpx.AsyncClient | None = None,
         resolver: Resolve = resolve,
         clock: Callable[[], float] = time.time,
+        ready: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -116,7 +117,7 @@ class WebhookService:
         self.speaker = Speaker.service("webhooks")
         self.delivered = 0
         self.given_up = 0
-        self.ready = asyncio.Event()
+        self.ready = ready or asyncio.Event()  # set once `run` has bound the consumer
         self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -346,9 +347,7 @@ async def serve_webhooks(
     """Run one webhook service on its own connection until `stop` is set; `ready` is set once
     it has bound its consumer. A service that stops on its own raises what stopped it."""
     bus = await Bus.connect(settings, name="jetgrid-webhooks")
-    service = WebhookService(settings, bus)
-    if ready is not None:
-        service.ready = ready
+    service = WebhookService(settings, bus, ready=ready)
     task = asyncio.create_task(service.run(), name="webhooks")
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -247,6 +247,7 @@ async def _pump(spec: dict[str, Any], fd: int) -> None:
 
     transport, _ = await loop.connect_write_pipe(_Out, os.fdopen(fd, "wb", 0))
     pump = _Pump(spec, transport)
+    end = ("NatsError", f"The reader of stream {pump.stream} was stopped.")
     try:
         end = await pump.run()
     finally:
