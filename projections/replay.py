@@ -19,13 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.position import position
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS, decode
 from jetgrid.events.errors import InvalidEvent
@@ -35,7 +34,7 @@ from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.prelude import before_cut, fold_rollups
-from jetgrid.projections.reader import Batches, read_apart, subscribe_from
+from jetgrid.projections.reader import Batches, Cursor, read_apart
 from jetgrid.projections.store import Store
 
 __all__ = [
@@ -188,7 +187,8 @@ async def read_stream(
     start: int = 1,
 ) -> int:
     """Feed `stream` from sequence `start` to `target` (or `until_time`) into `folder`, in
-    batches of at most `batch_max`; returns how many messages were fed."""
+    batches of at most `batch_max`; returns how many messages were fed. While it holds two
+    batches the fold has not taken, its consumer is stopped (reader.Cursor)."""
     if target < start:
         if progress:
             progress(logical, target, target)
@@ -197,10 +197,10 @@ async def read_stream(
     wake = asyncio.Event()
     state = {"end": False}
 
-    async def cb(msg: Msg) -> None:
+    async def cb(msg: Msg, seq: int, ns: int) -> None:
         if state["end"]:
             return
-        seq, stamp = position(msg)
+        stamp = datetime.fromtimestamp(ns / 1_000_000_000.0, UTC)
         if until_time is not None and stamp > until_time:
             state["end"] = True
         elif seq <= target:
@@ -212,7 +212,10 @@ async def read_stream(
         if state["end"] or len(buffer) >= batch_max:
             wake.set()
 
-    sub = await subscribe_from(js, stream, subject, start, cb)
+    cursor = Cursor(
+        js, stream, subject, start, cb, held=buffer.__len__, high=2 * batch_max, low=batch_max
+    )
+    await cursor.open()
     done = 0
     fed = 0
     try:
@@ -223,6 +226,8 @@ async def read_stream(
                     await asyncio.wait_for(wake.wait(), 1.0)
             if buffer:
                 items = [buffer.popleft() for _ in range(min(len(buffer), batch_max))]
+                if not state["end"]:
+                    await cursor.drained()
                 await folder.apply(items)
                 fed += len(items)
                 done = items[-1].seq
@@ -231,8 +236,7 @@ async def read_stream(
             elif state["end"]:
                 break
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await cursor.close()
     if progress:
         progress(logical, target, target)
     return fed
