@@ -17,8 +17,10 @@ quarter of an in-process replay's CPU; with it in the child, the replay's own CP
 fell by about 30% (bench/README.md). The child costs about 0.3 s to start, so `replay` uses it
 only for streams with many messages to read (projections.replay.APART_MIN).
 
-The child buffers what the parent has not read yet (as `read_stream` buffers what the fold has
-not taken); the parent stops reading the pipe while it holds more than two batches.
+What either side holds is bounded, whatever the stream's length: the parent stops reading the
+pipe while it holds two batches, and the child's `Cursor` stops its consumer while more than
+`PIPE_HIGH` bytes wait for the pipe (as `read_stream`'s stops while it holds two batches the
+fold has not taken).
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ from jetgrid.coordinator.position import position_ns
 from jetgrid.coordinator.settings import Settings
 from jetgrid.projections.folder import Item
 
-__all__ = ["HEAD", "Batches", "read_apart", "subscribe_from"]
+__all__ = ["HEAD", "Batches", "Cursor", "read_apart", "subscribe_from"]
 
 HEAD = struct.Struct("<QqIII")
 _END = b"end"
 _FLUSH_BYTES = 1 << 16
 _FLUSH_S = 0.02
+PIPE_HIGH = 32 << 20  # bytes waiting for the pipe past which the child stops its consumer
 
 
 class Batches(Protocol):
@@ -73,6 +76,76 @@ async def subscribe_from(
         pending_msgs_limit=-1,
         pending_bytes_limit=-1,
     )
+
+
+class Cursor:
+    """A stream read in order from a sequence by an ordered consumer that stops while its
+    reader holds too much: past `high` (as `held()` counts) it unsubscribes, and at `low` or
+    less (`drained`, called as the reader hands on what it holds) it subscribes again from the
+    sequence after the last message it delivered. `cb(msg, seq, stored_ns)` sees each message
+    once, in sequence order, across any number of stops.
+
+    Holding the callback would not do: nats-py answers the server's flow control as messages
+    arrive, not as they are handled, so the server would go on sending into nats-py's queue.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject: str,
+        start: int,
+        cb: Callable[[Msg, int, int], Awaitable[None]],
+        *,
+        held: Callable[[], int],
+        high: int,
+        low: int,
+    ) -> None:
+        self.js, self.stream, self.subject, self.cb = js, stream, subject, cb
+        self.held, self.high, self.low = held, high, low
+        self.next = start  # the sequence to subscribe from
+        self.stops = 0
+        self._sub: Any = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Subscribe from the start sequence."""
+        self._sub = await subscribe_from(self.js, self.stream, self.subject, self.next, self._on)
+
+    async def drained(self) -> None:
+        """The reader handed some on: subscribe again if stopped and it holds `low` or less."""
+        if self._sub is None and self.held() <= self.low:
+            if self._stopping is not None:
+                await self._stopping
+                self._stopping = None
+            await self.open()
+
+    async def close(self) -> None:
+        """Unsubscribe for good (also while stopped)."""
+        if self._stopping is not None:
+            await self._stopping
+            self._stopping = None
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on(self, msg: Msg) -> None:
+        seq, ns = position_ns(msg)
+        if seq < self.next:
+            return  # already delivered by the consumer before a stop
+        self.next = seq + 1
+        await self.cb(msg, seq, ns)
+        if self._sub is not None and self.held() > self.high:
+            # In a task of its own: unsubscribing cancels the task running this callback.
+            sub, self._sub = self._sub, None
+            self.stops += 1
+            self._stopping = asyncio.create_task(self._unsubscribe(sub))
+
+    @staticmethod
+    async def _unsubscribe(sub: Any) -> None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
 
 
 def _frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes) -> bytes:
@@ -151,9 +224,11 @@ async def read_apart(
     progress: Callable[[str, int, int], None] | None,
     *,
     start: int = 1,
+    pipe_high: int = PIPE_HIGH,
 ) -> int:
     """`projections.replay.read_stream`, with the consumer in a child process (module
-    docstring). Raises the child's error (a coordinator.errors.NatsError) if it meets one."""
+    docstring) that stops it while `pipe_high` bytes wait for the pipe. Raises the child's
+    error (a coordinator.errors.NatsError) if it meets one."""
     if target < start:
         if progress:
             progress(logical, target, target)
@@ -165,6 +240,7 @@ async def read_apart(
         "start": start,
         "target": target,
         "until_time": until_time,
+        "pipe_high": pipe_high,
     }
     stderr = tempfile.TemporaryFile()  # read only if the child stops without its end frame
     rfd, wfd = os.pipe()
@@ -282,21 +358,27 @@ class _Pump:
             spec = self.spec
             self.target, self.until = spec["target"], spec["until_time"]
             bus = await Bus.connect(spec["settings"], name="jetgrid-replay-reader")
+            transport, high = self.transport, spec.get("pipe_high", PIPE_HIGH)
+            cursor = Cursor(
+                bus.js, self.stream, spec["subject"], spec["start"], self.cb,
+                held=lambda: transport.get_write_buffer_size() + len(self.pending),
+                high=high, low=high // 4,
+            )  # fmt: skip
             try:
-                sub = await subscribe_from(
-                    bus.js, self.stream, spec["subject"], spec["start"], self.cb
-                )
+                await cursor.open()
+                while not self.done.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_FLUSH_S):
+                            await self.done.wait()
+                    self.flush()
+                    if not self.done.is_set():
+                        await cursor.drained()
             except Exception as exc:
                 raise translate(exc, f"read stream {self.stream}") from None
-            while not self.done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_FLUSH_S):
-                        await self.done.wait()
-                self.flush()
+            finally:
+                await cursor.close()
             if self.failed is not None:
                 raise self.failed
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
             return _END.decode(), ""
         except errors.NatsError as exc:
             return type(exc).__name__, str(exc)
@@ -307,11 +389,10 @@ class _Pump:
                 with contextlib.suppress(Exception):
                     await bus.close()
 
-    async def cb(self, msg: Msg) -> None:
+    async def cb(self, msg: Msg, seq: int, ns: int) -> None:
         if self.done.is_set():
             return
         try:
-            seq, ns = position_ns(msg)
             # the time as the parent will build it, compared as read_stream compares it
             if seq > self.target or (
                 self.until is not None

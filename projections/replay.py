@@ -1,7 +1,7 @@
 """Replay: rebuild read models from sequence 1, or gather any fold's input, from the streams.
 
 `replay` builds a fresh store with the projector's own fold (projections.folder.Folder),
-reading the streams one after another (the fold does not depend on how they interleave: see
+folding the streams one after another (the fold does not depend on how they interleave: see
 projections.fold), each up to the smallest of its last sequence when the replay starts, a
 per-stream cap and a time. `read_stream` feeds one stream, in batches, into anything with the
 `Folder.apply` method (the audit's gatherer too), through an ordered consumer. `feed` does the
@@ -19,13 +19,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from jetgrid.coordinator.bus import Bus
-from jetgrid.coordinator.position import position
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS, decode
 from jetgrid.events.errors import InvalidEvent
@@ -35,7 +35,7 @@ from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
 from jetgrid.projections.folder import Folder, Item, stream_filters
 from jetgrid.projections.prelude import before_cut, fold_rollups
-from jetgrid.projections.reader import Batches, read_apart, subscribe_from
+from jetgrid.projections.reader import Batches, Cursor, read_apart
 from jetgrid.projections.store import Store
 
 __all__ = [
@@ -88,9 +88,10 @@ async def replay(
     sequence 1, the rollups of the hours before it, stored by `until_time`, are folded first
     (projections.prelude): so a replay to a time inside purged hours gives the state at the end
     of the last hour whose rollup was stored by then.
-    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS; one with at least
-    `apart_min` messages to read by a child process, projections.reader), each up to the
-    smallest of:
+    Streams are read one after another (WORKERS, JOBS, JOB_EVENTS), except that one with at
+    least `apart_min` messages to read (and no archive) is read by a child process
+    (projections.reader) started first and folded after the others, each up to the smallest
+    of:
     its last sequence when the replay starts, ``until_seq[stream]`` (a per-stream sequence), and
     the last message whose stream timestamp is at or before `until_time`. `progress(stream,
     done, total)` is called after each batch. The store is written once per `batch_max`
@@ -113,12 +114,36 @@ async def replay(
         cap = (until_seq or {}).get(logical)
         targets[logical] = last if cap is None else min(last, cap)
     t0 = time.perf_counter()
-    total = 0
-    for logical, (stream, subject) in stream_filters(settings).items():
-        total += await feed(
-            bus, deferred, logical, stream, subject, targets[logical], until_time, batch_max,
+    filters = stream_filters(settings)
+    # A stream a child process reads is started first and folded last: its child connects and
+    # fills its pipe (about half a second) while this process folds the streams it reads
+    # itself. The read models do not depend on the order (projections.fold).
+    later = [s for s in filters if archive is None and targets[s] >= apart_min]
+    here: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # they are folded
+    ahead: list[asyncio.Task[int]] = []
+    for logical in later:
+        gate = _Gated(deferred, ahead[-1] if ahead else here)
+        stream, subject = filters[logical]
+        ahead.append(asyncio.create_task(feed(
+            bus, gate, logical, stream, subject, targets[logical], until_time, batch_max,
             progress, archive, apart_min=apart_min,
-        )  # fmt: skip
+        )))  # fmt: skip
+    total = 0
+    try:
+        for logical, (stream, subject) in filters.items():
+            if logical not in later:
+                total += await feed(
+                    bus, deferred, logical, stream, subject, targets[logical], until_time,
+                    batch_max, progress, archive, apart_min=apart_min,
+                )  # fmt: skip
+        here.set_result(None)
+        for task in ahead:
+            total += await task
+    finally:
+        here.cancel()
+        for task in ahead:
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
     await deferred.commit()
     seconds = time.perf_counter() - t0
     digest = await store.digest()
@@ -188,7 +213,8 @@ async def read_stream(
     start: int = 1,
 ) -> int:
     """Feed `stream` from sequence `start` to `target` (or `until_time`) into `folder`, in
-    batches of at most `batch_max`; returns how many messages were fed."""
+    batches of at most `batch_max`; returns how many messages were fed. While it holds two
+    batches the fold has not taken, its consumer is stopped (reader.Cursor)."""
     if target < start:
         if progress:
             progress(logical, target, target)
@@ -197,10 +223,10 @@ async def read_stream(
     wake = asyncio.Event()
     state = {"end": False}
 
-    async def cb(msg: Msg) -> None:
+    async def cb(msg: Msg, seq: int, ns: int) -> None:
         if state["end"]:
             return
-        seq, stamp = position(msg)
+        stamp = datetime.fromtimestamp(ns / 1_000_000_000.0, UTC)
         if until_time is not None and stamp > until_time:
             state["end"] = True
         elif seq <= target:
@@ -212,7 +238,10 @@ async def read_stream(
         if state["end"] or len(buffer) >= batch_max:
             wake.set()
 
-    sub = await subscribe_from(js, stream, subject, start, cb)
+    cursor = Cursor(
+        js, stream, subject, start, cb, held=buffer.__len__, high=2 * batch_max, low=batch_max
+    )
+    await cursor.open()
     done = 0
     fed = 0
     try:
@@ -223,6 +252,8 @@ async def read_stream(
                     await asyncio.wait_for(wake.wait(), 1.0)
             if buffer:
                 items = [buffer.popleft() for _ in range(min(len(buffer), batch_max))]
+                if not state["end"]:
+                    await cursor.drained()
                 await folder.apply(items)
                 fed += len(items)
                 done = items[-1].seq
@@ -231,8 +262,7 @@ async def read_stream(
             elif state["end"]:
                 break
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await cursor.close()
     if progress:
         progress(logical, target, target)
     return fed
@@ -258,6 +288,19 @@ class _Deferred:
     async def commit(self) -> None:
         self.pending = 0
         await self.folder.commit()
+
+
+class _Gated:
+    """Feeds `folder` once `after` is done: a stream read ahead waits for its turn to fold."""
+
+    def __init__(self, folder: Batches, after: asyncio.Future[Any]) -> None:
+        self.folder = folder
+        self.after = after
+
+    async def apply(self, items: list[Item]) -> None:
+        if not self.after.done():
+            await asyncio.wait([self.after])
+        await self.folder.apply(items)
 
 
 class _Rollups:

@@ -4,6 +4,7 @@ read says why in one sentence."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,7 +15,7 @@ import pytest
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.reader import _Frames, _pump, _raise_for, read_apart
+from jetgrid.projections.reader import Cursor, _Frames, _pump, _raise_for, read_apart
 from jetgrid.projections.replay import read_stream, replay
 
 pytestmark = pytest.mark.integration
@@ -86,15 +87,63 @@ async def test_the_child_stops_at_the_same_time_limit(log, nc, bus) -> None:
 async def test_a_replay_read_apart_builds_the_same_read_models(log, nc, bus, make_store) -> None:
     await _history(log, nc)
     here = await replay(log.settings, make_store(), bus)
-    apart = await replay(log.settings, make_store(), bus, apart_min=1, batch_max=40)
-    assert (apart.digest, apart.positions, apart.messages, apart.invalid) == (
-        here.digest, here.positions, here.messages, here.invalid,
-    )  # fmt: skip
+    # every stream read by a child (started first, folded in turn); then WORKERS alone (its
+    # child started first, folded after the two job streams read here)
+    for apart_min in (1, 100):
+        apart = await replay(log.settings, make_store(), bus, apart_min=apart_min, batch_max=40)
+        assert (apart.digest, apart.positions, apart.messages, apart.invalid) == (
+            here.digest, here.positions, here.messages, here.invalid,
+        )  # fmt: skip
+    assert here.positions[WORKERS] >= 100 > max(here.positions[JOBS], here.positions[JOB_EVENTS])
     assert here.invalid == 2
     caps = {WORKERS: 90, JOBS: 3, JOB_EVENTS: 5}
     a = await replay(log.settings, make_store(), bus, until_seq=caps)
     b = await replay(log.settings, make_store(), bus, until_seq=caps, apart_min=1)
     assert a.digest == b.digest and a.positions == b.positions == caps
+
+
+async def test_a_cursor_stops_while_its_reader_holds_too_much_and_misses_nothing(log, bus) -> None:
+    await log.register("w0")
+    await log.pings("w0", 1, 2000)
+    stream = log.settings.streams(WORKERS)
+    last = await bus.last_seq(stream)
+    held: list[int] = []
+    most = 0
+
+    async def cb(msg, seq: int, ns: int) -> None:
+        nonlocal most
+        held.append(seq)
+        most = max(most, len(held))
+
+    cursor = Cursor(bus.js, stream, ">", 1, cb, held=held.__len__, high=50, low=10)
+    seen: list[int] = []
+    await cursor.open()
+    try:
+        async with asyncio.timeout(60):
+            while len(seen) < last:  # a slow reader: five messages per loop step
+                if held:
+                    seen += held[:5]
+                    del held[:5]
+                    await cursor.drained()
+                await asyncio.sleep(0)
+    finally:
+        await cursor.close()
+    assert seen == list(range(1, last + 1))  # each once, in order, across the stops
+    assert cursor.stops >= 5
+    assert most < last // 2  # what nats-py had queued past `high`, not the stream
+
+
+async def test_a_child_that_stops_its_consumer_again_and_again_misses_nothing(log, nc, bus) -> None:
+    await log.register("w0")
+    await log.pings("w0", 1, 1500)
+    stream = log.settings.streams(WORKERS)
+    last = await bus.last_seq(stream)
+    here, apart = Collect(), Collect()
+    await read_stream(bus.js, here, WORKERS, stream, ">", last, None, 5, None)
+    # the child stops whenever a byte waits for the pipe; the parent takes 5 messages a batch
+    await read_apart(log.settings, apart, WORKERS, stream, ">", last, None, 5, None, pipe_high=1)
+    assert [it.seq for it in apart.items] == list(range(1, last + 1))
+    assert apart.items == here.items
 
 
 async def test_a_child_that_cannot_reach_nats_says_so_in_one_sentence(log, bus) -> None:
