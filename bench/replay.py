@@ -63,15 +63,23 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
     subj = settings.subjects
     # A fixed start and fixed event ids, so the same arguments give the same log and the same
     # digest on any day and with any version of jetgrid: a speed-up must leave it unchanged.
+    # Each message carries its id as Nats-Msg-Id, as every event a jetgrid process stores does
+    # (coordinator.bus.Bus.store).
     t0 = T0
     n = 0
+
+    async def publish(subject: str, data: bytes, msg_id: str) -> None:
+        await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+
     for w in range(workers):
         ev = WorkerRegistered(
             worker_id=f"w{w}", pools=["standard"], models=["echo"], backend="echo",
             concurrency=4, heartbeat_interval_s=1.0, boot_id="b",
         )  # fmt: skip
-        await js.publish_async(
-            subj.worker_event(f"w{w}", "registered"), encode(ev, source="b", id=f"r{w}", time=t0)
+        await publish(
+            subj.worker_event(f"w{w}", "registered"),
+            encode(ev, source="b", id=f"r{w}", time=t0),
+            f"r{w}",
         )
         n += 1
     job_every = max(1, seconds * workers // max(1, jobs))
@@ -85,17 +93,18 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
                 worker_id=f"w{w}", n=s, healthy=True, interval_s=1.0, in_flight=1,
                 nvml=True, gpus=[GPU], boot_id="b",
             )  # fmt: skip
-            await js.publish_async(
+            await publish(
                 subj.worker_event(f"w{w}", "heartbeat"),
                 encode(ev, source="b", id=f"p{w}-{s}", time=t),
+                f"p{w}-{s}",
             )
             n += 1
             k += 1
             if k % job_every == 0:
                 jid = f"j{k}"
                 sub = JobSubmitted(job_id=jid, model="echo", pool="standard", prompt="hi")
-                await js.publish_async(
-                    subj.submit("standard", "echo"), encode(sub, source="b", id=jid, time=t)
+                await publish(
+                    subj.submit("standard", "echo"), encode(sub, source="b", id=jid, time=t), jid
                 )
                 for ev2, name in (
                     (JobClaimed(job_id=jid, worker_id=f"w{w}", attempt=1, jobs_seq=1), "claimed"),
@@ -107,9 +116,10 @@ async def fill(settings: Settings, nc, workers: int, seconds: int, jobs: int) ->
                         "completed",
                     ),
                 ):
-                    await js.publish_async(
+                    await publish(
                         subj.job_event(jid, name),
                         encode(ev2, source="b", id=f"{jid}-{name}", time=t),
+                        f"{jid}-{name}",
                     )
                 n += 4
     await js.publish_async_completed()
