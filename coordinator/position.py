@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-__all__ = ["position", "position_ns", "stream_seq"]
+__all__ = ["position", "position_ns", "stored_at", "stream_seq"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -31,12 +31,17 @@ def position(msg: Msg) -> tuple[int, datetime]:
     if tokens is None:
         md = msg.metadata
         return md.sequence.stream, md.timestamp
-    return int(tokens[5]), datetime.fromtimestamp(int(tokens[7]) / 1_000_000_000.0, UTC)
+    return int(tokens[5]), stored_at(int(tokens[7]))
+
+
+def stored_at(ns: int) -> datetime:
+    """The stored time `position` gives for `position_ns`'s nanoseconds since the epoch."""
+    return datetime.fromtimestamp(ns / 1_000_000_000.0, UTC)
 
 
 def position_ns(msg: Msg) -> tuple[int, int]:
     """The message's stream sequence and stored time in nanoseconds since the epoch, which
-    ``datetime.fromtimestamp(ns / 1e9, UTC)`` turns into the time `position` gives."""
+    `stored_at` turns into the time `position` gives."""
     tokens = _ack_tokens(msg)
     if tokens is None:
         md = msg.metadata

@@ -35,7 +35,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any, Protocol
 
 from nats.aio.msg import Msg
@@ -43,7 +43,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator import errors
-from jetgrid.coordinator.position import position_ns
+from jetgrid.coordinator.position import position_ns, stored_at
 from jetgrid.coordinator.settings import Settings
 from jetgrid.projections.folder import Item
 
@@ -217,7 +217,7 @@ class _Frames(asyncio.Protocol):
                 items.append(
                     Item(
                         logical, seq, data[a:b].decode(), data[b:c],
-                        datetime.fromtimestamp(ns / 1_000_000_000.0, UTC),
+                        stored_at(ns),
                         _Headers(data[c:end]) if lh else None,
                     )
                 )  # fmt: skip
@@ -387,7 +387,7 @@ class _Pump:
             spec = self.spec
             self.target, self.until = spec["target"], spec["until_time"]
             bus = await Bus.connect(spec["settings"], name="jetgrid-replay-reader")
-            transport, high = self.transport, spec.get("pipe_high", PIPE_HIGH)
+            transport, high = self.transport, spec["pipe_high"]
             cursor = Cursor(
                 bus.js, self.stream, spec["subject"], spec["start"], self.cb,
                 held=lambda: transport.get_write_buffer_size() + len(self.pending),
@@ -423,10 +423,7 @@ class _Pump:
             return
         try:
             # the time as the parent will build it, compared as read_stream compares it
-            if seq > self.target or (
-                self.until is not None
-                and datetime.fromtimestamp(ns / 1_000_000_000.0, UTC) > self.until
-            ):
+            if seq > self.target or (self.until is not None and stored_at(ns) > self.until):
                 self.done.set()
                 return
             headers = json.dumps(msg.headers).encode() if msg.headers else b""

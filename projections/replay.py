@@ -19,13 +19,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from jetgrid.coordinator.bus import Bus
+from jetgrid.coordinator.position import stored_at
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import WORKERS, decode
 from jetgrid.events.errors import InvalidEvent
@@ -226,7 +227,7 @@ async def read_stream(
     async def cb(msg: Msg, seq: int, ns: int) -> None:
         if state["end"]:
             return
-        stamp = datetime.fromtimestamp(ns / 1_000_000_000.0, UTC)
+        stamp = stored_at(ns)
         if until_time is not None and stamp > until_time:
             state["end"] = True
         elif seq <= target:

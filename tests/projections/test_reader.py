@@ -15,7 +15,14 @@ import pytest
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.reader import Cursor, _Frames, _pump, _raise_for, read_apart
+from jetgrid.projections.reader import (
+    PIPE_HIGH,
+    Cursor,
+    _Frames,
+    _pump,
+    _raise_for,
+    read_apart,
+)
 from jetgrid.projections.replay import read_stream, replay
 
 pytestmark = pytest.mark.integration
@@ -209,7 +216,10 @@ def test_how_a_childs_end_is_reported() -> None:
 async def test_a_child_that_fails_unexpectedly_sends_an_error_not_a_clean_end(log, bus) -> None:
     await log.register("w0")
     stream = log.settings.streams(WORKERS)
-    whole = {"settings": log.settings, "stream": stream, "subject": ">", "start": 1}
+    whole = {
+        "settings": log.settings, "stream": stream, "subject": ">", "start": 1,
+        "pipe_high": PIPE_HIGH,
+    }  # fmt: skip
     for spec, why in (
         ({**whole, "target": 1}, "KeyError"),  # no until_time: fails before subscribing
         ({**whole, "target": None, "until_time": None}, "TypeError"),  # fails in the callback
