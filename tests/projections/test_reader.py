@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from datetime import timedelta
@@ -14,11 +15,15 @@ import pytest
 
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.projections.folder import Item, stream_filters
+from jetgrid.projections.folder import stream_filters
+from jetgrid.projections.items import Item
 from jetgrid.projections.reader import (
     PIPE_HIGH,
     Cursor,
     _Frames,
+    _headers_json,
+    _Out,
+    _Pump,
     _pump,
     _raise_for,
     read_apart,
@@ -233,3 +238,46 @@ async def test_a_child_that_fails_unexpectedly_sends_an_error_not_a_clean_end(lo
         assert not frames.items and frames.end is not None
         name, text = frames.end
         assert name == "NatsError" and f"reader of stream {stream} failed: {why}" in text
+
+
+def test_headers_go_to_the_parent_as_the_json_object_of_the_dict() -> None:
+    for headers in (
+        {"Nats-Msg-Id": "p1-5"},
+        {"Nats-Msg-Id": 'a "quoted" \\ back\\slash', "k": "v"},
+        {"x": "caf\u00e9 \u2603 \U0001f600", "tab": "\t", "nul": "\u0000"},
+        {},
+    ):
+        assert json.loads(_headers_json(headers)) == headers
+
+
+async def test_the_child_hands_the_pipe_a_chunk_at_a_time_while_it_is_not_read() -> None:
+    """What waits for a slow parent waits in the pump's queue of chunks, not in the pipe
+    transport's buffer (which copies all it holds on every write), and comes out whole and in
+    order once the parent reads."""
+    loop = asyncio.get_running_loop()
+    rfd, wfd = os.pipe()
+    out = _Out(loop.create_future())
+    transport, _ = await loop.connect_write_pipe(lambda: out, os.fdopen(wfd, "wb", 0))
+    pump = out.pump = _Pump({"stream": "S"}, transport, out)
+    chunk = 1 << 16
+    sent = bytearray()
+    most = 0
+    for i in range(64):  # 4 MiB, more than any pipe holds unread
+        block = bytes([i]) * chunk
+        pump.pending.extend(block)
+        sent.extend(block)
+        pump.flush()
+        most = max(most, transport.get_write_buffer_size())
+    assert out.paused and pump.chunks  # the pipe is full: the rest waits in the pump
+    assert most <= 2 * chunk  # the transport never held more than about one chunk
+    got = bytearray()
+    reader = os.fdopen(rfd, "rb", 0)
+    os.set_blocking(rfd, False)
+    while len(got) < len(sent):
+        with contextlib.suppress(BlockingIOError):
+            got.extend(reader.read(1 << 20) or b"")
+        await asyncio.sleep(0)  # the transport writes as the pipe drains, and resumes the pump
+    assert got == sent
+    assert pump.held() == 0
+    transport.close()
+    reader.close()
