@@ -9,7 +9,11 @@ Python process (``python -m jetgrid.projections.reader``) connects with the same
 subscribes, and writes each message to a pipe as one frame:
 
     <seq: u64> <stored time, ns since the epoch: i64> <subject length: u32> <data length: u32>
-    <headers length: u32> <subject> <data> <headers as a JSON object, or nothing>
+    <headers length: u32> <flags: u8> <subject> <data> <headers as a JSON object, or nothing>
+
+Flag 1 says the codec's byte scan cleared the data (events.codec.within_bounds): the child
+scans every message, and the parent, whose decoding and folding are a replay's bound, hands the
+fold the data as events.codec.Cleared bytes, which the codec does not scan again.
 
 A frame with sequence 0 is the end: its subject is ``end`` or the name of the error the child
 met (coordinator.errors), its data that error's one-sentence text. Receiving was about a
@@ -47,11 +51,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import position_ns, stored_at
 from jetgrid.coordinator.settings import Settings
+from jetgrid.events.codec import Cleared, within_bounds
 from jetgrid.projections.items import Item
 
 __all__ = ["HEAD", "Batches", "Cursor", "read_apart", "subscribe_from"]
 
-HEAD = struct.Struct("<QqIII")
+HEAD = struct.Struct("<QqIIIB")
+_CLEARED = 1  # flag: the data is within the codec's bounds
 _END = b"end"
 _FLUSH_BYTES = 1 << 16
 _FLUSH_S = 0.02
@@ -158,8 +164,9 @@ def _headers_json(headers: Mapping[str, str]) -> bytes:
     return f"{{{fields}}}".encode()
 
 
-def _frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes) -> bytes:
-    return HEAD.pack(seq, ns, len(subject), len(data), len(headers)) + subject + data + headers
+def _frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes, flags: int = 0) -> bytes:
+    head = HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags)
+    return head + subject + data + headers
 
 
 # -- the parent ---------------------------------------------------------------------------------
@@ -213,8 +220,9 @@ class _Frames(asyncio.Protocol):
         if self.rest:
             data = self.rest + data
         pos, n, size, logical, items = 0, len(data), HEAD.size, self.logical, self.items
+        view = memoryview(data)
         while n - pos >= size:
-            seq, ns, ls, ld, lh = HEAD.unpack_from(data, pos)
+            seq, ns, ls, ld, lh, flags = HEAD.unpack_from(data, pos)
             a = pos + size
             b = a + ls
             c = b + ld
@@ -226,7 +234,8 @@ class _Frames(asyncio.Protocol):
             else:
                 items.append(
                     Item(
-                        logical, seq, data[a:b].decode(), data[b:c],
+                        logical, seq, data[a:b].decode(),
+                        Cleared(view[b:c]) if flags & _CLEARED else data[b:c],
                         stored_at(ns),
                         _Headers(data[c:end]) if lh else None,
                     )
@@ -486,7 +495,8 @@ class _Pump:
             subject = msg.subject.encode()
             data = msg.data
             pending = self.pending
-            pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers)))
+            flags = _CLEARED if within_bounds(data) else 0
+            pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags))
             pending.extend(subject)
             pending.extend(data)
             pending.extend(headers)

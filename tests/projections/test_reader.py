@@ -15,6 +15,7 @@ import pytest
 
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
+from jetgrid.events.codec import Cleared, within_bounds
 from jetgrid.projections.folder import stream_filters
 from jetgrid.projections.items import Item
 from jetgrid.projections.reader import (
@@ -79,6 +80,29 @@ async def test_the_child_delivers_the_same_items_as_an_in_process_read(log, nc, 
         log.settings, workers, WORKERS, stream, ">", await bus.last_seq(stream), None, 100, None
     )
     assert any(it.headers == {"Nats-Msg-Id": "x", "k": "v"} for it in workers.items)
+
+
+async def test_the_child_clears_exactly_the_messages_the_codec_scan_would(log, nc, bus) -> None:
+    """The child runs the codec's byte scan for the parent: a message it clears arrives as
+    Cleared bytes (not scanned again), any other as plain bytes (scanned, walked, refused)."""
+    await log.register("w0")
+    await log.pings("w0", 1, 3)
+    subject = log.settings.subjects.worker_event("w0", "heartbeat")
+    deep = b"[" * 40 + b"]" * 40  # nests past MAX_DEPTH
+    for body in (deep, b'{"n": 12345678901234567890123}', b"\xff{not json", b"[]"):
+        await nc.jetstream().publish(subject, body)
+    stream = log.settings.streams(WORKERS)
+    apart = Collect()
+    await read_apart(
+        log.settings, apart, WORKERS, stream, ">", await bus.last_seq(stream), None, 100, None
+    )
+    assert apart.items
+    for it in apart.items:
+        assert (type(it.data) is Cleared) == within_bounds(bytes(it.data)), it.data
+    # too deep and too big an integer are left to the parent; not JSON is within the bounds
+    # (the parse refuses it), as is a JSON document that is no event
+    assert [type(it.data) for it in apart.items[-4:]] == [bytes, bytes, Cleared, Cleared]
+    assert all(type(it.data) is Cleared for it in apart.items[:-4])  # events jetgrid wrote
 
 
 async def test_the_child_stops_at_the_same_time_limit(log, nc, bus) -> None:
