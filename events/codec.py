@@ -218,7 +218,7 @@ def _check_str(value: str) -> None:
 class Cleared(bytes):
     """Bytes that `within_bounds` has already cleared where they were read, so that load_json
     skips the scan as well as the walk. A replay's reader child scans each message it sends
-    (projections.reader), while the process that decodes them is the busier one. Only jetgrid's
+    (projections.pump), while the process that decodes them is the busier one. Only jetgrid's
     own readers make one; what NATS delivers is plain bytes, which are scanned here."""
 
     __slots__ = ()

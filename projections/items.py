@@ -1,6 +1,6 @@
 """One message as read from a stream: what every reader (a replay, the projector, the audit,
 the archive) hands the fold. A module of its own, so that a replay's reader child
-(projections.reader) imports it without the fold and the store."""
+(projections.pump) imports it without the fold and the store."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ nats-py receives on another.
 `projections.replay.read_stream` does: the same ordered consumer, the same stop rules (the
 target sequence, or the first message stored after `until_time`), the same Items in the same
 order and batches of at most `batch_max`. The difference is where the consumer runs: a child
-Python process (``python -m jetgrid.projections.reader``) connects with the same settings,
+Python process (``python -m jetgrid.projections.pump``) connects with the same settings,
 subscribes, and writes each message to a pipe as one frame:
 
     <seq: u64> <stored time, ns since the epoch: i64> <subject length: u32> <data length: u32>
@@ -18,8 +18,8 @@ fold the data as events.codec.Cleared bytes, which the codec does not scan again
 A frame with sequence 0 is the end: its subject is ``end`` or the name of the error the child
 met (coordinator.errors), its data that error's one-sentence text. Receiving was about a
 quarter of an in-process replay's CPU; with it in the child, the replay's own CPU per event
-fell by about 30% (bench/README.md). The child costs about 0.3 s to start, so `replay` uses it
-only for streams with many messages to read (projections.replay.APART_MIN).
+fell by about 30% (bench/README.md). The child costs about 0.25 s to start, so `replay` uses
+it only for streams with many messages to read (projections.replay.APART_MIN).
 
 What either side holds is bounded, whatever the stream's length: the parent stops reading the
 pipe while it holds two batches, and the child's `Cursor` stops its consumer while more than
@@ -41,7 +41,6 @@ import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
-from json.encoder import encode_basestring_ascii as _quote
 from typing import IO, Any, Protocol
 
 from nats.aio.msg import Msg
@@ -51,16 +50,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import position_ns, stored_at
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events.codec import Cleared, within_bounds
+from jetgrid.events.codec import Cleared
 from jetgrid.projections.items import Item
 
-__all__ = ["HEAD", "Batches", "Cursor", "read_apart", "subscribe_from"]
+__all__ = ["CLEARED", "END", "HEAD", "Batches", "Cursor", "frame", "read_apart", "subscribe_from"]
 
 HEAD = struct.Struct("<QqIIIB")
-_CLEARED = 1  # flag: the data is within the codec's bounds
-_END = b"end"
-_FLUSH_BYTES = 1 << 16
-_FLUSH_S = 0.02
+CLEARED = 1  # flag: the data is within the codec's bounds
+END = b"end"
 PIPE_SIZE = 1 << 20  # what the pipe itself holds, where the system allows (_widen)
 PIPE_HIGH = 32 << 20  # bytes waiting for the pipe past which the child stops its consumer
 
@@ -157,14 +154,7 @@ class Cursor:
             await sub.unsubscribe()
 
 
-def _headers_json(headers: Mapping[str, str]) -> bytes:
-    """A message's headers as a JSON object, each string quoted by the json module's own
-    encoder: a few times cheaper than json.dumps of a one-header dict, once per message."""
-    fields = ",".join(f"{_quote(str(k))}:{_quote(str(v))}" for k, v in headers.items())
-    return f"{{{fields}}}".encode()
-
-
-def _frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes, flags: int = 0) -> bytes:
+def frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes, flags: int = 0) -> bytes:
     head = HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags)
     return head + subject + data + headers
 
@@ -235,7 +225,7 @@ class _Frames(asyncio.Protocol):
                 items.append(
                     Item(
                         logical, seq, data[a:b].decode(),
-                        Cleared(view[b:c]) if flags & _CLEARED else data[b:c],
+                        Cleared(view[b:c]) if flags & CLEARED else data[b:c],
                         stored_at(ns),
                         _Headers(data[c:end]) if lh else None,
                     )
@@ -295,7 +285,7 @@ async def read_apart(
     _widen(wfd)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", __name__, str(wfd),
+            sys.executable, "-m", "jetgrid.projections.pump", str(wfd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr, pass_fds=(wfd,),
         )  # fmt: skip
@@ -355,7 +345,7 @@ def _last_line(file: IO[bytes]) -> str:
 
 
 def _raise_for(end: tuple[str, str] | None, code: int | None, stderr: str, stream: str) -> None:
-    if end is not None and end[0] == _END.decode():
+    if end is not None and end[0] == END.decode():
         return
     if end is not None:
         cls = getattr(errors, end[0], None)
@@ -364,156 +354,3 @@ def _raise_for(end: tuple[str, str] | None, code: int | None, stderr: str, strea
         raise cls(end[1])
     why = stderr or f"it exited with status {code}"
     raise errors.NatsError(f"The reader of stream {stream} stopped before the end: {why}.")
-
-
-# -- the child ----------------------------------------------------------------------------------
-async def _pump(spec: dict[str, Any], fd: int) -> None:
-    """Subscribe as `spec` says and write every message to `fd` as a frame, then the end frame:
-    ``end`` once the target or the time limit is reached, else the error met, as one sentence."""
-    loop = asyncio.get_running_loop()
-    closed: asyncio.Future[None] = loop.create_future()
-    out = _Out(closed)
-    transport, _ = await loop.connect_write_pipe(lambda: out, os.fdopen(fd, "wb", 0))
-    pump = out.pump = _Pump(spec, transport, out)
-    end = ("NatsError", f"The reader of stream {pump.stream} was stopped.")
-    try:
-        end = await pump.run()
-    finally:
-        pump.flush(everything=True)
-        transport.write(_frame(0, 0, end[0].encode(), end[1].encode(), b""))
-        transport.close()
-        await closed
-
-
-class _Out(asyncio.Protocol):
-    """The pipe's end in the child: hands the pump's chunks on as the pipe drains."""
-
-    def __init__(self, closed: asyncio.Future[None]) -> None:
-        self.closed = closed
-        self.pump: _Pump | None = None
-        self.paused = False
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        if self.pump is not None:
-            self.pump.push()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-class _Pump:
-    """The child's consumer: frames every message into `pending`, whole chunks of which wait in
-    `chunks` and go to the pipe's transport only while it is not paused. The transport's buffer
-    stays small: it drops what the pipe took from the front of one bytearray, a copy of all
-    that is left, so a buffer of megabytes would cost that copy per write."""
-
-    def __init__(self, spec: dict[str, Any], transport: asyncio.WriteTransport, out: _Out) -> None:
-        self.spec = spec
-        self.transport = transport
-        self.out = out
-        self.pending = bytearray()
-        self.chunks: deque[bytes] = deque()
-        self.queued = 0  # bytes in `chunks`
-        self.done = asyncio.Event()
-        self.failed: Exception | None = None
-        self.stream = str(spec.get("stream"))
-
-    def held(self) -> int:
-        """Bytes framed and not yet taken by the pipe."""
-        return self.transport.get_write_buffer_size() + self.queued + len(self.pending)
-
-    def flush(self, *, everything: bool = False) -> None:
-        """Queue what is framed and write queued chunks while the transport takes them (all of
-        them with `everything`, at the end)."""
-        if self.pending:
-            chunk = bytes(self.pending)
-            self.pending.clear()
-            self.chunks.append(chunk)
-            self.queued += len(chunk)
-        self.push(everything=everything)
-
-    def push(self, *, everything: bool = False) -> None:
-        while self.chunks and (everything or not self.out.paused):
-            chunk = self.chunks.popleft()
-            self.queued -= len(chunk)
-            self.transport.write(chunk)
-
-    async def run(self) -> tuple[str, str]:
-        """Read to the end; returns the end frame's (name, text)."""
-        from jetgrid.coordinator.bus import Bus, translate
-
-        bus = None
-        try:
-            spec = self.spec
-            self.target, self.until = spec["target"], spec["until_time"]
-            bus = await Bus.connect(spec["settings"], name="jetgrid-replay-reader")
-            high = spec["pipe_high"]
-            cursor = Cursor(
-                bus.js, self.stream, spec["subject"], spec["start"], self.cb,
-                held=self.held,
-                high=high, low=high // 4,
-            )  # fmt: skip
-            try:
-                await cursor.open()
-                while not self.done.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_FLUSH_S):
-                            await self.done.wait()
-                    self.flush()
-                    if not self.done.is_set():
-                        await cursor.drained()
-            except Exception as exc:
-                raise translate(exc, f"read stream {self.stream}") from None
-            finally:
-                await cursor.close()
-            if self.failed is not None:
-                raise self.failed
-            return _END.decode(), ""
-        except errors.NatsError as exc:
-            return type(exc).__name__, str(exc)
-        except Exception as exc:  # the parent raises it as one sentence
-            return "NatsError", f"The reader of stream {self.stream} failed: {exc!r}."
-        finally:
-            if bus is not None:
-                with contextlib.suppress(Exception):
-                    await bus.close()
-
-    async def cb(self, msg: Msg, seq: int, ns: int) -> None:
-        if self.done.is_set():
-            return
-        try:
-            # the time as the parent will build it, compared as read_stream compares it
-            if seq > self.target or (self.until is not None and stored_at(ns) > self.until):
-                self.done.set()
-                return
-            headers = _headers_json(msg.headers) if msg.headers else b""
-            subject = msg.subject.encode()
-            data = msg.data
-            pending = self.pending
-            flags = _CLEARED if within_bounds(data) else 0
-            pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags))
-            pending.extend(subject)
-            pending.extend(data)
-            pending.extend(headers)
-            if len(pending) >= _FLUSH_BYTES:
-                self.flush()
-            if seq >= self.target:
-                self.done.set()
-        except Exception as exc:  # nats-py would swallow it and the read would never end
-            self.failed = exc
-            self.done.set()
-
-
-def main(argv: list[str]) -> None:
-    """The child: ``python -m jetgrid.projections.reader <fd>``, its spec pickled on stdin."""
-    spec = pickle.loads(sys.stdin.buffer.read())
-    asyncio.run(_pump(spec, int(argv[1])))
-
-
-if __name__ == "__main__":
-    main(sys.argv)

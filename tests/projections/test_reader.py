@@ -18,17 +18,8 @@ from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.events.codec import Cleared, within_bounds
 from jetgrid.projections.folder import stream_filters
 from jetgrid.projections.items import Item
-from jetgrid.projections.reader import (
-    PIPE_HIGH,
-    Cursor,
-    _Frames,
-    _headers_json,
-    _Out,
-    _Pump,
-    _pump,
-    _raise_for,
-    read_apart,
-)
+from jetgrid.projections.pump import _headers_json, _Out, _Pump, _pump
+from jetgrid.projections.reader import PIPE_HIGH, Cursor, _Frames, _raise_for, read_apart
 from jetgrid.projections.replay import read_stream, replay
 
 pytestmark = pytest.mark.integration
@@ -207,7 +198,7 @@ def _children() -> list[int]:
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"jetgrid.projections.reader" in f.read():
+                    if b"jetgrid.projections.pump" in f.read():
                         pids.append(int(entry))
     return pids
 
