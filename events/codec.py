@@ -141,7 +141,7 @@ MAX_KEYS = 4096
 MAX_INT = 2**63 - 1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Every digit as "0" and "E" as "e", so that a few substring searches find the number tokens
-# that could fall outside the bounds once parsed (see _within_bounds): 19 digits in a row, or
+# that could fall outside the bounds once parsed (see within_bounds): 19 digits in a row, or
 # an exponent of 3 or more digits.
 _DIGITS_AS_ZERO = bytes.maketrans(b"0123456789E", b"0000000000e")
 _EXPONENTS = (b"0e000", b"0e+000", b"0e-000")
@@ -215,7 +215,16 @@ def _check_str(value: str) -> None:
         )
 
 
-def _within_bounds(data: bytes | str) -> bool:
+class Cleared(bytes):
+    """Bytes that `within_bounds` has already cleared where they were read, so that load_json
+    skips the scan as well as the walk. A replay's reader child scans each message it sends
+    (projections.pump), while the process that decodes them is the busier one. Only jetgrid's
+    own readers make one; what NATS delivers is plain bytes, which are scanned here."""
+
+    __slots__ = ()
+
+
+def within_bounds(data: bytes | str) -> bool:
     """Whether the raw bytes alone prove that the parsed document is within the bounds that
     `_check` enforces (with ``strings=False``), so that walking it can be skipped.
 
@@ -225,8 +234,10 @@ def _within_bounds(data: bytes | str) -> bool:
     10**18), and a finite literal can only overflow to infinity with an exponent of 3 or more
     digits (its mantissa then has at most 18 digits before the point; in JSON a digit always
     precedes the ``e``). Bytes inside strings are counted too, which can only send a body to
-    the walk.
+    the walk. Cleared bytes were scanned where they were read.
     """
+    if type(data) is Cleared:
+        return True
     if type(data) is not bytes or data.count(b"{") + data.count(b"[") > MAX_DEPTH:
         return False
     if data.count(b":") > MAX_KEYS:
@@ -262,7 +273,7 @@ def load_json(data: bytes | str) -> Any:
         if _DEEP in str(exc):
             raise InvalidEvent(f"Body nests deeper than {MAX_DEPTH} levels; flatten it.") from None
     else:
-        if not _within_bounds(data):
+        if not within_bounds(data):
             _check(obj, strings=False)
         return obj
     try:

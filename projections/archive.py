@@ -31,7 +31,7 @@ from typing import Any
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.projections.errors import ArchiveError
-from jetgrid.projections.folder import Item
+from jetgrid.projections.items import Item
 
 __all__ = ["FORMAT", "MANIFEST", "ArchiveDir", "ArchiveFile", "decode_line", "encode_line"]
 

@@ -23,7 +23,7 @@ from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import INVALID, JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections.archive import ArchiveDir, ArchiveFile
-from jetgrid.projections.folder import Item
+from jetgrid.projections.items import Item
 from jetgrid.projections.replay import read_stream
 
 __all__ = ["ARCHIVED_STREAMS", "ArchiveReport", "archive_streams", "at_risk", "cutoff"]

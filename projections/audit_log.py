@@ -30,7 +30,8 @@ from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.audit import Claim, RolledClaims, Span, WorkerInput
 from jetgrid.projections.fold import Fold, FoldConfig, check_job_event_speaker
-from jetgrid.projections.folder import Item, stream_filters
+from jetgrid.projections.folder import stream_filters
+from jetgrid.projections.items import Item
 from jetgrid.projections.prelude import before_cut, fold_rollups
 from jetgrid.projections.replay import all_rollups, feed, first_time, purged_rollups
 from jetgrid.projections.rollup import HOUR_S

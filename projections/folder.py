@@ -9,33 +9,19 @@ the pure reducers (projections.fold) and writes the changes and positions in one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.events.codec import decode_submission
 from jetgrid.events.errors import InvalidEvent
-from jetgrid.events.records import record
 from jetgrid.projections.fold import STREAMS, Changes, Fold
+from jetgrid.projections.items import Item
 from jetgrid.projections.store import Store
 
 __all__ = ["KEEP_JOBS", "Folder", "Item", "stream_filters"]
 
 KEEP_JOBS = 50_000
-
-
-@record
-class Item:
-    """One message as read from a stream."""
-
-    stream: str  # logical name
-    seq: int
-    subject: str
-    data: bytes
-    time: datetime  # the stream's timestamp
-    headers: Mapping[str, str] | None = None
 
 
 def stream_filters(settings: Settings) -> dict[str, tuple[str, str]]:

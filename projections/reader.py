@@ -5,17 +5,21 @@ nats-py receives on another.
 `projections.replay.read_stream` does: the same ordered consumer, the same stop rules (the
 target sequence, or the first message stored after `until_time`), the same Items in the same
 order and batches of at most `batch_max`. The difference is where the consumer runs: a child
-Python process (``python -m jetgrid.projections.reader``) connects with the same settings,
+Python process (``python -m jetgrid.projections.pump``) connects with the same settings,
 subscribes, and writes each message to a pipe as one frame:
 
     <seq: u64> <stored time, ns since the epoch: i64> <subject length: u32> <data length: u32>
-    <headers length: u32> <subject> <data> <headers as a JSON object, or nothing>
+    <headers length: u32> <flags: u8> <subject> <data> <headers as a JSON object, or nothing>
+
+Flag 1 says the codec's byte scan cleared the data (events.codec.within_bounds): the child
+scans every message, and the parent, whose decoding and folding are a replay's bound, hands the
+fold the data as events.codec.Cleared bytes, which the codec does not scan again.
 
 A frame with sequence 0 is the end: its subject is ``end`` or the name of the error the child
 met (coordinator.errors), its data that error's one-sentence text. Receiving was about a
 quarter of an in-process replay's CPU; with it in the child, the replay's own CPU per event
-fell by about 30% (bench/README.md). The child costs about 0.3 s to start, so `replay` uses it
-only for streams with many messages to read (projections.replay.APART_MIN).
+fell by about 30% (bench/README.md). The child costs about 0.25 s to start, so `replay` uses
+it only for streams with many messages to read (projections.replay.APART_MIN).
 
 What either side holds is bounded, whatever the stream's length: the parent stops reading the
 pipe while it holds two batches, and the child's `Cursor` stops its consumer while more than
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -45,14 +50,15 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import position_ns, stored_at
 from jetgrid.coordinator.settings import Settings
-from jetgrid.projections.folder import Item
+from jetgrid.events.codec import Cleared
+from jetgrid.projections.items import Item
 
-__all__ = ["HEAD", "Batches", "Cursor", "read_apart", "subscribe_from"]
+__all__ = ["CLEARED", "END", "HEAD", "Batches", "Cursor", "frame", "read_apart", "subscribe_from"]
 
-HEAD = struct.Struct("<QqIII")
-_END = b"end"
-_FLUSH_BYTES = 1 << 16
-_FLUSH_S = 0.02
+HEAD = struct.Struct("<QqIIIB")
+CLEARED = 1  # flag: the data is within the codec's bounds
+END = b"end"
+PIPE_SIZE = 1 << 20  # what the pipe itself holds, where the system allows (_widen)
 PIPE_HIGH = 32 << 20  # bytes waiting for the pipe past which the child stops its consumer
 
 
@@ -148,8 +154,9 @@ class Cursor:
             await sub.unsubscribe()
 
 
-def _frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes) -> bytes:
-    return HEAD.pack(seq, ns, len(subject), len(data), len(headers)) + subject + data + headers
+def frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes, flags: int = 0) -> bytes:
+    head = HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags)
+    return head + subject + data + headers
 
 
 # -- the parent ---------------------------------------------------------------------------------
@@ -203,8 +210,9 @@ class _Frames(asyncio.Protocol):
         if self.rest:
             data = self.rest + data
         pos, n, size, logical, items = 0, len(data), HEAD.size, self.logical, self.items
+        view = memoryview(data)
         while n - pos >= size:
-            seq, ns, ls, ld, lh = HEAD.unpack_from(data, pos)
+            seq, ns, ls, ld, lh, flags = HEAD.unpack_from(data, pos)
             a = pos + size
             b = a + ls
             c = b + ld
@@ -216,7 +224,8 @@ class _Frames(asyncio.Protocol):
             else:
                 items.append(
                     Item(
-                        logical, seq, data[a:b].decode(), data[b:c],
+                        logical, seq, data[a:b].decode(),
+                        Cleared(view[b:c]) if flags & CLEARED else data[b:c],
                         stored_at(ns),
                         _Headers(data[c:end]) if lh else None,
                     )
@@ -273,9 +282,10 @@ async def read_apart(
     }
     stderr = tempfile.TemporaryFile()  # read only if the child stops without its end frame
     rfd, wfd = os.pipe()
+    _widen(wfd)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", __name__, str(wfd),
+            sys.executable, "-m", "jetgrid.projections.pump", str(wfd),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr, pass_fds=(wfd,),
         )  # fmt: skip
@@ -320,6 +330,14 @@ async def read_apart(
     return fed
 
 
+def _widen(fd: int) -> None:
+    """Ask for a pipe of PIPE_SIZE bytes (Linux's default is 64 KiB), so that the child writes
+    and this process reads in fewer, larger steps. Elsewhere, or past the system's limit
+    (/proc/sys/fs/pipe-max-size), the pipe stays as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 def _last_line(file: IO[bytes]) -> str:
     file.seek(0)
     text = file.read().decode(errors="replace").strip()
@@ -327,7 +345,7 @@ def _last_line(file: IO[bytes]) -> str:
 
 
 def _raise_for(end: tuple[str, str] | None, code: int | None, stderr: str, stream: str) -> None:
-    if end is not None and end[0] == _END.decode():
+    if end is not None and end[0] == END.decode():
         return
     if end is not None:
         cls = getattr(errors, end[0], None)
@@ -336,118 +354,3 @@ def _raise_for(end: tuple[str, str] | None, code: int | None, stderr: str, strea
         raise cls(end[1])
     why = stderr or f"it exited with status {code}"
     raise errors.NatsError(f"The reader of stream {stream} stopped before the end: {why}.")
-
-
-# -- the child ----------------------------------------------------------------------------------
-async def _pump(spec: dict[str, Any], fd: int) -> None:
-    """Subscribe as `spec` says and write every message to `fd` as a frame, then the end frame:
-    ``end`` once the target or the time limit is reached, else the error met, as one sentence."""
-    loop = asyncio.get_running_loop()
-    closed = loop.create_future()
-
-    class _Out(asyncio.Protocol):
-        def connection_lost(self, exc: Exception | None) -> None:
-            if not closed.done():
-                closed.set_result(None)
-
-    transport, _ = await loop.connect_write_pipe(_Out, os.fdopen(fd, "wb", 0))
-    pump = _Pump(spec, transport)
-    end = ("NatsError", f"The reader of stream {pump.stream} was stopped.")
-    try:
-        end = await pump.run()
-    finally:
-        pump.flush()
-        transport.write(_frame(0, 0, end[0].encode(), end[1].encode(), b""))
-        transport.close()
-        await closed
-
-
-class _Pump:
-    """The child's consumer: frames every message into `pending`, flushed to the pipe."""
-
-    def __init__(self, spec: dict[str, Any], transport: asyncio.WriteTransport) -> None:
-        self.spec = spec
-        self.transport = transport
-        self.pending = bytearray()
-        self.done = asyncio.Event()
-        self.failed: Exception | None = None
-        self.stream = str(spec.get("stream"))
-
-    def flush(self) -> None:
-        if self.pending:
-            self.transport.write(bytes(self.pending))
-            self.pending.clear()
-
-    async def run(self) -> tuple[str, str]:
-        """Read to the end; returns the end frame's (name, text)."""
-        from jetgrid.coordinator.bus import Bus, translate
-
-        bus = None
-        try:
-            spec = self.spec
-            self.target, self.until = spec["target"], spec["until_time"]
-            bus = await Bus.connect(spec["settings"], name="jetgrid-replay-reader")
-            transport, high = self.transport, spec["pipe_high"]
-            cursor = Cursor(
-                bus.js, self.stream, spec["subject"], spec["start"], self.cb,
-                held=lambda: transport.get_write_buffer_size() + len(self.pending),
-                high=high, low=high // 4,
-            )  # fmt: skip
-            try:
-                await cursor.open()
-                while not self.done.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_FLUSH_S):
-                            await self.done.wait()
-                    self.flush()
-                    if not self.done.is_set():
-                        await cursor.drained()
-            except Exception as exc:
-                raise translate(exc, f"read stream {self.stream}") from None
-            finally:
-                await cursor.close()
-            if self.failed is not None:
-                raise self.failed
-            return _END.decode(), ""
-        except errors.NatsError as exc:
-            return type(exc).__name__, str(exc)
-        except Exception as exc:  # the parent raises it as one sentence
-            return "NatsError", f"The reader of stream {self.stream} failed: {exc!r}."
-        finally:
-            if bus is not None:
-                with contextlib.suppress(Exception):
-                    await bus.close()
-
-    async def cb(self, msg: Msg, seq: int, ns: int) -> None:
-        if self.done.is_set():
-            return
-        try:
-            # the time as the parent will build it, compared as read_stream compares it
-            if seq > self.target or (self.until is not None and stored_at(ns) > self.until):
-                self.done.set()
-                return
-            headers = json.dumps(msg.headers).encode() if msg.headers else b""
-            subject = msg.subject.encode()
-            data = msg.data
-            pending = self.pending
-            pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers)))
-            pending.extend(subject)
-            pending.extend(data)
-            pending.extend(headers)
-            if len(pending) >= _FLUSH_BYTES:
-                self.flush()
-            if seq >= self.target:
-                self.done.set()
-        except Exception as exc:  # nats-py would swallow it and the read would never end
-            self.failed = exc
-            self.done.set()
-
-
-def main(argv: list[str]) -> None:
-    """The child: ``python -m jetgrid.projections.reader <fd>``, its spec pickled on stdin."""
-    spec = pickle.loads(sys.stdin.buffer.read())
-    asyncio.run(_pump(spec, int(argv[1])))
-
-
-if __name__ == "__main__":
-    main(sys.argv)

@@ -34,7 +34,8 @@ from jetgrid.events.workers import WorkerRollup
 from jetgrid.projections.archive import ArchiveDir
 from jetgrid.projections.errors import ArchiveError
 from jetgrid.projections.fold import Fold, FoldConfig, fold_config
-from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.folder import Folder, stream_filters
+from jetgrid.projections.items import Item
 from jetgrid.projections.prelude import before_cut, fold_rollups
 from jetgrid.projections.reader import Batches, Cursor, read_apart
 from jetgrid.projections.store import Store

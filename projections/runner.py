@@ -60,8 +60,9 @@ from jetgrid.events.errors import ConfigError, JetgridError
 from jetgrid.events.streams import JOB_EVENTS, JOBS, WORKERS
 from jetgrid.projections import snapshot
 from jetgrid.projections.fold import Changes, Fold, FoldConfig, fold_config, kv_value
-from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.folder import Folder, stream_filters
 from jetgrid.projections.hours import OpenHours
+from jetgrid.projections.items import Item
 from jetgrid.projections.jobs import aged_out_dead, ages_out
 from jetgrid.projections.prelude import fold_rollups
 from jetgrid.projections.replay import purged_rollups

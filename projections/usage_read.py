@@ -20,7 +20,7 @@ from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.submissions import submission_at
 from jetgrid.events import JOB_EVENTS, WORKERS, decode, format_time
 from jetgrid.events.errors import InvalidEvent
-from jetgrid.projections.folder import Item
+from jetgrid.projections.items import Item
 from jetgrid.projections.replay import read_stream
 from jetgrid.projections.usage import Run, UsageFold
 

@@ -36,7 +36,8 @@ MAY_IMPORT_NATS = {
     "jetgrid.worker.deadletter",  # the max-deliveries advisories
     "jetgrid.projections.runner",  # the projector's ordered consumers
     "jetgrid.projections.replay",  # a replay's ordered consumers
-    "jetgrid.projections.reader",  # a replay's ordered consumer in a child process
+    "jetgrid.projections.reader",  # a replay's ordered consumer, for its child process
+    "jetgrid.projections.pump",  # that child process: a replay's reader
     "jetgrid.projections.pools",  # each worker's latest events, for `jetgrid pools`
     "jetgrid.gateway.board",  # the job board's ordered consumers
     "jetgrid.gateway.fleet",  # the fleet's ordered consumer

@@ -19,7 +19,8 @@ from jetgrid.gateway.board import JobBoard
 from jetgrid.gateway.fleet import Fleet
 from jetgrid.projections.audit_log import gather
 from jetgrid.projections.fold import Fold, fold_config
-from jetgrid.projections.folder import Folder, Item, stream_filters
+from jetgrid.projections.folder import Folder, stream_filters
+from jetgrid.projections.items import Item
 from jetgrid.projections.replay import read_stream, replay
 from jetgrid.projections.runner import Projector
 from jetgrid.projections.schema import jobs_t, tier_history_t, workers_t

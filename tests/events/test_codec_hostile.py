@@ -121,11 +121,11 @@ def test_the_byte_scan_skips_the_walk_only_for_documents_within_the_bounds(raw: 
     whenever they do, the walk would have accepted it."""
     from pydantic_core import from_json
 
-    from jetgrid.events.codec import _check, _within_bounds
+    from jetgrid.events.codec import _check, within_bounds
 
     try:
         obj = from_json(raw, allow_inf_nan=False)
     except ValueError:
         return
-    if _within_bounds(raw):
+    if within_bounds(raw):
         _check(obj, strings=False)  # raises InvalidEvent if the scan was wrong

@@ -35,7 +35,8 @@ from jetgrid.events import (
     encode,
 )
 from jetgrid.projections.fold import Fold, fold_config
-from jetgrid.projections.folder import Folder, Item
+from jetgrid.projections.folder import Folder
+from jetgrid.projections.items import Item
 from jetgrid.projections.store import Store
 
 EXPECTED = "3aa91c52f8b828780327e2db863e815ff707cd40068b456165dbe938b30c7e01"

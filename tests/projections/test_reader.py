@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from datetime import timedelta
@@ -14,15 +15,11 @@ import pytest
 
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.projections.folder import Item, stream_filters
-from jetgrid.projections.reader import (
-    PIPE_HIGH,
-    Cursor,
-    _Frames,
-    _pump,
-    _raise_for,
-    read_apart,
-)
+from jetgrid.events.codec import Cleared, within_bounds
+from jetgrid.projections.folder import stream_filters
+from jetgrid.projections.items import Item
+from jetgrid.projections.pump import _headers_json, _Out, _Pump, _pump
+from jetgrid.projections.reader import PIPE_HIGH, Cursor, _Frames, _raise_for, read_apart
 from jetgrid.projections.replay import read_stream, replay
 
 pytestmark = pytest.mark.integration
@@ -74,6 +71,29 @@ async def test_the_child_delivers_the_same_items_as_an_in_process_read(log, nc, 
         log.settings, workers, WORKERS, stream, ">", await bus.last_seq(stream), None, 100, None
     )
     assert any(it.headers == {"Nats-Msg-Id": "x", "k": "v"} for it in workers.items)
+
+
+async def test_the_child_clears_exactly_the_messages_the_codec_scan_would(log, nc, bus) -> None:
+    """The child runs the codec's byte scan for the parent: a message it clears arrives as
+    Cleared bytes (not scanned again), any other as plain bytes (scanned, walked, refused)."""
+    await log.register("w0")
+    await log.pings("w0", 1, 3)
+    subject = log.settings.subjects.worker_event("w0", "heartbeat")
+    deep = b"[" * 40 + b"]" * 40  # nests past MAX_DEPTH
+    for body in (deep, b'{"n": 12345678901234567890123}', b"\xff{not json", b"[]"):
+        await nc.jetstream().publish(subject, body)
+    stream = log.settings.streams(WORKERS)
+    apart = Collect()
+    await read_apart(
+        log.settings, apart, WORKERS, stream, ">", await bus.last_seq(stream), None, 100, None
+    )
+    assert apart.items
+    for it in apart.items:
+        assert (type(it.data) is Cleared) == within_bounds(bytes(it.data)), it.data
+    # too deep and too big an integer are left to the parent; not JSON is within the bounds
+    # (the parse refuses it), as is a JSON document that is no event
+    assert [type(it.data) for it in apart.items[-4:]] == [bytes, bytes, Cleared, Cleared]
+    assert all(type(it.data) is Cleared for it in apart.items[:-4])  # events jetgrid wrote
 
 
 async def test_the_child_stops_at_the_same_time_limit(log, nc, bus) -> None:
@@ -178,7 +198,7 @@ def _children() -> list[int]:
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"jetgrid.projections.reader" in f.read():
+                    if b"jetgrid.projections.pump" in f.read():
                         pids.append(int(entry))
     return pids
 
@@ -233,3 +253,46 @@ async def test_a_child_that_fails_unexpectedly_sends_an_error_not_a_clean_end(lo
         assert not frames.items and frames.end is not None
         name, text = frames.end
         assert name == "NatsError" and f"reader of stream {stream} failed: {why}" in text
+
+
+def test_headers_go_to_the_parent_as_the_json_object_of_the_dict() -> None:
+    for headers in (
+        {"Nats-Msg-Id": "p1-5"},
+        {"Nats-Msg-Id": 'a "quoted" \\ back\\slash', "k": "v"},
+        {"x": "caf\u00e9 \u2603 \U0001f600", "tab": "\t", "nul": "\u0000"},
+        {},
+    ):
+        assert json.loads(_headers_json(headers)) == headers
+
+
+async def test_the_child_hands_the_pipe_a_chunk_at_a_time_while_it_is_not_read() -> None:
+    """What waits for a slow parent waits in the pump's queue of chunks, not in the pipe
+    transport's buffer (which copies all it holds on every write), and comes out whole and in
+    order once the parent reads."""
+    loop = asyncio.get_running_loop()
+    rfd, wfd = os.pipe()
+    out = _Out(loop.create_future())
+    transport, _ = await loop.connect_write_pipe(lambda: out, os.fdopen(wfd, "wb", 0))
+    pump = out.pump = _Pump({"stream": "S"}, transport, out)
+    chunk = 1 << 16
+    sent = bytearray()
+    most = 0
+    for i in range(64):  # 4 MiB, more than any pipe holds unread
+        block = bytes([i]) * chunk
+        pump.pending.extend(block)
+        sent.extend(block)
+        pump.flush()
+        most = max(most, transport.get_write_buffer_size())
+    assert out.paused and pump.chunks  # the pipe is full: the rest waits in the pump
+    assert most <= 2 * chunk  # the transport never held more than about one chunk
+    got = bytearray()
+    reader = os.fdopen(rfd, "rb", 0)
+    os.set_blocking(rfd, False)
+    while len(got) < len(sent):
+        with contextlib.suppress(BlockingIOError):
+            got.extend(reader.read(1 << 20) or b"")
+        await asyncio.sleep(0)  # the transport writes as the pipe drains, and resumes the pump
+    assert got == sent
+    assert pump.held() == 0
+    transport.close()
+    reader.close()
