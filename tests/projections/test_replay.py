@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.projections.replay import replay
+from jetgrid.projections.replay import collector_paused, replay
 from jetgrid.projections.runner import Projector
 from jetgrid.projections.schema import checkpoints_t
 from jetgrid.projections.store import Store
@@ -40,6 +41,34 @@ async def test_two_replays_give_the_same_digest(log, nc, bus, make_store) -> Non
     assert shorter.positions[WORKERS] == 100 and shorter.digest != a.digest
     again = await replay(log.settings, make_store(), bus, until_seq={WORKERS: 100})
     assert again.digest == shorter.digest
+
+
+async def test_a_replay_pauses_the_cyclic_collector_and_leaves_it_as_it_found_it(
+    log, nc, bus, make_store
+) -> None:
+    await _history(log)
+    seen: list[bool] = []
+
+    def progress(stream: str, done: int, total: int) -> None:
+        seen.append(gc.isenabled())
+
+    assert gc.isenabled()
+    a = await replay(log.settings, make_store(), bus, progress=progress)
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        b = await replay(log.settings, make_store(), bus)
+        assert not gc.isenabled()  # a caller's own pause is its own
+    finally:
+        gc.enable()
+    assert a.digest == b.digest
+
+
+def test_the_collector_comes_back_when_the_block_fails() -> None:
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+    assert gc.isenabled()
 
 
 async def test_replay_refuses_a_database_with_read_models(log, nc, bus, make_store) -> None:
