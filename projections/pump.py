@@ -128,8 +128,7 @@ class _Pump:
             high = spec["pipe_high"]
             cursor = Cursor(
                 bus.js, self.stream, spec["subject"], spec["start"], self.cb,
-                held=self.held,
-                high=high, low=high // 4,
+                held=self.held, high=high, low=high // 4,
             )  # fmt: skip
             try:
                 await cursor.open()

@@ -154,9 +154,9 @@ class Cursor:
             await sub.unsubscribe()
 
 
-def frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes, flags: int = 0) -> bytes:
-    head = HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags)
-    return head + subject + data + headers
+def frame(seq: int, ns: int, subject: bytes, data: bytes, headers: bytes) -> bytes:
+    """One frame with no flags (the end frame; the child frames messages in place)."""
+    return HEAD.pack(seq, ns, len(subject), len(data), len(headers), 0) + subject + data + headers
 
 
 # -- the parent ---------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ __all__ = [
 
 APART_MIN = 50_000
 """Streams with at least this many messages to read are received in a child process
-(projections.reader): below it, the child's start (about 0.3 s) costs more than it saves."""
+(projections.reader): below it, the child's start (about a quarter of a second) costs more
+than it saves."""
 
 
 @dataclass

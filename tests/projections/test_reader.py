@@ -193,13 +193,17 @@ async def test_a_child_refused_by_the_server_says_which_stream(log, bus) -> None
 
 
 def _children() -> list[int]:
+    """This process's reader children (not another test process's, under xdist)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"jetgrid.projections.pump" in f.read():
-                        pids.append(int(entry))
+                    mine = b"jetgrid.projections.pump" in f.read()
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                if mine and parent == os.getpid():
+                    pids.append(int(entry))
     return pids
 
 
