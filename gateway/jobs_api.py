@@ -23,16 +23,14 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from typing_extensions import TypedDict
 
 from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
-from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import (
     InvalidEvent,
@@ -44,9 +42,10 @@ from jetgrid.events import (
 )
 from jetgrid.gateway import auth, hooks
 from jetgrid.gateway.errors import HTTPError, from_validation
+from jetgrid.gateway.jobout import job_out, job_response
 from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.queue_api import check_load
-from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
+from jetgrid.gateway.schemas import JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -55,73 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("jetgrid.gateway.jobs")
 
 MAX_WAIT_S = 300.0
-JSON = "application/json"
-
-
-# JobOut's fields as a TypedDict (derived, so JobOut stays the one definition): pydantic writes a
-# dict of them as the same JSON as the model, without validating what the job view already holds
-# (a quarter of the CPU of building and dumping a JobOut; every answered ``?wait=`` ends here).
-_JobFields = TypedDict(  # type: ignore[misc]  # (a functional TypedDict built from JobOut)
-    "_JobFields", {name: f.annotation for name, f in JobOut.model_fields.items()}
-)
-_JOB: TypeAdapter[Any] = TypeAdapter(_JobFields)
-
-
-def _job_fields(
-    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
-) -> dict[str, Any]:
-    """The job as the API shows it (JobOut's fields, in its order)."""
-    return {
-        "id": view.job_id,
-        "status": view.status if view.status != "unknown" else "queued",
-        "model": view.model,
-        "pool": view.pool,
-        "kind": view.kind,
-        "priority": view.priority,
-        "worker_id": view.worker_id,
-        "attempts": view.attempts,
-        "submitted_at": view.submitted_at,
-        "started_at": view.started_at,
-        "finished_at": view.finished_at,
-        "output": view.output,
-        "usage": view.usage,
-        "error": view.error,
-        "error_type": view.error_type,
-        "seq": view.jobs_seq,
-        "subject": (
-            settings.subjects.submit(view.pool, view.model, view.priority or "normal")
-            if view.pool and view.model
-            else None
-        ),
-        "cancel_requested": view.cancel_requested,
-        "submitter": view.submitter,
-        "deadline": view.deadline,
-        "position": place[0] if place else None,
-        "eta_s": round(place[1], 3) if place and place[1] is not None else None,
-        "trace_id": view.trace_id,
-    }
-
-
-def job_out(
-    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
-) -> dict[str, Any]:
-    """The job as the API shows it, JSON-ready; `place`: its (position, ETA) while queued (GET
-    /v1/queue)."""
-    out: dict[str, Any] = _JOB.dump_python(_job_fields(view, settings, place), mode="json")
-    return out
-
-
-def job_response(
-    view: JobView,
-    settings: Settings,
-    place: tuple[int, float | None] | None = None,
-    *,
-    status_code: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """`job_out` as a JSON response, serialised by pydantic in one pass."""
-    body = _JOB.dump_json(_job_fields(view, settings, place))
-    return Response(body, status_code=status_code, headers=headers, media_type=JSON)
 
 
 async def read_json(request: Request) -> Any:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jetgrid.coordinator.settings import Settings
-from jetgrid.gateway.jobs_api import _job_fields, job_out, job_response
+from jetgrid.gateway.jobout import job_fields, job_out, job_response
 from jetgrid.gateway.schemas import JobOut
 from jetgrid.projections.jobs import JobView
 
@@ -50,10 +50,10 @@ def test_the_fast_writer_writes_what_jobout_writes(
     view: JobView, place: tuple[int, float | None] | None
 ) -> None:
     settings = Settings(subject_prefix="t")
-    model = JobOut(**_job_fields(view, settings, place))
+    model = JobOut(**job_fields(view, settings, place))
     assert job_response(view, settings, place).body == model.model_dump_json().encode()
     assert job_out(view, settings, place) == model.model_dump(mode="json")
 
 
 def test_the_fields_are_jobouts() -> None:
-    assert list(_job_fields(VIEWS[0], Settings())) == list(JobOut.model_fields)
+    assert list(job_fields(VIEWS[0], Settings())) == list(JobOut.model_fields)
