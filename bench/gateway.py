@@ -7,6 +7,9 @@ by gateway.server's uvicorn settings and runner), then runs the same no-op echo 
 same number in flight, via:
 
   nats     JetStream publish of the submission + wait for its terminal event (core NATS sub)
+  nats-log the same, waiting for the terminal event as JOB_EVENTS stored it (an ordered
+           consumer): what `?wait=` promises, so v1/nats-log is the gateway's own cost and
+           nats-log/nats what waiting for the stored event costs any client (reported, no target)
   v1       POST /v1/jobs?wait=30                     (jetgrid's own API)
   ollama   POST /api/generate {"stream": false}      (the Ollama-compatible path)
   openai   POST /v1/chat/completions                 (the OpenAI-compatible path)
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import json as _json
 import os
@@ -39,12 +43,14 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
@@ -285,25 +291,56 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await wait_up(base, "/api/tags", has_echo)
 
         subjects = settings.subjects
+        # Jobs sent straight to NATS, by job id, resolved by their terminal event as seen on a
+        # core subscription (`nats`) or as JOB_EVENTS stored it (`nats-log`).
         waiting: dict[str, asyncio.Future[None]] = {}
+        logged: dict[str, asyncio.Future[None]] = {}
 
-        async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
-            job_id, name = subjects.parse_job_event(msg.subject)
-            if name in TERMINAL_NAMES and job_id in waiting:
-                fut = waiting.pop(job_id)
-                if not fut.done():
-                    fut.set_result(None)
+        def resolver(waits: dict[str, asyncio.Future[None]]) -> Callable[[Msg], Awaitable[None]]:
+            async def on_event(msg: Msg) -> None:
+                job_id, name = subjects.parse_job_event(msg.subject)
+                if name in TERMINAL_NAMES and job_id in waits:
+                    fut = waits.pop(job_id)
+                    if not fut.done():
+                        fut.set_result(None)
 
-        await nc.subscribe(subjects.job_events(), cb=on_event)
+            return on_event
+
+        await nc.subscribe(subjects.job_events(), cb=resolver(waiting))
+
+        @contextlib.asynccontextmanager
+        async def following(name: str) -> AsyncIterator[None]:
+            """For `nats-log`, an ordered consumer on JOB_EVENTS from its end, as the gateway's
+            board reads it; only while that path runs (its deliveries cost this process CPU)."""
+            if name != "nats-log":
+                yield
+                return
+            sub = await js.subscribe(
+                subjects.job_events(),
+                stream=settings.streams.job_events,
+                cb=resolver(logged),
+                ordered_consumer=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+                idle_heartbeat=1.0,
+            )
+            try:
+                yield
+            finally:
+                await sub.unsubscribe()
+
         subject = subjects.submit("standard", "echo")
 
-        async def via_nats(i: int) -> None:
-            job_id = uuid.uuid4().hex
-            fut = asyncio.get_running_loop().create_future()
-            waiting[job_id] = fut
-            job = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt=f"job {i}")
-            await js.publish(subject, encode(job, source="bench"), headers={"Nats-Msg-Id": job_id})
-            await asyncio.wait_for(fut, 30)
+        def straight(waits: dict[str, asyncio.Future[None]]) -> One:
+            async def via_nats(i: int) -> None:
+                job_id = uuid.uuid4().hex
+                fut = asyncio.get_running_loop().create_future()
+                waits[job_id] = fut
+                job = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt=f"job {i}")
+                data = encode(job, source="bench")
+                await js.publish(subject, data, headers={"Nats-Msg-Id": job_id})
+                await asyncio.wait_for(fut, 30)
+
+            return via_nats
 
         def v1(c: Any) -> One:
             async def via_v1(i: int) -> None:
@@ -335,7 +372,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             return get
 
         paths: dict[str, One] = {
-            "nats": via_nats,
+            "nats": straight(waiting),
+            "nats-log": straight(logged),
             "v1": v1(http),
             "ollama": via_ollama,
             "openai": via_openai,
@@ -346,8 +384,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             paths |= {"v1-base": v1(base), "healthz-base": healthz(base)}
         if args.paths:
             paths = {k: v for k, v in paths.items() if k in args.paths.split(",")}
-        for one in paths.values():  # warm up every path
-            await drive(min(50, args.jobs), args.inflight, one)
+        for name, one in paths.items():  # warm up every path
+            async with following(name):
+                await drive(min(50, args.jobs), args.inflight, one)
         results = {k: [] for k in paths}
         names = list(paths)
         # The process serving each HTTP path, whose CPU time per request is read around it.
@@ -364,7 +403,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 me_before = time.process_time()
                 shared_before = cpu_s(procs[0].pid), cpu_s(server_proc.pid)
                 base_before = cpu_s(procs[3].pid) if args.baseline_src else 0.0
-                results[name].append(await drive(n, args.inflight, paths[name]))
+                async with following(name):
+                    results[name].append(await drive(n, args.inflight, paths[name]))
                 client_cpu[name].append((time.process_time() - me_before) / n)
                 worker_cpu[name].append((cpu_s(procs[0].pid) - shared_before[0]) / n)
                 nats_cpu[name].append((cpu_s(server_proc.pid) - shared_before[1]) / n)
@@ -431,6 +471,8 @@ def summarize(
         "paths": paths,
         "submit_wait_ratio": ratio(results, "v1", "nats"),
         "healthz_ratio": ratio(results, "healthz", "bare"),
+        "log_wait_ratio": ratio(results, "nats-log", "nats"),
+        "submit_wait_over_log": ratio(results, "v1", "nats-log"),
         "baseline_submit_wait_ratio": ratio(results, "v1-base", "nats"),
         "baseline_healthz_ratio": ratio(results, "healthz-base", "bare"),
         "v1_vs_baseline": ratio(results, "v1", "v1-base"),
@@ -484,6 +526,8 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
     for key, label in (
         ("submit_wait_ratio", "HTTP submit-and-wait / NATS (v1/nats)"),
         ("healthz_ratio", "GET /healthz, gateway / bare Starlette"),
+        ("log_wait_ratio", "NATS waiting for the stored event / NATS"),
+        ("submit_wait_over_log", "HTTP submit-and-wait / NATS, stored event"),
         ("baseline_submit_wait_ratio", "baseline: v1-base/nats"),
         ("baseline_healthz_ratio", "baseline: healthz-base/bare"),
         ("v1_vs_baseline", "v1 / v1-base"),

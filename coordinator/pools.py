@@ -97,6 +97,8 @@ class Pools:
 
     pools: tuple[PoolConfig, ...]
     default: str
+    # The same pools by name (every submission looks its pool up more than once).
+    _by_name: dict[str, PoolConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.pools]
@@ -104,19 +106,17 @@ class Pools:
             raise ConfigError(f"Pool names must be unique, got {names}.")
         if self.default not in names:
             raise ConfigError(f"Default pool {self.default!r} is not one of the pools {names}.")
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.pools})
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.pools)
 
     def get(self, name: str) -> PoolConfig | None:
-        return next((p for p in self.pools if p.name == name), None)
+        return self._by_name.get(name)
 
     def __getitem__(self, name: str) -> PoolConfig:
-        pool = self.get(name)
-        if pool is None:
-            raise KeyError(name)
-        return pool
+        return self._by_name[name]
 
     def route(self, model: str) -> str:
         """The pool a job for `model` goes to when it names none: first match, else default."""

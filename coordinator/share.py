@@ -295,8 +295,10 @@ def queue_lane(
     input: Mapping[str, Any] | None = None,
 ) -> int | None:  # fmt: skip
     """The lane a submission goes to in its tenant queue (None: the queue itself)."""
+    if tenant is None:
+        return None
     aff = Affinity.for_pool(pool)
-    if aff is None or tenant is None:
+    if aff is None:
         return None
     key = affinity_key(session=session, kind=kind, input=input)
     return None if key is None else lane_of(key, aff.lanes)

@@ -31,7 +31,6 @@ from starlette.routing import Route
 from jetgrid.coordinator import tracecontext
 from jetgrid.coordinator.deadlines import deadline_of, late_start
 from jetgrid.coordinator.routing import RouteError, route_job
-from jetgrid.coordinator.settings import Settings
 from jetgrid.coordinator.share import queue_lane, queue_tenant
 from jetgrid.events import (
     InvalidEvent,
@@ -43,9 +42,10 @@ from jetgrid.events import (
 )
 from jetgrid.gateway import auth, hooks
 from jetgrid.gateway.errors import HTTPError, from_validation
+from jetgrid.gateway.jobout import job_out, job_response
 from jetgrid.gateway.limits import holds_wait
 from jetgrid.gateway.queue_api import check_load
-from jetgrid.gateway.schemas import JobOut, JobResult, SubmitJob
+from jetgrid.gateway.schemas import JobResult, SubmitJob
 from jetgrid.projections.jobs import JobView
 
 if TYPE_CHECKING:
@@ -54,62 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("jetgrid.gateway.jobs")
 
 MAX_WAIT_S = 300.0
-JSON = "application/json"
-
-
-def _job_model(
-    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
-) -> JobOut:
-    return JobOut(
-        id=view.job_id,
-        status=view.status if view.status != "unknown" else "queued",
-        model=view.model,
-        pool=view.pool,
-        kind=view.kind,
-        priority=view.priority,
-        worker_id=view.worker_id,
-        attempts=view.attempts,
-        submitted_at=view.submitted_at,
-        started_at=view.started_at,
-        finished_at=view.finished_at,
-        output=view.output,
-        usage=view.usage,
-        error=view.error,
-        error_type=view.error_type,
-        seq=view.jobs_seq,
-        subject=(
-            settings.subjects.submit(view.pool, view.model, view.priority or "normal")
-            if view.pool and view.model
-            else None
-        ),
-        cancel_requested=view.cancel_requested,
-        submitter=view.submitter,
-        deadline=view.deadline,
-        position=place[0] if place else None,
-        eta_s=round(place[1], 3) if place and place[1] is not None else None,
-        trace_id=view.trace_id,
-    )
-
-
-def job_out(
-    view: JobView, settings: Settings, place: tuple[int, float | None] | None = None
-) -> dict[str, Any]:
-    """The job as the API shows it; `place`: its (position, ETA) while queued (GET /v1/queue)."""
-    return _job_model(view, settings, place).model_dump(mode="json")
-
-
-def job_response(
-    view: JobView,
-    settings: Settings,
-    place: tuple[int, float | None] | None = None,
-    *,
-    status_code: int = 200,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """`job_out` as a JSON response, serialised by pydantic in one pass (a third of the CPU of
-    building the dict and dumping it: every answered ``?wait=`` ends here)."""
-    body = _job_model(view, settings, place).model_dump_json()
-    return Response(body, status_code=status_code, headers=headers, media_type=JSON)
 
 
 async def read_json(request: Request) -> Any:
