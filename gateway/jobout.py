@@ -20,7 +20,7 @@ from jetgrid.projections.jobs import JobView
 
 JSON = "application/json"
 
-# A quarter of the CPU of validating a JobOut and dumping it (19.6 against 4.4 us here).
+# `job_response` here: 6.7-7.8 us, against 11.2-11.7 us validating a JobOut and dumping it.
 _JobFields = TypedDict(  # type: ignore[misc]  # (a functional TypedDict built from JobOut)
     "_JobFields", {name: f.annotation for name, f in JobOut.model_fields.items()}
 )
