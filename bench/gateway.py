@@ -22,8 +22,15 @@ second gateway runs that version's code on the same log, adding the paths `v1-ba
 per-round ratios. A paced phase then sends `--paced-jobs` jobs at `--rate`/s (open loop) via
 `nats` and `v1` (and `v1-base`) and reports their p50/p99.
 
+With `--stages`, every job of the timed rounds on the `nats`, `nats-log`, `v1` and `v1-base`
+paths is also split, from JOB_EVENTS, into where its time went (medians per path): sent ->
+claimed (the worker's claim, which a short job's outcome carries), claimed -> outcome (the
+outcome event's own time), outcome -> stream (JOB_EVENTS' timestamp: when nats-server took it,
+before its fsync), stream -> answered (negative when the answer came before the store). Every
+process runs on this machine, so the clocks agree.
+
     .venv/bin/python bench/gateway.py [--jobs 300] [--inflight 16] [--rounds 3] [--rate 40]
-        [--baseline-src DIR] [--profile FILE] [--json]
+        [--baseline-src DIR] [--profile FILE] [--stages] [--json]
 
 Prints a table (or JSON with --json) and writes bench/results/gateway-<time>.json.
 """
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import json as _json
 import os
@@ -54,7 +62,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from jetgrid.coordinator.provision import provision_streams
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events import TERMINAL_NAMES, JobSubmitted, encode, stream_specs
+from jetgrid.events import TERMINAL_NAMES, JobSubmitted, decode, encode, stream_specs
 from jetgrid.natsserver import NatsServer, free_port
 
 JETGRID = str(Path(sys.executable).parent / "jetgrid")
@@ -62,6 +70,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"submit_wait_ratio": 0.7, "healthz_ratio": 0.8}
 
 One = Callable[[int], Awaitable[None]]
+Stamp = tuple[str, str, float, float]  # --stages: path, job id, sent, answered (wall clock, s)
+STAGES = ("sent->claimed", "claimed->outcome", "outcome->stream", "stream->answered", "total")
+STAGED_PATHS = ("nats", "nats-log", "v1", "v1-base")
 HEALTH_PATHS = ("healthz", "bare", "healthz-base")
 HEALTH_FACTOR = 10  # GET /healthz is so cheap that --jobs of them take a few ms: run 10x as many
 
@@ -284,6 +295,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     worker_cpu: dict[str, list[float]] = defaultdict(list)
     nats_cpu: dict[str, list[float]] = defaultdict(list)
     base_cpu: dict[str, list[float]] = defaultdict(list)  # --baseline-src: its gateway's
+    stamps: list[Stamp] = []
+    timing: list[str] = []  # --stages: the path of the timed round running now, if any
+
+    def stamp(job_id: str, sent: float) -> None:
+        if timing:
+            stamps.append((timing[0], job_id, sent, time.time()))
+
     try:
         await wait_up(http, "/api/tags", has_echo)
         await wait_up(bare, "/healthz", lambda r: r.status_code == 200)
@@ -337,20 +355,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 waits[job_id] = fut
                 job = JobSubmitted(job_id=job_id, model="echo", pool="standard", prompt=f"job {i}")
                 data = encode(job, source="bench")
+                sent = time.time()
                 await js.publish(subject, data, headers={"Nats-Msg-Id": job_id})
                 await asyncio.wait_for(fut, 30)
+                stamp(job_id, sent)
 
             return via_nats
 
         def v1(c: Any) -> One:
             async def via_v1(i: int) -> None:
-                t = time.perf_counter()
+                t, sent = time.perf_counter(), time.time()
                 r = await c.post("/v1/jobs?wait=30", json={"model": "echo", "prompt": f"job {i}"})
                 took = time.perf_counter() - t
                 ok = r.status_code == 200 and r.json()["status"] == "completed"
                 if not ok:
                     j = (await c.get(f"/v1/jobs/{r.json()['id']}")).json()
                     raise AssertionError(f"{r.status_code} after {took:.1f} s: {r.text}; now: {j}")
+                stamp(r.json()["id"], sent)
 
             return via_v1
 
@@ -403,8 +424,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 me_before = time.process_time()
                 shared_before = cpu_s(procs[0].pid), cpu_s(server_proc.pid)
                 base_before = cpu_s(procs[3].pid) if args.baseline_src else 0.0
+                if args.stages and name in STAGED_PATHS:
+                    timing.append(name)
                 async with following(name):
                     results[name].append(await drive(n, args.inflight, paths[name]))
+                timing.clear()
                 client_cpu[name].append((time.process_time() - me_before) / n)
                 worker_cpu[name].append((cpu_s(procs[0].pid) - shared_before[0]) / n)
                 nats_cpu[name].append((cpu_s(server_proc.pid) - shared_before[1]) / n)
@@ -420,6 +444,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for name in ("nats", "v1", "v1-base"):
             if name in paths and args.paced_jobs:
                 paced_lat[name] = await paced(args.paced_jobs, args.rate, paths[name])
+        stages = await stage_times(js, settings, stamps) if args.stages else {}
     finally:
         for c in (http, bare, base):
             await c.aclose()
@@ -430,7 +455,49 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             p.wait(15)
         server.stop()
     cpus = {"worker": worker_cpu, "nats": nats_cpu, "base": base_cpu}
-    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, cpus)
+    return summarize(args, results, paced_lat, cpu, gw_cpu, client_cpu, cpus) | {"stages": stages}
+
+
+async def stage_times(
+    js: Any, settings: Settings, stamps: list[Stamp]
+) -> dict[str, dict[str, float]]:
+    """--stages: per path, the median milliseconds of each of STAGES over its stamped jobs (those
+    whose outcome carries its claim: every short job's), read back from JOB_EVENTS."""
+    sent = {job_id: (path, t0, t1) for path, job_id, t0, t1 in stamps}
+    last = (await js.stream_info(settings.streams.job_events)).state.last_seq
+    split: dict[str, list[list[float]]] = defaultdict(list)
+    done = asyncio.Event()
+
+    async def on_event(msg: Msg) -> None:
+        job_id, name = settings.subjects.parse_job_event(msg.subject)
+        if name in TERMINAL_NAMES and job_id in sent:
+            env = decode(msg.data)
+            claim = getattr(env.event, "claim", None)
+            if claim is not None:
+                path, t0, t1 = sent.pop(job_id)
+                marks = (t0, claim.at.timestamp(), env.time.timestamp())
+                marks += (msg.metadata.timestamp.timestamp(), t1)
+                spans = [(b - a) * 1e3 for a, b in itertools.pairwise(marks)]
+                split[path].append([*spans, (t1 - t0) * 1e3])
+        if msg.metadata.sequence.stream >= last:
+            done.set()
+
+    sub = await js.subscribe(
+        settings.subjects.job_events(),
+        stream=settings.streams.job_events,
+        cb=on_event,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+    )
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await sub.unsubscribe()
+    return {
+        path: {"jobs": len(rows)}
+        | {stage: statistics.median(r[k] for r in rows) for k, stage in enumerate(STAGES)}
+        for path, rows in split.items()
+    }
 
 
 def ratio(results: dict[str, list[tuple[float, list[float]]]], a: str, b: str) -> float | None:
@@ -541,6 +608,11 @@ def show(s: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
         print(
             f"paced {name:8} {p['jobs']} jobs at {p['rate']:g}/s: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms"
         )
+    if s["stages"]:
+        print("where each job's time went, ms (medians over the jobs of the timed rounds):")
+        print(f"{'path':13} {'jobs':>6} " + " ".join(f"{stage:>17}" for stage in STAGES))
+        for name, st in s["stages"].items():
+            print(f"{name:13} {st['jobs']:6} " + " ".join(f"{st[stage]:17.2f}" for stage in STAGES))
 
 
 def main() -> None:
@@ -564,6 +636,9 @@ def main() -> None:
         "--baseline-src", help="another version's source tree to run as a second gateway"
     )
     ap.add_argument("--profile", help="run the gateway under cProfile, writing this .prof file")
+    ap.add_argument(
+        "--stages", action="store_true", help="also split each job's time into stages (see above)"
+    )
     ap.add_argument(
         "--json", action="store_true", help="print the JSON summary instead of the table"
     )
