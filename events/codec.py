@@ -7,8 +7,9 @@ The stored form is a CloudEvents 1.0 JSON structured-mode envelope::
      "datacontenttype": "application/json", "dataversion": 1, "data": {...}}
 
 ``dataversion`` is a CloudEvents extension attribute holding the event model's version; older
-versions are upcast at decode (events.catalogue.upcast). Submissions may also arrive bare, as
-``{"model": ..., "prompt": ...}`` from ``nats pub``: decode_submission derives what is missing.
+versions are upcast at decode (events.catalogue.upcast), which reads current ones in one pass
+(events.envelope). Submissions may also arrive bare, as ``{"model": ..., "prompt": ...}`` from
+``nats pub``: decode_submission derives what is missing.
 """
 
 from __future__ import annotations
@@ -331,8 +332,7 @@ def _current(data: bytes) -> Envelope | None:
         return None
     if b"NaN" in data or b"Infinity" in data:  # maybe only in a string: the checked path decides
         return None
-    got = envelope.read(data)
-    if got is None:
+    if (got := envelope.read(data)) is None:
         return None
     try:
         return Envelope(got.id, got.source, parse_time(got.time), got.data)
@@ -345,7 +345,8 @@ def decode(data: bytes) -> Envelope:
 
     A current event takes one pass (`_current`); anything else, and anything that pass does not
     take, is read by `_decode_checked`, which upcasts older versions and words every error."""
-    return _current(data) or _decode_checked(data)
+    env = _current(data)
+    return env if env is not None else _decode_checked(data)
 
 
 def _decode_checked(data: bytes) -> Envelope:
