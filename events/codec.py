@@ -7,8 +7,9 @@ The stored form is a CloudEvents 1.0 JSON structured-mode envelope::
      "datacontenttype": "application/json", "dataversion": 1, "data": {...}}
 
 ``dataversion`` is a CloudEvents extension attribute holding the event model's version; older
-versions are upcast at decode (events.catalogue.upcast). Submissions may also arrive bare, as
-``{"model": ..., "prompt": ...}`` from ``nats pub``: decode_submission derives what is missing.
+versions are upcast at decode (events.catalogue.upcast), which reads current ones in one pass
+(events.envelope). Submissions may also arrive bare, as ``{"model": ..., "prompt": ...}`` from
+``nats pub``: decode_submission derives what is missing.
 """
 
 from __future__ import annotations
@@ -24,28 +25,14 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from jetgrid.events import envelope
 from jetgrid.events.base import Event
 from jetgrid.events.catalogue import BY_TYPE, current_version, upcast
+from jetgrid.events.envelope import ENVELOPE_KEYS, SPECVERSION
 from jetgrid.events.errors import InvalidEvent, InvalidSubject
 from jetgrid.events.jobs import JobSubmitted
 from jetgrid.events.records import record
 from jetgrid.events.subjects import Subjects, check_id
-
-SPECVERSION = "1.0"
-_ENVELOPE_KEYS = frozenset(
-    {
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "time",
-        "datacontenttype",
-        "dataversion",
-        "data",
-        "subject",
-        "dataschema",
-    }
-)
 
 
 @record
@@ -100,6 +87,7 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
 
 
 _NOT_DATA = {"type", "version"}
+Routed = tuple[str, str, str, str | None, int | None]  # Subjects.parse_submit_lane's answer
 
 
 def encode(
@@ -310,8 +298,8 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
         raise InvalidEvent("Envelope field 'id' is missing or not a string.")
     if not isinstance(source, str) or not source:
         raise InvalidEvent("Envelope field 'source' is missing or not a string.")
-    if not obj.keys() <= _ENVELOPE_KEYS:
-        unknown = set(obj) - _ENVELOPE_KEYS
+    if not obj.keys() <= ENVELOPE_KEYS:
+        unknown = set(obj) - ENVELOPE_KEYS
         raise InvalidEvent(f"Envelope has unknown attributes: {sorted(unknown)}.")
     data = obj.get("data")
     if not isinstance(data, dict):
@@ -337,8 +325,31 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
     return event, parse_time(obj.get("time")), id_, source
 
 
+def _current(data: bytes) -> Envelope | None:
+    """The envelope of `data` in one pass (events.envelope.read), or None: bytes that are not
+    cleared of the bounds and of NaN and Infinity tokens, or that the one pass does not take."""
+    if not (type(data) is Cleared or (len(data) <= MAX_BYTES and within_bounds(data))):
+        return None
+    if b"NaN" in data or b"Infinity" in data:  # maybe only in a string: the checked path decides
+        return None
+    if (got := envelope.read(data)) is None:
+        return None
+    try:
+        return Envelope(got.id, got.source, parse_time(got.time), got.data)
+    except InvalidEvent:
+        return None
+
+
 def decode(data: bytes) -> Envelope:
-    """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong."""
+    """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong.
+
+    A current event takes one pass (`_current`); anything else, and anything that pass does not
+    take, is read by `_decode_checked`, which upcasts older versions and words every error."""
+    env = _current(data)
+    return env if env is not None else _decode_checked(data)
+
+
+def _decode_checked(data: bytes) -> Envelope:
     obj = load_json(data)
     if not isinstance(obj, dict):
         raise InvalidEvent("Body must be a JSON object (a CloudEvents envelope).")
@@ -415,43 +426,15 @@ def decode_submission(
     by its permissions to its own tenant token cannot queue work as another tenant.
     """
     try:
-        pool, model, priority, tenant, lane = subjects.parse_submit_lane(subject)
+        routed = pool, model, priority, tenant, lane = subjects.parse_submit_lane(subject)
     except InvalidSubject as exc:
         raise InvalidEvent(str(exc)) from exc
-    obj = load_json(data)
-    if not isinstance(obj, dict):
-        raise InvalidEvent("A job must be a JSON object with at least 'model' and 'prompt'.")
-    if "specversion" in obj:
-        event, time, id_, source = _event_from(obj)  # the document parsed above, not again
-        env = Envelope(id=id_, source=source, time=time, event=event)
-        if not isinstance(env.event, JobSubmitted):
-            raise InvalidEvent(f"Only {JobSubmitted.__name__} belongs here, got {env.type!r}.")
-        job = env.event
-        check_chosen_id(job.job_id)
+    env = _current(data)  # an enveloped job, in one pass
+    if env is not None and isinstance(env.event, JobSubmitted):
+        check_chosen_id(env.event.job_id)
     else:
-        fields = dict(obj)
-        chosen = _bare_id(fields)
-        fields.pop("id", None)
-        if chosen is not None:
-            if isinstance(chosen, str):
-                check_chosen_id(chosen)
-            fields["job_id"] = chosen
-        fields.setdefault("job_id", derived_job_id(seq))
-        fields.setdefault("pool", pool)
-        if priority != "normal":
-            fields.setdefault("priority", priority)
-        if tenant is not None:  # a tenant queue: the subject says whose (and who submitted)
-            fields.setdefault("tenant", tenant)
-            fields.setdefault("submitter", tenant)
-        if lane is not None:
-            fields.setdefault("lane", lane)
-        fields.pop("type", None)
-        fields.pop("version", None)
-        try:
-            job = JobSubmitted.model_validate(fields)
-        except ValidationError as exc:
-            raise InvalidEvent(explain(exc)) from exc
-        env = Envelope(id=job.job_id, source="nats", time=stream_time, event=job)
+        env = _checked_submission(load_json(data), seq, stream_time, routed)
+    job = env.event
     if job.model != model:
         raise InvalidEvent(
             f"field 'model': {job.model!r} does not match the subject's model {model!r} "
@@ -478,3 +461,40 @@ def decode_submission(
             f"field 'lane': {job.lane!r} does not match the subject's lane {lane!r}."
         )
     return env.at(seq, subject)
+
+
+def _checked_submission(obj: Any, seq: int, stream_time: datetime, routed: Routed) -> Envelope:
+    """decode_submission's reading of a parsed body that `_current` did not take."""
+    pool, _, priority, tenant, lane = routed
+    if not isinstance(obj, dict):
+        raise InvalidEvent("A job must be a JSON object with at least 'model' and 'prompt'.")
+    if "specversion" in obj:
+        event, time, id_, source = _event_from(obj)  # the document parsed above, not again
+        env = Envelope(id=id_, source=source, time=time, event=event)
+        if not isinstance(env.event, JobSubmitted):
+            raise InvalidEvent(f"Only {JobSubmitted.__name__} belongs here, got {env.type!r}.")
+        check_chosen_id(env.event.job_id)
+        return env
+    fields = dict(obj)
+    chosen = _bare_id(fields)
+    fields.pop("id", None)
+    if chosen is not None:
+        if isinstance(chosen, str):
+            check_chosen_id(chosen)
+        fields["job_id"] = chosen
+    fields.setdefault("job_id", derived_job_id(seq))
+    fields.setdefault("pool", pool)
+    if priority != "normal":
+        fields.setdefault("priority", priority)
+    if tenant is not None:  # a tenant queue: the subject says whose (and who submitted)
+        fields.setdefault("tenant", tenant)
+        fields.setdefault("submitter", tenant)
+    if lane is not None:
+        fields.setdefault("lane", lane)
+    fields.pop("type", None)
+    fields.pop("version", None)
+    try:
+        job = JobSubmitted.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidEvent(explain(exc)) from exc
+    return Envelope(id=job.job_id, source="nats", time=stream_time, event=job)
