@@ -32,7 +32,7 @@ from jetgrid.events.envelope import ENVELOPE_KEYS, SPECVERSION
 from jetgrid.events.errors import InvalidEvent, InvalidSubject
 from jetgrid.events.jobs import JobSubmitted
 from jetgrid.events.records import record
-from jetgrid.events.subjects import Subjects, check_id
+from jetgrid.events.subjects import Subjects, SubmitRoute, check_id
 
 
 @record
@@ -87,7 +87,6 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
 
 
 _NOT_DATA = {"type", "version"}
-Routed = tuple[str, str, str, str | None, int | None]  # Subjects.parse_submit_lane's answer
 
 
 def encode(
@@ -204,8 +203,8 @@ def _check_str(value: str) -> None:
 
 
 class Cleared(bytes):
-    """Bytes that `within_bounds` has already cleared where they were read, so that load_json
-    skips the scan as well as the walk. A replay's reader child scans each message it sends
+    """Bytes that `cleared` passed where they were read: load_json skips the scan and the walk,
+    decode the scan before its one pass. A replay's reader child scans each message it sends
     (projections.pump), while the process that decodes them is the busier one. Only jetgrid's
     own readers make one; what NATS delivers is plain bytes, which are scanned here."""
 
@@ -325,12 +324,15 @@ def _event_from(obj: dict[str, Any]) -> tuple[Event, datetime, str, str]:
     return event, parse_time(obj.get("time")), id_, source
 
 
+def cleared(data: bytes) -> bool:
+    """Whether `data` is within the bounds (within_bounds) and holds no NaN or Infinity token,
+    which the one pass would take as a number (a token inside a string counts too)."""
+    return within_bounds(data) and b"NaN" not in data and b"Infinity" not in data
+
+
 def _current(data: bytes) -> Envelope | None:
-    """The envelope of `data` in one pass (events.envelope.read), or None: bytes that are not
-    cleared of the bounds and of NaN and Infinity tokens, or that the one pass does not take."""
-    if not (type(data) is Cleared or (len(data) <= MAX_BYTES and within_bounds(data))):
-        return None
-    if b"NaN" in data or b"Infinity" in data:  # maybe only in a string: the checked path decides
+    """The envelope of cleared bytes in one pass (events.envelope.read), or None."""
+    if type(data) is not Cleared and not (len(data) <= MAX_BYTES and cleared(data)):
         return None
     if (got := envelope.read(data)) is None:
         return None
@@ -341,10 +343,8 @@ def _current(data: bytes) -> Envelope | None:
 
 
 def decode(data: bytes) -> Envelope:
-    """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong.
-
-    A current event takes one pass (`_current`); anything else, and anything that pass does not
-    take, is read by `_decode_checked`, which upcasts older versions and words every error."""
+    """Bytes of a CloudEvents envelope -> Envelope; InvalidEvent says what is wrong. A current
+    event takes one pass (`_current`); `_decode_checked` reads the rest, upcasts, words errors."""
     env = _current(data)
     return env if env is not None else _decode_checked(data)
 
@@ -463,7 +463,7 @@ def decode_submission(
     return env.at(seq, subject)
 
 
-def _checked_submission(obj: Any, seq: int, stream_time: datetime, routed: Routed) -> Envelope:
+def _checked_submission(obj: Any, seq: int, stream_time: datetime, routed: SubmitRoute) -> Envelope:
     """decode_submission's reading of a parsed body that `_current` did not take."""
     pool, _, priority, tenant, lane = routed
     if not isinstance(obj, dict):

@@ -66,6 +66,8 @@ WORKER_EVENT_NAMES = ("registered", "heartbeat", "draining", "deregistered")
 # Priorities, highest first. `normal` has no subject token: the four-token submission subject
 # (the original grammar) is the normal queue, so every client written before priorities works.
 PRIORITIES = ("high", "normal", "low")
+# A submission subject read: (pool, model, priority, tenant or None, lane or None).
+SubmitRoute = tuple[str, str, str, str | None, int | None]
 PRIORITY_TOKENS = ("high", "low")
 MAX_MODEL_LEN = 200
 MAX_TENANT_LEN = 128
@@ -260,12 +262,12 @@ class Subjects:
         pool, model, priority, tenant, _ = self.parse_submit_lane(subject)
         return pool, model, priority, tenant
 
-    def parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
+    def parse_submit_lane(self, subject: str) -> SubmitRoute:
         """(pool, model, priority, tenant or None, lane or None) of a submission subject (the
         last `_PARSED` valid subjects' answers are remembered)."""
         return _parse_submit_lane(self, subject)
 
-    def _parse_submit_lane(self, subject: str) -> tuple[str, str, str, str | None, int | None]:
+    def _parse_submit_lane(self, subject: str) -> SubmitRoute:
         head = f"{self.prefix}.jobs."
         dots = subject[len(head) :].count(".") if subject.startswith(head) else 1
         n = dots + 1 if dots in (2, 3, 4) else 2
@@ -325,9 +327,7 @@ _WORKER_SUBJECTS = 16_384  # worker subjects (a few event names for each of a fl
 
 
 @functools.lru_cache(maxsize=_PARSED)
-def _parse_submit_lane(
-    subjects: Subjects, subject: str
-) -> tuple[str, str, str, str | None, int | None]:
+def _parse_submit_lane(subjects: Subjects, subject: str) -> SubmitRoute:
     return subjects._parse_submit_lane(subject)  # a refused subject raises: nothing is kept
 
 

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import stored_at
-from jetgrid.events.codec import within_bounds
+from jetgrid.events.codec import cleared
 from jetgrid.projections.reader import CLEARED, END, HEAD, Cursor, frame
 
 __all__ = ["main"]
@@ -167,7 +167,7 @@ class _Pump:
             subject = msg.subject.encode()
             data = msg.data
             pending = self.pending
-            flags = CLEARED if within_bounds(data) else 0
+            flags = CLEARED if cleared(data) else 0
             pending.extend(HEAD.pack(seq, ns, len(subject), len(data), len(headers), flags))
             pending.extend(subject)
             pending.extend(data)

@@ -11,7 +11,7 @@ subscribes, and writes each message to a pipe as one frame:
     <seq: u64> <stored time, ns since the epoch: i64> <subject length: u32> <data length: u32>
     <headers length: u32> <flags: u8> <subject> <data> <headers as a JSON object, or nothing>
 
-Flag 1 says the codec's byte scan cleared the data (events.codec.within_bounds): the child
+Flag 1 says the codec's byte scan cleared the data (events.codec.cleared): the child
 scans every message, and the parent, whose decoding and folding are a replay's bound, hands the
 fold the data as events.codec.Cleared bytes, which the codec does not scan again.
 
@@ -56,7 +56,7 @@ from jetgrid.projections.items import Item
 __all__ = ["CLEARED", "END", "HEAD", "Batches", "Cursor", "frame", "read_apart", "subscribe_from"]
 
 HEAD = struct.Struct("<QqIIIB")
-CLEARED = 1  # flag: the data is within the codec's bounds
+CLEARED = 1  # flag: the codec's byte scan cleared the data (events.codec.cleared)
 END = b"end"
 PIPE_SIZE = 1 << 20  # what the pipe itself holds, where the system allows (_widen)
 PIPE_HIGH = 32 << 20  # bytes waiting for the pipe past which the child stops its consumer
