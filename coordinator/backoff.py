@@ -11,6 +11,10 @@ policy             what it retries                              waits, and gives
 TERMINAL_STORE     storing a job's terminal event (worker)      0.2, 0.4, 0.8, 1.6 s; at the
                                                                 5th failure, then the worker
                                                                 naks with NOT_STORED_NAK_S
+LAST_DEAD          storing `dead` on the delivery after a job's  0.5, 1, 2, 4, 4 ... s; at the
+                   last run (worker), which holds it meanwhile  20th failure (about a minute),
+                                                                then the nak leaves it to the
+                                                                max-deliveries advisory
 FAILOVER           registering, binding consumers (worker)      0.5 s; a failure more than
                                                                 30 s after the first try, or a
                                                                 PermissionDenied at once
@@ -35,6 +39,7 @@ __all__ = [
     "DEAD_LETTER_SETUP",
     "FAILOVER",
     "GOODBYE",
+    "LAST_DEAD",
     "NATS_RESTART",
     "NATS_STABLE_S",
     "NOT_STORED_NAK_S",
@@ -99,6 +104,7 @@ def after_failure(
 
 
 TERMINAL_STORE = Backoff(first_s=0.2, factor=2.0, tries=5)
+LAST_DEAD = Backoff(first_s=0.5, factor=2.0, max_s=4.0, tries=20)
 FAILOVER = Backoff(first_s=0.5, within_s=30.0, never=(PermissionDenied,))
 GOODBYE = Backoff(first_s=0.5, within_s=10.0, never=(PermissionDenied,))
 DEAD_LETTER_SETUP = Backoff(first_s=0.5, tries=30)

@@ -21,12 +21,12 @@ reason.
 
 A transient failure publishes `retrying` and naks with the pool's backoff; on the last run it
 stores `dead` and naks at once (coordinator.delivery.after_transient). The delivery after the
-last run only records `dead` (`record_dead`). A redelivered job whose earlier runs ended with no
-outcome too often is quarantined: `dead` with the reason, and terminated (`quarantine`). An
-undecodable submission goes to the invalid stream, gets a `rejected` event on its job's subject
-(so whoever submitted it sees why), and is terminated (`reject`). Tests and benchmarks inject a
-subclass through
-``Worker(outcomes=...)`` to change what one of these does.
+last run only records `dead` (`record_dead`, holding the delivery through a NATS outage). A
+redelivered job whose earlier runs ended with no outcome too often is quarantined: `dead` with
+the reason, and terminated (`quarantine`). An undecodable submission goes to the invalid
+stream, gets a `rejected` event on its job's subject (so whoever submitted it sees why), and is
+terminated (`reject`). Tests and benchmarks inject a subclass through ``Worker(outcomes=...)``
+to change what one of these does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from jetgrid.coordinator.backoff import NOT_STORED_NAK_S, TERMINAL_STORE, Stop, after_failure
+from jetgrid.coordinator.backoff import (
+    LAST_DEAD,
+    NOT_STORED_NAK_S,
+    TERMINAL_STORE,
+    Backoff,
+    Stop,
+    after_failure,
+)
 from jetgrid.coordinator.bus import Bus, Stored
 from jetgrid.coordinator.delivery import (
     GiveUp,
@@ -243,10 +250,16 @@ class Outcomes:
         return stored is not None
 
     async def _store(
-        self, event: TerminalEvent | JobStarted | JobRetrying, time: datetime | None = None
+        self,
+        event: TerminalEvent | JobStarted | JobRetrying,
+        time: datetime | None = None,
+        *,
+        policy: Backoff = TERMINAL_STORE,
+        holding: Delivery | None = None,
     ) -> Stored | None:
-        """Store an event, trying again (same Msg-Id) through the TERMINAL_STORE tries; None
-        if NATS stayed away through them."""
+        """Store an event, trying again (same Msg-Id) through the `policy` tries, telling the
+        server before each wait that `holding` is still in progress; None if NATS stayed away
+        through them."""
         tries = 0
         while True:
             tries += 1
@@ -258,9 +271,12 @@ class Outcomes:
                 log.warning(
                     "storing %s of job %s failed (%s); retrying", event.type, event.job_id, exc
                 )
-                step = after_failure(TERMINAL_STORE, tries, error=exc)
+                step = after_failure(policy, tries, error=exc)
                 if isinstance(step, Stop):
                     return None
+                if holding is not None:
+                    with contextlib.suppress(Exception):  # NATS away: the next wait tries again
+                        await holding.in_progress()
                 await self.sleep(step.delay_s)
                 continue
             return stored
@@ -359,18 +375,19 @@ class Outcomes:
     async def record_dead(self, msg: Delivery, job: JobSubmitted, seq: int) -> None:
         """The delivery after the last run (coordinator.delivery.consumer_max_deliver): store
         `dead` without running the job, then nak, which ends its deliveries (JetStream's
-        advisory follows, and the watchers' `dead` is dropped as a duplicate). If the event
-        cannot be stored, the nak still lets the advisory make it dead."""
+        advisory follows, and the watchers' `dead` is dropped as a duplicate). No delivery comes
+        after this one, and NATS away now may lose the advisory too (its stream without a
+        leader), so a `dead` not stored through TERMINAL_STORE is tried on through LAST_DEAD
+        while the delivery is held (in progress); only then does the nak leave it to the
+        advisory."""
         runs = self.pool.max_deliver
         last_error = await last_retry_reason(self.bus, self.settings, job.job_id)
-        stored = await self.store_terminal(
-            JobDead(
-                job_id=job.job_id,
-                attempts=runs,
-                jobs_seq=seq,
-                reason=dead_reason(runs, last_error),
-            )
+        dead = JobDead(
+            job_id=job.job_id, attempts=runs, jobs_seq=seq, reason=dead_reason(runs, last_error)
         )
+        stored = await self.store_terminal(dead)
+        if not stored:
+            stored = await self._store(dead, policy=LAST_DEAD, holding=msg) is not None
         log.info("job %s ran %d times and is dead%s", job.job_id, runs,
                  "" if stored else " (not stored; the advisory will say so)")  # fmt: skip
         with contextlib.suppress(Exception):

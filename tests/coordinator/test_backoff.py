@@ -8,6 +8,7 @@ from jetgrid.coordinator.backoff import (
     DEAD_LETTER_SETUP,
     FAILOVER,
     GOODBYE,
+    LAST_DEAD,
     NOT_STORED_NAK_S,
     PULL_ROUND_WAIT_S,
     TERMINAL_STORE,
@@ -45,6 +46,15 @@ def test_the_terminal_store_doubles_its_wait_five_times(
     assert got == (
         TryAgain(pytest.approx(decision.delay_s)) if isinstance(got, TryAgain) else decision
     )
+
+
+def test_the_last_dead_store_holds_on_about_a_minute_before_leaving_it_to_the_advisory() -> None:
+    steps = [after_failure(LAST_DEAD, n, error=AWAY) for n in range(1, 21)]
+    waits = [s.delay_s for s in steps if isinstance(s, TryAgain)]
+    assert waits[:5] == pytest.approx([0.5, 1.0, 2.0, 4.0, 4.0]) and max(waits) == 4.0
+    assert steps[-1] == Stop() and len(waits) == 19
+    assert sum(waits) == pytest.approx(67.5)
+    assert after_failure(LAST_DEAD, 1, error=DENIED) == TryAgain(0.5)  # any NATS error alike
 
 
 def test_the_terminal_store_waits_3_s_in_all_before_handing_a_job_back() -> None:

@@ -87,6 +87,9 @@ class Delivery:
     async def nak(self, delay: float | None = None) -> None:
         self.log.append(f"nak {delay}")
 
+    async def in_progress(self) -> None:
+        self.log.append("in progress")
+
 
 def make(bus: FlakyBus, waits: list[float] | None = None) -> tuple[Outcomes, Counters]:
     counters = Counters()
@@ -129,6 +132,28 @@ async def test_a_store_that_keeps_failing_hands_the_job_back_after_five_tries() 
     await part.finish(Delivery.noting_in(bus.log), DONE)
     assert bus.tries == 5 and waits == [0.2, 0.4, 0.8, 1.6]
     assert bus.log == ["nak 1.0"]  # nothing stored, no ack: the job runs again
+
+
+async def test_the_last_delivery_is_held_while_dead_is_tried_on_through_an_outage() -> None:
+    """No delivery comes after the one that records `dead`: past the terminal store's five
+    tries it keeps the delivery (in progress) and tries on through LAST_DEAD, then naks."""
+    bus = FlakyBus(failures=8)
+    waits: list[float] = []
+    part, _ = make(bus, waits)
+    await part.record_dead(Delivery.noting_in(bus.log), JOB, seq=7)
+    assert bus.tries == 9
+    assert waits == [0.2, 0.4, 0.8, 1.6, 0.5, 1.0, 2.0]
+    assert bus.log == ["in progress"] * 3 + ["stored dead", "nak None"]
+    assert bus.said[0][0].jobs_seq == 7
+
+
+async def test_a_dead_that_cannot_be_stored_in_a_minute_is_left_to_the_advisory() -> None:
+    bus = FlakyBus(failures=99)
+    waits: list[float] = []
+    part, _ = make(bus, waits)
+    await part.record_dead(Delivery.noting_in(bus.log), JOB, seq=7)
+    assert bus.tries == 5 + 20 and sum(waits) == pytest.approx(3.0 + 67.5)
+    assert bus.log == ["in progress"] * 19 + ["nak None"]  # nothing stored: the advisory's turn
 
 
 async def test_an_output_too_large_to_store_is_recorded_as_failed_and_acked() -> None:
