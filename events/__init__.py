@@ -5,6 +5,7 @@ through it.
 """
 
 from jetgrid.events.base import Event
+from jetgrid.events.bounds import load_json
 from jetgrid.events.catalogue import ANY_EVENT, BY_TYPE, EVENT_TYPES, UPCASTERS, AnyEvent, upcast
 from jetgrid.events.codec import (
     Envelope,
@@ -15,7 +16,6 @@ from jetgrid.events.codec import (
     encode,
     explain,
     format_time,
-    load_json,
     now,
     parse_time,
     refused_job_id,

@@ -8,7 +8,7 @@ codec._event_from would accept, and gives the same event. It takes no upcast (an
 ``dataversion`` or a retired type) and words no error: events.codec.decode tries it first and
 sends anything it does not take down the checked path, which alone upcasts and says what is
 wrong. It checks no bounds either: pydantic-core's one-pass parser takes NaN and Infinity as
-numbers and integers of any size, so decode gives it only bytes that codec.cleared passed:
+numbers and integers of any size, so decode gives it only bytes that bounds.cleared passed:
 within the bounds, and holding no such token (tests/events/test_envelope_one_pass.py checks
 that both paths agree).
 """

@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import stored_at
-from jetgrid.events.codec import cleared
+from jetgrid.events.bounds import cleared
 from jetgrid.projections.reader import CLEARED, END, HEAD, Cursor, frame
 
 __all__ = ["main"]

@@ -11,9 +11,9 @@ subscribes, and writes each message to a pipe as one frame:
     <seq: u64> <stored time, ns since the epoch: i64> <subject length: u32> <data length: u32>
     <headers length: u32> <flags: u8> <subject> <data> <headers as a JSON object, or nothing>
 
-Flag 1 says the codec's byte scan cleared the data (events.codec.cleared): the child
+Flag 1 says the codec's byte scan cleared the data (events.bounds.cleared): the child
 scans every message, and the parent, whose decoding and folding are a replay's bound, hands the
-fold the data as events.codec.Cleared bytes, which the codec does not scan again.
+fold the data as events.bounds.Cleared bytes, which the codec does not scan again.
 
 A frame with sequence 0 is the end: its subject is ``end`` or the name of the error the child
 met (coordinator.errors), its data that error's one-sentence text. Receiving was about a
@@ -50,13 +50,13 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from jetgrid.coordinator import errors
 from jetgrid.coordinator.position import position_ns, stored_at
 from jetgrid.coordinator.settings import Settings
-from jetgrid.events.codec import Cleared
+from jetgrid.events.bounds import Cleared
 from jetgrid.projections.items import Item
 
 __all__ = ["CLEARED", "END", "HEAD", "Batches", "Cursor", "frame", "read_apart", "subscribe_from"]
 
 HEAD = struct.Struct("<QqIIIB")
-CLEARED = 1  # flag: the codec's byte scan cleared the data (events.codec.cleared)
+CLEARED = 1  # flag: the codec's byte scan cleared the data (events.bounds.cleared)
 END = b"end"
 PIPE_SIZE = 1 << 20  # what the pipe itself holds, where the system allows (_widen)
 PIPE_HIGH = 32 << 20  # bytes waiting for the pipe past which the child stops its consumer

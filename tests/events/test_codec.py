@@ -379,7 +379,7 @@ def test_a_lone_surrogate_in_an_envelope_is_refused() -> None:
 
 
 def test_a_body_over_the_size_bound_is_refused_before_parsing() -> None:
-    from jetgrid.events.codec import MAX_BYTES
+    from jetgrid.events.bounds import MAX_BYTES
 
     with pytest.raises(InvalidEvent, match="bytes; at most"):
         load_json(b" " * (MAX_BYTES + 1))

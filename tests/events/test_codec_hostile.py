@@ -121,7 +121,7 @@ def test_the_byte_scan_skips_the_walk_only_for_documents_within_the_bounds(raw: 
     whenever they do, the walk would have accepted it."""
     from pydantic_core import from_json
 
-    from jetgrid.events.codec import _check, within_bounds
+    from jetgrid.events.bounds import _check, within_bounds
 
     try:
         obj = from_json(raw, allow_inf_nan=False)

@@ -25,6 +25,7 @@ from jetgrid.events import (
     decode_submission,
     encode,
 )
+from jetgrid.events.bounds import Cleared
 from jetgrid.events.catalogue import RETIRED_TYPES
 from jetgrid.events.lifecycle import Claim
 from tests.events.test_codec import SAMPLES
@@ -81,7 +82,7 @@ def agree(raw: bytes) -> None:
 def test_every_current_event_takes_the_one_pass(type_: str) -> None:
     raw = encode(BY_TYPE[type_](**SAMPLES[type_]), source="t", time=T0)
     assert codec._current(raw) is not None
-    assert codec._current(codec.Cleared(raw)) == codec._current(raw)  # as a replay reads it
+    assert codec._current(Cleared(raw)) == codec._current(raw)  # as a replay reads it
     agree(raw)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from jetgrid.coordinator.errors import NatsError, NatsUnavailable
 from jetgrid.events import JOB_EVENTS, JOBS, WORKERS
-from jetgrid.events.codec import Cleared, cleared
+from jetgrid.events.bounds import Cleared, cleared
 from jetgrid.projections.folder import stream_filters
 from jetgrid.projections.items import Item
 from jetgrid.projections.pump import _headers_json, _Out, _Pump, _pump
