@@ -238,7 +238,7 @@ class JobRunner:
                 )
             )
             before = await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp)
-            # or heard live while that was looked up: no await from here to the backend's task
+            # or heard live while that was looked up: no await from here to the backend's call
             if before or ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
@@ -246,7 +246,7 @@ class JobRunner:
             trace = self.tracing.begin(parent, job, worker_id=self.worker_id, attempt=attempt,
                                        submitted_at=env.time, started_at=self.clock())  # fmt: skip
             ctx.traceparent = trace.backend
-            BACKEND_TRACEPARENT.set(trace.backend)  # the backend task's copy of this context
+            BACKEND_TRACEPARENT.set(trace.backend)  # this task's context: the backend runs in it
             try:
                 await self._run(msg, job, ctx, attempt)
             finally:
