@@ -2,7 +2,7 @@
 
 The worker subscribes on core NATS to every job's ``cancel_requested`` (the events are stored
 in JOB_EVENTS too). A request for a job it holds sets the job's cancel signal and cancels its
-backend task (worker.held.Held.abort), and the job ends `cancelled`. Requests for jobs it has
+backend call (worker.held.Held.abort), and the job ends `cancelled`. Requests for jobs it has
 not seen are remembered (the last KEPT of them), so a job about to start is skipped. A job that
 the listener may have missed a request for (submitted before the listener went live, or around
 a reconnect: coordinator.delivery.cancel_heard_live) is looked up in JOB_EVENTS first. Which

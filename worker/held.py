@@ -1,4 +1,4 @@
-"""What a worker holds now: a task per delivery, and per running job its context and backend task.
+"""What a worker holds now: a task per delivery, and per running job its context and backend run.
 
 Shared by the worker's parts: the job runner fills it, the pull scheduler counts it, the cancel
 listener aborts what it names, pings report it, and draining waits for it.
@@ -7,11 +7,37 @@ listener aborts what it names, pings report it, and draining waits for it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from jetgrid.worker.backends.base import RunContext
 
-__all__ = ["Held"]
+__all__ = ["Held", "Running"]
+
+
+class Running:
+    """A job's backend call, awaited in its delivery's task: what a cancel request and the
+    stall watchdog cancel. `cancels` counts the cancellations asked through it, so the task can
+    tell them from one asked by anything else (the drain)."""
+
+    __slots__ = ("cancels", "task")
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+        self.task.cancel()
+
+    def settle(self) -> bool:
+        """After a CancelledError in the task: withdraw this call's own cancellations; True if
+        that leaves none (the call was stopped here, not the task from outside)."""
+        if not self.cancels:
+            return False
+        left = self.task.cancelling()
+        for _ in range(self.cancels):
+            left = self.task.uncancel()
+        self.cancels = 0
+        return left == 0
 
 
 class Held:
@@ -20,10 +46,10 @@ class Held:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[None]] = set()  # one per delivery, until it is acked/naked
         self.contexts: dict[str, RunContext] = {}  # job id -> its context, claimed to outcome
-        self.runs: dict[str, asyncio.Task[Any]] = {}  # job id -> the backend running it
+        self.runs: dict[str, Running] = {}  # job id -> its backend call, while it is awaited
 
     def abort(self, job_id: str) -> None:
-        """Signal a held job that it is cancelled, and cancel its backend task if it runs."""
+        """Signal a held job that it is cancelled, and cancel its backend call if it runs."""
         ctx = self.contexts.get(job_id)
         if ctx is not None:
             ctx.cancelled.set()

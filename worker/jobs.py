@@ -54,11 +54,11 @@ from jetgrid.events import (
     unique_by_construction,
 )
 from jetgrid.events import now as wall_clock
-from jetgrid.worker.backends.base import Backend, RunContext
+from jetgrid.worker.backends.base import Backend, Result, RunContext
 from jetgrid.worker.cancels import Cancels
 from jetgrid.worker.delivery import Delivery
 from jetgrid.worker.errors import BackendError, TransientError
-from jetgrid.worker.held import Held
+from jetgrid.worker.held import Held, Running
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
 from jetgrid.worker.stalls import Avoid, Watchdog
@@ -238,7 +238,7 @@ class JobRunner:
                 )
             )
             before = await self.cancels.requested_before_start(job.job_id, ctx, md.timestamp)
-            # or heard live while that was looked up: no await from here to the backend's task
+            # or heard live while that was looked up: no await from here to the backend's call
             if before or ctx.cancelled.is_set():
                 await self.outcomes.cancel(msg, job, attempt, "cancelled before start")
                 return
@@ -246,7 +246,7 @@ class JobRunner:
             trace = self.tracing.begin(parent, job, worker_id=self.worker_id, attempt=attempt,
                                        submitted_at=env.time, started_at=self.clock())  # fmt: skip
             ctx.traceparent = trace.backend
-            BACKEND_TRACEPARENT.set(trace.backend)  # the backend task's copy of this context
+            BACKEND_TRACEPARENT.set(trace.backend)  # this task's context: the backend runs in it
             try:
                 await self._run(msg, job, ctx, attempt)
             finally:
@@ -330,77 +330,83 @@ class JobRunner:
         return None
 
     async def _run(self, msg: Delivery, job: JobSubmitted, ctx: RunContext, attempt: int) -> None:
-        """Run the backend under the job's timeout and cancel signal; report the outcome."""
+        """Run the backend under the job's timeout, its cancel signal and the stall watchdog;
+        report the outcome. The backend is awaited in this delivery's task (no task of its
+        own: a loop step fewer each way): a cancel request and the watchdog cancel it through
+        its `Running`, which tells their cancellations from the drain's."""
         timeout = self.pool.timeout_for(job.timeout_s)
         t0 = time.perf_counter()
         after = self.pool.stall_after_s if job.kind in WATCHED_KINDS else None
         dog = None if after is None else Watchdog(after)
         if dog is not None:
             ctx.emit = dog.wrap(ctx.emit)
-        run = asyncio.create_task(self.backend.run(job, ctx), name=f"job-{job.job_id}")
-        self.held.runs[job.job_id] = run
-        watch = None if dog is None else asyncio.create_task(dog.watch(run))
+        task = asyncio.current_task()
+        assert task is not None  # handle runs in the delivery's task
+        running = self.held.runs[job.job_id] = Running(task)
+        watch = None if dog is None else asyncio.create_task(dog.watch(running.cancel))
+        limit = asyncio.timeout(timeout)
+        result: Result | None = None
+        error: Exception | None = None
         try:
-            try:
-                done, _ = await asyncio.wait({run}, timeout=timeout)
-            except asyncio.CancelledError:
-                run.cancel()  # drain grace ran out: stop the backend (handle hands the job back)
-                await asyncio.wait({run})
-                raise
-            if not done:
-                run.cancel()
-                await asyncio.wait({run})
-                if not ctx.cancelled.is_set():
-                    self.counters.timed_out += 1
-                    await self.outcomes.fail(
-                        msg,
-                        job,
-                        attempt,
-                        f"ran past its timeout of {timeout:g} s (job timeout_s "
-                        f"{job.timeout_s}, pool cap {self.pool.job_timeout_cap_s:g} s)",
-                        "timeout",
-                    )
-                    return
-            if dog is not None and dog.stalled_s is not None and not ctx.cancelled.is_set():
-                await self._stalled(msg, job, attempt, dog)
-                return
-            if ctx.cancelled.is_set():
-                await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
-                return
-            try:
-                result = run.result()
-            except TransientError as exc:
-                await self.outcomes.retry(msg, job, attempt, str(exc))
-                return
-            except BackendError as exc:
-                await self.outcomes.fail(msg, job, attempt, str(exc), exc.error_type)
-                return
-            except Exception as exc:
-                # A backend bug is not going to fix itself on retry: fail with its message.
-                log.exception(
-                    "backend %s raised unexpectedly on job %s", self.backend.name, job.job_id
-                )
-                await self.outcomes.fail(
-                    msg, job, attempt, f"{type(exc).__name__}: {exc}", "internal"
-                )
-                return
-            await ctx.emit.flush()  # type: ignore[attr-defined]  # the last chunks before the result
-            await self.outcomes.finish(
-                msg,
-                JobCompleted(
-                    job_id=job.job_id,
-                    worker_id=self.worker_id,
-                    attempt=attempt,
-                    output=result.output,
-                    usage=result.usage,
-                    duration_s=time.perf_counter() - t0,
-                ),
-            )
-            self.counters.completed += 1
+            async with limit:
+                result = await self.backend.run(job, ctx)
+        except asyncio.CancelledError:
+            if not running.settle():
+                raise  # the drain grace ran out: handle hands the job back
+        except Exception as exc:  # the backend's, or the timeout's (`limit.expired()`)
+            error = exc
         finally:
+            # Synchronously after the call: nothing cancels this task for the job from here on.
             self.held.runs.pop(job.job_id, None)
             if watch is not None:
                 watch.cancel()
+        if limit.expired() and not ctx.cancelled.is_set():
+            self.counters.timed_out += 1
+            await self.outcomes.fail(
+                msg,
+                job,
+                attempt,
+                f"ran past its timeout of {timeout:g} s (job timeout_s "
+                f"{job.timeout_s}, pool cap {self.pool.job_timeout_cap_s:g} s)",
+                "timeout",
+            )
+            return
+        if dog is not None and dog.stalled_s is not None and not ctx.cancelled.is_set():
+            await self._stalled(msg, job, attempt, dog)
+            return
+        if ctx.cancelled.is_set():
+            await self.outcomes.cancel(msg, job, attempt, self.cancels.reason(job.job_id))
+            return
+        if isinstance(error, TransientError):
+            await self.outcomes.retry(msg, job, attempt, str(error))
+            return
+        if isinstance(error, BackendError):
+            await self.outcomes.fail(msg, job, attempt, str(error), error.error_type)
+            return
+        if error is not None or result is None:
+            # A backend bug is not going to fix itself on retry: fail with its message.
+            log.error(
+                "backend %s raised unexpectedly on job %s",
+                self.backend.name,
+                job.job_id,
+                exc_info=error,
+            )
+            what = f"{type(error).__name__}: {error}" if error else "the backend returned nothing"
+            await self.outcomes.fail(msg, job, attempt, what, "internal")
+            return
+        await ctx.emit.flush()  # type: ignore[attr-defined]  # the last chunks before the result
+        await self.outcomes.finish(
+            msg,
+            JobCompleted(
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                attempt=attempt,
+                output=result.output,
+                usage=result.usage,
+                duration_s=time.perf_counter() - t0,
+            ),
+        )
+        self.counters.completed += 1
 
     async def _stalled(self, msg: Delivery, job: JobSubmitted, attempt: int, dog: Watchdog) -> None:
         """Hand a stalled job back (coordinator.stalls): `retrying` with its stall, a nak with

@@ -1,7 +1,7 @@
 """The stall watchdog: one per running job, in a pool that sets ``stall_after_s``.
 
 `Watchdog.wrap` puts it between the backend and the job's token sink, so every token is
-progress; `Watchdog.watch` runs beside the backend task and cancels it once the job has made no
+progress; `Watchdog.watch` runs beside the backend call and cancels it once the job has made no
 progress for ``stall_after_s`` (coordinator.stalls). `Avoid` remembers the jobs this worker
 stalled on, so it hands a quick redelivery of one back instead of running it again. The clock
 and the sleep are inputs.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from jetgrid.coordinator.stalls import stall_in
 from jetgrid.worker.backends.base import TokenSink
@@ -38,7 +37,7 @@ class _Watched:
 
 
 class Watchdog:
-    """Cancels a job's backend task after `stall_after_s` without progress; `stalled_s` then
+    """Cancels a job's backend call after `stall_after_s` without progress; `stalled_s` then
     holds the seconds it went without."""
 
     def __init__(
@@ -61,14 +60,15 @@ class Watchdog:
     def wrap(self, sink: TokenSink) -> TokenSink:
         return _Watched(sink, self)
 
-    async def watch(self, run: asyncio.Task[Any]) -> None:
-        """Until `run` ends: once the job stalls, record it and cancel `run`."""
-        while not run.done():
+    async def watch(self, cancel: Callable[[], object]) -> None:
+        """Until cancelled (its caller cancels it when the run ends): once the job stalls,
+        record it and call `cancel`."""
+        while True:
             now = self.clock()
             wait = stall_in(self.last, now, self.stall_after_s)
             if wait <= 0:
                 self.stalled_s = now - self.last
-                run.cancel()
+                cancel()
                 return
             await self.sleep(wait)
 

@@ -84,7 +84,7 @@ async def test_the_watchdog_cancels_a_run_without_progress() -> None:
     t = FakeTime()
     dog = Watchdog(10.0, clock=t.clock, sleep=t.sleep)
     run = asyncio.create_task(asyncio.Event().wait())
-    await dog.watch(run)
+    await dog.watch(run.cancel)
     await asyncio.wait({run})
     assert run.cancelled() and dog.stalled_s == 10.0 and t.slept == [10.0]
 
@@ -106,7 +106,7 @@ async def test_each_token_restarts_the_watchdogs_count() -> None:
 
     run = asyncio.create_task(backend())
     await asyncio.sleep(0)
-    await dog.watch(run)
+    await dog.watch(run.cancel)
     await asyncio.wait({run})
     assert seen == ["a"] and dog.stalled_s == 10.0 and t.now == 116.0
 
@@ -114,10 +114,12 @@ async def test_each_token_restarts_the_watchdogs_count() -> None:
 async def test_a_run_that_ends_in_time_is_not_stalled() -> None:
     t = FakeTime()
     dog = Watchdog(10.0, clock=t.clock, sleep=t.sleep)
-    run = asyncio.create_task(asyncio.sleep(0))
-    await asyncio.wait({run})
-    await dog.watch(run)
-    assert dog.stalled_s is None
+    cancels: list[str] = []
+    watch = asyncio.create_task(dog.watch(lambda: cancels.append("cancel")))
+    await asyncio.sleep(0)  # the watch waits out the 10 s the job has...
+    watch.cancel()  # ...and the run ends first: its caller stops the watch
+    await asyncio.wait({watch})
+    assert watch.cancelled() and dog.stalled_s is None and not cancels and t.slept == [10.0]
 
 
 def test_avoid_forgets_a_job_when_its_time_is_up() -> None:

@@ -18,7 +18,7 @@ from jetgrid.events import Claim, Event, JobCompleted, JobStarted, JobSubmitted,
 from jetgrid.events.addressing import Speaker, event_name
 from jetgrid.worker.backends.base import RunContext
 from jetgrid.worker.delivery import Delivery as DeliveryProtocol
-from jetgrid.worker.held import Held
+from jetgrid.worker.held import Held, Running
 from jetgrid.worker.options import Counters
 from jetgrid.worker.outcomes import Outcomes
 
@@ -177,10 +177,46 @@ async def test_held_abort_signals_the_job_and_cancels_its_backend_task() -> None
     held.abort("j0")  # nothing held under that id: nothing to do
     ctx = RunContext(worker_id="w1", attempt=1)
     run = asyncio.create_task(asyncio.sleep(30))
-    held.contexts["j1"], held.runs["j1"] = ctx, run
+    held.contexts["j1"], held.runs["j1"] = ctx, Running(run)
     held.abort("j1")
     await asyncio.wait({run})
     assert ctx.cancelled.is_set() and run.cancelled()
+
+
+@pytest.mark.parametrize(
+    ("ours", "outside", "settled"),
+    [(1, 0, True), (2, 0, True), (1, 1, False), (0, 1, False)],
+)
+async def test_a_running_call_tells_its_own_cancellations_from_anothers(
+    ours: int, outside: int, settled: bool
+) -> None:
+    """The backend call is awaited in the delivery's task: a cancel request or the watchdog
+    (through Running) stops the call and the task goes on to report it; a cancellation from
+    outside (the drain) stops the task."""
+    seen: list[tuple[bool, int]] = []
+
+    async def delivery() -> None:
+        try:
+            await asyncio.sleep(30)  # the backend
+        except asyncio.CancelledError:
+            seen.append((running.settle(), task.cancelling()))
+            if not seen[-1][0]:
+                raise
+        await asyncio.sleep(0)  # after a settled stop the task is not cancelled again
+        seen.append((True, task.cancelling()))
+
+    task = asyncio.create_task(delivery())
+    running = Running(task)
+    await asyncio.sleep(0)
+    for _ in range(ours):
+        running.cancel()
+    for _ in range(outside):
+        task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled() is not settled
+    assert seen[0][0] is settled
+    if settled:
+        assert seen == [(True, 0), (True, 0)]
 
 
 # -- `started`, sent without waiting for its ack (issue 13) ------------------------------------
