@@ -4,20 +4,23 @@
 Runs, one after another, each through its own command line (each starts its own nats-server and
 measures its figure against its baseline in the same run):
 
-  bench/roundtrip.py           round trip jobs/s and paced p50, jetgrid / raw JetStream (--rounds 3)
+  bench/roundtrip.py           round trip jobs/s and paced p50, jetgrid / raw JetStream (--rounds 7)
   bench/replay.py              replay of the read models / raw ordered consumer into SQLite (run 3x)
   bench/projector_capacity.py  workers one projector follows at 1 Hz with p99 lag < 1 s (run 3x;
                                the largest of --counts sustained, 0 if none)
-  bench/gateway.py             HTTP submit-and-wait / NATS, GET /healthz / bare Starlette (--rounds 3);
+  bench/gateway.py             HTTP submit-and-wait / NATS, GET /healthz / bare Starlette (--rounds 7);
                                its row's note adds NATS waiting for the stored event / NATS and
                                HTTP / that (no target)
 
 and prints one table: figure, now (median of the rounds), target, met?, with the machine's load
-average before and after. Sizes are chosen so the whole takes under 5 minutes on a quiet 2-core
+average before and after. roundtrip.py and gateway.py pair jetgrid with its baseline in rounds of
+a few seconds each, whose ratios move by a tenth or more from round to round on a shared 2-core
+box, so they run `--paired-rounds` (7) of them; replay.py and projector_capacity.py run whole,
+`--rounds` (3) times. Sizes are chosen so the whole takes under 5 minutes on a quiet 2-core
 machine; `--scale 2` doubles them, `--only gateway,replay` runs some. The roundtrip and gateway
 JSON files are kept in bench/results/, with this summary as bench/results/all-<time>.json.
 
-    .venv/bin/python bench/all.py [--rounds 3] [--scale 1] [--only NAMES]
+    .venv/bin/python bench/all.py [--rounds 3] [--paired-rounds 7] [--scale 1] [--only NAMES]
 """
 
 from __future__ import annotations
@@ -83,16 +86,25 @@ def roundtrip(args: argparse.Namespace, rows: dict[str, Row]) -> None:
             "--latency-jobs",
             str(300 * args.scale),
             "--rounds",
-            str(args.rounds),
+            str(args.paired_rounds),
             "--no-gateway",
             "--out",
             str(out),
         ],
         600,
     )
-    ratios = json.loads(out.read_text())["ratios"]
+    result = json.loads(out.read_text())
+    ratios = result["ratios"]
     rows["rt"].now = ratios["throughput_jetgrid_over_raw"]
     rows["lat"].now = ratios["paced_p50_jetgrid_over_raw"]
+    sides = [(r["jetgrid"], r["raw"]) for r in result["rounds"]]
+    rows["rt"].note = "rounds " + ", ".join(
+        f"{j['throughput']['jobs_per_s'] / w['throughput']['jobs_per_s']:.2f}" for j, w in sides
+    )
+    rows["lat"].note = "rounds " + ", ".join(
+        f"{j['latency']['latency_ms']['p50'] / w['latency']['latency_ms']['p50']:.2f}"
+        for j, w in sides
+    )
 
 
 def replay(args: argparse.Namespace, rows: dict[str, Row]) -> None:
@@ -142,7 +154,7 @@ def gateway(args: argparse.Namespace, rows: dict[str, Row]) -> None:
             "--jobs",
             str(200 * args.scale),
             "--rounds",
-            str(args.rounds),
+            str(args.paired_rounds),
             "--paced-jobs",
             str(100 * args.scale),
             "--paths",
@@ -188,7 +200,13 @@ def main() -> None:
         "--rounds",
         type=int,
         default=3,
-        help="rounds (or runs) per bench; the figure is their median [3]",
+        help="runs of replay.py and projector_capacity.py; the figure is their median [3]",
+    )
+    ap.add_argument(
+        "--paired-rounds",
+        type=int,
+        default=7,
+        help="rounds of roundtrip.py and gateway.py; the figure is their median [7]",
     )
     ap.add_argument("--scale", type=int, default=1, help="multiply every size by this [1]")
     ap.add_argument(
@@ -198,7 +216,7 @@ def main() -> None:
     )
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHES)}")
     args = ap.parse_args()
-    if args.rounds < 3:
+    if min(args.rounds, args.paired_rounds) < 3:
         print(
             "note: fewer than 3 rounds; the figures are not the medians the targets ask for",
             file=sys.stderr,
@@ -244,6 +262,7 @@ def main() -> None:
         "load_before": before,
         "load_after": load(),
         "rounds": args.rounds,
+        "paired_rounds": args.paired_rounds,
         "scale": args.scale,
         "figures": [
             {
