@@ -18,6 +18,10 @@ The rule, exactly (`pull_allowance`):
   1.0, 0.5 and 0.1 alike) and would silently halve every new worker's capacity during probation
   on clusters that never asked for rate limits. Give workers a base rate
   (``--pull-rate``/``JETGRID_PULL_RATE``) for the fractional tiers to bite.
+- **Outcomes being stored** (`finishing`): a job frees its slot when its backend returns, and
+  its outcome is stored and acked beside the next job. While more outcomes are still being
+  stored than the worker has slots, nothing is free: a worker whose stores stall (NATS failing
+  over) does not go on taking jobs it cannot record, and holds at most about twice its slots.
 
 Pure: plain numbers in, a number out; the caller supplies the bucket's tokens as of now.
 """
@@ -37,11 +41,12 @@ def pull_allowance(
     factor: float,
     tokens: float | None,
     max_batch: int | None = None,
+    finishing: int = 0,
 ) -> int:
     """Jobs to ask for now (see the module docstring); `tokens` None means no base rate."""
     if not 0.0 <= factor <= 1.0:
         raise ValueError(f"A tier factor is between 0 and 1, got {factor!r}.")
-    if factor == 0:
+    if factor == 0 or finishing > concurrency:
         return 0
     free = concurrency - busy - outstanding
     if tokens is None:

@@ -267,10 +267,8 @@ class Worker:
 
     async def _drain(self, bus: Bus) -> None:
         await self._say_goodbye(bus, WorkerDraining(worker_id=self.id, reason="stopping"))
-        if self.held.tasks:
-            _, pending = await asyncio.wait(
-                set(self.held.tasks), timeout=self.options.drain_grace_s
-            )
+        if held := self.held.every():
+            _, pending = await asyncio.wait(held, timeout=self.options.drain_grace_s)
             for task in pending:  # past the grace period: the job goes back to the pool
                 task.cancel()
             if pending:

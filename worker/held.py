@@ -1,7 +1,9 @@
 """What a worker holds now: a task per delivery, and per running job its context and backend run.
 
-Shared by the worker's parts: the job runner fills it, the pull scheduler counts it, the cancel
-listener aborts what it names, pings report it, and draining waits for it.
+A delivery holds one of the worker's slots until its backend call returns (or, for one that runs
+none, until its outcome is stored); its outcome is then stored and acked as it `finishes`, beside
+the next job. Shared by the worker's parts: the job runner fills it, the pull scheduler counts
+it, the cancel listener aborts what it names, pings report it, and draining waits for it.
 """
 
 from __future__ import annotations
@@ -44,9 +46,27 @@ class Held:
     """The deliveries a worker is handling and the jobs it is running."""
 
     def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()  # one per delivery, until it is acked/naked
+        self.tasks: set[asyncio.Task[None]] = set()  # one per delivery holding a slot
+        self.finishing: set[asyncio.Task[None]] = set()  # slot freed, outcome not yet acked/naked
         self.contexts: dict[str, RunContext] = {}  # job id -> its context, claimed to outcome
         self.runs: dict[str, Running] = {}  # job id -> its backend call, while it is awaited
+
+    def free(self, task: asyncio.Task[None]) -> bool:
+        """`task`'s delivery gives its slot up and goes on finishing; True if it held one."""
+        if task not in self.tasks:
+            return False
+        self.tasks.discard(task)
+        self.finishing.add(task)
+        return True
+
+    def done(self, task: asyncio.Task[None]) -> None:
+        """`task`'s delivery was acked, naked or handed back."""
+        self.tasks.discard(task)
+        self.finishing.discard(task)
+
+    def every(self) -> set[asyncio.Task[None]]:
+        """Every delivery still held, with a slot or finishing: what draining waits for."""
+        return self.tasks | self.finishing
 
     def abort(self, job_id: str) -> None:
         """Signal a held job that it is cancelled, and cancel its backend call if it runs."""

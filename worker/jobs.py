@@ -16,10 +16,11 @@ then and every ack_wait/3 after (a short job never starts one: `Lease`), the sta
 watches its tokens (worker.stalls) and its spans are recorded (worker.tracing). The result
 decides the outcome: `completed`; `failed` for a BackendError, a timeout or a backend bug;
 `retrying` (or `dead`) for a TransientError or a stall; `cancelled` when a cancel request
-arrived. A job this worker stalled on lately is handed back untaken.
-worker.outcomes publishes each and acks or naks. A delivery that arrives while the worker drains
-is handed straight back; one still running when the drain grace runs out is stopped and handed
-back too.
+arrived. A job this worker stalled on lately is handed back untaken. The delivery frees its
+slot once the backend returns (`release`, worker.held): the next job runs while its outcome is
+stored. worker.outcomes publishes each and acks or naks. A delivery that arrives while the
+worker drains is handed straight back; one still running (or storing its outcome) when the
+drain grace runs out is stopped and handed back too.
 """
 
 from __future__ import annotations
@@ -166,16 +167,15 @@ class JobRunner:
         return task
 
     def release(self) -> None:
-        """The current delivery's outcome is stored: free its slot and wake the pull loop now,
-        before the ack, so the next pull request leaves in the same write as the ack (one
-        socket write per job fewer; Outcomes.on_stored)."""
+        """The current delivery's backend returned (`_run`), or, for one that ran none, its
+        outcome is stored (Outcomes.on_stored): free its slot and wake the pull loop now, so the
+        next job is taken while this outcome is stored and acked (Held.finishing)."""
         task = asyncio.current_task()
-        if task is not None and task in self.held.tasks:
-            self.held.tasks.discard(task)
+        if task is not None and self.held.free(task):
             self.wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self.held.tasks.discard(task)
+        self.held.done(task)
         self.wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("job handler crashed: %r", task.exception())
@@ -360,6 +360,7 @@ class JobRunner:
             self.held.runs.pop(job.job_id, None)
             if watch is not None:
                 watch.cancel()
+        self.release()  # the backend is done with its slot: the next job runs beside this store
         if limit.expired() and not ctx.cancelled.is_set():
             self.counters.timed_out += 1
             await self.outcomes.fail(

@@ -132,7 +132,7 @@ class PullScheduler:
     def allowance(self) -> int:
         """How many jobs to ask for now: free slots, within the tier's budget."""
         outstanding = sum(p.outstanding for p in self.pullers)
-        return self.gate.allowance(len(self.held.tasks), outstanding)
+        return self.gate.allowance(len(self.held.tasks), outstanding, len(self.held.finishing))
 
     async def bind(
         self, bus: Bus, backend: Backend, on_message: Callable[[Delivery], object]
@@ -198,7 +198,7 @@ class PullScheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.gate.wait_s(PULL_ROUND_WAIT_S)):
                     await self.wake.wait()
-            if burst and not self.held.tasks:
+            if burst and not self.held.every():
                 idle_checks = idle_checks + 1 if await self.consumers_empty(bus) else 0
                 if idle_checks >= 2:
                     return
@@ -221,7 +221,10 @@ class PullScheduler:
             self._stalls.clear()  # the budget allows pulls again: stalls are measured afresh
 
     def _free(self) -> int:
-        """Free slots, whatever the tier budget says."""
+        """Free slots, whatever the tier budget says (none while more outcomes than slots are
+        being stored: coordinator.allowance)."""
+        if len(self.held.finishing) > self.gate.concurrency:
+            return 0
         outstanding = sum(p.outstanding for p in self.pullers)
         return self.gate.concurrency - len(self.held.tasks) - outstanding
 
@@ -364,8 +367,9 @@ class PullScheduler:
             return None
         held: dict[Tenant, int] = {}
         asked: dict[Tenant, int] = {}
-        for t in self._running.values():
-            held[t] = held.get(t, 0) + 1
+        for task, t in self._running.items():
+            if task in self.held.tasks:  # holding a slot, not finishing
+                held[t] = held.get(t, 0) + 1
         for p in self.pullers:
             if n := p.outstanding:
                 t = self._tenant_of.get(p.consumer)

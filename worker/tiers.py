@@ -118,8 +118,8 @@ class PullGate:
         self.changes += 1
         return True
 
-    def allowance(self, busy: int, outstanding: int) -> int:
-        """How many jobs to ask for now."""
+    def allowance(self, busy: int, outstanding: int, finishing: int = 0) -> int:
+        """How many jobs to ask for now (coordinator.allowance)."""
         tokens = None
         if self._budget is not None:
             self._budget, _ = take(self._budget, 0, self.clock())  # refill to now
@@ -130,6 +130,7 @@ class PullGate:
             outstanding=outstanding,
             factor=self._factor,
             tokens=tokens,
+            finishing=finishing,
         )
 
     def charge(self, n: int = 1) -> bool:

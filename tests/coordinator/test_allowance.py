@@ -31,6 +31,18 @@ CASES = [
     (16, 0, 0, 1.0, 20.0, 5, 5),
 ]
 
+# concurrency, busy, finishing, tokens -> expected: outcomes being stored hold no slot, until
+# there are more of them than slots
+FINISHING = [
+    (4, 0, 4, None, 4),
+    (4, 2, 3, None, 2),
+    (4, 0, 5, None, 0),
+    (1, 0, 1, None, 1),
+    (1, 0, 2, None, 0),
+    (4, 0, 4, 2.0, 2),
+    (4, 0, 9, 10.0, 0),
+]
+
 
 @pytest.mark.parametrize(
     ("concurrency", "busy", "outstanding", "factor", "tokens", "max_batch", "expected"), CASES
@@ -51,3 +63,18 @@ def test_pull_allowance(concurrency, busy, outstanding, factor, tokens, max_batc
 def test_a_factor_outside_0_1_is_refused(factor: float) -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
         pull_allowance(concurrency=1, busy=0, outstanding=0, factor=factor, tokens=None)
+
+
+@pytest.mark.parametrize(("concurrency", "busy", "finishing", "tokens", "expected"), FINISHING)
+def test_outcomes_being_stored_free_their_slots_up_to_a_cap(
+    concurrency: int, busy: int, finishing: int, tokens: float | None, expected: int
+) -> None:
+    got = pull_allowance(
+        concurrency=concurrency,
+        busy=busy,
+        outstanding=0,
+        factor=1.0,
+        tokens=tokens,
+        finishing=finishing,
+    )
+    assert got == expected
