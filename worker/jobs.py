@@ -171,7 +171,11 @@ class JobRunner:
         outcome is stored (Outcomes.on_stored): free its slot and wake the pull loop now, so the
         next job is taken while this outcome is stored and acked (Held.finishing)."""
         task = asyncio.current_task()
-        if task is not None and self.held.free(task):
+        if task is not None:
+            self._free(task)
+
+    def _free(self, task: asyncio.Task[None]) -> None:
+        if self.held.free(task):
             self.wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -360,7 +364,10 @@ class JobRunner:
             self.held.runs.pop(job.job_id, None)
             if watch is not None:
                 watch.cancel()
-        self.release()  # the backend is done with its slot: the next job runs beside this store
+        # The backend is done with its slot: free it a loop turn from now, once this outcome's
+        # publish (made within this turn, below) has been written, so a pull round does not
+        # delay it.
+        asyncio.get_running_loop().call_soon(self._free, task)
         if limit.expired() and not ctx.cancelled.is_set():
             self.counters.timed_out += 1
             await self.outcomes.fail(
