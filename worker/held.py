@@ -1,9 +1,10 @@
 """What a worker holds now: a task per delivery, and per running job its context and backend run.
 
 A delivery holds one of the worker's slots until its backend call returns (or, for one that runs
-none, until its outcome is stored); its outcome is then stored and acked as it `finishes`, beside
-the next job. Shared by the worker's parts: the job runner fills it, the pull scheduler counts
-it, the cancel listener aborts what it names, pings report it, and draining waits for it.
+none, until its outcome is stored); then, `finishing`, it stores its outcome and is acked while
+the slot runs the next job. Shared by the worker's parts: the job runner fills it, the pull
+scheduler counts it, the cancel listener aborts what it names, pings report it, and draining
+waits for it.
 """
 
 from __future__ import annotations

@@ -167,14 +167,15 @@ class JobRunner:
         return task
 
     def release(self) -> None:
-        """The current delivery's backend returned (`_run`), or, for one that ran none, its
-        outcome is stored (Outcomes.on_stored): free its slot and wake the pull loop now, so the
-        next job is taken while this outcome is stored and acked (Held.finishing)."""
+        """The current delivery's outcome is stored (Outcomes.on_stored): free its slot now, if
+        it still holds one (a delivery that ran no backend; `_run` frees it earlier)."""
         task = asyncio.current_task()
         if task is not None:
             self._free(task)
 
     def _free(self, task: asyncio.Task[None]) -> None:
+        """`task`'s delivery gives its slot up (Held.finishing): wake the pull loop, so the
+        next job is taken while this one's outcome is stored and acked."""
         if self.held.free(task):
             self.wake.set()
 

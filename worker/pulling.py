@@ -35,6 +35,7 @@ from functools import partial
 
 from jetgrid.coordinator.affinity import AffinityPolicy
 from jetgrid.coordinator.aio import retrying
+from jetgrid.coordinator.allowance import pull_allowance
 from jetgrid.coordinator.backoff import FAILOVER, PULL_ROUND_WAIT_S
 from jetgrid.coordinator.bus import Bus
 from jetgrid.coordinator.consumers import ConsumerSpec, pool_consumer
@@ -221,12 +222,15 @@ class PullScheduler:
             self._stalls.clear()  # the budget allows pulls again: stalls are measured afresh
 
     def _free(self) -> int:
-        """Free slots, whatever the tier budget says (none while more outcomes than slots are
-        being stored: coordinator.allowance)."""
-        if len(self.held.finishing) > self.gate.concurrency:
-            return 0
-        outstanding = sum(p.outstanding for p in self.pullers)
-        return self.gate.concurrency - len(self.held.tasks) - outstanding
+        """Free slots, whatever the tier budget and factor say (coordinator.allowance)."""
+        return pull_allowance(
+            concurrency=self.gate.concurrency,
+            busy=len(self.held.tasks),
+            outstanding=sum(p.outstanding for p in self.pullers),
+            factor=1.0,
+            tokens=None,
+            finishing=len(self.held.finishing),
+        )
 
     async def _fallback(self) -> int:
         """Held back by the tier budget: take from each consumer that has been stalled for the
