@@ -180,10 +180,12 @@ def read_model_options(f: F) -> F:
 def pool_option(
     help: str, *, default: str | None = None, required: bool = False
 ) -> Callable[[F], F]:
-    """--pool, one pool name; `help` says what the pool is for in this command."""
-    return click.option(
-        "--pool", default=default, required=required, show_default=default is not None, help=help
-    )
+    """--pool, one pool name; `help` says what the pool is for in this command. No default is
+    passed when there is none: click 8.3+ takes an explicit `default=None` as a value, and a
+    required --pool would then go unchecked."""
+    if default is None:
+        return click.option("--pool", required=required, help=help)
+    return click.option("--pool", default=default, required=required, show_default=True, help=help)
 
 
 def model_option(help: str) -> Callable[[F], F]:
