@@ -70,9 +70,13 @@ def check_ports(settings: Settings, start_nats: bool, cluster: int = 1) -> None:
 
 
 async def run_up(
-    settings: Settings, options: UpOptions, echo: Callable[[str], None] = print
+    settings: Settings,
+    options: UpOptions,
+    echo: Callable[[str], None] = print,
+    on_ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Start everything, print where it is, run until SIGINT/SIGTERM, stop in order."""
+    """Start everything, print where it is, call `on_ready`, run until SIGINT/SIGTERM, stop in
+    order."""
     check_ports(settings, options.start_nats, options.cluster)
     base = default_worker_id()
     worker_ids = [f"{base}-{i + 1}" for i in range(settings.workers)]
@@ -190,6 +194,7 @@ async def run_up(
             f'-d \'{{"model": "{options.models[0]}", "prompt": "hello"}}\'\n'
             "Ctrl-C stops everything; the data stays for the next start."
         )
+        on_ready()
         await stop.wait()
         echo("stopping...")
         for w in workers:

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli.shared import nats_options, run_async, settings_from, setup_logging
+from jetgrid.cli.shared import (
+    nats_options,
+    run_async,
+    settings_from,
+    settle_heap,
+    setup_logging,
+)
 
 
 @click.command()
@@ -35,4 +41,14 @@ async def gateway(**flags: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stop)
     click.echo(f"gateway on {settings.gateway_url} (NATS {settings.nats_url})", err=True)
-    await server.serve()
+    settling = asyncio.create_task(_settle_once_listening(server))
+    try:
+        await server.serve()  # awaited here: a failed start-up's exit status is uvicorn's
+    finally:
+        settling.cancel()
+
+
+async def _settle_once_listening(server: Any) -> None:
+    while not server.started:  # noqa: ASYNC110 (uvicorn's flag, not an event)
+        await asyncio.sleep(0.025)
+    settle_heap()

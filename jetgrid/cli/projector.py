@@ -13,6 +13,7 @@ from jetgrid.cli.shared import (
     read_model_options,
     run_async,
     settings_from,
+    settle_heap,
     setup_logging,
 )
 
@@ -54,6 +55,7 @@ async def projector(batch_max: int, **flags: Any) -> None:
         f"(positions {proj.stats.positions})",
         err=True,
     )
+    settle_heap()
     try:
         await stop.wait()
     finally:

@@ -15,6 +15,7 @@ from jetgrid.cli.shared import (
     pool_option,
     run_async,
     settings_from,
+    settle_heap,
     setup_logging,
 )
 
@@ -90,4 +91,5 @@ async def up(
             cluster=cluster,
         ),
         echo=click.echo,
+        on_ready=settle_heap,
     )

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from jetgrid.cli.shared import nats_options, run_async, settings_from, setup_logging
+from jetgrid.cli.shared import (
+    nats_options,
+    run_async,
+    settings_from,
+    settle_heap,
+    setup_logging,
+)
 
 
 @click.command()
@@ -23,6 +29,7 @@ async def webhooks(**flags: Any) -> None:
     run at once; `jetgrid up` already runs one. Private and loopback targets are refused
     unless JETGRID_WEBHOOK_ALLOW_PRIVATE=1; without API keys, JETGRID_WEBHOOK_SECRET signs.
     """
+    from jetgrid.coordinator.aio import ready_or_raise
     from jetgrid.webhooks import serve_webhooks
 
     settings = settings_from(**flags)
@@ -32,4 +39,8 @@ async def webhooks(**flags: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     click.echo(f"webhook service on {settings.nats_url}", err=True)
-    await serve_webhooks(settings, stop)
+    ready = asyncio.Event()
+    serving = asyncio.create_task(serve_webhooks(settings, stop, ready), name="webhooks")
+    await ready_or_raise(ready, serving)
+    settle_heap()
+    await serving

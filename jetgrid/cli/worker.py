@@ -14,6 +14,7 @@ from jetgrid.cli.shared import (
     pool_option,
     run_async,
     settings_from,
+    settle_heap,
     setup_logging,
 )
 from jetgrid.events import JetgridError
@@ -188,6 +189,7 @@ async def worker(
     or Ctrl-C drains it: it stops pulling, finishes what it holds (up to --drain-grace),
     deregisters and exits 0.
     """
+    from jetgrid.coordinator.aio import ready_or_raise
     from jetgrid.worker.agent import Worker, WorkerOptions, default_worker_id
     from jetgrid.worker.backends.choose import make_backend
     from jetgrid.worker.simulate import parse_uptime
@@ -238,5 +240,8 @@ async def worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.stop)
-    await agent.run()
+    running = asyncio.create_task(agent.run(), name=f"worker-{agent.id}")
+    await ready_or_raise(agent.ready, running)
+    settle_heap()
+    await running
     click.echo(repr(agent), err=True)

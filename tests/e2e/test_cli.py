@@ -30,6 +30,12 @@ def test_every_command_has_help(command: str | None) -> None:
     assert len(doc.split()) >= 6, f"{command} needs a real description"
 
 
+def test_a_worker_without_a_pool_is_told_to_name_one() -> None:
+    result = CliRunner().invoke(main, ["worker", "--model", "echo"])
+    assert result.exit_code == 2
+    assert "Missing option '--pool'" in result.output
+
+
 def test_subject_prints_the_submission_subject() -> None:
     result = CliRunner().invoke(main, ["subject", "--pool", "fast", "--model", "llama3.2:1b"])
     assert result.exit_code == 0

@@ -28,12 +28,20 @@ async def test_up_says_it_is_up_only_after_every_worker_is_registered(tmp_path, 
 
     monkeypatch.setattr(embedded, "Worker", SlowToConnect)
     ready_when_up: list[list[bool]] = []
+    said: list[str] = []
 
     def echo(text: str) -> None:
+        said.append(text)
         if text.startswith("jetgrid is up"):
             ready_when_up.append([w.ready.is_set() for w in made])
-            os.kill(os.getpid(), signal.SIGTERM)  # run_up's own handler: a clean stop
+
+    def on_ready() -> None:  # where `jetgrid up` settles its heap
+        said.append("on_ready")
+        os.kill(os.getpid(), signal.SIGTERM)  # run_up's own handler: a clean stop
 
     settings = Settings(data_dir=tmp_path, gateway_port=free_port(), nats_port=free_port())
-    await asyncio.wait_for(embedded.run_up(settings, embedded.UpOptions(auth=False), echo), 60)
+    up = embedded.run_up(settings, embedded.UpOptions(auth=False), echo, on_ready)
+    await asyncio.wait_for(up, 60)
     assert ready_when_up == [[True, True]]
+    announced = next(i for i, text in enumerate(said) if text.startswith("jetgrid is up"))
+    assert said.count("on_ready") == 1 and said.index("on_ready") > announced
