@@ -82,8 +82,23 @@ class Gateway:
         self.queue = QueueIndex(since=self.clock().timestamp())
         self._started = False
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     async def start(self) -> None:
+        """Connect and start following the log. `jetgrid gateway` calls it before serving, so
+        that a server it cannot reach or streams it cannot read are one line, not uvicorn's
+        traceback; otherwise the app's lifespan calls it."""
         self.bus = await Bus.connect(self.settings, name="jetgrid-gateway")
+        try:
+            await self._follow()
+        except BaseException:
+            await self.bus.close()
+            raise
+        self._started = True
+
+    async def _follow(self) -> None:
         self.board = JobBoard(self.bus, self.settings)
         self.bus.before_store = self.board.own.expect
         self.board.observers.append(self.metrics.observe)
@@ -97,7 +112,6 @@ class Gateway:
         await self.fleet.start()
         self.expiry = Expiry(self.bus, self.speaker, self.queue, lambda: self.clock())
         self.expiry.start()
-        self._started = True
 
     async def stop(self) -> None:
         if not self._started:
@@ -107,6 +121,7 @@ class Gateway:
         await self.live.stop()
         await self.board.stop()
         await self.bus.close()
+        self._started = False
 
 
 async def healthz(request: Request) -> Response:
@@ -163,7 +178,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
+        if not gateway.started:
+            await gateway.start()
         try:
             yield
         finally:

@@ -50,9 +50,12 @@ def cluster_ports(settings: Settings, size: int) -> list[int]:
     return [base + i if base else 0 for i in range(size)]
 
 
-def check_ports(settings: Settings, start_nats: bool, cluster: int = 1) -> None:
-    """Fail early, in plain words, if a port we need is taken."""
-    wanted = [("gateway", settings.gateway_host, settings.gateway_port, "--gateway-port")]
+def check_ports(
+    settings: Settings, start_nats: bool, cluster: int = 1, gateway_flag: str = "--gateway-port"
+) -> None:
+    """Fail early, in plain words, if a port we need is taken (`gateway_flag` names the option
+    that sets the gateway's)."""
+    wanted = [("gateway", settings.gateway_host, settings.gateway_port, gateway_flag)]
     if start_nats:
         for port in cluster_ports(settings, cluster):
             wanted.append(("NATS", settings.nats_host, port, "--nats-port"))

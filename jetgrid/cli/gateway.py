@@ -28,11 +28,24 @@ from jetgrid.cli.shared import (
 @run_async
 async def gateway(**flags: Any) -> None:
     """Run the HTTP gateway against a NATS server (streams must exist: see `provision`)."""
-    from jetgrid.gateway.server import make_server
+    from jetgrid.coordinator.errors import NotFound
+    from jetgrid.embedded import check_ports
+    from jetgrid.events import ConfigError
+    from jetgrid.gateway.app import create_app
+    from jetgrid.gateway.server import EmbeddedServer, uvicorn_config
 
     settings = settings_from(**flags)
     setup_logging(settings)
-    server = make_server(settings)
+    check_ports(settings, start_nats=False, gateway_flag="--port")
+    app = create_app(settings)
+    try:  # here, not in uvicorn's lifespan, so that a failure is one line, not a traceback
+        await app.state.gateway.start()
+    except NotFound as exc:
+        raise ConfigError(
+            f"{str(exc).rstrip('.')}; create jetgrid's streams first with `jetgrid provision` "
+            "(the same NATS server and prefixes)."
+        ) from exc
+    server = EmbeddedServer(uvicorn_config(app, settings))
     loop = asyncio.get_running_loop()
 
     def _stop() -> None:

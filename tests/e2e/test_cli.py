@@ -123,6 +123,34 @@ async def test_up_says_plainly_when_a_port_is_taken(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("case", ["no NATS", "no streams", "port taken"])
+async def test_a_gateway_that_cannot_start_says_why_in_one_line(
+    case: str, nats_server: NatsServer
+) -> None:
+    """Each start-up failure is one `Error:` line naming the value and the fix, exit 1."""
+    env = {"JETGRID_NATS_URL": nats_server.url, "JETGRID_STREAM_PREFIX": "NOSTREAMS_",
+           "JETGRID_SUBJECT_PREFIX": "nostreams"}  # fmt: skip
+    expected = {
+        "no NATS": "Could not connect to NATS",
+        "no streams": "`jetgrid provision`",
+        "port taken": "--port",
+    }[case]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1] if case == "port taken" else free_port()
+        if case == "no NATS":
+            env["JETGRID_NATS_URL"] = f"nats://127.0.0.1:{free_port()}"
+        proc = await _spawn("gateway", "--port", str(port), env=env)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 1, text
+    errors = [line for line in text.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and expected in errors[0], text
+    assert "Traceback" not in text
+
+
+@pytest.mark.integration
 async def test_worker_and_submit_commands(nats_server: NatsServer, tmp_path: Path) -> None:
     env = {"JETGRID_NATS_URL": nats_server.url, "JETGRID_SUBJECT_PREFIX": "clitest",
            "JETGRID_STREAM_PREFIX": "CLI_"}  # fmt: skip

@@ -20,7 +20,7 @@ from jetgrid.projections.audit_log import gather
 from jetgrid.projections.fold import fold_config
 from jetgrid.projections.pools import read_pool_status
 from jetgrid.worker.backends.echo import EchoBackend
-from tests.helpers import until
+from tests.helpers import held_back, until
 from tests.helpers.jobs import job, submit
 
 pytestmark = [pytest.mark.integration]
@@ -83,7 +83,7 @@ async def test_with_the_fallback_off_a_tier_none_worker_takes_nothing(
     s = streams.replace(fallback_wait_s=0.0)
     await _tiers(nc, s, lonely="none")
     w = await start_worker(settings=s, worker_id="lonely")
-    await until(lambda: w.gate.tier == "none", timeout=10)
+    await until(lambda: held_back(w), timeout=10)
     await submit(nc, s, job(1))
     rounds = w.pinger.counters.sent
     await until(lambda: w.pinger.counters.sent >= rounds + 3, timeout=20)
@@ -99,7 +99,7 @@ async def test_at_saturation_a_tier_none_worker_leaves_the_jobs_to_a_full_one(
     await _tiers(nc, s, good="full", poor="none")
     good = await start_worker(settings=s, worker_id="good", backend=EchoBackend(latency_s=0.02))
     poor = await start_worker(settings=s, worker_id="poor")
-    await until(lambda: (good.gate.tier, poor.gate.tier) == ("full", "none"), timeout=10)
+    await until(lambda: good.gate.tier == "full" and held_back(poor), timeout=10)
     ids = [f"j{i}" for i in range(40)]
     await submit(nc, s, *(job(i) for i in range(40)))
     await outcomes.wait_terminal(*ids, timeout=30)
@@ -115,7 +115,7 @@ async def test_pools_show_the_jobs_that_wait_on_a_held_back_worker(
     s = streams.replace(fallback_wait_s=0.0, heartbeat_interval_s=0.1)
     await _tiers(nc, s, lonely="none")
     w = await start_worker(settings=s, worker_id="lonely")
-    await until(lambda: w.gate.tier == "none", timeout=10)
+    await until(lambda: held_back(w), timeout=10)
     await submit(nc, s, *(job(i) for i in range(3)))
     pings = w.pinger.counters.sent
     await until(lambda: w.pinger.counters.sent >= pings + 2, timeout=10)  # pinged factor 0

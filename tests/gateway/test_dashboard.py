@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from jetgrid.coordinator.provision import ensure_tiers_bucket
-from tests.helpers import until
+from tests.helpers import held_back, until
 from tests.helpers.jobs import job, submit
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ async def test_dashboard_says_why_a_worker_is_held_back_and_what_waits_on_it(
         "lonely", json.dumps({"tier": "none", "factor": 0.0}).encode()
     )
     w = await start_worker(settings=s, worker_id="lonely")
-    await until(lambda: w.gate.tier == "none", timeout=10)
+    await until(lambda: held_back(w), timeout=10)
     await submit(nc, s, job(1))
     async with httpx.AsyncClient(base_url=gateway) as http:
 

@@ -6,13 +6,14 @@ from tests.helpers.collector import Collector, collect
 from tests.helpers.jobs import job, job_views, submit
 from tests.helpers.procs import JETGRID, run_gateway, spawn_worker, worker_env, write_pools
 from tests.helpers.streams import count_subjects, read_stream
-from tests.helpers.waiting import patiently, until
+from tests.helpers.waiting import held_back, patiently, until
 
 __all__ = [
     "JETGRID",
     "Collector",
     "collect",
     "count_subjects",
+    "held_back",
     "job",
     "job_views",
     "patiently",

@@ -44,3 +44,10 @@ async def patiently(op: Callable[[], Any], within_s: float = 30.0) -> Any:
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+def held_back(worker: Any) -> bool:
+    """The worker's tier is none and the pull requests it had out are withdrawn: from here on
+    nothing is delivered to it. Its tier alone is not enough: a request made at its start-up
+    (probation) factor may still be open for a moment, and would take a job."""
+    return bool(worker.gate.tier == "none" and worker.pulls_withdrawn > 0)
