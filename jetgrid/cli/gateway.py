@@ -46,6 +46,8 @@ async def gateway(**flags: Any) -> None:
             "(the same NATS server and prefixes)."
         ) from exc
     server = EmbeddedServer(uvicorn_config(app, settings))
+    server.config.load()  # uvicorn's protocol modules and the wrapped app, before the freeze
+    settle_heap()
     loop = asyncio.get_running_loop()
 
     def _stop() -> None:
@@ -54,14 +56,4 @@ async def gateway(**flags: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stop)
     click.echo(f"gateway on {settings.gateway_url} (NATS {settings.nats_url})", err=True)
-    settling = asyncio.create_task(_settle_once_listening(server))
-    try:
-        await server.serve()  # awaited here: a failed start-up's exit status is uvicorn's
-    finally:
-        settling.cancel()
-
-
-async def _settle_once_listening(server: Any) -> None:
-    while not server.started:  # noqa: ASYNC110 (uvicorn's flag, not an event)
-        await asyncio.sleep(0.025)
-    settle_heap()
+    await server.serve()

@@ -65,7 +65,7 @@ def test_a_worker_settles_its_heap_once_registered(nats_server: NatsServer, unfr
     assert gc.get_freeze_count() > 0
 
 
-def test_a_gateway_settles_its_heap_once_it_listens(
+def test_a_gateway_settles_its_heap_before_it_serves(
     nats_server: NatsServer, unfrozen: None
 ) -> None:
     env = _env(nats_server, "g")
