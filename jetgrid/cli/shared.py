@@ -73,9 +73,9 @@ def settle_heap() -> None:
     """Keep every object alive now out of the cyclic collector's scans (`gc.freeze`). Each
     long-running command calls it once its service is ready: what start-up made (modules,
     classes, pydantic schemas, routes, connections) lives as long as the process, and without
-    this every full collection walked all of it again, stopping the event loop for 65-80 ms at
-    a time in the gateway and the worker (bench/README-gateway.md). No collection first: it
-    would stop the loop as long (40-60 ms) to find almost nothing (0-16 objects at start-up).
+    this every full collection walked all of it again, stopping the event loop for 58-78 ms at
+    a time in the gateway and 19-38 ms in the worker (bench/README-gateway.md). No collection
+    first: it would stop the loop as long (40-60 ms) to find almost nothing (0-16 objects).
     Garbage made afterwards is collected as before."""
     gc.freeze()
 
