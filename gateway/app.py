@@ -80,11 +80,7 @@ class Gateway:
         self.limits = Limits(settings)
         self.clock = wall_clock  # the queue figures' and the expiry sweep's now
         self.queue = QueueIndex(since=self.clock().timestamp())
-        self._started = False
-
-    @property
-    def started(self) -> bool:
-        return self._started
+        self.started = False
 
     async def start(self) -> None:
         """Connect and start following the log. `jetgrid gateway` calls it before serving, so
@@ -96,7 +92,7 @@ class Gateway:
         except BaseException:
             await self.bus.close()
             raise
-        self._started = True
+        self.started = True
 
     async def _follow(self) -> None:
         self.board = JobBoard(self.bus, self.settings)
@@ -114,14 +110,14 @@ class Gateway:
         self.expiry.start()
 
     async def stop(self) -> None:
-        if not self._started:
+        if not self.started:
             return
         await self.expiry.stop()
         await self.fleet.stop()
         await self.live.stop()
         await self.board.stop()
         await self.bus.close()
-        self._started = False
+        self.started = False
 
 
 async def healthz(request: Request) -> Response:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 
 from jetgrid.coordinator.settings import Settings
 from jetgrid.gateway.app import create_app
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 T = TypeVar("T")
 
@@ -42,8 +45,9 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main)
 
 
-def make_server(settings: Settings) -> EmbeddedServer:
-    return EmbeddedServer(uvicorn_config(create_app(settings), settings))
+def make_server(settings: Settings, app: Starlette | None = None) -> EmbeddedServer:
+    """The gateway app (`app`, or a new one) under the gateway's uvicorn settings."""
+    return EmbeddedServer(uvicorn_config(app or create_app(settings), settings))
 
 
 STARTUP_TIMEOUT_S = 15.0

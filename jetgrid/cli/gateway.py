@@ -32,7 +32,7 @@ async def gateway(**flags: Any) -> None:
     from jetgrid.embedded import check_ports
     from jetgrid.events import ConfigError
     from jetgrid.gateway.app import create_app
-    from jetgrid.gateway.server import EmbeddedServer, uvicorn_config
+    from jetgrid.gateway.server import make_server
 
     settings = settings_from(**flags)
     setup_logging(settings)
@@ -45,7 +45,7 @@ async def gateway(**flags: Any) -> None:
             f"{str(exc).rstrip('.')}; create jetgrid's streams first with `jetgrid provision` "
             "(the same NATS server and prefixes)."
         ) from exc
-    server = EmbeddedServer(uvicorn_config(app, settings))
+    server = make_server(settings, app)
     server.config.load()  # uvicorn's protocol modules and the wrapped app, before the freeze
     settle_heap()
     loop = asyncio.get_running_loop()
